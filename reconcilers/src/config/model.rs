@@ -1,0 +1,586 @@
+//! The typed config model and the reading of the core and `[Extensions.NAME]` tables.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use crate::placement::{Constraint, PlacementPreference};
+use crate::swarm::PublishMode;
+
+use super::proxy::{self, ProxyConfig};
+use super::reader::TableReader;
+
+/// The whole config: the core's keys and one [`Extension`] per `[Extensions.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the core listens (`ListenAddr`, default `:8080`).
+    pub listen_addr: ListenAddr,
+    /// `DockerURL`; `None` means `DOCKER_HOST`, then the local socket.
+    pub docker_url: Option<DockerUrl>,
+    pub tls: TlsFiles,
+    pub allow_insecure: bool,
+    pub poll_interval: Duration,
+    pub endpoint_override: Option<String>,
+    /// By extension name, in name order.
+    pub extensions: BTreeMap<String, Extension>,
+}
+
+/// `host:port`, where the host may be empty (all interfaces), as Go's net.Listen takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How to reach the Docker engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerUrl {
+    /// `unix:///var/run/docker.sock`: the socket path.
+    Unix(String),
+    /// `tcp://host:port`: the address, TLS if certificate files are given.
+    Tcp(String),
+}
+
+impl fmt::Display for DockerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DockerUrl::Unix(path) => write!(f, "unix://{path}"),
+            DockerUrl::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
+impl DockerUrl {
+    /// Parses `unix://PATH` or `tcp://HOST:PORT` (also `http://`, an alias for plain `tcp://`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("unix://") {
+            if path.starts_with('/') {
+                return Ok(DockerUrl::Unix(path.to_owned()));
+            }
+            return Err(format!("{text:?}: a unix socket URL needs an absolute path, e.g. unix:///var/run/docker.sock"));
+        }
+        if let Some(addr) = text.strip_prefix("tcp://").or_else(|| text.strip_prefix("http://")) {
+            let addr = addr.trim_end_matches('/');
+            return match addr.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                    Ok(DockerUrl::Tcp(addr.to_owned()))
+                }
+                _ => Err(format!("{text:?}: a tcp URL needs a host and a port, e.g. tcp://10.0.0.1:2376")),
+            };
+        }
+        Err(format!("{text:?}: DockerURL must start with unix:// or tcp://"))
+    }
+}
+
+/// Client certificate files for a `tcp://` engine (`TLSCACert`, `TLSCert`, `TLSKey`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca_cert: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+impl TlsFiles {
+    pub fn is_empty(&self) -> bool {
+        self.ca_cert.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+}
+
+/// Which proxy an extension drives; decides the `Config` table's keys and the renderer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    Nginx,
+    Haproxy,
+}
+
+impl fmt::Display for ProxyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProxyKind::Nginx => "nginx",
+            ProxyKind::Haproxy => "haproxy",
+        })
+    }
+}
+
+/// One `[Extensions.NAME]`: an extension service and the proxy service it configures, serving
+/// one service cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    pub name: String,
+    pub image: String,
+    pub args: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub container_labels: BTreeMap<String, String>,
+    pub constraints: Vec<Constraint>,
+    pub placement_preferences: Vec<PlacementPreference>,
+    pub service_name: String,
+    pub proxy_kind: ProxyKind,
+    pub proxy_image: String,
+    pub proxy_args: Vec<String>,
+    pub proxy_labels: BTreeMap<String, String>,
+    pub proxy_container_labels: BTreeMap<String, String>,
+    pub proxy_service_name: String,
+    pub proxy_config_path: String,
+    pub proxy_replicas: u64,
+    pub proxy_stop_signal: String,
+    pub proxy_stop_grace_period: Duration,
+    pub proxy_constraints: Vec<Constraint>,
+    pub proxy_placement_preferences: Vec<PlacementPreference>,
+    pub proxy_update_delay: Option<Duration>,
+    /// `""` serves the app services that name no cluster.
+    pub service_cluster: String,
+    pub publish_mode: PublishMode,
+    pub published_port: u16,
+    pub target_port: u16,
+    /// `0` publishes no TLS port.
+    pub published_ssl_port: u16,
+    pub target_ssl_port: u16,
+    /// `Template`: name of a config object holding a custom template.
+    pub template: Option<String>,
+    /// `Networks`: when set, the proxy joins only these networks.
+    pub networks: Option<Vec<String>>,
+    pub hitless_service_update: bool,
+    pub config_image: Option<String>,
+    pub config_service_name: Option<String>,
+    pub config: ProxyConfig,
+    /// Where keys were written, for diagnostics that span extensions.
+    pub(crate) positions: Positions,
+}
+
+/// Byte ranges of an extension's header and of the keys cross-extension rules point at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Positions {
+    pub(crate) header: Range<usize>,
+    pub(crate) keys: BTreeMap<&'static str, Range<usize>>,
+}
+
+impl Positions {
+    /// The key's position, or the extension's header when the key took its default.
+    pub(crate) fn of(&self, key: &str) -> Range<usize> {
+        self.keys.get(key).cloned().unwrap_or_else(|| self.header.clone())
+    }
+}
+
+const DEFAULT_STOP_GRACE_PERIOD: Duration = Duration::from_secs(5);
+
+pub(super) fn read_config(root: &TableReader<'_, '_, '_>) -> Option<Config> {
+    let listen_addr = match root.string("ListenAddr") {
+        None => Some(ListenAddr { host: String::new(), port: 8080 }),
+        Some((text, span)) => match parse_listen_addr(&text) {
+            Ok(addr) => Some(addr),
+            Err(message) => {
+                root.error("ListenAddr", span, message);
+                None
+            }
+        },
+    };
+    let docker_url = root.string("DockerURL").and_then(|(text, span)| match DockerUrl::parse(&text) {
+        Ok(url) => Some(url),
+        Err(message) => {
+            root.error("DockerURL", span, message);
+            None
+        }
+    });
+    let tls = TlsFiles {
+        ca_cert: non_empty(root.string("TLSCACert")),
+        cert: non_empty(root.string("TLSCert")),
+        key: non_empty(root.string("TLSKey")),
+    };
+    let allow_insecure = root.bool("AllowInsecure").is_some_and(|(b, _)| b);
+    check_tls(root, docker_url.as_ref(), &tls, allow_insecure);
+    let poll_interval = match root.duration("PollInterval") {
+        Some((d, span)) if d.is_zero() => {
+            root.error("PollInterval", span, "must be longer than zero");
+            super::DEFAULT_POLL_INTERVAL
+        }
+        Some((d, _)) => d,
+        None => super::DEFAULT_POLL_INTERVAL,
+    };
+    let endpoint_override = non_empty(root.string("EndpointOverride"));
+
+    let mut extensions = BTreeMap::new();
+    match root.table("Extensions") {
+        Some((table, span)) => {
+            for (name, header, reader) in table.subtables() {
+                if let Some(ext) = read_extension(&reader, &name, header) {
+                    extensions.insert(name, ext);
+                }
+                reader.finish();
+            }
+            if extensions.is_empty() && !root.diagnostics().has_errors() {
+                root.warning("Extensions", span, "no extension is defined: nothing will be routed");
+            }
+        }
+        None => {
+            if root.span_of("Extensions").is_none() {
+                root.warning("Extensions", 0..0, "no [Extensions.NAME] table: nothing will be routed");
+            }
+        }
+    }
+    Some(Config {
+        listen_addr: listen_addr?,
+        docker_url,
+        tls,
+        allow_insecure,
+        poll_interval,
+        endpoint_override,
+        extensions,
+    })
+}
+
+fn non_empty(value: Option<(String, Range<usize>)>) -> Option<String> {
+    value.map(|(s, _)| s).filter(|s| !s.is_empty())
+}
+
+fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
+    let bad = || format!("{text:?} is not host:port (e.g. \":8080\" or \"0.0.0.0:8080\")");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok(ListenAddr { host: host.to_owned(), port })
+}
+
+fn check_tls(root: &TableReader<'_, '_, '_>, url: Option<&DockerUrl>, tls: &TlsFiles, allow_insecure: bool) {
+    if tls.is_empty() {
+        return;
+    }
+    let at = |key| root.span_of(key).unwrap_or(0..0);
+    if matches!(url, Some(DockerUrl::Unix(_))) {
+        root.warning("TLSCert", at("TLSCert"), "TLS files are ignored for a unix:// DockerURL");
+        return;
+    }
+    for (key, value) in [("TLSCACert", &tls.ca_cert), ("TLSCert", &tls.cert), ("TLSKey", &tls.key)] {
+        if value.is_none() {
+            let span = root.span_of("TLSCACert").or(root.span_of("TLSCert")).or(root.span_of("TLSKey")).unwrap_or(0..0);
+            root.error(key, span, "TLSCACert, TLSCert and TLSKey must be given together for a TLS connection");
+        }
+    }
+    if allow_insecure {
+        root.warning(
+            "AllowInsecure",
+            at("AllowInsecure"),
+            "the engine's certificate is still verified against TLSCACert: interlock never skips verification",
+        );
+    }
+}
+
+/// Docker's service-name rule: starts alphanumeric, then alphanumerics, `-`, `_`, `.`; ≤ 63.
+pub(crate) fn is_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn read_extension(ext: &TableReader<'_, '_, '_>, name: &str, header: Range<usize>) -> Option<Extension> {
+    let mut positions = Positions { header: header.clone(), keys: BTreeMap::new() };
+    let mut ok = true;
+    // Remembers where a key was written, for cross-extension diagnostics.
+    let mut at = |key: &'static str, span: &Range<usize>| {
+        positions.keys.insert(key, span.clone());
+    };
+    if !is_service_name(&format!("x{name}")) || name.is_empty() {
+        ext.error("", header.clone(), format!("extension name {name:?} may use only letters, digits, '-', '_' and '.'"));
+        ok = false;
+    }
+
+    let required_image = |key: &'static str| match ext.string(key) {
+        Some((image, span)) if image.trim().is_empty() => {
+            ext.error(key, span, "image must not be empty");
+            None
+        }
+        Some((image, span)) if image.chars().any(char::is_whitespace) => {
+            ext.error(key, span, format!("{image:?} is not an image reference (it contains spaces)"));
+            None
+        }
+        Some((image, _)) => Some(image),
+        None => {
+            ext.error(key, header.clone(), format!("{key} is required"));
+            None
+        }
+    };
+    let image = required_image("Image");
+    let proxy_image = required_image("ProxyImage");
+
+    let service_name = read_service_name(ext, "ServiceName", format!("interlock-ext-{name}"), &mut at);
+    let proxy_service_name = read_service_name(ext, "ProxyServiceName", format!("interlock-proxy-{name}"), &mut at);
+
+    let proxy_kind = match ext.string("ProxyKind") {
+        Some((kind, span)) => match kind.to_ascii_lowercase().as_str() {
+            "nginx" => Some(ProxyKind::Nginx),
+            "haproxy" => Some(ProxyKind::Haproxy),
+            _ => {
+                ext.error("ProxyKind", span, format!("{kind:?} is not a proxy kind (use \"nginx\" or \"haproxy\")"));
+                None
+            }
+        },
+        None => Some(
+            if [&proxy_image, &image].iter().any(|i| i.as_deref().is_some_and(|i| i.to_ascii_lowercase().contains("haproxy"))) {
+                ProxyKind::Haproxy
+            } else {
+                ProxyKind::Nginx
+            },
+        ),
+    };
+
+    let constraints = constraints(ext, "Constraints");
+    let placement_preferences = preferences(ext, "PlacementPreferences");
+    let proxy_constraints = constraints_at(ext, "ProxyConstraints", &mut at);
+    let proxy_placement_preferences = preferences(ext, "ProxyPlacementPreferences");
+
+    let proxy_config_path = match ext.string("ProxyConfigPath") {
+        Some((path, span)) if !path.starts_with('/') => {
+            ext.error("ProxyConfigPath", span, format!("{path:?} must be an absolute path"));
+            None
+        }
+        Some((path, _)) => Some(path),
+        None => Some(match proxy_kind {
+            Some(ProxyKind::Haproxy) => "/usr/local/etc/haproxy/haproxy.cfg".to_owned(),
+            _ => "/etc/nginx/nginx.conf".to_owned(),
+        }),
+    };
+
+    let proxy_replicas = ext.integer("ProxyReplicas", 0..=1_000).map_or(1, |(n, span)| {
+        if n == 0 {
+            ext.warning("ProxyReplicas", span, "0 replicas: this extension's proxy will serve nothing");
+        }
+        n as u64
+    });
+    let proxy_stop_signal = match ext.string("ProxyStopSignal") {
+        Some((signal, span)) => match canonical_signal(&signal) {
+            Some(s) => Some(s),
+            None => {
+                ext.error("ProxyStopSignal", span, format!("{signal:?} is not a signal name (e.g. \"SIGQUIT\")"));
+                None
+            }
+        },
+        None => Some("SIGQUIT".to_owned()),
+    };
+    let proxy_stop_grace_period = ext.duration("ProxyStopGracePeriod").map_or(DEFAULT_STOP_GRACE_PERIOD, |(d, _)| d);
+    let proxy_update_delay = ext.duration("ProxyUpdateDelay").map(|(d, _)| d);
+
+    let service_cluster = match ext.string("ServiceCluster") {
+        Some((cluster, span)) if cluster.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            ext.error("ServiceCluster", span, format!("{cluster:?} must not contain spaces"));
+            String::new()
+        }
+        Some((cluster, _)) => cluster,
+        None => String::new(),
+    };
+    let publish_mode = match ext.string("PublishMode") {
+        Some((mode, span)) => match mode.to_ascii_lowercase().as_str() {
+            "ingress" => Some(PublishMode::Ingress),
+            "host" => Some(PublishMode::Host),
+            _ => {
+                ext.error("PublishMode", span, format!("{mode:?} is not a publish mode (use \"host\" or \"ingress\")"));
+                None
+            }
+        },
+        None => Some(PublishMode::Ingress),
+    };
+    let mut port = |key: &'static str, default: u16, allow_zero: bool| {
+        let min = if allow_zero { 0 } else { 1 };
+        match ext.integer(key, min..=65_535) {
+            Some((p, span)) => {
+                at(key, &span);
+                p as u16
+            }
+            None => default,
+        }
+    };
+    let published_port = port("PublishedPort", 8080, false);
+    let target_port = port("TargetPort", 80, false);
+    let published_ssl_port = port("PublishedSSLPort", 8443, true);
+    let target_ssl_port = port("TargetSSLPort", 443, true);
+    if (published_ssl_port == 0) != (target_ssl_port == 0) {
+        let span = positions.of("PublishedSSLPort");
+        ext.error("PublishedSSLPort", span, "PublishedSSLPort and TargetSSLPort must both be set or both be 0 (no TLS port)");
+        ok = false;
+    }
+    if published_ssl_port != 0 && published_ssl_port == published_port {
+        ext.error("PublishedSSLPort", positions.of("PublishedSSLPort"), format!("port {published_port} is already the PublishedPort"));
+        ok = false;
+    }
+    if target_ssl_port != 0 && target_ssl_port == target_port {
+        ext.error("TargetSSLPort", positions.of("TargetSSLPort"), format!("port {target_port} is already the TargetPort"));
+        ok = false;
+    }
+
+    let template = non_empty(ext.string("Template"));
+    let networks = ext.string_list("Networks").map(|list| {
+        list.into_iter()
+            .filter_map(|(n, span)| {
+                if n.trim().is_empty() {
+                    ext.error("Networks", span, "network name must not be empty");
+                    None
+                } else {
+                    Some(n)
+                }
+            })
+            .collect()
+    });
+    let hitless_service_update = ext.bool("HitlessServiceUpdate").is_some_and(|(b, _)| b);
+    let config_image = non_empty(ext.string("ConfigImage"));
+    let config_service_name = match ext.string("ConfigServiceName") {
+        Some((n, span)) if !is_service_name(&n) => {
+            ext.error("ConfigServiceName", span, format!("{n:?} is not a valid service name"));
+            None
+        }
+        other => non_empty(other),
+    };
+
+    let args = strings(ext.string_list("Args"));
+    let proxy_args = strings(ext.string_list("ProxyArgs"));
+    let labels = ext.string_map("Labels").unwrap_or_default();
+    let container_labels = ext.string_map("ContainerLabels").unwrap_or_default();
+    let proxy_labels = ext.string_map("ProxyLabels").unwrap_or_default();
+    let proxy_container_labels = ext.string_map("ProxyContainerLabels").unwrap_or_default();
+
+    let config = proxy::read(ext, proxy_kind.unwrap_or(ProxyKind::Nginx));
+
+    Some(Extension {
+        name: name.to_owned(),
+        image: image?,
+        args,
+        labels,
+        container_labels,
+        constraints: constraints?,
+        placement_preferences: placement_preferences?,
+        service_name: service_name?,
+        proxy_kind: proxy_kind?,
+        proxy_image: proxy_image?,
+        proxy_args,
+        proxy_labels,
+        proxy_container_labels,
+        proxy_service_name: proxy_service_name?,
+        proxy_config_path: proxy_config_path?,
+        proxy_replicas,
+        proxy_stop_signal: proxy_stop_signal?,
+        proxy_stop_grace_period,
+        proxy_constraints: proxy_constraints?,
+        proxy_placement_preferences: proxy_placement_preferences?,
+        proxy_update_delay,
+        service_cluster,
+        publish_mode: publish_mode?,
+        published_port,
+        target_port,
+        published_ssl_port,
+        target_ssl_port,
+        template,
+        networks,
+        hitless_service_update,
+        config_image,
+        config_service_name,
+        config: config?,
+        positions,
+    })
+    .filter(|_| ok)
+}
+
+fn strings(list: Option<Vec<(String, Range<usize>)>>) -> Vec<String> {
+    list.unwrap_or_default().into_iter().map(|(s, _)| s).collect()
+}
+
+fn read_service_name(
+    ext: &TableReader<'_, '_, '_>,
+    key: &'static str,
+    default: String,
+    at: &mut impl FnMut(&'static str, &Range<usize>),
+) -> Option<String> {
+    match ext.string(key) {
+        Some((name, span)) => {
+            at(key, &span);
+            if is_service_name(&name) {
+                Some(name)
+            } else {
+                ext.error(key, span, format!("{name:?} is not a valid service name (letters, digits, '-', '_', '.'; at most 63)"));
+                None
+            }
+        }
+        None if is_service_name(&default) => Some(default),
+        None => {
+            ext.error(key, ext_header(ext), format!("the default name {default:?} is too long or invalid: set {key}"));
+            None
+        }
+    }
+}
+
+fn ext_header(ext: &TableReader<'_, '_, '_>) -> Range<usize> {
+    ext.span_of("Image").unwrap_or(0..0)
+}
+
+fn constraints(ext: &TableReader<'_, '_, '_>, key: &'static str) -> Option<Vec<Constraint>> {
+    constraints_at(ext, key, &mut |_, _| {})
+}
+
+fn constraints_at(
+    ext: &TableReader<'_, '_, '_>,
+    key: &'static str,
+    at: &mut impl FnMut(&'static str, &Range<usize>),
+) -> Option<Vec<Constraint>> {
+    let list = ext.string_list(key).unwrap_or_default();
+    if let Some((_, span)) = list.first() {
+        at(key, span);
+    }
+    let mut ok = true;
+    let parsed = list
+        .into_iter()
+        .filter_map(|(text, span)| match Constraint::parse(&text) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                ext.error(key, span, e.to_string());
+                ok = false;
+                None
+            }
+        })
+        .collect();
+    ok.then_some(parsed)
+}
+
+fn preferences(ext: &TableReader<'_, '_, '_>, key: &'static str) -> Option<Vec<PlacementPreference>> {
+    let mut ok = true;
+    let parsed = ext
+        .string_list(key)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(text, span)| match PlacementPreference::parse(&text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                ext.error(key, span, e.to_string());
+                ok = false;
+                None
+            }
+        })
+        .collect();
+    ok.then_some(parsed)
+}
+
+/// `"SIGQUIT"`, `"quit"`, `"3"` → `"SIGQUIT"`, `"3"`: the form Swarm's `StopSignal` takes.
+fn canonical_signal(text: &str) -> Option<String> {
+    const SIGNALS: &[&str] = &[
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM",
+        "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF",
+        "WINCH", "IO", "PWR", "SYS",
+    ];
+    let text = text.trim();
+    if text.parse::<u8>().is_ok_and(|n| (1..=64).contains(&n)) {
+        return Some(text.to_owned());
+    }
+    let upper = text.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    SIGNALS.contains(&bare).then(|| format!("SIG{bare}"))
+}
