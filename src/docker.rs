@@ -1,0 +1,498 @@
+//! The Docker adapter: the only module that knows bollard.
+//!
+//! It connects to the engine named by the config (or `DOCKER_HOST`), translates between
+//! bollard's generated models and the core's plain types in `reconcilers::swarm`, classifies
+//! errors into what the caller can act on, and bounds every short call with a timeout (bollard's
+//! own timeout covers only response headers, and the events stream has none).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bollard::models::{
+    ConfigSpec, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EventMessage,
+    EventMessageTypeEnum, LocalNodeState, NetworkAttachmentConfig, Node, NodeSpecAvailabilityEnum,
+    NodeSpecRoleEnum, NodeState, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement,
+    TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
+};
+use bollard::query_parameters::{EventsOptions, ListConfigsOptions, ListNodesOptions, ListServicesOptions};
+use bollard::{API_DEFAULT_VERSION, Docker};
+use futures_util::{Stream, StreamExt};
+use reconcilers::config::{DockerUrl, TlsFiles};
+use reconcilers::swarm::{
+    ConfigDef, ConfigFacts, ConfigMount, EngineFacts, NodeAvailability, NodeFacts, NodeRole, ObjectKind, PortDef,
+    PublishMode, ServiceDef, ServiceFacts, SwarmEvent, SwarmMembership,
+};
+
+/// bollard's backstop timeout (seconds) for a response's headers.
+const CLIENT_TIMEOUT_SECS: u64 = 60;
+/// Our bound on one short request (list, inspect, create, update, delete).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What went wrong talking to Docker, classified for the caller's error policy.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error(
+        "cannot reach the Docker engine at {endpoint}: {reason}. Is dockerd running, and is DockerURL (or DOCKER_HOST) right?"
+    )]
+    Unreachable { endpoint: String, reason: String },
+    #[error(
+        "TLS connection to {endpoint} failed: {reason}. Check TLSCACert, TLSCert and TLSKey (PEM files readable by interlock)."
+    )]
+    Tls { endpoint: String, reason: String },
+    #[error(
+        "the engine at {endpoint} is not a swarm manager ({state}). Run interlock on a manager node (constraint node.role==manager), or run `docker swarm init` first."
+    )]
+    NotManager { endpoint: String, state: String },
+    #[error("{operation}: not found")]
+    NotFound { operation: String },
+    #[error("{operation}: name already in use")]
+    Conflict { operation: String },
+    #[error("{operation}: update out of sequence (the object changed since it was read)")]
+    OutOfSequence { operation: String },
+    #[error("{operation}: the engine answered {status}: {message}")]
+    Rejected { operation: String, status: u16, message: String },
+    #[error("{operation}: no answer within {seconds} s")]
+    Timeout { operation: String, seconds: u64 },
+    #[error("{operation}: {source}")]
+    Transport {
+        operation: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+impl DockerError {
+    /// Worth retrying after a pause: the engine may answer differently next time.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            DockerError::Unreachable { .. }
+                | DockerError::OutOfSequence { .. }
+                | DockerError::Timeout { .. }
+                | DockerError::Transport { .. }
+        ) || matches!(self, DockerError::Rejected { status, .. } if *status >= 500)
+    }
+
+    fn classify(operation: &str, endpoint: &str, error: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as E;
+        let operation = operation.to_owned();
+        match error {
+            E::DockerResponseServerError { status_code: 404, .. } => DockerError::NotFound { operation },
+            E::DockerResponseServerError { status_code: 409, .. } => DockerError::Conflict { operation },
+            E::DockerResponseServerError { status_code, message } if message.contains("update out of sequence") => {
+                let _ = status_code;
+                DockerError::OutOfSequence { operation }
+            }
+            E::DockerResponseServerError { status_code: 503, message } if message.contains("not a swarm manager") => {
+                DockerError::NotManager { endpoint: endpoint.to_owned(), state: message }
+            }
+            E::DockerResponseServerError { status_code, message } => {
+                DockerError::Rejected { operation, status: status_code, message }
+            }
+            E::IOError { err } => DockerError::Unreachable { endpoint: endpoint.to_owned(), reason: err.to_string() },
+            E::SocketNotFoundError(path) => {
+                DockerError::Unreachable { endpoint: endpoint.to_owned(), reason: format!("no socket at {path}") }
+            }
+            E::HyperLegacyError { err } if err.is_connect() => {
+                let reason = std::error::Error::source(&err).map_or_else(|| err.to_string(), ToString::to_string);
+                if reason.to_ascii_lowercase().contains("certificate") || reason.contains("tls") {
+                    DockerError::Tls { endpoint: endpoint.to_owned(), reason }
+                } else {
+                    DockerError::Unreachable { endpoint: endpoint.to_owned(), reason }
+                }
+            }
+            E::CertPathError { path } | E::CertParseError { path } => DockerError::Tls {
+                endpoint: endpoint.to_owned(),
+                reason: format!("cannot read or parse {}", path.display()),
+            },
+            E::RequestTimeoutError => DockerError::Timeout { operation, seconds: CLIENT_TIMEOUT_SECS },
+            source => DockerError::Transport { operation, source },
+        }
+    }
+}
+
+/// A connection to one Docker engine. Cheap to clone; share one.
+#[derive(Clone)]
+pub struct DockerClient {
+    docker: Docker,
+    endpoint: String,
+}
+
+impl DockerClient {
+    /// Connects to `url` (the config's `DockerURL`), else `DOCKER_HOST`, else the local socket.
+    /// Nothing is sent yet: the first call shows whether the engine answers.
+    pub fn connect(url: Option<&DockerUrl>, tls: &TlsFiles) -> Result<Self, DockerError> {
+        let url = match url {
+            Some(url) => url.clone(),
+            None => match std::env::var("DOCKER_HOST") {
+                Ok(host) if !host.is_empty() => DockerUrl::parse(&host)
+                    .map_err(|reason| DockerError::Unreachable { endpoint: host.clone(), reason })?,
+                _ => DockerUrl::Unix("/var/run/docker.sock".to_owned()),
+            },
+        };
+        let endpoint = url.to_string();
+        let connected = match (&url, tls.is_empty()) {
+            (DockerUrl::Unix(path), _) => Docker::connect_with_unix(path, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION),
+            (DockerUrl::Tcp(addr), true) => {
+                Docker::connect_with_http(&format!("tcp://{addr}"), CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            }
+            (DockerUrl::Tcp(addr), false) => {
+                let file = |f: &Option<String>| Path::new(f.as_deref().unwrap_or_default()).to_owned();
+                Docker::connect_with_ssl(
+                    &format!("tcp://{addr}"),
+                    &file(&tls.key),
+                    &file(&tls.cert),
+                    &file(&tls.ca_cert),
+                    CLIENT_TIMEOUT_SECS,
+                    API_DEFAULT_VERSION,
+                )
+            }
+        };
+        let docker = connected.map_err(|e| DockerError::classify("connect", &endpoint, e))?;
+        Ok(Self { docker, endpoint })
+    }
+
+    /// The engine's address as given, for messages.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Runs one short request under [`CALL_TIMEOUT`], classifying its error.
+    async fn call<T>(
+        &self,
+        operation: &str,
+        request: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, DockerError> {
+        match tokio::time::timeout(CALL_TIMEOUT, request).await {
+            Ok(result) => result.map_err(|e| DockerError::classify(operation, &self.endpoint, e)),
+            Err(_) => Err(DockerError::Timeout { operation: operation.to_owned(), seconds: CALL_TIMEOUT.as_secs() }),
+        }
+    }
+
+    /// Engine version and this node's place in the swarm.
+    pub async fn engine(&self) -> Result<EngineFacts, DockerError> {
+        let version = self.call("read the engine version", self.docker.version()).await?;
+        let info = self.call("read the engine info", self.docker.info()).await?;
+        let swarm = info.swarm.unwrap_or_default();
+        let node_id = swarm.node_id.unwrap_or_default();
+        let membership = match swarm.local_node_state {
+            Some(LocalNodeState::ACTIVE) if swarm.control_available == Some(true) => SwarmMembership::Manager { node_id },
+            Some(LocalNodeState::ACTIVE) => SwarmMembership::Worker { node_id },
+            Some(LocalNodeState::INACTIVE) | Some(LocalNodeState::EMPTY) | None => SwarmMembership::None,
+            Some(other) => SwarmMembership::Other { state: other.to_string() },
+        };
+        Ok(EngineFacts {
+            version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            os: version.os.unwrap_or_default(),
+            arch: version.arch.unwrap_or_default(),
+            name: info.name.unwrap_or_default(),
+            swarm: membership,
+        })
+    }
+
+    /// Fails with [`DockerError::NotManager`] unless this engine manages the swarm.
+    pub async fn require_manager(&self) -> Result<EngineFacts, DockerError> {
+        let engine = self.engine().await?;
+        let state = match &engine.swarm {
+            SwarmMembership::Manager { .. } => return Ok(engine),
+            SwarmMembership::None => "not in a swarm".to_owned(),
+            SwarmMembership::Worker { .. } => "a worker".to_owned(),
+            SwarmMembership::Other { state } => format!("swarm state {state}"),
+        };
+        Err(DockerError::NotManager { endpoint: self.endpoint.clone(), state })
+    }
+
+    pub async fn list_nodes(&self) -> Result<Vec<NodeFacts>, DockerError> {
+        let nodes = self.call("list nodes", self.docker.list_nodes(None::<ListNodesOptions>)).await?;
+        let mut facts: Vec<NodeFacts> = nodes.into_iter().map(node_facts).collect();
+        facts.sort_by(|a, b| (a.role, &a.hostname).cmp(&(b.role, &b.hostname)));
+        Ok(facts)
+    }
+
+    /// Services carrying `label` (`key` or `key=value`).
+    pub async fn list_services(&self, label: &str) -> Result<Vec<ServiceFacts>, DockerError> {
+        let options = ListServicesOptions { filters: Some(label_filter(label)), status: None };
+        let services = self.call("list services", self.docker.list_services(Some(options))).await?;
+        Ok(services.into_iter().map(service_facts).collect())
+    }
+
+    /// The service named `name`, if it exists.
+    pub async fn inspect_service(&self, name: &str) -> Result<Option<ServiceFacts>, DockerError> {
+        let operation = format!("inspect service {name}");
+        match self.call(&operation, self.docker.inspect_service(name, None)).await {
+            Ok(service) => Ok(Some(service_facts(service))),
+            Err(DockerError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a service; returns its ID.
+    pub async fn create_service(&self, def: &ServiceDef) -> Result<String, DockerError> {
+        let operation = format!("create service {}", def.name);
+        let created = self.call(&operation, self.docker.create_service(service_spec(def), None)).await?;
+        Ok(created.id.unwrap_or_default())
+    }
+
+    pub async fn delete_service(&self, name_or_id: &str) -> Result<(), DockerError> {
+        let operation = format!("delete service {name_or_id}");
+        self.call(&operation, self.docker.delete_service(name_or_id)).await
+    }
+
+    /// Config objects carrying `label` (`key` or `key=value`).
+    pub async fn list_configs(&self, label: &str) -> Result<Vec<ConfigFacts>, DockerError> {
+        let options = ListConfigsOptions { filters: Some(label_filter(label)) };
+        let configs = self.call("list configs", self.docker.list_configs(Some(options))).await?;
+        Ok(configs
+            .into_iter()
+            .map(|c| {
+                let spec = c.spec.unwrap_or_default();
+                ConfigFacts {
+                    id: c.id.unwrap_or_default(),
+                    name: spec.name.unwrap_or_default(),
+                    labels: sorted(spec.labels),
+                    version: c.version.and_then(|v| v.index).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// Creates a config object; returns its ID.
+    pub async fn create_config(&self, def: &ConfigDef) -> Result<String, DockerError> {
+        let spec = ConfigSpec {
+            name: Some(def.name.clone()),
+            labels: Some(def.labels.clone().into_iter().collect()),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(&def.data)),
+            templating: None,
+        };
+        let operation = format!("create config {}", def.name);
+        Ok(self.call(&operation, self.docker.create_config(spec)).await?.id)
+    }
+
+    pub async fn delete_config(&self, id: &str) -> Result<(), DockerError> {
+        let operation = format!("delete config {id}");
+        self.call(&operation, self.docker.delete_config(id)).await
+    }
+
+    /// Swarm-scoped events of the given kinds, from now on. The stream ends when the engine
+    /// closes it, and it has no idle timeout: the caller resubscribes and must not rely on it
+    /// alone (events can be lost and carry no labels).
+    pub fn events(&self, kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, DockerError>> + use<> {
+        let types: Vec<String> = kinds.iter().map(kind_name).collect();
+        let filters = HashMap::from([("type".to_owned(), types), ("scope".to_owned(), vec!["swarm".to_owned()])]);
+        let options = EventsOptions { since: None, until: None, filters: Some(filters) };
+        let endpoint = self.endpoint.clone();
+        self.docker.events(Some(options)).map(move |item| {
+            item.map(swarm_event).map_err(|e| DockerError::classify("watch events", &endpoint, e))
+        })
+    }
+}
+
+fn label_filter(label: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), vec![label.to_owned()])])
+}
+
+fn sorted(map: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
+    map.unwrap_or_default().into_iter().collect()
+}
+
+fn kind_name(kind: &ObjectKind) -> String {
+    match kind {
+        ObjectKind::Service => "service".to_owned(),
+        ObjectKind::Node => "node".to_owned(),
+        ObjectKind::Network => "network".to_owned(),
+        ObjectKind::Config => "config".to_owned(),
+        ObjectKind::Secret => "secret".to_owned(),
+        ObjectKind::Other(name) => name.clone(),
+    }
+}
+
+fn swarm_event(message: EventMessage) -> SwarmEvent {
+    let kind = match message.typ {
+        Some(EventMessageTypeEnum::SERVICE) => ObjectKind::Service,
+        Some(EventMessageTypeEnum::NODE) => ObjectKind::Node,
+        Some(EventMessageTypeEnum::NETWORK) => ObjectKind::Network,
+        Some(EventMessageTypeEnum::CONFIG) => ObjectKind::Config,
+        Some(EventMessageTypeEnum::SECRET) => ObjectKind::Secret,
+        Some(other) => ObjectKind::Other(other.to_string()),
+        None => ObjectKind::Other(String::new()),
+    };
+    let actor = message.actor.unwrap_or_default();
+    SwarmEvent {
+        kind,
+        action: message.action.unwrap_or_default(),
+        id: actor.id.unwrap_or_default(),
+        name: actor.attributes.and_then(|mut a| a.remove("name")),
+    }
+}
+
+fn node_facts(node: Node) -> NodeFacts {
+    let spec = node.spec.unwrap_or_default();
+    let description = node.description.unwrap_or_default();
+    let platform = description.platform.unwrap_or_default();
+    let status = node.status.unwrap_or_default();
+    NodeFacts {
+        id: node.id.unwrap_or_default(),
+        hostname: description.hostname.unwrap_or_default(),
+        role: match spec.role {
+            Some(NodeSpecRoleEnum::MANAGER) => NodeRole::Manager,
+            _ => NodeRole::Worker,
+        },
+        availability: match spec.availability {
+            Some(NodeSpecAvailabilityEnum::PAUSE) => NodeAvailability::Pause,
+            Some(NodeSpecAvailabilityEnum::DRAIN) => NodeAvailability::Drain,
+            _ => NodeAvailability::Active,
+        },
+        ready: status.state == Some(NodeState::READY),
+        address: status.addr,
+        labels: sorted(spec.labels),
+        engine_labels: sorted(description.engine.and_then(|e| e.labels)),
+        os: platform.os,
+        arch: platform.architecture,
+        version: node.version.and_then(|v| v.index).unwrap_or_default(),
+    }
+}
+
+/// The full Swarm spec for a definition. Swarm replaces a spec wholesale on update, so every
+/// field the core manages is always sent.
+fn service_spec(def: &ServiceDef) -> ServiceSpec {
+    let networks: Vec<NetworkAttachmentConfig> = def
+        .networks
+        .iter()
+        .map(|n| NetworkAttachmentConfig { target: Some(n.clone()), ..Default::default() })
+        .collect();
+    let configs: Vec<TaskSpecContainerSpecConfigs> = def
+        .configs
+        .iter()
+        .map(|c| TaskSpecContainerSpecConfigs {
+            file: Some(TaskSpecContainerSpecFile1 {
+                name: Some(c.target.clone()),
+                uid: Some("0".into()),
+                gid: Some("0".into()),
+                mode: Some(0o444),
+            }),
+            config_id: Some(c.config_id.clone()),
+            config_name: Some(c.config_name.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let ports: Vec<EndpointPortConfig> = def
+        .ports
+        .iter()
+        .map(|p| EndpointPortConfig {
+            target_port: Some(i64::from(p.target)),
+            published_port: Some(i64::from(p.published)),
+            publish_mode: Some(match p.mode {
+                PublishMode::Host => EndpointPortConfigPublishModeEnum::HOST,
+                PublishMode::Ingress => EndpointPortConfigPublishModeEnum::INGRESS,
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ServiceSpec {
+        name: Some(def.name.clone()),
+        labels: Some(def.labels.clone().into_iter().collect()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(def.image.clone()),
+                args: (!def.args.is_empty()).then(|| def.args.clone()),
+                env: (!def.env.is_empty()).then(|| def.env.clone()),
+                labels: Some(def.container_labels.clone().into_iter().collect()),
+                configs: (!configs.is_empty()).then_some(configs),
+                stop_signal: def.stop_signal.clone(),
+                stop_grace_period: def.stop_grace_period.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(def.constraints.clone()),
+                preferences: Some(
+                    def.placement_preferences
+                        .iter()
+                        .map(|p| TaskSpecPlacementPreferences {
+                            spread: Some(TaskSpecPlacementSpread {
+                                spread_descriptor: Some(p.trim_start_matches("spread=").to_owned()),
+                            }),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            networks: (!networks.is_empty()).then_some(networks),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(i64::try_from(def.replicas).unwrap_or(i64::MAX)) }),
+            ..Default::default()
+        }),
+        endpoint_spec: Some(EndpointSpec { ports: Some(ports), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// Reads a service back into the definition's shape (see [`ServiceFacts::def`]).
+fn service_facts(service: Service) -> ServiceFacts {
+    let spec = service.spec.unwrap_or_default();
+    let task = spec.task_template.unwrap_or_default();
+    let container = task.container_spec.unwrap_or_default();
+    let placement = task.placement.unwrap_or_default();
+    let def = ServiceDef {
+        name: spec.name.unwrap_or_default(),
+        labels: sorted(spec.labels),
+        image: container.image.unwrap_or_default(),
+        args: container.args.unwrap_or_default(),
+        env: container.env.unwrap_or_default(),
+        container_labels: sorted(container.labels),
+        replicas: spec
+            .mode
+            .and_then(|m| m.replicated)
+            .and_then(|r| r.replicas)
+            .and_then(|r| u64::try_from(r).ok())
+            .unwrap_or_default(),
+        constraints: placement.constraints.unwrap_or_default(),
+        placement_preferences: placement
+            .preferences
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| p.spread?.spread_descriptor.map(|d| format!("spread={d}")))
+            .collect(),
+        networks: task.networks.unwrap_or_default().into_iter().filter_map(|n| n.target).collect(),
+        ports: spec
+            .endpoint_spec
+            .and_then(|e| e.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| PortDef {
+                published: p.published_port.and_then(|p| u16::try_from(p).ok()).unwrap_or_default(),
+                target: p.target_port.and_then(|p| u16::try_from(p).ok()).unwrap_or_default(),
+                mode: match p.publish_mode {
+                    Some(EndpointPortConfigPublishModeEnum::HOST) => PublishMode::Host,
+                    _ => PublishMode::Ingress,
+                },
+            })
+            .collect(),
+        configs: container
+            .configs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| ConfigMount {
+                config_id: c.config_id.unwrap_or_default(),
+                config_name: c.config_name.unwrap_or_default(),
+                target: c.file.and_then(|f| f.name).unwrap_or_default(),
+            })
+            .collect(),
+        stop_signal: container.stop_signal,
+        stop_grace_period: container
+            .stop_grace_period
+            .and_then(|n| u64::try_from(n).ok())
+            .map(Duration::from_nanos),
+    };
+    ServiceFacts {
+        id: service.id.unwrap_or_default(),
+        version: service.version.and_then(|v| v.index).unwrap_or_default(),
+        def,
+        update_state: service.update_status.and_then(|u| u.state).map(|s| s.to_string()),
+    }
+}

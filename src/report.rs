@@ -1,0 +1,236 @@
+//! Human-readable reports for `interlock validate` and `interlock check`. Plain functions from
+//! values to text, so they are tested without a terminal or an engine.
+
+use std::fmt::Write as _;
+
+use reconcilers::config::{Config, Extension};
+use reconcilers::config::duration::format_go_duration;
+use reconcilers::swarm::{EngineFacts, NodeAvailability, NodeFacts, NodeRole, PublishMode, SwarmMembership};
+
+/// The summary `validate` prints for a valid config.
+pub fn config_summary(file: &str, config: &Config) -> String {
+    let mut out = String::new();
+    let clusters: Vec<String> = config.extensions.values().map(|e| cluster_name(e).to_owned()).collect();
+    let _ = writeln!(
+        out,
+        "{file}: valid. {} extension(s), service clusters: {}; poll every {}",
+        config.extensions.len(),
+        if clusters.is_empty() { "none".to_owned() } else { clusters.join(", ") },
+        format_go_duration(config.poll_interval),
+    );
+    for ext in config.extensions.values() {
+        let _ = writeln!(out, "  [{}] service cluster {}", ext.name, cluster_name(ext));
+        let _ = writeln!(out, "    extension  {}  image {}", ext.service_name, ext.image);
+        let _ = writeln!(
+            out,
+            "    proxy      {}  image {} ({}), {} replica(s)",
+            ext.proxy_service_name, ext.proxy_image, ext.proxy_kind, ext.proxy_replicas
+        );
+        let _ = writeln!(out, "    ports      {}", ports(ext));
+        let _ = writeln!(out, "    placement  {}", constraints_text(ext));
+    }
+    out
+}
+
+fn cluster_name(ext: &Extension) -> &str {
+    if ext.service_cluster.is_empty() { "(default)" } else { &ext.service_cluster }
+}
+
+fn ports(ext: &Extension) -> String {
+    let mode = match ext.publish_mode {
+        PublishMode::Host => "host",
+        PublishMode::Ingress => "ingress",
+    };
+    let mut text = format!("{}->{} http", ext.published_port, ext.target_port);
+    if ext.published_ssl_port != 0 {
+        let _ = write!(text, ", {}->{} tls", ext.published_ssl_port, ext.target_ssl_port);
+    }
+    format!("{text} ({mode} mode)")
+}
+
+fn constraints_text(ext: &Extension) -> String {
+    if ext.proxy_constraints.is_empty() {
+        return "any node".to_owned();
+    }
+    ext.proxy_constraints.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Nodes where an extension's proxy can run: its constraints match, and the node takes tasks.
+pub fn proxy_nodes<'n>(ext: &Extension, nodes: &'n [NodeFacts]) -> Vec<&'n NodeFacts> {
+    nodes
+        .iter()
+        .filter(|n| n.ready && n.availability == NodeAvailability::Active)
+        .filter(|n| ext.proxy_constraints.iter().all(|c| c.matches(n)))
+        .collect()
+}
+
+/// The outcome of `check`: the report, and whether every extension can place its proxy.
+pub struct CheckReport {
+    pub text: String,
+    pub problems: usize,
+}
+
+/// What `check` prints about the engine, its nodes, and where each extension's proxy can go.
+pub fn check_report(engine: &EngineFacts, nodes: &[NodeFacts], config: &Config) -> CheckReport {
+    let mut out = String::new();
+    let mut problems = 0;
+    let _ = writeln!(
+        out,
+        "engine: Docker {} (API {}) on {}/{}, node {}",
+        engine.version, engine.api_version, engine.os, engine.arch, engine.name
+    );
+    let _ = match &engine.swarm {
+        SwarmMembership::Manager { node_id } => writeln!(out, "swarm: manager (node {node_id})"),
+        other => writeln!(out, "swarm: {other:?}"),
+    };
+    let _ = writeln!(out, "nodes ({}):", nodes.len());
+    for n in nodes {
+        let role = match n.role {
+            NodeRole::Manager => "manager",
+            NodeRole::Worker => "worker",
+        };
+        let state = if n.ready { "ready" } else { "not-ready" };
+        let availability = match n.availability {
+            NodeAvailability::Active => "active",
+            NodeAvailability::Pause => "pause",
+            NodeAvailability::Drain => "drain",
+        };
+        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(
+            out,
+            "  {:<16} {role:<8} {state:<9} {availability:<6} {:<15} labels: {}",
+            n.hostname,
+            n.address.as_deref().unwrap_or("-"),
+            if labels.is_empty() { "-".to_owned() } else { labels.join(", ") }
+        );
+    }
+    let _ = writeln!(out, "extensions ({}):", config.extensions.len());
+    let mut host_ports: Vec<(u16, &str, Vec<&str>)> = Vec::new();
+    for ext in config.extensions.values() {
+        let placed = proxy_nodes(ext, nodes);
+        let names: Vec<&str> = placed.iter().map(|n| n.hostname.as_str()).collect();
+        if names.is_empty() {
+            problems += 1;
+            let _ = writeln!(
+                out,
+                "  {}: PROBLEM: no ready, active node matches the proxy constraints [{}]; {} cannot be scheduled. Add the node labels (docker node update --label-add KEY=VALUE NODE) or change ProxyConstraints.",
+                ext.name,
+                constraints_text(ext),
+                ext.proxy_service_name
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  {}: proxy {} can run on {} (constraints: {})",
+                ext.name,
+                ext.proxy_service_name,
+                names.join(", "),
+                constraints_text(ext)
+            );
+        }
+        if ext.publish_mode == PublishMode::Host {
+            for port in [ext.published_port, ext.published_ssl_port].into_iter().filter(|p| *p != 0) {
+                host_ports.push((port, ext.name.as_str(), names.clone()));
+            }
+        }
+    }
+    // Two host-mode proxies binding one port on one node: only one of them can start there.
+    for (i, (port, a, a_nodes)) in host_ports.iter().enumerate() {
+        for (other_port, b, b_nodes) in &host_ports[i + 1..] {
+            let shared: Vec<&str> = a_nodes.iter().filter(|n| b_nodes.contains(n)).copied().collect();
+            if port == other_port && a != b && !shared.is_empty() {
+                problems += 1;
+                let _ = writeln!(
+                    out,
+                    "  PROBLEM: extensions {a} and {b} both publish port {port} in host mode and can both run on {}; constrain them to different nodes.",
+                    shared.join(", ")
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "{}", if problems == 0 { "ok".to_owned() } else { format!("{problems} problem(s)") });
+    CheckReport { text: out, problems }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const SEED: &str = include_str!("../deploy/examples/service-clusters.toml");
+
+    fn node(hostname: &str, role: NodeRole, labels: &[(&str, &str)]) -> NodeFacts {
+        NodeFacts {
+            id: format!("id-{hostname}"),
+            hostname: hostname.into(),
+            role,
+            availability: NodeAvailability::Active,
+            ready: true,
+            address: Some("10.99.0.1".into()),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            engine_labels: BTreeMap::new(),
+            os: Some("linux".into()),
+            arch: Some("x86_64".into()),
+            version: 1,
+        }
+    }
+
+    fn engine() -> EngineFacts {
+        EngineFacts {
+            version: "20.10.24".into(),
+            api_version: "1.41".into(),
+            os: "linux".into(),
+            arch: "amd64".into(),
+            name: "mgr".into(),
+            swarm: SwarmMembership::Manager { node_id: "id-mgr".into() },
+        }
+    }
+
+    fn seed_with_constraints() -> Config {
+        let mut config = reconcilers::config::parse("seed", SEED).unwrap().config;
+        for (region, ext) in config.extensions.iter_mut() {
+            ext.proxy_constraints = ["node.labels.nodetype==loadbalancer".to_owned(), format!("node.labels.region=={region}")]
+                .iter()
+                .map(|c| reconcilers::placement::Constraint::parse(c).unwrap())
+                .collect();
+        }
+        config
+    }
+
+    #[test]
+    fn summary_names_clusters_images_ports_and_placement() {
+        let config = reconcilers::config::parse("seed", SEED).unwrap().config;
+        let text = config_summary("seed.toml", &config);
+        assert!(text.starts_with("seed.toml: valid. 2 extension(s), service clusters: us-east, us-west; poll every 3s"), "{text}");
+        assert!(text.contains("proxy      interlock-proxy-us-east  image nginx:alpine (nginx), 1 replica(s)"), "{text}");
+        assert!(text.contains("ports      80->80 http, 443->443 tls (host mode)"), "{text}");
+        assert!(text.contains("placement  any node"), "{text}");
+    }
+
+    #[test]
+    fn check_finds_where_each_proxy_can_run() {
+        let nodes = [
+            node("mgr", NodeRole::Manager, &[]),
+            node("lb-00", NodeRole::Worker, &[("nodetype", "loadbalancer"), ("region", "us-east")]),
+            node("lb-01", NodeRole::Worker, &[("nodetype", "loadbalancer"), ("region", "us-west")]),
+        ];
+        let report = check_report(&engine(), &nodes, &seed_with_constraints());
+        assert_eq!(report.problems, 0, "{}", report.text);
+        assert!(report.text.contains("us-east: proxy interlock-proxy-us-east can run on lb-00"), "{}", report.text);
+        assert!(report.text.contains("us-west: proxy interlock-proxy-us-west can run on lb-01"), "{}", report.text);
+    }
+
+    #[test]
+    fn check_reports_unplaceable_proxies_and_host_port_clashes() {
+        let nodes = [node("mgr", NodeRole::Manager, &[])];
+        let report = check_report(&engine(), &nodes, &seed_with_constraints());
+        assert_eq!(report.problems, 2, "{}", report.text);
+        assert!(report.text.contains("us-east: PROBLEM: no ready, active node matches"), "{}", report.text);
+
+        // Without constraints both host-mode proxies can land on mgr and bind 80 and 443 there.
+        let config = reconcilers::config::parse("seed", SEED).unwrap().config;
+        let report = check_report(&engine(), &nodes, &config);
+        assert_eq!(report.problems, 2, "{}", report.text);
+        assert!(report.text.contains("both publish port 80 in host mode and can both run on mgr"), "{}", report.text);
+    }
+}
