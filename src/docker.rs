@@ -277,13 +277,17 @@ impl DockerClient {
         self.call(&operation, self.docker.delete_config(id)).await
     }
 
-    /// Swarm-scoped events of the given kinds, from now on. The stream ends when the engine
-    /// closes it, and it has no idle timeout: the caller resubscribes and must not rely on it
-    /// alone (events can be lost and carry no labels).
+    /// Swarm-scoped events of the given kinds, from the moment of this call. The stream ends
+    /// when the engine closes it, and it has no idle timeout: the caller resubscribes and must
+    /// not rely on it alone (events can be lost and carry no labels).
     pub fn events(&self, kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, DockerError>> + use<> {
         let types: Vec<String> = kinds.iter().map(kind_name).collect();
         let filters = HashMap::from([("type".to_owned(), types), ("scope".to_owned(), vec!["swarm".to_owned()])]);
-        let options = EventsOptions { since: None, until: None, filters: Some(filters) };
+        // bollard sends the request only when the stream is first polled; `since` makes the
+        // engine replay what happened in between (it keeps the last 256 events).
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let options = EventsOptions { since: Some(since), until: None, filters: Some(filters) };
         let endpoint = self.endpoint.clone();
         self.docker.events(Some(options)).map(move |item| {
             item.map(swarm_event).map_err(|e| DockerError::classify("watch events", &endpoint, e))
