@@ -12,10 +12,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use bollard::models::{
     ConfigSpec, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EventMessage,
-    EventMessageTypeEnum, LocalNodeState, NetworkAttachmentConfig, Node, NodeSpecAvailabilityEnum,
-    NodeSpecRoleEnum, NodeState, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement,
-    TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
+    EventMessageTypeEnum, LocalNodeState, NetworkAttachmentConfig, Node, NodeSpecAvailabilityEnum, NodeSpecRoleEnum,
+    NodeState, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
+    TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecPlacementPreferences,
+    TaskSpecPlacementSpread,
 };
 use bollard::query_parameters::{EventsOptions, ListConfigsOptions, ListNodesOptions, ListServicesOptions};
 use bollard::{API_DEFAULT_VERSION, Docker};
@@ -179,7 +179,9 @@ impl DockerClient {
         let swarm = info.swarm.unwrap_or_default();
         let node_id = swarm.node_id.unwrap_or_default();
         let membership = match swarm.local_node_state {
-            Some(LocalNodeState::ACTIVE) if swarm.control_available == Some(true) => SwarmMembership::Manager { node_id },
+            Some(LocalNodeState::ACTIVE) if swarm.control_available == Some(true) => {
+                SwarmMembership::Manager { node_id }
+            }
             Some(LocalNodeState::ACTIVE) => SwarmMembership::Worker { node_id },
             Some(LocalNodeState::INACTIVE) | Some(LocalNodeState::EMPTY) | None => SwarmMembership::None,
             Some(other) => SwarmMembership::Other { state: other.to_string() },
@@ -289,9 +291,9 @@ impl DockerClient {
         let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
         let options = EventsOptions { since: Some(since), until: None, filters: Some(filters) };
         let endpoint = self.endpoint.clone();
-        self.docker.events(Some(options)).map(move |item| {
-            item.map(swarm_event).map_err(|e| DockerError::classify("watch events", &endpoint, e))
-        })
+        self.docker
+            .events(Some(options))
+            .map(move |item| item.map(swarm_event).map_err(|e| DockerError::classify("watch events", &endpoint, e)))
     }
 }
 
@@ -428,7 +430,9 @@ fn service_spec(def: &ServiceDef) -> ServiceSpec {
             ..Default::default()
         }),
         mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(i64::try_from(def.replicas).unwrap_or(i64::MAX)) }),
+            replicated: Some(ServiceSpecModeReplicated {
+                replicas: Some(i64::try_from(def.replicas).unwrap_or(i64::MAX)),
+            }),
             ..Default::default()
         }),
         endpoint_spec: Some(EndpointSpec { ports: Some(ports), ..Default::default() }),
@@ -488,10 +492,7 @@ fn service_facts(service: Service) -> ServiceFacts {
             })
             .collect(),
         stop_signal: container.stop_signal,
-        stop_grace_period: container
-            .stop_grace_period
-            .and_then(|n| u64::try_from(n).ok())
-            .map(Duration::from_nanos),
+        stop_grace_period: container.stop_grace_period.and_then(|n| u64::try_from(n).ok()).map(Duration::from_nanos),
     };
     ServiceFacts {
         id: service.id.unwrap_or_default(),

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use reconcilers::config::{Config, Extension};
 use reconcilers::config::duration::format_go_duration;
+use reconcilers::config::{Config, Extension};
 use reconcilers::swarm::{EngineFacts, NodeAvailability, NodeFacts, NodeRole, PublishMode, SwarmMembership};
 
 /// The summary `validate` prints for a valid config.
@@ -105,7 +105,7 @@ pub fn check_report(engine: &EngineFacts, nodes: &[NodeFacts], config: &Config) 
         );
     }
     let _ = writeln!(out, "extensions ({}):", config.extensions.len());
-    let mut host_ports: Vec<(u16, &str, Vec<&str>)> = Vec::new();
+    let mut host_ports: Vec<(u16, &Extension, Vec<&str>)> = Vec::new();
     for ext in config.extensions.values() {
         let placed = proxy_nodes(ext, nodes);
         let names: Vec<&str> = placed.iter().map(|n| n.hostname.as_str()).collect();
@@ -130,20 +130,36 @@ pub fn check_report(engine: &EngineFacts, nodes: &[NodeFacts], config: &Config) 
         }
         if ext.publish_mode == PublishMode::Host {
             for port in [ext.published_port, ext.published_ssl_port].into_iter().filter(|p| *p != 0) {
-                host_ports.push((port, ext.name.as_str(), names.clone()));
+                host_ports.push((port, ext, names.clone()));
             }
         }
     }
-    // Two host-mode proxies binding one port on one node: only one of them can start there.
+    // A host-mode port binds once per node: Swarm spreads the proxies that publish it over
+    // different nodes, and a task that finds no free node stays pending.
     for (i, (port, a, a_nodes)) in host_ports.iter().enumerate() {
         for (other_port, b, b_nodes) in &host_ports[i + 1..] {
-            let shared: Vec<&str> = a_nodes.iter().filter(|n| b_nodes.contains(n)).copied().collect();
-            if port == other_port && a != b && !shared.is_empty() {
+            if port != other_port || a.name == b.name || !a_nodes.iter().any(|n| b_nodes.contains(n)) {
+                continue;
+            }
+            let mut union: Vec<&str> = a_nodes.iter().chain(b_nodes.iter()).copied().collect();
+            union.sort_unstable();
+            union.dedup();
+            let replicas = a.proxy_replicas + b.proxy_replicas;
+            if (union.len() as u64) < replicas {
                 problems += 1;
                 let _ = writeln!(
                     out,
-                    "  PROBLEM: extensions {a} and {b} both publish port {port} in host mode and can both run on {}; constrain them to different nodes.",
-                    shared.join(", ")
+                    "  PROBLEM: extensions {} and {} both publish port {port} in host mode on {} ({} node(s) for {replicas} proxy task(s)); some proxy tasks cannot be placed. Constrain them to different nodes.",
+                    a.name,
+                    b.name,
+                    union.join(", "),
+                    union.len()
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  note: extensions {} and {} both publish port {port} in host mode and may share nodes; Swarm keeps their tasks on different nodes. ProxyConstraints make the choice explicit.",
+                    a.name, b.name
                 );
             }
         }
@@ -189,10 +205,11 @@ mod tests {
     fn seed_with_constraints() -> Config {
         let mut config = reconcilers::config::parse("seed", SEED).unwrap().config;
         for (region, ext) in config.extensions.iter_mut() {
-            ext.proxy_constraints = ["node.labels.nodetype==loadbalancer".to_owned(), format!("node.labels.region=={region}")]
-                .iter()
-                .map(|c| reconcilers::placement::Constraint::parse(c).unwrap())
-                .collect();
+            ext.proxy_constraints =
+                ["node.labels.nodetype==loadbalancer".to_owned(), format!("node.labels.region=={region}")]
+                    .iter()
+                    .map(|c| reconcilers::placement::Constraint::parse(c).unwrap())
+                    .collect();
         }
         config
     }
@@ -201,8 +218,14 @@ mod tests {
     fn summary_names_clusters_images_ports_and_placement() {
         let config = reconcilers::config::parse("seed", SEED).unwrap().config;
         let text = config_summary("seed.toml", &config);
-        assert!(text.starts_with("seed.toml: valid. 2 extension(s), service clusters: us-east, us-west; poll every 3s"), "{text}");
-        assert!(text.contains("proxy      interlock-proxy-us-east  image nginx:alpine (nginx), 1 replica(s)"), "{text}");
+        assert!(
+            text.starts_with("seed.toml: valid. 2 extension(s), service clusters: us-east, us-west; poll every 3s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy      interlock-proxy-us-east  image nginx:alpine (nginx), 1 replica(s)"),
+            "{text}"
+        );
         assert!(text.contains("ports      80->80 http, 443->443 tls (host mode)"), "{text}");
         assert!(text.contains("placement  any node"), "{text}");
     }
@@ -227,10 +250,20 @@ mod tests {
         assert_eq!(report.problems, 2, "{}", report.text);
         assert!(report.text.contains("us-east: PROBLEM: no ready, active node matches"), "{}", report.text);
 
-        // Without constraints both host-mode proxies can land on mgr and bind 80 and 443 there.
+        // Without constraints both host-mode proxies match mgr, and only mgr: one cannot bind.
         let config = reconcilers::config::parse("seed", SEED).unwrap().config;
         let report = check_report(&engine(), &nodes, &config);
         assert_eq!(report.problems, 2, "{}", report.text);
-        assert!(report.text.contains("both publish port 80 in host mode and can both run on mgr"), "{}", report.text);
+        assert!(
+            report.text.contains("both publish port 80 in host mode on mgr (1 node(s) for 2 proxy task(s))"),
+            "{}",
+            report.text
+        );
+
+        // With two nodes Swarm can keep them apart: a note, not a problem.
+        let nodes = [node("mgr", NodeRole::Manager, &[]), node("lb-00", NodeRole::Worker, &[])];
+        let report = check_report(&engine(), &nodes, &config);
+        assert_eq!(report.problems, 0, "{}", report.text);
+        assert!(report.text.contains("note: extensions us-east and us-west both publish port 80"), "{}", report.text);
     }
 }

@@ -67,8 +67,7 @@ async fn lab_has_a_manager_and_three_named_workers() {
     let docker = lab().await;
     let nodes = docker.list_nodes().await.expect("list nodes");
     assert_eq!(nodes.len(), 4, "{nodes:#?}");
-    let workers: Vec<&str> =
-        nodes.iter().filter(|n| n.role == NodeRole::Worker).map(|n| n.hostname.as_str()).collect();
+    let workers: Vec<&str> = nodes.iter().filter(|n| n.role == NodeRole::Worker).map(|n| n.hostname.as_str()).collect();
     assert_eq!(workers, ["app-00", "lb-00", "lb-01"]);
     assert_eq!(nodes.iter().filter(|n| n.role == NodeRole::Manager).count(), 1);
     assert!(nodes.iter().all(|n| n.ready), "every node is ready: {nodes:#?}");

@@ -25,9 +25,7 @@ pub enum PlacementError {
     InvalidValue { value: String, constraint: String },
     #[error("node.role must be manager or worker, not {0:?}")]
     InvalidRole(String),
-    #[error(
-        "placement preference {0:?} is not of the form spread=node.labels.KEY (Swarm supports only spread)"
-    )]
+    #[error("placement preference {0:?} is not of the form spread=node.labels.KEY (Swarm supports only spread)")]
     InvalidPreference(String),
 }
 
@@ -79,10 +77,7 @@ impl Constraint {
             if is_label_key(key) {
                 Ok(key.to_owned())
             } else {
-                Err(PlacementError::InvalidLabelKey {
-                    key: key.to_owned(),
-                    constraint: text.to_owned(),
-                })
+                Err(PlacementError::InvalidLabelKey { key: key.to_owned(), constraint: text.to_owned() })
             }
         };
         let attribute = match attribute.to_ascii_lowercase().as_str() {
@@ -98,26 +93,17 @@ impl Constraint {
                 } else if lower.starts_with("engine.labels.") {
                     Attribute::EngineLabel(label_key(&attribute["engine.labels.".len()..])?)
                 } else {
-                    return Err(PlacementError::UnknownAttribute {
-                        attribute: attribute.to_owned(),
-                    });
+                    return Err(PlacementError::UnknownAttribute { attribute: attribute.to_owned() });
                 }
             }
         };
         if !is_constraint_value(value) {
-            return Err(PlacementError::InvalidValue {
-                value: value.to_owned(),
-                constraint: text.to_owned(),
-            });
+            return Err(PlacementError::InvalidValue { value: value.to_owned(), constraint: text.to_owned() });
         }
         if attribute == Attribute::NodeRole && !matches!(value.to_ascii_lowercase().as_str(), "manager" | "worker") {
             return Err(PlacementError::InvalidRole(value.to_owned()));
         }
-        Ok(Self {
-            attribute,
-            operator,
-            value: value.to_owned(),
-        })
+        Ok(Self { attribute, operator, value: value.to_owned() })
     }
 
     /// Whether `node` satisfies this constraint, with swarmkit's semantics.
@@ -182,9 +168,7 @@ impl PlacementPreference {
         if !is_label_key(key) {
             return Err(invalid());
         }
-        Ok(Self {
-            spread_descriptor: descriptor.to_owned(),
-        })
+        Ok(Self { spread_descriptor: descriptor.to_owned() })
     }
 }
 
@@ -206,7 +190,10 @@ fn is_constraint_value(value: &str) -> bool {
     value.chars().all(|c| {
         c.is_ascii_alphanumeric()
             || c.is_whitespace()
-            || matches!(c, ':' | '-' | '_' | '.' | '*' | '(' | ')' | '?' | '+' | '[' | ']' | '\\' | '^' | '$' | '|' | '/')
+            || matches!(
+                c,
+                ':' | '-' | '_' | '.' | '*' | '(' | ')' | '?' | '+' | '[' | ']' | '\\' | '^' | '$' | '|' | '/'
+            )
     })
 }
 
@@ -281,7 +268,10 @@ mod tests {
 
     #[test]
     fn preferences() {
-        assert_eq!(PlacementPreference::parse("spread=node.labels.zone").unwrap().to_string(), "spread=node.labels.zone");
+        assert_eq!(
+            PlacementPreference::parse("spread=node.labels.zone").unwrap().to_string(),
+            "spread=node.labels.zone"
+        );
         assert!(PlacementPreference::parse("pack=node.labels.zone").is_err());
         assert!(PlacementPreference::parse("spread=node.hostname").is_err());
         assert!(PlacementPreference::parse("zone").is_err());

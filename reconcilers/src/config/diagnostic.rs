@@ -48,9 +48,7 @@ pub(crate) struct SourceMap<'a> {
 
 impl<'a> SourceMap<'a> {
     pub(crate) fn new(name: &'a str, text: &'a str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         Self { name, text, line_starts }
     }
 
@@ -71,10 +69,7 @@ pub(crate) struct Diagnostics<'a> {
 
 impl<'a> Diagnostics<'a> {
     pub(crate) fn new(name: &'a str, text: &'a str) -> Self {
-        Self {
-            source: SourceMap::new(name, text),
-            found: RefCell::new(Vec::new()),
-        }
+        Self { source: SourceMap::new(name, text), found: RefCell::new(Vec::new()) }
     }
 
     pub(crate) fn push(&self, severity: Severity, span: Range<usize>, key: &str, message: impl Into<String>) {
@@ -104,7 +99,7 @@ impl<'a> Diagnostics<'a> {
     /// All diagnostics, in file order.
     pub(crate) fn into_sorted(self) -> Vec<Diagnostic> {
         let mut found = self.found.into_inner();
-        found.sort_by(|a, b| (a.line, a.column, a.severity).cmp(&(b.line, b.column, b.severity)));
+        found.sort_by_key(|d| (d.line, d.column, d.severity));
         found
     }
 }

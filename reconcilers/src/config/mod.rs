@@ -48,11 +48,8 @@ impl ConfigError {
 }
 
 fn render_errors(diagnostics: &[Diagnostic]) -> String {
-    let errors: Vec<String> = diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .map(ToString::to_string)
-        .collect();
+    let errors: Vec<String> =
+        diagnostics.iter().filter(|d| d.severity == Severity::Error).map(ToString::to_string).collect();
     format!("{} error(s) in the config:\n{}", errors.len(), errors.join("\n"))
 }
 
@@ -67,9 +64,7 @@ pub fn parse(file: &str, text: &str) -> Result<Loaded, ConfigError> {
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
             diagnostics.error(span, "", format!("invalid TOML: {}", e.message()));
-            return Err(ConfigError {
-                diagnostics: diagnostics.into_sorted(),
-            });
+            return Err(ConfigError { diagnostics: diagnostics.into_sorted() });
         }
     };
     let reader = TableReader::new(&diagnostics, String::new(), root.get_ref());
@@ -79,13 +74,8 @@ pub fn parse(file: &str, text: &str) -> Result<Loaded, ConfigError> {
         validate::check_extensions(&diagnostics, config);
     }
     match config {
-        Some(config) if !diagnostics.has_errors() => Ok(Loaded {
-            config,
-            warnings: diagnostics.into_sorted(),
-        }),
-        _ => Err(ConfigError {
-            diagnostics: diagnostics.into_sorted(),
-        }),
+        Some(config) if !diagnostics.has_errors() => Ok(Loaded { config, warnings: diagnostics.into_sorted() }),
+        _ => Err(ConfigError { diagnostics: diagnostics.into_sorted() }),
     }
 }
 

@@ -68,7 +68,9 @@ impl DockerUrl {
             if path.starts_with('/') {
                 return Ok(DockerUrl::Unix(path.to_owned()));
             }
-            return Err(format!("{text:?}: a unix socket URL needs an absolute path, e.g. unix:///var/run/docker.sock"));
+            return Err(format!(
+                "{text:?}: a unix socket URL needs an absolute path, e.g. unix:///var/run/docker.sock"
+            ));
         }
         if let Some(addr) = text.strip_prefix("tcp://").or_else(|| text.strip_prefix("http://")) {
             let addr = addr.trim_end_matches('/');
@@ -294,7 +296,11 @@ fn read_extension(ext: &TableReader<'_, '_, '_>, name: &str, header: Range<usize
         positions.keys.insert(key, span.clone());
     };
     if !is_service_name(&format!("x{name}")) || name.is_empty() {
-        ext.error("", header.clone(), format!("extension name {name:?} may use only letters, digits, '-', '_' and '.'"));
+        ext.error(
+            "",
+            header.clone(),
+            format!("extension name {name:?} may use only letters, digits, '-', '_' and '.'"),
+        );
         ok = false;
     }
 
@@ -329,7 +335,10 @@ fn read_extension(ext: &TableReader<'_, '_, '_>, name: &str, header: Range<usize
             }
         },
         None => Some(
-            if [&proxy_image, &image].iter().any(|i| i.as_deref().is_some_and(|i| i.to_ascii_lowercase().contains("haproxy"))) {
+            if [&proxy_image, &image]
+                .iter()
+                .any(|i| i.as_deref().is_some_and(|i| i.to_ascii_lowercase().contains("haproxy")))
+            {
                 ProxyKind::Haproxy
             } else {
                 ProxyKind::Nginx
@@ -408,15 +417,27 @@ fn read_extension(ext: &TableReader<'_, '_, '_>, name: &str, header: Range<usize
     let target_ssl_port = port("TargetSSLPort", 443, true);
     if (published_ssl_port == 0) != (target_ssl_port == 0) {
         let span = positions.of("PublishedSSLPort");
-        ext.error("PublishedSSLPort", span, "PublishedSSLPort and TargetSSLPort must both be set or both be 0 (no TLS port)");
+        ext.error(
+            "PublishedSSLPort",
+            span,
+            "PublishedSSLPort and TargetSSLPort must both be set or both be 0 (no TLS port)",
+        );
         ok = false;
     }
     if published_ssl_port != 0 && published_ssl_port == published_port {
-        ext.error("PublishedSSLPort", positions.of("PublishedSSLPort"), format!("port {published_port} is already the PublishedPort"));
+        ext.error(
+            "PublishedSSLPort",
+            positions.of("PublishedSSLPort"),
+            format!("port {published_port} is already the PublishedPort"),
+        );
         ok = false;
     }
     if target_ssl_port != 0 && target_ssl_port == target_port {
-        ext.error("TargetSSLPort", positions.of("TargetSSLPort"), format!("port {target_port} is already the TargetPort"));
+        ext.error(
+            "TargetSSLPort",
+            positions.of("TargetSSLPort"),
+            format!("port {target_port} is already the TargetPort"),
+        );
         ok = false;
     }
 
@@ -507,7 +528,11 @@ fn read_service_name(
             if is_service_name(&name) {
                 Some(name)
             } else {
-                ext.error(key, span, format!("{name:?} is not a valid service name (letters, digits, '-', '_', '.'; at most 63)"));
+                ext.error(
+                    key,
+                    span,
+                    format!("{name:?} is not a valid service name (letters, digits, '-', '_', '.'; at most 63)"),
+                );
                 None
             }
         }

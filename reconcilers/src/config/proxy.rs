@@ -4,7 +4,9 @@
 use super::model::ProxyKind;
 use super::reader::TableReader;
 
-/// The proxy settings of one extension.
+/// The proxy settings of one extension. One per extension, so the size difference between the
+/// variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyConfig {
     Nginx(NginxConfig),
@@ -134,11 +136,31 @@ impl Default for HaproxyConfig {
 
 /// nginx-only keys: a HAProxy extension accepts them (UCP's defaults mix both) but ignores them.
 const NGINX_ONLY: &[&str] = &[
-    "User", "SendTimeout", "ReadTimeout", "IPHash", "SSLDefaultDHParamPath", "WorkerProcesses", "RLimitNoFile",
-    "HideInfoHeaders", "KeepaliveTimeout", "ClientMaxBodySize", "ClientBodyBufferSize", "ClientHeaderBufferSize",
-    "LargeClientHeaderBuffers", "ClientBodyTimeout", "UnderscoresInHeaders", "ServerNamesHashBucketSize",
-    "UpstreamZoneSize", "HTTPOptions", "TCPOptions", "AccessLogPath", "ErrorLogPath", "MainLogFormat",
-    "TraceLogFormat", "Version", "HTTPVersion",
+    "User",
+    "SendTimeout",
+    "ReadTimeout",
+    "IPHash",
+    "SSLDefaultDHParamPath",
+    "WorkerProcesses",
+    "RLimitNoFile",
+    "HideInfoHeaders",
+    "KeepaliveTimeout",
+    "ClientMaxBodySize",
+    "ClientBodyBufferSize",
+    "ClientHeaderBufferSize",
+    "LargeClientHeaderBuffers",
+    "ClientBodyTimeout",
+    "UnderscoresInHeaders",
+    "ServerNamesHashBucketSize",
+    "UpstreamZoneSize",
+    "HTTPOptions",
+    "TCPOptions",
+    "AccessLogPath",
+    "ErrorLogPath",
+    "MainLogFormat",
+    "TraceLogFormat",
+    "Version",
+    "HTTPVersion",
 ];
 /// HAProxy-only keys, likewise accepted and ignored by an nginx extension.
 const HAPROXY_ONLY: &[&str] = &["ClientTimeout", "ServerTimeout", "AdminUser", "AdminPass", "DefaultOptions"];
@@ -295,15 +317,13 @@ fn worker_processes(t: &TableReader<'_, '_, '_>) -> Option<String> {
 fn nginx_time(t: &TableReader<'_, '_, '_>, key: &'static str) -> Option<String> {
     let (value, span) = t.string(key)?;
     let valid = !value.is_empty()
-        && value
-            .split_inclusive(|c: char| c.is_ascii_alphabetic())
-            .all(|part| {
-                let digits = part.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-                let unit = &part[digits.len()..];
-                !digits.is_empty()
-                    && digits.chars().all(|c| c.is_ascii_digit())
-                    && matches!(unit, "" | "ms" | "s" | "m" | "h" | "d" | "w" | "M" | "y")
-            });
+        && value.split_inclusive(|c: char| c.is_ascii_alphabetic()).all(|part| {
+            let digits = part.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+            let unit = &part[digits.len()..];
+            !digits.is_empty()
+                && digits.chars().all(|c| c.is_ascii_digit())
+                && matches!(unit, "" | "ms" | "s" | "m" | "h" | "d" | "w" | "M" | "y")
+        });
     if valid {
         Some(value)
     } else {

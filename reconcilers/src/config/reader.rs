@@ -34,23 +34,14 @@ pub(crate) struct TableReader<'d, 't, 'i> {
 impl<'d, 't, 'i> TableReader<'d, 't, 'i> {
     pub(crate) fn new(diagnostics: &'d Diagnostics<'d>, path: String, table: &'t DeTable<'i>) -> Self {
         let entries: Vec<_> = table.iter().collect();
-        let reader = Self {
-            diagnostics,
-            path,
-            entries,
-            used: RefCell::new(BTreeSet::new()),
-            known: RefCell::new(Vec::new()),
-        };
+        let reader =
+            Self { diagnostics, path, entries, used: RefCell::new(BTreeSet::new()), known: RefCell::new(Vec::new()) };
         reader.report_case_duplicates();
         reader
     }
 
     pub(crate) fn key_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.path)
-        }
+        if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) }
     }
 
     pub(crate) fn diagnostics(&self) -> &'d Diagnostics<'d> {
@@ -107,10 +98,7 @@ impl<'d, 't, 'i> TableReader<'d, 't, 'i> {
 
     /// Whether `key` is present, without consuming it.
     pub(crate) fn span_of(&self, key: &str) -> Option<Range<usize>> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.get_ref().eq_ignore_ascii_case(key))
-            .map(|(k, _)| k.span())
+        self.entries.iter().find(|(k, _)| k.get_ref().eq_ignore_ascii_case(key)).map(|(k, _)| k.span())
     }
 
     pub(crate) fn string(&self, key: &'static str) -> Option<At<String>> {
@@ -218,9 +206,9 @@ impl<'d, 't, 'i> TableReader<'d, 't, 'i> {
                     out.insert(k.get_ref().to_string(), s.to_string());
                 }
                 DeValue::String(_) => self.diagnostics.error(k.span(), &path, "empty label key"),
-                other => self
-                    .diagnostics
-                    .error(v.span(), &path, format!("expected a string, found {}", describe(other))),
+                other => {
+                    self.diagnostics.error(v.span(), &path, format!("expected a string, found {}", describe(other)))
+                }
             }
         }
         Some(out)
@@ -230,10 +218,9 @@ impl<'d, 't, 'i> TableReader<'d, 't, 'i> {
     pub(crate) fn table(&self, key: &'static str) -> Option<(TableReader<'d, 't, 'i>, Range<usize>)> {
         let (k, value) = self.take(key)?;
         match value.get_ref() {
-            DeValue::Table(table) => Some((
-                TableReader::new(self.diagnostics, self.key_path(k.get_ref()), table),
-                k.span(),
-            )),
+            DeValue::Table(table) => {
+                Some((TableReader::new(self.diagnostics, self.key_path(k.get_ref()), table), k.span()))
+            }
             _ => {
                 self.type_error(key, value, "a table");
                 None

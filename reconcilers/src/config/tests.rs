@@ -331,7 +331,10 @@ fn unknown_keys_warn_with_line_and_suggestion() {
     assert_eq!(w[0].severity, Severity::Warning);
     assert_eq!(w[1].line, 5);
     assert!(!w[1].message.contains("did you mean"), "{}", w[1]);
-    assert_eq!(w[0].to_string(), "test.toml:4:1: warning: Extensions.a.PublishPort: unknown key \"PublishPort\" is ignored; did you mean \"PublishedPort\"?");
+    assert_eq!(
+        w[0].to_string(),
+        "test.toml:4:1: warning: Extensions.a.PublishPort: unknown key \"PublishPort\" is ignored; did you mean \"PublishedPort\"?"
+    );
 }
 
 #[test]
@@ -352,7 +355,12 @@ fn proxy_kind_can_be_explicit() {
 
 #[test]
 fn wrong_type_is_reported_at_the_value() {
-    assert_one_error(&ext("PublishedPort = \"80\""), 4, "Extensions.a.PublishedPort", "expected an integer, found a string");
+    assert_one_error(
+        &ext("PublishedPort = \"80\""),
+        4,
+        "Extensions.a.PublishedPort",
+        "expected an integer, found a string",
+    );
     assert_one_error("PollInterval = 3\n", 1, "PollInterval", "expected a string, found an integer");
     assert_one_error(&ext("Args = \"-D\""), 4, "Extensions.a.Args", "expected an array of strings");
     assert_one_error(&ext("Args = [\"-D\", 1]"), 4, "Extensions.a.Args", "a string in the array");
@@ -391,8 +399,18 @@ fn publish_mode_is_host_or_ingress() {
 
 #[test]
 fn images_are_required_and_non_empty() {
-    assert_one_error("[Extensions.a]\nImage = \"\"\nProxyImage = \"nginx\"\n", 2, "Extensions.a.Image", "must not be empty");
-    assert_one_error("[Extensions.a]\nImage = \"x\"\nProxyImage = \"  \"\n", 3, "Extensions.a.ProxyImage", "must not be empty");
+    assert_one_error(
+        "[Extensions.a]\nImage = \"\"\nProxyImage = \"nginx\"\n",
+        2,
+        "Extensions.a.Image",
+        "must not be empty",
+    );
+    assert_one_error(
+        "[Extensions.a]\nImage = \"x\"\nProxyImage = \"  \"\n",
+        3,
+        "Extensions.a.ProxyImage",
+        "must not be empty",
+    );
     assert_one_error("[Extensions.a]\nImage = \"x\"\n", 1, "Extensions.a.ProxyImage", "ProxyImage is required");
 }
 
@@ -415,7 +433,12 @@ fn malformed_constraints_are_errors() {
     for ok in ["node.labels.x!=y", "node.hostname==lb-00", "node.id==abc", "engine.labels.disk==ssd"] {
         parse_ok(&ext(&format!("Constraints = [\"{ok}\"]")));
     }
-    assert_one_error(&ext("PlacementPreferences = [\"spread=zone\"]"), 4, "Extensions.a.PlacementPreferences", "spread=node.labels");
+    assert_one_error(
+        &ext("PlacementPreferences = [\"spread=zone\"]"),
+        4,
+        "Extensions.a.PlacementPreferences",
+        "spread=node.labels",
+    );
 }
 
 #[test]
@@ -434,7 +457,12 @@ ProxyServiceName = "shared"
 PublishMode = "host"
 "#;
     assert_one_error(text, 11, "Extensions.b.ProxyServiceName", "already the ServiceName of extension \"a\"");
-    assert_one_error(&ext("ServiceName = \"p\"\nProxyServiceName = \"p\""), 5, "Extensions.a.ProxyServiceName", "already the ServiceName");
+    assert_one_error(
+        &ext("ServiceName = \"p\"\nProxyServiceName = \"p\""),
+        5,
+        "Extensions.a.ProxyServiceName",
+        "already the ServiceName",
+    );
     assert_one_error(&ext("ServiceName = \"bad name\""), 4, "Extensions.a.ServiceName", "not a valid service name");
 }
 
@@ -471,10 +499,30 @@ fn docker_url_and_listen_addr_are_checked() {
 #[test]
 fn nginx_values_cannot_break_directives() {
     assert_one_error(&ext("[Extensions.a.Config]\nUser = \"nginx; daemon off\""), 5, "Extensions.a.Config.User", "';'");
-    assert_one_error(&ext("[Extensions.a.Config]\nKeepaliveTimeout = \"75 s\""), 5, "Extensions.a.Config.KeepaliveTimeout", "not an nginx time");
-    assert_one_error(&ext("[Extensions.a.Config]\nClientMaxBodySize = \"1mb\""), 5, "Extensions.a.Config.ClientMaxBodySize", "not an nginx size");
-    assert_one_error(&ext("[Extensions.a.Config]\nWorkerProcesses = \"many\""), 5, "Extensions.a.Config.WorkerProcesses", "\"auto\"");
-    assert_one_error(&ext("[Extensions.a.Config]\nPidPath = \"proxy.pid\""), 5, "Extensions.a.Config.PidPath", "absolute path");
+    assert_one_error(
+        &ext("[Extensions.a.Config]\nKeepaliveTimeout = \"75 s\""),
+        5,
+        "Extensions.a.Config.KeepaliveTimeout",
+        "not an nginx time",
+    );
+    assert_one_error(
+        &ext("[Extensions.a.Config]\nClientMaxBodySize = \"1mb\""),
+        5,
+        "Extensions.a.Config.ClientMaxBodySize",
+        "not an nginx size",
+    );
+    assert_one_error(
+        &ext("[Extensions.a.Config]\nWorkerProcesses = \"many\""),
+        5,
+        "Extensions.a.Config.WorkerProcesses",
+        "\"auto\"",
+    );
+    assert_one_error(
+        &ext("[Extensions.a.Config]\nPidPath = \"proxy.pid\""),
+        5,
+        "Extensions.a.Config.PidPath",
+        "absolute path",
+    );
 }
 
 #[test]

@@ -46,7 +46,8 @@ fn check_published_ports(diagnostics: &Diagnostics<'_>, config: &Config) {
                 continue;
             }
             if let Some((first, first_key)) = claimed.get(&port) {
-                let either_ingress = ext.publish_mode == PublishMode::Ingress || first.publish_mode == PublishMode::Ingress;
+                let either_ingress =
+                    ext.publish_mode == PublishMode::Ingress || first.publish_mode == PublishMode::Ingress;
                 if either_ingress {
                     diagnostics.error(
                         ext.positions.of(key),

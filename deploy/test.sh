@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every test the project has: formatting, lints, unit and property tests of the pure core, and
+# the integration tests against a real 4-node Swarm lab on this machine (started here, as root).
+# CI runs exactly this (see .ci/run). It fails if the lab cannot be started: lab tests never
+# pass without a real engine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=$(date +%s)
+step() { echo "== $* (+$(( $(date +%s) - started )) s)"; }
+
+if ! command -v cargo >/dev/null; then
+  echo "test.sh: cargo is missing; install Rust (rustup) first" >&2
+  exit 1
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build the interlock binary (it goes into the lab's local/interlock:lab image)"
+cargo build --workspace --all-targets
+
+step "swarm lab up (manager + lb-00, lb-01, app-00)"
+deploy/lab/swarm-lab.sh up --interlock-binary target/debug/interlock
+
+step "cargo test (unit, property, lab integration)"
+cargo test --workspace
+
+step "done"
