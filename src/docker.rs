@@ -12,18 +12,21 @@ use std::time::Duration;
 use base64::Engine as _;
 use bollard::models::{
     ConfigSpec, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EventMessage,
-    EventMessageTypeEnum, LocalNodeState, NetworkAttachmentConfig, Node, NodeSpecAvailabilityEnum, NodeSpecRoleEnum,
-    NodeState, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecPlacementPreferences,
-    TaskSpecPlacementSpread,
+    EventMessageTypeEnum, LocalNodeState, Mount, MountType, NetworkAttachmentConfig, Node, NodeSpecAvailabilityEnum,
+    NodeSpecRoleEnum, NodeState, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement,
+    TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
 };
-use bollard::query_parameters::{EventsOptions, ListConfigsOptions, ListNodesOptions, ListServicesOptions};
+use bollard::query_parameters::{
+    EventsOptions, ListConfigsOptions, ListNodesOptions, ListServicesOptions, UpdateServiceOptions,
+};
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{Stream, StreamExt};
 use reconcilers::config::{DockerUrl, TlsFiles};
 use reconcilers::swarm::{
-    ConfigDef, ConfigFacts, ConfigMount, EngineFacts, NodeAvailability, NodeFacts, NodeRole, ObjectKind, PortDef,
-    PublishMode, ServiceDef, ServiceFacts, SwarmEvent, SwarmMembership,
+    BindMount, ConfigDef, ConfigFacts, ConfigMount, EngineFacts, NodeAvailability, NodeFacts, NodeRole, ObjectKind,
+    PortDef, PublishMode, ServiceDef, ServiceFacts, SwarmEvent, SwarmMembership, UpdatePolicy,
 };
 
 /// bollard's backstop timeout (seconds) for a response's headers.
@@ -235,8 +238,35 @@ impl DockerClient {
     /// Creates a service; returns its ID.
     pub async fn create_service(&self, def: &ServiceDef) -> Result<String, DockerError> {
         let operation = format!("create service {}", def.name);
-        let created = self.call(&operation, self.docker.create_service(service_spec(def), None)).await?;
+        let config_ids = self.config_ids(def).await?;
+        let created = self.call(&operation, self.docker.create_service(service_spec(def, &config_ids), None)).await?;
         Ok(created.id.unwrap_or_default())
+    }
+
+    /// Replaces the spec of the service at `version` (Swarm's optimistic lock) with `def`.
+    pub async fn update_service(&self, name_or_id: &str, version: u64, def: &ServiceDef) -> Result<(), DockerError> {
+        let operation = format!("update service {name_or_id}");
+        let config_ids = self.config_ids(def).await?;
+        let version = i32::try_from(version).map_err(|_| DockerError::Rejected {
+            operation: operation.clone(),
+            status: 0,
+            message: format!("version {version} does not fit the API's i32"),
+        })?;
+        let options = UpdateServiceOptions { version, registry_auth_from: "spec".to_owned(), rollback: None };
+        let spec = service_spec(def, &config_ids);
+        self.call(&operation, self.docker.update_service(name_or_id, spec, options, None)).await?;
+        Ok(())
+    }
+
+    /// IDs of the configs a definition mounts, looked up by name (writes only; rare).
+    async fn config_ids(&self, def: &ServiceDef) -> Result<BTreeMap<String, String>, DockerError> {
+        let mut ids = BTreeMap::new();
+        for mount in &def.configs {
+            let operation = format!("inspect config {}", mount.config_name);
+            let config = self.call(&operation, self.docker.inspect_config(&mount.config_name)).await?;
+            ids.insert(mount.config_name.clone(), config.id.unwrap_or_default());
+        }
+        Ok(ids)
     }
 
     pub async fn delete_service(&self, name_or_id: &str) -> Result<(), DockerError> {
@@ -364,7 +394,7 @@ fn node_facts(node: Node) -> NodeFacts {
 
 /// The full Swarm spec for a definition. Swarm replaces a spec wholesale on update, so every
 /// field the core manages is always sent.
-fn service_spec(def: &ServiceDef) -> ServiceSpec {
+fn service_spec(def: &ServiceDef, config_ids: &BTreeMap<String, String>) -> ServiceSpec {
     let networks: Vec<NetworkAttachmentConfig> = def
         .networks
         .iter()
@@ -380,7 +410,7 @@ fn service_spec(def: &ServiceDef) -> ServiceSpec {
                 gid: Some("0".into()),
                 mode: Some(0o444),
             }),
-            config_id: Some(c.config_id.clone()),
+            config_id: config_ids.get(&c.config_name).cloned(),
             config_name: Some(c.config_name.clone()),
             ..Default::default()
         })
@@ -409,7 +439,18 @@ fn service_spec(def: &ServiceDef) -> ServiceSpec {
                 labels: Some(def.container_labels.clone().into_iter().collect()),
                 configs: (!configs.is_empty()).then_some(configs),
                 stop_signal: def.stop_signal.clone(),
-                stop_grace_period: def.stop_grace_period.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+                stop_grace_period: def.stop_grace_period.map(nanos),
+                mounts: (!def.bind_mounts.is_empty()).then(|| {
+                    def.bind_mounts
+                        .iter()
+                        .map(|m| Mount {
+                            source: Some(m.source.clone()),
+                            target: Some(m.target.clone()),
+                            typ: Some(MountType::BIND),
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
                 ..Default::default()
             }),
             placement: Some(TaskSpecPlacement {
@@ -436,8 +477,27 @@ fn service_spec(def: &ServiceDef) -> ServiceSpec {
             ..Default::default()
         }),
         endpoint_spec: Some(EndpointSpec { ports: Some(ports), ..Default::default() }),
+        update_config: Some(ServiceSpecUpdateConfig {
+            parallelism: Some(i64::try_from(def.update.parallelism).unwrap_or(i64::MAX)),
+            delay: def.update.delay.map(nanos),
+            failure_action: Some(if def.update.rollback_on_failure {
+                ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK
+            } else {
+                ServiceSpecUpdateConfigFailureActionEnum::PAUSE
+            }),
+            order: Some(if def.update.start_first {
+                ServiceSpecUpdateConfigOrderEnum::START_FIRST
+            } else {
+                ServiceSpecUpdateConfigOrderEnum::STOP_FIRST
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Reads a service back into the definition's shape (see [`ServiceFacts::def`]).
@@ -446,6 +506,10 @@ fn service_facts(service: Service) -> ServiceFacts {
     let task = spec.task_template.unwrap_or_default();
     let container = task.container_spec.unwrap_or_default();
     let placement = task.placement.unwrap_or_default();
+    let update = spec.update_config.unwrap_or_default();
+    let networks: Vec<String> = task.networks.unwrap_or_default().into_iter().filter_map(|n| n.target).collect();
+    // Swarm resolves network names to IDs in the stored spec.
+    let network_ids = networks.clone();
     let def = ServiceDef {
         name: spec.name.unwrap_or_default(),
         labels: sorted(spec.labels),
@@ -466,7 +530,7 @@ fn service_facts(service: Service) -> ServiceFacts {
             .into_iter()
             .filter_map(|p| p.spread?.spread_descriptor.map(|d| format!("spread={d}")))
             .collect(),
-        networks: task.networks.unwrap_or_default().into_iter().filter_map(|n| n.target).collect(),
+        networks,
         ports: spec
             .endpoint_spec
             .and_then(|e| e.ports)
@@ -486,18 +550,32 @@ fn service_facts(service: Service) -> ServiceFacts {
             .unwrap_or_default()
             .into_iter()
             .map(|c| ConfigMount {
-                config_id: c.config_id.unwrap_or_default(),
                 config_name: c.config_name.unwrap_or_default(),
                 target: c.file.and_then(|f| f.name).unwrap_or_default(),
             })
             .collect(),
         stop_signal: container.stop_signal,
         stop_grace_period: container.stop_grace_period.and_then(|n| u64::try_from(n).ok()).map(Duration::from_nanos),
+        update: UpdatePolicy {
+            parallelism: update.parallelism.and_then(|p| u64::try_from(p).ok()).unwrap_or_default(),
+            delay: update.delay.and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0).map(Duration::from_nanos),
+            rollback_on_failure: update.failure_action == Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
+            start_first: update.order == Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
+        },
+        bind_mounts: container
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.typ == Some(MountType::BIND))
+            .map(|m| BindMount { source: m.source.unwrap_or_default(), target: m.target.unwrap_or_default() })
+            .collect(),
     };
     ServiceFacts {
         id: service.id.unwrap_or_default(),
         version: service.version.and_then(|v| v.index).unwrap_or_default(),
         def,
         update_state: service.update_status.and_then(|u| u.state).map(|s| s.to_string()),
+        created_at: service.created_at.unwrap_or_default(),
+        network_ids,
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use interlock::docker::DockerClient;
 use reconcilers::config::DockerUrl;
-use reconcilers::swarm::{ConfigDef, NodeRole, ObjectKind, PortDef, PublishMode, ServiceDef};
+use reconcilers::swarm::{ConfigDef, NodeRole, ObjectKind, PortDef, PublishMode, ServiceDef, UpdatePolicy};
 
 const APP_IMAGE: &str = "local/interlock-app:lab";
 const TEST_LABEL: &str = "com.docker.interlock.lab-test";
@@ -59,6 +59,13 @@ fn app_service(name: &str) -> ServiceDef {
         configs: vec![],
         stop_signal: Some("SIGTERM".to_owned()),
         stop_grace_period: Some(Duration::from_secs(2)),
+        update: UpdatePolicy {
+            parallelism: 1,
+            delay: Some(Duration::from_millis(500)),
+            rollback_on_failure: true,
+            start_first: false,
+        },
+        bind_mounts: vec![],
     }
 }
 

@@ -14,4 +14,6 @@
 
 pub mod config;
 pub mod placement;
+pub mod render;
+pub mod routes;
 pub mod swarm;

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::Serialize;
+
 /// A node's role in the swarm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum NodeRole {
@@ -65,7 +67,7 @@ pub enum SwarmMembership {
 }
 
 /// A port a service publishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct PortDef {
     pub published: u16,
     pub target: u16,
@@ -73,22 +75,34 @@ pub struct PortDef {
 }
 
 /// How a port is published: on every node through the routing mesh, or on the task's node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum PublishMode {
     Ingress,
     Host,
 }
 
-/// A Docker config mounted into a service's containers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A Docker config mounted into a service's containers. The core names configs; the adapter
+/// resolves the ID when it writes, so the ID takes no part in comparisons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigMount {
-    pub config_id: String,
     pub config_name: String,
     pub target: String,
 }
 
+/// How Swarm rolls a service's tasks onto a new spec.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct UpdatePolicy {
+    /// Tasks updated at once (0 = Swarm's default of 1).
+    pub parallelism: u64,
+    pub delay: Option<Duration>,
+    /// Roll back when an update fails (Interlock 2.3+), rather than pause.
+    pub rollback_on_failure: bool,
+    /// Start the new task before stopping the old one. Impossible with host-mode ports on one node.
+    pub start_first: bool,
+}
+
 /// A service as the core wants it written. The adapter turns it into a full Swarm spec.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ServiceDef {
     pub name: String,
     pub labels: BTreeMap<String, String>,
@@ -105,6 +119,16 @@ pub struct ServiceDef {
     pub configs: Vec<ConfigMount>,
     pub stop_signal: Option<String>,
     pub stop_grace_period: Option<Duration>,
+    pub update: UpdatePolicy,
+    /// Host paths bind-mounted read-write (the operator's own Docker socket).
+    pub bind_mounts: Vec<BindMount>,
+}
+
+/// A host path bind-mounted into a service's containers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BindMount {
+    pub source: String,
+    pub target: String,
 }
 
 /// A service as read back from the swarm.
@@ -118,6 +142,44 @@ pub struct ServiceFacts {
     pub def: ServiceDef,
     /// `UpdateStatus.State` (`updating`, `completed`, `rollback_completed`, ...), if an update ran.
     pub update_state: Option<String>,
+    /// `CreatedAt` as the engine reports it (RFC 3339), for "oldest wins" rules.
+    pub created_at: String,
+    /// Network IDs the service is attached to, as Swarm resolved them.
+    pub network_ids: Vec<String>,
+}
+
+/// A task of a service, with its addresses on overlay networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFacts {
+    pub id: String,
+    pub service_id: String,
+    pub node_id: String,
+    /// `Status.State == running` and `DesiredState == running`: the task serves traffic.
+    pub running: bool,
+    /// `(network ID, IP address without prefix length)` per attachment.
+    pub addresses: Vec<(String, String)>,
+}
+
+/// A network, as the routing rules need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkFacts {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    /// `swarm` for networks services can use.
+    pub scope: String,
+    /// The routing-mesh network: never a route's network.
+    pub ingress: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A network to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkDef {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Overlay, attachable.
+    pub attachable: bool,
 }
 
 /// A Docker config object (immutable content, mutable labels).

@@ -1,0 +1,352 @@
+//! Routes: which hosts each service cluster serves, and where their traffic goes.
+//!
+//! Read from app services' `com.docker.lb.*` labels and their running tasks. A service whose
+//! labels cannot be routed is quarantined with a reason: its routes are left out and every other
+//! route stays. Nothing here looks at proxies or Docker objects the operator owns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::swarm::{NetworkFacts, ServiceFacts, TaskFacts};
+
+pub const LABEL_HOSTS: &str = "com.docker.lb.hosts";
+pub const LABEL_PORT: &str = "com.docker.lb.port";
+pub const LABEL_NETWORK: &str = "com.docker.lb.network";
+pub const LABEL_SERVICE_CLUSTER: &str = "com.docker.lb.service_cluster";
+/// Every routing label starts with this; a service with any of them is an app service.
+pub const LABEL_PREFIX: &str = "com.docker.lb.";
+
+/// One `ip:port` an upstream sends traffic to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    pub ip: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ip.contains(':') {
+            write!(f, "[{}]:{}", self.ip, self.port)
+        } else {
+            write!(f, "{}:{}", self.ip, self.port)
+        }
+    }
+}
+
+/// A service's contribution to a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub service: String,
+    /// Network ID the targets are on: the proxy must join it.
+    pub network_id: String,
+    pub targets: Vec<Target>,
+}
+
+/// Everything one service cluster routes, by host name. Several services on one host pool
+/// their targets into one upstream (Interlock's canary pattern).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    pub hosts: BTreeMap<String, Vec<Backend>>,
+    /// Services left out, with why.
+    pub quarantined: Vec<Quarantined>,
+}
+
+impl RouteTable {
+    /// Networks the cluster's proxy must join to reach every target, sorted.
+    pub fn network_ids(&self) -> BTreeSet<String> {
+        self.hosts.values().flatten().map(|b| b.network_id.clone()).collect()
+    }
+
+    /// All targets of a host, sorted and without duplicates.
+    pub fn targets(&self, host: &str) -> Vec<Target> {
+        let set: BTreeSet<&Target> = self.hosts.get(host).into_iter().flatten().flat_map(|b| &b.targets).collect();
+        set.into_iter().cloned().collect()
+    }
+}
+
+/// A service whose labels could not be routed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Quarantined {
+    pub service: String,
+    pub reason: String,
+}
+
+/// Route tables for every service cluster any app service names (`""` is the default cluster).
+pub fn route_tables(
+    services: &[ServiceFacts],
+    tasks: &[TaskFacts],
+    networks: &[NetworkFacts],
+    is_owned: impl Fn(&ServiceFacts) -> bool,
+) -> BTreeMap<String, RouteTable> {
+    let mut tables: BTreeMap<String, RouteTable> = BTreeMap::new();
+    let mut apps: Vec<&ServiceFacts> =
+        services.iter().filter(|s| !is_owned(s) && s.def.labels.keys().any(|k| k.starts_with(LABEL_PREFIX))).collect();
+    apps.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+    for app in apps {
+        let cluster = app.def.labels.get(LABEL_SERVICE_CLUSTER).cloned().unwrap_or_default();
+        let table = tables.entry(cluster).or_default();
+        match app_routes(app, tasks, networks) {
+            Ok((hosts, backend)) => {
+                for host in hosts {
+                    table.hosts.entry(host).or_default().push(backend.clone());
+                }
+            }
+            Err(reason) => table.quarantined.push(Quarantined { service: app.def.name.clone(), reason }),
+        }
+    }
+    tables
+}
+
+/// The hosts and backend of one app service, or why it cannot be routed.
+fn app_routes(
+    app: &ServiceFacts,
+    tasks: &[TaskFacts],
+    networks: &[NetworkFacts],
+) -> Result<(Vec<String>, Backend), String> {
+    let labels = &app.def.labels;
+    let hosts_text = labels.get(LABEL_HOSTS).ok_or_else(|| format!("{LABEL_HOSTS} is missing"))?;
+    let hosts = parse_hosts(hosts_text)?;
+    let port_text = labels.get(LABEL_PORT).ok_or_else(|| format!("{LABEL_PORT} is missing"))?;
+    let port = port_text
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{LABEL_PORT}={port_text:?} is not a port number (1-65535)"))?;
+    let network_id = routing_network(app, networks)?;
+    let mut targets: Vec<Target> = tasks
+        .iter()
+        .filter(|t| t.running && t.service_id == app.id)
+        .filter_map(|t| t.addresses.iter().find(|(net, _)| *net == network_id))
+        .map(|(_, ip)| Target { ip: ip.clone(), port })
+        .collect();
+    targets.sort();
+    targets.dedup();
+    Ok((hosts, Backend { service: app.def.name.clone(), network_id, targets }))
+}
+
+/// `a.com,b.com` → validated, lower-cased, deduplicated host names.
+pub fn parse_hosts(text: &str) -> Result<Vec<String>, String> {
+    let mut hosts = Vec::new();
+    for raw in text.split(',') {
+        let host = raw.trim().to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(format!("{LABEL_HOSTS}={text:?} has an empty host name"));
+        }
+        if !is_host_name(&host) {
+            return Err(format!("{LABEL_HOSTS}: {raw:?} is not a host name"));
+        }
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    Ok(hosts)
+}
+
+/// DNS names (labels of letters, digits and `-`, separated by dots), optionally with a leading
+/// `*.` wildcard. Anything else could inject into a generated config.
+fn is_host_name(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    host.len() <= 253
+        && !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// The network whose task addresses the proxy uses: `com.docker.lb.network`, or the service's
+/// only network.
+fn routing_network(app: &ServiceFacts, networks: &[NetworkFacts]) -> Result<String, String> {
+    let attached: Vec<&NetworkFacts> =
+        app.network_ids.iter().filter_map(|id| networks.iter().find(|n| n.id == *id)).filter(|n| !n.ingress).collect();
+    match app.def.labels.get(LABEL_NETWORK) {
+        Some(wanted) => {
+            attached.iter().find(|n| n.name == *wanted || n.id == *wanted).map(|n| n.id.clone()).ok_or_else(|| {
+                format!("{LABEL_NETWORK}={wanted:?} is not one of the service's networks ({})", names(&attached))
+            })
+        }
+        None => match attached.as_slice() {
+            [only] => Ok(only.id.clone()),
+            [] => Err("the service is on no overlay network the proxy could join".to_owned()),
+            _ => Err(format!(
+                "the service is on several networks ({}); set {LABEL_NETWORK} to the one the proxy should use",
+                names(&attached)
+            )),
+        },
+    }
+}
+
+fn names(networks: &[&NetworkFacts]) -> String {
+    if networks.is_empty() {
+        return "none".to_owned();
+    }
+    networks.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swarm::ServiceDef;
+
+    pub(crate) fn network(id: &str, name: &str) -> NetworkFacts {
+        NetworkFacts {
+            id: id.into(),
+            name: name.into(),
+            driver: "overlay".into(),
+            scope: "swarm".into(),
+            ingress: name == "ingress",
+            labels: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn app(id: &str, name: &str, labels: &[(&str, &str)], networks: &[&str]) -> ServiceFacts {
+        ServiceFacts {
+            id: id.into(),
+            version: 1,
+            def: ServiceDef {
+                name: name.into(),
+                labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ..Default::default()
+            },
+            update_state: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            network_ids: networks.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    pub(crate) fn task(service_id: &str, net: &str, ip: &str) -> TaskFacts {
+        TaskFacts {
+            id: format!("t-{ip}"),
+            service_id: service_id.into(),
+            node_id: "n".into(),
+            running: true,
+            addresses: vec![(net.into(), ip.into())],
+        }
+    }
+
+    fn tables(services: &[ServiceFacts], tasks: &[TaskFacts]) -> BTreeMap<String, RouteTable> {
+        let networks = [network("n-east", "demo-east"), network("n-west", "demo-west"), network("n-ing", "ingress")];
+        route_tables(services, tasks, &networks, |s| s.def.labels.contains_key("com.docker.interlock.managed-by"))
+    }
+
+    fn east(id: &str, name: &str, extra: &[(&str, &str)]) -> ServiceFacts {
+        let mut labels =
+            vec![(LABEL_HOSTS, "demo-east.local"), (LABEL_PORT, "8080"), (LABEL_SERVICE_CLUSTER, "us-east")];
+        labels.extend_from_slice(extra);
+        app(id, name, &labels, &["n-east", "n-ing"])
+    }
+
+    #[test]
+    fn seed_apps_route_to_their_own_cluster() {
+        let services = [
+            east("s1", "demo-east", &[]),
+            app(
+                "s2",
+                "demo-west",
+                &[(LABEL_HOSTS, "demo-west.local"), (LABEL_PORT, "8080"), (LABEL_SERVICE_CLUSTER, "us-west")],
+                &["n-west"],
+            ),
+        ];
+        let tasks =
+            [task("s1", "n-east", "10.0.1.5"), task("s1", "n-ing", "10.255.0.5"), task("s2", "n-west", "10.0.2.7")];
+        let t = tables(&services, &tasks);
+        assert_eq!(t.keys().collect::<Vec<_>>(), ["us-east", "us-west"]);
+        assert_eq!(t["us-east"].hosts.keys().collect::<Vec<_>>(), ["demo-east.local"]);
+        assert_eq!(t["us-east"].targets("demo-east.local"), [Target { ip: "10.0.1.5".into(), port: 8080 }]);
+        assert_eq!(t["us-east"].network_ids().into_iter().collect::<Vec<_>>(), ["n-east"]);
+        assert_eq!(t["us-west"].targets("demo-west.local")[0].to_string(), "10.0.2.7:8080");
+    }
+
+    #[test]
+    fn services_on_one_host_pool_their_targets() {
+        let services = [east("s1", "v1", &[]), east("s2", "v2", &[])];
+        let tasks =
+            [task("s1", "n-east", "10.0.1.5"), task("s1", "n-east", "10.0.1.6"), task("s2", "n-east", "10.0.1.9")];
+        let t = tables(&services, &tasks);
+        assert_eq!(t["us-east"].hosts["demo-east.local"].len(), 2);
+        assert_eq!(t["us-east"].targets("demo-east.local").len(), 3);
+    }
+
+    #[test]
+    fn stopped_tasks_are_not_targets() {
+        let mut stopped = task("s1", "n-east", "10.0.1.6");
+        stopped.running = false;
+        let t = tables(&[east("s1", "demo-east", &[])], &[task("s1", "n-east", "10.0.1.5"), stopped]);
+        assert_eq!(t["us-east"].targets("demo-east.local").len(), 1);
+    }
+
+    #[test]
+    fn no_cluster_label_means_the_default_cluster_and_hosts_are_normalised() {
+        let s = app(
+            "s1",
+            "web",
+            &[(LABEL_HOSTS, " A.example.com , b.example.com,a.example.com"), (LABEL_PORT, "80")],
+            &["n-east"],
+        );
+        let t = tables(&[s], &[]);
+        assert_eq!(t[""].hosts.keys().collect::<Vec<_>>(), ["a.example.com", "b.example.com"]);
+    }
+
+    #[test]
+    fn bad_labels_quarantine_only_their_service() {
+        let cases: &[(&[(&str, &str)], &[&str], &str)] = &[
+            (&[(LABEL_PORT, "http")], &["n-east"], "is not a port number"),
+            (&[(LABEL_PORT, "0")], &["n-east"], "is not a port number"),
+            (&[(LABEL_HOSTS, "bad host;")], &["n-east"], "is not a host name"),
+            (&[(LABEL_HOSTS, "a.com,,b.com")], &["n-east"], "empty host name"),
+            (&[(LABEL_NETWORK, "other")], &["n-east"], "is not one of the service's networks (demo-east)"),
+            (&[], &["n-east", "n-west"], "several networks (demo-east, demo-west)"),
+            (&[], &["n-ing"], "on no overlay network"),
+        ];
+        for (overrides, nets, needle) in cases {
+            let mut labels: BTreeMap<&str, &str> =
+                [(LABEL_HOSTS, "bad.local"), (LABEL_PORT, "8080"), (LABEL_SERVICE_CLUSTER, "us-east")].into();
+            labels.extend(overrides.iter().copied());
+            let labels: Vec<(&str, &str)> = labels.into_iter().collect();
+            let services = [east("s1", "good", &[]), app("s2", "bad", &labels, nets)];
+            let t = tables(&services, &[task("s1", "n-east", "10.0.1.5")]);
+            let table = &t["us-east"];
+            assert_eq!(table.hosts.keys().collect::<Vec<_>>(), ["demo-east.local"], "{needle}");
+            assert_eq!(table.quarantined.len(), 1, "{needle}");
+            assert_eq!(table.quarantined[0].service, "bad");
+            assert!(table.quarantined[0].reason.contains(needle), "{} !~ {needle}", table.quarantined[0].reason);
+        }
+        let missing_port = app("s3", "noport", &[(LABEL_HOSTS, "x.local")], &["n-east"]);
+        assert!(tables(&[missing_port], &[])[""].quarantined[0].reason.contains("com.docker.lb.port is missing"));
+    }
+
+    #[test]
+    fn the_network_label_picks_among_several() {
+        let s = east("s1", "demo-east", &[(LABEL_NETWORK, "demo-west")]);
+        let mut s = s;
+        s.network_ids = vec!["n-east".into(), "n-west".into()];
+        let t = tables(
+            &[s],
+            &[TaskFacts {
+                addresses: vec![("n-east".into(), "10.0.1.5".into()), ("n-west".into(), "10.0.2.5".into())],
+                ..task("s1", "x", "y")
+            }],
+        );
+        assert_eq!(t["us-east"].targets("demo-east.local")[0].ip, "10.0.2.5");
+    }
+
+    #[test]
+    fn owned_services_are_never_routes() {
+        let proxy = east("p", "interlock-proxy-us-east", &[("com.docker.interlock.managed-by", "interlock")]);
+        assert!(tables(&[proxy], &[]).is_empty());
+    }
+
+    #[test]
+    fn host_names() {
+        for ok in ["a.com", "*.a.com", "localhost", "x-1.y.z", "demo-east.local"] {
+            assert!(is_host_name(ok), "{ok}");
+        }
+        for bad in ["a..com", "-a.com", "a b", "a.com;", "a{}", "*", "a_b.com", ""] {
+            assert!(!is_host_name(bad), "{bad}");
+        }
+    }
+}
