@@ -293,7 +293,9 @@ mod tests {
 
     #[test]
     fn bad_labels_quarantine_only_their_service() {
-        let cases: &[(&[(&str, &str)], &[&str], &str)] = &[
+        // (label overrides, networks the service is on, expected reason)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+        let cases: &[Case<'_>] = &[
             (&[(LABEL_PORT, "http")], &["n-east"], "is not a port number"),
             (&[(LABEL_PORT, "0")], &["n-east"], "is not a port number"),
             (&[(LABEL_HOSTS, "bad host;")], &["n-east"], "is not a host name"),

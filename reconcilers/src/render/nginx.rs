@@ -176,7 +176,10 @@ mod tests {
     use super::*;
     use crate::routes::{Backend, Target};
 
-    fn routes(hosts: &[(&str, &[(&str, &[&str])])]) -> RouteTable {
+    /// `(host, [(service, [task ip])])`.
+    type HostSpec<'a> = (&'a str, &'a [(&'a str, &'a [&'a str])]);
+
+    fn routes(hosts: &[HostSpec<'_>]) -> RouteTable {
         let mut table = RouteTable::default();
         for (host, backends) in hosts {
             for (service, ips) in *backends {
