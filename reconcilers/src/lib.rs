@@ -13,7 +13,9 @@
 //! - [`placement`]: Swarm placement constraints and preferences, parsed and matched against nodes.
 
 pub mod config;
+pub mod desired;
 pub mod placement;
+pub mod plan;
 pub mod render;
 pub mod routes;
 pub mod swarm;

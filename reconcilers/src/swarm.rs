@@ -189,6 +189,8 @@ pub struct ConfigFacts {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub version: u64,
+    /// The content, decoded (the list call returns it, so showing a diff costs no extra call).
+    pub data: Vec<u8>,
 }
 
 /// A config object to create.

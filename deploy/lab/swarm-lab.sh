@@ -1,0 +1,679 @@
+#!/usr/bin/env bash
+# swarm-lab.sh: a real 4-node Docker Swarm on one machine, for interlock's e2e tests.
+#
+#   swarm-lab.sh up [--interlock-binary PATH]   create or repair the lab (idempotent)
+#   swarm-lab.sh down [--purge]                 remove it (--purge: also the image cache)
+#   swarm-lab.sh status                         exit 0 only when the 4-node swarm is healthy
+#   swarm-lab.sh exec NODE CMD...               run CMD in a worker's network namespace
+#
+# The manager is the host's dockerd (advertising 10.99.0.1 on bridge ilab0); the
+# workers lb-00, lb-01 and app-00 are extra dockerds, each in its own network and
+# UTS namespace (so its hostname, hence its swarm node name, is its own). No
+# registry is reachable, so the images are built here and loaded on every node:
+#   local/interlock-proxy:lab  Debian bookworm minbase + nginx-light, stream module, haproxy
+#   local/interlock-app:lab    busybox-static httpd serving /www ("interlock-app"), stops by SIGKILL
+#   local/interlock:lab        the proxy image + target/release/interlock as ENTRYPOINT
+# Connection details for tests land in /run/interlock-lab/env.
+#
+# Pitfalls it works around (shared/reference/swarm-lab-facts.md):
+# - no systemd: the dockerds are started in the background and waited for;
+# - `ip netns exec` remounts /sys and dockerd then dies ("Devices cgroup isn't
+#   mounted"): workers are started with nsenter --net + unshare --uts instead;
+# - without DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 every task start first tries a
+#   registry pull (~10 s hang in a namespace): every lab dockerd gets it;
+# - the host dockerd's FORWARD DROP + br_netfilter drop worker-to-worker VXLAN:
+#   a DOCKER-USER ACCEPT rule for the bridge's own traffic;
+# - /var/lib/docker* and /run may outlive the daemons (old swarm, stale pid files,
+#   sockets, netns files): `up` reuses a healthy swarm and repairs the rest;
+# - each node needs its own copy of every image: loaded per node, and only
+#   when its content label differs, so a second `up` takes seconds.
+set -euo pipefail
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+# shellcheck source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
+
+PACKAGES=(docker.io debootstrap busybox-static iproute2 iptables curl)
+PROXY_SUITE=bookworm
+PROXY_MIRROR=http://deb.debian.org/debian
+PROXY_INCLUDE=nginx-light,libnginx-mod-stream,haproxy,ca-certificates
+# Bump when the way a rootfs or image is made changes: it is part of the cache keys.
+RECIPE_VERSION=2
+IMG_PROXY=local/interlock-proxy:lab
+IMG_APP=local/interlock-app:lab
+IMG_OPERATOR=local/interlock:lab
+HASH_LABEL=com.docker.interlock.lab.hash
+BINARY_LABEL=com.docker.interlock.binary.sha256
+
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+
+# ================================================================ packages
+ensure_packages() {
+  local p missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then log "packages present"; return; fi
+  log "installing ${missing[*]}"
+  apt-get update || warn "apt-get update reported errors (an unreachable extra source?); trying the install anyway"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io debootstrap busybox-static iproute2 iptables curl ||
+    die "apt-get install failed"
+}
+
+# ================================================================ daemons
+start_manager() {
+  local logf=$LAB_LOG_DIR/dockerd-manager.log pid
+  mkdir -p "$LAB_LOG_DIR" "$LAB_RUN_DIR"
+  if daemon_ok "$MANAGER_HOST"; then
+    log "manager dockerd answers on $MANAGER_SOCK"
+    pid=$(live_pid_from_file "$MANAGER_PIDFILE" dockerd)
+    if [[ -n $pid ]] && ! tr '\0' '\n' <"/proc/$pid/environ" | grep -qxF "${LAB_DOCKERD_ENV[0]}"; then
+      warn "the running manager dockerd lacks ${LAB_DOCKERD_ENV[0]}: swarm task starts may be slow"
+    fi
+    return
+  fi
+  pid=$(live_pid_from_file "$MANAGER_PIDFILE" dockerd)
+  if [[ -n $pid ]]; then
+    log "manager dockerd (pid $pid) runs but does not answer yet; waiting up to 60 s"
+    local i
+    for ((i = 0; i < 120; i++)); do daemon_ok "$MANAGER_HOST" && return; [[ -d /proc/$pid ]] || break; sleep 0.5; done
+    [[ -f $LAB_MANAGER_MARKER ]] ||
+      die "dockerd pid $pid owns $MANAGER_PIDFILE but does not answer, and the lab did not start it: stop it yourself"
+    warn "stopping unresponsive lab-started manager dockerd (pid $pid)"
+    stop_pids 30 "$pid"
+  fi
+  clean_stale_pidfile "$MANAGER_PIDFILE" dockerd
+  clean_stale_pidfile "$MANAGER_EXEC_ROOT/containerd/containerd.pid" containerd
+  log "starting manager dockerd (log: $logf)"
+  echo "=== $(date -Is) swarm-lab: starting dockerd" >>"$logf"
+  setsid env "${LAB_DOCKERD_ENV[@]}" dockerd >>"$logf" 2>&1 </dev/null 9>&- &
+  pid=$!
+  echo "$pid" >"$LAB_MANAGER_MARKER"
+  wait_daemon "$MANAGER_HOST" 60 "$pid" "$logf"
+  log "manager dockerd up (pid $pid)"
+}
+
+# drop_foreign_swarm_state NODE: a stopped worker whose swarm state belongs to
+# another cluster than the manager's would stall its dockerd's start-up ~20 s
+# waiting for that cluster, only to leave it afterwards: drop that state first.
+# The node certificate's subject O= is the cluster ID (read from the DER, no openssl).
+drop_foreign_swarm_state() {
+  local dir=/var/lib/docker-$1/swarm crt
+  crt=$dir/certificates/swarm-node.crt
+  [[ -d $dir ]] || return 0
+  if [[ -s $crt && -n ${MANAGER_CLUSTER_ID:-} ]] &&
+    grep -v -- ----- "$crt" | base64 -d 2>/dev/null | grep -aqF "$MANAGER_CLUSTER_ID"; then
+    return 0
+  fi
+  log "$1: dropping swarm state of another cluster"
+  rm -rf "$dir"
+}
+
+# start_worker NODE: (re)starts the node's dockerd unless a good one answers.
+# Prints the pid of a freshly started daemon (to wait for), nothing otherwise.
+start_worker() {
+  local n=$1 host logf=$LAB_LOG_DIR/dockerd-$1.log pid ns_inode name
+  host=$(node_host "$n")
+  ns_inode=$(stat -L -c %i "/run/netns/$n")
+  for pid in $(worker_dockerd_pids "$n"); do
+    # A dockerd left in an older incarnation of the netns cannot reach the bridge.
+    if [[ $(stat -L -c %i "/proc/$pid/ns/net" 2>/dev/null) != "$ns_inode" ]]; then
+      log "$n: dockerd pid $pid runs in a stale network namespace; stopping it"
+      stop_pids 30 "$pid"
+    fi
+  done
+  if daemon_ok "$host"; then
+    name=$(dn "$n" info --format '{{.Name}}' 2>/dev/null || true)
+    [[ $name == "$n" ]] && return 0
+    log "$n: its dockerd calls itself '$name'; restarting it"
+  fi
+  pid=$(worker_dockerd_pids "$n")
+  if [[ -n $pid ]]; then
+    log "$n: dockerd $pid does not answer (properly); stopping it"
+    # shellcheck disable=SC2086
+    stop_pids 30 $pid
+  fi
+  stop_worker_leftovers "$n" >&2
+  drop_foreign_swarm_state "$n" >&2
+  clean_stale_pidfile "/run/docker-$n.pid" dockerd >&2
+  clean_stale_pidfile "/run/docker-$n/containerd/containerd.pid" containerd >&2
+  rm -f "/run/docker-$n.sock"
+  mkdir -p "$LAB_LOG_DIR"
+  echo "=== $(date -Is) swarm-lab: starting dockerd for $n" >>"$logf"
+  setsid env "${LAB_DOCKERD_ENV[@]}" nsenter --net="/run/netns/$n" unshare --uts sh -c \
+    "hostname $n; exec dockerd --data-root /var/lib/docker-$n --exec-root /run/docker-$n \
+--pidfile /run/docker-$n.pid -H unix:///run/docker-$n.sock --iptables=false --bridge=none" \
+    >>"$logf" 2>&1 </dev/null 9>&- &
+  log "$n: started dockerd pid $! (log: $logf)"
+  echo "$!"
+}
+
+start_workers() {
+  local n pid
+  declare -A started=()
+  for n in "${LAB_NODES[@]}"; do
+    pid=$(start_worker "$n")
+    [[ -z $pid ]] && log "$n: dockerd answers" || started[$n]=$pid
+  done
+  for n in "${!started[@]}"; do
+    wait_daemon "$(node_host "$n")" 60 "${started[$n]}" "$LAB_LOG_DIR/dockerd-$n.log"
+    log "$n: dockerd up"
+  done
+}
+
+# ================================================================ swarm
+# swarm_state HOST [WAIT]: "LocalNodeState|NodeAddr|ControlAvailable|NodeID";
+# with WAIT, waits out "pending" for up to 30 s.
+swarm_state() {
+  local s i tries=1
+  [[ -z ${2:-} ]] || tries=60
+  for ((i = 0; i < tries; i++)); do
+    s=$(docker -H "$1" info --format '{{.Swarm.LocalNodeState}}|{{.Swarm.NodeAddr}}|{{.Swarm.ControlAvailable}}|{{.Swarm.NodeID}}')
+    [[ $s == pending* ]] || break
+    sleep 0.5
+  done
+  echo "$s"
+}
+
+ensure_manager_swarm() {
+  local state addr ctl id
+  IFS='|' read -r state addr ctl id < <(swarm_state "$MANAGER_HOST" wait)
+  if [[ $state == active && $addr == "$LAB_MANAGER_ADDR" && $ctl == true ]] && timeout 20 docker -H "$MANAGER_HOST" node ls -q >/dev/null 2>&1; then
+    log "reusing the manager's swarm (node $id)"
+  else
+    if [[ $state != inactive ]]; then
+      log "manager swarm state '$state' (addr '$addr', manager=$ctl) is not the lab's; leaving it"
+      dm swarm leave --force >/dev/null
+    fi
+    dm swarm init --advertise-addr "$LAB_MANAGER_ADDR" >/dev/null
+    log "initialised a new swarm advertising $LAB_MANAGER_ADDR"
+  fi
+  MANAGER_CLUSTER_ID=$(dm info --format '{{.Swarm.Cluster.ID}}')
+}
+
+ensure_worker_joined() {
+  local n=$1 known=$2 token=$3 state addr ctl id
+  IFS='|' read -r state addr ctl id < <(swarm_state "$(node_host "$n")")
+  # A known member may still be connecting (pending); wait_nodes_ready covers it.
+  if [[ ($state == active || $state == pending) && -n $id ]] && grep -qxF "$id" <<<"$known"; then
+    log "$n: already a member (node $id)"
+    return
+  fi
+  if [[ $state != inactive ]]; then
+    log "$n: swarm state '$state' (node '$id') is not this swarm's; leaving it"
+    dn "$n" swarm leave --force >/dev/null
+  fi
+  dn "$n" swarm join --token "$token" --advertise-addr "${LAB_NODE_ADDR[$n]}" "$LAB_MANAGER_ADDR:2377" >/dev/null
+  log "$n: joined"
+}
+
+# current_node_ids: the swarm node IDs of the manager and the three workers, in that order.
+current_node_ids() {
+  local n
+  dm info --format '{{.Swarm.NodeID}}'
+  for n in "${LAB_NODES[@]}"; do dn "$n" info --format '{{.Swarm.NodeID}}'; done
+}
+
+remove_stale_nodes() {
+  local ids id status name role names
+  ids=$(current_node_ids)
+  names=" $(uname -n) ${LAB_NODES[*]} "
+  while read -r id status name role; do
+    [[ -n $id ]] || continue
+    grep -qxF "$id" <<<"$ids" && continue
+    # A Down entry, or an older entry of one of the four names (a node that left
+    # and joined again), is stale. Anything else is not the lab's to remove.
+    if [[ $status != Down && $names != *" $name "* ]]; then
+      warn "node $id ($name) is $status and not part of the lab; leaving it"; continue
+    fi
+    [[ $role == manager ]] && { dm node demote "$id" >/dev/null 2>&1 || true; }
+    if dm node rm --force "$id" >/dev/null; then log "removed stale node $id ($name, $status)"; else warn "could not remove node $id"; fi
+  done < <(dm node ls --format '{{.ID}} {{.Status}} {{.Hostname}} {{if .ManagerStatus}}manager{{end}}')
+}
+
+# nodes_ready: true when the four current nodes are Ready with their names.
+nodes_ready() {
+  local id want line i
+  local -a names=("$(uname -n)" "${LAB_NODES[@]}")
+  local -a ids
+  mapfile -t ids < <(current_node_ids 2>/dev/null) || return 1
+  [[ ${#ids[@]} -eq 4 ]] || return 1
+  for i in 0 1 2 3; do
+    id=${ids[$i]} want="${names[$i]} ready"
+    [[ -n $id ]] || return 1
+    line=$(dm node inspect --format '{{.Description.Hostname}} {{.Status.State}}' "$id" 2>/dev/null) || return 1
+    [[ $line == "$want" ]] || return 1
+  done
+}
+
+# wait_nodes_ready SECONDS: true once the four current nodes are Ready.
+wait_nodes_ready() {
+  local i
+  for ((i = 0; i < $1 * 2; i++)); do nodes_ready && return 0; sleep 0.5; done
+  return 1
+}
+
+# node_ready NODE: true when the worker's own swarm node is Ready on the manager.
+node_ready() {
+  local id
+  id=$(dn "$1" info --format '{{.Swarm.NodeID}}' 2>/dev/null) && [[ -n $id ]] &&
+    [[ $(dm node inspect --format '{{.Status.State}}' "$id" 2>/dev/null) == ready ]]
+}
+
+ensure_swarm() {
+  local n known token
+  known=$(dm node ls -q)
+  token=$(dm swarm join-token -q worker)
+  for n in "${LAB_NODES[@]}"; do ensure_worker_joined "$n" "$known" "$token"; done
+  if ! wait_nodes_ready 30; then
+    # A member that does not come back (e.g. its state is too old): join it afresh.
+    for n in "${LAB_NODES[@]}"; do
+      node_ready "$n" && continue
+      log "$n: not Ready after 30 s; leaving and joining again"
+      dn "$n" swarm leave --force >/dev/null 2>&1 || true
+      dn "$n" swarm join --token "$token" --advertise-addr "${LAB_NODE_ADDR[$n]}" "$LAB_MANAGER_ADDR:2377" >/dev/null
+    done
+    if ! wait_nodes_ready 60; then
+      dm node ls >&2 || true
+      die "the 4 nodes did not all become Ready (logs: $LAB_LOG_DIR/dockerd-*.log)"
+    fi
+  fi
+  remove_stale_nodes
+}
+
+# ================================================================ images
+cache_key() { printf '%s\n' "$RECIPE_VERSION" "$@" | sha256sum | cut -c1-16; }
+file_sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# cached_sha TAR: the tarball's sha256, computed once and kept beside it.
+cached_sha() { [[ -s $1.sha256 ]] || file_sha "$1" >"$1.sha256"; cat "$1.sha256"; }
+
+# Leftovers of an interrupted build (maybe with debootstrap's /proc still mounted).
+clean_build_dirs() {
+  local d
+  for d in "$LAB_CACHE_DIR"/build.*; do
+    [[ -e $d ]] || continue
+    umount_under "$d"; rm -rf --one-file-system "$d"
+  done
+  rm -f "$LAB_CACHE_DIR"/*.tmp
+}
+
+# proxy_rootfs_tar: prints the path of the cached proxy rootfs tarball, building it if needed.
+proxy_rootfs_tar() {
+  local key tar dir logf=$LAB_LOG_DIR/debootstrap.log
+  key=$(cache_key "$PROXY_SUITE" minbase "$PROXY_INCLUDE" "$PROXY_MIRROR")
+  tar=$LAB_CACHE_DIR/proxy-rootfs-$key.tar
+  if [[ -s $tar ]]; then echo "$tar"; return; fi
+  dir=$(mktemp -d "$LAB_CACHE_DIR/build.XXXXXX")
+  log "debootstrap $PROXY_SUITE minbase + $PROXY_INCLUDE (about 40 s; log: $logf)"
+  if ! debootstrap --variant=minbase --include="$PROXY_INCLUDE" "$PROXY_SUITE" "$dir/rootfs" "$PROXY_MIRROR" >"$logf" 2>&1; then
+    tail_log "$logf"; umount_under "$dir"; rm -rf --one-file-system "$dir"
+    die "debootstrap failed; see $logf"
+  fi
+  umount_under "$dir/rootfs"
+  slim_proxy_rootfs "$dir/rootfs"
+  tar --numeric-owner -C "$dir/rootfs" -cf "$tar.tmp" .
+  file_sha "$tar.tmp" >"$tar.sha256"
+  mv "$tar.tmp" "$tar"
+  rm -rf --one-file-system "$dir"
+  log "cached proxy rootfs $tar ($(du -h "$tar" | cut -f1))"
+  echo "$tar"
+}
+
+slim_proxy_rootfs() {
+  local r=$1
+  rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/cache/apt/*.bin "$r"/var/lib/apt/lists/* \
+    "$r"/usr/share/doc/* "$r"/usr/share/man/* "$r"/usr/share/info/* "$r"/usr/share/locale/* \
+    "$r"/var/log/apt/* "$r"/var/log/dpkg.log "$r"/var/log/bootstrap.log "$r"/var/cache/debconf/*-old
+  mkdir -p "$r"/var/lib/apt/lists/partial
+  # The stream module stays available (/usr/lib/nginx/modules/ngx_stream_module.so,
+  # /usr/share/nginx/modules-available/mod-stream.conf) but the default config does
+  # not load it:
+  # a generated config that has a stream {} block loads it itself.
+  rm -f "$r"/etc/nginx/modules-enabled/50-mod-stream.conf
+  # Logs go to the container's output, as in the official nginx image.
+  mkdir -p "$r"/var/log/nginx "$r"/run "$r"/run/haproxy "$r"/var/lib/nginx
+  ln -sf /dev/stdout "$r"/var/log/nginx/access.log
+  ln -sf /dev/stderr "$r"/var/log/nginx/error.log
+  chown haproxy:haproxy "$r"/run/haproxy 2>/dev/null || chroot "$r" chown haproxy:haproxy /run/haproxy || true
+  # The official nginx image runs workers as user nginx, and Interlock configs say `User = "nginx"`.
+  chroot "$r" getent passwd nginx >/dev/null ||
+    chroot "$r" useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nginx
+  echo localhost >"$r"/etc/hostname
+  : >"$r"/etc/resolv.conf
+}
+
+# app_rootfs_tar: prints the path of the cached busybox app tarball (deterministic).
+app_rootfs_tar() {
+  local bb ver key tar dir a
+  bb=$(dpkg -L busybox-static | grep -E '^(/usr)?/bin/busybox$' | head -n1)
+  [[ -x $bb ]] || die "busybox-static's /bin/busybox not found"
+  ver=$(dpkg-query -W -f='${Version}' busybox-static)
+  key=$(cache_key app busybox-static "$ver")
+  tar=$LAB_CACHE_DIR/app-rootfs-$key.tar
+  if [[ -s $tar ]]; then echo "$tar"; return; fi
+  dir=$(mktemp -d "$LAB_CACHE_DIR/build.XXXXXX")
+  mkdir -p "$dir"/r/{bin,etc,www,tmp,root,proc,sys,dev,var/run}
+  chmod 1777 "$dir"/r/tmp
+  cp "$bb" "$dir"/r/bin/busybox
+  for a in $("$bb" --list); do
+    [[ $a == busybox || $a == */* ]] || ln -sf busybox "$dir/r/bin/$a"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$dir"/r/etc/passwd
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir"/r/etc/group
+  echo interlock-app >"$dir"/r/www/index.html
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$dir/r" -cf "$tar.tmp" .
+  file_sha "$tar.tmp" >"$tar.sha256"
+  mv "$tar.tmp" "$tar"
+  rm -rf "$dir"
+  echo "$tar"
+}
+
+# Images are written in `docker save` format (manifest.json, config JSON, layer
+# tars) and streamed into `docker load` on each node: Docker 20.10's `docker import`
+# rejects STOPSIGNAL, and a hand-written config gives every node the very same image
+# ID. The layers are the cached rootfs tarballs themselves (symlinked, read by tar -h).
+
+# image_label HOST REF LABEL: the label's value on that node's image ("" if none).
+image_label() {
+  local v
+  v=$(docker -H "$1" image inspect --format "{{index .Config.Labels \"$3\"}}" "$2" 2>/dev/null) || v=
+  [[ $v == '<no value>' ]] && v=
+  echo "$v"
+}
+
+# all_hosts: "NAME HOST" for the manager and each worker.
+all_hosts() {
+  local n
+  echo "manager $MANAGER_HOST"
+  for n in "${LAB_NODES[@]}"; do echo "$n $(node_host "$n")"; done
+}
+
+# hosts_needing REF HASH: the node names whose REF lacks label HASH.
+hosts_needing() {
+  local name host
+  while read -r name host; do
+    [[ $(image_label "$host" "$1" "$HASH_LABEL") == "$2" ]] || echo "$name"
+  done < <(all_hosts)
+}
+
+host_of() { if [[ $1 == manager ]]; then echo "$MANAGER_HOST"; else node_host "$1"; fi; }
+
+# stage_image DIR REF CREATED CONFIG LABELS LAYER_TAR...: writes a docker-load
+# directory. CONFIG and LABELS are JSON members ("Cmd":[...] and "key":"value").
+stage_image() {
+  local dir=$1 ref=$2 created=$3 config=$4 labels=$5 l sha diff_ids='' layers='' history='' cfg cfgsha
+  shift 5
+  mkdir -p "$dir"
+  for l in "$@"; do
+    sha=$(cached_sha "$l")
+    ln -sf "$(readlink -f "$l")" "$dir/$sha.tar"
+    diff_ids+="${diff_ids:+,}\"sha256:$sha\""
+    layers+="${layers:+,}\"$sha.tar\""
+    history+="${history:+,}{\"created\":\"$created\",\"created_by\":\"deploy/lab/swarm-lab.sh: $(basename "$l")\"}"
+  done
+  cfg=$(printf '{"architecture":"%s","os":"linux","created":"%s","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],%s,"Labels":{%s}},"rootfs":{"type":"layers","diff_ids":[%s]},"history":[%s]}' \
+    "$(dpkg --print-architecture)" "$created" "$config" "$labels" "$diff_ids" "$history")
+  cfgsha=$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1)
+  printf '%s' "$cfg" >"$dir/$cfgsha.json"
+  printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":[%s]}]\n' "$cfgsha" "$ref" "$layers" >"$dir/manifest.json"
+}
+
+# load_on NODE REF DIR: loads the staged image on NODE, then drops the image REF
+# pointed at before (if nothing uses it).
+load_on() {
+  local node=$1 ref=$2 dir=$3 host old new
+  host=$(host_of "$node")
+  old=$(docker -H "$host" image inspect --format '{{.Id}}' "$ref" 2>/dev/null) || old=
+  tar -C "$dir" -ch . | docker -H "$host" load -q >/dev/null || die "loading $ref on $node failed"
+  new=$(docker -H "$host" image inspect --format '{{.Id}}' "$ref")
+  if [[ -n $old && $old != "$new" ]]; then docker -H "$host" rmi "$old" >/dev/null 2>&1 || true; fi
+}
+
+# ensure_image REF CREATED CONFIG EXTRA_LABELS LAYER_TAR...: loads REF on every node
+# whose copy lacks the current content hash, in parallel. Prints the nodes it loaded on.
+ensure_image() {
+  local ref=$1 created=$2 config=$3 extra=$4 hash dir node l rc=0 shas=()
+  shift 4
+  for l in "$@"; do shas+=("$(cached_sha "$l")"); done
+  hash=$(cache_key "$config" "$extra" "${shas[@]}")
+  local -a nodes pids
+  mapfile -t nodes < <(hosts_needing "$ref" "$hash")
+  if [[ ${#nodes[@]} -eq 0 ]]; then log "$ref: up to date on all nodes"; return 0; fi
+  dir=$(mktemp -d "$LAB_CACHE_DIR/build.XXXXXX")
+  stage_image "$dir" "$ref" "$created" "$config" "\"$HASH_LABEL\":\"$hash\"${extra:+,$extra}" "$@"
+  for node in "${nodes[@]}"; do load_on "$node" "$ref" "$dir" & pids+=($!); done
+  for node in "${pids[@]}"; do wait "$node" || rc=1; done
+  rm -rf "$dir"
+  [[ $rc -eq 0 ]] || die "loading $ref failed"
+  log "$ref: loaded on ${nodes[*]} ($(dm image inspect --format '{{.Id}}' "$ref" | cut -c1-19))"
+  printf '%s\n' "${nodes[@]}"
+}
+
+created_of() { date -u -r "$1" +%Y-%m-%dT%H:%M:%SZ; }
+
+verify_proxy_image() {
+  local out
+  out=$(dm run --rm "$IMG_PROXY" sh -ec '
+      nginx -V 2>/tmp/v || { cat /tmp/v; exit 1; }; head -n1 /tmp/v
+      haproxy -v >/tmp/v || { cat /tmp/v; exit 1; }; head -n1 /tmp/v
+      nginx -t 2>/tmp/v || { cat /tmp/v; exit 1; }; echo "default config: ok"
+      printf "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nevents {}\nstream { server { listen 127.0.0.1:9999; return ok; } }\n" >/tmp/s.conf
+      nginx -t -c /tmp/s.conf 2>/tmp/v || { cat /tmp/v; exit 1; }; echo "stream module: ok"' 2>&1) ||
+    { echo "$out" >&2; die "$IMG_PROXY does not work: see above"; }
+  log "$IMG_PROXY verified: $(echo "$out" | tr '\n' ';' | sed 's/;$//')"
+}
+
+verify_app_image() {
+  local cid ip body='' i
+  cid=$(dm run -d "$IMG_APP") || die "$IMG_APP does not start"
+  ip=$(dm inspect --format '{{.NetworkSettings.IPAddress}}' "$cid")
+  for ((i = 0; i < 20; i++)); do
+    body=$(curl -fsS --max-time 2 "http://$ip/" 2>/dev/null) && break
+    sleep 0.25
+  done
+  dm rm -f "$cid" >/dev/null
+  [[ $body == *interlock-app* ]] || die "$IMG_APP did not serve its index.html on $ip (got: '${body:-nothing}')"
+  log "$IMG_APP verified: serves '$body'"
+}
+
+# operator_layer_tar BINARY: a cached one-file layer holding /usr/local/bin/interlock.
+operator_layer_tar() {
+  local bin=$1 sha tar dir
+  sha=$(file_sha "$bin")
+  tar=$LAB_CACHE_DIR/interlock-bin-${sha:0:16}.tar
+  if [[ ! -s $tar ]]; then
+    rm -f "$LAB_CACHE_DIR"/interlock-bin-*.tar "$LAB_CACHE_DIR"/interlock-bin-*.tar.sha256
+    dir=$(mktemp -d "$LAB_CACHE_DIR/build.XXXXXX")
+    install -D -m 0755 "$bin" "$dir/usr/local/bin/interlock"
+    touch -r "$bin" "$dir/usr/local/bin/interlock"
+    tar --owner=0 --group=0 --numeric-owner -C "$dir" -cf "$tar.tmp" ./usr/local/bin/interlock
+    file_sha "$tar.tmp" >"$tar.sha256"
+    mv "$tar.tmp" "$tar"
+    rm -rf "$dir"
+  fi
+  echo "$tar"
+}
+
+ensure_images() {
+  local proxy_tar app_tar bin_tar bin_sha changed
+  mkdir -p "$LAB_CACHE_DIR" "$LAB_LOG_DIR"
+  clean_build_dirs
+
+  proxy_tar=$(proxy_rootfs_tar)
+  changed=$(ensure_image "$IMG_PROXY" "$(created_of "$proxy_tar")" \
+    '"Cmd":["nginx","-g","daemon off;"],"StopSignal":"SIGQUIT"' '' "$proxy_tar")
+  if grep -qx manager <<<"$changed"; then verify_proxy_image; fi
+
+  app_tar=$(app_rootfs_tar)
+  # busybox httpd as PID 1 ignores SIGTERM: without SIGKILL every stop of an app
+  # task waits out the 10 s stop grace period.
+  changed=$(ensure_image "$IMG_APP" "$(created_of "$app_tar")" \
+    '"Cmd":["/bin/busybox","httpd","-f","-p","80","-h","/www"],"StopSignal":"SIGKILL"' '' "$app_tar")
+  if grep -qx manager <<<"$changed"; then verify_app_image; fi
+
+  if [[ ! -f $INTERLOCK_BINARY ]]; then
+    log "no operator binary at $INTERLOCK_BINARY: skipping $IMG_OPERATOR (cargo build --release, then up again)"
+    return 0
+  fi
+  # The proxy rootfs layer plus a layer with the binary.
+  bin_sha=$(file_sha "$INTERLOCK_BINARY")
+  bin_tar=$(operator_layer_tar "$INTERLOCK_BINARY")
+  ensure_image "$IMG_OPERATOR" "$(created_of "$INTERLOCK_BINARY")" '"Entrypoint":["/usr/local/bin/interlock"]' \
+    "\"$BINARY_LABEL\":\"$bin_sha\"" "$proxy_tar" "$bin_tar" >/dev/null
+  log "$IMG_OPERATOR: binary $INTERLOCK_BINARY (sha256 ${bin_sha:0:12})"
+}
+
+# ================================================================ env file
+write_env() {
+  local n v f=$LAB_RUN_DIR/env
+  mkdir -p "$LAB_RUN_DIR"
+  {
+    echo "# written by deploy/lab/swarm-lab.sh up, $(date -Is)"
+    echo "LAB_MANAGER_HOST=$MANAGER_HOST"
+    echo "LAB_MANAGER_ADDR=$LAB_MANAGER_ADDR"
+    echo "LAB_MANAGER_NAME=$(uname -n)"
+    echo "LAB_NODES=\"${LAB_NODES[*]}\""
+    for n in "${LAB_NODES[@]}"; do
+      v=${n//-/_}
+      echo "LAB_HOST_$v=$(node_host "$n")"
+      echo "LAB_ADDR_$v=${LAB_NODE_ADDR[$n]}"
+    done
+    echo "LAB_IMAGE_PROXY=$IMG_PROXY"
+    echo "LAB_IMAGE_APP=$IMG_APP"
+    echo "LAB_IMAGE_OPERATOR=$IMG_OPERATOR"
+  } >"$f.tmp"
+  mv "$f.tmp" "$f"
+  log "wrote $f"
+}
+
+# ================================================================ subcommands
+cmd_up() {
+  INTERLOCK_BINARY=$REPO_ROOT/target/release/interlock
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --interlock-binary)
+        [[ $# -ge 2 ]] || die "--interlock-binary needs a PATH"
+        [[ -f $2 ]] || die "--interlock-binary: no file at $2"
+        INTERLOCK_BINARY=$(readlink -f "$2"); shift 2 ;;
+      --interlock-binary=*)
+        [[ -f ${1#*=} ]] || die "--interlock-binary: no file at ${1#*=}"
+        INTERLOCK_BINARY=$(readlink -f "${1#*=}"); shift ;;
+      *) die "up: unknown argument '$1' (usage: up [--interlock-binary PATH])" ;;
+    esac
+  done
+  local t0 n; t0=$(now_ms)
+  phase packages; ensure_packages; phase_end
+  phase manager
+  ensure_bridge
+  start_manager
+  ensure_forward_rule
+  ensure_manager_swarm
+  phase_end
+  phase workers
+  for n in "${LAB_NODES[@]}"; do ensure_node_netns "$n"; done
+  start_workers
+  phase_end
+  phase swarm; ensure_swarm; phase_end
+  phase images; ensure_images; phase_end
+  write_env
+  dm node ls
+  local summary; summary=$(printf '%s, ' "${PHASE_TIMES[@]}")
+  log "up: done in $(fmt_ms $(($(now_ms) - t0))) (${summary%, })"
+}
+
+stop_manager_if_ours() {
+  local pid
+  if [[ ! -f $LAB_MANAGER_MARKER ]]; then
+    if daemon_ok "$MANAGER_HOST"; then log "manager dockerd was not started by the lab; leaving it running"; fi
+    return
+  fi
+  pid=$(live_pid_from_file "$MANAGER_PIDFILE" dockerd)
+  [[ -n $pid ]] || pid=$(live_pid_from_file "$LAB_MANAGER_MARKER" dockerd)
+  if [[ -n $pid ]]; then
+    log "stopping manager dockerd (pid $pid)"
+    stop_pids 60 "$pid"
+  fi
+}
+
+cmd_down() {
+  local purge=0 n t0 veth
+  case ${1:-} in --purge) purge=1 ;; '') ;; *) die "down: unknown argument '$1' (usage: down [--purge])" ;; esac
+  t0=$(now_ms)
+  # The manager leaves first: with its workers still up that takes ~1 s (~8 s
+  # after they are gone), and the workers then shut down faster too.
+  if daemon_ok "$MANAGER_HOST" && [[ $(dm info --format '{{.Swarm.LocalNodeState}}') != inactive ]]; then
+    dm swarm leave --force >/dev/null || warn "the manager could not leave its swarm"
+    log "manager left the swarm"
+  fi
+  remove_forward_rule 2>/dev/null || true
+  # All worker dockerds at once: each takes a few seconds to shut down.
+  local -a pids=()
+  for n in "${LAB_NODES[@]}"; do mapfile -t -O "${#pids[@]}" pids < <(worker_dockerd_pids "$n"); done
+  if [[ ${#pids[@]} -gt 0 ]]; then log "stopping worker dockerds ${pids[*]}"; stop_pids 60 "${pids[@]}"; fi
+  for n in "${LAB_NODES[@]}"; do
+    stop_worker_leftovers "$n"
+    umount_under "/run/docker-$n" "/var/lib/docker-$n"
+    rm -rf --one-file-system "/run/docker-$n" "/var/lib/docker-$n"
+    rm -f "/run/docker-$n.pid" "/run/docker-$n.sock"
+    if [[ -e /run/netns/$n ]]; then ip netns del "$n" 2>/dev/null || rm -f "/run/netns/$n"; fi
+    veth=$(veth_name "$n")
+    ip link del "$veth" 2>/dev/null || true
+    log "$n: removed"
+  done
+  ip link del "$LAB_BRIDGE" 2>/dev/null || true
+  stop_manager_if_ours
+  rm -rf "$LAB_RUN_DIR"
+  if [[ $purge -eq 1 ]]; then rm -rf "$LAB_CACHE_DIR"; log "purged $LAB_CACHE_DIR"; fi
+  log "down: done in $(fmt_ms $(($(now_ms) - t0)))"
+}
+
+cmd_status() {
+  local ok=0 manager=0 n host state
+  if daemon_ok "$MANAGER_HOST"; then
+    manager=1
+    read -r state _ < <(dm info --format '{{.Swarm.LocalNodeState}} {{.Swarm.NodeAddr}}')
+    echo "manager ($(uname -n)): answers on $MANAGER_HOST, swarm $state"
+  else
+    echo "manager ($(uname -n)): NOT answering on $MANAGER_HOST"; ok=1
+  fi
+  for n in "${LAB_NODES[@]}"; do
+    host=$(node_host "$n")
+    if daemon_ok "$host"; then echo "$n: answers on $host (${LAB_NODE_ADDR[$n]})"
+    else echo "$n: NOT answering on $host"; ok=1; fi
+  done
+  if [[ $manager -eq 1 ]]; then dm node ls || ok=1; fi
+  if [[ $ok -eq 0 ]] && nodes_ready; then echo "swarm: healthy (4 nodes Ready)"; else echo "swarm: NOT healthy"; ok=1; fi
+  return $ok
+}
+
+cmd_exec() {
+  [[ $# -ge 2 ]] || die "usage: exec NODE CMD..."
+  local n=$1; shift
+  netns_ok "$n" || die "no network namespace '$n' (is the lab up? nodes: ${LAB_NODES[*]})"
+  # Also enter the node dockerd's UTS namespace, so `hostname` says the node's name.
+  local pid uts=()
+  pid=$(worker_dockerd_pids "$n" | head -n1)
+  [[ -z $pid ]] || uts=(--uts="/proc/$pid/ns/uts")
+  exec nsenter --net="/run/netns/$n" "${uts[@]}" -- "$@"
+}
+
+main() {
+  local cmd=${1:-}
+  [[ $# -gt 0 ]] && shift
+  case $cmd in
+    up|down)
+      [[ $(id -u) -eq 0 ]] || die "$cmd must run as root"
+      exec 9>"$LAB_LOCK"
+      flock -w 900 9 || die "another swarm-lab.sh up/down holds $LAB_LOCK"
+      "cmd_$cmd" "$@" ;;
+    status) cmd_status "$@" ;;
+    exec) cmd_exec "$@" ;;
+    -h|--help|help) usage ;;
+    *) usage >&2; exit 2 ;;
+  esac
+}
+
+main "$@"

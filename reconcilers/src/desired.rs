@@ -1,0 +1,249 @@
+//! Desired state: from the config and a fresh observation of the swarm, the objects that must
+//! exist. One [`ClusterState`] per extension: its extension service, its proxy service (ONE
+//! spec composing placement, ports, networks and the config mount), the proxy config object, and
+//! the routes it was rendered from.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Extension, ProxyConfig};
+use crate::render::nginx::{self, NginxSite};
+use crate::routes::{self, Quarantined, RouteTable};
+use crate::swarm::{
+    BindMount, ConfigDef, ConfigFacts, ConfigMount, NetworkDef, NetworkFacts, NodeFacts, PortDef, PublishMode,
+    ServiceDef, ServiceFacts, TaskFacts, UpdatePolicy,
+};
+
+/// Marks every object the operator created. Objects without it are never changed or deleted.
+pub const LABEL_MANAGED_BY: &str = "com.docker.interlock.managed-by";
+pub const MANAGED_BY: &str = "interlock";
+/// Which extension an object belongs to.
+pub const LABEL_EXTENSION: &str = "com.docker.interlock.extension";
+/// `extension`, `proxy`, `proxy-config` or `network`.
+pub const LABEL_ROLE: &str = "com.docker.interlock.role";
+/// sha256 of the desired spec the object was written from.
+pub const LABEL_SPEC_HASH: &str = "com.docker.interlock.spec-hash";
+/// Interlock's own marker on proxy services, kept so `docker service ls -f label=type=...` works.
+pub const LABEL_TYPE: &str = "type";
+pub const TYPE_PROXY: &str = "com.docker.interlock.core.proxy";
+pub const TYPE_EXTENSION: &str = "com.docker.interlock.core.extension";
+
+/// Everything read from the swarm in one pass. The truth: events only say when to read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub nodes: Vec<NodeFacts>,
+    pub services: Vec<ServiceFacts>,
+    pub tasks: Vec<TaskFacts>,
+    pub networks: Vec<NetworkFacts>,
+    /// Configs carrying [`LABEL_MANAGED_BY`].
+    pub configs: Vec<ConfigFacts>,
+}
+
+/// Facts about where the operator runs, supplied by the shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    /// The overlay network extensions join to reach the core (`interlock` in the walk-through).
+    pub operator_network: String,
+    /// What extensions are told to call (`EndpointOverride`, else the core's service and port).
+    pub core_endpoint: String,
+    /// `x-server-info` header value.
+    pub server_info: String,
+}
+
+impl Environment {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            operator_network: "interlock".to_owned(),
+            core_endpoint: config
+                .endpoint_override
+                .clone()
+                .unwrap_or_else(|| format!("interlock:{}", config.listen_addr.port)),
+            server_info: format!("interlock/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// What one extension's service cluster needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterState {
+    pub extension: String,
+    pub cluster: String,
+    /// `None` while the operator network does not exist yet.
+    pub extension_service: Option<ServiceDef>,
+    pub proxy_service: ServiceDef,
+    pub proxy_config: ConfigDef,
+    pub routes: RouteTable,
+}
+
+/// The whole desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// The operator network, when it has to be created.
+    pub network: Option<NetworkDef>,
+    /// By extension name.
+    pub clusters: BTreeMap<String, ClusterState>,
+    /// App services naming a cluster no extension serves.
+    pub unserved: Vec<Quarantined>,
+}
+
+/// Whether the operator created this service.
+pub fn is_owned(labels: &BTreeMap<String, String>) -> bool {
+    labels.get(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGED_BY)
+}
+
+/// Computes the desired state. Pure: same inputs, same output, byte for byte.
+pub fn desired_state(config: &Config, observed: &Observed, env: &Environment) -> Desired {
+    let mut tables = routes::route_tables(&observed.services, &observed.tasks, &observed.networks, |s| {
+        is_owned(&s.def.labels)
+    });
+    let operator_network = observed.networks.iter().find(|n| n.name == env.operator_network);
+    let network = operator_network.is_none().then(|| NetworkDef {
+        name: env.operator_network.clone(),
+        labels: owned_labels(None, "network"),
+        attachable: true,
+    });
+    let mut clusters = BTreeMap::new();
+    for ext in config.extensions.values() {
+        let routes = tables.get(&ext.service_cluster).cloned().unwrap_or_default();
+        let cluster = cluster_state(ext, routes, operator_network.map(|n| n.id.as_str()), env);
+        clusters.insert(ext.name.clone(), cluster);
+    }
+    for ext in config.extensions.values() {
+        tables.remove(&ext.service_cluster);
+    }
+    let unserved = tables
+        .into_iter()
+        .flat_map(|(cluster, table)| {
+            let reason = format!("no extension serves service cluster {cluster:?}");
+            let mut services: Vec<String> = table.hosts.into_values().flatten().map(|b| b.service).collect();
+            services.extend(table.quarantined.into_iter().map(|q| q.service));
+            services.sort();
+            services.dedup();
+            services.into_iter().map(move |service| Quarantined { service, reason: reason.clone() })
+        })
+        .collect();
+    Desired { network, clusters, unserved }
+}
+
+fn owned_labels(extension: Option<&str>, role: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        (LABEL_ROLE.to_owned(), role.to_owned()),
+    ]);
+    if let Some(ext) = extension {
+        labels.insert(LABEL_EXTENSION.to_owned(), ext.to_owned());
+    }
+    labels
+}
+
+fn cluster_state(ext: &Extension, routes: RouteTable, operator_network: Option<&str>, env: &Environment) -> ClusterState {
+    let text = match &ext.config {
+        ProxyConfig::Nginx(config) => {
+            nginx::render(&NginxSite { config, http_port: ext.target_port, server_info: &env.server_info }, &routes)
+        }
+        // The HAProxy renderer is not written yet; the validator keeps such configs out of `run`.
+        ProxyConfig::Haproxy(_) => String::new(),
+    };
+    let content_hash = sha256_hex(text.as_bytes());
+    let mut config_labels = owned_labels(Some(&ext.name), "proxy-config");
+    config_labels.insert(LABEL_SPEC_HASH.to_owned(), content_hash.clone());
+    let proxy_config =
+        ConfigDef { name: format!("{}-{}", ext.proxy_service_name, &content_hash[..12]), labels: config_labels, data: text.into_bytes() };
+
+    let networks: Vec<String> = match &ext.networks {
+        Some(listed) => listed.clone(),
+        None => routes.network_ids().into_iter().collect(),
+    };
+    let mut ports = vec![PortDef { published: ext.published_port, target: ext.target_port, mode: ext.publish_mode }];
+    if ext.published_ssl_port != 0 {
+        ports.push(PortDef { published: ext.published_ssl_port, target: ext.target_ssl_port, mode: ext.publish_mode });
+    }
+    let mut proxy_labels = ext.proxy_labels.clone();
+    proxy_labels.extend(owned_labels(Some(&ext.name), "proxy"));
+    proxy_labels.insert(LABEL_TYPE.to_owned(), TYPE_PROXY.to_owned());
+    let proxy_service = with_spec_hash(ServiceDef {
+        name: ext.proxy_service_name.clone(),
+        labels: proxy_labels,
+        image: ext.proxy_image.clone(),
+        args: ext.proxy_args.clone(),
+        env: vec![],
+        container_labels: ext.proxy_container_labels.clone(),
+        replicas: ext.proxy_replicas,
+        constraints: ext.proxy_constraints.iter().map(ToString::to_string).collect(),
+        placement_preferences: ext.proxy_placement_preferences.iter().map(ToString::to_string).collect(),
+        networks,
+        ports,
+        configs: vec![ConfigMount { config_name: proxy_config.name.clone(), target: ext.proxy_config_path.clone() }],
+        stop_signal: Some(ext.proxy_stop_signal.clone()),
+        stop_grace_period: Some(ext.proxy_stop_grace_period),
+        update: UpdatePolicy {
+            parallelism: 1,
+            delay: ext.proxy_update_delay,
+            rollback_on_failure: true,
+            // A host-mode port is bound once per node: the old task must stop before the new
+            // one starts there. Ingress-mode proxies can overlap.
+            start_first: ext.publish_mode == PublishMode::Ingress,
+        },
+        bind_mounts: vec![],
+    });
+
+    let extension_service = operator_network.map(|network_id| {
+        let mut labels = ext.labels.clone();
+        labels.extend(owned_labels(Some(&ext.name), "extension"));
+        labels.insert(LABEL_TYPE.to_owned(), TYPE_EXTENSION.to_owned());
+        with_spec_hash(ServiceDef {
+            name: ext.service_name.clone(),
+            labels,
+            image: ext.image.clone(),
+            args: ext.args.clone(),
+            env: vec![
+                format!("INTERLOCK_EXTENSION_NAME={}", ext.name),
+                format!("INTERLOCK_SERVICE_CLUSTER={}", ext.service_cluster),
+                format!("INTERLOCK_CORE_ENDPOINT={}", env.core_endpoint),
+            ],
+            container_labels: ext.container_labels.clone(),
+            replicas: 1,
+            constraints: ext.constraints.iter().map(ToString::to_string).collect(),
+            placement_preferences: ext.placement_preferences.iter().map(ToString::to_string).collect(),
+            networks: vec![network_id.to_owned()],
+            ports: vec![],
+            configs: vec![],
+            stop_signal: None,
+            stop_grace_period: None,
+            update: UpdatePolicy { parallelism: 1, delay: None, rollback_on_failure: true, start_first: true },
+            bind_mounts: Vec::<BindMount>::new(),
+        })
+    });
+
+    ClusterState {
+        extension: ext.name.clone(),
+        cluster: ext.service_cluster.clone(),
+        extension_service,
+        proxy_service,
+        proxy_config,
+        routes,
+    }
+}
+
+/// Adds [`LABEL_SPEC_HASH`]: the sha256 of the definition's canonical JSON (struct fields in
+/// declaration order, maps sorted), without the hash label itself.
+pub fn with_spec_hash(mut def: ServiceDef) -> ServiceDef {
+    def.labels.remove(LABEL_SPEC_HASH);
+    let hash = spec_hash(&def);
+    def.labels.insert(LABEL_SPEC_HASH.to_owned(), hash);
+    def
+}
+
+/// The hash [`with_spec_hash`] stores, for a definition without the label.
+pub fn spec_hash(def: &ServiceDef) -> String {
+    let canonical = serde_json::to_vec(def).expect("a ServiceDef always serializes");
+    sha256_hex(&canonical)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

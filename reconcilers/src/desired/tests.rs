@@ -1,0 +1,321 @@
+//! Desired state and plan, together: the properties the reconcile loop relies on.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::config;
+use crate::plan::{Action, plan};
+use crate::routes::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
+use crate::swarm::{NetworkFacts, TaskFacts};
+
+const SEED: &str = include_str!("../../../deploy/examples/service-clusters.toml");
+
+fn seed() -> Config {
+    config::parse("seed", SEED).unwrap().config
+}
+
+fn env() -> Environment {
+    Environment {
+        operator_network: "interlock".into(),
+        core_endpoint: "interlock:8080".into(),
+        server_info: "interlock/test".into(),
+    }
+}
+
+fn network(id: &str, name: &str) -> NetworkFacts {
+    NetworkFacts {
+        id: id.into(),
+        name: name.into(),
+        driver: "overlay".into(),
+        scope: "swarm".into(),
+        ingress: false,
+        labels: BTreeMap::new(),
+    }
+}
+
+fn app(id: &str, name: &str, cluster: &str, net: &str) -> ServiceFacts {
+    ServiceFacts {
+        id: id.into(),
+        version: 10,
+        def: ServiceDef {
+            name: name.into(),
+            labels: BTreeMap::from([
+                (LABEL_HOSTS.to_owned(), format!("{name}.local")),
+                (LABEL_PORT.to_owned(), "8080".to_owned()),
+                (LABEL_SERVICE_CLUSTER.to_owned(), cluster.to_owned()),
+            ]),
+            image: "local/interlock-app:lab".into(),
+            replicas: 1,
+            networks: vec![net.into()],
+            ..Default::default()
+        },
+        update_state: None,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        network_ids: vec![net.into()],
+    }
+}
+
+fn task(id: &str, service_id: &str, net: &str, ip: &str) -> TaskFacts {
+    TaskFacts {
+        id: id.into(),
+        service_id: service_id.into(),
+        node_id: "node".into(),
+        running: true,
+        addresses: vec![(net.into(), ip.into())],
+    }
+}
+
+/// The walk-through after its apps are deployed, before interlock has written anything.
+fn seed_swarm() -> Observed {
+    Observed {
+        networks: vec![network("n-op", "interlock"), network("n-east", "demo-east"), network("n-west", "demo-west")],
+        services: vec![app("s-east", "demo-east", "us-east", "n-east"), app("s-west", "demo-west", "us-west", "n-west")],
+        tasks: vec![task("t1", "s-east", "n-east", "10.0.1.5"), task("t2", "s-west", "n-west", "10.0.2.5")],
+        ..Observed::default()
+    }
+}
+
+/// What a perfect Swarm would hold after the plan's writes: a stand-in for the real lab in unit
+/// tests (the lab tests check the same property against real Docker).
+fn apply(observed: &mut Observed, actions: &[Action]) {
+    let mut next_id = observed.services.len() + observed.configs.len() + observed.networks.len();
+    let mut id = |prefix: &str| {
+        next_id += 1;
+        format!("{prefix}-{next_id}")
+    };
+    for action in actions {
+        match action {
+            Action::CreateNetwork(n) => observed.networks.push(NetworkFacts {
+                id: id("net"),
+                name: n.name.clone(),
+                driver: "overlay".into(),
+                scope: "swarm".into(),
+                ingress: false,
+                labels: n.labels.clone(),
+            }),
+            Action::CreateConfig(c) => observed.configs.push(ConfigFacts {
+                id: id("cfg"),
+                name: c.name.clone(),
+                labels: c.labels.clone(),
+                version: 1,
+                data: c.data.clone(),
+            }),
+            Action::CreateService(def) => observed.services.push(ServiceFacts {
+                id: id("svc"),
+                version: 1,
+                def: def.clone(),
+                update_state: None,
+                created_at: "2026-01-02T00:00:00Z".into(),
+                network_ids: def.networks.clone(),
+            }),
+            Action::UpdateService { id, version, def, .. } => {
+                let s = observed.services.iter_mut().find(|s| s.id == *id).expect("updated service exists");
+                assert_eq!(s.version, *version, "updates carry the version they read");
+                s.def = def.clone();
+                s.version += 1;
+                s.network_ids = def.networks.clone();
+            }
+            Action::DeleteService { id, .. } => observed.services.retain(|s| s.id != *id),
+            Action::DeleteConfig { id, .. } => observed.configs.retain(|c| c.id != *id),
+        }
+    }
+}
+
+fn all_actions(p: &crate::plan::Plan) -> Vec<Action> {
+    let mut actions = p.shared.clone();
+    actions.extend(p.clusters.values().flat_map(|c| c.actions.clone()));
+    actions.extend(p.orphans.clone());
+    actions
+}
+
+/// Applies passes until one plans nothing; returns how many passes wrote something.
+fn converge(config: &Config, observed: &mut Observed) -> usize {
+    for pass in 0..5 {
+        let p = plan(&desired_state(config, observed, &env()), observed);
+        if p.is_empty() {
+            return pass;
+        }
+        apply(observed, &all_actions(&p));
+    }
+    panic!("no convergence after 5 passes");
+}
+
+fn proxy<'a>(observed: &'a Observed, name: &str) -> &'a ServiceFacts {
+    observed.services.iter().find(|s| s.def.name == name).expect("proxy exists")
+}
+
+#[test]
+fn seed_clusters_route_only_their_own_apps() {
+    let d = desired_state(&seed(), &seed_swarm(), &env());
+    assert_eq!(d.network, None, "the walk-through creates the interlock network itself");
+    let east = &d.clusters["us-east"];
+    let text = String::from_utf8(east.proxy_config.data.clone()).unwrap();
+    assert!(text.contains("server_name demo-east.local;") && text.contains("server 10.0.1.5:8080;"), "{text}");
+    assert!(!text.contains("demo-west"), "{text}");
+    assert_eq!(east.proxy_service.networks, ["n-east"]);
+    assert_eq!(east.proxy_service.configs[0].target, "/etc/nginx/nginx.conf");
+    assert_eq!(east.proxy_service.ports.len(), 2);
+    assert!(!east.proxy_service.update.start_first, "host-mode ports need stop-first");
+    assert_eq!(east.proxy_service.labels["proxy_region"], "us-east");
+    assert_eq!(east.proxy_service.labels[LABEL_TYPE], TYPE_PROXY);
+    let ext = east.extension_service.as_ref().unwrap();
+    assert_eq!(ext.networks, ["n-op"]);
+    assert!(ext.env.contains(&"INTERLOCK_CORE_ENDPOINT=interlock:8080".to_owned()));
+    assert_eq!(ext.labels["ext_region"], "us-east");
+}
+
+#[test]
+fn first_pass_creates_everything_and_the_second_writes_nothing() {
+    let mut observed = seed_swarm();
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    let names: Vec<String> = all_actions(&p).iter().map(ToString::to_string).collect();
+    assert_eq!(names.len(), 6, "{names:#?}");
+    assert!(names.iter().filter(|n| n.starts_with("create config interlock-proxy-")).count() == 2, "{names:#?}");
+    apply(&mut observed, &all_actions(&p));
+    let again = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    assert!(again.is_empty(), "second pass: {again:#?}");
+}
+
+#[test]
+fn a_missing_operator_network_is_created_before_extensions() {
+    let mut observed = seed_swarm();
+    observed.networks.retain(|n| n.name != "interlock");
+    let d = desired_state(&seed(), &observed, &env());
+    assert!(d.network.is_some());
+    assert!(d.clusters.values().all(|c| c.extension_service.is_none()));
+    assert_eq!(converge(&seed(), &mut observed), 2, "network first, then the extensions");
+    let net = observed.networks.iter().find(|n| n.name == "interlock").unwrap();
+    assert!(is_owned(&net.labels));
+}
+
+#[test]
+fn scaling_one_cluster_never_touches_the_other() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    let west_before = proxy(&observed, "interlock-proxy-us-west").clone();
+    observed.tasks.push(task("t3", "s-east", "n-east", "10.0.1.6"));
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    assert!(p.clusters["us-west"].actions.is_empty(), "{:#?}", p.clusters["us-west"]);
+    let east: Vec<String> = p.clusters["us-east"].actions.iter().map(ToString::to_string).collect();
+    assert_eq!(east.len(), 2, "{east:#?}");
+    assert!(east[0].starts_with("create config interlock-proxy-us-east-"));
+    assert_eq!(east[1], "update service interlock-proxy-us-east (config)");
+    let (old, new) = p.clusters["us-east"].config_change.clone().unwrap();
+    assert!(!old.contains("10.0.1.6") && new.contains("server 10.0.1.6:8080;"));
+    converge(&seed(), &mut observed);
+    assert_eq!(proxy(&observed, "interlock-proxy-us-west"), &west_before, "byte-for-byte the same");
+}
+
+#[test]
+fn old_configs_go_only_after_the_proxy_settled() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    observed.tasks.push(task("t3", "s-east", "n-east", "10.0.1.6"));
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    apply(&mut observed, &all_actions(&p));
+    observed.services.iter_mut().find(|s| s.def.name == "interlock-proxy-us-east").unwrap().update_state =
+        Some("updating".into());
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    assert!(p.is_empty(), "nothing to delete while the update runs: {p:#?}");
+    observed.services.iter_mut().find(|s| s.def.name == "interlock-proxy-us-east").unwrap().update_state =
+        Some("completed".into());
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    let east: Vec<String> = p.clusters["us-east"].actions.iter().map(ToString::to_string).collect();
+    assert_eq!(east.len(), 1, "{east:#?}");
+    assert!(east[0].starts_with("delete config interlock-proxy-us-east-"));
+}
+
+#[test]
+fn removing_an_app_removes_its_route() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    observed.services.retain(|s| s.def.name != "demo-east");
+    observed.tasks.retain(|t| t.service_id != "s-east");
+    let d = desired_state(&seed(), &observed, &env());
+    assert!(d.clusters["us-east"].routes.hosts.is_empty());
+    assert_eq!(converge(&seed(), &mut observed), 2, "update the proxy, then drop the old config");
+}
+
+#[test]
+fn changing_proxy_constraints_is_one_update_of_one_field() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    let text = SEED.replace(
+        "ServiceCluster = \"us-east\"",
+        "ServiceCluster = \"us-east\"\n    ProxyConstraints = [\"node.labels.region==us-east\"]",
+    );
+    let config = config::parse("seed", &text).unwrap().config;
+    let p = plan(&desired_state(&config, &observed, &env()), &observed);
+    assert_eq!(p.write_count(), 1, "{p:#?}");
+    assert_eq!(p.clusters["us-east"].actions[0].to_string(), "update service interlock-proxy-us-east (constraints)");
+    let text = SEED.replace("PublishedPort = 80\n", "PublishedPort = 8081\n");
+    let config = config::parse("seed", &text).unwrap().config;
+    let p = plan(&desired_state(&config, &observed, &env()), &observed);
+    assert_eq!(p.write_count(), 2, "one update per proxy: {p:#?}");
+    assert!(p.clusters.values().all(|c| c.actions[0].to_string().ends_with("(ports)")));
+}
+
+#[test]
+fn services_the_operator_did_not_create_are_never_touched() {
+    let mut observed = seed_swarm();
+    let mut squatter = app("s-x", "interlock-proxy-us-east", "", "n-east");
+    squatter.def.labels.clear();
+    observed.services.push(squatter.clone());
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    let east = &p.clusters["us-east"];
+    assert!(east.actions.iter().all(|a| !matches!(a, Action::UpdateService { .. } | Action::DeleteService { .. })));
+    assert!(east.conflicts[0].contains("was not created by interlock"), "{:#?}", east.conflicts);
+    apply(&mut observed, &all_actions(&p));
+    assert!(observed.services.contains(&squatter));
+}
+
+#[test]
+fn a_removed_extension_takes_its_objects_with_it() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    let owned_before = observed.services.iter().filter(|s| is_owned(&s.def.labels)).count();
+    assert_eq!(owned_before, 4);
+    let west_only = SEED.split("  [Extensions.us-west]").next().unwrap();
+    let config = config::parse("seed", west_only).unwrap().config;
+    assert_eq!(config.extensions.len(), 1);
+    let p = plan(&desired_state(&config, &observed, &env()), &observed);
+    let orphans: Vec<String> = p.orphans.iter().map(ToString::to_string).collect();
+    assert_eq!(orphans.len(), 3, "two services and one config: {orphans:#?}");
+    converge(&config, &mut observed);
+    assert!(observed.services.iter().all(|s| !s.def.name.contains("us-west")));
+    assert!(observed.configs.iter().all(|c| !c.name.contains("us-west")));
+    assert!(observed.services.iter().any(|s| s.def.name == "demo-west"), "apps stay");
+}
+
+#[test]
+fn drift_in_a_managed_field_is_repaired() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    observed.services.iter_mut().find(|s| s.def.name == "interlock-proxy-us-west").unwrap().def.replicas = 5;
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    assert_eq!(p.clusters["us-west"].actions[0].to_string(), "update service interlock-proxy-us-west (replicas)");
+}
+
+#[test]
+fn apps_in_a_cluster_nobody_serves_are_reported() {
+    let mut observed = seed_swarm();
+    observed.services.push(app("s-eu", "demo-eu", "eu-central", "n-east"));
+    let d = desired_state(&seed(), &observed, &env());
+    assert_eq!(d.unserved.len(), 1);
+    assert!(d.unserved[0].reason.contains("\"eu-central\""));
+}
+
+#[test]
+fn desired_state_is_deterministic_and_hashes_ignore_map_insertion_order() {
+    let observed = seed_swarm();
+    assert_eq!(desired_state(&seed(), &observed, &env()), desired_state(&seed(), &observed, &env()));
+    let mut a = ServiceDef::default();
+    a.labels.insert("x".into(), "1".into());
+    a.labels.insert("y".into(), "2".into());
+    let mut b = ServiceDef::default();
+    b.labels.insert("y".into(), "2".into());
+    b.labels.insert("x".into(), "1".into());
+    assert_eq!(spec_hash(&a), spec_hash(&b));
+    b.image = "other".into();
+    assert_ne!(spec_hash(&a), spec_hash(&b));
+}

@@ -1,0 +1,215 @@
+//! The diff: what to write so the swarm matches the desired state. The same function decides
+//! what `apply` does and what `plan` prints, so they never disagree.
+//!
+//! Rules:
+//! - An object is compared by the fields the operator manages: the spec-hash label it was written
+//!   with, and every field of the definition as read back. Swarm's own defaults are not part of
+//!   a [`ServiceDef`], so they never cause an update.
+//! - Objects without the ownership label are never updated or deleted; a name clash is reported.
+//! - Each cluster's actions depend only on that cluster, so one cluster's failure or slowness
+//!   never holds up another's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::desired::{Desired, LABEL_EXTENSION, LABEL_ROLE, LABEL_SPEC_HASH, Observed, is_owned};
+use crate::routes::Quarantined;
+use crate::swarm::{ConfigDef, NetworkDef, ServiceDef, ServiceFacts};
+
+/// One write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    CreateNetwork(NetworkDef),
+    CreateConfig(ConfigDef),
+    CreateService(ServiceDef),
+    UpdateService { id: String, version: u64, def: ServiceDef, changes: Vec<String> },
+    DeleteService { id: String, name: String },
+    DeleteConfig { id: String, name: String },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::CreateNetwork(n) => write!(f, "create network {}", n.name),
+            Action::CreateConfig(c) => write!(f, "create config {} ({} bytes)", c.name, c.data.len()),
+            Action::CreateService(s) => write!(f, "create service {}", s.name),
+            Action::UpdateService { def, changes, .. } => {
+                write!(f, "update service {} ({})", def.name, changes.join(", "))
+            }
+            Action::DeleteService { name, .. } => write!(f, "delete service {name}"),
+            Action::DeleteConfig { name, .. } => write!(f, "delete config {name}"),
+        }
+    }
+}
+
+/// The writes for one extension's cluster, in the order they must happen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterPlan {
+    pub actions: Vec<Action>,
+    /// The proxy config now in use and the one the plan moves to, when they differ.
+    pub config_change: Option<(String, String)>,
+    pub quarantined: Vec<Quarantined>,
+    /// Things the plan will not do, and why (a name taken by a service the operator does not own).
+    pub conflicts: Vec<String>,
+}
+
+/// Every write a pass would make.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Writes that come before any cluster's (the operator network).
+    pub shared: Vec<Action>,
+    /// By extension name.
+    pub clusters: BTreeMap<String, ClusterPlan>,
+    /// Owned objects no extension wants any more (a removed extension).
+    pub orphans: Vec<Action>,
+    pub unserved: Vec<Quarantined>,
+}
+
+impl Plan {
+    /// Whether applying the plan writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.shared.is_empty() && self.orphans.is_empty() && self.clusters.values().all(|c| c.actions.is_empty())
+    }
+
+    pub fn write_count(&self) -> usize {
+        self.shared.len() + self.orphans.len() + self.clusters.values().map(|c| c.actions.len()).sum::<usize>()
+    }
+}
+
+/// Compares the desired state with what was observed.
+pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
+    let by_name: BTreeMap<&str, &ServiceFacts> = observed.services.iter().map(|s| (s.def.name.as_str(), s)).collect();
+    let mut plan = Plan { unserved: desired.unserved.clone(), ..Plan::default() };
+    if let Some(network) = &desired.network {
+        plan.shared.push(Action::CreateNetwork(network.clone()));
+    }
+    let mut wanted_services: BTreeSet<&str> = BTreeSet::new();
+    let mut wanted_configs: BTreeSet<&str> = BTreeSet::new();
+    for (name, cluster) in &desired.clusters {
+        let mut cp = ClusterPlan { quarantined: cluster.routes.quarantined.clone(), ..ClusterPlan::default() };
+        let config_exists = observed.configs.iter().any(|c| c.name == cluster.proxy_config.name);
+        wanted_configs.insert(&cluster.proxy_config.name);
+        let proxy = by_name.get(cluster.proxy_service.name.as_str());
+        let proxy_update = service_action(&cluster.proxy_service, proxy.copied(), &mut cp.conflicts);
+        if proxy_update.is_some() && !config_exists {
+            cp.actions.push(Action::CreateConfig(cluster.proxy_config.clone()));
+        }
+        if let Some(proxy) = proxy {
+            let current = proxy.def.configs.first().map(|m| m.config_name.as_str());
+            if current != Some(cluster.proxy_config.name.as_str()) {
+                let old = current
+                    .and_then(|n| observed.configs.iter().find(|c| c.name == n))
+                    .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+                    .unwrap_or_default();
+                cp.config_change = Some((old, String::from_utf8_lossy(&cluster.proxy_config.data).into_owned()));
+            }
+        } else {
+            cp.config_change = Some((String::new(), String::from_utf8_lossy(&cluster.proxy_config.data).into_owned()));
+        }
+        cp.actions.extend(proxy_update);
+        wanted_services.insert(&cluster.proxy_service.name);
+        if let Some(ext) = &cluster.extension_service {
+            wanted_services.insert(&ext.name);
+            cp.actions.extend(service_action(ext, by_name.get(ext.name.as_str()).copied(), &mut cp.conflicts));
+        }
+        // Old proxy configs go once the proxy has settled on the current one: a rollback still
+        // needs the previous config while an update runs.
+        let settled = proxy.is_some_and(|p| {
+            p.update_state.as_deref() != Some("updating")
+                && p.def.configs.first().is_some_and(|m| m.config_name == cluster.proxy_config.name)
+        });
+        if settled {
+            for config in observed.configs.iter().filter(|c| {
+                c.labels.get(LABEL_EXTENSION) == Some(name)
+                    && c.labels.get(LABEL_ROLE).is_some_and(|r| r == "proxy-config")
+                    && c.name != cluster.proxy_config.name
+                    && !referenced(observed, &c.name)
+            }) {
+                cp.actions.push(Action::DeleteConfig { id: config.id.clone(), name: config.name.clone() });
+            }
+        }
+        plan.clusters.insert(name.clone(), cp);
+    }
+    // Owned services and configs of extensions that are gone.
+    for service in &observed.services {
+        if is_owned(&service.def.labels)
+            && !wanted_services.contains(service.def.name.as_str())
+            && service.def.labels.contains_key(LABEL_EXTENSION)
+            && !desired.clusters.contains_key(&service.def.labels[LABEL_EXTENSION])
+        {
+            plan.orphans.push(Action::DeleteService { id: service.id.clone(), name: service.def.name.clone() });
+        }
+    }
+    for config in &observed.configs {
+        let extension = config.labels.get(LABEL_EXTENSION);
+        let gone = extension.is_some_and(|e| !desired.clusters.contains_key(e));
+        let unused_by_survivors = observed
+            .services
+            .iter()
+            .filter(|s| s.def.labels.get(LABEL_EXTENSION).is_some_and(|e| desired.clusters.contains_key(e)))
+            .all(|s| s.def.configs.iter().all(|m| m.config_name != config.name));
+        if gone && unused_by_survivors && !wanted_configs.contains(config.name.as_str()) {
+            plan.orphans.push(Action::DeleteConfig { id: config.id.clone(), name: config.name.clone() });
+        }
+    }
+    plan
+}
+
+fn referenced(observed: &Observed, config_name: &str) -> bool {
+    observed.services.iter().any(|s| s.def.configs.iter().any(|m| m.config_name == config_name))
+}
+
+/// Create, update or nothing for one desired service.
+fn service_action(want: &ServiceDef, have: Option<&ServiceFacts>, conflicts: &mut Vec<String>) -> Option<Action> {
+    let Some(have) = have else { return Some(Action::CreateService(want.clone())) };
+    if !is_owned(&have.def.labels) {
+        conflicts.push(format!(
+            "service {} exists and was not created by interlock: it is left alone; remove it or rename the extension's service",
+            want.name
+        ));
+        return None;
+    }
+    let changes = changed_fields(want, &have.def);
+    let hash_matches = have.def.labels.get(LABEL_SPEC_HASH) == want.labels.get(LABEL_SPEC_HASH);
+    if changes.is_empty() && hash_matches {
+        return None;
+    }
+    Some(Action::UpdateService { id: have.id.clone(), version: have.version, def: want.clone(), changes })
+}
+
+/// Names of the managed fields that differ, for `plan` and logs.
+pub fn changed_fields(want: &ServiceDef, have: &ServiceDef) -> Vec<String> {
+    let mut changes = Vec::new();
+    let mut check = |name: &str, differs: bool| {
+        if differs {
+            changes.push(name.to_owned());
+        }
+    };
+    let labels = |d: &ServiceDef| {
+        let mut l = d.labels.clone();
+        l.remove(LABEL_SPEC_HASH);
+        l
+    };
+    check("labels", labels(want) != labels(have));
+    check("image", want.image != have.image);
+    check("args", want.args != have.args);
+    check("env", want.env != have.env);
+    check("container labels", want.container_labels != have.container_labels);
+    check("replicas", want.replicas != have.replicas);
+    check("constraints", want.constraints != have.constraints);
+    check("placement preferences", want.placement_preferences != have.placement_preferences);
+    check("networks", sorted(&want.networks) != sorted(&have.networks));
+    check("ports", want.ports != have.ports);
+    check("config", want.configs != have.configs);
+    check("stop signal", want.stop_signal != have.stop_signal);
+    check("stop grace period", want.stop_grace_period != have.stop_grace_period);
+    check("update policy", want.update != have.update);
+    check("mounts", want.bind_mounts != have.bind_mounts);
+    changes
+}
+
+fn sorted(v: &[String]) -> Vec<&String> {
+    let mut s: Vec<&String> = v.iter().collect();
+    s.sort();
+    s
+}
