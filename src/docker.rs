@@ -287,6 +287,10 @@ impl DockerClient {
                     name: spec.name.unwrap_or_default(),
                     labels: sorted(spec.labels),
                     version: c.version.and_then(|v| v.index).unwrap_or_default(),
+                    data: spec
+                        .data
+                        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+                        .unwrap_or_default(),
                 }
             })
             .collect())

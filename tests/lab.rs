@@ -115,6 +115,7 @@ async fn a_config_object_is_created_listed_and_deleted() {
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].id.as_str(), listed[0].name.as_str()), (id.as_str(), name.as_str()));
     assert_eq!(listed[0].labels, def.labels);
+    assert_eq!(listed[0].data, def.data, "the content reads back");
     let after = docker.list_configs(&format!("{TEST_LABEL}={name}")).await.expect("list after delete");
     assert!(after.is_empty());
 }

@@ -94,9 +94,8 @@ pub fn is_owned(labels: &BTreeMap<String, String>) -> bool {
 
 /// Computes the desired state. Pure: same inputs, same output, byte for byte.
 pub fn desired_state(config: &Config, observed: &Observed, env: &Environment) -> Desired {
-    let mut tables = routes::route_tables(&observed.services, &observed.tasks, &observed.networks, |s| {
-        is_owned(&s.def.labels)
-    });
+    let mut tables =
+        routes::route_tables(&observed.services, &observed.tasks, &observed.networks, |s| is_owned(&s.def.labels));
     let operator_network = observed.networks.iter().find(|n| n.name == env.operator_network);
     let network = operator_network.is_none().then(|| NetworkDef {
         name: env.operator_network.clone(),
@@ -137,7 +136,12 @@ fn owned_labels(extension: Option<&str>, role: &str) -> BTreeMap<String, String>
     labels
 }
 
-fn cluster_state(ext: &Extension, routes: RouteTable, operator_network: Option<&str>, env: &Environment) -> ClusterState {
+fn cluster_state(
+    ext: &Extension,
+    routes: RouteTable,
+    operator_network: Option<&str>,
+    env: &Environment,
+) -> ClusterState {
     let text = match &ext.config {
         ProxyConfig::Nginx(config) => {
             nginx::render(&NginxSite { config, http_port: ext.target_port, server_info: &env.server_info }, &routes)
@@ -148,8 +152,11 @@ fn cluster_state(ext: &Extension, routes: RouteTable, operator_network: Option<&
     let content_hash = sha256_hex(text.as_bytes());
     let mut config_labels = owned_labels(Some(&ext.name), "proxy-config");
     config_labels.insert(LABEL_SPEC_HASH.to_owned(), content_hash.clone());
-    let proxy_config =
-        ConfigDef { name: format!("{}-{}", ext.proxy_service_name, &content_hash[..12]), labels: config_labels, data: text.into_bytes() };
+    let proxy_config = ConfigDef {
+        name: format!("{}-{}", ext.proxy_service_name, &content_hash[..12]),
+        labels: config_labels,
+        data: text.into_bytes(),
+    };
 
     let networks: Vec<String> = match &ext.networks {
         Some(listed) => listed.clone(),

@@ -69,7 +69,10 @@ fn task(id: &str, service_id: &str, net: &str, ip: &str) -> TaskFacts {
 fn seed_swarm() -> Observed {
     Observed {
         networks: vec![network("n-op", "interlock"), network("n-east", "demo-east"), network("n-west", "demo-west")],
-        services: vec![app("s-east", "demo-east", "us-east", "n-east"), app("s-west", "demo-west", "us-west", "n-west")],
+        services: vec![
+            app("s-east", "demo-east", "us-east", "n-east"),
+            app("s-west", "demo-west", "us-west", "n-west"),
+        ],
         tasks: vec![task("t1", "s-east", "n-east", "10.0.1.5"), task("t2", "s-west", "n-west", "10.0.2.5")],
         ..Observed::default()
     }
