@@ -9,4 +9,5 @@
 //! - `main.rs`: the command line (`validate`, `check`), logging set-up, exit codes.
 
 pub mod docker;
+pub mod reconcile;
 pub mod report;

@@ -1,14 +1,18 @@
-//! The `interlock` command line: `validate` and `check` (more subcommands come with the loop).
+//! The `interlock` command line: `validate`, `check`, `plan`, `apply`, `extension`.
 //! anyhow lives here and nowhere else.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use interlock::docker::DockerClient;
+use interlock::reconcile::{Reconciler, managed_label};
 use interlock::report;
-use reconcilers::config::{self, Loaded};
+use reconcilers::config::{self, Config, Loaded};
+use reconcilers::desired::Environment;
+use reconcilers::plan as planner;
 
 #[derive(Parser)]
 #[command(name = "interlock", version, about = "Layer-7 routing for Docker Swarm, configured by Interlock 2's TOML")]
@@ -32,6 +36,23 @@ enum Command {
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print what a pass would write, per service cluster, with the proxy config diff.
+    /// Exit 0 when nothing would change, 2 when something would, 1 on error.
+    Plan {
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Write what the plan says, wait until the written services run their new spec, and exit.
+    Apply {
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// How long to wait for services to settle.
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        timeout: u64,
+    },
+    /// The extension service's process: it reports the core it belongs to and waits. interlock's
+    /// core renders proxy configs itself; the extension service keeps Interlock's layout.
+    Extension,
 }
 
 fn main() -> ExitCode {
@@ -40,6 +61,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { config } => validate(&config),
         Command::Check { config } => check(&config),
+        Command::Plan { config } => plan(&config),
+        Command::Apply { config, timeout } => apply(&config, Duration::from_secs(timeout)),
+        Command::Extension => extension(),
     };
     match result {
         Ok(code) => code,
@@ -94,5 +118,84 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         let report = report::check_report(&engine, &nodes, &config);
         print!("{}", report.text);
         Ok(if report.problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+async fn reconciler(config: &Config) -> anyhow::Result<Reconciler> {
+    let docker = DockerClient::connect(config.docker_url.as_ref(), &config.tls)?;
+    docker.require_manager().await?;
+    Ok(Reconciler::new(docker, Environment::new(config)))
+}
+
+fn plan(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
+    runtime()?.block_on(async {
+        let reconciler = reconciler(&loaded.config).await?;
+        let (_, plan) = reconciler.plan(&loaded.config).await?;
+        print!("{}", planner::render(&plan));
+        Ok(if plan.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    })
+}
+
+fn apply(path: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
+    let config = loaded.config;
+    runtime()?.block_on(async {
+        let mut reconciler = reconciler(&config).await?;
+        let deadline = Instant::now() + timeout;
+        // A pass may enable the next (the operator network before the extensions), so pass
+        // until one plans nothing.
+        let mut writes = 0;
+        for _ in 0..5 {
+            let report = reconciler.pass(&config).await?;
+            writes += report.writes;
+            for (extension, failure) in &report.failures {
+                eprintln!("extension {extension}: {failure}");
+            }
+            if !report.failures.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+            if report.plan.is_empty() {
+                break;
+            }
+            print!("{}", planner::render(&report.plan));
+        }
+        // Wait until every owned service runs its spec; old configs are collected on the way.
+        loop {
+            let report = reconciler.pass(&config).await?;
+            writes += report.writes;
+            let observed = reconciler.docker().observe(&managed_label()).await?;
+            let unsettled = planner::unsettled(&observed);
+            if unsettled.is_empty() && report.plan.is_empty() {
+                println!("converged: {writes} write(s)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            if Instant::now() >= deadline {
+                eprintln!("not converged after {} s:", timeout.as_secs());
+                for line in unsettled {
+                    eprintln!("  {line}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+fn extension() -> anyhow::Result<ExitCode> {
+    let name = std::env::var("INTERLOCK_EXTENSION_NAME").unwrap_or_default();
+    let core = std::env::var("INTERLOCK_CORE_ENDPOINT").unwrap_or_default();
+    tracing::info!(extension = %name, core = %core, "extension service up; the core renders this cluster's proxy config");
+    runtime()?.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }

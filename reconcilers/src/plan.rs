@@ -213,3 +213,83 @@ fn sorted(v: &[String]) -> Vec<&String> {
     s.sort();
     s
 }
+
+/// The text `interlock plan` prints: per service cluster, the writes, the quarantined services
+/// and the proxy config diff.
+pub fn render(plan: &Plan) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for action in &plan.shared {
+        let _ = writeln!(out, "+ {action}");
+    }
+    for (extension, cluster) in &plan.clusters {
+        let _ = writeln!(out, "extension {extension}:");
+        if cluster.actions.is_empty() {
+            let _ = writeln!(out, "  no change");
+        }
+        for action in &cluster.actions {
+            let _ = writeln!(out, "  {} {action}", symbol(action));
+        }
+        for q in &cluster.quarantined {
+            let _ = writeln!(out, "  quarantined service {}: {}", q.service, q.reason);
+        }
+        for conflict in &cluster.conflicts {
+            let _ = writeln!(out, "  conflict: {conflict}");
+        }
+        if let Some((old, new)) = &cluster.config_change
+            && !cluster.actions.is_empty()
+        {
+            let diff = similar::TextDiff::from_lines(old.as_str(), new.as_str());
+            let unified = diff
+                .unified_diff()
+                .context_radius(2)
+                .header("proxy config (current)", "proxy config (desired)")
+                .to_string();
+            for line in unified.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+    }
+    for action in &plan.orphans {
+        let _ = writeln!(out, "{} {action} (its extension is gone)", symbol(action));
+    }
+    for q in &plan.unserved {
+        let _ = writeln!(out, "not routed: service {}: {}", q.service, q.reason);
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        if plan.is_empty() { "nothing to do".to_owned() } else { format!("{} write(s)", plan.write_count()) }
+    );
+    out
+}
+
+fn symbol(action: &Action) -> &'static str {
+    match action {
+        Action::CreateNetwork(_) | Action::CreateConfig(_) | Action::CreateService(_) => "+",
+        Action::UpdateService { .. } => "~",
+        Action::DeleteService { .. } | Action::DeleteConfig { .. } => "-",
+    }
+}
+
+/// Owned services that have not settled: a rollout still running, or fewer running tasks than
+/// replicas. Empty when every service the operator wrote is serving its current spec.
+pub fn unsettled(observed: &Observed) -> Vec<String> {
+    observed
+        .services
+        .iter()
+        .filter(|s| is_owned(&s.def.labels))
+        .filter_map(|s| {
+            let running = observed.tasks.iter().filter(|t| t.running && t.service_id == s.id).count() as u64;
+            let updating = matches!(s.update_state.as_deref(), Some("updating" | "rollback_started"));
+            (updating || running != s.def.replicas).then(|| {
+                format!(
+                    "{}: {running}/{} task(s) running{}",
+                    s.def.name,
+                    s.def.replicas,
+                    s.update_state.as_deref().map(|u| format!(", update {u}")).unwrap_or_default()
+                )
+            })
+        })
+        .collect()
+}

@@ -1,32 +1,39 @@
-//! The Docker adapter: the only module that knows bollard.
+//! The Docker adapter: the only module that knows bollard (and, in `tasks`, the Engine's raw
+//! task JSON).
 //!
 //! It connects to the engine named by the config (or `DOCKER_HOST`), translates between
 //! bollard's generated models and the core's plain types in `reconcilers::swarm`, classifies
 //! errors into what the caller can act on, and bounds every short call with a timeout (bollard's
 //! own timeout covers only response headers, and the events stream has none).
 
+mod tasks;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use bollard::models::{
     ConfigSpec, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EventMessage,
-    EventMessageTypeEnum, LocalNodeState, Mount, MountType, NetworkAttachmentConfig, Node, NodeSpecAvailabilityEnum,
-    NodeSpecRoleEnum, NodeState, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement,
-    TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
+    EventMessageTypeEnum, LocalNodeState, Mount, MountType, NetworkAttachmentConfig, NetworkCreateRequest, Node,
+    NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, Service, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecConfigs,
+    TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
 };
 use bollard::query_parameters::{
-    EventsOptions, ListConfigsOptions, ListNodesOptions, ListServicesOptions, UpdateServiceOptions,
+    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListNodesOptions, ListServicesOptions, UpdateServiceOptions,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{Stream, StreamExt};
 use reconcilers::config::{DockerUrl, TlsFiles};
+use reconcilers::desired::Observed;
 use reconcilers::swarm::{
-    BindMount, ConfigDef, ConfigFacts, ConfigMount, EngineFacts, NodeAvailability, NodeFacts, NodeRole, ObjectKind,
-    PortDef, PublishMode, ServiceDef, ServiceFacts, SwarmEvent, SwarmMembership, UpdatePolicy,
+    BindMount, ConfigDef, ConfigFacts, ConfigMount, EngineFacts, NetworkDef, NetworkFacts, NodeAvailability, NodeFacts,
+    NodeRole, ObjectKind, PortDef, PublishMode, ServiceDef, ServiceFacts, SwarmEvent, SwarmMembership, TaskFacts,
+    UpdatePolicy,
 };
 
 /// bollard's backstop timeout (seconds) for a response's headers.
@@ -121,7 +128,26 @@ impl DockerError {
 #[derive(Clone)]
 pub struct DockerClient {
     docker: Docker,
+    raw: tasks::RawEndpoint,
     endpoint: String,
+    counters: Arc<RequestCounters>,
+}
+
+/// Requests sent, by kind: what a pass costs, and proof that a converged pass writes nothing.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl RequestCounters {
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
 }
 
 impl DockerClient {
@@ -155,7 +181,14 @@ impl DockerClient {
             }
         };
         let docker = connected.map_err(|e| DockerError::classify("connect", &endpoint, e))?;
-        Ok(Self { docker, endpoint })
+        let raw = tasks::RawEndpoint::new(&url, tls)
+            .map_err(|reason| DockerError::Tls { endpoint: endpoint.clone(), reason })?;
+        Ok(Self { docker, raw, endpoint, counters: Arc::default() })
+    }
+
+    /// Requests sent so far through this client and its clones.
+    pub fn counters(&self) -> &RequestCounters {
+        &self.counters
     }
 
     /// The engine's address as given, for messages.
@@ -163,12 +196,19 @@ impl DockerClient {
         &self.endpoint
     }
 
-    /// Runs one short request under [`CALL_TIMEOUT`], classifying its error.
+    /// Runs one short request under [`CALL_TIMEOUT`], classifying its error. Operations named
+    /// like writes (`create`, `update`, `delete`) count as writes.
     async fn call<T>(
         &self,
         operation: &str,
         request: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
     ) -> Result<T, DockerError> {
+        let counter = if ["create ", "update ", "delete "].iter().any(|w| operation.starts_with(w)) {
+            &self.counters.writes
+        } else {
+            &self.counters.reads
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(CALL_TIMEOUT, request).await {
             Ok(result) => result.map_err(|e| DockerError::classify(operation, &self.endpoint, e)),
             Err(_) => Err(DockerError::Timeout { operation: operation.to_owned(), seconds: CALL_TIMEOUT.as_secs() }),
@@ -218,11 +258,68 @@ impl DockerClient {
         Ok(facts)
     }
 
-    /// Services carrying `label` (`key` or `key=value`).
+    /// Services carrying `label` (`key` or `key=value`); every service when `label` is empty.
     pub async fn list_services(&self, label: &str) -> Result<Vec<ServiceFacts>, DockerError> {
-        let options = ListServicesOptions { filters: Some(label_filter(label)), status: None };
+        let filters = (!label.is_empty()).then(|| label_filter(label));
+        let options = ListServicesOptions { filters, status: None };
         let services = self.call("list services", self.docker.list_services(Some(options))).await?;
         Ok(services.into_iter().map(service_facts).collect())
+    }
+
+    /// Every task the swarm knows, with its addresses on each network.
+    pub async fn list_tasks(&self) -> Result<Vec<TaskFacts>, DockerError> {
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let operation = "list tasks";
+        let body = tokio::time::timeout(CALL_TIMEOUT, self.raw.get("/tasks"))
+            .await
+            .map_err(|_| DockerError::Timeout { operation: operation.to_owned(), seconds: CALL_TIMEOUT.as_secs() })?
+            .map_err(|message| DockerError::Rejected { operation: operation.to_owned(), status: 0, message })?;
+        tasks::parse_tasks(&body).map_err(|message| DockerError::Rejected {
+            operation: operation.to_owned(),
+            status: 0,
+            message,
+        })
+    }
+
+    /// Every network, with the facts routing needs.
+    pub async fn list_networks(&self) -> Result<Vec<NetworkFacts>, DockerError> {
+        let networks = self.call("list networks", self.docker.list_networks(None::<ListNetworksOptions>)).await?;
+        Ok(networks
+            .into_iter()
+            .map(|n| NetworkFacts {
+                id: n.id.unwrap_or_default(),
+                name: n.name.unwrap_or_default(),
+                driver: n.driver.unwrap_or_default(),
+                scope: n.scope.unwrap_or_default(),
+                ingress: n.ingress.unwrap_or_default(),
+                labels: sorted(n.labels),
+            })
+            .collect())
+    }
+
+    /// Creates an attachable overlay network; returns its ID.
+    pub async fn create_network(&self, def: &NetworkDef) -> Result<String, DockerError> {
+        let request = NetworkCreateRequest {
+            name: def.name.clone(),
+            driver: Some("overlay".to_owned()),
+            attachable: Some(def.attachable),
+            labels: Some(def.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        let operation = format!("create network {}", def.name);
+        Ok(self.call(&operation, self.docker.create_network(request)).await?.id)
+    }
+
+    /// One fresh read of everything a pass decides from: five list requests.
+    pub async fn observe(&self, managed_label: &str) -> Result<Observed, DockerError> {
+        let (nodes, services, tasks, networks, configs) = tokio::try_join!(
+            self.list_nodes(),
+            self.list_services(""),
+            self.list_tasks(),
+            self.list_networks(),
+            self.list_configs(managed_label),
+        )?;
+        Ok(Observed { nodes, services, tasks, networks, configs })
     }
 
     /// The service named `name`, if it exists.

@@ -1,0 +1,195 @@
+//! `GET /tasks`, read without bollard: bollard's `Task` model has no `NetworksAttachments`, and
+//! those attachments are the only place the API gives a task's IP on each overlay network.
+//!
+//! One request per pass over a fresh connection of the same kind bollard uses (unix socket,
+//! plain TCP, or TLS with the config's client certificate).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use reconcilers::config::{DockerUrl, TlsFiles};
+use reconcilers::swarm::TaskFacts;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::rustls::{self, pki_types::ServerName};
+
+/// How to open a connection to the engine for a raw request.
+#[derive(Clone)]
+pub(super) enum RawEndpoint {
+    Unix(String),
+    Tcp(String),
+    Tls { addr: String, config: Arc<rustls::ClientConfig> },
+}
+
+impl RawEndpoint {
+    pub(super) fn new(url: &DockerUrl, tls: &TlsFiles) -> Result<Self, String> {
+        Ok(match url {
+            DockerUrl::Unix(path) => RawEndpoint::Unix(path.clone()),
+            DockerUrl::Tcp(addr) if tls.is_empty() => RawEndpoint::Tcp(addr.clone()),
+            DockerUrl::Tcp(addr) => RawEndpoint::Tls { addr: addr.clone(), config: Arc::new(tls_config(tls)?) },
+        })
+    }
+
+    /// GETs `path` (with its query) and returns the body of a 2xx answer.
+    pub(super) async fn get(&self, path: &str) -> Result<Bytes, String> {
+        match self {
+            RawEndpoint::Unix(socket) => {
+                let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
+                request(stream, "localhost", path).await
+            }
+            RawEndpoint::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                request(stream, addr, path).await
+            }
+            RawEndpoint::Tls { addr, config } => {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h).to_owned();
+                let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
+                let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                request(stream, addr, path).await
+            }
+        }
+    }
+}
+
+async fn request<S>(stream: S, host: &str, path: &str) -> Result<Bytes, String>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    driver.abort();
+    if !status.is_success() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body).trim()));
+    }
+    Ok(body)
+}
+
+fn tls_config(tls: &TlsFiles) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let path = |f: &Option<String>| f.clone().unwrap_or_default();
+    let (ca, cert, key) = (path(&tls.ca_cert), path(&tls.cert), path(&tls.key));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(Path::new(&ca)).map_err(|e| format!("{ca}: {e}"))? {
+        roots.add(c.map_err(|e| format!("{ca}: {e}"))?).map_err(|e| format!("{ca}: {e}"))?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(Path::new(&cert))
+        .map_err(|e| format!("{cert}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{cert}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(Path::new(&key)).map_err(|e| format!("{key}: {e}"))?;
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| e.to_string())
+}
+
+/// The part of the Engine's task JSON the core needs.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawTask {
+    #[serde(rename = "ID")]
+    id: String,
+    #[serde(rename = "ServiceID", default)]
+    service_id: String,
+    #[serde(rename = "NodeID", default)]
+    node_id: String,
+    #[serde(default)]
+    desired_state: String,
+    #[serde(default)]
+    status: RawStatus,
+    #[serde(default)]
+    networks_attachments: Vec<RawAttachment>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RawStatus {
+    #[serde(default)]
+    state: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawAttachment {
+    network: RawNetwork,
+    #[serde(default)]
+    addresses: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawNetwork {
+    #[serde(rename = "ID")]
+    id: String,
+}
+
+/// Parses the body of `GET /tasks`.
+pub(super) fn parse_tasks(body: &[u8]) -> Result<Vec<TaskFacts>, String> {
+    let raw: Vec<RawTask> = serde_json::from_slice(body).map_err(|e| format!("unexpected task JSON: {e}"))?;
+    Ok(raw
+        .into_iter()
+        .map(|t| TaskFacts {
+            running: t.desired_state == "running" && t.status.state == "running",
+            addresses: t
+                .networks_attachments
+                .into_iter()
+                .flat_map(|a| {
+                    let network = a.network.id;
+                    a.addresses.into_iter().map(move |cidr| {
+                        (network.clone(), cidr.split_once('/').map_or(cidr.clone(), |(ip, _)| ip.to_owned()))
+                    })
+                })
+                .collect(),
+            id: t.id,
+            service_id: t.service_id,
+            node_id: t.node_id,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trimmed from a real `GET /tasks` answer of Engine 20.10 (API 1.41) in the lab.
+    const TASKS_JSON: &str = r#"[
+      {"ID":"t1","Version":{"Index":41},"ServiceID":"s1","NodeID":"n1","Slot":1,
+       "Status":{"Timestamp":"2026-11-22T03:00:00Z","State":"running","Message":"started"},
+       "DesiredState":"running",
+       "NetworksAttachments":[
+         {"Network":{"ID":"ingress-id","Spec":{"Name":"ingress"}},"Addresses":["10.0.0.5/24"]},
+         {"Network":{"ID":"net-1","Spec":{"Name":"demo-east"}},"Addresses":["10.0.2.3/24"]}]},
+      {"ID":"t2","ServiceID":"s1","NodeID":"n2","Status":{"State":"shutdown"},"DesiredState":"shutdown"},
+      {"ID":"t3","ServiceID":"s1","NodeID":"n2","Status":{"State":"preparing"},"DesiredState":"running"}
+    ]"#;
+
+    #[test]
+    fn parses_task_addresses_without_prefix_length() {
+        let tasks = parse_tasks(TASKS_JSON.as_bytes()).unwrap();
+        assert_eq!(tasks.len(), 3);
+        assert!(tasks[0].running);
+        assert_eq!(
+            tasks[0].addresses,
+            [("ingress-id".to_owned(), "10.0.0.5".to_owned()), ("net-1".to_owned(), "10.0.2.3".to_owned())]
+        );
+        assert!(!tasks[1].running && tasks[1].addresses.is_empty());
+        assert!(!tasks[2].running, "a task still preparing does not serve");
+    }
+}

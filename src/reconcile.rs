@@ -1,0 +1,218 @@
+//! One reconcile pass: read the swarm fresh, ask the core what to write, write it.
+//!
+//! Clusters are written concurrently and independently: a failing or slow cluster holds up no
+//! other. A cluster whose writes failed waits out an exponential backoff with jitter before its
+//! next attempt; success resets it. Writes that lose Swarm's optimistic lock ("update out of
+//! sequence") re-read the object's version and retry at once, a few times.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::future::join_all;
+use reconcilers::config::Config;
+use reconcilers::desired::{self, Environment, Observed};
+use reconcilers::plan::{self, Action, Plan};
+use tracing::{info, warn};
+
+use crate::docker::{DockerClient, DockerError};
+
+/// Why a pass could not run at all (a cluster's own failure is reported, not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("reading the swarm failed: {0}")]
+    Observe(#[source] DockerError),
+    #[error("creating the operator network failed: {0}")]
+    Network(#[source] DockerError),
+}
+
+/// The outcome of one pass.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    pub plan: Plan,
+    /// Writes done.
+    pub writes: usize,
+    /// By extension: why its writes stopped.
+    pub failures: BTreeMap<String, String>,
+    /// Extensions skipped because they are backing off after a failure.
+    pub backing_off: Vec<String>,
+}
+
+/// Failure count and next allowed attempt, per cluster.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    until: Instant,
+}
+
+/// Runs passes; keeps the per-cluster backoff between them.
+pub struct Reconciler {
+    docker: DockerClient,
+    env: Environment,
+    backoff: BTreeMap<String, Backoff>,
+}
+
+/// `1 s · 2^(n-1)`, at most 60 s, times a jitter in `[0.8, 1.2)`.
+pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
+    let base = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(6));
+    base.min(Duration::from_secs(60)).mul_f64(jitter.clamp(0.8, 1.2))
+}
+
+/// A cheap jitter source: the sub-second clock. Good enough to de-synchronise retries.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    0.8 + f64::from(nanos % 400_000_000) / 1_000_000_000.0
+}
+
+impl Reconciler {
+    pub fn new(docker: DockerClient, env: Environment) -> Self {
+        Self { docker, env, backoff: BTreeMap::new() }
+    }
+
+    pub fn docker(&self) -> &DockerClient {
+        &self.docker
+    }
+
+    /// Reads the swarm and computes the plan, writing nothing.
+    pub async fn plan(&self, config: &Config) -> Result<(Observed, Plan), ReconcileError> {
+        let observed = self.docker.observe(&managed_label()).await.map_err(ReconcileError::Observe)?;
+        let desired = desired::desired_state(config, &observed, &self.env);
+        let plan = plan::plan(&desired, &observed);
+        Ok((observed, plan))
+    }
+
+    /// One pass: observe, plan, write.
+    pub async fn pass(&mut self, config: &Config) -> Result<PassReport, ReconcileError> {
+        let (_, plan) = self.plan(config).await?;
+        let mut report = PassReport::default();
+        for action in &plan.shared {
+            self.execute(action).await.map_err(ReconcileError::Network)?;
+            report.writes += 1;
+        }
+        let now = Instant::now();
+        let mut runnable = Vec::new();
+        for (name, cluster) in &plan.clusters {
+            if cluster.actions.is_empty() {
+                continue;
+            }
+            match self.backoff.get(name) {
+                Some(b) if b.until > now => report.backing_off.push(name.clone()),
+                _ => runnable.push((name.clone(), cluster.actions.clone())),
+            }
+        }
+        let this = &*self;
+        let results = join_all(runnable.into_iter().map(|(name, actions)| async move {
+            let mut done = 0;
+            for action in &actions {
+                info!(extension = %name, "{action}");
+                if let Err(e) = this.execute(action).await {
+                    return (name, done, Err(e));
+                }
+                done += 1;
+            }
+            (name, done, Ok(()))
+        }))
+        .await;
+        for (name, done, result) in results {
+            report.writes += done;
+            match result {
+                Ok(()) => {
+                    self.backoff.remove(&name);
+                }
+                Err(e) => {
+                    let failures = self.backoff.get(&name).map_or(0, |b| b.failures) + 1;
+                    let delay = backoff_delay(failures, jitter());
+                    warn!(extension = %name, failures, retry_in = ?delay, "{e}");
+                    self.backoff.insert(name.clone(), Backoff { failures, until: Instant::now() + delay });
+                    report.failures.insert(name, e.to_string());
+                }
+            }
+        }
+        for action in &plan.orphans {
+            info!("{action} (its extension is gone)");
+            match self.execute(action).await {
+                Ok(()) => report.writes += 1,
+                Err(e) => {
+                    warn!("{action}: {e}");
+                    report.failures.insert(format!("orphan: {action}"), e.to_string());
+                }
+            }
+        }
+        report.plan = plan;
+        Ok(report)
+    }
+
+    /// When the earliest backing-off cluster may retry, if any is backing off.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.backoff.values().map(|b| b.until).min()
+    }
+
+    async fn execute(&self, action: &Action) -> Result<(), DockerError> {
+        let d = &self.docker;
+        match action {
+            Action::CreateNetwork(def) => d.create_network(def).await.map(drop),
+            Action::CreateConfig(def) => match d.create_config(def).await {
+                // Created by an earlier, interrupted pass: same name, same content.
+                Err(DockerError::Conflict { .. }) => Ok(()),
+                other => other.map(drop),
+            },
+            Action::CreateService(def) => d.create_service(def).await.map(drop),
+            Action::UpdateService { id, version, def, .. } => {
+                let mut version = *version;
+                let mut tries = 0;
+                loop {
+                    match d.update_service(id, version, def).await {
+                        Err(DockerError::OutOfSequence { .. }) if tries < 3 => {
+                            tries += 1;
+                            // Someone (often Swarm itself, finishing a rollout) moved the version.
+                            let fresh = (|| d.inspect_service(id))
+                                .retry(
+                                    ExponentialBuilder::default()
+                                        .with_min_delay(Duration::from_millis(50))
+                                        .with_max_times(3),
+                                )
+                                .when(DockerError::is_transient)
+                                .await?;
+                            let Some(fresh) = fresh else {
+                                return Err(DockerError::NotFound { operation: format!("update service {}", def.name) });
+                            };
+                            version = fresh.version;
+                        }
+                        other => return other,
+                    }
+                }
+            }
+            Action::DeleteService { id, .. } => ignore_missing(d.delete_service(id).await),
+            Action::DeleteConfig { id, .. } => ignore_missing(d.delete_config(id).await),
+        }
+    }
+}
+
+/// A delete of something already gone has done its job.
+fn ignore_missing(result: Result<(), DockerError>) -> Result<(), DockerError> {
+    match result {
+        Err(DockerError::NotFound { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// The list filter for objects the operator owns.
+pub fn managed_label() -> String {
+    format!("{}={}", desired::LABEL_MANAGED_BY, desired::MANAGED_BY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_and_caps() {
+        assert_eq!(backoff_delay(1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(2, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff_delay(4, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff_delay(30, 1.0), Duration::from_secs(60));
+        assert_eq!(backoff_delay(1, 0.5), Duration::from_millis(800), "jitter is clamped");
+        let j = jitter();
+        assert!((0.8..1.2).contains(&j));
+    }
+}
