@@ -174,7 +174,9 @@ impl Reconciler {
                                 .when(DockerError::is_transient)
                                 .await?;
                             let Some(fresh) = fresh else {
-                                return Err(DockerError::NotFound { operation: format!("update service {}", def.name) });
+                                return Err(DockerError::NotFound {
+                                    operation: format!("update service {}", def.name),
+                                });
                             };
                             version = fresh.version;
                         }

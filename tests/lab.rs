@@ -8,31 +8,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use interlock::docker::DockerClient;
-use reconcilers::config::DockerUrl;
 use reconcilers::swarm::{ConfigDef, NodeRole, ObjectKind, PortDef, PublishMode, ServiceDef, UpdatePolicy};
+use support::lab;
+
+mod support;
 
 const APP_IMAGE: &str = "local/interlock-app:lab";
 const TEST_LABEL: &str = "com.docker.interlock.lab-test";
-
-/// The lab's manager, or a failure that says how to get one.
-async fn lab() -> DockerClient {
-    let host = std::env::var("INTERLOCK_LAB_DOCKER_HOST")
-        .ok()
-        .or_else(|| {
-            let env = std::fs::read_to_string("/run/interlock-lab/env").ok()?;
-            env.lines().find_map(|l| l.strip_prefix("LAB_MANAGER_HOST=")).map(|v| v.trim_matches('"').to_owned())
-        })
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
-    let url = DockerUrl::parse(&host).unwrap_or_else(|e| panic!("bad lab address {host}: {e}"));
-    let client = DockerClient::connect(Some(&url), &Default::default()).expect("connect to the lab");
-    if let Err(e) = client.require_manager().await {
-        panic!(
-            "\n\nThe Swarm lab is not running ({e}).\nStart it with `deploy/lab/swarm-lab.sh up` (as root), or run everything with `deploy/test.sh`.\n\n"
-        );
-    }
-    client
-}
 
 /// A service name unique to this test run.
 fn unique(prefix: &str) -> String {

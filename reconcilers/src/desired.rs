@@ -69,7 +69,8 @@ impl Environment {
 pub struct ClusterState {
     pub extension: String,
     pub cluster: String,
-    /// `None` while the operator network does not exist yet.
+    /// `None` while the operator network does not exist yet (the plan then writes only the
+    /// network, and this cluster on the next pass).
     pub extension_service: Option<ServiceDef>,
     pub proxy_service: ServiceDef,
     pub proxy_config: ConfigDef,
@@ -158,10 +159,18 @@ fn cluster_state(
         data: text.into_bytes(),
     };
 
-    let networks: Vec<String> = match &ext.networks {
+    // The proxy always joins the operator network too: a task with no overlay network falls
+    // back to the default bridge, which a node may not have (the lab's do not), and then its
+    // host-mode ports are not published.
+    let mut networks: Vec<String> = match &ext.networks {
         Some(listed) => listed.clone(),
         None => routes.network_ids().into_iter().collect(),
     };
+    if let Some(id) = operator_network
+        && !networks.iter().any(|n| n == id)
+    {
+        networks.insert(0, id.to_owned());
+    }
     let mut ports = vec![PortDef { published: ext.published_port, target: ext.target_port, mode: ext.publish_mode }];
     if ext.published_ssl_port != 0 {
         ports.push(PortDef { published: ext.published_ssl_port, target: ext.target_ssl_port, mode: ext.publish_mode });

@@ -81,7 +81,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let by_name: BTreeMap<&str, &ServiceFacts> = observed.services.iter().map(|s| (s.def.name.as_str(), s)).collect();
     let mut plan = Plan { unserved: desired.unserved.clone(), ..Plan::default() };
     if let Some(network) = &desired.network {
+        // Every service joins the operator network: nothing else can be written before it.
         plan.shared.push(Action::CreateNetwork(network.clone()));
+        return plan;
     }
     let mut wanted_services: BTreeSet<&str> = BTreeSet::new();
     let mut wanted_configs: BTreeSet<&str> = BTreeSet::new();

@@ -371,9 +371,9 @@ impl DockerClient {
         self.call(&operation, self.docker.delete_service(name_or_id)).await
     }
 
-    /// Config objects carrying `label` (`key` or `key=value`).
+    /// Config objects carrying `label` (`key` or `key=value`); every config when `label` is empty.
     pub async fn list_configs(&self, label: &str) -> Result<Vec<ConfigFacts>, DockerError> {
-        let options = ListConfigsOptions { filters: Some(label_filter(label)) };
+        let options = ListConfigsOptions { filters: (!label.is_empty()).then(|| label_filter(label)) };
         let configs = self.call("list configs", self.docker.list_configs(Some(options))).await?;
         Ok(configs
             .into_iter()

@@ -155,7 +155,7 @@ fn seed_clusters_route_only_their_own_apps() {
     let text = String::from_utf8(east.proxy_config.data.clone()).unwrap();
     assert!(text.contains("server_name demo-east.local;") && text.contains("server 10.0.1.5:8080;"), "{text}");
     assert!(!text.contains("demo-west"), "{text}");
-    assert_eq!(east.proxy_service.networks, ["n-east"]);
+    assert_eq!(east.proxy_service.networks, ["n-op", "n-east"], "the operator network, then the app's");
     assert_eq!(east.proxy_service.configs[0].target, "/etc/nginx/nginx.conf");
     assert_eq!(east.proxy_service.ports.len(), 2);
     assert!(!east.proxy_service.update.start_first, "host-mode ports need stop-first");
@@ -186,7 +186,9 @@ fn a_missing_operator_network_is_created_before_extensions() {
     let d = desired_state(&seed(), &observed, &env());
     assert!(d.network.is_some());
     assert!(d.clusters.values().all(|c| c.extension_service.is_none()));
-    assert_eq!(converge(&seed(), &mut observed), 2, "network first, then the extensions");
+    let p = plan(&d, &observed);
+    assert_eq!(p.write_count(), 1, "only the network: {p:#?}");
+    assert_eq!(converge(&seed(), &mut observed), 2, "network first, then the clusters");
     let net = observed.networks.iter().find(|n| n.name == "interlock").unwrap();
     assert!(is_owned(&net.labels));
 }

@@ -1,0 +1,108 @@
+//! Shared by the lab test binaries: reaching the lab, plain HTTP requests through its proxies,
+//! and the docker CLI for what the operator deliberately does not do (node labels, app setup).
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use std::time::{Duration, Instant};
+
+use interlock::docker::DockerClient;
+use reconcilers::config::DockerUrl;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The lab's manager, or a failure that says how to get one. Never a silent pass.
+pub async fn lab() -> DockerClient {
+    let host = std::env::var("INTERLOCK_LAB_DOCKER_HOST")
+        .ok()
+        .or_else(|| lab_env("LAB_MANAGER_HOST"))
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+    let url = DockerUrl::parse(&host).unwrap_or_else(|e| panic!("bad lab address {host}: {e}"));
+    let client = DockerClient::connect(Some(&url), &Default::default()).expect("connect to the lab");
+    if let Err(e) = client.require_manager().await {
+        panic!(
+            "\n\nThe Swarm lab is not running ({e}).\nStart it with `deploy/lab/swarm-lab.sh up` (as root), or run everything with `deploy/test.sh`.\n\n"
+        );
+    }
+    client
+}
+
+/// A value from `/run/interlock-lab/env`.
+pub fn lab_env(key: &str) -> Option<String> {
+    let env = std::fs::read_to_string("/run/interlock-lab/env").ok()?;
+    env.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(|v| v.trim_matches('"').to_owned())
+}
+
+/// A node's address on the lab bridge.
+pub fn node_addr(node: &str) -> String {
+    lab_env(&format!("LAB_ADDR_{}", node.replace('-', "_")))
+        .unwrap_or_else(|| panic!("no address for lab node {node} in /run/interlock-lab/env"))
+}
+
+/// An HTTP/1.1 answer: status and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `GET /` on `addr:port` with `Host: host`; `None` if nothing answered.
+pub async fn get(addr: &str, port: u16, host: &str) -> Option<Answer> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect((addr, port)).await.ok()?;
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        Some(Answer { status, body })
+    };
+    tokio::time::timeout(Duration::from_secs(3), exchange).await.ok().flatten()
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `limit` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs the docker CLI against the lab manager; panics with its output on failure.
+pub fn docker(args: &[&str]) -> String {
+    let output = std::process::Command::new("docker").args(args).output().expect("run the docker CLI");
+    assert!(
+        output.status.success(),
+        "docker {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs the docker CLI, ignoring failure (clean-up of what may not exist).
+pub fn docker_quiet(args: &[&str]) {
+    let _ = std::process::Command::new("docker").args(args).output();
+}
+
+/// Runs the interlock binary built for these tests.
+pub fn interlock(args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_interlock"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run interlock");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
