@@ -8,6 +8,7 @@
 //! - [`report`]: the text that `validate` and `check` print, built from plain values.
 //! - `main.rs`: the command line (`validate`, `check`), logging set-up, exit codes.
 
+pub mod controller;
 pub mod docker;
 pub mod reconcile;
 pub mod report;

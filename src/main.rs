@@ -50,6 +50,11 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         timeout: u64,
     },
+    /// Run the reconcile loop until SIGTERM or SIGINT (Interlock's `interlock -D run -c FILE`).
+    Run {
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
     /// The extension service's process: it reports the core it belongs to and waits. interlock's
     /// core renders proxy configs itself; the extension service keeps Interlock's layout.
     Extension,
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Plan { config } => plan(&config),
         Command::Apply { config, timeout } => apply(&config, Duration::from_secs(timeout)),
+        Command::Run { config } => run(&config),
         Command::Extension => extension(),
     };
     match result {
@@ -183,6 +189,18 @@ fn apply(path: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    })
+}
+
+fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
+    let config = loaded.config;
+    runtime()?.block_on(async {
+        let docker = DockerClient::connect(config.docker_url.as_ref(), &config.tls)?;
+        let engine = docker.require_manager().await?;
+        tracing::info!(engine = %engine.version, api = %engine.api_version, "connected to a swarm manager");
+        interlock::controller::run(path.to_owned(), config, docker, interlock::controller::termination()).await?;
+        Ok(ExitCode::SUCCESS)
     })
 }
 

@@ -36,6 +36,8 @@ pub struct PassReport {
     pub failures: BTreeMap<String, String>,
     /// Extensions skipped because they are backing off after a failure.
     pub backing_off: Vec<String>,
+    /// App services still starting tasks when the swarm was read.
+    pub apps_settling: usize,
 }
 
 /// Failure count and next allowed attempt, per cluster.
@@ -83,8 +85,8 @@ impl Reconciler {
 
     /// One pass: observe, plan, write.
     pub async fn pass(&mut self, config: &Config) -> Result<PassReport, ReconcileError> {
-        let (_, plan) = self.plan(config).await?;
-        let mut report = PassReport::default();
+        let (observed, plan) = self.plan(config).await?;
+        let mut report = PassReport { apps_settling: plan::apps_settling(&observed), ..PassReport::default() };
         for action in &plan.shared {
             self.execute(action).await.map_err(ReconcileError::Network)?;
             report.writes += 1;

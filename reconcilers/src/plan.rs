@@ -295,3 +295,17 @@ pub fn unsettled(observed: &Observed) -> Vec<String> {
         })
         .collect()
 }
+
+/// App services (not the operator's) with fewer running tasks than replicas. Swarm sends no task
+/// events, so while any exists the loop polls fast to route new tasks as soon as they run.
+pub fn apps_settling(observed: &Observed) -> usize {
+    observed
+        .services
+        .iter()
+        .filter(|s| !is_owned(&s.def.labels) && s.def.labels.keys().any(|k| k.starts_with(crate::routes::LABEL_PREFIX)))
+        .filter(|s| {
+            let running = observed.tasks.iter().filter(|t| t.running && t.service_id == s.id).count() as u64;
+            running != s.def.replicas
+        })
+        .count()
+}
