@@ -111,7 +111,16 @@ pub async fn run(
 /// One pass; returns how many app services are still starting tasks.
 async fn pass(reconciler: &mut Reconciler, config: &Config, stats: &mut LoopStats) -> usize {
     stats.passes += 1;
-    match reconciler.pass(config).await {
+    let counters = reconciler.docker().counters();
+    let (reads_before, writes_before) = (counters.reads(), counters.writes());
+    let result = reconciler.pass(config).await;
+    let counters = reconciler.docker().counters();
+    debug!(
+        reads = counters.reads() - reads_before,
+        writes = counters.writes() - writes_before,
+        "pass requests"
+    );
+    match result {
         Ok(report) => {
             stats.writes += report.writes as u64;
             if report.writes > 0 {

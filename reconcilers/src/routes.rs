@@ -79,13 +79,20 @@ pub fn route_tables(
     is_owned: impl Fn(&ServiceFacts) -> bool,
 ) -> BTreeMap<String, RouteTable> {
     let mut tables: BTreeMap<String, RouteTable> = BTreeMap::new();
+    // Indexes, so a pass stays linear in the number of services and tasks.
+    let mut tasks_by_service: BTreeMap<&str, Vec<&TaskFacts>> = BTreeMap::new();
+    for task in tasks.iter().filter(|t| t.running) {
+        tasks_by_service.entry(task.service_id.as_str()).or_default().push(task);
+    }
+    let networks_by_id: BTreeMap<&str, &NetworkFacts> = networks.iter().map(|n| (n.id.as_str(), n)).collect();
     let mut apps: Vec<&ServiceFacts> =
         services.iter().filter(|s| !is_owned(s) && s.def.labels.keys().any(|k| k.starts_with(LABEL_PREFIX))).collect();
     apps.sort_by(|a, b| a.def.name.cmp(&b.def.name));
     for app in apps {
         let cluster = app.def.labels.get(LABEL_SERVICE_CLUSTER).cloned().unwrap_or_default();
         let table = tables.entry(cluster).or_default();
-        match app_routes(app, tasks, networks) {
+        let app_tasks = tasks_by_service.get(app.id.as_str()).map_or(&[][..], Vec::as_slice);
+        match app_routes(app, app_tasks, &networks_by_id) {
             Ok((hosts, backend)) => {
                 for host in hosts {
                     table.hosts.entry(host).or_default().push(backend.clone());
@@ -100,8 +107,8 @@ pub fn route_tables(
 /// The hosts and backend of one app service, or why it cannot be routed.
 fn app_routes(
     app: &ServiceFacts,
-    tasks: &[TaskFacts],
-    networks: &[NetworkFacts],
+    running_tasks: &[&TaskFacts],
+    networks: &BTreeMap<&str, &NetworkFacts>,
 ) -> Result<(Vec<String>, Backend), String> {
     let labels = &app.def.labels;
     let hosts_text = labels.get(LABEL_HOSTS).ok_or_else(|| format!("{LABEL_HOSTS} is missing"))?;
@@ -114,9 +121,8 @@ fn app_routes(
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("{LABEL_PORT}={port_text:?} is not a port number (1-65535)"))?;
     let network_id = routing_network(app, networks)?;
-    let mut targets: Vec<Target> = tasks
+    let mut targets: Vec<Target> = running_tasks
         .iter()
-        .filter(|t| t.running && t.service_id == app.id)
         .filter_map(|t| t.addresses.iter().find(|(net, _)| *net == network_id))
         .map(|(_, ip)| Target { ip: ip.clone(), port })
         .collect();
@@ -160,9 +166,9 @@ fn is_host_name(host: &str) -> bool {
 
 /// The network whose task addresses the proxy uses: `com.docker.lb.network`, or the service's
 /// only network.
-fn routing_network(app: &ServiceFacts, networks: &[NetworkFacts]) -> Result<String, String> {
+fn routing_network(app: &ServiceFacts, networks: &BTreeMap<&str, &NetworkFacts>) -> Result<String, String> {
     let attached: Vec<&NetworkFacts> =
-        app.network_ids.iter().filter_map(|id| networks.iter().find(|n| n.id == *id)).filter(|n| !n.ingress).collect();
+        app.network_ids.iter().filter_map(|id| networks.get(id.as_str()).copied()).filter(|n| !n.ingress).collect();
     match app.def.labels.get(LABEL_NETWORK) {
         Some(wanted) => {
             attached.iter().find(|n| n.name == *wanted || n.id == *wanted).map(|n| n.id.clone()).ok_or_else(|| {
