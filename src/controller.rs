@@ -115,11 +115,7 @@ async fn pass(reconciler: &mut Reconciler, config: &Config, stats: &mut LoopStat
     let (reads_before, writes_before) = (counters.reads(), counters.writes());
     let result = reconciler.pass(config).await;
     let counters = reconciler.docker().counters();
-    debug!(
-        reads = counters.reads() - reads_before,
-        writes = counters.writes() - writes_before,
-        "pass requests"
-    );
+    debug!(reads = counters.reads() - reads_before, writes = counters.writes() - writes_before, "pass requests");
     match result {
         Ok(report) => {
             stats.writes += report.writes as u64;
