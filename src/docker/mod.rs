@@ -270,10 +270,15 @@ impl DockerClient {
     pub async fn list_tasks(&self) -> Result<Vec<TaskFacts>, DockerError> {
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let operation = "list tasks";
-        let body = tokio::time::timeout(CALL_TIMEOUT, self.raw.get("/tasks"))
+        let answer = tokio::time::timeout(CALL_TIMEOUT, self.raw.get("/tasks"))
             .await
-            .map_err(|_| DockerError::Timeout { operation: operation.to_owned(), seconds: CALL_TIMEOUT.as_secs() })?
-            .map_err(|message| DockerError::Rejected { operation: operation.to_owned(), status: 0, message })?;
+            .map_err(|_| DockerError::Timeout { operation: operation.to_owned(), seconds: CALL_TIMEOUT.as_secs() })?;
+        let body = answer.map_err(|e| match e {
+            tasks::RawError::Connect(reason) => DockerError::Unreachable { endpoint: self.endpoint.clone(), reason },
+            tasks::RawError::Status(status, message) => {
+                DockerError::Rejected { operation: operation.to_owned(), status, message }
+            }
+        })?;
         tasks::parse_tasks(&body).map_err(|message| DockerError::Rejected {
             operation: operation.to_owned(),
             status: 0,

@@ -34,47 +34,58 @@ impl RawEndpoint {
     }
 
     /// GETs `path` (with its query) and returns the body of a 2xx answer.
-    pub(super) async fn get(&self, path: &str) -> Result<Bytes, String> {
+    pub(super) async fn get(&self, path: &str) -> Result<Bytes, RawError> {
         match self {
             RawEndpoint::Unix(socket) => {
-                let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
+                let stream = tokio::net::UnixStream::connect(socket).await.map_err(connect)?;
                 request(stream, "localhost", path).await
             }
             RawEndpoint::Tcp(addr) => {
-                let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                let stream = tokio::net::TcpStream::connect(addr).await.map_err(connect)?;
                 request(stream, addr, path).await
             }
             RawEndpoint::Tls { addr, config } => {
                 let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h).to_owned();
-                let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
-                let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                let name = ServerName::try_from(host).map_err(connect)?;
+                let stream = tokio::net::TcpStream::connect(addr).await.map_err(connect)?;
                 let stream = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name, stream)
                     .await
-                    .map_err(|e| format!("TLS: {e}"))?;
+                    .map_err(|e| RawError::Connect(format!("TLS: {e}")))?;
                 request(stream, addr, path).await
             }
         }
     }
 }
 
-async fn request<S>(stream: S, host: &str, path: &str) -> Result<Bytes, String>
+/// Why a raw request failed.
+#[derive(Debug)]
+pub(super) enum RawError {
+    /// No connection, or it broke: worth retrying.
+    Connect(String),
+    /// The engine answered with an error status.
+    Status(u16, String),
+}
+
+fn connect(e: impl std::fmt::Display) -> RawError {
+    RawError::Connect(e.to_string())
+}
+
+async fn request<S>(stream: S, host: &str, path: &str) -> Result<Bytes, RawError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(connect)?;
     let driver = tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, host)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let request =
+        hyper::Request::get(path).header(hyper::header::HOST, host).body(Empty::<Bytes>::new()).map_err(connect)?;
+    let response = sender.send_request(request).await.map_err(connect)?;
     let status = response.status();
-    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = response.into_body().collect().await.map_err(connect)?.to_bytes();
     driver.abort();
     if !status.is_success() {
-        return Err(format!("{status}: {}", String::from_utf8_lossy(&body).trim()));
+        return Err(RawError::Status(status.as_u16(), String::from_utf8_lossy(&body).trim().to_owned()));
     }
     Ok(body)
 }
