@@ -30,6 +30,7 @@ docker service rm interlock >/dev/null 2>&1 || true
 docker config rm service.interlock.conf >/dev/null 2>&1 || true
 docker config create service.interlock.conf "$config"
 docker service create --detach --name interlock \
+  --label com.docker.interlock.lab-demo=true \
   --mount src=/var/run/docker.sock,dst=/var/run/docker.sock,type=bind \
   --network interlock \
   --constraint node.role==manager \

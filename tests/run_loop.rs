@@ -15,6 +15,7 @@ const LAB_CONFIG: &str = "deploy/examples/service-clusters.lab.toml";
 #[tokio::test]
 async fn run_converges_stays_quiet_and_follows_config_edits() {
     let api = lab().await;
+    support::stop_demo_operator(&api).await;
     docker_quiet(&["service", "rm", "demo-east", "demo-west"]);
     for s in api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
         docker_quiet(&["service", "rm", &s.id]);

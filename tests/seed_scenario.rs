@@ -92,6 +92,7 @@ async fn answer_becomes(node: &str, host: &str, status: u16) -> String {
 #[tokio::test]
 async fn service_clusters_walkthrough() {
     let api = lab().await;
+    support::stop_demo_operator(&api).await;
     clean(&api).await;
 
     // The document's node labels and networks.

@@ -25,6 +25,24 @@ pub async fn lab() -> DockerClient {
     client
 }
 
+/// Removes the operator service `deploy/demo.sh` deploys: a second operator in the lab would
+/// write the same objects as the one under test.
+pub async fn stop_demo_operator(api: &DockerClient) {
+    let services = api.list_services("com.docker.interlock.lab-demo").await.expect("list services");
+    for s in &services {
+        docker_quiet(&["service", "rm", &s.id]);
+    }
+    // Its container keeps reconciling until it has stopped, after the service is gone. It runs
+    // on a manager, which is the engine the docker CLI talks to here.
+    for s in &services {
+        let filter = format!("label=com.docker.swarm.service.id={}", s.id);
+        eventually("the demo's operator stopped", Duration::from_secs(30), || async {
+            docker(&["ps", "-q", "--filter", &filter]).trim().is_empty().then_some(())
+        })
+        .await;
+    }
+}
+
 /// A value from `/run/interlock-lab/env`.
 pub fn lab_env(key: &str) -> Option<String> {
     let env = std::fs::read_to_string("/run/interlock-lab/env").ok()?;
