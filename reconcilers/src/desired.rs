@@ -75,6 +75,8 @@ pub struct ClusterState {
     pub proxy_service: ServiceDef,
     pub proxy_config: ConfigDef,
     pub routes: RouteTable,
+    /// Why this cluster is left as it is this pass, if it is (its existing objects stay).
+    pub held: Option<String>,
 }
 
 /// The whole desired state.
@@ -143,12 +145,15 @@ fn cluster_state(
     operator_network: Option<&str>,
     env: &Environment,
 ) -> ClusterState {
-    let text = match &ext.config {
-        ProxyConfig::Nginx(config) => {
-            nginx::render(&NginxSite { config, http_port: ext.target_port, server_info: &env.server_info }, &routes)
+    let (text, held) = match &ext.config {
+        ProxyConfig::Nginx(config) => (
+            nginx::render(&NginxSite { config, http_port: ext.target_port, server_info: &env.server_info }, &routes),
+            None,
+        ),
+        // Never roll a proxy onto a config that is not a real one.
+        ProxyConfig::Haproxy(_) => {
+            (String::new(), Some("HAProxy configs are not rendered yet: this extension is left as it is".to_owned()))
         }
-        // The HAProxy renderer is not written yet; the validator keeps such configs out of `run`.
-        ProxyConfig::Haproxy(_) => String::new(),
     };
     let content_hash = sha256_hex(text.as_bytes());
     let mut config_labels = owned_labels(Some(&ext.name), "proxy-config");
@@ -239,6 +244,7 @@ fn cluster_state(
         proxy_service,
         proxy_config,
         routes,
+        held,
     }
 }
 

@@ -324,3 +324,14 @@ fn desired_state_is_deterministic_and_hashes_ignore_map_insertion_order() {
     b.image = "other".into();
     assert_ne!(spec_hash(&a), spec_hash(&b));
 }
+
+#[test]
+fn an_extension_without_a_renderer_is_held_not_written() {
+    let text =
+        SEED.replace("ServiceCluster = \"us-west\"", "ServiceCluster = \"us-west\"\n    ProxyKind = \"haproxy\"");
+    let config = config::parse("seed", &text).unwrap().config;
+    let p = plan(&desired_state(&config, &seed_swarm(), &env()), &seed_swarm());
+    assert!(p.clusters["us-west"].actions.is_empty());
+    assert!(p.clusters["us-west"].conflicts[0].contains("not rendered yet"));
+    assert!(!p.clusters["us-east"].actions.is_empty());
+}
