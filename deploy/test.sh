@@ -23,6 +23,21 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build the interlock binary (it goes into the lab's local/interlock:lab image)"
 cargo build --workspace --all-targets
 
+step "real proxy binaries for config checks (nginx with the stream module, HAProxy)"
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light libnginx-mod-stream)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+if [ ${#need[@]} -gt 0 ]; then
+  # Install without starting the packaged services: only the binaries are wanted here.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get update -qq || echo "test.sh: apt-get update reported errors; trying the install anyway" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  rm -f /usr/sbin/policy-rc.d
+fi
+# Interlock's configs say `user nginx`, as the official nginx image does.
+getent passwd nginx >/dev/null ||
+  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nginx
+
 step "swarm lab up (manager + lb-00, lb-01, app-00)"
 deploy/lab/swarm-lab.sh up --interlock-binary target/debug/interlock
 

@@ -61,7 +61,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<LoopStats, ControllerError> {
     tokio::pin!(shutdown);
-    let mut reconciler = Reconciler::new(docker.clone(), reconcilers::desired::Environment::new(&config));
+    let checker = std::sync::Arc::new(crate::proxycheck::ProxyChecker::discover());
+    let mut reconciler = Reconciler::new(docker.clone(), reconcilers::desired::Environment::new(&config), checker);
     let (tx, mut rx) = mpsc::channel::<Trigger>(256);
     let watcher = tokio::spawn(watch_events(docker.clone(), tx));
     let mut hup = signal(SignalKind::hangup()).map_err(ControllerError::Signals)?;
@@ -157,6 +158,7 @@ fn reload(path: &Path, config: &mut Config, reconciler: &mut Reconciler) {
                 *reconciler = Reconciler::new(
                     reconciler.docker().clone(),
                     reconcilers::desired::Environment::new(&loaded.config),
+                    reconciler.checker().clone(),
                 );
                 *config = loaded.config;
             }

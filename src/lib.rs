@@ -10,5 +10,6 @@
 
 pub mod controller;
 pub mod docker;
+pub mod proxycheck;
 pub mod reconcile;
 pub mod report;

@@ -135,7 +135,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn reconciler(config: &Config) -> anyhow::Result<Reconciler> {
     let docker = DockerClient::connect(config.docker_url.as_ref(), &config.tls)?;
     docker.require_manager().await?;
-    Ok(Reconciler::new(docker, Environment::new(config)))
+    let checker = std::sync::Arc::new(interlock::proxycheck::ProxyChecker::discover());
+    Ok(Reconciler::new(docker, Environment::new(config), checker))
 }
 
 fn plan(path: &Path) -> anyhow::Result<ExitCode> {
@@ -178,8 +179,17 @@ fn apply(path: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
             let observed = reconciler.docker().observe(&managed_label()).await?;
             let unsettled = planner::unsettled(&observed);
             if unsettled.is_empty() && report.plan.is_empty() {
+                let held: Vec<String> = report
+                    .plan
+                    .clusters
+                    .iter()
+                    .flat_map(|(name, c)| c.conflicts.iter().map(move |why| format!("extension {name}: {why}")))
+                    .collect();
                 println!("converged: {writes} write(s)");
-                return Ok(ExitCode::SUCCESS);
+                for line in &held {
+                    eprintln!("{line}");
+                }
+                return Ok(if held.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
             }
             if Instant::now() >= deadline {
                 eprintln!("not converged after {} s:", timeout.as_secs());

@@ -16,6 +16,7 @@ use reconcilers::plan::{self, Action, Plan};
 use tracing::{info, warn};
 
 use crate::docker::{DockerClient, DockerError};
+use crate::proxycheck::{ProxyChecker, Verdict};
 
 /// Why a pass could not run at all (a cluster's own failure is reported, not returned).
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,7 @@ pub struct Reconciler {
     docker: DockerClient,
     env: Environment,
     backoff: BTreeMap<String, Backoff>,
+    checker: std::sync::Arc<ProxyChecker>,
 }
 
 /// `1 s · 2^(n-1)`, at most 60 s, times a jitter in `[0.8, 1.2)`.
@@ -67,19 +69,40 @@ fn jitter() -> f64 {
 }
 
 impl Reconciler {
-    pub fn new(docker: DockerClient, env: Environment) -> Self {
-        Self { docker, env, backoff: BTreeMap::new() }
+    pub fn new(docker: DockerClient, env: Environment, checker: std::sync::Arc<ProxyChecker>) -> Self {
+        Self { docker, env, backoff: BTreeMap::new(), checker }
+    }
+
+    pub fn checker(&self) -> &std::sync::Arc<ProxyChecker> {
+        &self.checker
     }
 
     pub fn docker(&self) -> &DockerClient {
         &self.docker
     }
 
-    /// Reads the swarm and computes the plan, writing nothing.
+    /// Reads the swarm and computes the plan, writing nothing. A cluster whose new proxy config
+    /// the real proxy binary rejects keeps its last good config: its writes are dropped from the
+    /// plan and the reason is shown instead.
     pub async fn plan(&self, config: &Config) -> Result<(Observed, Plan), ReconcileError> {
         let observed = self.docker.observe(&managed_label()).await.map_err(ReconcileError::Observe)?;
         let desired = desired::desired_state(config, &observed, &self.env);
-        let plan = plan::plan(&desired, &observed);
+        let mut plan = plan::plan(&desired, &observed);
+        for cluster in plan.clusters.values_mut() {
+            let new_config = cluster.actions.iter().find_map(|a| match a {
+                Action::CreateConfig(def) => Some(def),
+                _ => None,
+            });
+            let Some(def) = new_config else { continue };
+            let hash = def.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
+            let text = String::from_utf8_lossy(&def.data);
+            if let Verdict::Rejected(reason) = self.checker.check_nginx(&hash, &text).await {
+                cluster.actions.clear();
+                cluster.conflicts.push(format!(
+                    "the new proxy config is rejected by nginx ({reason}); the proxy keeps its last good config"
+                ));
+            }
+        }
         Ok((observed, plan))
     }
 

@@ -96,6 +96,22 @@ async fn run_converges_stays_quiet_and_follows_config_edits() {
     assert_eq!(counters_client.counters().writes(), writes, "an invalid config writes nothing");
     assert!(get(&lb_01, 8081, "nothing.local").await.is_some(), "the last good config keeps serving");
 
+    // A valid TOML whose rendered nginx config nginx rejects: never rolled out.
+    let (east_part, west_part) = republished.split_once("[Extensions.us-west]").unwrap();
+    let rejected = format!(
+        "{east_part}[Extensions.us-west]{}",
+        west_part.replacen(
+            "MaxConnections = 2048",
+            "MaxConnections = 2048\n      HTTPOptions = [\"bogus_directive on;\"]",
+            1
+        )
+    );
+    assert_ne!(rejected, republished);
+    std::fs::write(&path, &rejected).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(counters_client.counters().writes(), writes, "a config nginx rejects is not rolled out");
+    assert_eq!(get(&lb_01, 8081, "nothing.local").await.map(|a| a.status), Some(503), "us-west keeps serving");
+
     let _ = stop.send(());
     let stats = loop_task.await.unwrap().unwrap();
     assert!(stats.passes > 5);
