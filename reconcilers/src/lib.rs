@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod desired;
+pub mod labels;
 pub mod placement;
 pub mod plan;
 pub mod render;

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::labels::{self, RouteOptions};
 use crate::swarm::{NetworkFacts, ServiceFacts, TaskFacts};
 
 pub const LABEL_HOSTS: &str = "com.docker.lb.hosts";
@@ -40,6 +41,14 @@ pub struct Backend {
     /// Network ID the targets are on: the proxy must join it.
     pub network_id: String,
     pub targets: Vec<Target>,
+    pub options: RouteOptions,
+}
+
+impl Backend {
+    /// The path prefix this backend serves under its hosts.
+    pub fn path(&self) -> &str {
+        self.options.context_root.as_deref().unwrap_or("/")
+    }
 }
 
 /// Everything one service cluster routes, by host name. Several services on one host pool
@@ -47,20 +56,65 @@ pub struct Backend {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {
     pub hosts: BTreeMap<String, Vec<Backend>>,
+    /// The service answering hosts no route claims (`com.docker.lb.default_backend`).
+    pub default_backend: Option<Backend>,
     /// Services left out, with why.
     pub quarantined: Vec<Quarantined>,
+    /// Routed services with labels that are ignored for now, and which.
+    pub notes: Vec<Quarantined>,
 }
 
 impl RouteTable {
     /// Networks the cluster's proxy must join to reach every target, sorted.
     pub fn network_ids(&self) -> BTreeSet<String> {
-        self.hosts.values().flatten().map(|b| b.network_id.clone()).collect()
+        self.hosts.values().flatten().chain(&self.default_backend).map(|b| b.network_id.clone()).collect()
     }
 
     /// All targets of a host, sorted and without duplicates.
     pub fn targets(&self, host: &str) -> Vec<Target> {
         let set: BTreeSet<&Target> = self.hosts.get(host).into_iter().flatten().flat_map(|b| &b.targets).collect();
         set.into_iter().cloned().collect()
+    }
+
+    /// A host's backends grouped by path, paths in order; one upstream each.
+    pub fn paths(&self, host: &str) -> BTreeMap<&str, Vec<&Backend>> {
+        let mut paths: BTreeMap<&str, Vec<&Backend>> = BTreeMap::new();
+        for backend in self.hosts.get(host).into_iter().flatten() {
+            paths.entry(backend.path()).or_default().push(backend);
+        }
+        paths
+    }
+
+    /// Adds a service's routes unless they clash with routes already there; returns the clash.
+    /// Services on one host and path pool (the canary pattern) only when their options agree.
+    fn add(&mut self, hosts: &[String], backend: Backend) -> Result<(), String> {
+        for host in hosts {
+            for other in self.hosts.get(host).into_iter().flatten() {
+                let same_route = other.path() == backend.path();
+                let agree = RouteOptions { redirects: vec![], default_backend: false, ..other.options.clone() }
+                    == RouteOptions { redirects: vec![], default_backend: false, ..backend.options.clone() };
+                if same_route && !agree {
+                    return Err(format!(
+                        "host {host} path {} is already routed by {} with other options; the older service wins (ties: by name)",
+                        backend.path(),
+                        other.service
+                    ));
+                }
+            }
+        }
+        if backend.options.default_backend {
+            if let Some(other) = &self.default_backend {
+                return Err(format!(
+                    "{} is already the default backend; the older service wins (ties: by name)",
+                    other.service
+                ));
+            }
+            self.default_backend = Some(backend.clone());
+        }
+        for host in hosts {
+            self.hosts.entry(host.clone()).or_default().push(backend.clone());
+        }
+        Ok(())
     }
 }
 
@@ -85,21 +139,29 @@ pub fn route_tables(
         tasks_by_service.entry(task.service_id.as_str()).or_default().push(task);
     }
     let networks_by_id: BTreeMap<&str, &NetworkFacts> = networks.iter().map(|n| (n.id.as_str(), n)).collect();
+    // Oldest first, ties by name: the order that settles clashes.
     let mut apps: Vec<&ServiceFacts> =
         services.iter().filter(|s| !is_owned(s) && s.def.labels.keys().any(|k| k.starts_with(LABEL_PREFIX))).collect();
-    apps.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+    apps.sort_by(|a, b| (&a.created_at, &a.def.name).cmp(&(&b.created_at, &b.def.name)));
     for app in apps {
         let cluster = app.def.labels.get(LABEL_SERVICE_CLUSTER).cloned().unwrap_or_default();
         let table = tables.entry(cluster).or_default();
         let app_tasks = tasks_by_service.get(app.id.as_str()).map_or(&[][..], Vec::as_slice);
-        match app_routes(app, app_tasks, &networks_by_id) {
-            Ok((hosts, backend)) => {
-                for host in hosts {
-                    table.hosts.entry(host).or_default().push(backend.clone());
+        let added = app_routes(app, app_tasks, &networks_by_id).and_then(|(hosts, backend)| table.add(&hosts, backend));
+        match added {
+            Ok(()) => {
+                let ignored: Vec<&str> =
+                    labels::NOT_YET_SUPPORTED.iter().copied().filter(|l| app.def.labels.contains_key(*l)).collect();
+                if !ignored.is_empty() {
+                    let reason = format!("{} not supported yet: routed over plain HTTP", ignored.join(", "));
+                    table.notes.push(Quarantined { service: app.def.name.clone(), reason });
                 }
             }
             Err(reason) => table.quarantined.push(Quarantined { service: app.def.name.clone(), reason }),
         }
+    }
+    for table in tables.values_mut() {
+        table.quarantined.sort();
     }
     tables
 }
@@ -111,8 +173,13 @@ fn app_routes(
     networks: &BTreeMap<&str, &NetworkFacts>,
 ) -> Result<(Vec<String>, Backend), String> {
     let labels = &app.def.labels;
-    let hosts_text = labels.get(LABEL_HOSTS).ok_or_else(|| format!("{LABEL_HOSTS} is missing"))?;
-    let hosts = parse_hosts(hosts_text)?;
+    let options = labels::route_options(labels)?;
+    let hosts = match labels.get(LABEL_HOSTS) {
+        Some(text) => parse_hosts(text)?,
+        // A default backend needs no host of its own.
+        None if options.default_backend => Vec::new(),
+        None => return Err(format!("{LABEL_HOSTS} is missing")),
+    };
     let port_text = labels.get(LABEL_PORT).ok_or_else(|| format!("{LABEL_PORT} is missing"))?;
     let port = port_text
         .trim()
@@ -128,7 +195,7 @@ fn app_routes(
         .collect();
     targets.sort();
     targets.dedup();
-    Ok((hosts, Backend { service: app.def.name.clone(), network_id, targets }))
+    Ok((hosts, Backend { service: app.def.name.clone(), network_id, targets, options }))
 }
 
 /// `a.com,b.com` → validated, lower-cased, deduplicated host names.
@@ -346,6 +413,58 @@ mod tests {
     fn owned_services_are_never_routes() {
         let proxy = east("p", "interlock-proxy-us-east", &[("com.docker.interlock.managed-by", "interlock")]);
         assert!(tables(&[proxy], &[]).is_empty());
+    }
+
+    #[test]
+    fn pooled_services_must_agree_and_the_oldest_wins() {
+        let mut old = east("s1", "zeta-old", &[(crate::labels::LABEL_STICKY_SESSION_COOKIE, "a")]);
+        old.created_at = "2026-01-01T00:00:00Z".into();
+        let mut new = east("s2", "alpha-new", &[(crate::labels::LABEL_STICKY_SESSION_COOKIE, "b")]);
+        new.created_at = "2026-02-01T00:00:00Z".into();
+        let mut same = east("s3", "beta-same", &[(crate::labels::LABEL_STICKY_SESSION_COOKIE, "a")]);
+        same.created_at = "2026-03-01T00:00:00Z".into();
+        let t = tables(&[new, old, same], &[]);
+        let table = &t["us-east"];
+        let services: Vec<&str> = table.hosts["demo-east.local"].iter().map(|b| b.service.as_str()).collect();
+        assert_eq!(services, ["zeta-old", "beta-same"], "agreeing services pool; the oldest comes first");
+        assert_eq!(table.quarantined.len(), 1);
+        assert_eq!(table.quarantined[0].service, "alpha-new");
+        assert!(table.quarantined[0].reason.contains("already routed by zeta-old"), "{}", table.quarantined[0].reason);
+        // Same age: by name.
+        let a = east("s1", "a", &[(crate::labels::LABEL_IP_HASH, "true")]);
+        let b = east("s2", "b", &[]);
+        let t = tables(&[b, a], &[]);
+        assert_eq!(t["us-east"].quarantined[0].service, "b");
+    }
+
+    #[test]
+    fn different_context_roots_share_a_host_without_pooling() {
+        let api = east("s1", "api", &[(crate::labels::LABEL_CONTEXT_ROOT, "/api")]);
+        let web = east("s2", "web", &[]);
+        let t = tables(&[api, web], &[task("s1", "n-east", "10.0.1.5")]);
+        let paths: Vec<&str> = t["us-east"].paths("demo-east.local").keys().copied().collect();
+        assert_eq!(paths, ["/", "/api"]);
+        assert!(t["us-east"].quarantined.is_empty());
+    }
+
+    #[test]
+    fn a_default_backend_needs_no_host_and_there_is_one() {
+        let catch =
+            app("s1", "catch", &[(crate::labels::LABEL_DEFAULT_BACKEND, "true"), (LABEL_PORT, "80")], &["n-east"]);
+        let second =
+            app("s2", "second", &[(crate::labels::LABEL_DEFAULT_BACKEND, "true"), (LABEL_PORT, "80")], &["n-east"]);
+        let t = tables(&[catch, second], &[task("s1", "n-east", "10.0.1.5")]);
+        assert_eq!(t[""].default_backend.as_ref().map(|b| b.service.as_str()), Some("catch"));
+        assert!(t[""].quarantined[0].reason.contains("already the default backend"));
+        assert_eq!(t[""].network_ids().len(), 1);
+    }
+
+    #[test]
+    fn labels_not_supported_yet_are_noted_and_routing_goes_on() {
+        let s = east("s1", "tls", &[("com.docker.lb.ssl_cert", "cert"), ("com.docker.lb.ssl_key", "key")]);
+        let t = tables(&[s], &[]);
+        assert_eq!(t["us-east"].hosts.len(), 1);
+        assert!(t["us-east"].notes[0].reason.contains("not supported yet"), "{:?}", t["us-east"].notes);
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! Every value that reaches the file was validated before (host names in `routes`, `Config`
 //! values in `config`), so nothing here needs quoting beyond what nginx's syntax asks.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::config::NginxConfig;
-use crate::routes::RouteTable;
+use crate::labels::RouteOptions;
+use crate::routes::{RouteTable, Target};
 
 /// What the renderer needs besides the routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,9 +46,15 @@ pub fn render(site: &NginxSite<'_>, routes: &RouteTable) -> String {
     line(w, 0, "");
     line(w, 0, "http {");
     http_settings(w, site);
-    default_server(w, site);
+    default_server(w, site, routes);
+    let redirects = redirects(routes);
     for host in routes.hosts.keys() {
-        host_blocks(w, site, routes, host);
+        host_blocks(w, site, routes, host, &redirects);
+    }
+    for (host, target) in redirects.iter().filter(|(h, _)| !routes.hosts.contains_key(**h)) {
+        line(w, 0, "");
+        line(w, 1, &format!("# redirect {host} -> {target}"));
+        redirect_server(w, site, host, target);
     }
     line(w, 0, "}");
     out
@@ -118,15 +127,24 @@ fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-/// Hosts no route claims get 503, as Interlock since UCP 3.0.2.
-fn default_server(w: &mut String, site: &NginxSite<'_>) {
+/// Hosts no route claims get the default backend, or 503 as Interlock since UCP 3.0.2.
+fn default_server(w: &mut String, site: &NginxSite<'_>, routes: &RouteTable) {
     line(w, 0, "");
+    if let Some(backend) = &routes.default_backend {
+        line(w, 1, &format!("# default backend: {}", backend.service));
+        upstream(w, site, DEFAULT_UPSTREAM, &backend.targets, &backend.options);
+    }
     line(w, 1, "server {");
     line(w, 2, &format!("listen {} default_server;", site.http_port));
     line(w, 2, "server_name _;");
-    line(w, 2, "location / {");
-    line(w, 3, "return 503;");
-    line(w, 2, "}");
+    match &routes.default_backend {
+        Some(backend) if !backend.targets.is_empty() => proxy_location(w, "/", DEFAULT_UPSTREAM, &backend.options),
+        _ => {
+            line(w, 2, "location / {");
+            line(w, 3, "return 503;");
+            line(w, 2, "}");
+        }
+    }
     line(w, 2, "location /nginx_status {");
     line(w, 3, "stub_status on;");
     line(w, 3, "access_log off;");
@@ -134,40 +152,143 @@ fn default_server(w: &mut String, site: &NginxSite<'_>) {
     line(w, 1, "}");
 }
 
-/// nginx upstream names allow letters, digits, `-`, `_` and `.`; host names are already that,
-/// but a wildcard's `*` is not.
-pub fn upstream_name(host: &str) -> String {
-    format!("up-{}", host.replace('*', "_wildcard_"))
+const DEFAULT_UPSTREAM: &str = "up-default-backend";
+
+/// One upstream per host and path. Characters nginx would not take in a name become `_`.
+pub fn upstream_name(host: &str, path: &str) -> String {
+    let raw = if path == "/" { format!("up-{host}") } else { format!("up-{host}{path}") };
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') { c } else { '_' }).collect()
 }
 
-fn host_blocks(w: &mut String, site: &NginxSite<'_>, routes: &RouteTable, host: &str) {
-    let targets = routes.targets(host);
-    let services: Vec<&str> = routes.hosts[host].iter().map(|b| b.service.as_str()).collect();
-    let upstream = upstream_name(host);
-    line(w, 0, "");
-    line(w, 1, &format!("# {host}: {}", services.join(", ")));
-    if !targets.is_empty() {
-        line(w, 1, &format!("upstream {upstream} {{"));
-        if site.config.ip_hash {
-            line(w, 2, "ip_hash;");
-        }
-        line(w, 2, &format!("zone {upstream}_backend {}k;", site.config.upstream_zone_size));
-        for target in &targets {
-            line(w, 2, &format!("server {target};"));
-        }
-        line(w, 1, "}");
+fn upstream(w: &mut String, site: &NginxSite<'_>, name: &str, targets: &[Target], options: &RouteOptions) {
+    if targets.is_empty() {
+        return;
     }
+    line(w, 1, &format!("upstream {name} {{"));
+    if site.config.ip_hash || options.ip_hash {
+        line(w, 2, "ip_hash;");
+    } else if let Some(cookie) = &options.sticky_cookie {
+        line(w, 2, &format!("hash $cookie_{cookie} consistent;"));
+    }
+    line(w, 2, &format!("zone {name}_backend {}k;", site.config.upstream_zone_size));
+    for target in targets {
+        line(w, 2, &format!("server {target};"));
+    }
+    line(w, 1, "}");
+}
+
+/// `location PATH { ... proxy_pass ...; }`, with the context root stripped when asked.
+fn proxy_location(w: &mut String, path: &str, upstream: &str, options: &RouteOptions) {
+    line(w, 2, &format!("location {path} {{"));
+    if options.rewrite && path != "/" {
+        let escaped = path.replace('.', "\\.");
+        line(w, 3, &format!("rewrite ^{escaped}$ {path}/ permanent;"));
+        line(w, 3, &format!("rewrite ^{escaped}/(.*)$ /$1 break;"));
+    }
+    if options.websocket_endpoints.iter().any(|ws| ws == path) {
+        upgrade_headers(w);
+    }
+    line(w, 3, &format!("proxy_pass http://{upstream};"));
+    line(w, 2, "}");
+}
+
+/// A location that passes websocket upgrades. `proxy_set_header` at this level replaces the
+/// http-level ones, so they are all repeated.
+fn websocket_location(w: &mut String, path: &str, upstream: &str) {
+    line(w, 2, &format!("location {path} {{"));
+    upgrade_headers(w);
+    line(w, 3, &format!("proxy_pass http://{upstream};"));
+    line(w, 2, "}");
+}
+
+fn upgrade_headers(w: &mut String) {
+    for text in [
+        "proxy_http_version 1.1;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Real-IP $remote_addr;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header x-request-id $request_id;",
+    ] {
+        line(w, 3, text);
+    }
+}
+
+/// Redirect sources of every routed service, first claim wins.
+fn redirects(routes: &RouteTable) -> BTreeMap<&str, &str> {
+    let mut out = BTreeMap::new();
+    for backend in routes.hosts.values().flatten().chain(&routes.default_backend) {
+        for (source, target) in &backend.options.redirects {
+            out.entry(source.as_str()).or_insert(target.as_str());
+        }
+    }
+    out
+}
+
+fn redirect_server(w: &mut String, site: &NginxSite<'_>, host: &str, target: &str) {
     line(w, 1, "server {");
     line(w, 2, &format!("listen {};", site.http_port));
     line(w, 2, &format!("server_name {host};"));
     line(w, 2, "location / {");
-    if targets.is_empty() {
-        // Every task of the host's services is down: answer like an unknown host, not 502.
-        line(w, 3, "return 503;");
-    } else {
-        line(w, 3, &format!("proxy_pass http://{upstream};"));
-    }
+    line(w, 3, &format!("return 302 {target}$request_uri;"));
     line(w, 2, "}");
+    line(w, 1, "}");
+}
+
+fn host_blocks(
+    w: &mut String,
+    site: &NginxSite<'_>,
+    routes: &RouteTable,
+    host: &str,
+    redirects: &BTreeMap<&str, &str>,
+) {
+    let paths = routes.paths(host);
+    let services: Vec<&str> = routes.hosts[host].iter().map(|b| b.service.as_str()).collect();
+    line(w, 0, "");
+    line(w, 1, &format!("# {host}: {}", services.join(", ")));
+    if let Some(target) = redirects.get(host) {
+        redirect_server(w, site, host, target);
+        return;
+    }
+    let mut locations = Vec::new();
+    for (path, backends) in &paths {
+        let targets: Vec<Target> =
+            backends.iter().flat_map(|b| b.targets.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+        // Pooled backends agree on their options (routes::RouteTable::add).
+        let options = &backends[0].options;
+        let name = upstream_name(host, path);
+        upstream(w, site, &name, &targets, options);
+        locations.push((*path, name, options, !targets.is_empty()));
+    }
+    line(w, 1, "server {");
+    line(w, 2, &format!("listen {};", site.http_port));
+    line(w, 2, &format!("server_name {host};"));
+    let mut written: BTreeSet<&str> = BTreeSet::new();
+    for (path, name, options, has_targets) in &locations {
+        if *has_targets {
+            proxy_location(w, path, name, options);
+        } else {
+            // Every task of the path's services is down: answer like an unknown host, not 502.
+            line(w, 2, &format!("location {path} {{"));
+            line(w, 3, "return 503;");
+            line(w, 2, "}");
+        }
+        written.insert(path);
+    }
+    for (_, name, options, has_targets) in &locations {
+        for ws in &options.websocket_endpoints {
+            if *has_targets && written.insert(ws.as_str()) {
+                websocket_location(w, ws, name);
+            }
+        }
+    }
+    if !written.contains("/") {
+        line(w, 2, "location / {");
+        line(w, 3, "return 503;");
+        line(w, 2, "}");
+    }
     line(w, 1, "}");
 }
 
@@ -187,6 +308,7 @@ mod tests {
                     service: service.to_string(),
                     network_id: "net".into(),
                     targets: ips.iter().map(|ip| Target { ip: ip.to_string(), port: 8080 }).collect(),
+                    options: Default::default(),
                 });
             }
         }
@@ -212,6 +334,61 @@ mod tests {
             ("down.local", &[("down", &[])]),
         ]);
         insta::assert_snapshot!("nginx_hosts", render(&site(&config), &table));
+    }
+
+    fn backend(service: &str, ips: &[&str], options: RouteOptions) -> Backend {
+        Backend {
+            service: service.into(),
+            network_id: "net".into(),
+            targets: ips.iter().map(|ip| Target { ip: ip.to_string(), port: 8080 }).collect(),
+            options,
+        }
+    }
+
+    /// One golden file per routing feature set; `tests/proxy_binaries.rs` runs each through nginx.
+    #[test]
+    fn routing_features() {
+        let mut table = RouteTable::default();
+        let ctx =
+            |root: &str, rewrite: bool| RouteOptions { context_root: Some(root.into()), rewrite, ..Default::default() };
+        table.hosts.insert(
+            "app.local".into(),
+            vec![
+                backend("web", &["10.0.0.2"], RouteOptions::default()),
+                backend("api", &["10.0.0.3"], ctx("/api", true)),
+                backend("docs", &["10.0.0.4"], ctx("/docs", false)),
+                backend(
+                    "chat",
+                    &["10.0.0.5"],
+                    RouteOptions { websocket_endpoints: vec!["/ws".into()], ..ctx("/chat", false) },
+                ),
+            ],
+        );
+        table.hosts.insert(
+            "sticky.local".into(),
+            vec![backend(
+                "cart",
+                &["10.0.1.2", "10.0.1.3"],
+                RouteOptions { sticky_cookie: Some("session".into()), ..Default::default() },
+            )],
+        );
+        table.hosts.insert(
+            "pinned.local".into(),
+            vec![backend("pin", &["10.0.2.2"], RouteOptions { ip_hash: true, ..Default::default() })],
+        );
+        table.hosts.insert("only-ctx.local".into(), vec![backend("sub", &["10.0.3.2"], ctx("/sub", true))]);
+        table.hosts.insert(
+            "new.local".into(),
+            vec![backend(
+                "site",
+                &["10.0.4.2"],
+                RouteOptions { redirects: vec![("old.local".into(), "http://new.local".into())], ..Default::default() },
+            )],
+        );
+        table.default_backend =
+            Some(backend("catch-all", &["10.0.5.2"], RouteOptions { default_backend: true, ..Default::default() }));
+        let config = NginxConfig::default();
+        insta::assert_snapshot!("nginx_features", render(&site(&config), &table));
     }
 
     #[test]

@@ -1,0 +1,199 @@
+//! The per-route `com.docker.lb.*` labels beyond host, port, network and cluster
+//! (`shared/reference/interlock.md` §3), parsed and validated. Every value that can reach a
+//! generated file is checked here against a strict character set, so no label can inject
+//! configuration; a bad value is an error that quarantines its service alone.
+
+use std::collections::BTreeMap;
+
+pub const LABEL_CONTEXT_ROOT: &str = "com.docker.lb.context_root";
+pub const LABEL_CONTEXT_ROOT_REWRITE: &str = "com.docker.lb.context_root_rewrite";
+pub const LABEL_WEBSOCKET_ENDPOINTS: &str = "com.docker.lb.websocket_endpoints";
+pub const LABEL_STICKY_SESSION_COOKIE: &str = "com.docker.lb.sticky_session_cookie";
+pub const LABEL_IP_HASH: &str = "com.docker.lb.ip_hash";
+pub const LABEL_REDIRECTS: &str = "com.docker.lb.redirects";
+pub const LABEL_DEFAULT_BACKEND: &str = "com.docker.lb.default_backend";
+pub const LABEL_BACKEND_MODE: &str = "com.docker.lb.backend_mode";
+/// Labels read but not acted on yet: routing continues over plain HTTP, and `plan` says so.
+pub const NOT_YET_SUPPORTED: &[&str] =
+    &["com.docker.lb.ssl_cert", "com.docker.lb.ssl_key", "com.docker.lb.ssl_passthrough"];
+
+/// How one service's routes behave. Services pooled on one host and path must agree on these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteOptions {
+    /// `/app`: the route serves only this path prefix of its hosts.
+    pub context_root: Option<String>,
+    /// Strip the context root before proxying.
+    pub rewrite: bool,
+    /// Paths that carry websocket upgrades.
+    pub websocket_endpoints: Vec<String>,
+    /// Pin clients to a task by this cookie.
+    pub sticky_cookie: Option<String>,
+    /// Pin clients to a task by their address.
+    pub ip_hash: bool,
+    /// `(source host, target URL)`: requests for the source host get a 302 to the target.
+    pub redirects: Vec<(String, String)>,
+    /// Serve hosts no other route claims.
+    pub default_backend: bool,
+}
+
+/// Reads the options from a service's labels, or says which value is wrong.
+pub fn route_options(labels: &BTreeMap<String, String>) -> Result<RouteOptions, String> {
+    let get = |key: &str| labels.get(key).map(|v| v.trim());
+    let mut options = RouteOptions {
+        context_root: get(LABEL_CONTEXT_ROOT).map(|v| path(LABEL_CONTEXT_ROOT, v)).transpose()?,
+        rewrite: get(LABEL_CONTEXT_ROOT_REWRITE)
+            .map(|v| boolean(LABEL_CONTEXT_ROOT_REWRITE, v))
+            .transpose()?
+            .unwrap_or(false),
+        websocket_endpoints: match get(LABEL_WEBSOCKET_ENDPOINTS) {
+            Some(v) => v.split(',').map(|p| path(LABEL_WEBSOCKET_ENDPOINTS, p.trim())).collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        },
+        sticky_cookie: get(LABEL_STICKY_SESSION_COOKIE).map(cookie_name).transpose()?,
+        ip_hash: get(LABEL_IP_HASH).map(|v| boolean(LABEL_IP_HASH, v)).transpose()?.unwrap_or(false),
+        redirects: get(LABEL_REDIRECTS).map(redirects).transpose()?.unwrap_or_default(),
+        default_backend: get(LABEL_DEFAULT_BACKEND)
+            .map(|v| boolean(LABEL_DEFAULT_BACKEND, v))
+            .transpose()?
+            .unwrap_or(false),
+    };
+    if options.context_root.as_deref() == Some("/") {
+        options.context_root = None;
+    }
+    if options.rewrite && options.context_root.is_none() {
+        return Err(format!("{LABEL_CONTEXT_ROOT_REWRITE} needs {LABEL_CONTEXT_ROOT}"));
+    }
+    if options.ip_hash && options.sticky_cookie.is_some() {
+        return Err(format!("{LABEL_IP_HASH} and {LABEL_STICKY_SESSION_COOKIE} cannot both pin clients"));
+    }
+    match get(LABEL_BACKEND_MODE) {
+        None | Some("task") => {}
+        Some("vip") => return Err(format!("{LABEL_BACKEND_MODE}=vip is not supported yet (use task)")),
+        Some(other) => return Err(format!("{LABEL_BACKEND_MODE}={other:?} is not task or vip")),
+    }
+    Ok(options)
+}
+
+fn boolean(key: &str, value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("{key}={value:?} is not true or false")),
+    }
+}
+
+/// A URL path: starts with `/`, then unreserved characters and `/` only.
+fn path(key: &str, value: &str) -> Result<String, String> {
+    let valid = value.starts_with('/')
+        && value.len() <= 1024
+        && !value.contains("//")
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~'));
+    if valid {
+        Ok(value.trim_end_matches('/').to_owned()).map(|p: String| if p.is_empty() { "/".to_owned() } else { p })
+    } else {
+        Err(format!("{key}={value:?} is not a path (a '/' then letters, digits, '-', '_', '.', '~', '/')"))
+    }
+}
+
+fn cookie_name(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 128
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("{LABEL_STICKY_SESSION_COOKIE}={value:?} is not a cookie name (letters, digits, '-', '_')"))
+    }
+}
+
+/// `http://old.example.com,https://new.example.com;src2,dst2`.
+fn redirects(value: &str) -> Result<Vec<(String, String)>, String> {
+    value
+        .split(';')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            let (source, target) = pair
+                .split_once(',')
+                .ok_or_else(|| format!("{LABEL_REDIRECTS}: {pair:?} has no target (use source,target)"))?;
+            let (source, target) = (source.trim(), target.trim());
+            let host = source.split_once("://").map_or(source, |(_, rest)| rest).trim_end_matches('/');
+            let host = crate::routes::parse_hosts(host)
+                .ok()
+                .and_then(|h| h.into_iter().next())
+                .ok_or_else(|| format!("{LABEL_REDIRECTS}: source {source:?} is not a host or URL"))?;
+            if !is_url(target) {
+                return Err(format!("{LABEL_REDIRECTS}: target {target:?} is not an http(s) URL"));
+            }
+            Ok((host, target.trim_end_matches('/').to_owned()))
+        })
+        .collect()
+}
+
+/// `http(s)://host[:port][/path]` with characters that need no quoting in nginx.
+fn is_url(value: &str) -> bool {
+    let Some((scheme, rest)) = value.split_once("://") else { return false };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~' | '/' | ':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> Result<RouteOptions, String> {
+        route_options(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn parses_every_option() {
+        let o = opts(&[
+            (LABEL_CONTEXT_ROOT, "/app/"),
+            (LABEL_CONTEXT_ROOT_REWRITE, "true"),
+            (LABEL_WEBSOCKET_ENDPOINTS, "/ws, /app/socket"),
+            (LABEL_STICKY_SESSION_COOKIE, "session_id"),
+            (LABEL_REDIRECTS, "http://old.local,http://new.local;legacy.local,https://new.local/legacy"),
+            (LABEL_DEFAULT_BACKEND, "true"),
+            (LABEL_BACKEND_MODE, "task"),
+        ])
+        .unwrap();
+        assert_eq!(o.context_root.as_deref(), Some("/app"));
+        assert!(o.rewrite && o.default_backend && !o.ip_hash);
+        assert_eq!(o.websocket_endpoints, ["/ws", "/app/socket"]);
+        assert_eq!(o.sticky_cookie.as_deref(), Some("session_id"));
+        assert_eq!(
+            o.redirects,
+            [
+                ("old.local".to_owned(), "http://new.local".to_owned()),
+                ("legacy.local".to_owned(), "https://new.local/legacy".to_owned())
+            ]
+        );
+        assert_eq!(opts(&[]).unwrap(), RouteOptions::default());
+        assert_eq!(opts(&[(LABEL_CONTEXT_ROOT, "/")]).unwrap().context_root, None);
+    }
+
+    #[test]
+    fn rejects_values_that_could_inject_or_make_no_sense() {
+        for (pairs, needle) in [
+            (vec![(LABEL_CONTEXT_ROOT, "/my app")], "is not a path"),
+            (vec![(LABEL_CONTEXT_ROOT, "app")], "is not a path"),
+            (vec![(LABEL_CONTEXT_ROOT, "/a;return 200")], "is not a path"),
+            (vec![(LABEL_CONTEXT_ROOT, "/a{")], "is not a path"),
+            (vec![(LABEL_CONTEXT_ROOT_REWRITE, "yes please")], "not true or false"),
+            (vec![(LABEL_CONTEXT_ROOT_REWRITE, "true")], "needs com.docker.lb.context_root"),
+            (vec![(LABEL_WEBSOCKET_ENDPOINTS, "/ws,ws2")], "is not a path"),
+            (vec![(LABEL_STICKY_SESSION_COOKIE, "a b")], "not a cookie name"),
+            (vec![(LABEL_STICKY_SESSION_COOKIE, "x;"), (LABEL_IP_HASH, "true")], "not a cookie name"),
+            (vec![(LABEL_STICKY_SESSION_COOKIE, "x"), (LABEL_IP_HASH, "true")], "cannot both"),
+            (vec![(LABEL_REDIRECTS, "http://old.local")], "has no target"),
+            (vec![(LABEL_REDIRECTS, "http://old.local,new.local")], "not an http(s) URL"),
+            (vec![(LABEL_REDIRECTS, "http://old.local,http://x/$1;")], "not an http(s) URL"),
+            (vec![(LABEL_REDIRECTS, "bad host,http://x")], "not a host or URL"),
+            (vec![(LABEL_BACKEND_MODE, "dns")], "is not task or vip"),
+            (vec![(LABEL_BACKEND_MODE, "vip")], "not supported yet"),
+        ] {
+            let err = opts(&pairs).expect_err(needle);
+            assert!(err.contains(needle), "{err} !~ {needle}");
+        }
+    }
+}
