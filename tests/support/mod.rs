@@ -55,25 +55,44 @@ pub fn node_addr(node: &str) -> String {
         .unwrap_or_else(|| panic!("no address for lab node {node} in /run/interlock-lab/env"))
 }
 
-/// An HTTP/1.1 answer: status and body.
+/// An HTTP/1.1 answer: status, headers (lower-cased names) and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// `GET /` on `addr:port` with `Host: host`; `None` if nothing answered.
 pub async fn get(addr: &str, port: u16, host: &str) -> Option<Answer> {
+    request(addr, port, host, "/", &[]).await
+}
+
+/// `GET path` with `Host: host` and extra headers; `None` if nothing answered.
+pub async fn request(addr: &str, port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> Option<Answer> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect((addr, port)).await.ok()?;
-        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let extra: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.ok()?;
         let text = String::from_utf8_lossy(&raw).into_owned();
         let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        Some(Answer { status, body })
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+        let headers = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Some(Answer { status, headers, body: body.to_owned() })
     };
     tokio::time::timeout(Duration::from_secs(3), exchange).await.ok().flatten()
 }

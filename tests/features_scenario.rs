@@ -1,0 +1,191 @@
+//! Routing features on the project's lab, with real requests through a real nginx proxy on
+//! lb-00: context roots with and without rewrite, a redirect, a default backend, sticky sessions
+//! by cookie, and a quarantined service while its neighbours keep answering.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
+use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, request};
+
+const CONFIG: &str = "deploy/examples/features.lab.toml";
+const PORT: u16 = 8090;
+const APPS: &[&str] = &["web", "api", "docs", "site", "catch", "cart", "broken"];
+
+/// `docker service create` of a busybox app on `edge-apps` serving `files` (config name, target,
+/// mode), with routing labels.
+fn app(name: &str, replicas: u32, labels: &[(&str, &str)], files: &[(&str, &str, &str)]) {
+    let mut args: Vec<String> = ["service", "create", "-q", "--detach", "--name", name, "--network", "edge-apps"]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    args.extend(["--replicas".to_owned(), replicas.to_string(), "--constraint".into(), "node.hostname==app-00".into()]);
+    for (k, v) in labels {
+        args.extend(["--label".to_owned(), format!("{k}={v}")]);
+    }
+    for (config, target, mode) in files {
+        args.extend(["--config".to_owned(), format!("source={config},target={target},mode={mode}")]);
+    }
+    args.push("local/interlock-app:lab".into());
+    docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+fn body_config(name: &str, text: &str) {
+    docker_quiet(&["config", "rm", name]);
+    let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    docker(&["config", "create", name, path.to_str().unwrap()]);
+    std::fs::remove_file(path).ok();
+}
+
+fn clean() {
+    for app in APPS {
+        docker_quiet(&["service", "rm", app]);
+    }
+}
+
+#[tokio::test]
+async fn routing_features_through_a_real_proxy() {
+    let api = lab().await;
+    support::stop_demo_operator(&api).await;
+    clean();
+    for s in api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
+        docker_quiet(&["service", "rm", &s.id]);
+    }
+    docker_quiet(&["network", "create", "-d", "overlay", "interlock"]);
+    docker_quiet(&["network", "create", "-d", "overlay", "edge-apps"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, text) in
+        [("web", "web\n"), ("api", "api\n"), ("docs", "docs\n"), ("site", "new\n"), ("catch", "catch\n")]
+    {
+        body_config(&format!("feat-{name}-body"), text);
+    }
+    body_config("feat-cart-cgi", "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nhostname\n");
+
+    let lb = "com.docker.lb";
+    app(
+        "web",
+        1,
+        &[(&format!("{lb}.hosts"), "features.local"), (&format!("{lb}.port"), "80")],
+        &[("feat-web-body", "/www/index.html", "0444")],
+    );
+    app(
+        "api",
+        1,
+        &[
+            (&format!("{lb}.hosts"), "features.local"),
+            (&format!("{lb}.port"), "80"),
+            (&format!("{lb}.context_root"), "/api"),
+            (&format!("{lb}.context_root_rewrite"), "true"),
+        ],
+        &[("feat-api-body", "/www/index.html", "0444")],
+    );
+    app(
+        "docs",
+        1,
+        &[
+            (&format!("{lb}.hosts"), "features.local"),
+            (&format!("{lb}.port"), "80"),
+            (&format!("{lb}.context_root"), "/docs"),
+        ],
+        &[("feat-docs-body", "/www/docs/index.html", "0444")],
+    );
+    app(
+        "site",
+        1,
+        &[
+            (&format!("{lb}.hosts"), "new.local"),
+            (&format!("{lb}.port"), "80"),
+            (&format!("{lb}.redirects"), "http://old.local,http://new.local"),
+        ],
+        &[("feat-site-body", "/www/index.html", "0444")],
+    );
+    app(
+        "catch",
+        1,
+        &[(&format!("{lb}.default_backend"), "true"), (&format!("{lb}.port"), "80")],
+        &[("feat-catch-body", "/www/index.html", "0444")],
+    );
+    app(
+        "cart",
+        2,
+        &[
+            (&format!("{lb}.hosts"), "cart.local"),
+            (&format!("{lb}.port"), "80"),
+            (&format!("{lb}.sticky_session_cookie"), "session"),
+        ],
+        &[("feat-cart-cgi", "/www/cgi-bin/id", "0555")],
+    );
+    app("broken", 1, &[(&format!("{lb}.hosts"), "broken.local"), (&format!("{lb}.port"), "http")], &[]);
+
+    // Wait for every app task, then converge.
+    eventually("all app tasks running", Duration::from_secs(60), || async {
+        let services = api.list_services("").await.ok()?;
+        let tasks = api.list_tasks().await.ok()?;
+        let running = |name: &str| {
+            let id = &services.iter().find(|s| s.def.name == name)?.id;
+            Some(tasks.iter().filter(|t| &t.service_id == id && t.running).count())
+        };
+        (running("cart")? == 2 && APPS.iter().all(|a| running(a).is_some_and(|n| n >= 1))).then_some(())
+    })
+    .await;
+    let (code, out) = interlock(&["apply", "-c", CONFIG, "--timeout", "90"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, plan) = interlock(&["plan", "-c", CONFIG]);
+    assert!(plan.contains("quarantined service broken: com.docker.lb.port=\"http\" is not a port number"), "{plan}");
+
+    let addr = node_addr("lb-00");
+    let get = |host: &'static str, path: &'static str| {
+        let addr = addr.clone();
+        async move { request(&addr, PORT, host, path, &[]).await }
+    };
+    let body = |host: &'static str, path: &'static str| {
+        let get = &get;
+        async move {
+            eventually(&format!("{host}{path} answers 200"), Duration::from_secs(30), || async {
+                get(host, path).await.filter(|a| a.status == 200).map(|a| a.body)
+            })
+            .await
+        }
+    };
+
+    // Context roots: with rewrite the app sees "/", without it the full path.
+    assert_eq!(body("features.local", "/").await, "web\n");
+    assert_eq!(body("features.local", "/api/").await, "api\n");
+    assert_eq!(body("features.local", "/docs/").await, "docs\n");
+    let bare = get("features.local", "/api").await.unwrap();
+    assert_eq!((bare.status, bare.header("location").map(|l| l.ends_with("/api/"))), (301, Some(true)), "{bare:?}");
+
+    // A redirect.
+    let redirect = get("old.local", "/path?q=1").await.unwrap();
+    assert_eq!(redirect.status, 302);
+    assert_eq!(redirect.header("location"), Some("http://new.local/path?q=1"));
+    assert_eq!(body("new.local", "/").await, "new\n");
+
+    // The default backend answers unknown hosts, and the quarantined service's host.
+    assert_eq!(body("unknown.local", "/").await, "catch\n");
+    assert_eq!(body("broken.local", "/").await, "catch\n");
+
+    // Sticky sessions: one cookie, one task; both tasks are in the upstream.
+    let mut seen = BTreeSet::new();
+    for _ in 0..8 {
+        let a = request(&addr, PORT, "cart.local", "/cgi-bin/id", &[("Cookie", "session=alpha")]).await.unwrap();
+        assert_eq!(a.status, 200, "{a:?}");
+        seen.insert(a.body);
+    }
+    assert_eq!(seen.len(), 1, "one cookie value always reaches the same task: {seen:?}");
+    let mut tasks = BTreeSet::new();
+    for cookie in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"] {
+        let value = format!("session={cookie}");
+        let a = request(&addr, PORT, "cart.local", "/cgi-bin/id", &[("Cookie", value.as_str())]).await.unwrap();
+        tasks.insert(a.body);
+    }
+    assert_eq!(tasks.len(), 2, "different cookies spread over both tasks: {tasks:?}");
+
+    clean();
+    for s in api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
+        docker_quiet(&["service", "rm", &s.id]);
+    }
+}
