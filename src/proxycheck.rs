@@ -1,15 +1,16 @@
 //! Checks a rendered proxy config with the real proxy binary before it is rolled out: a config
-//! nginx rejects must never reach a proxy service (Interlock 1.x issue #217: one bad label made
-//! every app 502).
+//! the proxy rejects must never reach a proxy service (Interlock 1.x issue #217: one bad label
+//! made every app 502). `nginx -t` for nginx, `haproxy -c` for HAProxy.
 //!
-//! The operator's image carries nginx, so in production the check always runs. Where nginx is
-//! not installed (a developer's laptop) the check is skipped, and said so once at start-up.
+//! The operator's image carries both binaries, so in production the check always runs. Where a
+//! binary is not installed (a developer's laptop) its check is skipped, and said so at start-up.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
 
+use reconcilers::config::ProxyKind;
 use tracing::warn;
 
 /// What the check concluded about one rendered config.
@@ -26,39 +27,52 @@ pub enum Verdict {
 /// does not spawn nginx on every pass.
 pub struct ProxyChecker {
     nginx: Option<PathBuf>,
+    haproxy: Option<PathBuf>,
     verdicts: Mutex<BTreeMap<String, Verdict>>,
 }
 
 impl ProxyChecker {
     /// Finds nginx on `PATH` (and in /usr/sbin, where Debian puts it).
     pub fn discover() -> Self {
-        let nginx = find("nginx");
-        if nginx.is_none() {
-            warn!("nginx is not installed here: rendered configs are rolled out without `nginx -t`");
+        let (nginx, haproxy) = (find("nginx"), find("haproxy"));
+        for (name, found) in [("nginx", &nginx), ("haproxy", &haproxy)] {
+            if found.is_none() {
+                warn!("{name} is not installed here: its rendered configs are rolled out unchecked");
+            }
         }
-        Self { nginx, verdicts: Mutex::default() }
+        Self { nginx, haproxy, verdicts: Mutex::default() }
     }
 
-    /// A checker that never checks (for tests of other parts).
-    pub fn disabled() -> Self {
-        Self { nginx: None, verdicts: Mutex::default() }
-    }
-
+    /// Whether both binaries were found.
     pub fn can_check(&self) -> bool {
-        self.nginx.is_some()
+        self.nginx.is_some() && self.haproxy.is_some()
     }
 
     /// The verdict on an nginx config whose content hash is `hash`.
     pub async fn check_nginx(&self, hash: &str, text: &str) -> Verdict {
-        if let Some(v) = self.verdicts.lock().expect("verdict cache").get(hash) {
+        self.check(ProxyKind::Nginx, hash, text).await
+    }
+
+    /// The verdict on a config of `kind` whose content hash is `hash`, remembered by hash.
+    pub async fn check(&self, kind: ProxyKind, hash: &str, text: &str) -> Verdict {
+        let key = format!("{kind}:{hash}");
+        if let Some(v) = self.verdicts.lock().expect("verdict cache").get(&key) {
             return v.clone();
         }
-        let Some(nginx) = &self.nginx else { return Verdict::Unchecked };
-        let verdict = match run_nginx_test(nginx, text).await {
+        let binary = match kind {
+            ProxyKind::Nginx => &self.nginx,
+            ProxyKind::Haproxy => &self.haproxy,
+        };
+        let Some(binary) = binary else { return Verdict::Unchecked };
+        let args: &[&str] = match kind {
+            ProxyKind::Nginx => &["-t", "-q", "-c"],
+            ProxyKind::Haproxy => &["-c", "-f"],
+        };
+        let verdict = match run_check(binary, args, text).await {
             Ok(()) => Verdict::Accepted,
             Err(reason) => Verdict::Rejected(reason),
         };
-        self.verdicts.lock().expect("verdict cache").insert(hash.to_owned(), verdict.clone());
+        self.verdicts.lock().expect("verdict cache").insert(key, verdict.clone());
         verdict
     }
 }
@@ -71,31 +85,29 @@ fn find(binary: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `nginx -t -q -c FILE` on a private copy of the text.
-async fn run_nginx_test(nginx: &PathBuf, text: &str) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("interlock-nginx-check-{}-{}", std::process::id(), unique()));
+/// `BINARY ARGS FILE` on a private copy of the text; the binary's first error line on failure.
+async fn run_check(binary: &PathBuf, args: &[&str], text: &str) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("interlock-proxy-check-{}-{}", std::process::id(), unique()));
     tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("cannot prepare the check: {e}"))?;
-    let file = dir.join("nginx.conf");
+    let file = dir.join("proxy.conf");
     let result = async {
         tokio::fs::write(&file, text).await.map_err(|e| format!("cannot prepare the check: {e}"))?;
-        let output = tokio::process::Command::new(nginx)
-            .arg("-t")
-            .arg("-q")
-            .arg("-c")
+        let output = tokio::process::Command::new(binary)
+            .args(args)
             .arg(&file)
             .stdin(Stdio::null())
             .output()
             .await
-            .map_err(|e| format!("cannot run {}: {e}", nginx.display()))?;
+            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
         if output.status.success() {
             Ok(())
         } else {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let reason = stderr
+            let all = format!("{}{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout));
+            let reason = all
                 .lines()
-                .find(|l| l.contains("[emerg]"))
-                .unwrap_or_else(|| stderr.lines().next().unwrap_or("rejected"))
-                .replace(&file.display().to_string(), "nginx.conf");
+                .find(|l| l.contains("[emerg]") || l.contains("[ALERT]"))
+                .unwrap_or_else(|| all.lines().next().unwrap_or("rejected"))
+                .replace(&file.display().to_string(), "proxy.conf");
             Err(reason.trim().to_owned())
         }
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::future::join_all;
-use reconcilers::config::Config;
+use reconcilers::config::{Config, ProxyKind};
 use reconcilers::desired::{self, Environment, Observed};
 use reconcilers::plan::{self, Action, Plan};
 use tracing::{info, warn};
@@ -95,11 +95,15 @@ impl Reconciler {
             });
             let Some(def) = new_config else { continue };
             let hash = def.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
+            let kind = match def.labels.get(desired::LABEL_PROXY_KIND).map(String::as_str) {
+                Some("haproxy") => ProxyKind::Haproxy,
+                _ => ProxyKind::Nginx,
+            };
             let text = String::from_utf8_lossy(&def.data);
-            if let Verdict::Rejected(reason) = self.checker.check_nginx(&hash, &text).await {
+            if let Verdict::Rejected(reason) = self.checker.check(kind, &hash, &text).await {
                 cluster.actions.clear();
                 cluster.conflicts.push(format!(
-                    "the new proxy config is rejected by nginx ({reason}); the proxy keeps its last good config"
+                    "the new proxy config is rejected by {kind} ({reason}); the proxy keeps its last good config"
                 ));
             }
         }

@@ -1,6 +1,7 @@
 //! Routing features on the project's lab, with real requests through a real nginx proxy on
 //! lb-00: context roots with and without rewrite, a redirect, a default backend, sticky sessions
-//! by cookie, and a quarantined service while its neighbours keep answering.
+//! by cookie, and a quarantined service while its neighbours keep answering; and a second
+//! service cluster on HAProxy (lb-01) beside the nginx one.
 
 mod support;
 
@@ -12,7 +13,7 @@ use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, reque
 
 const CONFIG: &str = "deploy/examples/features.lab.toml";
 const PORT: u16 = 8090;
-const APPS: &[&str] = &["web", "api", "docs", "site", "catch", "cart", "broken"];
+const APPS: &[&str] = &["web", "api", "docs", "site", "catch", "cart", "broken", "hap-web", "hap-api"];
 
 /// `docker service create` of a busybox app on `edge-apps` serving `files` (config name, target,
 /// mode), with routing labels.
@@ -57,9 +58,15 @@ async fn routing_features_through_a_real_proxy() {
     docker_quiet(&["network", "create", "-d", "overlay", "interlock"]);
     docker_quiet(&["network", "create", "-d", "overlay", "edge-apps"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for (name, text) in
-        [("web", "web\n"), ("api", "api\n"), ("docs", "docs\n"), ("site", "new\n"), ("catch", "catch\n")]
-    {
+    for (name, text) in [
+        ("web", "web\n"),
+        ("api", "api\n"),
+        ("docs", "docs\n"),
+        ("site", "new\n"),
+        ("catch", "catch\n"),
+        ("hap-web", "hap-web\n"),
+        ("hap-api", "hap-api\n"),
+    ] {
         body_config(&format!("feat-{name}-body"), text);
     }
     body_config("feat-cart-cgi", "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nhostname\n");
@@ -117,6 +124,28 @@ async fn routing_features_through_a_real_proxy() {
             (&format!("{lb}.sticky_session_cookie"), "session"),
         ],
         &[("feat-cart-cgi", "/www/cgi-bin/id", "0555")],
+    );
+    let hap = [(format!("{lb}.port"), "80"), (format!("{lb}.service_cluster"), "hap")];
+    let hap: Vec<(&str, &str)> = hap.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    app(
+        "hap-web",
+        1,
+        &[&hap[..], &[(&format!("{lb}.hosts"), "hap.local")]].concat(),
+        &[("feat-hap-web-body", "/www/index.html", "0444")],
+    );
+    app(
+        "hap-api",
+        1,
+        &[
+            &hap[..],
+            &[
+                (&format!("{lb}.hosts"), "hap.local"),
+                (&format!("{lb}.context_root"), "/api"),
+                (&format!("{lb}.context_root_rewrite"), "true"),
+            ],
+        ]
+        .concat(),
+        &[("feat-hap-api-body", "/www/index.html", "0444")],
     );
     app("broken", 1, &[(&format!("{lb}.hosts"), "broken.local"), (&format!("{lb}.port"), "http")], &[]);
 
@@ -183,6 +212,22 @@ async fn routing_features_through_a_real_proxy() {
         tasks.insert(a.body);
     }
     assert_eq!(tasks.len(), 2, "different cookies spread over both tasks: {tasks:?}");
+
+    // The HAProxy cluster beside it: its own hosts, with a rewritten context root; nothing else.
+    let hap_addr = node_addr("lb-01");
+    let hap = |host: &'static str, path: &'static str, status: u16| {
+        let hap_addr = hap_addr.clone();
+        async move {
+            eventually(&format!("haproxy: {host}{path} answers {status}"), Duration::from_secs(30), || async {
+                request(&hap_addr, 8091, host, path, &[]).await.filter(|a| a.status == status).map(|a| a.body)
+            })
+            .await
+        }
+    };
+    assert_eq!(hap("hap.local", "/", 200).await, "hap-web\n");
+    assert_eq!(hap("hap.local", "/api/", 200).await, "hap-api\n");
+    hap("features.local", "/", 503).await;
+    get("hap.local", "/").await.filter(|a| a.body != "hap-web\n").expect("the nginx cluster does not serve hap.local");
 
     clean();
     for s in api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {

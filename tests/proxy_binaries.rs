@@ -3,6 +3,7 @@
 //! without them this test fails rather than passing unchecked.
 
 use interlock::proxycheck::{ProxyChecker, Verdict};
+use reconcilers::config::ProxyKind;
 
 /// The rendered file inside an insta snapshot (after its front matter).
 fn snapshot_body(text: &str) -> &str {
@@ -12,23 +13,28 @@ fn snapshot_body(text: &str) -> &str {
 }
 
 #[tokio::test]
-async fn golden_nginx_configs_pass_nginx_t() {
+async fn golden_configs_pass_their_proxy_check() {
     let checker = ProxyChecker::discover();
-    assert!(checker.can_check(), "nginx is not installed: run deploy/test.sh, which installs it");
+    assert!(checker.can_check(), "nginx or haproxy is not installed: run deploy/test.sh, which installs them");
     let dir = std::path::Path::new("reconcilers/src/render/snapshots");
-    let mut checked = 0;
+    let mut checked = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(dir).expect("snapshots folder") {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if !name.contains("nginx") || !name.ends_with(".snap") {
+        let kind = if name.contains("__nginx_") {
+            ProxyKind::Nginx
+        } else if name.contains("__haproxy_") {
+            ProxyKind::Haproxy
+        } else {
             continue;
-        }
+        };
         let text = std::fs::read_to_string(&path).unwrap();
-        let verdict = checker.check_nginx(&name, snapshot_body(&text)).await;
+        let verdict = checker.check(kind, &name, snapshot_body(&text)).await;
         assert_eq!(verdict, Verdict::Accepted, "{name}");
-        checked += 1;
+        *checked.entry(kind.to_string()).or_insert(0) += 1;
     }
-    assert!(checked >= 2, "found {checked} nginx golden files");
+    assert!(checked.get("nginx").copied().unwrap_or(0) >= 3, "{checked:?}");
+    assert!(checked.get("haproxy").copied().unwrap_or(0) >= 2, "{checked:?}");
 }
 
 #[tokio::test]
@@ -38,5 +44,9 @@ async fn a_broken_config_is_rejected_with_nginx_own_reason() {
     let verdict = checker.check_nginx("broken", "events {}\nhttp {\n    bogus_directive on;\n}\n").await;
     let Verdict::Rejected(reason) = verdict else { panic!("accepted a broken config: {verdict:?}") };
     assert!(reason.contains("unknown directive \"bogus_directive\""), "{reason}");
-    assert!(reason.contains("nginx.conf:3"), "the reason points at the line: {reason}");
+    assert!(reason.contains("proxy.conf:3"), "the reason points at the line: {reason}");
+    let verdict =
+        checker.check(ProxyKind::Haproxy, "broken", "frontend f\n    bind *:80\n    bogus_keyword on\n").await;
+    let Verdict::Rejected(reason) = verdict else { panic!("haproxy accepted a broken config: {verdict:?}") };
+    assert!(reason.contains("bogus_keyword") || reason.contains("proxy.conf:3"), "{reason}");
 }

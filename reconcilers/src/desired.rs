@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Extension, ProxyConfig};
+use crate::render::haproxy::{self, HaproxySite};
 use crate::render::nginx::{self, NginxSite};
 use crate::routes::{self, Quarantined, RouteTable};
 use crate::swarm::{
@@ -24,6 +25,8 @@ pub const LABEL_EXTENSION: &str = "com.docker.interlock.extension";
 pub const LABEL_ROLE: &str = "com.docker.interlock.role";
 /// sha256 of the desired spec the object was written from.
 pub const LABEL_SPEC_HASH: &str = "com.docker.interlock.spec-hash";
+/// On proxy configs: `nginx` or `haproxy`, which binary checks them.
+pub const LABEL_PROXY_KIND: &str = "com.docker.interlock.proxy-kind";
 /// Interlock's own marker on proxy services, kept so `docker service ls -f label=type=...` works.
 pub const LABEL_TYPE: &str = "type";
 pub const TYPE_PROXY: &str = "com.docker.interlock.core.proxy";
@@ -75,8 +78,6 @@ pub struct ClusterState {
     pub proxy_service: ServiceDef,
     pub proxy_config: ConfigDef,
     pub routes: RouteTable,
-    /// Why this cluster is left as it is this pass, if it is (its existing objects stay).
-    pub held: Option<String>,
 }
 
 /// The whole desired state.
@@ -145,19 +146,16 @@ fn cluster_state(
     operator_network: Option<&str>,
     env: &Environment,
 ) -> ClusterState {
-    let (text, held) = match &ext.config {
-        ProxyConfig::Nginx(config) => (
-            nginx::render(&NginxSite { config, http_port: ext.target_port, server_info: &env.server_info }, &routes),
-            None,
-        ),
-        // Never roll a proxy onto a config that is not a real one.
-        ProxyConfig::Haproxy(_) => {
-            (String::new(), Some("HAProxy configs are not rendered yet: this extension is left as it is".to_owned()))
+    let text = match &ext.config {
+        ProxyConfig::Nginx(config) => {
+            nginx::render(&NginxSite { config, http_port: ext.target_port, server_info: &env.server_info }, &routes)
         }
+        ProxyConfig::Haproxy(config) => haproxy::render(&HaproxySite { config, http_port: ext.target_port }, &routes),
     };
     let content_hash = sha256_hex(text.as_bytes());
     let mut config_labels = owned_labels(Some(&ext.name), "proxy-config");
     config_labels.insert(LABEL_SPEC_HASH.to_owned(), content_hash.clone());
+    config_labels.insert(LABEL_PROXY_KIND.to_owned(), ext.proxy_kind.to_string());
     let proxy_config = ConfigDef {
         name: format!("{}-{}", ext.proxy_service_name, &content_hash[..12]),
         labels: config_labels,
@@ -244,7 +242,6 @@ fn cluster_state(
         proxy_service,
         proxy_config,
         routes,
-        held,
     }
 }
 

@@ -95,13 +95,6 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             notes: cluster.routes.notes.clone(),
             ..ClusterPlan::default()
         };
-        if let Some(reason) = &cluster.held {
-            cp.conflicts.push(reason.clone());
-            wanted_services.insert(&cluster.proxy_service.name);
-            wanted_services.extend(cluster.extension_service.as_ref().map(|e| e.name.as_str()));
-            plan.clusters.insert(name.clone(), cp);
-            continue;
-        }
         let config_exists = observed.configs.iter().any(|c| c.name == cluster.proxy_config.name);
         wanted_configs.insert(&cluster.proxy_config.name);
         let proxy = by_name.get(cluster.proxy_service.name.as_str());

@@ -326,12 +326,14 @@ fn desired_state_is_deterministic_and_hashes_ignore_map_insertion_order() {
 }
 
 #[test]
-fn an_extension_without_a_renderer_is_held_not_written() {
+fn an_haproxy_extension_gets_an_haproxy_config() {
     let text =
         SEED.replace("ServiceCluster = \"us-west\"", "ServiceCluster = \"us-west\"\n    ProxyKind = \"haproxy\"");
     let config = config::parse("seed", &text).unwrap().config;
-    let p = plan(&desired_state(&config, &seed_swarm(), &env()), &seed_swarm());
-    assert!(p.clusters["us-west"].actions.is_empty());
-    assert!(p.clusters["us-west"].conflicts[0].contains("not rendered yet"));
-    assert!(!p.clusters["us-east"].actions.is_empty());
+    let d = desired_state(&config, &seed_swarm(), &env());
+    let west = &d.clusters["us-west"];
+    let cfg = String::from_utf8(west.proxy_config.data.clone()).unwrap();
+    assert!(cfg.contains("frontend http-default") && cfg.contains("server s0 10.0.2.5:8080 check"), "{cfg}");
+    assert_eq!(west.proxy_config.labels[LABEL_PROXY_KIND], "haproxy");
+    assert_eq!(d.clusters["us-east"].proxy_config.labels[LABEL_PROXY_KIND], "nginx");
 }
