@@ -85,13 +85,57 @@ fn find(binary: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A throwaway self-signed certificate and key, used only in place of the real TLS secrets while
+/// checking a config's syntax: the operator does not have the secrets the proxy will mount.
+/// (A real certificate that does not match its key fails the proxy task at start, and Swarm rolls
+/// the update back.)
+const CHECK_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBmDCCAT+gAwIBAgIUUKk/NlW4pE3Zp/zytRl20u27Oi0wCgYIKoZIzj0EAwIw
+ITEfMB0GA1UEAwwWaW50ZXJsb2NrLWNvbmZpZy1jaGVjazAgFw0yNjExMjIwNDAw
+MTdaGA8yMTI2MTAyOTA0MDAxN1owITEfMB0GA1UEAwwWaW50ZXJsb2NrLWNvbmZp
+Zy1jaGVjazBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABEKEv4ijmSq5ugkAetqr
+FPS4zBkeDkug+O7SXpULLY3BPFWcYkygrm6TO5Odp6M3YRpgA5jDWOQqHc0Quky0
+89+jUzBRMB0GA1UdDgQWBBTcZXRq5e5HrJZyBaWlGP0kAnrjVDAfBgNVHSMEGDAW
+gBTcZXRq5e5HrJZyBaWlGP0kAnrjVDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49
+BAMCA0cAMEQCIEWhIgMUu5qF87EvH77KwZDzAhAyQ20TTSxBnMN4IRJ3AiBWdJj3
+w+pXsxpPe/m8AhaHjotEHkWc5Oxvv62NLhaAEA==
+-----END CERTIFICATE-----\n";
+const CHECK_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgFRb0hNpY1lLsYHct
+QnFbQIHQY3SLC7uhplvhQLsABiahRANCAARChL+Io5kquboJAHraqxT0uMwZHg5L
+oPju0l6VCy2NwTxVnGJMoK5ukzuTnaejN2EaYAOYw1jkKh3NELpMtPPf
+-----END PRIVATE KEY-----\n";
+
+/// Points `ssl_certificate` and `ssl_certificate_key` lines at the check's own pair.
+fn with_check_certificates(text: &str, dir: &std::path::Path) -> String {
+    let (cert, key) = (dir.join("check.crt"), dir.join("check.key"));
+    text.lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            if trimmed.starts_with("ssl_certificate_key ") {
+                format!("{indent}ssl_certificate_key {};", key.display())
+            } else if trimmed.starts_with("ssl_certificate ") {
+                format!("{indent}ssl_certificate {};", cert.display())
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `BINARY ARGS FILE` on a private copy of the text; the binary's first error line on failure.
 async fn run_check(binary: &PathBuf, args: &[&str], text: &str) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("interlock-proxy-check-{}-{}", std::process::id(), unique()));
     tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("cannot prepare the check: {e}"))?;
     let file = dir.join("proxy.conf");
     let result = async {
-        tokio::fs::write(&file, text).await.map_err(|e| format!("cannot prepare the check: {e}"))?;
+        let prepare = |e: std::io::Error| format!("cannot prepare the check: {e}");
+        tokio::fs::write(dir.join("check.crt"), CHECK_CERT).await.map_err(prepare)?;
+        tokio::fs::write(dir.join("check.key"), CHECK_KEY).await.map_err(prepare)?;
+        let text = with_check_certificates(text, &dir) + "\n";
+        tokio::fs::write(&file, text).await.map_err(prepare)?;
         let output = tokio::process::Command::new(binary)
             .args(args)
             .arg(&file)

@@ -13,7 +13,7 @@ use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, reque
 
 const CONFIG: &str = "deploy/examples/features.lab.toml";
 const PORT: u16 = 8090;
-const APPS: &[&str] = &["web", "api", "docs", "site", "catch", "cart", "broken", "hap-web", "hap-api"];
+const APPS: &[&str] = &["web", "api", "docs", "site", "catch", "cart", "broken", "hap-web", "hap-api", "secure"];
 
 /// `docker service create` of a busybox app on `edge-apps` serving `files` (config name, target,
 /// mode), with routing labels.
@@ -69,6 +69,25 @@ async fn routing_features_through_a_real_proxy() {
     ] {
         body_config(&format!("feat-{name}-body"), text);
     }
+    // A self-signed certificate for secure.local, held in Docker secrets.
+    let tls_dir = std::env::temp_dir().join(format!("interlock-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let (cert, key) = (tls_dir.join("secure.crt"), tls_dir.join("secure.key"));
+    let openssl = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=secure.local", "-addext", "subjectAltName=DNS:secure.local"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(openssl.status.success(), "{}", String::from_utf8_lossy(&openssl.stderr));
+    for (name, file) in [("feat-secure.crt", &cert), ("feat-secure.key", &key)] {
+        docker_quiet(&["secret", "rm", name]);
+        docker(&["secret", "create", name, file.to_str().unwrap()]);
+    }
+    body_config("feat-secure-body", "secure\n");
     body_config("feat-cart-cgi", "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nhostname\n");
 
     let lb = "com.docker.lb";
@@ -147,6 +166,17 @@ async fn routing_features_through_a_real_proxy() {
         .concat(),
         &[("feat-hap-api-body", "/www/index.html", "0444")],
     );
+    app(
+        "secure",
+        1,
+        &[
+            (&format!("{lb}.hosts"), "secure.local"),
+            (&format!("{lb}.port"), "80"),
+            (&format!("{lb}.ssl_cert"), "feat-secure.crt"),
+            (&format!("{lb}.ssl_key"), "feat-secure.key"),
+        ],
+        &[("feat-secure-body", "/www/index.html", "0444")],
+    );
     app("broken", 1, &[(&format!("{lb}.hosts"), "broken.local"), (&format!("{lb}.port"), "http")], &[]);
 
     // Wait for every app task, then converge.
@@ -212,6 +242,22 @@ async fn routing_features_through_a_real_proxy() {
         tasks.insert(a.body);
     }
     assert_eq!(tasks.len(), 2, "different cookies spread over both tasks: {tasks:?}");
+
+    // TLS terminated with the certificate from the secrets, chosen by SNI.
+    let resolve = format!("secure.local:8453:{addr}");
+    let curl = eventually("https://secure.local answers", Duration::from_secs(30), || async {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-m", "3", "--resolve", &resolve, "--cacert"])
+            .arg(&cert)
+            .arg("https://secure.local:8453/")
+            .output()
+            .ok()?;
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && body == "secure\n").then_some(body)
+    })
+    .await;
+    assert_eq!(curl, "secure\n");
+    std::fs::remove_dir_all(&tls_dir).ok();
 
     // The HAProxy cluster beside it: its own hosts, with a rewritten context root; nothing else.
     let hap_addr = node_addr("lb-01");

@@ -39,6 +39,7 @@ fn app_service(name: &str) -> ServiceDef {
         networks: vec![],
         ports: vec![PortDef { published: 18080, target: 80, mode: PublishMode::Host }],
         configs: vec![],
+        secrets: vec![],
         stop_signal: Some("SIGTERM".to_owned()),
         stop_grace_period: Some(Duration::from_secs(2)),
         update: UpdatePolicy {

@@ -13,7 +13,7 @@ use crate::render::nginx::{self, NginxSite};
 use crate::routes::{self, Quarantined, RouteTable};
 use crate::swarm::{
     BindMount, ConfigDef, ConfigFacts, ConfigMount, NetworkDef, NetworkFacts, NodeFacts, PortDef, PublishMode,
-    ServiceDef, ServiceFacts, TaskFacts, UpdatePolicy,
+    SecretMount, ServiceDef, ServiceFacts, TaskFacts, UpdatePolicy,
 };
 
 /// Marks every object the operator created. Objects without it are never changed or deleted.
@@ -41,6 +41,8 @@ pub struct Observed {
     pub networks: Vec<NetworkFacts>,
     /// Configs carrying [`LABEL_MANAGED_BY`].
     pub configs: Vec<ConfigFacts>,
+    /// Names of every secret (TLS labels name them).
+    pub secrets: Vec<String>,
 }
 
 /// Facts about where the operator runs, supplied by the shell.
@@ -99,7 +101,9 @@ pub fn is_owned(labels: &BTreeMap<String, String>) -> bool {
 /// Computes the desired state. Pure: same inputs, same output, byte for byte.
 pub fn desired_state(config: &Config, observed: &Observed, env: &Environment) -> Desired {
     let mut tables =
-        routes::route_tables(&observed.services, &observed.tasks, &observed.networks, |s| is_owned(&s.def.labels));
+        routes::route_tables(&observed.services, &observed.tasks, &observed.networks, &observed.secrets, |s| {
+            is_owned(&s.def.labels)
+        });
     let operator_network = observed.networks.iter().find(|n| n.name == env.operator_network);
     let network = operator_network.is_none().then(|| NetworkDef {
         name: env.operator_network.clone(),
@@ -148,7 +152,13 @@ fn cluster_state(
 ) -> ClusterState {
     let text = match &ext.config {
         ProxyConfig::Nginx(config) => {
-            nginx::render(&NginxSite { config, http_port: ext.target_port, server_info: &env.server_info }, &routes)
+            let site = NginxSite {
+                config,
+                http_port: ext.target_port,
+                https_port: ext.target_ssl_port,
+                server_info: &env.server_info,
+            };
+            nginx::render(&site, &routes)
         }
         ProxyConfig::Haproxy(config) => haproxy::render(&HaproxySite { config, http_port: ext.target_port }, &routes),
     };
@@ -194,6 +204,11 @@ fn cluster_state(
         networks,
         ports,
         configs: vec![ConfigMount { config_name: proxy_config.name.clone(), target: ext.proxy_config_path.clone() }],
+        secrets: routes
+            .secret_names()
+            .into_iter()
+            .map(|name| SecretMount { target: name.clone(), secret_name: name })
+            .collect(),
         stop_signal: Some(ext.proxy_stop_signal.clone()),
         stop_grace_period: Some(ext.proxy_stop_grace_period),
         update: UpdatePolicy {
@@ -228,6 +243,7 @@ fn cluster_state(
             networks: vec![network_id.to_owned()],
             ports: vec![],
             configs: vec![],
+            secrets: vec![],
             stop_signal: None,
             stop_grace_period: None,
             update: UpdatePolicy { parallelism: 1, delay: None, rollback_on_failure: true, start_first: true },

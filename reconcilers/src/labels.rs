@@ -13,9 +13,17 @@ pub const LABEL_IP_HASH: &str = "com.docker.lb.ip_hash";
 pub const LABEL_REDIRECTS: &str = "com.docker.lb.redirects";
 pub const LABEL_DEFAULT_BACKEND: &str = "com.docker.lb.default_backend";
 pub const LABEL_BACKEND_MODE: &str = "com.docker.lb.backend_mode";
+pub const LABEL_SSL_CERT: &str = "com.docker.lb.ssl_cert";
+pub const LABEL_SSL_KEY: &str = "com.docker.lb.ssl_key";
 /// Labels read but not acted on yet: routing continues over plain HTTP, and `plan` says so.
-pub const NOT_YET_SUPPORTED: &[&str] =
-    &["com.docker.lb.ssl_cert", "com.docker.lb.ssl_key", "com.docker.lb.ssl_passthrough"];
+pub const NOT_YET_SUPPORTED: &[&str] = &["com.docker.lb.ssl_passthrough"];
+
+/// TLS termination: the names of the Docker secrets holding the certificate and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSecrets {
+    pub cert: String,
+    pub key: String,
+}
 
 /// How one service's routes behave. Services pooled on one host and path must agree on these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +42,8 @@ pub struct RouteOptions {
     pub redirects: Vec<(String, String)>,
     /// Serve hosts no other route claims.
     pub default_backend: bool,
+    /// Terminate TLS for the service's hosts on the proxy's TLS port.
+    pub tls: Option<TlsSecrets>,
 }
 
 /// Reads the options from a service's labels, or says which value is wrong.
@@ -56,6 +66,13 @@ pub fn route_options(labels: &BTreeMap<String, String>) -> Result<RouteOptions, 
             .map(|v| boolean(LABEL_DEFAULT_BACKEND, v))
             .transpose()?
             .unwrap_or(false),
+        tls: match (get(LABEL_SSL_CERT), get(LABEL_SSL_KEY)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some(TlsSecrets { cert: secret_name(LABEL_SSL_CERT, cert)?, key: secret_name(LABEL_SSL_KEY, key)? })
+            }
+            _ => return Err(format!("{LABEL_SSL_CERT} and {LABEL_SSL_KEY} go together")),
+        },
     };
     if options.context_root.as_deref() == Some("/") {
         options.context_root = None;
@@ -93,6 +110,15 @@ fn path(key: &str, value: &str) -> Result<String, String> {
     } else {
         Err(format!("{key}={value:?} is not a path (a '/' then letters, digits, '-', '_', '.', '~', '/')"))
     }
+}
+
+/// Docker's secret-name rule: letters, digits, `-`, `_`, `.`; it also becomes a file name.
+fn secret_name(key: &str, value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && !value.starts_with('.')
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid { Ok(value.to_owned()) } else { Err(format!("{key}={value:?} is not a secret name")) }
 }
 
 fn cookie_name(value: &str) -> Result<String, String> {
@@ -155,8 +181,11 @@ mod tests {
             (LABEL_REDIRECTS, "http://old.local,http://new.local;legacy.local,https://new.local/legacy"),
             (LABEL_DEFAULT_BACKEND, "true"),
             (LABEL_BACKEND_MODE, "task"),
+            (LABEL_SSL_CERT, "site.crt"),
+            (LABEL_SSL_KEY, "site.key"),
         ])
         .unwrap();
+        assert_eq!(o.tls, Some(TlsSecrets { cert: "site.crt".into(), key: "site.key".into() }));
         assert_eq!(o.context_root.as_deref(), Some("/app"));
         assert!(o.rewrite && o.default_backend && !o.ip_hash);
         assert_eq!(o.websocket_endpoints, ["/ws", "/app/socket"]);
@@ -191,6 +220,8 @@ mod tests {
             (vec![(LABEL_REDIRECTS, "bad host,http://x")], "not a host or URL"),
             (vec![(LABEL_BACKEND_MODE, "dns")], "is not task or vip"),
             (vec![(LABEL_BACKEND_MODE, "vip")], "not supported yet"),
+            (vec![(LABEL_SSL_CERT, "cert")], "go together"),
+            (vec![(LABEL_SSL_CERT, "../etc/passwd"), (LABEL_SSL_KEY, "k")], "not a secret name"),
         ] {
             let err = opts(&pairs).expect_err(needle);
             assert!(err.contains(needle), "{err} !~ {needle}");

@@ -76,6 +76,21 @@ impl RouteTable {
         set.into_iter().cloned().collect()
     }
 
+    /// Every secret the cluster's TLS routes name, sorted: the proxy mounts them all.
+    pub fn secret_names(&self) -> BTreeSet<String> {
+        self.hosts
+            .values()
+            .flatten()
+            .filter_map(|b| b.options.tls.as_ref())
+            .flat_map(|t| [t.cert.clone(), t.key.clone()])
+            .collect()
+    }
+
+    /// The TLS secrets of a host (its backends agree on them), if it terminates TLS.
+    pub fn tls(&self, host: &str) -> Option<&crate::labels::TlsSecrets> {
+        self.hosts.get(host)?.iter().find_map(|b| b.options.tls.as_ref())
+    }
+
     /// A host's backends grouped by path, paths in order; one upstream each.
     pub fn paths(&self, host: &str) -> BTreeMap<&str, Vec<&Backend>> {
         let mut paths: BTreeMap<&str, Vec<&Backend>> = BTreeMap::new();
@@ -130,6 +145,7 @@ pub fn route_tables(
     services: &[ServiceFacts],
     tasks: &[TaskFacts],
     networks: &[NetworkFacts],
+    secrets: &[String],
     is_owned: impl Fn(&ServiceFacts) -> bool,
 ) -> BTreeMap<String, RouteTable> {
     let mut tables: BTreeMap<String, RouteTable> = BTreeMap::new();
@@ -147,7 +163,9 @@ pub fn route_tables(
         let cluster = app.def.labels.get(LABEL_SERVICE_CLUSTER).cloned().unwrap_or_default();
         let table = tables.entry(cluster).or_default();
         let app_tasks = tasks_by_service.get(app.id.as_str()).map_or(&[][..], Vec::as_slice);
-        let added = app_routes(app, app_tasks, &networks_by_id).and_then(|(hosts, backend)| table.add(&hosts, backend));
+        let added = app_routes(app, app_tasks, &networks_by_id)
+            .and_then(|(hosts, backend)| check_secrets(&backend, secrets).map(|()| (hosts, backend)))
+            .and_then(|(hosts, backend)| table.add(&hosts, backend));
         match added {
             Ok(()) => {
                 let ignored: Vec<&str> =
@@ -164,6 +182,17 @@ pub fn route_tables(
         table.quarantined.sort();
     }
     tables
+}
+
+/// A TLS route's secrets must exist, or the proxy could not start with them mounted.
+fn check_secrets(backend: &Backend, secrets: &[String]) -> Result<(), String> {
+    let Some(tls) = &backend.options.tls else { return Ok(()) };
+    for name in [&tls.cert, &tls.key] {
+        if !secrets.contains(name) {
+            return Err(format!("secret {name:?} does not exist (docker secret create {name} FILE)"));
+        }
+    }
+    Ok(())
 }
 
 /// The hosts and backend of one app service, or why it cannot be routed.
@@ -303,7 +332,10 @@ mod tests {
 
     fn tables(services: &[ServiceFacts], tasks: &[TaskFacts]) -> BTreeMap<String, RouteTable> {
         let networks = [network("n-east", "demo-east"), network("n-west", "demo-west"), network("n-ing", "ingress")];
-        route_tables(services, tasks, &networks, |s| s.def.labels.contains_key("com.docker.interlock.managed-by"))
+        let secrets = ["site.crt".to_owned(), "site.key".to_owned()];
+        route_tables(services, tasks, &networks, &secrets, |s| {
+            s.def.labels.contains_key("com.docker.interlock.managed-by")
+        })
     }
 
     fn east(id: &str, name: &str, extra: &[(&str, &str)]) -> ServiceFacts {
@@ -461,10 +493,22 @@ mod tests {
 
     #[test]
     fn labels_not_supported_yet_are_noted_and_routing_goes_on() {
-        let s = east("s1", "tls", &[("com.docker.lb.ssl_cert", "cert"), ("com.docker.lb.ssl_key", "key")]);
+        let s = east("s1", "pt", &[("com.docker.lb.ssl_passthrough", "true")]);
         let t = tables(&[s], &[]);
         assert_eq!(t["us-east"].hosts.len(), 1);
         assert!(t["us-east"].notes[0].reason.contains("not supported yet"), "{:?}", t["us-east"].notes);
+    }
+
+    #[test]
+    fn tls_routes_need_existing_secrets() {
+        let ok = east("s1", "tls", &[("com.docker.lb.ssl_cert", "site.crt"), ("com.docker.lb.ssl_key", "site.key")]);
+        let t = tables(&[ok], &[]);
+        assert_eq!(t["us-east"].secret_names().into_iter().collect::<Vec<_>>(), ["site.crt", "site.key"]);
+        assert!(t["us-east"].tls("demo-east.local").is_some());
+        let missing =
+            east("s2", "tls2", &[("com.docker.lb.ssl_cert", "nope.crt"), ("com.docker.lb.ssl_key", "site.key")]);
+        let t = tables(&[missing], &[]);
+        assert!(t["us-east"].quarantined[0].reason.contains("secret \"nope.crt\" does not exist"));
     }
 
     #[test]

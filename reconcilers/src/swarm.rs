@@ -89,6 +89,14 @@ pub struct ConfigMount {
     pub target: String,
 }
 
+/// A Docker secret mounted into a service's containers at `/run/secrets/<target>`. As with
+/// configs, the adapter resolves the ID when it writes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct SecretMount {
+    pub secret_name: String,
+    pub target: String,
+}
+
 /// How Swarm rolls a service's tasks onto a new spec.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct UpdatePolicy {
@@ -117,6 +125,8 @@ pub struct ServiceDef {
     pub networks: Vec<String>,
     pub ports: Vec<PortDef>,
     pub configs: Vec<ConfigMount>,
+    /// Sorted by name.
+    pub secrets: Vec<SecretMount>,
     pub stop_signal: Option<String>,
     pub stop_grace_period: Option<Duration>,
     pub update: UpdatePolicy,

@@ -21,10 +21,12 @@ use bollard::models::{
     NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, Service, ServiceSpec, ServiceSpecMode,
     ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
     ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecConfigs,
-    TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
+    TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets, TaskSpecPlacement,
+    TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
 };
 use bollard::query_parameters::{
-    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListNodesOptions, ListServicesOptions, UpdateServiceOptions,
+    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListNodesOptions, ListSecretsOptions, ListServicesOptions,
+    UpdateServiceOptions,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{Stream, StreamExt};
@@ -32,8 +34,8 @@ use reconcilers::config::{DockerUrl, TlsFiles};
 use reconcilers::desired::Observed;
 use reconcilers::swarm::{
     BindMount, ConfigDef, ConfigFacts, ConfigMount, EngineFacts, NetworkDef, NetworkFacts, NodeAvailability, NodeFacts,
-    NodeRole, ObjectKind, PortDef, PublishMode, ServiceDef, ServiceFacts, SwarmEvent, SwarmMembership, TaskFacts,
-    UpdatePolicy,
+    NodeRole, ObjectKind, PortDef, PublishMode, SecretMount, ServiceDef, ServiceFacts, SwarmEvent, SwarmMembership,
+    TaskFacts, UpdatePolicy,
 };
 
 /// bollard's backstop timeout (seconds) for a response's headers.
@@ -315,16 +317,23 @@ impl DockerClient {
         Ok(self.call(&operation, self.docker.create_network(request)).await?.id)
     }
 
-    /// One fresh read of everything a pass decides from: five list requests.
+    /// Names of every secret (their content never leaves the engine).
+    pub async fn list_secrets(&self) -> Result<Vec<String>, DockerError> {
+        let secrets = self.call("list secrets", self.docker.list_secrets(None::<ListSecretsOptions>)).await?;
+        Ok(secrets.into_iter().filter_map(|s| s.spec.and_then(|spec| spec.name)).collect())
+    }
+
+    /// One fresh read of everything a pass decides from: six list requests.
     pub async fn observe(&self, managed_label: &str) -> Result<Observed, DockerError> {
-        let (nodes, services, tasks, networks, configs) = tokio::try_join!(
+        let (nodes, services, tasks, networks, configs, secrets) = tokio::try_join!(
             self.list_nodes(),
             self.list_services(""),
             self.list_tasks(),
             self.list_networks(),
             self.list_configs(managed_label),
+            self.list_secrets(),
         )?;
-        Ok(Observed { nodes, services, tasks, networks, configs })
+        Ok(Observed { nodes, services, tasks, networks, configs, secrets })
     }
 
     /// The service named `name`, if it exists.
@@ -360,13 +369,18 @@ impl DockerClient {
         Ok(())
     }
 
-    /// IDs of the configs a definition mounts, looked up by name (writes only; rare).
+    /// IDs of the configs and secrets a definition mounts, looked up by name (writes only; rare).
     async fn config_ids(&self, def: &ServiceDef) -> Result<BTreeMap<String, String>, DockerError> {
         let mut ids = BTreeMap::new();
         for mount in &def.configs {
             let operation = format!("inspect config {}", mount.config_name);
             let config = self.call(&operation, self.docker.inspect_config(&mount.config_name)).await?;
             ids.insert(mount.config_name.clone(), config.id.unwrap_or_default());
+        }
+        for mount in &def.secrets {
+            let operation = format!("inspect secret {}", mount.secret_name);
+            let secret = self.call(&operation, self.docker.inspect_secret(&mount.secret_name)).await?;
+            ids.insert(format!("secret:{}", mount.secret_name), secret.id.unwrap_or_default());
         }
         Ok(ids)
     }
@@ -544,6 +558,21 @@ fn service_spec(def: &ServiceDef, config_ids: &BTreeMap<String, String>) -> Serv
                 env: (!def.env.is_empty()).then(|| def.env.clone()),
                 labels: Some(def.container_labels.clone().into_iter().collect()),
                 configs: (!configs.is_empty()).then_some(configs),
+                secrets: (!def.secrets.is_empty()).then(|| {
+                    def.secrets
+                        .iter()
+                        .map(|m| TaskSpecContainerSpecSecrets {
+                            file: Some(TaskSpecContainerSpecFile {
+                                name: Some(m.target.clone()),
+                                uid: Some("0".into()),
+                                gid: Some("0".into()),
+                                mode: Some(0o444),
+                            }),
+                            secret_id: config_ids.get(&format!("secret:{}", m.secret_name)).cloned(),
+                            secret_name: Some(m.secret_name.clone()),
+                        })
+                        .collect()
+                }),
                 stop_signal: def.stop_signal.clone(),
                 stop_grace_period: def.stop_grace_period.map(nanos),
                 mounts: (!def.bind_mounts.is_empty()).then(|| {
@@ -660,6 +689,19 @@ fn service_facts(service: Service) -> ServiceFacts {
                 target: c.file.and_then(|f| f.name).unwrap_or_default(),
             })
             .collect(),
+        secrets: {
+            let mut secrets: Vec<SecretMount> = container
+                .secrets
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| SecretMount {
+                    secret_name: m.secret_name.unwrap_or_default(),
+                    target: m.file.and_then(|f| f.name).unwrap_or_default(),
+                })
+                .collect();
+            secrets.sort();
+            secrets
+        },
         stop_signal: container.stop_signal,
         stop_grace_period: container.stop_grace_period.and_then(|n| u64::try_from(n).ok()).map(Duration::from_nanos),
         update: UpdatePolicy {

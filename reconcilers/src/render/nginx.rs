@@ -17,6 +17,8 @@ pub struct NginxSite<'a> {
     pub config: &'a NginxConfig,
     /// Port the HTTP server listens on inside the proxy (`TargetPort`).
     pub http_port: u16,
+    /// Port TLS servers listen on inside the proxy (`TargetSSLPort`); 0: none.
+    pub https_port: u16,
     /// Shown in the `x-server-info` header.
     pub server_info: &'a str,
 }
@@ -102,6 +104,8 @@ fn http_settings(w: &mut String, site: &NginxSite<'_>) {
         "proxy_set_header X-Forwarded-Proto $scheme;".to_owned(),
         "proxy_set_header x-request-id $request_id;".to_owned(),
         "proxy_next_upstream error timeout invalid_header http_502 http_503 http_504;".to_owned(),
+        format!("ssl_protocols {};", c.ssl_protocols),
+        format!("ssl_ciphers {};", c.ssl_ciphers),
     ] {
         line(w, 1, &text);
     }
@@ -252,7 +256,7 @@ fn host_blocks(
         redirect_server(w, site, host, target);
         return;
     }
-    let mut locations = Vec::new();
+    let mut locations: Vec<Location<'_>> = Vec::new();
     for (path, backends) in &paths {
         let targets: Vec<Target> =
             backends.iter().flat_map(|b| b.targets.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
@@ -262,11 +266,28 @@ fn host_blocks(
         upstream(w, site, &name, &targets, options);
         locations.push((*path, name, options, !targets.is_empty()));
     }
+    server(w, &format!("listen {};", site.http_port), host, &locations, &[]);
+    if let Some(tls) = routes.tls(host).filter(|_| site.https_port != 0) {
+        let certificate = [
+            format!("ssl_certificate /run/secrets/{};", tls.cert),
+            format!("ssl_certificate_key /run/secrets/{};", tls.key),
+        ];
+        server(w, &format!("listen {} ssl;", site.https_port), host, &locations, &certificate);
+    }
+}
+
+/// `(path, upstream, options, has running targets)` per location of a host.
+type Location<'a> = (&'a str, String, &'a RouteOptions, bool);
+
+fn server(w: &mut String, listen: &str, host: &str, locations: &[Location<'_>], extra: &[String]) {
     line(w, 1, "server {");
-    line(w, 2, &format!("listen {};", site.http_port));
+    line(w, 2, listen);
     line(w, 2, &format!("server_name {host};"));
+    for text in extra {
+        line(w, 2, text);
+    }
     let mut written: BTreeSet<&str> = BTreeSet::new();
-    for (path, name, options, has_targets) in &locations {
+    for (path, name, options, has_targets) in locations {
         if *has_targets {
             proxy_location(w, path, name, options);
         } else {
@@ -277,7 +298,7 @@ fn host_blocks(
         }
         written.insert(path);
     }
-    for (_, name, options, has_targets) in &locations {
+    for (_, name, options, has_targets) in locations {
         for ws in &options.websocket_endpoints {
             if *has_targets && written.insert(ws.as_str()) {
                 websocket_location(w, ws, name);
@@ -316,7 +337,7 @@ mod tests {
     }
 
     fn site(config: &NginxConfig) -> NginxSite<'_> {
-        NginxSite { config, http_port: 80, server_info: "interlock/test" }
+        NginxSite { config, http_port: 80, https_port: 443, server_info: "interlock/test" }
     }
 
     #[test]
@@ -389,6 +410,19 @@ mod tests {
             Some(backend("catch-all", &["10.0.5.2"], RouteOptions { default_backend: true, ..Default::default() }));
         let config = NginxConfig::default();
         insta::assert_snapshot!("nginx_features", render(&site(&config), &table));
+    }
+
+    #[test]
+    fn tls_termination() {
+        let mut table = RouteTable::default();
+        let tls = crate::labels::TlsSecrets { cert: "secure.crt".into(), key: "secure.key".into() };
+        table.hosts.insert(
+            "secure.local".into(),
+            vec![backend("secure", &["10.0.6.2"], RouteOptions { tls: Some(tls), ..Default::default() })],
+        );
+        table.hosts.insert("plain.local".into(), vec![backend("plain", &["10.0.6.3"], RouteOptions::default())]);
+        let config = NginxConfig::default();
+        insta::assert_snapshot!("nginx_tls", render(&site(&config), &table));
     }
 
     #[test]
