@@ -61,6 +61,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<LoopStats, ControllerError> {
     tokio::pin!(shutdown);
+    let status = crate::status::SharedStatus::default();
+    let server = tokio::spawn(crate::status::serve(config.listen_addr.bind_addr(), status.clone()));
     let checker = std::sync::Arc::new(crate::proxycheck::ProxyChecker::discover());
     let mut reconciler = Reconciler::new(docker.clone(), reconcilers::desired::Environment::new(&config), checker);
     let (tx, mut rx) = mpsc::channel::<Trigger>(256);
@@ -77,7 +79,7 @@ pub async fn run(
             if file.changed(&path) {
                 reload(&path, &mut config, &mut reconciler);
             }
-            let settling = pass(&mut reconciler, &config, &mut stats).await;
+            let settling = pass(&mut reconciler, &config, &mut stats, &status).await;
             let interval = if settling > 0 { FAST_POLL.min(config.poll_interval) } else { config.poll_interval };
             next_poll = Instant::now() + interval;
             continue;
@@ -105,12 +107,18 @@ pub async fn run(
         }
     }
     watcher.abort();
+    server.abort();
     info!(passes = stats.passes, writes = stats.writes, "stopped");
     Ok(stats)
 }
 
 /// One pass; returns how many app services are still starting tasks.
-async fn pass(reconciler: &mut Reconciler, config: &Config, stats: &mut LoopStats) -> usize {
+async fn pass(
+    reconciler: &mut Reconciler,
+    config: &Config,
+    stats: &mut LoopStats,
+    status: &crate::status::SharedStatus,
+) -> usize {
     stats.passes += 1;
     let counters = reconciler.docker().counters();
     let (reads_before, writes_before) = (counters.reads(), counters.writes());
@@ -126,11 +134,7 @@ async fn pass(reconciler: &mut Reconciler, config: &Config, stats: &mut LoopStat
             for (extension, failure) in &report.failures {
                 warn!(extension = %extension, "{failure}");
             }
-            for cluster in report.plan.clusters.values() {
-                for q in &cluster.quarantined {
-                    debug!(service = %q.service, "quarantined: {}", q.reason);
-                }
-            }
+            crate::status::record(status, &report.plan, &report.failures, report.writes);
             report.apps_settling
         }
         Err(e) => {

@@ -13,3 +13,4 @@ pub mod docker;
 pub mod proxycheck;
 pub mod reconcile;
 pub mod report;
+pub mod status;

@@ -56,6 +56,11 @@ async fn run_converges_stays_quiet_and_follows_config_edits() {
     assert!(idle_reads >= 5 * 3, "the loop kept looking ({idle_reads} reads in 5 s)");
     println!("idle: {idle_reads} reads in 5 s at PollInterval 1s");
 
+    // The loop's status endpoint on ListenAddr (:8080).
+    let status = support::request("127.0.0.1", 8080, "localhost", "/status", &[]).await.expect("status endpoint");
+    assert_eq!(status.status, 200);
+    assert!(status.body.contains("\"us-east\"") && status.body.contains("\"passes\""), "{}", status.body);
+
     // Move us-east's proxy to app-00: one update.
     let moved = text.replace(
         "ProxyConstraints = [\"node.labels.nodetype==loadbalancer\", \"node.labels.region==us-east\"]",

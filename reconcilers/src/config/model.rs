@@ -33,6 +33,17 @@ pub struct ListenAddr {
     pub port: u16,
 }
 
+impl ListenAddr {
+    /// The address to bind: an empty host (Go's `:8080`) means every interface.
+    pub fn bind_addr(&self) -> String {
+        match self.host.as_str() {
+            "" => format!("0.0.0.0:{}", self.port),
+            host if host.contains(':') => format!("[{host}]:{}", self.port),
+            host => format!("{host}:{}", self.port),
+        }
+    }
+}
+
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
