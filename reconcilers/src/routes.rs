@@ -227,6 +227,17 @@ fn app_routes(
     Ok((hosts, Backend { service: app.def.name.clone(), network_id, targets, options }))
 }
 
+/// A backend with targets on port 8080, for renderer tests.
+#[cfg(test)]
+pub(crate) fn test_backend(service: &str, ips: &[&str], options: RouteOptions) -> Backend {
+    Backend {
+        service: service.into(),
+        network_id: "net".into(),
+        targets: ips.iter().map(|ip| Target { ip: ip.to_string(), port: 8080 }).collect(),
+        options,
+    }
+}
+
 /// `a.com,b.com` → validated, lower-cased, deduplicated host names.
 pub fn parse_hosts(text: &str) -> Result<Vec<String>, String> {
     let mut hosts = Vec::new();

@@ -568,6 +568,21 @@ fn constraints_at(
     key: &'static str,
     at: &mut impl FnMut(&'static str, &Range<usize>),
 ) -> Option<Vec<Constraint>> {
+    parsed_list(ext, key, at, Constraint::parse)
+}
+
+fn preferences(ext: &TableReader<'_, '_, '_>, key: &'static str) -> Option<Vec<PlacementPreference>> {
+    parsed_list(ext, key, &mut |_, _| {}, PlacementPreference::parse)
+}
+
+/// A list of strings each parsed by `parse`; every failure is reported at its element, and
+/// any failure makes the whole list `None`.
+fn parsed_list<T, E: std::fmt::Display>(
+    ext: &TableReader<'_, '_, '_>,
+    key: &'static str,
+    at: &mut impl FnMut(&'static str, &Range<usize>),
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Option<Vec<T>> {
     let list = ext.string_list(key).unwrap_or_default();
     if let Some((_, span)) = list.first() {
         at(key, span);
@@ -575,26 +590,8 @@ fn constraints_at(
     let mut ok = true;
     let parsed = list
         .into_iter()
-        .filter_map(|(text, span)| match Constraint::parse(&text) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                ext.error(key, span, e.to_string());
-                ok = false;
-                None
-            }
-        })
-        .collect();
-    ok.then_some(parsed)
-}
-
-fn preferences(ext: &TableReader<'_, '_, '_>, key: &'static str) -> Option<Vec<PlacementPreference>> {
-    let mut ok = true;
-    let parsed = ext
-        .string_list(key)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(text, span)| match PlacementPreference::parse(&text) {
-            Ok(p) => Some(p),
+        .filter_map(|(text, span)| match parse(&text) {
+            Ok(value) => Some(value),
             Err(e) => {
                 ext.error(key, span, e.to_string());
                 ok = false;

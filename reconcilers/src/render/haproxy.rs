@@ -165,15 +165,7 @@ fn line(out: &mut String, indent: usize, text: &str) {
 mod tests {
     use super::*;
     use crate::labels::RouteOptions;
-
-    fn backend(service: &str, ips: &[&str], options: RouteOptions) -> Backend {
-        Backend {
-            service: service.into(),
-            network_id: "net".into(),
-            targets: ips.iter().map(|ip| Target { ip: ip.to_string(), port: 8080 }).collect(),
-            options,
-        }
-    }
+    use crate::routes::test_backend as backend;
 
     #[test]
     fn no_routes() {

@@ -316,6 +316,7 @@ fn server(w: &mut String, listen: &str, host: &str, locations: &[Location<'_>], 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routes::test_backend as backend;
     use crate::routes::{Backend, Target};
 
     /// `(host, [(service, [task ip])])`.
@@ -355,15 +356,6 @@ mod tests {
             ("down.local", &[("down", &[])]),
         ]);
         insta::assert_snapshot!("nginx_hosts", render(&site(&config), &table));
-    }
-
-    fn backend(service: &str, ips: &[&str], options: RouteOptions) -> Backend {
-        Backend {
-            service: service.into(),
-            network_id: "net".into(),
-            targets: ips.iter().map(|ip| Target { ip: ip.to_string(), port: 8080 }).collect(),
-            options,
-        }
     }
 
     /// One golden file per routing feature set; `tests/proxy_binaries.rs` runs each through nginx.
