@@ -160,11 +160,14 @@ fn apply(path: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
         let mut writes = 0;
         for _ in 0..5 {
             let report = reconciler.pass(&config).await?;
-            writes += report.writes;
-            for (extension, failure) in &report.failures {
+            // `apply` waits for every cluster's writes; `run` does not.
+            let settled = reconciler.settle().await;
+            writes += report.writes + settled.writes;
+            let failures: Vec<_> = report.failures.iter().chain(&settled.failures).collect();
+            for (extension, failure) in &failures {
                 eprintln!("extension {extension}: {failure}");
             }
-            if !report.failures.is_empty() {
+            if !failures.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
             if report.plan.is_empty() {
@@ -175,7 +178,7 @@ fn apply(path: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
         // Wait until every owned service runs its spec; old configs are collected on the way.
         loop {
             let report = reconciler.pass(&config).await?;
-            writes += report.writes;
+            writes += report.writes + reconciler.settle().await.writes;
             let observed = reconciler.docker().observe(&managed_label()).await?;
             let unsettled = planner::unsettled(&observed);
             if unsettled.is_empty() && report.plan.is_empty() {

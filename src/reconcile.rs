@@ -1,15 +1,16 @@
 //! One reconcile pass: read the swarm fresh, ask the core what to write, write it.
 //!
-//! Clusters are written concurrently and independently: a failing or slow cluster holds up no
-//! other. A cluster whose writes failed waits out an exponential backoff with jitter before its
-//! next attempt; success resets it. Writes that lose Swarm's optimistic lock ("update out of
+//! Clusters are written concurrently and independently: each cluster's writes run as their own
+//! task, at most one per cluster at a time, and a pass does not wait for a slow one (it waits a
+//! moment, then moves on; the outcome is collected by a later pass). So a failing or slow cluster
+//! holds up no other. A cluster whose writes failed waits out an exponential backoff with jitter
+//! before its next attempt; success resets it. Writes that lose Swarm's optimistic lock ("update out of
 //! sequence") re-read the object's version and retry at once, a few times.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use futures_util::future::join_all;
 use reconcilers::config::{Config, ProxyKind};
 use reconcilers::desired::{self, Environment, Observed};
 use reconcilers::plan::{self, Action, Plan};
@@ -37,6 +38,8 @@ pub struct PassReport {
     pub failures: BTreeMap<String, String>,
     /// Extensions skipped because they are backing off after a failure.
     pub backing_off: Vec<String>,
+    /// Extensions skipped because their previous writes are still running.
+    pub busy: Vec<String>,
     /// App services still starting tasks when the swarm was read.
     pub apps_settling: usize,
 }
@@ -48,12 +51,19 @@ struct Backoff {
     until: Instant,
 }
 
-/// Runs passes; keeps the per-cluster backoff between them.
+/// What a cluster's write task did: writes done, and the error that stopped it.
+type ClusterOutcome = (usize, Result<(), DockerError>);
+
+/// How long a pass waits for its clusters' writes before leaving them running.
+const PASS_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs passes; keeps the per-cluster backoff and write tasks between them.
 pub struct Reconciler {
     docker: DockerClient,
     env: Environment,
     backoff: BTreeMap<String, Backoff>,
     checker: std::sync::Arc<ProxyChecker>,
+    in_flight: BTreeMap<String, tokio::task::JoinHandle<ClusterOutcome>>,
 }
 
 /// `1 s · 2^(n-1)`, at most 60 s, times a jitter in `[0.8, 1.2)`.
@@ -70,7 +80,7 @@ fn jitter() -> f64 {
 
 impl Reconciler {
     pub fn new(docker: DockerClient, env: Environment, checker: std::sync::Arc<ProxyChecker>) -> Self {
-        Self { docker, env, backoff: BTreeMap::new(), checker }
+        Self { docker, env, backoff: BTreeMap::new(), checker, in_flight: BTreeMap::new() }
     }
 
     pub fn checker(&self) -> &std::sync::Arc<ProxyChecker> {
@@ -115,51 +125,41 @@ impl Reconciler {
         let (observed, plan) = self.plan(config).await?;
         let mut report = PassReport { apps_settling: plan::apps_settling(&observed), ..PassReport::default() };
         for action in &plan.shared {
-            self.execute(action).await.map_err(ReconcileError::Network)?;
+            execute(&self.docker, action).await.map_err(ReconcileError::Network)?;
             report.writes += 1;
         }
+        self.collect(&mut report, Duration::ZERO).await;
         let now = Instant::now();
-        let mut runnable = Vec::new();
         for (name, cluster) in &plan.clusters {
             if cluster.actions.is_empty() {
                 continue;
             }
-            match self.backoff.get(name) {
-                Some(b) if b.until > now => report.backing_off.push(name.clone()),
-                _ => runnable.push((name.clone(), cluster.actions.clone())),
+            if self.in_flight.contains_key(name) {
+                report.busy.push(name.clone());
+                continue;
             }
+            if self.backoff.get(name).is_some_and(|b| b.until > now) {
+                report.backing_off.push(name.clone());
+                continue;
+            }
+            let (docker, name_owned, actions) = (self.docker.clone(), name.clone(), cluster.actions.clone());
+            let task = tokio::spawn(async move {
+                let mut done = 0;
+                for action in &actions {
+                    info!(extension = %name_owned, "{action}");
+                    if let Err(e) = execute(&docker, action).await {
+                        return (done, Err(e));
+                    }
+                    done += 1;
+                }
+                (done, Ok(()))
+            });
+            self.in_flight.insert(name.clone(), task);
         }
-        let this = &*self;
-        let results = join_all(runnable.into_iter().map(|(name, actions)| async move {
-            let mut done = 0;
-            for action in &actions {
-                info!(extension = %name, "{action}");
-                if let Err(e) = this.execute(action).await {
-                    return (name, done, Err(e));
-                }
-                done += 1;
-            }
-            (name, done, Ok(()))
-        }))
-        .await;
-        for (name, done, result) in results {
-            report.writes += done;
-            match result {
-                Ok(()) => {
-                    self.backoff.remove(&name);
-                }
-                Err(e) => {
-                    let failures = self.backoff.get(&name).map_or(0, |b| b.failures) + 1;
-                    let delay = backoff_delay(failures, jitter());
-                    warn!(extension = %name, failures, retry_in = ?delay, "{e}");
-                    self.backoff.insert(name.clone(), Backoff { failures, until: Instant::now() + delay });
-                    report.failures.insert(name, e.to_string());
-                }
-            }
-        }
+        self.collect(&mut report, PASS_WAIT).await;
         for action in &plan.orphans {
             info!("{action} (its extension is gone)");
-            match self.execute(action).await {
+            match execute(&self.docker, action).await {
                 Ok(()) => report.writes += 1,
                 Err(e) => {
                     warn!("{action}: {e}");
@@ -176,46 +176,106 @@ impl Reconciler {
         self.backoff.values().map(|b| b.until).min()
     }
 
-    async fn execute(&self, action: &Action) -> Result<(), DockerError> {
-        let d = &self.docker;
-        match action {
-            Action::CreateNetwork(def) => d.create_network(def).await.map(drop),
-            Action::CreateConfig(def) => match d.create_config(def).await {
-                // Created by an earlier, interrupted pass: same name, same content.
-                Err(DockerError::Conflict { .. }) => Ok(()),
-                other => other.map(drop),
-            },
-            Action::CreateService(def) => d.create_service(def).await.map(drop),
-            Action::UpdateService { id, version, def, .. } => {
-                let mut version = *version;
-                let mut tries = 0;
-                loop {
-                    match d.update_service(id, version, def).await {
-                        Err(DockerError::OutOfSequence { .. }) if tries < 3 => {
-                            tries += 1;
-                            // Someone (often Swarm itself, finishing a rollout) moved the version.
-                            let fresh = (|| d.inspect_service(id))
-                                .retry(
-                                    ExponentialBuilder::default()
-                                        .with_min_delay(Duration::from_millis(50))
-                                        .with_max_times(3),
-                                )
-                                .when(DockerError::is_transient)
-                                .await?;
-                            let Some(fresh) = fresh else {
-                                return Err(DockerError::NotFound {
-                                    operation: format!("update service {}", def.name),
-                                });
-                            };
-                            version = fresh.version;
-                        }
-                        other => return other,
+    /// Waits for every cluster's writes to finish (for `apply`); reports them.
+    pub async fn settle(&mut self) -> PassReport {
+        let mut report = PassReport::default();
+        self.collect(&mut report, Duration::MAX).await;
+        report
+    }
+
+    /// Collects the outcomes of cluster write tasks that finish within `wait`: writes, failures
+    /// and backoff.
+    async fn collect(&mut self, report: &mut PassReport, wait: Duration) {
+        let deadline = tokio::time::Instant::now().checked_add(wait);
+        let names: Vec<String> = self.in_flight.keys().cloned().collect();
+        for name in names {
+            let finished = self.in_flight.get(&name).is_some_and(|t| t.is_finished());
+            if !finished {
+                let task = self.in_flight.get_mut(&name).expect("listed");
+                let waited = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, task).await.ok(),
+                    None => Some(task.await),
+                };
+                let Some(joined) = waited else { continue };
+                self.in_flight.remove(&name);
+                self.record(report, name, joined);
+                continue;
+            }
+            let task = self.in_flight.remove(&name).expect("listed");
+            let joined = task.await;
+            self.record(report, name, joined);
+        }
+    }
+
+    fn record(
+        &mut self,
+        report: &mut PassReport,
+        name: String,
+        joined: Result<ClusterOutcome, tokio::task::JoinError>,
+    ) {
+        let (done, result) = joined.unwrap_or_else(|e| {
+            (
+                0,
+                Err(DockerError::Rejected {
+                    operation: format!("write extension {name}"),
+                    status: 0,
+                    message: e.to_string(),
+                }),
+            )
+        });
+        report.writes += done;
+        match result {
+            Ok(()) => {
+                self.backoff.remove(&name);
+            }
+            Err(e) => {
+                let failures = self.backoff.get(&name).map_or(0, |b| b.failures) + 1;
+                let delay = backoff_delay(failures, jitter());
+                warn!(extension = %name, failures, retry_in = ?delay, "{e}");
+                self.backoff.insert(name.clone(), Backoff { failures, until: Instant::now() + delay });
+                report.failures.insert(name, e.to_string());
+            }
+        }
+    }
+}
+
+/// Carries out one write.
+async fn execute(d: &DockerClient, action: &Action) -> Result<(), DockerError> {
+    match action {
+        Action::CreateNetwork(def) => d.create_network(def).await.map(drop),
+        Action::CreateConfig(def) => match d.create_config(def).await {
+            // Created by an earlier, interrupted pass: same name, same content.
+            Err(DockerError::Conflict { .. }) => Ok(()),
+            other => other.map(drop),
+        },
+        Action::CreateService(def) => d.create_service(def).await.map(drop),
+        Action::UpdateService { id, version, def, .. } => {
+            let mut version = *version;
+            let mut tries = 0;
+            loop {
+                match d.update_service(id, version, def).await {
+                    Err(DockerError::OutOfSequence { .. }) if tries < 3 => {
+                        tries += 1;
+                        // Someone (often Swarm itself, finishing a rollout) moved the version.
+                        let fresh = (|| d.inspect_service(id))
+                            .retry(
+                                ExponentialBuilder::default()
+                                    .with_min_delay(Duration::from_millis(50))
+                                    .with_max_times(3),
+                            )
+                            .when(DockerError::is_transient)
+                            .await?;
+                        let Some(fresh) = fresh else {
+                            return Err(DockerError::NotFound { operation: format!("update service {}", def.name) });
+                        };
+                        version = fresh.version;
                     }
+                    other => return other,
                 }
             }
-            Action::DeleteService { id, .. } => ignore_missing(d.delete_service(id).await),
-            Action::DeleteConfig { id, .. } => ignore_missing(d.delete_config(id).await),
         }
+        Action::DeleteService { id, .. } => ignore_missing(d.delete_service(id).await),
+        Action::DeleteConfig { id, .. } => ignore_missing(d.delete_config(id).await),
     }
 }
 
