@@ -13,7 +13,8 @@ use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, reque
 
 const CONFIG: &str = "deploy/examples/features.lab.toml";
 const PORT: u16 = 8090;
-const APPS: &[&str] = &["web", "api", "docs", "site", "catch", "cart", "broken", "hap-web", "hap-api", "secure"];
+const APPS: &[&str] =
+    &["web", "api", "docs", "site", "catch", "cart", "broken", "hap-web", "hap-api", "secure", "chat", "nochat"];
 
 /// `docker service create` of a busybox app on `edge-apps` serving `files` (config name, target,
 /// mode), with routing labels.
@@ -88,6 +89,7 @@ async fn routing_features_through_a_real_proxy() {
         docker(&["secret", "create", name, file.to_str().unwrap()]);
     }
     body_config("feat-secure-body", "secure\n");
+    body_config("feat-env-cgi", "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nenv | grep ^HTTP_ | sort\n");
     body_config("feat-cart-cgi", "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nhostname\n");
 
     let lb = "com.docker.lb";
@@ -177,6 +179,23 @@ async fn routing_features_through_a_real_proxy() {
         ],
         &[("feat-secure-body", "/www/index.html", "0444")],
     );
+    // The same CGI (it prints the request headers it got) with and without a websocket endpoint.
+    app(
+        "chat",
+        1,
+        &[
+            (&format!("{lb}.hosts"), "chat.local"),
+            (&format!("{lb}.port"), "80"),
+            (&format!("{lb}.websocket_endpoints"), "/cgi-bin"),
+        ],
+        &[("feat-env-cgi", "/www/cgi-bin/env", "0555")],
+    );
+    app(
+        "nochat",
+        1,
+        &[(&format!("{lb}.hosts"), "nochat.local"), (&format!("{lb}.port"), "80")],
+        &[("feat-env-cgi", "/www/cgi-bin/env", "0555")],
+    );
     app("broken", 1, &[(&format!("{lb}.hosts"), "broken.local"), (&format!("{lb}.port"), "http")], &[]);
 
     // Wait for every app task, then converge.
@@ -242,6 +261,15 @@ async fn routing_features_through_a_real_proxy() {
         tasks.insert(a.body);
     }
     assert_eq!(tasks.len(), 2, "different cookies spread over both tasks: {tasks:?}");
+
+    // A websocket endpoint passes the Upgrade handshake headers to the app; elsewhere nginx drops
+    // them, as HTTP says of hop-by-hop headers.
+    let upgrade = [("Upgrade", "websocket"), ("Connection", "Upgrade")];
+    let ws = request(&addr, PORT, "chat.local", "/cgi-bin/env", &upgrade).await.unwrap();
+    assert!(ws.body.contains("HTTP_UPGRADE=websocket") && ws.body.contains("HTTP_CONNECTION=upgrade"), "{ws:?}");
+    let plain = request(&addr, PORT, "nochat.local", "/cgi-bin/env", &upgrade).await.unwrap();
+    assert_eq!(plain.status, 200, "{plain:?}");
+    assert!(!plain.body.contains("HTTP_UPGRADE"), "{plain:?}");
 
     // TLS terminated with the certificate from the secrets, chosen by SNI.
     let resolve = format!("secure.local:8453:{addr}");
