@@ -13,8 +13,9 @@ use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, reque
 
 const CONFIG: &str = "deploy/examples/features.lab.toml";
 const PORT: u16 = 8090;
-const APPS: &[&str] =
-    &["web", "api", "docs", "site", "catch", "cart", "broken", "hap-web", "hap-api", "secure", "chat", "nochat"];
+const APPS: &[&str] = &[
+    "web", "api", "docs", "site", "catch", "cart", "broken", "hap-web", "hap-api", "secure", "chat", "nochat", "vipapp",
+];
 
 /// `docker service create` of a busybox app on `edge-apps` serving `files` (config name, target,
 /// mode), with routing labels.
@@ -196,6 +197,12 @@ async fn routing_features_through_a_real_proxy() {
         &[(&format!("{lb}.hosts"), "nochat.local"), (&format!("{lb}.port"), "80")],
         &[("feat-env-cgi", "/www/cgi-bin/env", "0555")],
     );
+    app(
+        "vipapp",
+        1,
+        &[(&format!("{lb}.hosts"), "vip.local"), (&format!("{lb}.port"), "80"), (&format!("{lb}.backend_mode"), "vip")],
+        &[],
+    );
     app("broken", 1, &[(&format!("{lb}.hosts"), "broken.local"), (&format!("{lb}.port"), "http")], &[]);
 
     // Wait for every app task, then converge.
@@ -261,6 +268,16 @@ async fn routing_features_through_a_real_proxy() {
         tasks.insert(a.body);
     }
     assert_eq!(tasks.len(), 2, "different cookies spread over both tasks: {tasks:?}");
+
+    // VIP mode: the upstream is the service's virtual IP (this lab's kernel has no IPVS, so VIPs
+    // carry no traffic here: the rendered config is the proof).
+    let vipapp = api.inspect_service("vipapp").await.unwrap().unwrap();
+    let (_, vip) = vipapp.vips.iter().find(|(net, _)| vipapp.network_ids.contains(net)).expect("a VIP");
+    let proxy = api.inspect_service("interlock-proxy-edge").await.unwrap().unwrap();
+    let config_name = &proxy.def.configs[0].config_name;
+    let configs = api.list_configs("").await.unwrap();
+    let text = String::from_utf8(configs.into_iter().find(|c| &c.name == config_name).unwrap().data).unwrap();
+    assert!(text.contains(&format!("server {vip}:80;")), "vip.local goes to {vip}:\n{text}");
 
     // A websocket endpoint passes the Upgrade handshake headers to the app; elsewhere nginx drops
     // them, as HTTP says of hop-by-hop headers.

@@ -66,6 +66,7 @@ fn observed() -> Observed {
             update_state: None,
             created_at: String::new(),
             network_ids: vec![format!("n{c}")],
+            vips: vec![],
         });
         o.tasks.push(TaskFacts {
             id: format!("t{i}"),

@@ -44,6 +44,8 @@ pub struct RouteOptions {
     pub default_backend: bool,
     /// Terminate TLS for the service's hosts on the proxy's TLS port.
     pub tls: Option<TlsSecrets>,
+    /// `backend_mode=vip`: one upstream server, the service's virtual IP, instead of its tasks.
+    pub vip: bool,
 }
 
 /// Reads the options from a service's labels, or says which value is wrong.
@@ -73,6 +75,7 @@ pub fn route_options(labels: &BTreeMap<String, String>) -> Result<RouteOptions, 
             }
             _ => return Err(format!("{LABEL_SSL_CERT} and {LABEL_SSL_KEY} go together")),
         },
+        vip: false,
     };
     if options.context_root.as_deref() == Some("/") {
         options.context_root = None;
@@ -85,8 +88,14 @@ pub fn route_options(labels: &BTreeMap<String, String>) -> Result<RouteOptions, 
     }
     match get(LABEL_BACKEND_MODE) {
         None | Some("task") => {}
-        Some("vip") => return Err(format!("{LABEL_BACKEND_MODE}=vip is not supported yet (use task)")),
+        Some("vip") => options.vip = true,
         Some(other) => return Err(format!("{LABEL_BACKEND_MODE}={other:?} is not task or vip")),
+    }
+    if options.vip && (options.sticky_cookie.is_some() || options.ip_hash || !options.websocket_endpoints.is_empty()) {
+        // Interlock's own rule: a VIP hides the tasks, so nothing can pin a client to one.
+        return Err(format!(
+            "{LABEL_BACKEND_MODE}=vip cannot be combined with sticky sessions, ip_hash or websocket endpoints"
+        ));
     }
     Ok(options)
 }
@@ -198,6 +207,7 @@ mod tests {
             ]
         );
         assert_eq!(opts(&[]).unwrap(), RouteOptions::default());
+        assert!(opts(&[(LABEL_BACKEND_MODE, "vip")]).unwrap().vip);
         assert_eq!(opts(&[(LABEL_CONTEXT_ROOT, "/")]).unwrap().context_root, None);
     }
 
@@ -219,7 +229,7 @@ mod tests {
             (vec![(LABEL_REDIRECTS, "http://old.local,http://x/$1;")], "not an http(s) URL"),
             (vec![(LABEL_REDIRECTS, "bad host,http://x")], "not a host or URL"),
             (vec![(LABEL_BACKEND_MODE, "dns")], "is not task or vip"),
-            (vec![(LABEL_BACKEND_MODE, "vip")], "not supported yet"),
+            (vec![(LABEL_BACKEND_MODE, "vip"), (LABEL_IP_HASH, "true")], "cannot be combined"),
             (vec![(LABEL_SSL_CERT, "cert")], "go together"),
             (vec![(LABEL_SSL_CERT, "../etc/passwd"), (LABEL_SSL_KEY, "k")], "not a secret name"),
         ] {

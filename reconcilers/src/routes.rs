@@ -217,11 +217,20 @@ fn app_routes(
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("{LABEL_PORT}={port_text:?} is not a port number (1-65535)"))?;
     let network_id = routing_network(app, networks)?;
-    let mut targets: Vec<Target> = running_tasks
-        .iter()
-        .filter_map(|t| t.addresses.iter().find(|(net, _)| *net == network_id))
-        .map(|(_, ip)| Target { ip: ip.clone(), port })
-        .collect();
+    let mut targets: Vec<Target> = if options.vip {
+        // Swarm balances over the tasks behind the VIP; the proxy needs no update when they change.
+        let vip = app.vips.iter().find(|(net, _)| *net == network_id).map(|(_, ip)| ip.clone());
+        let vip = vip.ok_or_else(|| {
+            format!("{LABEL_PREFIX}backend_mode=vip but the service has no VIP on its network (endpoint mode dnsrr?)")
+        })?;
+        vec![Target { ip: vip, port }]
+    } else {
+        running_tasks
+            .iter()
+            .filter_map(|t| t.addresses.iter().find(|(net, _)| *net == network_id))
+            .map(|(_, ip)| Target { ip: ip.clone(), port })
+            .collect()
+    };
     targets.sort();
     targets.dedup();
     Ok((hosts, Backend { service: app.def.name.clone(), network_id, targets, options }))
@@ -328,6 +337,7 @@ mod tests {
             update_state: None,
             created_at: "2026-01-01T00:00:00Z".into(),
             network_ids: networks.iter().map(|n| n.to_string()).collect(),
+            vips: networks.iter().map(|n| (n.to_string(), format!("10.9.9.{}", n.len()))).collect(),
         }
     }
 
@@ -520,6 +530,17 @@ mod tests {
             east("s2", "tls2", &[("com.docker.lb.ssl_cert", "nope.crt"), ("com.docker.lb.ssl_key", "site.key")]);
         let t = tables(&[missing], &[]);
         assert!(t["us-east"].quarantined[0].reason.contains("secret \"nope.crt\" does not exist"));
+    }
+
+    #[test]
+    fn vip_mode_routes_to_the_service_vip_not_its_tasks() {
+        let s = east("s1", "vip", &[("com.docker.lb.backend_mode", "vip")]);
+        let vip = s.vips.iter().find(|(n, _)| n == "n-east").unwrap().1.clone();
+        let t = tables(&[s], &[task("s1", "n-east", "10.0.1.5"), task("s1", "n-east", "10.0.1.6")]);
+        assert_eq!(t["us-east"].targets("demo-east.local"), [Target { ip: vip, port: 8080 }]);
+        let mut no_vip = east("s2", "dnsrr", &[("com.docker.lb.backend_mode", "vip")]);
+        no_vip.vips.clear();
+        assert!(tables(&[no_vip], &[])["us-east"].quarantined[0].reason.contains("no VIP"));
     }
 
     #[test]

@@ -156,6 +156,8 @@ pub struct ServiceFacts {
     pub created_at: String,
     /// Network IDs the service is attached to, as Swarm resolved them.
     pub network_ids: Vec<String>,
+    /// `(network ID, virtual IP without prefix length)`: the service's VIP on each network.
+    pub vips: Vec<(String, String)>,
 }
 
 /// A task of a service, with its addresses on overlay networks.

@@ -725,5 +725,16 @@ fn service_facts(service: Service) -> ServiceFacts {
         update_state: service.update_status.and_then(|u| u.state).map(|s| s.to_string()),
         created_at: service.created_at.unwrap_or_default(),
         network_ids,
+        vips: service
+            .endpoint
+            .and_then(|e| e.virtual_ips)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| {
+                let addr = v.addr?;
+                let ip = addr.split_once('/').map_or(addr.as_str(), |(ip, _)| ip).to_owned();
+                Some((v.network_id?, ip))
+            })
+            .collect(),
     }
 }

@@ -52,6 +52,7 @@ fn app(id: &str, name: &str, cluster: &str, net: &str) -> ServiceFacts {
         update_state: None,
         created_at: "2026-01-01T00:00:00Z".into(),
         network_ids: vec![net.into()],
+        vips: vec![],
     }
 }
 
@@ -110,6 +111,7 @@ fn apply(observed: &mut Observed, actions: &[Action]) {
                 update_state: None,
                 created_at: "2026-01-02T00:00:00Z".into(),
                 network_ids: def.networks.clone(),
+                vips: vec![],
             }),
             Action::UpdateService { id, version, def, .. } => {
                 let s = observed.services.iter_mut().find(|s| s.id == *id).expect("updated service exists");
