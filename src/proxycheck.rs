@@ -106,9 +106,10 @@ QnFbQIHQY3SLC7uhplvhQLsABiahRANCAARChL+Io5kquboJAHraqxT0uMwZHg5L
 oPju0l6VCy2NwTxVnGJMoK5ukzuTnaejN2EaYAOYw1jkKh3NELpMtPPf
 -----END PRIVATE KEY-----\n";
 
-/// Points `ssl_certificate` and `ssl_certificate_key` lines at the check's own pair.
+/// Points nginx's `ssl_certificate`/`ssl_certificate_key` lines and HAProxy's `crt` arguments
+/// at the check's own pair (HAProxy finds `check.pem.key` beside `check.pem` by itself).
 fn with_check_certificates(text: &str, dir: &std::path::Path) -> String {
-    let (cert, key) = (dir.join("check.crt"), dir.join("check.key"));
+    let (cert, key, pem) = (dir.join("check.crt"), dir.join("check.key"), dir.join("check.pem"));
     text.lines()
         .map(|line| {
             let trimmed = line.trim_start();
@@ -117,6 +118,16 @@ fn with_check_certificates(text: &str, dir: &std::path::Path) -> String {
                 format!("{indent}ssl_certificate_key {};", key.display())
             } else if trimmed.starts_with("ssl_certificate ") {
                 format!("{indent}ssl_certificate {};", cert.display())
+            } else if trimmed.starts_with("bind ") && trimmed.contains(" crt ") {
+                let mut words = trimmed.split(' ').peekable();
+                let mut out = Vec::new();
+                while let Some(word) = words.next() {
+                    out.push(word.to_owned());
+                    if word == "crt" && words.next().is_some() {
+                        out.push(pem.display().to_string());
+                    }
+                }
+                format!("{indent}{}", out.join(" "))
             } else {
                 line.to_owned()
             }
@@ -134,6 +145,8 @@ async fn run_check(binary: &PathBuf, args: &[&str], text: &str) -> Result<(), St
         let prepare = |e: std::io::Error| format!("cannot prepare the check: {e}");
         tokio::fs::write(dir.join("check.crt"), CHECK_CERT).await.map_err(prepare)?;
         tokio::fs::write(dir.join("check.key"), CHECK_KEY).await.map_err(prepare)?;
+        tokio::fs::write(dir.join("check.pem"), CHECK_CERT).await.map_err(prepare)?;
+        tokio::fs::write(dir.join("check.pem.key"), CHECK_KEY).await.map_err(prepare)?;
         let text = with_check_certificates(text, &dir) + "\n";
         tokio::fs::write(&file, text).await.map_err(prepare)?;
         let output = tokio::process::Command::new(binary)

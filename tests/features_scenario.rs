@@ -68,6 +68,7 @@ async fn routing_features_through_a_real_proxy() {
         ("catch", "catch\n"),
         ("hap-web", "hap-web\n"),
         ("hap-api", "hap-api\n"),
+        ("hap-secure", "hap-secure\n"),
     ] {
         body_config(&format!("feat-{name}-body"), text);
     }
@@ -203,6 +204,20 @@ async fn routing_features_through_a_real_proxy() {
         &[(&format!("{lb}.hosts"), "vip.local"), (&format!("{lb}.port"), "80"), (&format!("{lb}.backend_mode"), "vip")],
         &[],
     );
+    app(
+        "hap-secure",
+        1,
+        &[
+            &hap[..],
+            &[
+                (&format!("{lb}.hosts"), "secure.local"),
+                (&format!("{lb}.ssl_cert"), "feat-secure.crt"),
+                (&format!("{lb}.ssl_key"), "feat-secure.key"),
+            ],
+        ]
+        .concat(),
+        &[("feat-hap-secure-body", "/www/index.html", "0444")],
+    );
     app("broken", 1, &[(&format!("{lb}.hosts"), "broken.local"), (&format!("{lb}.port"), "http")], &[]);
 
     // Wait for every app task, then converge.
@@ -288,20 +303,24 @@ async fn routing_features_through_a_real_proxy() {
     assert_eq!(plain.status, 200, "{plain:?}");
     assert!(!plain.body.contains("HTTP_UPGRADE"), "{plain:?}");
 
-    // TLS terminated with the certificate from the secrets, chosen by SNI.
-    let resolve = format!("secure.local:8453:{addr}");
-    let curl = eventually("https://secure.local answers", Duration::from_secs(30), || async {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-m", "3", "--resolve", &resolve, "--cacert"])
-            .arg(&cert)
-            .arg("https://secure.local:8453/")
-            .output()
-            .ok()?;
-        let body = String::from_utf8_lossy(&out.stdout).into_owned();
-        (out.status.success() && body == "secure\n").then_some(body)
-    })
-    .await;
-    assert_eq!(curl, "secure\n");
+    // TLS terminated with the certificate from the secrets, chosen by SNI: by nginx on lb-00,
+    // and by HAProxy (certificate and key mounted side by side) on lb-01.
+    for (node, port, want) in [("lb-00", 8453, "secure\n"), ("lb-01", 8454, "hap-secure\n")] {
+        let resolve = format!("secure.local:{port}:{}", node_addr(node));
+        let url = format!("https://secure.local:{port}/");
+        let curl = eventually(&format!("{url} via {node} answers"), Duration::from_secs(30), || async {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-m", "3", "--resolve", &resolve, "--cacert"])
+                .arg(&cert)
+                .arg(&url)
+                .output()
+                .ok()?;
+            let body = String::from_utf8_lossy(&out.stdout).into_owned();
+            (out.status.success() && body == want).then_some(body)
+        })
+        .await;
+        assert_eq!(curl, want);
+    }
     std::fs::remove_dir_all(&tls_dir).ok();
 
     // The HAProxy cluster beside it: its own hosts, with a rewritten context root; nothing else.

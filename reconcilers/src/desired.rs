@@ -3,11 +3,11 @@
 //! spec composing placement, ports, networks and the config mount), the proxy config object, and
 //! the routes it was rendered from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, Extension, ProxyConfig};
+use crate::config::{Config, Extension, ProxyConfig, ProxyKind};
 use crate::render::haproxy::{self, HaproxySite};
 use crate::render::nginx::{self, NginxSite};
 use crate::routes::{self, Quarantined, RouteTable};
@@ -160,7 +160,10 @@ fn cluster_state(
             };
             nginx::render(&site, &routes)
         }
-        ProxyConfig::Haproxy(config) => haproxy::render(&HaproxySite { config, http_port: ext.target_port }, &routes),
+        ProxyConfig::Haproxy(config) => haproxy::render(
+            &HaproxySite { config, http_port: ext.target_port, https_port: ext.target_ssl_port },
+            &routes,
+        ),
     };
     let content_hash = sha256_hex(text.as_bytes());
     let mut config_labels = owned_labels(Some(&ext.name), "proxy-config");
@@ -204,11 +207,7 @@ fn cluster_state(
         networks,
         ports,
         configs: vec![ConfigMount { config_name: proxy_config.name.clone(), target: ext.proxy_config_path.clone() }],
-        secrets: routes
-            .secret_names()
-            .into_iter()
-            .map(|name| SecretMount { target: name.clone(), secret_name: name })
-            .collect(),
+        secrets: proxy_secrets(ext.proxy_kind, &routes),
         stop_signal: Some(ext.proxy_stop_signal.clone()),
         stop_grace_period: Some(ext.proxy_stop_grace_period),
         update: UpdatePolicy {
@@ -259,6 +258,21 @@ fn cluster_state(
         proxy_config,
         routes,
     }
+}
+
+/// The TLS secrets a proxy mounts, at the file names its config uses: nginx names both files;
+/// HAProxy wants the key beside its certificate as `<cert>.key`.
+fn proxy_secrets(kind: ProxyKind, routes: &RouteTable) -> Vec<SecretMount> {
+    let mut mounts = BTreeSet::new();
+    for tls in routes.hosts.keys().filter_map(|h| routes.tls(h)) {
+        let key_target = match kind {
+            ProxyKind::Nginx => tls.key.clone(),
+            ProxyKind::Haproxy => format!("{}.key", tls.cert),
+        };
+        mounts.insert(SecretMount { secret_name: tls.cert.clone(), target: tls.cert.clone() });
+        mounts.insert(SecretMount { secret_name: tls.key.clone(), target: key_target });
+    }
+    mounts.into_iter().collect()
 }
 
 /// Adds [`LABEL_SPEC_HASH`]: the sha256 of the definition's canonical JSON (struct fields in

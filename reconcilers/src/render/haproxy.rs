@@ -15,6 +15,8 @@ pub struct HaproxySite<'a> {
     pub config: &'a HaproxyConfig,
     /// Port the HTTP frontend binds inside the proxy (`TargetPort`).
     pub http_port: u16,
+    /// Port the TLS frontend binds (`TargetSSLPort`); 0: none.
+    pub https_port: u16,
 }
 
 /// The whole haproxy.cfg.
@@ -64,28 +66,18 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
         }
         out
     };
-    line(w, 0, "");
-    line(w, 0, "frontend http-default");
-    line(w, 1, &format!("bind *:{}", site.http_port));
-    line(w, 1, "monitor-uri /haproxy?monitor");
-    if !c.admin_user.is_empty() {
-        line(w, 1, "stats enable");
-        line(w, 1, "stats uri /haproxy?stats");
-        line(w, 1, "stats refresh 5s");
-        line(w, 1, &format!("stats auth {}:{}", c.admin_user, c.admin_pass));
-    }
-    for (source, target) in &redirects {
-        line(
-            w,
-            1,
-            &format!(
+    // Routing rules, shared by the HTTP and the TLS frontend.
+    let mut rules: Vec<String> = redirects
+        .iter()
+        .map(|(source, target)| {
+            format!(
                 "http-request redirect location {target}%[capture.req.uri] code 302 if {{ req.hdr(host),field(1,:) -i {source} }}"
-            ),
-        );
-    }
+            )
+        })
+        .collect();
     let mut backends: Vec<(String, Vec<Target>, &Backend)> = Vec::new();
     for (i, host) in routes.hosts.keys().enumerate() {
-        line(w, 1, &format!("acl host_{i} req.hdr(host),field(1,:) -i {host}"));
+        rules.push(format!("acl host_{i} req.hdr(host),field(1,:) -i {host}"));
         let paths = routes.paths(host);
         // Longest path first, so /api/v2 wins over /api and both over /.
         let mut ordered: Vec<(&&str, &Vec<&Backend>)> = paths.iter().collect();
@@ -95,9 +87,9 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
             let targets: Vec<Target> =
                 pooled.iter().flat_map(|b| b.targets.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
             if *path == "/" {
-                line(w, 1, &format!("use_backend {name} if host_{i}"));
+                rules.push(format!("use_backend {name} if host_{i}"));
             } else {
-                line(w, 1, &format!("use_backend {name} if host_{i} {{ path_beg {path} }}"));
+                rules.push(format!("use_backend {name} if host_{i} {{ path_beg {path} }}"));
             }
             backends.push((name, targets, pooled[0]));
         }
@@ -109,7 +101,35 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
         }
         None => "be_no_route",
     };
-    line(w, 1, &format!("default_backend {default}"));
+    rules.push(format!("default_backend {default}"));
+
+    line(w, 0, "");
+    line(w, 0, "frontend http-default");
+    line(w, 1, &format!("bind *:{}", site.http_port));
+    line(w, 1, "monitor-uri /haproxy?monitor");
+    if !c.admin_user.is_empty() {
+        line(w, 1, "stats enable");
+        line(w, 1, "stats uri /haproxy?stats");
+        line(w, 1, "stats refresh 5s");
+        line(w, 1, &format!("stats auth {}:{}", c.admin_user, c.admin_pass));
+    }
+    for rule in &rules {
+        line(w, 1, rule);
+    }
+    // TLS: one certificate per TLS host, chosen by SNI. Each secret holds the certificate; its key
+    // is mounted beside it as `<cert>.key`, which HAProxy loads by itself.
+    let certificates: BTreeSet<&str> =
+        routes.hosts.keys().filter_map(|h| routes.tls(h)).map(|t| t.cert.as_str()).collect();
+    if site.https_port != 0 && !certificates.is_empty() {
+        let crts: Vec<String> = certificates.iter().map(|c| format!("crt /run/secrets/{c}")).collect();
+        line(w, 0, "");
+        line(w, 0, "frontend https-default");
+        line(w, 1, &format!("bind *:{} ssl {}", site.https_port, crts.join(" ")));
+        line(w, 1, "http-request set-header X-Forwarded-Proto https");
+        for rule in &rules {
+            line(w, 1, rule);
+        }
+    }
 
     if routes.default_backend.is_none() {
         line(w, 0, "");
@@ -172,7 +192,7 @@ mod tests {
         let config = HaproxyConfig::default();
         insta::assert_snapshot!(
             "haproxy_empty",
-            render(&HaproxySite { config: &config, http_port: 80 }, &RouteTable::default())
+            render(&HaproxySite { config: &config, http_port: 80, https_port: 443 }, &RouteTable::default())
         );
     }
 
@@ -214,6 +234,14 @@ mod tests {
             Some(backend("catch-all", &["10.0.5.2"], RouteOptions { default_backend: true, ..Default::default() }));
         let config =
             HaproxyConfig { admin_user: "admin".into(), admin_pass: "secret".into(), ..HaproxyConfig::default() };
-        insta::assert_snapshot!("haproxy_features", render(&HaproxySite { config: &config, http_port: 80 }, &table));
+        let tls = crate::labels::TlsSecrets { cert: "secure.crt".into(), key: "secure.key".into() };
+        table.hosts.insert(
+            "secure.local".into(),
+            vec![backend("secure", &["10.0.6.2"], RouteOptions { tls: Some(tls), ..Default::default() })],
+        );
+        insta::assert_snapshot!(
+            "haproxy_features",
+            render(&HaproxySite { config: &config, http_port: 80, https_port: 443 }, &table)
+        );
     }
 }
