@@ -47,6 +47,14 @@ fn clean() {
     for app in APPS {
         docker_quiet(&["service", "rm", app]);
     }
+    // Configs and secrets stay in use until their services are gone.
+    for _ in 0..50 {
+        let left = docker(&["service", "ls", "--format", "{{.Name}}"]);
+        if left.lines().all(|name| !APPS.contains(&name)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[tokio::test]
@@ -91,6 +99,11 @@ async fn routing_features_through_a_real_proxy() {
         docker(&["secret", "create", name, file.to_str().unwrap()]);
     }
     body_config("feat-secure-body", "secure\n");
+    // An app that terminates TLS itself (nginx in the lab's proxy image).
+    body_config(
+        "feat-pt-nginx",
+        "events {}\nhttp {\n  server {\n    listen 443 ssl;\n    ssl_certificate /run/secrets/feat-secure.crt;\n    ssl_certificate_key /run/secrets/feat-secure.key;\n    location / { return 200 \"passthrough\\n\"; }\n  }\n}\n",
+    );
     body_config("feat-env-cgi", "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nenv | grep ^HTTP_ | sort\n");
     body_config("feat-cart-cgi", "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nhostname\n");
 
@@ -218,6 +231,31 @@ async fn routing_features_through_a_real_proxy() {
         .concat(),
         &[("feat-hap-secure-body", "/www/index.html", "0444")],
     );
+    docker(&[
+        "service",
+        "create",
+        "-q",
+        "--detach",
+        "--name",
+        "pt-app",
+        "--network",
+        "edge-apps",
+        "--constraint",
+        "node.hostname==app-00",
+        "--label",
+        "com.docker.lb.hosts=pt.local",
+        "--label",
+        "com.docker.lb.port=443",
+        "--label",
+        "com.docker.lb.ssl_passthrough=true",
+        "--secret",
+        "feat-secure.crt",
+        "--secret",
+        "feat-secure.key",
+        "--config",
+        "source=feat-pt-nginx,target=/etc/nginx/nginx.conf",
+        "local/interlock-proxy:lab",
+    ]);
     app("broken", 1, &[(&format!("{lb}.hosts"), "broken.local"), (&format!("{lb}.port"), "http")], &[]);
 
     // Wait for every app task, then converge.
@@ -322,6 +360,17 @@ async fn routing_features_through_a_real_proxy() {
         assert_eq!(curl, want);
     }
     std::fs::remove_dir_all(&tls_dir).ok();
+
+    // TLS passthrough: the app's own TLS server answers through lb-00's TLS port.
+    let resolve = format!("pt.local:8453:{}", node_addr("lb-00"));
+    eventually("https://pt.local passes through", Duration::from_secs(30), || async {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-k", "-m", "3", "--resolve", &resolve, "https://pt.local:8453/"])
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout) == "passthrough\n").then_some(())
+    })
+    .await;
 
     // The HAProxy cluster beside it: its own hosts, with a rewritten context root; nothing else.
     let hap_addr = node_addr("lb-01");

@@ -146,10 +146,13 @@ fn owned_labels(extension: Option<&str>, role: &str) -> BTreeMap<String, String>
 
 fn cluster_state(
     ext: &Extension,
-    routes: RouteTable,
+    mut routes: RouteTable,
     operator_network: Option<&str>,
     env: &Environment,
 ) -> ClusterState {
+    if ext.proxy_kind == ProxyKind::Haproxy {
+        quarantine_passthrough(&mut routes);
+    }
     let text = match &ext.config {
         ProxyConfig::Nginx(config) => {
             let site = NginxSite {
@@ -257,6 +260,23 @@ fn cluster_state(
         proxy_service,
         proxy_config,
         routes,
+    }
+}
+
+/// HAProxy's renderer has no TCP passthrough yet: such services are quarantined, not served as
+/// plain HTTP.
+fn quarantine_passthrough(routes: &mut RouteTable) {
+    let hosts: Vec<String> = routes.hosts.keys().filter(|h| routes.passthrough(h)).cloned().collect();
+    for host in hosts {
+        for backend in routes.hosts.remove(&host).unwrap_or_default() {
+            let q = Quarantined {
+                service: backend.service,
+                reason: "com.docker.lb.ssl_passthrough is not supported by HAProxy extensions yet".to_owned(),
+            };
+            if !routes.quarantined.contains(&q) {
+                routes.quarantined.push(q);
+            }
+        }
     }
 }
 

@@ -15,8 +15,9 @@ pub const LABEL_DEFAULT_BACKEND: &str = "com.docker.lb.default_backend";
 pub const LABEL_BACKEND_MODE: &str = "com.docker.lb.backend_mode";
 pub const LABEL_SSL_CERT: &str = "com.docker.lb.ssl_cert";
 pub const LABEL_SSL_KEY: &str = "com.docker.lb.ssl_key";
-/// Labels read but not acted on yet: routing continues over plain HTTP, and `plan` says so.
-pub const NOT_YET_SUPPORTED: &[&str] = &["com.docker.lb.ssl_passthrough"];
+pub const LABEL_SSL_PASSTHROUGH: &str = "com.docker.lb.ssl_passthrough";
+/// Labels read but not acted on yet: routing continues, and `plan` says so.
+pub const NOT_YET_SUPPORTED: &[&str] = &[];
 
 /// TLS termination: the names of the Docker secrets holding the certificate and its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct RouteOptions {
     pub tls: Option<TlsSecrets>,
     /// `backend_mode=vip`: one upstream server, the service's virtual IP, instead of its tasks.
     pub vip: bool,
+    /// Pass TLS connections for the service's hosts through, by SNI, to its tasks' TLS port.
+    pub passthrough: bool,
 }
 
 /// Reads the options from a service's labels, or says which value is wrong.
@@ -76,7 +79,15 @@ pub fn route_options(labels: &BTreeMap<String, String>) -> Result<RouteOptions, 
             _ => return Err(format!("{LABEL_SSL_CERT} and {LABEL_SSL_KEY} go together")),
         },
         vip: false,
+        passthrough: get(LABEL_SSL_PASSTHROUGH)
+            .map(|v| boolean(LABEL_SSL_PASSTHROUGH, v))
+            .transpose()?
+            .unwrap_or(false),
     };
+    if options.passthrough && (options.tls.is_some() || options.context_root.is_some()) {
+        // The proxy never sees inside a passed-through connection.
+        return Err(format!("{LABEL_SSL_PASSTHROUGH} cannot be combined with ssl_cert or context_root"));
+    }
     if options.context_root.as_deref() == Some("/") {
         options.context_root = None;
     }
@@ -231,6 +242,7 @@ mod tests {
             (vec![(LABEL_BACKEND_MODE, "dns")], "is not task or vip"),
             (vec![(LABEL_BACKEND_MODE, "vip"), (LABEL_IP_HASH, "true")], "cannot be combined"),
             (vec![(LABEL_SSL_CERT, "cert")], "go together"),
+            (vec![(LABEL_SSL_PASSTHROUGH, "true"), (LABEL_CONTEXT_ROOT, "/a")], "cannot be combined"),
             (vec![(LABEL_SSL_CERT, "../etc/passwd"), (LABEL_SSL_KEY, "k")], "not a secret name"),
         ] {
             let err = opts(&pairs).expect_err(needle);

@@ -91,6 +91,11 @@ impl RouteTable {
         self.hosts.get(host)?.iter().find_map(|b| b.options.tls.as_ref())
     }
 
+    /// Whether a host's TLS connections pass through to its tasks (its backends agree on it).
+    pub fn passthrough(&self, host: &str) -> bool {
+        self.hosts.get(host).is_some_and(|b| b.iter().any(|b| b.options.passthrough))
+    }
+
     /// A host's backends grouped by path, paths in order; one upstream each.
     pub fn paths(&self, host: &str) -> BTreeMap<&str, Vec<&Backend>> {
         let mut paths: BTreeMap<&str, Vec<&Backend>> = BTreeMap::new();
@@ -513,11 +518,11 @@ mod tests {
     }
 
     #[test]
-    fn labels_not_supported_yet_are_noted_and_routing_goes_on() {
+    fn passthrough_hosts_are_known() {
         let s = east("s1", "pt", &[("com.docker.lb.ssl_passthrough", "true")]);
         let t = tables(&[s], &[]);
-        assert_eq!(t["us-east"].hosts.len(), 1);
-        assert!(t["us-east"].notes[0].reason.contains("not supported yet"), "{:?}", t["us-east"].notes);
+        assert!(t["us-east"].passthrough("demo-east.local"));
+        assert!(t["us-east"].notes.is_empty());
     }
 
     #[test]

@@ -339,3 +339,16 @@ fn an_haproxy_extension_gets_an_haproxy_config() {
     assert_eq!(west.proxy_config.labels[LABEL_PROXY_KIND], "haproxy");
     assert_eq!(d.clusters["us-east"].proxy_config.labels[LABEL_PROXY_KIND], "nginx");
 }
+
+#[test]
+fn haproxy_quarantines_passthrough_instead_of_serving_it_as_http() {
+    let text =
+        SEED.replace("ServiceCluster = \"us-west\"", "ServiceCluster = \"us-west\"\n    ProxyKind = \"haproxy\"");
+    let config = config::parse("seed", &text).unwrap().config;
+    let mut observed = seed_swarm();
+    let west = observed.services.iter_mut().find(|s| s.def.name == "demo-west").unwrap();
+    west.def.labels.insert("com.docker.lb.ssl_passthrough".into(), "true".into());
+    let d = desired_state(&config, &observed, &env());
+    assert!(d.clusters["us-west"].routes.hosts.is_empty());
+    assert!(d.clusters["us-west"].routes.quarantined[0].reason.contains("not supported by HAProxy"));
+}

@@ -59,7 +59,58 @@ pub fn render(site: &NginxSite<'_>, routes: &RouteTable) -> String {
         redirect_server(w, site, host, target);
     }
     line(w, 0, "}");
+    if uses_stream(site, routes) {
+        stream_block(w, site, routes);
+    }
     out
+}
+
+/// Where TLS-terminating servers listen when the public TLS port belongs to the `stream {}`
+/// SNI switch (some host is passed through): loopback only.
+pub const INTERNAL_TLS_PORT: u16 = 10443;
+
+/// Whether the TLS port is an SNI switch in `stream {}` (needs nginx's stream module; Debian's
+/// nginx loads it with a `load_module` line in `GlobalOptions`, nginx:alpine has it built in).
+fn uses_stream(site: &NginxSite<'_>, routes: &RouteTable) -> bool {
+    site.https_port != 0 && routes.hosts.keys().any(|h| routes.passthrough(h))
+}
+
+/// The public TLS listener as an SNI switch: passed-through hosts go straight to their tasks;
+/// every other name goes to the TLS-terminating servers on the loopback.
+fn stream_block(w: &mut String, site: &NginxSite<'_>, routes: &RouteTable) {
+    line(w, 0, "");
+    line(w, 0, "stream {");
+    for option in &site.config.tcp_options {
+        line(w, 1, option);
+    }
+    line(w, 1, "map $ssl_preread_server_name $interlock_tls_target {");
+    for host in routes.hosts.keys().filter(|h| routes.passthrough(h)) {
+        line(w, 2, &format!("{host} {};", passthrough_upstream(host)));
+    }
+    line(w, 2, &format!("default 127.0.0.1:{INTERNAL_TLS_PORT};"));
+    line(w, 1, "}");
+    for host in routes.hosts.keys().filter(|h| routes.passthrough(h)) {
+        let targets = routes.targets(host);
+        line(w, 1, &format!("upstream {} {{", passthrough_upstream(host)));
+        if targets.is_empty() {
+            // No running task: refuse rather than hand the connection to the wrong name.
+            line(w, 2, "server 127.0.0.1:1 down;");
+        }
+        for target in &targets {
+            line(w, 2, &format!("server {target};"));
+        }
+        line(w, 1, "}");
+    }
+    line(w, 1, "server {");
+    line(w, 2, &format!("listen {};", site.https_port));
+    line(w, 2, "ssl_preread on;");
+    line(w, 2, "proxy_pass $interlock_tls_target;");
+    line(w, 1, "}");
+    line(w, 0, "}");
+}
+
+fn passthrough_upstream(host: &str) -> String {
+    upstream_name(host, "/").replacen("up-", "pt-", 1)
 }
 
 fn line(out: &mut String, indent: usize, text: &str) {
@@ -252,6 +303,10 @@ fn host_blocks(
     let services: Vec<&str> = routes.hosts[host].iter().map(|b| b.service.as_str()).collect();
     line(w, 0, "");
     line(w, 1, &format!("# {host}: {}", services.join(", ")));
+    if routes.passthrough(host) {
+        line(w, 1, "# TLS passthrough: served in stream {} only");
+        return;
+    }
     if let Some(target) = redirects.get(host) {
         redirect_server(w, site, host, target);
         return;
@@ -272,7 +327,12 @@ fn host_blocks(
             format!("ssl_certificate /run/secrets/{};", tls.cert),
             format!("ssl_certificate_key /run/secrets/{};", tls.key),
         ];
-        server(w, &format!("listen {} ssl;", site.https_port), host, &locations, &certificate);
+        let listen = if uses_stream(site, routes) {
+            format!("listen 127.0.0.1:{INTERNAL_TLS_PORT} ssl;")
+        } else {
+            format!("listen {} ssl;", site.https_port)
+        };
+        server(w, &listen, host, &locations, &certificate);
     }
 }
 
@@ -402,6 +462,25 @@ mod tests {
             Some(backend("catch-all", &["10.0.5.2"], RouteOptions { default_backend: true, ..Default::default() }));
         let config = NginxConfig::default();
         insta::assert_snapshot!("nginx_features", render(&site(&config), &table));
+    }
+
+    #[test]
+    fn tls_passthrough_beside_termination() {
+        let mut table = RouteTable::default();
+        let tls = crate::labels::TlsSecrets { cert: "secure.crt".into(), key: "secure.key".into() };
+        table.hosts.insert(
+            "secure.local".into(),
+            vec![backend("secure", &["10.0.6.2"], RouteOptions { tls: Some(tls), ..Default::default() })],
+        );
+        table.hosts.insert(
+            "pt.local".into(),
+            vec![backend("pt", &["10.0.7.2", "10.0.7.3"], RouteOptions { passthrough: true, ..Default::default() })],
+        );
+        let config = NginxConfig {
+            global_options: vec!["load_module /usr/lib/nginx/modules/ngx_stream_module.so;".into()],
+            ..NginxConfig::default()
+        };
+        insta::assert_snapshot!("nginx_passthrough", render(&site(&config), &table));
     }
 
     #[test]
