@@ -14,7 +14,23 @@ use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, reque
 const CONFIG: &str = "deploy/examples/features.lab.toml";
 const PORT: u16 = 8090;
 const APPS: &[&str] = &[
-    "web", "api", "docs", "site", "catch", "cart", "broken", "hap-web", "hap-api", "secure", "chat", "nochat", "vipapp",
+    "web",
+    "api",
+    "docs",
+    "site",
+    "catch",
+    "cart",
+    "broken",
+    "hap-web",
+    "hap-api",
+    "secure",
+    "chat",
+    "nochat",
+    "vipapp",
+    "hap-secure",
+    "pt-app",
+    "canary-v1",
+    "canary-v2",
 ];
 
 /// `docker service create` of a busybox app on `edge-apps` serving `files` (config name, target,
@@ -77,6 +93,8 @@ async fn routing_features_through_a_real_proxy() {
         ("hap-web", "hap-web\n"),
         ("hap-api", "hap-api\n"),
         ("hap-secure", "hap-secure\n"),
+        ("canary-v1", "v1\n"),
+        ("canary-v2", "v2\n"),
     ] {
         body_config(&format!("feat-{name}-body"), text);
     }
@@ -256,6 +274,16 @@ async fn routing_features_through_a_real_proxy() {
         "source=feat-pt-nginx,target=/etc/nginx/nginx.conf",
         "local/interlock-proxy:lab",
     ]);
+    // The canary pattern: two services on one host pool into one upstream.
+    for version in ["v1", "v2"] {
+        let body = format!("feat-canary-{version}-body");
+        app(
+            &format!("canary-{version}"),
+            1,
+            &[(&format!("{lb}.hosts"), "canary.local"), (&format!("{lb}.port"), "80")],
+            &[(&body, "/www/index.html", "0444")],
+        );
+    }
     app("broken", 1, &[(&format!("{lb}.hosts"), "broken.local"), (&format!("{lb}.port"), "http")], &[]);
 
     // Wait for every app task, then converge.
@@ -295,6 +323,14 @@ async fn routing_features_through_a_real_proxy() {
     assert_eq!(body("features.local", "/docs/").await, "docs\n");
     let bare = get("features.local", "/api").await.unwrap();
     assert_eq!((bare.status, bare.header("location").map(|l| l.ends_with("/api/"))), (301, Some(true)), "{bare:?}");
+
+    // Canary: both versions answer on one host.
+    body("canary.local", "/").await;
+    let mut versions = BTreeSet::new();
+    for _ in 0..12 {
+        versions.insert(get("canary.local", "/").await.unwrap().body);
+    }
+    assert_eq!(versions.into_iter().collect::<Vec<_>>(), ["v1\n", "v2\n"], "both services share the upstream");
 
     // A redirect.
     let redirect = get("old.local", "/path?q=1").await.unwrap();

@@ -352,3 +352,20 @@ fn haproxy_quarantines_passthrough_instead_of_serving_it_as_http() {
     assert!(d.clusters["us-west"].routes.hosts.is_empty());
     assert!(d.clusters["us-west"].routes.quarantined[0].reason.contains("not supported by HAProxy"));
 }
+
+#[test]
+fn a_quarantined_service_returns_as_soon_as_it_is_fixed() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    let east = observed.services.iter_mut().find(|s| s.def.name == "demo-east").unwrap();
+    east.def.labels.insert(LABEL_PORT.into(), "http".into());
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    assert_eq!(p.clusters["us-east"].quarantined[0].service, "demo-east");
+    assert!(p.clusters["us-west"].actions.is_empty(), "the other cluster is untouched");
+    converge(&seed(), &mut observed);
+    let east = observed.services.iter_mut().find(|s| s.def.name == "demo-east").unwrap();
+    east.def.labels.insert(LABEL_PORT.into(), "8080".into());
+    let d = desired_state(&seed(), &observed, &env());
+    assert!(d.clusters["us-east"].routes.quarantined.is_empty());
+    assert!(d.clusters["us-east"].routes.hosts.contains_key("demo-east.local"), "routed again on the next pass");
+}

@@ -34,6 +34,11 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
     line(w, 1, &format!("pidfile {}", c.pid_path));
     line(w, 1, &format!("ssl-server-verify {}", c.ssl_verify));
     line(w, 1, &format!("tune.ssl.default-dh-param {}", c.ssl_default_dh_param));
+    line(w, 1, &format!("ssl-default-bind-ciphers {}", c.ssl_ciphers));
+    // Interlock's SSLProtocols lists the protocols allowed; HAProxy takes the lowest.
+    if let Some(lowest) = c.ssl_protocols.split_whitespace().min() {
+        line(w, 1, &format!("ssl-default-bind-options ssl-min-ver {lowest}"));
+    }
     for option in &c.global_options {
         line(w, 1, option);
     }
@@ -124,7 +129,8 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
         let crts: Vec<String> = certificates.iter().map(|c| format!("crt /run/secrets/{c}")).collect();
         line(w, 0, "");
         line(w, 0, "frontend https-default");
-        line(w, 1, &format!("bind *:{} ssl {}", site.https_port, crts.join(" ")));
+        let options = if c.ssl_opts.is_empty() { String::new() } else { format!(" {}", c.ssl_opts) };
+        line(w, 1, &format!("bind *:{} ssl {}{options}", site.https_port, crts.join(" ")));
         line(w, 1, "http-request set-header X-Forwarded-Proto https");
         for rule in &rules {
             line(w, 1, rule);

@@ -160,13 +160,24 @@ fn http_settings(w: &mut String, site: &NginxSite<'_>) {
     ] {
         line(w, 1, &text);
     }
+    if !c.trace_log_format.is_empty() {
+        line(w, 1, &format!("log_format trace '{}';", c.trace_log_format));
+    }
+    // Interlock emits ssl_dhparam only when both keys are set.
+    if c.ssl_default_dh_param != 0 && !c.ssl_default_dh_param_path.is_empty() {
+        line(w, 1, &format!("ssl_dhparam {};", c.ssl_default_dh_param_path));
+    }
+    if !c.ssl_opts.is_empty() {
+        line(w, 1, &format!("{};", c.ssl_opts));
+    }
     if !c.http_version.is_empty() {
         line(w, 1, &format!("proxy_http_version {};", c.http_version));
     }
     if !c.hide_info_headers {
+        let server_info = if c.version.is_empty() { site.server_info } else { c.version.as_str() };
         line(w, 1, "add_header x-request-id $request_id always;");
         line(w, 1, "add_header x-proxy-id $hostname always;");
-        line(w, 1, &format!("add_header x-server-info \"{}\" always;", site.server_info));
+        line(w, 1, &format!("add_header x-server-info \"{server_info}\" always;"));
         line(w, 1, "add_header x-upstream-addr $upstream_addr always;");
     }
     for option in &c.http_options {
@@ -498,6 +509,18 @@ mod tests {
 
     #[test]
     fn config_options_reach_the_file() {
+        let with_version = NginxConfig {
+            version: "edge/1".into(),
+            trace_log_format: "$request_id $msec".into(),
+            ssl_opts: "ssl_session_cache shared:SSL:10m".into(),
+            ssl_default_dh_param_path: "/etc/ssl/dh.pem".into(),
+            ..NginxConfig::default()
+        };
+        let text = render(&site(&with_version), &RouteTable::default());
+        assert!(text.contains("add_header x-server-info \"edge/1\" always;"));
+        assert!(text.contains("log_format trace '$request_id $msec';"));
+        assert!(text.contains("    ssl_session_cache shared:SSL:10m;\n"));
+        assert!(text.contains("ssl_dhparam /etc/ssl/dh.pem;"));
         let config = NginxConfig {
             ip_hash: true,
             hide_info_headers: true,
