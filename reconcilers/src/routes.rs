@@ -252,6 +252,57 @@ pub(crate) fn test_backend(service: &str, ips: &[&str], options: RouteOptions) -
     }
 }
 
+/// One route table with every HTTP routing feature, rendered by both proxies' golden tests.
+#[cfg(test)]
+pub(crate) fn test_feature_table() -> RouteTable {
+    let ctx =
+        |root: &str, rewrite: bool| RouteOptions { context_root: Some(root.into()), rewrite, ..Default::default() };
+    let mut table = RouteTable::default();
+    table.hosts.insert(
+        "app.local".into(),
+        vec![
+            test_backend("web", &["10.0.0.2", "10.0.0.3"], RouteOptions::default()),
+            test_backend("api", &["10.0.0.4"], ctx("/api", true)),
+            test_backend("docs", &["10.0.0.5"], ctx("/docs", false)),
+            test_backend(
+                "chat",
+                &["10.0.0.6"],
+                RouteOptions { websocket_endpoints: vec!["/ws".into()], ..ctx("/chat", false) },
+            ),
+        ],
+    );
+    table.hosts.insert(
+        "sticky.local".into(),
+        vec![test_backend(
+            "cart",
+            &["10.0.1.2", "10.0.1.3"],
+            RouteOptions { sticky_cookie: Some("session".into()), ..Default::default() },
+        )],
+    );
+    table.hosts.insert(
+        "pinned.local".into(),
+        vec![test_backend("pin", &["10.0.2.2"], RouteOptions { ip_hash: true, ..Default::default() })],
+    );
+    table.hosts.insert("only-ctx.local".into(), vec![test_backend("sub", &["10.0.3.2"], ctx("/sub", true))]);
+    table.hosts.insert("down.local".into(), vec![test_backend("down", &[], RouteOptions::default())]);
+    table.hosts.insert(
+        "new.local".into(),
+        vec![test_backend(
+            "site",
+            &["10.0.4.2"],
+            RouteOptions { redirects: vec![("old.local".into(), "http://new.local".into())], ..Default::default() },
+        )],
+    );
+    let tls = labels::TlsSecrets { cert: "secure.crt".into(), key: "secure.key".into() };
+    table.hosts.insert(
+        "secure.local".into(),
+        vec![test_backend("secure", &["10.0.6.2"], RouteOptions { tls: Some(tls), ..Default::default() })],
+    );
+    table.default_backend =
+        Some(test_backend("catch-all", &["10.0.5.2"], RouteOptions { default_backend: true, ..Default::default() }));
+    table
+}
+
 /// `a.com,b.com` → validated, lower-cased, deduplicated host names.
 pub fn parse_hosts(text: &str) -> Result<Vec<String>, String> {
     let mut hosts = Vec::new();

@@ -190,8 +190,6 @@ fn line(out: &mut String, indent: usize, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::RouteOptions;
-    use crate::routes::test_backend as backend;
 
     #[test]
     fn no_routes() {
@@ -204,50 +202,9 @@ mod tests {
 
     #[test]
     fn routing_features() {
-        let mut table = RouteTable::default();
-        let ctx =
-            |root: &str, rewrite: bool| RouteOptions { context_root: Some(root.into()), rewrite, ..Default::default() };
-        table.hosts.insert(
-            "app.local".into(),
-            vec![
-                backend("web", &["10.0.0.2", "10.0.0.3"], RouteOptions::default()),
-                backend("api", &["10.0.0.4"], ctx("/api", true)),
-                backend("docs", &["10.0.0.5"], ctx("/docs", false)),
-            ],
-        );
-        table.hosts.insert(
-            "sticky.local".into(),
-            vec![backend(
-                "cart",
-                &["10.0.1.2"],
-                RouteOptions { sticky_cookie: Some("session".into()), ..Default::default() },
-            )],
-        );
-        table.hosts.insert(
-            "pinned.local".into(),
-            vec![backend("pin", &["10.0.2.2"], RouteOptions { ip_hash: true, ..Default::default() })],
-        );
-        table.hosts.insert("down.local".into(), vec![backend("down", &[], RouteOptions::default())]);
-        table.hosts.insert(
-            "new.local".into(),
-            vec![backend(
-                "site",
-                &["10.0.4.2"],
-                RouteOptions { redirects: vec![("old.local".into(), "http://new.local".into())], ..Default::default() },
-            )],
-        );
-        table.default_backend =
-            Some(backend("catch-all", &["10.0.5.2"], RouteOptions { default_backend: true, ..Default::default() }));
         let config =
             HaproxyConfig { admin_user: "admin".into(), admin_pass: "secret".into(), ..HaproxyConfig::default() };
-        let tls = crate::labels::TlsSecrets { cert: "secure.crt".into(), key: "secure.key".into() };
-        table.hosts.insert(
-            "secure.local".into(),
-            vec![backend("secure", &["10.0.6.2"], RouteOptions { tls: Some(tls), ..Default::default() })],
-        );
-        insta::assert_snapshot!(
-            "haproxy_features",
-            render(&HaproxySite { config: &config, http_port: 80, https_port: 443 }, &table)
-        );
+        let site = HaproxySite { config: &config, http_port: 80, https_port: 443 };
+        insta::assert_snapshot!("haproxy_features", render(&site, &crate::routes::test_feature_table()));
     }
 }

@@ -432,47 +432,8 @@ mod tests {
     /// One golden file per routing feature set; `tests/proxy_binaries.rs` runs each through nginx.
     #[test]
     fn routing_features() {
-        let mut table = RouteTable::default();
-        let ctx =
-            |root: &str, rewrite: bool| RouteOptions { context_root: Some(root.into()), rewrite, ..Default::default() };
-        table.hosts.insert(
-            "app.local".into(),
-            vec![
-                backend("web", &["10.0.0.2"], RouteOptions::default()),
-                backend("api", &["10.0.0.3"], ctx("/api", true)),
-                backend("docs", &["10.0.0.4"], ctx("/docs", false)),
-                backend(
-                    "chat",
-                    &["10.0.0.5"],
-                    RouteOptions { websocket_endpoints: vec!["/ws".into()], ..ctx("/chat", false) },
-                ),
-            ],
-        );
-        table.hosts.insert(
-            "sticky.local".into(),
-            vec![backend(
-                "cart",
-                &["10.0.1.2", "10.0.1.3"],
-                RouteOptions { sticky_cookie: Some("session".into()), ..Default::default() },
-            )],
-        );
-        table.hosts.insert(
-            "pinned.local".into(),
-            vec![backend("pin", &["10.0.2.2"], RouteOptions { ip_hash: true, ..Default::default() })],
-        );
-        table.hosts.insert("only-ctx.local".into(), vec![backend("sub", &["10.0.3.2"], ctx("/sub", true))]);
-        table.hosts.insert(
-            "new.local".into(),
-            vec![backend(
-                "site",
-                &["10.0.4.2"],
-                RouteOptions { redirects: vec![("old.local".into(), "http://new.local".into())], ..Default::default() },
-            )],
-        );
-        table.default_backend =
-            Some(backend("catch-all", &["10.0.5.2"], RouteOptions { default_backend: true, ..Default::default() }));
         let config = NginxConfig::default();
-        insta::assert_snapshot!("nginx_features", render(&site(&config), &table));
+        insta::assert_snapshot!("nginx_features", render(&site(&config), &crate::routes::test_feature_table()));
     }
 
     #[test]
