@@ -23,10 +23,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build the interlock binary (it goes into the lab's local/interlock:lab image)"
 cargo build --workspace --all-targets
 
-step "real proxy binaries for config checks (nginx with the stream module, HAProxy)"
+step "real proxy binaries for config checks (nginx with the stream module, HAProxy), openssl, curl"
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light libnginx-mod-stream)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# The feature tests make a certificate and speak TLS with these.
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   # Install without starting the packaged services: only the binaries are wanted here.
   printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
