@@ -27,7 +27,6 @@ pub struct Status {
 pub struct ExtensionStatus {
     /// `service: reason`.
     pub quarantined: Vec<String>,
-    pub notes: Vec<String>,
     /// Writes the plan will not make (a rejected config, a name clash).
     pub held: Vec<String>,
     /// The last write failure, while the extension backs off.
@@ -45,7 +44,6 @@ pub fn record(status: &SharedStatus, plan: &Plan, failures: &BTreeMap<String, St
             name.clone(),
             ExtensionStatus {
                 quarantined: cluster.quarantined.iter().map(line).collect(),
-                notes: cluster.notes.iter().map(line).collect(),
                 held: cluster.conflicts.clone(),
                 failure: failures.get(name).cloned(),
             },

@@ -16,8 +16,6 @@ pub const LABEL_BACKEND_MODE: &str = "com.docker.lb.backend_mode";
 pub const LABEL_SSL_CERT: &str = "com.docker.lb.ssl_cert";
 pub const LABEL_SSL_KEY: &str = "com.docker.lb.ssl_key";
 pub const LABEL_SSL_PASSTHROUGH: &str = "com.docker.lb.ssl_passthrough";
-/// Labels read but not acted on yet: routing continues, and `plan` says so.
-pub const NOT_YET_SUPPORTED: &[&str] = &[];
 
 /// TLS termination: the names of the Docker secrets holding the certificate and its key.
 #[derive(Debug, Clone, PartialEq, Eq)]

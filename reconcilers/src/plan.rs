@@ -49,8 +49,6 @@ pub struct ClusterPlan {
     /// The proxy config now in use and the one the plan moves to, when they differ.
     pub config_change: Option<(String, String)>,
     pub quarantined: Vec<Quarantined>,
-    /// Routed services with labels that are ignored for now.
-    pub notes: Vec<Quarantined>,
     /// Things the plan will not do, and why (a name taken by a service the operator does not own).
     pub conflicts: Vec<String>,
 }
@@ -90,11 +88,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let mut wanted_services: BTreeSet<&str> = BTreeSet::new();
     let mut wanted_configs: BTreeSet<&str> = BTreeSet::new();
     for (name, cluster) in &desired.clusters {
-        let mut cp = ClusterPlan {
-            quarantined: cluster.routes.quarantined.clone(),
-            notes: cluster.routes.notes.clone(),
-            ..ClusterPlan::default()
-        };
+        let mut cp = ClusterPlan { quarantined: cluster.routes.quarantined.clone(), ..ClusterPlan::default() };
         let config_exists = observed.configs.iter().any(|c| c.name == cluster.proxy_config.name);
         wanted_configs.insert(&cluster.proxy_config.name);
         let proxy = by_name.get(cluster.proxy_service.name.as_str());
@@ -240,9 +234,6 @@ pub fn render(plan: &Plan) -> String {
         }
         for q in &cluster.quarantined {
             let _ = writeln!(out, "  quarantined service {}: {}", q.service, q.reason);
-        }
-        for note in &cluster.notes {
-            let _ = writeln!(out, "  note: service {}: {}", note.service, note.reason);
         }
         for conflict in &cluster.conflicts {
             let _ = writeln!(out, "  conflict: {conflict}");

@@ -60,8 +60,6 @@ pub struct RouteTable {
     pub default_backend: Option<Backend>,
     /// Services left out, with why.
     pub quarantined: Vec<Quarantined>,
-    /// Routed services with labels that are ignored for now, and which.
-    pub notes: Vec<Quarantined>,
 }
 
 impl RouteTable {
@@ -89,6 +87,17 @@ impl RouteTable {
     /// The TLS secrets of a host (its backends agree on them), if it terminates TLS.
     pub fn tls(&self, host: &str) -> Option<&crate::labels::TlsSecrets> {
         self.hosts.get(host)?.iter().find_map(|b| b.options.tls.as_ref())
+    }
+
+    /// Redirects by source host, from every routed service; the first claim wins.
+    pub fn redirects(&self) -> BTreeMap<&str, &str> {
+        let mut out = BTreeMap::new();
+        for backend in self.hosts.values().flatten().chain(&self.default_backend) {
+            for (source, target) in &backend.options.redirects {
+                out.entry(source.as_str()).or_insert(target.as_str());
+            }
+        }
+        out
     }
 
     /// Whether a host's TLS connections pass through to its tasks (its backends agree on it).
@@ -171,16 +180,8 @@ pub fn route_tables(
         let added = app_routes(app, app_tasks, &networks_by_id)
             .and_then(|(hosts, backend)| check_secrets(&backend, secrets).map(|()| (hosts, backend)))
             .and_then(|(hosts, backend)| table.add(&hosts, backend));
-        match added {
-            Ok(()) => {
-                let ignored: Vec<&str> =
-                    labels::NOT_YET_SUPPORTED.iter().copied().filter(|l| app.def.labels.contains_key(*l)).collect();
-                if !ignored.is_empty() {
-                    let reason = format!("{} not supported yet: routed over plain HTTP", ignored.join(", "));
-                    table.notes.push(Quarantined { service: app.def.name.clone(), reason });
-                }
-            }
-            Err(reason) => table.quarantined.push(Quarantined { service: app.def.name.clone(), reason }),
+        if let Err(reason) = added {
+            table.quarantined.push(Quarantined { service: app.def.name.clone(), reason });
         }
     }
     for table in tables.values_mut() {
@@ -573,7 +574,7 @@ mod tests {
         let s = east("s1", "pt", &[("com.docker.lb.ssl_passthrough", "true")]);
         let t = tables(&[s], &[]);
         assert!(t["us-east"].passthrough("demo-east.local"));
-        assert!(t["us-east"].notes.is_empty());
+        assert!(t["us-east"].quarantined.is_empty());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!
 //! As with nginx, every value reaching the file was validated before.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
+use super::line;
 use crate::config::HaproxyConfig;
 use crate::routes::{Backend, RouteTable, Target};
 
@@ -62,15 +63,7 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
         line(w, 1, option);
     }
 
-    let redirects: BTreeMap<&str, &str> = {
-        let mut out = BTreeMap::new();
-        for backend in routes.hosts.values().flatten().chain(&routes.default_backend) {
-            for (source, target) in &backend.options.redirects {
-                out.entry(source.as_str()).or_insert(target.as_str());
-            }
-        }
-        out
-    };
+    let redirects = routes.redirects();
     // Routing rules, shared by the HTTP and the TLS frontend.
     let mut rules: Vec<String> = redirects
         .iter()
@@ -175,16 +168,6 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
 pub fn backend_name(host: &str, path: &str) -> String {
     let raw = if path == "/" { format!("be_{host}") } else { format!("be_{host}{path}") };
     raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
-}
-
-fn line(out: &mut String, indent: usize, text: &str) {
-    if !text.is_empty() {
-        for _ in 0..indent {
-            out.push_str("    ");
-        }
-        out.push_str(text);
-    }
-    out.push('\n');
 }
 
 #[cfg(test)]

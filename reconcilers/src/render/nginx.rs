@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::line;
 use crate::config::NginxConfig;
 use crate::labels::RouteOptions;
 use crate::routes::{RouteTable, Target};
@@ -49,7 +50,7 @@ pub fn render(site: &NginxSite<'_>, routes: &RouteTable) -> String {
     line(w, 0, "http {");
     http_settings(w, site);
     default_server(w, site, routes);
-    let redirects = redirects(routes);
+    let redirects = routes.redirects();
     for host in routes.hosts.keys() {
         host_blocks(w, site, routes, host, &redirects);
     }
@@ -111,18 +112,6 @@ fn stream_block(w: &mut String, site: &NginxSite<'_>, routes: &RouteTable) {
 
 fn passthrough_upstream(host: &str) -> String {
     upstream_name(host, "/").replacen("up-", "pt-", 1)
-}
-
-fn line(out: &mut String, indent: usize, text: &str) {
-    if text.is_empty() {
-        out.push('\n');
-        return;
-    }
-    for _ in 0..indent {
-        out.push_str("    ");
-    }
-    out.push_str(text);
-    out.push('\n');
 }
 
 fn http_settings(w: &mut String, site: &NginxSite<'_>) {
@@ -280,17 +269,6 @@ fn upgrade_headers(w: &mut String) {
     ] {
         line(w, 3, text);
     }
-}
-
-/// Redirect sources of every routed service, first claim wins.
-fn redirects(routes: &RouteTable) -> BTreeMap<&str, &str> {
-    let mut out = BTreeMap::new();
-    for backend in routes.hosts.values().flatten().chain(&routes.default_backend) {
-        for (source, target) in &backend.options.redirects {
-            out.entry(source.as_str()).or_insert(target.as_str());
-        }
-    }
-    out
 }
 
 fn redirect_server(w: &mut String, site: &NginxSite<'_>, host: &str, target: &str) {
