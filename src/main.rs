@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use interlock::docker::DockerClient;
-use interlock::reconcile::{Reconciler, managed_label};
+use interlock::reconcile::Reconciler;
 use interlock::report;
 use reconcilers::config::{self, Config, Loaded};
 use reconcilers::desired::Environment;
@@ -179,8 +179,8 @@ fn apply(path: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
         loop {
             let report = reconciler.pass(&config).await?;
             writes += report.writes + reconciler.settle().await.writes;
-            let observed = reconciler.docker().observe(&managed_label()).await?;
-            let unsettled = planner::unsettled(&observed);
+            // A pass that planned nothing wrote nothing: what it read is still the truth.
+            let unsettled = &report.unsettled;
             if unsettled.is_empty() && report.plan.is_empty() {
                 let held: Vec<String> = report
                     .plan

@@ -42,6 +42,8 @@ pub struct PassReport {
     pub busy: Vec<String>,
     /// App services still starting tasks when the swarm was read.
     pub apps_settling: usize,
+    /// Owned services not yet running their spec when the swarm was read.
+    pub unsettled: Vec<String>,
 }
 
 /// Failure count and next allowed attempt, per cluster.
@@ -123,7 +125,11 @@ impl Reconciler {
     /// One pass: observe, plan, write.
     pub async fn pass(&mut self, config: &Config) -> Result<PassReport, ReconcileError> {
         let (observed, plan) = self.plan(config).await?;
-        let mut report = PassReport { apps_settling: plan::apps_settling(&observed), ..PassReport::default() };
+        let mut report = PassReport {
+            apps_settling: plan::apps_settling(&observed),
+            unsettled: plan::unsettled(&observed),
+            ..PassReport::default()
+        };
         for action in &plan.shared {
             execute(&self.docker, action).await.map_err(ReconcileError::Network)?;
             report.writes += 1;
