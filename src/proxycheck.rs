@@ -48,11 +48,6 @@ impl ProxyChecker {
         self.nginx.is_some() && self.haproxy.is_some()
     }
 
-    /// The verdict on an nginx config whose content hash is `hash`.
-    pub async fn check_nginx(&self, hash: &str, text: &str) -> Verdict {
-        self.check(ProxyKind::Nginx, hash, text).await
-    }
-
     /// The verdict on a config of `kind` whose content hash is `hash`, remembered by hash.
     pub async fn check(&self, kind: ProxyKind, hash: &str, text: &str) -> Verdict {
         let key = format!("{kind}:{hash}");

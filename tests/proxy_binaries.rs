@@ -41,7 +41,7 @@ async fn golden_configs_pass_their_proxy_check() {
 async fn a_broken_config_is_rejected_with_nginx_own_reason() {
     let checker = ProxyChecker::discover();
     assert!(checker.can_check(), "nginx is not installed: run deploy/test.sh, which installs it");
-    let verdict = checker.check_nginx("broken", "events {}\nhttp {\n    bogus_directive on;\n}\n").await;
+    let verdict = checker.check(ProxyKind::Nginx, "broken", "events {}\nhttp {\n    bogus_directive on;\n}\n").await;
     let Verdict::Rejected(reason) = verdict else { panic!("accepted a broken config: {verdict:?}") };
     assert!(reason.contains("unknown directive \"bogus_directive\""), "{reason}");
     assert!(reason.contains("proxy.conf:3"), "the reason points at the line: {reason}");
