@@ -12,7 +12,7 @@ use crate::render::haproxy::{self, HaproxySite};
 use crate::render::nginx::{self, NginxSite};
 use crate::routes::{self, Quarantined, RouteTable};
 use crate::swarm::{
-    BindMount, ConfigDef, ConfigFacts, ConfigMount, NetworkDef, NetworkFacts, NodeFacts, PortDef, PublishMode,
+    BindMount, ConfigDef, ConfigFacts, ConfigMount, Field, NetworkDef, NetworkFacts, NodeFacts, PortDef, PublishMode,
     SecretMount, ServiceDef, ServiceFacts, TaskFacts, UpdatePolicy,
 };
 
@@ -27,6 +27,17 @@ pub const LABEL_ROLE: &str = "com.docker.interlock.role";
 pub const LABEL_SPEC_HASH: &str = "com.docker.interlock.spec-hash";
 /// On proxy configs: `nginx` or `haproxy`, which binary checks them.
 pub const LABEL_PROXY_KIND: &str = "com.docker.interlock.proxy-kind";
+/// On services: the [`Field`]s the operator manages (`Field::join`), for people and `check`;
+/// the spec hash covers them, so a change of the set is one update.
+pub const LABEL_MANAGED_FIELDS: &str = "com.docker.interlock.managed-fields";
+/// On services: a JSON list of the TOML-declared label keys (`Labels`, `ProxyLabels`) the
+/// operator wrote, so that a key removed from the TOML is removed from the service and labels
+/// added by hand are not.
+pub const LABEL_MANAGED_LABELS: &str = "com.docker.interlock.managed-labels";
+/// Every label key the operator owns outright starts with this.
+pub const OWN_LABEL_PREFIX: &str = "com.docker.interlock.";
+/// Environment variables the operator sets start with this; others are the operator's by hand.
+pub const OWN_ENV_PREFIX: &str = "INTERLOCK_";
 /// Interlock's own marker on proxy services, kept so `docker service ls -f label=type=...` works.
 pub const LABEL_TYPE: &str = "type";
 pub const TYPE_PROXY: &str = "com.docker.interlock.core.proxy";
@@ -91,6 +102,66 @@ pub struct Desired {
     pub clusters: BTreeMap<String, ClusterState>,
     /// App services naming a cluster no extension serves.
     pub unserved: Vec<Quarantined>,
+}
+
+/// The role of a service the operator writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceRole {
+    Extension,
+    Proxy,
+}
+
+/// Which TOML key declares each proxy field an operator may also set by hand. While none of a
+/// field's keys is in the TOML, the field is set at creation and then left alone.
+const PROXY_FIELD_KEYS: &[(Field, &[&str])] = &[
+    (Field::Args, &["ProxyArgs"]),
+    (Field::ContainerLabels, &["ProxyContainerLabels"]),
+    (Field::Replicas, &["ProxyReplicas"]),
+    (Field::Constraints, &["ProxyConstraints"]),
+    (Field::PlacementPreferences, &["ProxyPlacementPreferences"]),
+    (Field::Ports, &["PublishMode", "PublishedPort", "TargetPort", "PublishedSSLPort", "TargetSSLPort"]),
+    // Host-mode ports need stop-first: the order follows a declared PublishMode.
+    (Field::UpdateOrder, &["PublishMode"]),
+    (Field::StopSignal, &["ProxyStopSignal"]),
+    (Field::StopGracePeriod, &["ProxyStopGracePeriod"]),
+    (Field::UpdateDelay, &["ProxyUpdateDelay"]),
+];
+
+/// The same for the extension service.
+const EXTENSION_FIELD_KEYS: &[(Field, &[&str])] = &[
+    (Field::Args, &["Args"]),
+    (Field::ContainerLabels, &["ContainerLabels"]),
+    (Field::Constraints, &["Constraints"]),
+    (Field::PlacementPreferences, &["PlacementPreferences"]),
+];
+
+impl ServiceRole {
+    /// Fields the operator always owns: what routing needs (image, config, secrets, networks).
+    fn always_managed(self) -> &'static [Field] {
+        match self {
+            ServiceRole::Proxy => &[Field::Image, Field::Networks, Field::Configs, Field::Secrets],
+            ServiceRole::Extension => &[Field::Image, Field::Networks],
+        }
+    }
+
+    /// `(field, the TOML keys that declare it)` for fields an operator may tune by hand.
+    pub fn declarable(self) -> &'static [(Field, &'static [&'static str])] {
+        match self {
+            ServiceRole::Proxy => PROXY_FIELD_KEYS,
+            ServiceRole::Extension => EXTENSION_FIELD_KEYS,
+        }
+    }
+
+    /// The fields an extension's TOML makes the operator manage on this service.
+    pub fn managed_fields(self, ext: &Extension) -> BTreeSet<Field> {
+        let mut fields: BTreeSet<Field> = self.always_managed().iter().copied().collect();
+        for (field, keys) in self.declarable() {
+            if keys.iter().any(|k| ext.declared.contains(k)) {
+                fields.insert(*field);
+            }
+        }
+        fields
+    }
 }
 
 /// Whether the operator created this service.
@@ -194,63 +265,76 @@ fn cluster_state(
     if ext.published_ssl_port != 0 {
         ports.push(PortDef { published: ext.published_ssl_port, target: ext.target_ssl_port, mode: ext.publish_mode });
     }
-    let mut proxy_labels = ext.proxy_labels.clone();
+    let mut proxy_labels = declared_labels(&ext.proxy_labels);
     proxy_labels.extend(owned_labels(Some(&ext.name), "proxy"));
     proxy_labels.insert(LABEL_TYPE.to_owned(), TYPE_PROXY.to_owned());
-    let proxy_service = with_spec_hash(ServiceDef {
-        name: ext.proxy_service_name.clone(),
-        labels: proxy_labels,
-        image: ext.proxy_image.clone(),
-        args: ext.proxy_args.clone(),
-        env: vec![],
-        container_labels: ext.proxy_container_labels.clone(),
-        replicas: ext.proxy_replicas,
-        constraints: ext.proxy_constraints.iter().map(ToString::to_string).collect(),
-        placement_preferences: ext.proxy_placement_preferences.iter().map(ToString::to_string).collect(),
-        networks,
-        ports,
-        configs: vec![ConfigMount { config_name: proxy_config.name.clone(), target: ext.proxy_config_path.clone() }],
-        secrets: proxy_secrets(ext.proxy_kind, &routes),
-        stop_signal: Some(ext.proxy_stop_signal.clone()),
-        stop_grace_period: Some(ext.proxy_stop_grace_period),
-        update: UpdatePolicy {
-            parallelism: 1,
-            delay: ext.proxy_update_delay,
-            rollback_on_failure: true,
-            // A host-mode port is bound once per node: the old task must stop before the new
-            // one starts there. Ingress-mode proxies can overlap.
-            start_first: ext.publish_mode == PublishMode::Ingress,
+    let proxy_service = with_managed(
+        ServiceRole::Proxy,
+        ext,
+        ServiceDef {
+            name: ext.proxy_service_name.clone(),
+            labels: proxy_labels,
+            image: ext.proxy_image.clone(),
+            args: ext.proxy_args.clone(),
+            env: vec![],
+            container_labels: ext.proxy_container_labels.clone(),
+            replicas: ext.proxy_replicas,
+            constraints: ext.proxy_constraints.iter().map(ToString::to_string).collect(),
+            placement_preferences: ext.proxy_placement_preferences.iter().map(ToString::to_string).collect(),
+            networks,
+            ports,
+            configs: vec![ConfigMount {
+                config_name: proxy_config.name.clone(),
+                target: ext.proxy_config_path.clone(),
+            }],
+            secrets: proxy_secrets(ext.proxy_kind, &routes),
+            stop_signal: Some(ext.proxy_stop_signal.clone()),
+            stop_grace_period: Some(ext.proxy_stop_grace_period),
+            update: UpdatePolicy {
+                parallelism: 1,
+                delay: ext.proxy_update_delay,
+                rollback_on_failure: true,
+                // A host-mode port is bound once per node: the old task must stop before the new
+                // one starts there. Ingress-mode proxies can overlap.
+                start_first: ext.publish_mode == PublishMode::Ingress,
+            },
+            bind_mounts: vec![],
+            managed: BTreeSet::new(),
         },
-        bind_mounts: vec![],
-    });
+    );
 
     let extension_service = operator_network.map(|network_id| {
-        let mut labels = ext.labels.clone();
+        let mut labels = declared_labels(&ext.labels);
         labels.extend(owned_labels(Some(&ext.name), "extension"));
         labels.insert(LABEL_TYPE.to_owned(), TYPE_EXTENSION.to_owned());
-        with_spec_hash(ServiceDef {
-            name: ext.service_name.clone(),
-            labels,
-            image: ext.image.clone(),
-            args: ext.args.clone(),
-            env: vec![
-                format!("INTERLOCK_EXTENSION_NAME={}", ext.name),
-                format!("INTERLOCK_SERVICE_CLUSTER={}", ext.service_cluster),
-                format!("INTERLOCK_CORE_ENDPOINT={}", env.core_endpoint),
-            ],
-            container_labels: ext.container_labels.clone(),
-            replicas: 1,
-            constraints: ext.constraints.iter().map(ToString::to_string).collect(),
-            placement_preferences: ext.placement_preferences.iter().map(ToString::to_string).collect(),
-            networks: vec![network_id.to_owned()],
-            ports: vec![],
-            configs: vec![],
-            secrets: vec![],
-            stop_signal: None,
-            stop_grace_period: None,
-            update: UpdatePolicy { parallelism: 1, delay: None, rollback_on_failure: true, start_first: true },
-            bind_mounts: Vec::<BindMount>::new(),
-        })
+        with_managed(
+            ServiceRole::Extension,
+            ext,
+            ServiceDef {
+                name: ext.service_name.clone(),
+                labels,
+                image: ext.image.clone(),
+                args: ext.args.clone(),
+                env: vec![
+                    format!("INTERLOCK_EXTENSION_NAME={}", ext.name),
+                    format!("INTERLOCK_SERVICE_CLUSTER={}", ext.service_cluster),
+                    format!("INTERLOCK_CORE_ENDPOINT={}", env.core_endpoint),
+                ],
+                container_labels: ext.container_labels.clone(),
+                replicas: 1,
+                constraints: ext.constraints.iter().map(ToString::to_string).collect(),
+                placement_preferences: ext.placement_preferences.iter().map(ToString::to_string).collect(),
+                networks: vec![network_id.to_owned()],
+                ports: vec![],
+                configs: vec![],
+                secrets: vec![],
+                stop_signal: None,
+                stop_grace_period: None,
+                update: UpdatePolicy { parallelism: 1, delay: None, rollback_on_failure: true, start_first: true },
+                bind_mounts: Vec::<BindMount>::new(),
+                managed: BTreeSet::new(),
+            },
+        )
     });
 
     ClusterState {
@@ -295,8 +379,29 @@ fn proxy_secrets(kind: ProxyKind, routes: &RouteTable) -> Vec<SecretMount> {
     mounts.into_iter().collect()
 }
 
-/// Adds [`LABEL_SPEC_HASH`]: the sha256 of the definition's canonical JSON (struct fields in
-/// declaration order, maps sorted), without the hash label itself.
+/// The TOML's `Labels`/`ProxyLabels`, with [`LABEL_MANAGED_LABELS`] listing their keys.
+fn declared_labels(declared: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut labels = declared.clone();
+    let keys: Vec<&String> = declared.keys().filter(|k| !k.starts_with(OWN_LABEL_PREFIX)).collect();
+    labels.insert(LABEL_MANAGED_LABELS.to_owned(), serde_json::to_string(&keys).expect("strings serialize"));
+    labels
+}
+
+/// The label keys a service's [`LABEL_MANAGED_LABELS`] says the operator wrote.
+pub fn managed_label_keys(labels: &BTreeMap<String, String>) -> BTreeSet<String> {
+    labels.get(LABEL_MANAGED_LABELS).and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default()
+}
+
+/// Sets the managed fields for the role, records them in [`LABEL_MANAGED_FIELDS`], and adds
+/// the spec hash.
+fn with_managed(role: ServiceRole, ext: &Extension, mut def: ServiceDef) -> ServiceDef {
+    def.managed = role.managed_fields(ext);
+    def.labels.insert(LABEL_MANAGED_FIELDS.to_owned(), Field::join(&def.managed));
+    with_spec_hash(def)
+}
+
+/// Adds [`LABEL_SPEC_HASH`]: the sha256 of the canonical JSON (struct fields in declaration
+/// order, maps sorted) of what the operator manages, without the hash label itself.
 pub fn with_spec_hash(mut def: ServiceDef) -> ServiceDef {
     def.labels.remove(LABEL_SPEC_HASH);
     let hash = spec_hash(&def);
@@ -304,9 +409,21 @@ pub fn with_spec_hash(mut def: ServiceDef) -> ServiceDef {
     def
 }
 
-/// The hash [`with_spec_hash`] stores, for a definition without the label.
+/// The hash [`with_spec_hash`] stores, for a definition without the label: of its name,
+/// labels, environment and managed fields only, so creation defaults of fields left to the
+/// operator take no part.
 pub fn spec_hash(def: &ServiceDef) -> String {
-    let canonical = serde_json::to_vec(def).expect("a ServiceDef always serializes");
+    let mut view = ServiceDef {
+        name: def.name.clone(),
+        labels: def.labels.clone(),
+        env: def.env.clone(),
+        managed: def.managed.clone(),
+        ..ServiceDef::default()
+    };
+    for field in &def.managed {
+        view.take_field(def, *field);
+    }
+    let canonical = serde_json::to_vec(&view).expect("a ServiceDef always serializes");
     sha256_hex(&canonical)
 }
 

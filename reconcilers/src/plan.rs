@@ -5,6 +5,10 @@
 //! - An object is compared by the fields the operator manages: the spec-hash label it was written
 //!   with, and every field of the definition as read back. Swarm's own defaults are not part of
 //!   a [`ServiceDef`], so they never cause an update.
+//! - A service field is managed only while the TOML declares it (or routing needs it): an update
+//!   writes [`merge`] of the desired and the current definition, which keeps every other field,
+//!   every label and environment variable set by hand. `plan` names fields set by hand that the
+//!   TOML could declare.
 //! - Objects without the ownership label are never updated or deleted; a name clash is reported.
 //! - Each cluster's actions depend only on that cluster, so one cluster's failure or slowness
 //!   never holds up another's.
@@ -12,7 +16,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::desired::{Desired, LABEL_EXTENSION, LABEL_ROLE, LABEL_SPEC_HASH, Observed, is_owned};
+use crate::desired::{
+    Desired, LABEL_EXTENSION, LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS, LABEL_ROLE, LABEL_SPEC_HASH, OWN_ENV_PREFIX,
+    OWN_LABEL_PREFIX, Observed, ServiceRole, is_owned, managed_label_keys,
+};
 use crate::routes::Quarantined;
 use crate::swarm::{ConfigDef, NetworkDef, ServiceDef, ServiceFacts};
 
@@ -51,6 +58,8 @@ pub struct ClusterPlan {
     pub quarantined: Vec<Quarantined>,
     /// Things the plan will not do, and why (a name taken by a service the operator does not own).
     pub conflicts: Vec<String>,
+    /// Fields of the cluster's services set by hand that the TOML could declare (not writes).
+    pub hand_set: Vec<String>,
 }
 
 /// Every write a pass would make.
@@ -93,6 +102,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         wanted_configs.insert(&cluster.proxy_config.name);
         let proxy = by_name.get(cluster.proxy_service.name.as_str());
         let proxy_update = service_action(&cluster.proxy_service, proxy.copied(), &mut cp.conflicts);
+        if let Some(have) = proxy {
+            cp.hand_set.extend(hand_set(ServiceRole::Proxy, &cluster.proxy_service, &have.def));
+        }
         if proxy_update.is_some() && !config_exists {
             cp.actions.push(Action::CreateConfig(cluster.proxy_config.clone()));
         }
@@ -112,7 +124,11 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         wanted_services.insert(&cluster.proxy_service.name);
         if let Some(ext) = &cluster.extension_service {
             wanted_services.insert(&ext.name);
-            cp.actions.extend(service_action(ext, by_name.get(ext.name.as_str()).copied(), &mut cp.conflicts));
+            let have = by_name.get(ext.name.as_str()).copied();
+            cp.actions.extend(service_action(ext, have, &mut cp.conflicts));
+            if let Some(have) = have {
+                cp.hand_set.extend(hand_set(ServiceRole::Extension, ext, &have.def));
+            }
         }
         // Old proxy configs go once the proxy has settled on the current one: a rollback still
         // needs the previous config while an update runs.
@@ -171,12 +187,77 @@ fn service_action(want: &ServiceDef, have: Option<&ServiceFacts>, conflicts: &mu
         ));
         return None;
     }
-    let changes = changed_fields(want, &have.def);
+    let merged = merge(want, &have.def);
+    let mut changes = changed_fields(&merged, &have.def);
     let hash_matches = have.def.labels.get(LABEL_SPEC_HASH) == want.labels.get(LABEL_SPEC_HASH);
-    if changes.is_empty() && hash_matches {
-        return None;
+    if changes.is_empty() {
+        if hash_matches {
+            return None;
+        }
+        // Only the bookkeeping labels differ: a key added to or removed from the TOML.
+        changes.push("managed fields".to_owned());
     }
-    Some(Action::UpdateService { id: have.id.clone(), version: have.version, def: want.clone(), changes })
+    Some(Action::UpdateService { id: have.id.clone(), version: have.version, def: merged, changes })
+}
+
+/// What an update of `have` to `want` writes: `want`'s managed fields, `have`'s others; labels
+/// and environment merged key by key. The operator's labels (its own prefix, and the TOML keys it
+/// recorded writing) follow `want`, so a key dropped from the TOML goes; any other label stays.
+/// Its environment variables (`INTERLOCK_…`) follow `want`; any other stays.
+pub fn merge(want: &ServiceDef, have: &ServiceDef) -> ServiceDef {
+    let mut merged = have.clone();
+    merged.managed = want.managed.clone();
+    for field in &want.managed {
+        merged.take_field(want, *field);
+    }
+    let written_before = managed_label_keys(&have.labels);
+    merged.labels.retain(|key, _| !(key.starts_with(OWN_LABEL_PREFIX) || written_before.contains(key)));
+    merged.labels.extend(want.labels.clone());
+    let env_name = |e: &String| e.split_once('=').map_or(e.clone(), |(name, _)| name.to_owned());
+    let wanted_env: BTreeSet<String> = want.env.iter().map(env_name).collect();
+    merged.env = want.env.clone();
+    merged.env.extend(
+        have.env.iter().filter(|e| !wanted_env.contains(&env_name(e)) && !e.starts_with(OWN_ENV_PREFIX)).cloned(),
+    );
+    merged
+}
+
+/// Fields the TOML leaves to the operator whose value differs from what interlock created the
+/// service with: set by hand, and the TOML key that would manage them.
+fn hand_set(role: ServiceRole, want: &ServiceDef, have: &ServiceDef) -> Vec<String> {
+    role.declarable()
+        .iter()
+        // The update order only follows PublishMode; declaring that would not manage it.
+        .filter(|(field, _)| *field != crate::swarm::Field::UpdateOrder)
+        .filter(|(field, _)| !want.managed.contains(field) && !want.same_field(have, *field))
+        .map(|(field, keys)| {
+            let (value, what) = (field_text(have, *field), if keys.len() == 1 { "it" } else { "them" });
+            format!("{field} set by hand on {} ({value}); declare {} to manage {what}", want.name, keys.join(", "))
+        })
+        .collect()
+}
+
+/// A field's value as `docker service inspect` users would recognise it.
+fn field_text(def: &ServiceDef, field: crate::swarm::Field) -> String {
+    use crate::swarm::Field as F;
+    match field {
+        F::Args => format!("{:?}", def.args),
+        F::ContainerLabels => format!("{:?}", def.container_labels),
+        F::Replicas => def.replicas.to_string(),
+        F::Constraints => format!("{:?}", def.constraints),
+        F::PlacementPreferences => format!("{:?}", def.placement_preferences),
+        F::Ports => def
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}/{:?}", p.published, p.target, p.mode).to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(" "),
+        F::StopSignal => def.stop_signal.clone().unwrap_or_default(),
+        F::StopGracePeriod => format!("{:?}", def.stop_grace_period.unwrap_or_default()),
+        F::UpdateDelay => format!("{:?}", def.update.delay.unwrap_or_default()),
+        F::UpdateOrder => (if def.update.start_first { "start-first" } else { "stop-first" }).to_owned(),
+        other => format!("{other} differs"),
+    }
 }
 
 /// Names of the managed fields that differ, for `plan` and logs.
@@ -189,7 +270,9 @@ pub fn changed_fields(want: &ServiceDef, have: &ServiceDef) -> Vec<String> {
     };
     let labels = |d: &ServiceDef| {
         let mut l = d.labels.clone();
-        l.remove(LABEL_SPEC_HASH);
+        for bookkeeping in [LABEL_SPEC_HASH, LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS] {
+            l.remove(bookkeeping);
+        }
         l
     };
     check("labels", labels(want) != labels(have));
@@ -237,6 +320,9 @@ pub fn render(plan: &Plan) -> String {
         }
         for conflict in &cluster.conflicts {
             let _ = writeln!(out, "  conflict: {conflict}");
+        }
+        for note in &cluster.hand_set {
+            let _ = writeln!(out, "  note: {note}");
         }
         if let Some((old, new)) = &cluster.config_change
             && !cluster.actions.is_empty()

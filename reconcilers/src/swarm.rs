@@ -1,7 +1,8 @@
 //! The Swarm as the core sees it: plain data read by the shell's Docker adapter, and the plain
 //! definitions the core asks the adapter to write. Nothing here knows how Docker is reached.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -109,6 +110,99 @@ pub struct UpdatePolicy {
     pub start_first: bool,
 }
 
+/// A field of a service spec the operator may own.
+///
+/// A service is created with every field of its [`ServiceDef`]. Afterwards an update writes
+/// only the fields in [`ServiceDef::managed`], plus the labels and environment variables the
+/// operator owns (merged key by key, see `plan::merge`): every other part of the spec, including
+/// what a [`ServiceDef`] does not model (resources, health checks, log drivers), stays as the
+/// operator set it by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Field {
+    Image,
+    Args,
+    ContainerLabels,
+    Replicas,
+    Constraints,
+    PlacementPreferences,
+    Networks,
+    Ports,
+    Configs,
+    Secrets,
+    StopSignal,
+    StopGracePeriod,
+    UpdateParallelism,
+    UpdateDelay,
+    UpdateFailureAction,
+    UpdateOrder,
+    Mounts,
+}
+
+impl Field {
+    pub const ALL: [Field; 17] = [
+        Field::Image,
+        Field::Args,
+        Field::ContainerLabels,
+        Field::Replicas,
+        Field::Constraints,
+        Field::PlacementPreferences,
+        Field::Networks,
+        Field::Ports,
+        Field::Configs,
+        Field::Secrets,
+        Field::StopSignal,
+        Field::StopGracePeriod,
+        Field::UpdateParallelism,
+        Field::UpdateDelay,
+        Field::UpdateFailureAction,
+        Field::UpdateOrder,
+        Field::Mounts,
+    ];
+
+    /// The name used in the managed-fields label, `plan` and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Image => "image",
+            Field::Args => "args",
+            Field::ContainerLabels => "container-labels",
+            Field::Replicas => "replicas",
+            Field::Constraints => "constraints",
+            Field::PlacementPreferences => "placement-preferences",
+            Field::Networks => "networks",
+            Field::Ports => "ports",
+            Field::Configs => "configs",
+            Field::Secrets => "secrets",
+            Field::StopSignal => "stop-signal",
+            Field::StopGracePeriod => "stop-grace-period",
+            Field::UpdateParallelism => "update-parallelism",
+            Field::UpdateDelay => "update-delay",
+            Field::UpdateFailureAction => "update-failure-action",
+            Field::UpdateOrder => "update-order",
+            Field::Mounts => "mounts",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// `a,b,c` in the enum's order: the value of the managed-fields label.
+    pub fn join(fields: &BTreeSet<Field>) -> String {
+        fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The inverse of [`Field::join`]; unknown names (a newer operator's) are skipped.
+    pub fn split(text: &str) -> BTreeSet<Field> {
+        text.split(',').filter_map(|n| Field::from_name(n.trim())).collect()
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A service as the core wants it written. The adapter turns it into a full Swarm spec.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ServiceDef {
@@ -132,6 +226,42 @@ pub struct ServiceDef {
     pub update: UpdatePolicy,
     /// Host paths bind-mounted read-write (the operator's own Docker socket).
     pub bind_mounts: Vec<BindMount>,
+    /// The fields an update writes (see [`Field`]). Empty on definitions read back from the
+    /// swarm; the core reads what it recorded from the service's labels instead.
+    pub managed: BTreeSet<Field>,
+}
+
+impl ServiceDef {
+    /// Sets one field to `from`'s value.
+    pub fn take_field(&mut self, from: &ServiceDef, field: Field) {
+        match field {
+            Field::Image => self.image.clone_from(&from.image),
+            Field::Args => self.args.clone_from(&from.args),
+            Field::ContainerLabels => self.container_labels.clone_from(&from.container_labels),
+            Field::Replicas => self.replicas = from.replicas,
+            Field::Constraints => self.constraints.clone_from(&from.constraints),
+            Field::PlacementPreferences => self.placement_preferences.clone_from(&from.placement_preferences),
+            Field::Networks => self.networks.clone_from(&from.networks),
+            Field::Ports => self.ports.clone_from(&from.ports),
+            Field::Configs => self.configs.clone_from(&from.configs),
+            Field::Secrets => self.secrets.clone_from(&from.secrets),
+            Field::StopSignal => self.stop_signal.clone_from(&from.stop_signal),
+            Field::StopGracePeriod => self.stop_grace_period = from.stop_grace_period,
+            Field::UpdateParallelism => self.update.parallelism = from.update.parallelism,
+            Field::UpdateDelay => self.update.delay = from.update.delay,
+            Field::UpdateFailureAction => self.update.rollback_on_failure = from.update.rollback_on_failure,
+            Field::UpdateOrder => self.update.start_first = from.update.start_first,
+            Field::Mounts => self.bind_mounts.clone_from(&from.bind_mounts),
+        }
+    }
+
+    /// Whether two definitions agree on one field.
+    pub fn same_field(&self, other: &ServiceDef, field: Field) -> bool {
+        let (mut a, mut b) = (ServiceDef::default(), ServiceDef::default());
+        a.take_field(self, field);
+        b.take_field(other, field);
+        a == b
+    }
 }
 
 /// A host path bind-mounted into a service's containers.

@@ -8,7 +8,7 @@
 
 mod tasks;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,9 +33,9 @@ use futures_util::{Stream, StreamExt};
 use reconcilers::config::{DockerUrl, TlsFiles};
 use reconcilers::desired::Observed;
 use reconcilers::swarm::{
-    BindMount, ConfigDef, ConfigFacts, ConfigMount, EngineFacts, NetworkDef, NetworkFacts, NodeAvailability, NodeFacts,
-    NodeRole, ObjectKind, PortDef, PublishMode, SecretMount, ServiceDef, ServiceFacts, SwarmEvent, SwarmMembership,
-    TaskFacts, UpdatePolicy,
+    BindMount, ConfigDef, ConfigFacts, ConfigMount, EngineFacts, Field, NetworkDef, NetworkFacts, NodeAvailability,
+    NodeFacts, NodeRole, ObjectKind, PortDef, PublishMode, SecretMount, ServiceDef, ServiceFacts, SwarmEvent,
+    SwarmMembership, TaskFacts, UpdatePolicy,
 };
 
 /// bollard's backstop timeout (seconds) for a response's headers.
@@ -354,7 +354,10 @@ impl DockerClient {
         Ok(created.id.unwrap_or_default())
     }
 
-    /// Replaces the spec of the service at `version` (Swarm's optimistic lock) with `def`.
+    /// Updates the service at `version` (Swarm's optimistic lock): the fields in `def.managed`,
+    /// its labels and its environment come from `def`; everything else stays as the current spec
+    /// has it, including what a `ServiceDef` does not model (resources, health checks, ...), so
+    /// whatever an operator tuned by hand survives. One extra read per write.
     pub async fn update_service(&self, name_or_id: &str, version: u64, def: &ServiceDef) -> Result<(), DockerError> {
         let operation = format!("update service {name_or_id}");
         let config_ids = self.config_ids(def).await?;
@@ -363,8 +366,10 @@ impl DockerClient {
             status: 0,
             message: format!("version {version} does not fit the API's i32"),
         })?;
+        let current =
+            self.call(&format!("inspect service {name_or_id}"), self.docker.inspect_service(name_or_id, None)).await?;
+        let spec = overlay(current.spec.unwrap_or_default(), service_spec(def, &config_ids), def);
         let options = UpdateServiceOptions { version, registry_auth_from: "spec".to_owned(), rollback: None };
-        let spec = service_spec(def, &config_ids);
         self.call(&operation, self.docker.update_service(name_or_id, spec, options, None)).await?;
         Ok(())
     }
@@ -631,6 +636,55 @@ fn service_spec(def: &ServiceDef, config_ids: &BTreeMap<String, String>) -> Serv
     }
 }
 
+/// `current` with `def`'s managed fields, labels and environment taken from `wanted` (the spec
+/// built from `def`).
+fn overlay(mut current: ServiceSpec, wanted: ServiceSpec, def: &ServiceDef) -> ServiceSpec {
+    current.name = wanted.name;
+    current.labels = wanted.labels;
+    let mut task = current.task_template.take().unwrap_or_default();
+    let wanted_task = wanted.task_template.unwrap_or_default();
+    let mut container = task.container_spec.take().unwrap_or_default();
+    let wanted_container = wanted_task.container_spec.unwrap_or_default();
+    let mut placement = task.placement.take().unwrap_or_default();
+    let wanted_placement = wanted_task.placement.unwrap_or_default();
+    let mut update = current.update_config.take().unwrap_or_default();
+    let wanted_update = wanted.update_config.unwrap_or_default();
+    container.env = wanted_container.env;
+    for field in &def.managed {
+        match field {
+            Field::Image => container.image.clone_from(&wanted_container.image),
+            Field::Args => container.args.clone_from(&wanted_container.args),
+            Field::ContainerLabels => container.labels.clone_from(&wanted_container.labels),
+            Field::Replicas => current.mode.clone_from(&wanted.mode),
+            Field::Constraints => placement.constraints.clone_from(&wanted_placement.constraints),
+            Field::PlacementPreferences => placement.preferences.clone_from(&wanted_placement.preferences),
+            Field::Networks => {
+                task.networks.clone_from(&wanted_task.networks);
+                // The deprecated service-level list would otherwise still attach old networks.
+                current.networks = None;
+            }
+            Field::Ports => {
+                let ports = wanted.endpoint_spec.as_ref().and_then(|e| e.ports.clone());
+                current.endpoint_spec.get_or_insert_with(EndpointSpec::default).ports = ports;
+            }
+            Field::Configs => container.configs.clone_from(&wanted_container.configs),
+            Field::Secrets => container.secrets.clone_from(&wanted_container.secrets),
+            Field::StopSignal => container.stop_signal.clone_from(&wanted_container.stop_signal),
+            Field::StopGracePeriod => container.stop_grace_period = wanted_container.stop_grace_period,
+            Field::UpdateParallelism => update.parallelism = wanted_update.parallelism,
+            Field::UpdateDelay => update.delay = wanted_update.delay,
+            Field::UpdateFailureAction => update.failure_action = wanted_update.failure_action,
+            Field::UpdateOrder => update.order = wanted_update.order,
+            Field::Mounts => container.mounts.clone_from(&wanted_container.mounts),
+        }
+    }
+    task.container_spec = Some(container);
+    task.placement = Some(placement);
+    current.task_template = Some(task);
+    current.update_config = Some(update);
+    current
+}
+
 fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
@@ -717,6 +771,7 @@ fn service_facts(service: Service) -> ServiceFacts {
             .filter(|m| m.typ == Some(MountType::BIND))
             .map(|m| BindMount { source: m.source.unwrap_or_default(), target: m.target.unwrap_or_default() })
             .collect(),
+        managed: BTreeSet::new(),
     };
     ServiceFacts {
         id: service.id.unwrap_or_default(),

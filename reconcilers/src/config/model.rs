@@ -1,6 +1,6 @@
 //! The typed config model and the reading of the core and `[Extensions.NAME]` tables.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
@@ -167,6 +167,9 @@ pub struct Extension {
     pub config_image: Option<String>,
     pub config_service_name: Option<String>,
     pub config: ProxyConfig,
+    /// Which of [`DECLARABLE_KEYS`] the TOML sets. A service field whose key is not declared is
+    /// set when the service is created and afterwards left as the operator sets it by hand.
+    pub declared: BTreeSet<&'static str>,
     /// Where keys were written, for diagnostics that span extensions.
     pub(crate) positions: Positions,
 }
@@ -184,6 +187,29 @@ impl Positions {
         self.keys.get(key).cloned().unwrap_or_else(|| self.header.clone())
     }
 }
+
+/// Keys that each shape one service field which the operator may also tune by hand
+/// (`docker service update --constraint-add ...`): the field is managed only while its key is in
+/// the TOML. Canonical spelling; the TOML may use any case.
+pub const DECLARABLE_KEYS: &[&str] = &[
+    "Args",
+    "ContainerLabels",
+    "Constraints",
+    "PlacementPreferences",
+    "ProxyArgs",
+    "ProxyContainerLabels",
+    "ProxyReplicas",
+    "ProxyConstraints",
+    "ProxyPlacementPreferences",
+    "ProxyStopSignal",
+    "ProxyStopGracePeriod",
+    "ProxyUpdateDelay",
+    "PublishMode",
+    "PublishedPort",
+    "TargetPort",
+    "PublishedSSLPort",
+    "TargetSSLPort",
+];
 
 const DEFAULT_STOP_GRACE_PERIOD: Duration = Duration::from_secs(5);
 
@@ -483,6 +509,7 @@ fn read_extension(ext: &TableReader<'_, '_, '_>, name: &str, header: Range<usize
     let proxy_container_labels = ext.string_map("ProxyContainerLabels").unwrap_or_default();
 
     let config = proxy::read(ext, proxy_kind.unwrap_or(ProxyKind::Nginx));
+    let declared = DECLARABLE_KEYS.iter().copied().filter(|key| ext.span_of(key).is_some()).collect();
 
     Some(Extension {
         name: name.to_owned(),
@@ -518,6 +545,7 @@ fn read_extension(ext: &TableReader<'_, '_, '_>, name: &str, header: Range<usize
         config_image,
         config_service_name,
         config: config?,
+        declared,
         positions,
     })
     .filter(|_| ok)

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::config;
-use crate::plan::{Action, plan};
+use crate::plan::{self, Action, plan};
 use crate::routes::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
 use crate::swarm::{NetworkFacts, TaskFacts};
 
@@ -298,9 +298,133 @@ fn a_removed_extension_takes_its_objects_with_it() {
 fn drift_in_a_managed_field_is_repaired() {
     let mut observed = seed_swarm();
     converge(&seed(), &mut observed);
-    observed.services.iter_mut().find(|s| s.def.name == "interlock-proxy-us-west").unwrap().def.replicas = 5;
+    observed.services.iter_mut().find(|s| s.def.name == "interlock-proxy-us-west").unwrap().def.image = "x".into();
     let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
-    assert_eq!(p.clusters["us-west"].actions[0].to_string(), "update service interlock-proxy-us-west (replicas)");
+    assert_eq!(p.clusters["us-west"].actions[0].to_string(), "update service interlock-proxy-us-west (image)");
+}
+
+fn service_mut<'a>(observed: &'a mut Observed, name: &str) -> &'a mut ServiceDef {
+    &mut observed.services.iter_mut().find(|s| s.def.name == name).expect("service exists").def
+}
+
+/// The walk-through pins its proxies by hand (`docker service update --constraint-add ...`),
+/// since its TOML has no ProxyConstraints; Interlock's docs tune stop signal, grace period,
+/// update delay, failure action and replicas the same way.
+#[test]
+fn fields_the_toml_leaves_out_stay_as_set_by_hand() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    let pinned = vec!["node.labels.nodetype==loadbalancer".to_owned(), "node.labels.region==us-east".to_owned()];
+    let east = service_mut(&mut observed, "interlock-proxy-us-east");
+    east.constraints.clone_from(&pinned);
+    east.stop_signal = Some("SIGTERM".into());
+    east.stop_grace_period = Some(std::time::Duration::from_secs(10));
+    east.update.delay = Some(std::time::Duration::from_secs(2));
+    east.update.rollback_on_failure = false;
+    east.replicas = 2;
+    east.labels.insert("team".into(), "edge".into());
+    let hand_tuned = east.clone();
+    let ext = service_mut(&mut observed, "interlock-ext-us-east");
+    ext.env.push("RUST_LOG=debug".into());
+    ext.constraints = vec!["node.role==manager".into()];
+
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    assert!(p.is_empty(), "hand edits of undeclared fields are not reverted: {p:#?}");
+    let notes = p.clusters["us-east"].hand_set.join("\n");
+    assert!(
+        notes.contains("constraints set by hand on interlock-proxy-us-east")
+            && notes.contains("declare ProxyConstraints to manage it"),
+        "{notes}"
+    );
+    assert!(notes.contains("replicas set by hand") && notes.contains("stop-grace-period set by hand"), "{notes}");
+    assert!(notes.contains("constraints set by hand on interlock-ext-us-east"), "{notes}");
+    assert!(p.clusters["us-west"].hand_set.is_empty());
+    assert!(plan::render(&p).contains("note: constraints set by hand on interlock-proxy-us-east"));
+
+    // A route change rolls the proxy onto a new config and keeps every hand edit.
+    observed.tasks.push(task("t3", "s-east", "n-east", "10.0.1.6"));
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    let update = p.clusters["us-east"].actions.iter().find(|a| matches!(a, Action::UpdateService { .. })).unwrap();
+    assert_eq!(update.to_string(), "update service interlock-proxy-us-east (config)");
+    converge(&seed(), &mut observed);
+    let east = proxy(&observed, "interlock-proxy-us-east").def.clone();
+    let mut same_labels = east.labels.clone();
+    same_labels.insert(LABEL_SPEC_HASH.into(), hand_tuned.labels[LABEL_SPEC_HASH].clone());
+    assert_eq!(
+        ServiceDef { configs: hand_tuned.configs.clone(), labels: same_labels, ..east.clone() },
+        hand_tuned,
+        "only the config (and the spec hash) changed"
+    );
+    assert_ne!(east.configs, hand_tuned.configs);
+    let ext = &observed.services.iter().find(|s| s.def.name == "interlock-ext-us-east").unwrap().def;
+    assert!(ext.env.contains(&"RUST_LOG=debug".to_owned()));
+}
+
+#[test]
+fn declaring_a_key_takes_the_field_over_and_removing_it_hands_it_back() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    service_mut(&mut observed, "interlock-proxy-us-east").constraints = vec!["node.hostname==lb-01".into()];
+    let declared = SEED.replace(
+        "ServiceCluster = \"us-east\"",
+        "ServiceCluster = \"us-east\"\n    ProxyConstraints = [\"node.labels.region==us-east\"]",
+    );
+    let declared = config::parse("seed", &declared).unwrap().config;
+    let p = plan(&desired_state(&declared, &observed, &env()), &observed);
+    assert_eq!(p.write_count(), 1, "{p:#?}");
+    assert_eq!(p.clusters["us-east"].actions[0].to_string(), "update service interlock-proxy-us-east (constraints)");
+    assert!(p.clusters["us-east"].hand_set.is_empty(), "a declared field is no longer the operator's");
+    converge(&declared, &mut observed);
+    let east = proxy(&observed, "interlock-proxy-us-east").def.clone();
+    assert_eq!(east.constraints, ["node.labels.region==us-east"]);
+    assert!(east.labels[LABEL_MANAGED_FIELDS].contains("constraints"));
+
+    // A hand edit of a declared field is corrected.
+    service_mut(&mut observed, "interlock-proxy-us-east").constraints.push("node.role==worker".into());
+    let p = plan(&desired_state(&declared, &observed, &env()), &observed);
+    assert_eq!(p.clusters["us-east"].actions[0].to_string(), "update service interlock-proxy-us-east (constraints)");
+    converge(&declared, &mut observed);
+
+    // Removing the key: one write of the bookkeeping labels; the value stays, now the operator's.
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    assert_eq!(p.write_count(), 1, "{p:#?}");
+    assert_eq!(p.clusters["us-east"].actions[0].to_string(), "update service interlock-proxy-us-east (managed fields)");
+    converge(&seed(), &mut observed);
+    let east = proxy(&observed, "interlock-proxy-us-east").def.clone();
+    assert_eq!(east.constraints, ["node.labels.region==us-east"]);
+    assert!(!east.labels[LABEL_MANAGED_FIELDS].contains("constraints"));
+    assert!(plan(&desired_state(&seed(), &observed, &env()), &observed).is_empty());
+}
+
+#[test]
+fn a_label_key_removed_from_the_toml_goes_and_hand_labels_stay() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    service_mut(&mut observed, "interlock-proxy-us-east").labels.insert("team".into(), "edge".into());
+    let dropped = SEED.replacen("      proxy_region = \"us-east\"\n", "", 1);
+    let dropped = config::parse("seed", &dropped).unwrap().config;
+    let p = plan(&desired_state(&dropped, &observed, &env()), &observed);
+    assert_eq!(p.write_count(), 1, "{p:#?}");
+    converge(&dropped, &mut observed);
+    let labels = &proxy(&observed, "interlock-proxy-us-east").def.labels;
+    assert!(!labels.contains_key("proxy_region"), "{labels:#?}");
+    assert_eq!(labels["team"], "edge");
+}
+
+#[test]
+fn the_operators_own_environment_is_restored_and_other_variables_stay() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    let ext = service_mut(&mut observed, "interlock-ext-us-west");
+    ext.env.retain(|e| !e.starts_with("INTERLOCK_CORE_ENDPOINT="));
+    ext.env.push("INTERLOCK_STALE=1".into());
+    ext.env.push("RUST_LOG=debug".into());
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    assert_eq!(p.clusters["us-west"].actions[0].to_string(), "update service interlock-ext-us-west (env)");
+    converge(&seed(), &mut observed);
+    let env = &observed.services.iter().find(|s| s.def.name == "interlock-ext-us-west").unwrap().def.env;
+    assert!(env.contains(&"INTERLOCK_CORE_ENDPOINT=interlock:8080".to_owned()), "{env:?}");
+    assert!(env.contains(&"RUST_LOG=debug".to_owned()) && !env.iter().any(|e| e.starts_with("INTERLOCK_STALE")));
 }
 
 #[test]
@@ -324,6 +448,9 @@ fn desired_state_is_deterministic_and_hashes_ignore_map_insertion_order() {
     b.labels.insert("x".into(), "1".into());
     assert_eq!(spec_hash(&a), spec_hash(&b));
     b.image = "other".into();
+    assert_eq!(spec_hash(&a), spec_hash(&b), "fields left to the operator take no part");
+    a.managed.insert(crate::swarm::Field::Image);
+    b.managed.insert(crate::swarm::Field::Image);
     assert_ne!(spec_hash(&a), spec_hash(&b));
 }
 

@@ -133,7 +133,7 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
     if routes.default_backend.is_none() {
         line(w, 0, "");
         line(w, 0, "backend be_no_route");
-        line(w, 1, "http-request return status 503 content-type text/plain string \"no route\"");
+        line(w, 1, "http-request return status 404 content-type text/plain string \"no route\"");
     }
     for (name, targets, backend) in &backends {
         line(w, 0, "");

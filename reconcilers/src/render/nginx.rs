@@ -1,6 +1,7 @@
 //! nginx.conf for one service cluster, in the shape of Interlock 2's built-in template
-//! (`shared/reference/interlock.md` §4.2): a default server answering 503 for hosts no route
-//! claims, then one upstream and one server per host.
+//! (`shared/reference/interlock.md` §4.2): a default server answering 404 for hosts no route
+//! claims (as the service-clusters walk-through shows; UCP 3.0.2 made it 503), then one upstream
+//! and one server per host. A route whose every task is down answers 503.
 //!
 //! Every value that reaches the file was validated before (host names in `routes`, `Config`
 //! values in `config`), so nothing here needs quoting beyond what nginx's syntax asks.
@@ -182,7 +183,7 @@ fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-/// Hosts no route claims get the default backend, or 503 as Interlock since UCP 3.0.2.
+/// Hosts no route claims get the default backend, or 404 as in the service-clusters walk-through.
 fn default_server(w: &mut String, site: &NginxSite<'_>, routes: &RouteTable) {
     line(w, 0, "");
     if let Some(backend) = &routes.default_backend {
@@ -194,9 +195,15 @@ fn default_server(w: &mut String, site: &NginxSite<'_>, routes: &RouteTable) {
     line(w, 2, "server_name _;");
     match &routes.default_backend {
         Some(backend) if !backend.targets.is_empty() => proxy_location(w, "/", DEFAULT_UPSTREAM, &backend.options),
-        _ => {
+        Some(_) => {
+            // The default backend has no running task.
             line(w, 2, "location / {");
             line(w, 3, "return 503;");
+            line(w, 2, "}");
+        }
+        None => {
+            line(w, 2, "location / {");
+            line(w, 3, "return 404;");
             line(w, 2, "}");
         }
     }
@@ -355,8 +362,9 @@ fn server(w: &mut String, listen: &str, host: &str, locations: &[Location<'_>], 
         }
     }
     if !written.contains("/") {
+        // Paths of a known host that no route claims.
         line(w, 2, "location / {");
-        line(w, 3, "return 503;");
+        line(w, 3, "return 404;");
         line(w, 2, "}");
     }
     line(w, 1, "}");
