@@ -121,8 +121,8 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let docker = DockerClient::connect(config.docker_url.as_ref(), &config.tls)?;
         let engine = docker.require_manager().await?;
-        let nodes = docker.list_nodes().await?;
-        let report = report::check_report(&engine, &nodes, &config);
+        let observed = docker.observe(&interlock::reconcile::managed_label()).await?;
+        let report = report::check_report(&engine, &observed, &config);
         print!("{}", report.text);
         Ok(if report.problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })

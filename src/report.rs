@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use reconcilers::config::duration::format_go_duration;
 use reconcilers::config::{Config, Extension};
+use reconcilers::desired::{Environment, Observed, desired_state, is_owned};
+use reconcilers::placement::Constraint;
 use reconcilers::swarm::{EngineFacts, NodeAvailability, NodeFacts, NodeRole, PublishMode, SwarmMembership};
 
 /// The summary `validate` prints for a valid config.
@@ -49,18 +51,38 @@ fn ports(ext: &Extension) -> String {
 }
 
 fn constraints_text(ext: &Extension) -> String {
-    if ext.proxy_constraints.is_empty() {
-        return "any node".to_owned();
-    }
-    ext.proxy_constraints.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    text_of(&ext.proxy_constraints)
 }
 
-/// Nodes where an extension's proxy can run: its constraints match, and the node takes tasks.
-pub fn proxy_nodes<'n>(ext: &Extension, nodes: &'n [NodeFacts]) -> Vec<&'n NodeFacts> {
+fn text_of(constraints: &[Constraint]) -> String {
+    if constraints.is_empty() {
+        return "any node".to_owned();
+    }
+    constraints.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The constraints a proxy is placed by: `ProxyConstraints` when the TOML declares them, else
+/// those its service carries (set by hand, as the service-clusters walk-through does), else none.
+fn effective_constraints(ext: &Extension, observed: &Observed) -> (Vec<Constraint>, &'static str) {
+    let by_hand = observed
+        .services
+        .iter()
+        .find(|s| s.def.name == ext.proxy_service_name && is_owned(&s.def.labels))
+        .filter(|_| !ext.declared.contains("ProxyConstraints"))
+        .map(|s| s.def.constraints.iter().filter_map(|c| Constraint::parse(c).ok()).collect::<Vec<_>>())
+        .filter(|c| !c.is_empty());
+    match by_hand {
+        Some(constraints) => (constraints, "set by hand on the service"),
+        None => (ext.proxy_constraints.clone(), "ProxyConstraints"),
+    }
+}
+
+/// Nodes where a proxy with these constraints can run: they match, and the node takes tasks.
+pub fn proxy_nodes<'n>(constraints: &[Constraint], nodes: &'n [NodeFacts]) -> Vec<&'n NodeFacts> {
     nodes
         .iter()
         .filter(|n| n.ready && n.availability == NodeAvailability::Active)
-        .filter(|n| ext.proxy_constraints.iter().all(|c| c.matches(n)))
+        .filter(|n| constraints.iter().all(|c| c.matches(n)))
         .collect()
 }
 
@@ -70,8 +92,10 @@ pub struct CheckReport {
     pub problems: usize,
 }
 
-/// What `check` prints about the engine, its nodes, and where each extension's proxy can go.
-pub fn check_report(engine: &EngineFacts, nodes: &[NodeFacts], config: &Config) -> CheckReport {
+/// What `check` prints about the engine, its nodes, where each extension's proxy can go, and
+/// the fields of its services set by hand that the TOML could declare.
+pub fn check_report(engine: &EngineFacts, observed: &Observed, config: &Config) -> CheckReport {
+    let nodes = observed.nodes.as_slice();
     let mut out = String::new();
     let mut problems = 0;
     let _ = writeln!(
@@ -106,27 +130,32 @@ pub fn check_report(engine: &EngineFacts, nodes: &[NodeFacts], config: &Config) 
     }
     let _ = writeln!(out, "extensions ({}):", config.extensions.len());
     let mut host_ports: Vec<(u16, &Extension, Vec<&str>)> = Vec::new();
+    let plan = reconcilers::plan::plan(&desired_state(config, observed, &Environment::new(config)), observed);
     for ext in config.extensions.values() {
-        let placed = proxy_nodes(ext, nodes);
+        let (constraints, source) = effective_constraints(ext, observed);
+        let placed = proxy_nodes(&constraints, nodes);
         let names: Vec<&str> = placed.iter().map(|n| n.hostname.as_str()).collect();
         if names.is_empty() {
             problems += 1;
             let _ = writeln!(
                 out,
-                "  {}: PROBLEM: no ready, active node matches the proxy constraints [{}]; {} cannot be scheduled. Add the node labels (docker node update --label-add KEY=VALUE NODE) or change ProxyConstraints.",
+                "  {}: PROBLEM: no ready, active node matches the proxy constraints [{}] ({source}); {} cannot be scheduled. Add the node labels (docker node update --label-add KEY=VALUE NODE) or change the constraints.",
                 ext.name,
-                constraints_text(ext),
+                text_of(&constraints),
                 ext.proxy_service_name
             );
         } else {
             let _ = writeln!(
                 out,
-                "  {}: proxy {} can run on {} (constraints: {})",
+                "  {}: proxy {} can run on {} (constraints: {}; {source})",
                 ext.name,
                 ext.proxy_service_name,
                 names.join(", "),
-                constraints_text(ext)
+                text_of(&constraints)
             );
+        }
+        for note in plan.clusters.get(&ext.name).map(|c| c.hand_set.as_slice()).unwrap_or_default() {
+            let _ = writeln!(out, "    note: {note}");
         }
         if ext.publish_mode == PublishMode::Host {
             for port in [ext.published_port, ext.published_ssl_port].into_iter().filter(|p| *p != 0) {
@@ -202,14 +231,19 @@ mod tests {
         }
     }
 
+    fn observed(nodes: &[NodeFacts]) -> Observed {
+        Observed { nodes: nodes.to_vec(), ..Observed::default() }
+    }
+
     fn seed_with_constraints() -> Config {
         let mut config = reconcilers::config::parse("seed", SEED).unwrap().config;
         for (region, ext) in config.extensions.iter_mut() {
             ext.proxy_constraints =
                 ["node.labels.nodetype==loadbalancer".to_owned(), format!("node.labels.region=={region}")]
                     .iter()
-                    .map(|c| reconcilers::placement::Constraint::parse(c).unwrap())
+                    .map(|c| Constraint::parse(c).unwrap())
                     .collect();
+            ext.declared.insert("ProxyConstraints");
         }
         config
     }
@@ -237,7 +271,7 @@ mod tests {
             node("lb-00", NodeRole::Worker, &[("nodetype", "loadbalancer"), ("region", "us-east")]),
             node("lb-01", NodeRole::Worker, &[("nodetype", "loadbalancer"), ("region", "us-west")]),
         ];
-        let report = check_report(&engine(), &nodes, &seed_with_constraints());
+        let report = check_report(&engine(), &observed(&nodes), &seed_with_constraints());
         assert_eq!(report.problems, 0, "{}", report.text);
         assert!(report.text.contains("us-east: proxy interlock-proxy-us-east can run on lb-00"), "{}", report.text);
         assert!(report.text.contains("us-west: proxy interlock-proxy-us-west can run on lb-01"), "{}", report.text);
@@ -246,13 +280,13 @@ mod tests {
     #[test]
     fn check_reports_unplaceable_proxies_and_host_port_clashes() {
         let nodes = [node("mgr", NodeRole::Manager, &[])];
-        let report = check_report(&engine(), &nodes, &seed_with_constraints());
+        let report = check_report(&engine(), &observed(&nodes), &seed_with_constraints());
         assert_eq!(report.problems, 2, "{}", report.text);
         assert!(report.text.contains("us-east: PROBLEM: no ready, active node matches"), "{}", report.text);
 
         // Without constraints both host-mode proxies match mgr, and only mgr: one cannot bind.
         let config = reconcilers::config::parse("seed", SEED).unwrap().config;
-        let report = check_report(&engine(), &nodes, &config);
+        let report = check_report(&engine(), &observed(&nodes), &config);
         assert_eq!(report.problems, 2, "{}", report.text);
         assert!(
             report.text.contains("both publish port 80 in host mode on mgr (1 node(s) for 2 proxy task(s))"),
@@ -262,8 +296,57 @@ mod tests {
 
         // With two nodes Swarm can keep them apart: a note, not a problem.
         let nodes = [node("mgr", NodeRole::Manager, &[]), node("lb-00", NodeRole::Worker, &[])];
-        let report = check_report(&engine(), &nodes, &config);
+        let report = check_report(&engine(), &observed(&nodes), &config);
         assert_eq!(report.problems, 0, "{}", report.text);
         assert!(report.text.contains("note: extensions us-east and us-west both publish port 80"), "{}", report.text);
+    }
+
+    /// The walk-through pins each proxy by hand: check places it by those constraints and says
+    /// which TOML key would manage them.
+    #[test]
+    fn check_follows_constraints_set_by_hand_and_names_the_key() {
+        use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
+        use reconcilers::swarm::{ServiceDef, ServiceFacts};
+        let nodes = [
+            node("mgr", NodeRole::Manager, &[]),
+            node("lb-00", NodeRole::Worker, &[("nodetype", "loadbalancer"), ("region", "us-east")]),
+            node("lb-01", NodeRole::Worker, &[("nodetype", "loadbalancer"), ("region", "us-west")]),
+        ];
+        let config = reconcilers::config::parse("seed", SEED).unwrap().config;
+        let mut observed = observed(&nodes);
+        observed.networks.push(reconcilers::swarm::NetworkFacts {
+            id: "n-op".into(),
+            name: "interlock".into(),
+            driver: "overlay".into(),
+            scope: "swarm".into(),
+            ingress: false,
+            labels: BTreeMap::new(),
+        });
+        observed.services.push(ServiceFacts {
+            id: "p".into(),
+            version: 3,
+            def: ServiceDef {
+                name: "interlock-proxy-us-east".into(),
+                labels: [(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned())].into(),
+                constraints: vec!["node.labels.nodetype==loadbalancer".into(), "node.labels.region==us-east".into()],
+                ..ServiceDef::default()
+            },
+            update_state: None,
+            created_at: String::new(),
+            network_ids: vec![],
+            vips: vec![],
+        });
+        let report = check_report(&engine(), &observed, &config);
+        assert!(
+            report.text.contains("us-east: proxy interlock-proxy-us-east can run on lb-00 (constraints: node.labels.nodetype==loadbalancer, node.labels.region==us-east; set by hand on the service)"),
+            "{}",
+            report.text
+        );
+        assert!(
+            report.text.contains("note: constraints set by hand on interlock-proxy-us-east (")
+                && report.text.contains("declare ProxyConstraints to manage it"),
+            "{}",
+            report.text
+        );
     }
 }
