@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --bin interlock
+cargo build --release --bin interlock --bin docker-demo
 deploy/lab/swarm-lab.sh up --interlock-binary target/release/interlock
 # shellcheck disable=SC1091
 source /run/interlock-lab/env

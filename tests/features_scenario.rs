@@ -421,7 +421,7 @@ async fn routing_features_through_a_real_proxy() {
     };
     assert_eq!(hap("hap.local", "/", 200).await, "hap-web\n");
     assert_eq!(hap("hap.local", "/api/", 200).await, "hap-api\n");
-    hap("features.local", "/", 503).await;
+    hap("features.local", "/", 404).await;
     get("hap.local", "/").await.filter(|a| a.body != "hap-web\n").expect("the nginx cluster does not serve hap.local");
 
     clean();

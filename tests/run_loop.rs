@@ -24,11 +24,22 @@ async fn run_converges_stays_quiet_and_follows_config_edits() {
     docker(&["node", "update", "--label-add", "nodetype=loadbalancer", "--label-add", "region=us-west", "lb-01"]);
     docker_quiet(&["network", "create", "-d", "overlay", "interlock"]);
 
-    // A copy of the lab config with a 1 s poll, edited below while the loop runs.
+    // A copy of the walk-through's lab config with a 1 s poll and the proxies' placement declared
+    // (ProxyConstraints), edited below while the loop runs.
     let dir = std::env::temp_dir().join(format!("interlock-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("interlock.toml");
-    let text = std::fs::read_to_string(LAB_CONFIG).unwrap().replace("PollInterval = \"3s\"", "PollInterval = \"1s\"");
+    let mut text =
+        std::fs::read_to_string(LAB_CONFIG).unwrap().replace("PollInterval = \"3s\"", "PollInterval = \"1s\"");
+    for region in ["us-east", "us-west"] {
+        text = text.replace(
+            &format!("ServiceCluster = \"{region}\"\n"),
+            &format!(
+                "ServiceCluster = \"{region}\"\n    ProxyConstraints = [\"node.labels.nodetype==loadbalancer\", \"node.labels.region=={region}\"]\n"
+            ),
+        );
+    }
+    assert_eq!(text.matches("ProxyConstraints").count(), 2);
     std::fs::write(&path, &text).unwrap();
     let config = reconcilers::config::parse("t", &text).unwrap().config;
 
@@ -38,11 +49,11 @@ async fn run_converges_stays_quiet_and_follows_config_edits() {
         let _ = stopped.await;
     }));
 
-    // Converged: both proxies answer (503: no routes yet).
+    // Converged: both proxies answer (404: no routes yet).
     for node in ["lb-00", "lb-01"] {
         let addr = node_addr(node);
         eventually(&format!("proxy on {node}"), Duration::from_secs(60), || async {
-            get(&addr, 80, "nothing.local").await.filter(|a| a.status == 503)
+            get(&addr, 80, "nothing.local").await.filter(|a| a.status == 404)
         })
         .await;
     }
@@ -70,7 +81,7 @@ async fn run_converges_stays_quiet_and_follows_config_edits() {
     std::fs::write(&path, &moved).unwrap();
     let app_00 = node_addr("app-00");
     eventually("us-east's proxy answers on app-00", Duration::from_secs(60), || async {
-        get(&app_00, 80, "nothing.local").await.filter(|a| a.status == 503)
+        get(&app_00, 80, "nothing.local").await.filter(|a| a.status == 404)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -87,7 +98,7 @@ async fn run_converges_stays_quiet_and_follows_config_edits() {
     std::fs::write(&path, &republished).unwrap();
     let lb_01 = node_addr("lb-01");
     eventually("us-west's proxy answers on lb-01:8081", Duration::from_secs(60), || async {
-        get(&lb_01, 8081, "nothing.local").await.filter(|a| a.status == 503)
+        get(&lb_01, 8081, "nothing.local").await.filter(|a| a.status == 404)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -115,7 +126,7 @@ async fn run_converges_stays_quiet_and_follows_config_edits() {
     std::fs::write(&path, &rejected).unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(counters_client.counters().writes(), writes, "a config nginx rejects is not rolled out");
-    assert_eq!(get(&lb_01, 8081, "nothing.local").await.map(|a| a.status), Some(503), "us-west keeps serving");
+    assert_eq!(get(&lb_01, 8081, "nothing.local").await.map(|a| a.status), Some(404), "us-west keeps serving");
 
     let _ = stop.send(());
     let stats = loop_task.await.unwrap().unwrap();

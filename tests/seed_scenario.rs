@@ -1,7 +1,9 @@
-//! The service-clusters walk-through (`shared/seeds/002_…`), for real, on the project's lab:
-//! lb-00 (us-east) and lb-01 (us-west) labelled as in the document, the document's config with
-//! lab images, the two demo apps, and real HTTP requests through each proxy. The operator does
-//! the work through its own CLI (`interlock apply` / `plan`).
+//! The service-clusters walk-through (`shared/seeds/002_…`), word for word, on the project's
+//! lab: every command of the document in its order, through the docker CLI, with only the image
+//! names changed (and the extension's Args, since the lab's extension image is interlock itself).
+//! interlock runs as the document runs it: a service pinned to a manager, its TOML in a Docker
+//! config. The document then pins each proxy by hand (`docker service update --constraint-add`),
+//! and those constraints must survive interlock's passes and later app changes.
 //!
 //! One test, in steps: the steps share one swarm, and their order is the walk-through's.
 
@@ -12,150 +14,272 @@ use std::time::Duration;
 
 use interlock::docker::DockerClient;
 use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
-use reconcilers::swarm::{ConfigDef, ConfigMount, ServiceDef, ServiceFacts, UpdatePolicy};
-use support::{docker, docker_quiet, eventually, get, interlock, lab, node_addr};
+use reconcilers::swarm::ServiceFacts;
+use support::{Answer, docker, docker_quiet, eventually, interlock, lab, node_addr, request};
 
 const CONFIG: &str = "deploy/examples/service-clusters.lab.toml";
-const APP_IMAGE: &str = "local/interlock-app:lab";
+/// The walk-through's `ehazlett/docker-demo`, built by the lab from `src/bin/docker-demo.rs`.
+const DEMO_IMAGE: &str = "local/docker-demo:lab";
+const OPERATOR_IMAGE: &str = "local/interlock:lab";
+/// The TOML's PollInterval.
+const POLL: Duration = Duration::from_secs(3);
 
-/// Removes what earlier runs left: the demo apps, everything interlock owns, the demo bodies.
-async fn clean(docker_api: &DockerClient) {
+/// Removes what earlier runs left: the operator service, the demo apps, everything interlock
+/// owns, the operator's config object.
+async fn clean(api: &DockerClient) {
+    // The operator first, and wait until its container has stopped: until then it keeps
+    // reconciling and would re-create what is removed below.
+    docker_quiet(&["service", "rm", "interlock"]);
+    eventually("the operator's container stopped", Duration::from_secs(30), || async {
+        docker(&["ps", "-q", "--filter", "label=com.docker.swarm.service.name=interlock"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
     docker_quiet(&["service", "rm", "demo-east", "demo-west"]);
-    for s in docker_api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
+    for s in api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
         docker_quiet(&["service", "rm", &s.id]);
     }
     eventually("old services gone", Duration::from_secs(30), || async {
-        let left = docker_api.list_services("").await.ok()?;
-        left.iter().all(|s| !s.def.name.starts_with("demo-") && !s.def.name.starts_with("interlock-")).then_some(())
+        let left = api.list_services("").await.ok()?;
+        left.iter().all(|s| !s.def.name.starts_with("demo-") && !s.def.name.starts_with("interlock")).then_some(())
     })
     .await;
-    for c in docker_api.list_configs(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
+    for c in api.list_configs(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
         docker_quiet(&["config", "rm", &c.id]);
     }
-    docker_quiet(&["config", "rm", "demo-east-body", "demo-west-body"]);
+    docker_quiet(&["config", "rm", "service.interlock.conf"]);
 }
 
-/// `docker service create --name demo-REGION --network demo-REGION --label com.docker.lb.…`,
-/// serving a body that names the app.
-async fn create_demo(docker_api: &DockerClient, region: &str) {
-    let name = format!("demo-{region}");
-    let body = ConfigDef {
-        name: format!("{name}-body"),
-        labels: BTreeMap::new(),
-        data: format!("{name} us-{region}\n").into_bytes(),
-    };
-    docker_api.create_config(&body).await.unwrap();
-    let def = ServiceDef {
-        name: name.clone(),
-        labels: BTreeMap::from([
-            ("com.docker.lb.hosts".to_owned(), format!("{name}.local")),
-            ("com.docker.lb.port".to_owned(), "80".to_owned()),
-            ("com.docker.lb.service_cluster".to_owned(), format!("us-{region}")),
-        ]),
-        image: APP_IMAGE.to_owned(),
-        env: vec![format!("METADATA=us-{region}")],
-        replicas: 1,
-        constraints: vec!["node.hostname==app-00".to_owned()],
-        networks: vec![name.clone()],
-        configs: vec![ConfigMount { config_name: body.name.clone(), target: "/www/index.html".to_owned() }],
-        update: UpdatePolicy { parallelism: 1, ..UpdatePolicy::default() },
-        ..ServiceDef::default()
-    };
-    docker_api.create_service(&def).await.unwrap();
+async fn service(api: &DockerClient, name: &str) -> ServiceFacts {
+    api.inspect_service(name).await.unwrap().unwrap_or_else(|| panic!("service {name} exists"))
 }
 
-async fn service(docker_api: &DockerClient, name: &str) -> ServiceFacts {
-    docker_api.inspect_service(name).await.unwrap().unwrap_or_else(|| panic!("service {name} exists"))
+/// Running tasks of a service, and the hostnames of their nodes.
+async fn running_on(api: &DockerClient, name: &str) -> Vec<String> {
+    let Ok(Some(s)) = api.inspect_service(name).await else { return vec![] };
+    let nodes = api.list_nodes().await.unwrap();
+    let mut hosts: Vec<String> = api
+        .list_tasks()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t.service_id == s.id && t.running)
+        .filter_map(|t| nodes.iter().find(|n| n.id == t.node_id).map(|n| n.hostname.clone()))
+        .collect();
+    hosts.sort();
+    hosts
 }
 
-/// Running tasks of a service.
-async fn running(docker_api: &DockerClient, name: &str) -> usize {
-    let id = service(docker_api, name).await.id;
-    docker_api.list_tasks().await.unwrap().iter().filter(|t| t.service_id == id && t.running).count()
+/// `curl -H "Host: HOST" http://$(docker node inspect -f '{{ .Status.Addr }}' NODE)/ping`.
+async fn ping(node: &str, host: &str) -> Option<Answer> {
+    let addr = docker(&["node", "inspect", "-f", "{{ .Status.Addr }}", node]).trim().to_owned();
+    assert_eq!(addr, node_addr(node), "the node's address is the lab's");
+    request(&addr, 80, host, "/ping", &[]).await
 }
 
-fn apply() -> String {
-    let (code, out) = interlock(&["apply", "-c", CONFIG, "--timeout", "90"]);
-    assert_eq!(code, 0, "interlock apply failed:\n{out}");
-    out
-}
-
-/// The body served for `host` through `node`'s port 80, once it is `status`.
-async fn answer_becomes(node: &str, host: &str, status: u16) -> String {
-    let addr = node_addr(node);
-    eventually(&format!("{host} via {node} answers {status}"), Duration::from_secs(30), || async {
-        get(&addr, 80, host).await.filter(|a| a.status == status).map(|a| a.body)
+/// The answer for `host` through `node`, once its status is `status`.
+async fn answer_becomes(node: &str, host: &str, status: u16) -> Answer {
+    eventually(&format!("{host}/ping via {node} answers {status}"), Duration::from_secs(60), || async {
+        ping(node, host).await.filter(|a| a.status == status)
     })
     .await
 }
 
+/// The walk-through's app answers with its instance and its METADATA.
+fn assert_demo_answer(answer: &Answer, metadata: &str) {
+    let json: serde_json::Value = serde_json::from_str(answer.body.trim())
+        .unwrap_or_else(|e| panic!("/ping answers JSON ({e}): {:?}", answer.body));
+    assert_eq!(json["metadata"], metadata, "{json}");
+    assert_eq!(json["version"], "0.1", "{json}");
+    assert!(json["instance"].as_str().is_some_and(|i| !i.is_empty()), "{json}");
+    assert_eq!(json["request_id"].as_str().map(str::len), Some(32), "{json}");
+}
+
+fn pinned(region: &str) -> Vec<String> {
+    vec!["node.labels.nodetype==loadbalancer".to_owned(), format!("node.labels.region=={region}")]
+}
+
+/// `docker service update --constraint-add … interlock-proxy-REGION`, as the document writes it.
+/// A user whose command meets interlock's own update of the same service ("update out of
+/// sequence") runs it again; so does this.
+fn pin_proxy(region: &str) {
+    let proxy = format!("interlock-proxy-{region}");
+    let nodetype = "node.labels.nodetype==loadbalancer".to_owned();
+    let region_label = format!("node.labels.region=={region}");
+    for attempt in 0.. {
+        let output = std::process::Command::new("docker")
+            .args(["service", "update", "--detach", "--constraint-add", &nodetype, "--constraint-add"])
+            .args([region_label.as_str(), proxy.as_str()])
+            .output()
+            .expect("run the docker CLI");
+        if output.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(err.contains("out of sequence") && attempt < 5, "docker service update {proxy}: {err}");
+    }
+}
+
 #[tokio::test]
-async fn service_clusters_walkthrough() {
+async fn service_clusters_walkthrough_word_for_word() {
     let api = lab().await;
     support::stop_demo_operator(&api).await;
     clean(&api).await;
-
-    // The document's node labels and networks.
-    docker(&["node", "update", "--label-add", "nodetype=loadbalancer", "--label-add", "region=us-east", "lb-00"]);
-    docker(&["node", "update", "--label-add", "nodetype=loadbalancer", "--label-add", "region=us-west", "lb-01"]);
-    for network in ["interlock", "demo-east", "demo-west"] {
-        docker_quiet(&["network", "create", "-d", "overlay", network]);
+    // Labels an earlier run or the demo may have left, so the document's commands start clean.
+    for node in ["lb-00", "lb-01"] {
+        docker_quiet(&["node", "update", "--label-rm", "nodetype", "--label-rm", "region", node]);
     }
 
-    // Interlock first, then the apps, as in the document.
-    let first = apply();
-    assert!(first.contains("converged"), "{first}");
-    create_demo(&api, "east").await;
-    create_demo(&api, "west").await;
-    eventually("demo apps running", Duration::from_secs(30), || async {
-        (running(&api, "demo-east").await == 1 && running(&api, "demo-west").await == 1).then_some(())
-    })
-    .await;
-    apply();
+    // Node labels.
+    docker(&["node", "update", "--label-add", "nodetype=loadbalancer", "--label-add", "region=us-east", "lb-00"]);
+    docker(&["node", "update", "--label-add", "nodetype=loadbalancer", "--label-add", "region=us-west", "lb-01"]);
+    assert_eq!(
+        docker(&["node", "inspect", "-f", "{{ .Spec.Labels  }}", "lb-00"]).trim(),
+        "map[nodetype:loadbalancer region:us-east]"
+    );
 
-    // Each cluster serves its own app, and only that.
-    assert_eq!(answer_becomes("lb-00", "demo-east.local", 200).await, "demo-east us-east\n");
-    answer_becomes("lb-00", "demo-west.local", 503).await;
-    assert_eq!(answer_becomes("lb-01", "demo-west.local", 200).await, "demo-west us-west\n");
-    answer_becomes("lb-01", "demo-east.local", 503).await;
-    assert_eq!(service(&api, "interlock-proxy-us-east").await.def.constraints.len(), 2);
+    // The config object, the interlock network, and interlock as a service on a manager.
+    docker(&["config", "create", "service.interlock.conf", CONFIG]);
+    docker_quiet(&["network", "create", "-d", "overlay", "interlock"]);
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "interlock",
+        "--mount",
+        "src=/var/run/docker.sock,dst=/var/run/docker.sock,type=bind",
+        "--network",
+        "interlock",
+        "--constraint",
+        "node.role==manager",
+        "--config",
+        "src=service.interlock.conf,target=/config.toml",
+        OPERATOR_IMAGE,
+        "-D",
+        "run",
+        "-c",
+        "/config.toml",
+    ]);
 
-    // Converged: plan reports nothing, apply writes nothing.
-    let (code, out) = interlock(&["plan", "-c", CONFIG]);
-    assert_eq!(code, 0, "plan after convergence:\n{out}");
-    assert!(out.contains("nothing to do"), "{out}");
+    // Configure proxy services: pin each region's proxy to its load-balancer node, by hand.
+    for region in ["us-east", "us-west"] {
+        let proxy = format!("interlock-proxy-{region}");
+        eventually(&format!("interlock created {proxy}"), Duration::from_secs(60), || async {
+            api.inspect_service(&proxy).await.ok().flatten().map(drop)
+        })
+        .await;
+        pin_proxy(region);
+    }
+
+    // The apps' networks, then the apps, exactly as the document creates them.
+    docker_quiet(&["network", "create", "-d", "overlay", "demo-east"]);
+    docker_quiet(&["network", "create", "-d", "overlay", "demo-west"]);
+    for (name, region) in [("demo-east", "us-east"), ("demo-west", "us-west")] {
+        docker(&[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--network",
+            name,
+            "--detach=true",
+            "--label",
+            &format!("com.docker.lb.hosts={name}.local"),
+            "--label",
+            "com.docker.lb.port=8080",
+            "--label",
+            &format!("com.docker.lb.service_cluster={region}"),
+            "--env",
+            // The shell of the document's `--env METADATA="us-east"` drops the quotes.
+            &format!("METADATA={region}"),
+            DEMO_IMAGE,
+        ]);
+    }
+
+    // us-east knows only the us-east app, us-west only the us-west app.
+    assert_demo_answer(&answer_becomes("lb-00", "demo-east.local", 200).await, "us-east");
+    answer_becomes("lb-00", "demo-west.local", 404).await;
+    assert_demo_answer(&answer_becomes("lb-01", "demo-west.local", 200).await, "us-west");
+    answer_becomes("lb-01", "demo-east.local", 404).await;
+    for region in ["us-east", "us-west"] {
+        let proxy = format!("interlock-proxy-{region}");
+        assert_eq!(service(&api, &proxy).await.def.constraints, pinned(region), "{proxy} keeps its pins");
+    }
+    for (proxy, node) in [("interlock-proxy-us-east", "lb-00"), ("interlock-proxy-us-west", "lb-01")] {
+        eventually(&format!("{proxy} runs on {node} only"), Duration::from_secs(60), || async {
+            (running_on(&api, proxy).await == [node]).then_some(())
+        })
+        .await;
+    }
+
+    // Quiet: over 3 × PollInterval interlock writes nothing and the pins stay.
     let versions = |services: Vec<ServiceFacts>| -> BTreeMap<String, u64> {
         services.into_iter().map(|s| (s.def.name, s.version)).collect()
     };
-    let services_before = versions(api.list_services("").await.unwrap());
-    let configs_before = api.list_configs("").await.unwrap();
-    assert!(configs_before.len() >= 4, "two proxy configs and two app bodies: {configs_before:#?}");
-    assert!(apply().contains("converged: 0 write(s)"));
-    assert_eq!(versions(api.list_services("").await.unwrap()), services_before, "no service was written");
-    assert_eq!(api.list_configs("").await.unwrap(), configs_before, "no config was written");
-
-    // Scaling demo-east to 2 puts both tasks in us-east's upstream and leaves us-west alone.
-    let west_before = service(&api, "interlock-proxy-us-west").await.def;
-    let east = service(&api, "demo-east").await;
-    api.update_service(&east.id, east.version, &ServiceDef { replicas: 2, ..east.def.clone() }).await.unwrap();
-    eventually("demo-east at 2 tasks", Duration::from_secs(30), || async {
-        (running(&api, "demo-east").await == 2).then_some(())
+    // Settled: nothing left to write, and no rollout running (Swarm bumps a service's version
+    // as its rollout progresses).
+    eventually("the proxies settled", Duration::from_secs(60), || async {
+        for proxy in ["interlock-proxy-us-east", "interlock-proxy-us-west"] {
+            let state = service(&api, proxy).await.update_state;
+            if matches!(state.as_deref(), Some("updating" | "rollback_started")) {
+                return None;
+            }
+        }
+        let (code, out) = interlock(&["plan", "-c", CONFIG]);
+        (code == 0 && out.contains("nothing to do")).then_some(())
     })
     .await;
-    apply();
-    let proxy = service(&api, "interlock-proxy-us-east").await;
-    let config_name = &proxy.def.configs[0].config_name;
-    let config = api.list_configs("").await.unwrap().into_iter().find(|c| &c.name == config_name).unwrap();
-    let text = String::from_utf8(config.data).unwrap();
-    assert_eq!(text.matches(":80;").count(), 2, "both tasks are upstream servers:\n{text}");
-    assert_eq!(service(&api, "interlock-proxy-us-west").await.def, west_before, "us-west's spec did not change");
-    assert_eq!(answer_becomes("lb-00", "demo-east.local", 200).await, "demo-east us-east\n");
+    let before = versions(api.list_services("").await.unwrap());
+    let configs_before = api.list_configs("").await.unwrap();
+    tokio::time::sleep(POLL * 3 + Duration::from_secs(1)).await;
+    assert_eq!(versions(api.list_services("").await.unwrap()), before, "no service was written");
+    assert_eq!(api.list_configs("").await.unwrap(), configs_before, "no config was written");
+    let (_, plan) = interlock(&["plan", "-c", CONFIG]);
+    assert!(
+        plan.contains("note: constraints set by hand on interlock-proxy-us-east")
+            && plan.contains("declare ProxyConstraints to manage it"),
+        "plan names the fields set by hand:\n{plan}"
+    );
+    let (code, check) = interlock(&["check", "-c", CONFIG]);
+    assert_eq!(code, 0, "{check}");
+    assert!(check.contains("proxy interlock-proxy-us-east can run on lb-00 (constraints"), "{check}");
+
+    // A later app change (demo-east scaled to 2) re-renders us-east's config: the proxy rolls
+    // onto it and keeps its pins; us-west is not touched.
+    let west_before = service(&api, "interlock-proxy-us-west").await;
+    docker(&["service", "scale", "--detach", "demo-east=2"]);
+    eventually("both demo-east tasks in us-east's config", Duration::from_secs(60), || async {
+        let proxy = service(&api, "interlock-proxy-us-east").await;
+        let config_name = proxy.def.configs.first()?.config_name.clone();
+        let config = api.list_configs("").await.ok()?.into_iter().find(|c| c.name == config_name)?;
+        (String::from_utf8_lossy(&config.data).matches(":8080;").count() == 2).then_some(())
+    })
+    .await;
+    let instances = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let instances = &instances;
+    eventually("both demo-east tasks answer through lb-00", Duration::from_secs(60), || async move {
+        let answer = ping("lb-00", "demo-east.local").await.filter(|a| a.status == 200)?;
+        let json: serde_json::Value = serde_json::from_str(answer.body.trim()).ok()?;
+        let mut seen = instances.lock().unwrap();
+        seen.insert(json["instance"].as_str()?.to_owned());
+        (seen.len() == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(POLL * 3).await;
+    assert_eq!(service(&api, "interlock-proxy-us-east").await.def.constraints, pinned("us-east"));
+    eventually("us-east's proxy back on lb-00 only", Duration::from_secs(60), || async {
+        (running_on(&api, "interlock-proxy-us-east").await == ["lb-00"]).then_some(())
+    })
+    .await;
+    assert_eq!(service(&api, "interlock-proxy-us-west").await.version, west_before.version, "us-west untouched");
 
     // Removing demo-east removes its route.
-    api.delete_service("demo-east").await.unwrap();
-    apply();
-    answer_becomes("lb-00", "demo-east.local", 503).await;
-    assert_eq!(answer_becomes("lb-01", "demo-west.local", 200).await, "demo-west us-west\n");
+    docker(&["service", "rm", "demo-east"]);
+    answer_becomes("lb-00", "demo-east.local", 404).await;
+    assert_demo_answer(&answer_becomes("lb-01", "demo-west.local", 200).await, "us-west");
 
     clean(&api).await;
 }

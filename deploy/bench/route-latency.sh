@@ -70,7 +70,7 @@ for i in $(seq 1 "$RUNS"); do
   wait_code "bench-$i.local" 200 60
   operator+=("$(since "$t0")")
   docker service rm "bench-$i" >/dev/null
-  wait_code "bench-$i.local" 503 60
+  wait_code "bench-$i.local" 404 60
   sleep 6 # settle: the removal rolls the proxy too
 done
 stop_operator

@@ -13,6 +13,8 @@
 #   local/interlock-proxy:lab  Debian bookworm minbase + nginx-light, stream module, haproxy
 #   local/interlock-app:lab    busybox-static httpd serving /www ("interlock-app"), stops by SIGKILL
 #   local/interlock:lab        the proxy image + target/release/interlock as ENTRYPOINT
+#   local/docker-demo:lab      the proxy image + the docker-demo binary beside the interlock one
+#                              (src/bin/docker-demo.rs), standing in for ehazlett/docker-demo
 # Connection details for tests land in /run/interlock-lab/env.
 #
 # Pitfalls it works around (shared/reference/swarm-lab-facts.md):
@@ -44,6 +46,7 @@ RECIPE_VERSION=2
 IMG_PROXY=local/interlock-proxy:lab
 IMG_APP=local/interlock-app:lab
 IMG_OPERATOR=local/interlock:lab
+IMG_DEMO=local/docker-demo:lab
 HASH_LABEL=com.docker.interlock.lab.hash
 BINARY_LABEL=com.docker.interlock.binary.sha256
 
@@ -479,17 +482,31 @@ verify_app_image() {
   log "$IMG_APP verified: serves '$body'"
 }
 
-# operator_layer_tar BINARY: a cached one-file layer holding /usr/local/bin/interlock.
-operator_layer_tar() {
-  local bin=$1 sha tar dir
+verify_demo_image() {
+  local cid ip body='' i
+  cid=$(dm run -d -e METADATA=lab-verify "$IMG_DEMO") || die "$IMG_DEMO does not start"
+  ip=$(dm inspect --format '{{.NetworkSettings.IPAddress}}' "$cid")
+  for ((i = 0; i < 20; i++)); do
+    body=$(curl -fsS --max-time 2 "http://$ip:8080/ping" 2>/dev/null) && break
+    sleep 0.25
+  done
+  dm rm -f "$cid" >/dev/null
+  [[ $body == *'"metadata":"lab-verify"'* ]] || die "$IMG_DEMO did not answer /ping on $ip:8080 (got: '${body:-nothing}')"
+  log "$IMG_DEMO verified: /ping answers $body"
+}
+
+# binary_layer_tar BINARY NAME: a cached one-file layer holding BINARY as /usr/local/bin/NAME
+# (only the newest such layer per NAME is kept).
+binary_layer_tar() {
+  local bin=$1 name=$2 sha tar dir
   sha=$(file_sha "$bin")
-  tar=$LAB_CACHE_DIR/interlock-bin-${sha:0:16}.tar
+  tar=$LAB_CACHE_DIR/$name-bin-${sha:0:16}.tar
   if [[ ! -s $tar ]]; then
-    rm -f "$LAB_CACHE_DIR"/interlock-bin-*.tar "$LAB_CACHE_DIR"/interlock-bin-*.tar.sha256
+    rm -f "$LAB_CACHE_DIR/$name"-bin-*.tar "$LAB_CACHE_DIR/$name"-bin-*.tar.sha256
     dir=$(mktemp -d "$LAB_CACHE_DIR/build.XXXXXX")
-    install -D -m 0755 "$bin" "$dir/usr/local/bin/interlock"
-    touch -r "$bin" "$dir/usr/local/bin/interlock"
-    tar --owner=0 --group=0 --numeric-owner -C "$dir" -cf "$tar.tmp" ./usr/local/bin/interlock
+    install -D -m 0755 "$bin" "$dir/usr/local/bin/$name"
+    touch -r "$bin" "$dir/usr/local/bin/$name"
+    tar --owner=0 --group=0 --numeric-owner -C "$dir" -cf "$tar.tmp" "./usr/local/bin/$name"
     file_sha "$tar.tmp" >"$tar.sha256"
     mv "$tar.tmp" "$tar"
     rm -rf "$dir"
@@ -497,8 +514,18 @@ operator_layer_tar() {
   echo "$tar"
 }
 
+# ensure_binary_image REF NAME BINARY CONFIG PROXY_TAR: REF is the proxy rootfs plus a layer
+# with BINARY as /usr/local/bin/NAME. Prints the nodes it loaded on.
+ensure_binary_image() {
+  local ref=$1 name=$2 bin=$3 config=$4 proxy_tar=$5 bin_tar bin_sha
+  bin_sha=$(file_sha "$bin")
+  bin_tar=$(binary_layer_tar "$bin" "$name")
+  ensure_image "$ref" "$(created_of "$bin")" "$config" "\"$BINARY_LABEL\":\"$bin_sha\"" "$proxy_tar" "$bin_tar"
+  log "$ref: binary $bin (sha256 ${bin_sha:0:12})"
+}
+
 ensure_images() {
-  local proxy_tar app_tar bin_tar bin_sha changed
+  local proxy_tar app_tar changed demo_binary
   mkdir -p "$LAB_CACHE_DIR" "$LAB_LOG_DIR"
   clean_build_dirs
 
@@ -514,16 +541,24 @@ ensure_images() {
     '"Cmd":["/bin/busybox","httpd","-f","-p","80","-h","/www"],"StopSignal":"SIGKILL"' '' "$app_tar")
   if grep -qx manager <<<"$changed"; then verify_app_image; fi
 
-  if [[ ! -f $INTERLOCK_BINARY ]]; then
+  if [[ -f $INTERLOCK_BINARY ]]; then
+    ensure_binary_image "$IMG_OPERATOR" interlock "$INTERLOCK_BINARY" \
+      '"Entrypoint":["/usr/local/bin/interlock"]' "$proxy_tar" >/dev/null
+  else
     log "no operator binary at $INTERLOCK_BINARY: skipping $IMG_OPERATOR (cargo build --release, then up again)"
-    return 0
   fi
-  # The proxy rootfs layer plus a layer with the binary.
-  bin_sha=$(file_sha "$INTERLOCK_BINARY")
-  bin_tar=$(operator_layer_tar "$INTERLOCK_BINARY")
-  ensure_image "$IMG_OPERATOR" "$(created_of "$INTERLOCK_BINARY")" '"Entrypoint":["/usr/local/bin/interlock"]' \
-    "\"$BINARY_LABEL\":\"$bin_sha\"" "$proxy_tar" "$bin_tar" >/dev/null
-  log "$IMG_OPERATOR: binary $INTERLOCK_BINARY (sha256 ${bin_sha:0:12})"
+
+  # The walk-through's app, built by the same cargo build as the operator.
+  demo_binary=$(dirname "$INTERLOCK_BINARY")/docker-demo
+  if [[ -f $demo_binary ]]; then
+    # std cannot catch SIGTERM, so docker-demo as PID 1 ignores it: SIGKILL spares every
+    # stop of a demo task the 10 s grace period (it holds no state worth a clean exit).
+    changed=$(ensure_binary_image "$IMG_DEMO" docker-demo "$demo_binary" \
+      '"Cmd":["/usr/local/bin/docker-demo"],"StopSignal":"SIGKILL"' "$proxy_tar")
+    if grep -qx manager <<<"$changed"; then verify_demo_image; fi
+  else
+    log "no docker-demo binary at $demo_binary: skipping $IMG_DEMO (cargo build --release --bin docker-demo, then up again)"
+  fi
 }
 
 # ================================================================ env file
@@ -544,6 +579,7 @@ write_env() {
     echo "LAB_IMAGE_PROXY=$IMG_PROXY"
     echo "LAB_IMAGE_APP=$IMG_APP"
     echo "LAB_IMAGE_OPERATOR=$IMG_OPERATOR"
+    echo "LAB_IMAGE_DEMO=$IMG_DEMO"
   } >"$f.tmp"
   mv "$f.tmp" "$f"
   log "wrote $f"
