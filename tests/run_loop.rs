@@ -39,7 +39,7 @@ async fn run_converges_stays_quiet_and_follows_config_edits() {
             ),
         );
     }
-    assert_eq!(text.matches("ProxyConstraints").count(), 2);
+    assert_eq!(text.matches("    ProxyConstraints = ").count(), 2);
     std::fs::write(&path, &text).unwrap();
     let config = reconcilers::config::parse("t", &text).unwrap().config;
 
