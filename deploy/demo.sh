@@ -1,77 +1,107 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine (root): the service-clusters walk-through, for real.
 #
-# A local 4-node Swarm (manager + lb-00, lb-01, app-00), the walk-through's node labels and
-# networks, interlock deployed as the walk-through deploys it (a service pinned to a manager,
-# its TOML in a Docker config, the Docker socket mounted), the two demo apps, and real requests
-# through each service cluster's proxy. It leaves everything running; `deploy/lab/swarm-lab.sh
-# down` removes it.
+# A local 4-node Swarm (manager + lb-00, lb-01, app-00), then the walk-through's commands in the
+# document's order (shared/seeds/002_…): node labels, the config object, the interlock network,
+# interlock as a service pinned to a manager, the proxies pinned by hand with
+# `docker service update --constraint-add`, the apps' networks, the two demo apps, and the
+# document's `curl … /ping` through each region's load-balancer node. Only the image names differ
+# (the lab has no registry: local/interlock:lab, local/interlock-proxy:lab, local/docker-demo:lab),
+# and the extension's Args. It leaves everything running; `deploy/lab/swarm-lab.sh down` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --bin interlock --bin docker-demo
 deploy/lab/swarm-lab.sh up --interlock-binary target/release/interlock
-# shellcheck disable=SC1091
-source /run/interlock-lab/env
-
-step() { printf '\n== %s\n' "$*"; }
-
-step "node labels (as in the walk-through)"
-docker node update --label-add nodetype=loadbalancer --label-add region=us-east lb-00
-docker node update --label-add nodetype=loadbalancer --label-add region=us-west lb-01
-
-step "networks"
-for n in interlock demo-east demo-west; do docker network create -d overlay "$n" 2>/dev/null || echo "$n exists"; done
-
-step "interlock, as a service on a manager"
 config=deploy/examples/service-clusters.lab.toml
 target/release/interlock validate -c "$config"
+
+step() { printf '\n== %s\n' "$*"; }
+run() { printf '$> %s\n' "$*"; "$@"; }
+
+step "clearing an earlier demo run"
 docker service rm interlock >/dev/null 2>&1 || true
+# The operator's container reconciles until it has stopped.
+while [ -n "$(docker ps -q --filter label=com.docker.swarm.service.name=interlock)" ]; do sleep 0.5; done
+docker service rm demo-east demo-west >/dev/null 2>&1 || true
+ids=$(docker service ls -q --filter label=com.docker.interlock.managed-by=interlock)
+[ -z "$ids" ] || docker service rm $ids >/dev/null
 docker config rm service.interlock.conf >/dev/null 2>&1 || true
-docker config create service.interlock.conf "$config"
-docker service create --detach --name interlock \
-  --label com.docker.interlock.lab-demo=true \
+
+step "node labels"
+run docker node update --label-add nodetype=loadbalancer --label-add region=us-east lb-00
+run docker node update --label-add nodetype=loadbalancer --label-add region=us-west lb-01
+run docker node inspect -f '{{ .Spec.Labels  }}' lb-00
+run docker node inspect -f '{{ .Spec.Labels  }}' lb-01
+
+step "the config object for interlock ($config)"
+printf '$> cat %s | docker config create service.interlock.conf -\n' "$config"
+docker config create service.interlock.conf - <"$config"
+
+step "a network for interlock and the extensions"
+run docker network create -d overlay interlock 2>/dev/null || echo "interlock exists"
+
+step "the interlock service"
+run docker service create --detach \
+  --name interlock \
   --mount src=/var/run/docker.sock,dst=/var/run/docker.sock,type=bind \
   --network interlock \
   --constraint node.role==manager \
   --config src=service.interlock.conf,target=/config.toml \
   local/interlock:lab -D run -c /config.toml
 
-step "the demo apps"
-for region in east west; do
-  docker service rm "demo-$region" >/dev/null 2>&1 || true
-  docker config rm "demo-$region-body" >/dev/null 2>&1 || true
-  echo "{\"app\":\"demo-$region\",\"metadata\":\"us-$region\"}" | docker config create "demo-$region-body" - >/dev/null
-  docker service create --detach --name "demo-$region" --network "demo-$region" \
-    --constraint node.hostname==app-00 \
-    --label "com.docker.lb.hosts=demo-$region.local" \
-    --label com.docker.lb.port=80 \
-    --label "com.docker.lb.service_cluster=us-$region" \
-    --env "METADATA=us-$region" \
-    --config "src=demo-$region-body,target=/www/index.html" \
-    local/interlock-app:lab
+step "configure proxy services: pin them to the load-balancer nodes"
+for region in us-east us-west; do
+  until docker service inspect "interlock-proxy-$region" >/dev/null 2>&1; do sleep 0.5; done
+  # Retried if it meets interlock's own first update of the service ("update out of sequence").
+  for attempt in 1 2 3 4 5; do
+    if run docker service update --detach \
+      --constraint-add node.labels.nodetype==loadbalancer \
+      --constraint-add "node.labels.region==$region" \
+      "interlock-proxy-$region"; then break; fi
+    [ "$attempt" -lt 5 ] || exit 1
+    sleep 1
+  done
 done
 
-request() { # node-address host
-  curl -s -m 2 -o /tmp/interlock-demo-body -w '%{http_code}' -H "Host: $2" "http://$1/" || true
-}
-step "waiting for the routes"
-deadline=$(( $(date +%s) + 120 ))
-until [ "$(request "$LAB_ADDR_lb_00" demo-east.local)" = 200 ] && [ "$(request "$LAB_ADDR_lb_01" demo-west.local)" = 200 ]; do
+step "the apps' networks"
+run docker network create -d overlay demo-east 2>/dev/null || echo "demo-east exists"
+run docker network create -d overlay demo-west 2>/dev/null || echo "demo-west exists"
+
+step "the demo apps"
+for region in east west; do
+  run docker service create \
+    --name "demo-$region" \
+    --network "demo-$region" \
+    --detach=true \
+    --label "com.docker.lb.hosts=demo-$region.local" \
+    --label com.docker.lb.port=8080 \
+    --label "com.docker.lb.service_cluster=us-$region" \
+    --env "METADATA=us-$region" \
+    local/docker-demo:lab
+done
+
+addr() { docker node inspect -f '{{ .Status.Addr  }}' "$1"; }
+status() { curl -s -m 2 -o /dev/null -w '%{http_code}' -H "Host: $2" "http://$(addr "$1")/ping" || true; }
+step "waiting for the routes (and the proxies on their pinned nodes)"
+deadline=$(($(date +%s) + 120))
+until [ "$(status lb-00 demo-east.local)" = 200 ] && [ "$(status lb-01 demo-west.local)" = 200 ] &&
+  [ "$(status lb-00 demo-west.local)" = 404 ] && [ "$(status lb-01 demo-east.local)" = 404 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || { echo "demo: routes did not appear; see: docker service logs interlock" >&2; exit 1; }
   sleep 0.5
 done
 
-step "requests through each service cluster (as in the walk-through)"
-for pair in "lb-00 $LAB_ADDR_lb_00" "lb-01 $LAB_ADDR_lb_01"; do
-  set -- $pair
+step "requests to each service cluster (as in the walk-through)"
+for node in lb-00 lb-01; do
   for host in demo-east.local demo-west.local; do
-    status=$(request "$2" "$host")
-    printf '%s  Host: %-16s -> %s %s\n' "$1" "$host" "$status" "$(head -c 80 /tmp/interlock-demo-body | tr -d '\n')"
+    printf '$> curl -H "Host: %s" http://$(docker node inspect -f '"'"'{{ .Status.Addr  }}'"'"' %s)/ping\n' "$host" "$node"
+    curl -s -m 2 -H "Host: $host" "http://$(addr "$node")/ping"
+    echo
   done
 done
 
-step "what interlock would change now"
+step "where the proxies run, and what interlock would change now"
+docker service ps --filter desired-state=running --format '{{.Name}} on {{.Node}}' interlock-proxy-us-east interlock-proxy-us-west
 target/release/interlock plan -c "$config" || true
 echo
 echo "Try: docker service scale demo-east=3; docker service logs -f interlock; deploy/lab/swarm-lab.sh down"

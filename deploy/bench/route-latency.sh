@@ -50,6 +50,10 @@ docker node update --label-add nodetype=loadbalancer --label-add region=us-west 
 for n in interlock demo-east demo-west; do docker network create -d overlay "$n" >/dev/null 2>&1 || true; done
 docker service rm demo-east >/dev/null 2>&1 || true
 start_operator
+# The walk-through pins the proxy by hand; interlock leaves the constraints as set.
+until docker service inspect interlock-proxy-us-east >/dev/null 2>&1; do sleep 0.2; done
+docker service update --detach --quiet --constraint-add node.labels.nodetype==loadbalancer \
+  --constraint-add node.labels.region==us-east interlock-proxy-us-east >/dev/null
 docker service create -q --detach --name demo-east --network demo-east --constraint node.hostname==app-00 \
   --label com.docker.lb.hosts=demo-east.local --label com.docker.lb.port=80 \
   --label com.docker.lb.service_cluster=us-east local/interlock-app:lab >/dev/null 2>&1
@@ -93,7 +97,7 @@ for i in $(seq 1 "$RUNS"); do
   sleep 6
 done
 
-# Hand the proxy back to the operator (it reverts the drift), then drop the floor configs.
+# Hand the proxy back to the operator (it rolls it onto its own config), then drop the floor configs.
 start_operator
 wait_code demo-east.local 200 60
 sleep 8

@@ -25,10 +25,10 @@ pub async fn lab() -> DockerClient {
     client
 }
 
-/// Removes the operator service `deploy/demo.sh` deploys: a second operator in the lab would
-/// write the same objects as the one under test.
+/// Removes the operator service `deploy/demo.sh` (and the walk-through) deploys, named
+/// `interlock`: a second operator in the lab would write the same objects as the one under test.
 pub async fn stop_demo_operator(api: &DockerClient) {
-    let services = api.list_services("com.docker.interlock.lab-demo").await.expect("list services");
+    let services: Vec<_> = api.inspect_service("interlock").await.expect("inspect service").into_iter().collect();
     for s in &services {
         docker_quiet(&["service", "rm", &s.id]);
     }
