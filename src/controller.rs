@@ -13,17 +13,20 @@
 //! invalid config edit is reported and the last good config keeps running.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use reconcilers::config::{self, Config};
 use reconcilers::swarm::ObjectKind;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::docker::DockerClient;
+use crate::context::Context;
 use crate::reconcile::Reconciler;
+use crate::status::Status;
+use crate::swarm::Swarm;
 
 /// How often to look again while app tasks are starting.
 const FAST_POLL: Duration = Duration::from_millis(250);
@@ -38,13 +41,6 @@ enum Trigger {
     Resync,
 }
 
-/// Counters of what the loop did, for logs and tests.
-#[derive(Debug, Default, Clone)]
-pub struct LoopStats {
-    pub passes: u64,
-    pub writes: u64,
-}
-
 /// Errors that stop the loop.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -52,41 +48,45 @@ pub enum ControllerError {
     Signals(#[source] std::io::Error),
 }
 
-/// Runs until `shutdown` completes (the binary passes SIGTERM/SIGINT), then finishes the
-/// current pass and returns what it did.
-pub async fn run(
+/// Runs until `shutdown` completes (the binary passes [`termination`]), then finishes the
+/// current pass and returns the final status (passes, writes, per-extension state).
+pub async fn run<S: Swarm>(
+    ctx: Context<S>,
     path: PathBuf,
-    mut config: Config,
-    docker: DockerClient,
+    config: Config,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<LoopStats, ControllerError> {
+) -> Result<Status, ControllerError> {
     tokio::pin!(shutdown);
-    let status = crate::status::SharedStatus::default();
-    let server = tokio::spawn(crate::status::serve(config.listen_addr.bind_addr(), status.clone()));
-    let checker = std::sync::Arc::new(crate::proxycheck::ProxyChecker::discover());
-    let mut reconciler = Reconciler::new(docker.clone(), reconcilers::desired::Environment::new(&config), checker);
-    let (tx, mut rx) = mpsc::channel::<Trigger>(256);
-    let watcher = tokio::spawn(watch_events(docker.clone(), tx));
     let mut hup = signal(SignalKind::hangup()).map_err(ControllerError::Signals)?;
+    let server = tokio::spawn(crate::status::serve(config.listen_addr.bind_addr(), ctx.status.clone()));
+    let poll_interval = config.poll_interval;
+    info!(config = %path.display(), poll = ?poll_interval, "running");
+    let mut reconciler = Reconciler::new(ctx.clone(), config);
+    let (tx, mut rx) = mpsc::channel::<Trigger>(256);
+    let watcher = tokio::spawn(watch_events(ctx.swarm.clone(), tx));
     let mut file = FileState::read(&path);
-    let mut stats = LoopStats::default();
     let mut next_poll = Instant::now();
-    info!(config = %path.display(), poll = ?config.poll_interval, "running");
     loop {
         let now = Instant::now();
         if now >= next_poll {
             // Cheap: a stat and, only when it changed, a read.
             if file.changed(&path) {
-                reload(&path, &mut config, &mut reconciler);
+                reload(&path, &mut reconciler);
             }
-            let settling = pass(&mut reconciler, &config, &mut stats, &status).await;
-            let interval = if settling > 0 { FAST_POLL.min(config.poll_interval) } else { config.poll_interval };
+            let settling = pass(&mut reconciler, &ctx).await;
+            let poll = reconciler.config().poll_interval;
+            let interval = if settling > 0 { FAST_POLL.min(poll) } else { poll };
             next_poll = Instant::now() + interval;
+            // A shutdown that arrived during the pass ends the loop now.
+            if futures_util::poll!(&mut shutdown).is_ready() {
+                info!("stopping");
+                break;
+            }
             continue;
         }
         let wake = reconciler.next_retry().map_or(next_poll, |retry| retry.min(next_poll));
         tokio::select! {
-            _ = tokio::time::sleep_until(wake.into()) => {
+            _ = tokio::time::sleep_until(wake) => {
                 if wake < next_poll { next_poll = Instant::now(); }
             }
             trigger = rx.recv() => {
@@ -100,7 +100,7 @@ pub async fn run(
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", path.display());
                 file = FileState::read(&path);
-                reload(&path, &mut config, &mut reconciler);
+                reload(&path, &mut reconciler);
                 next_poll = Instant::now();
             }
             () = &mut shutdown => { info!("stopping"); break; }
@@ -108,43 +108,40 @@ pub async fn run(
     }
     watcher.abort();
     server.abort();
-    info!(passes = stats.passes, writes = stats.writes, "stopped");
-    Ok(stats)
+    let status = ctx.status.lock().expect("status lock").clone();
+    info!(passes = status.passes, writes = status.writes, "stopped");
+    Ok(status)
 }
 
 /// One pass; returns how many app services are still starting tasks.
-async fn pass(
-    reconciler: &mut Reconciler,
-    config: &Config,
-    stats: &mut LoopStats,
-    status: &crate::status::SharedStatus,
-) -> usize {
-    stats.passes += 1;
-    let counters = reconciler.docker().counters();
-    let (reads_before, writes_before) = (counters.reads(), counters.writes());
-    let result = reconciler.pass(config).await;
-    let counters = reconciler.docker().counters();
-    debug!(reads = counters.reads() - reads_before, writes = counters.writes() - writes_before, "pass requests");
+async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>) -> usize {
+    let (reads_before, writes_before) = ctx.swarm.requests();
+    let result = reconciler.pass().await;
+    let (reads, writes) = ctx.swarm.requests();
+    debug!(reads = reads - reads_before, writes = writes - writes_before, "pass requests");
     match result {
         Ok(report) => {
-            stats.writes += report.writes as u64;
             if report.writes > 0 {
                 info!(writes = report.writes, "pass wrote");
             }
             for (extension, failure) in &report.failures {
                 warn!(extension = %extension, "{failure}");
             }
-            crate::status::record(status, &report.plan, &report.failures, report.writes);
+            crate::status::record(&ctx.status, &report.plan, &report.failures, report.writes);
             report.apps_settling
         }
         Err(e) => {
             error!("{e}");
+            crate::status::record_failed_pass(&ctx.status, &e.to_string());
             0
         }
     }
 }
 
-fn reload(path: &Path, config: &mut Config, reconciler: &mut Reconciler) {
+/// Re-reads the config file; a valid, changed config is swapped into the running reconciler (its
+/// in-flight writes and backoff carry on). An invalid one is reported and the last good config
+/// keeps running.
+fn reload<S: Swarm>(path: &Path, reconciler: &mut Reconciler<S>) {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) => {
@@ -157,14 +154,9 @@ fn reload(path: &Path, config: &mut Config, reconciler: &mut Reconciler) {
             for warning in &loaded.warnings {
                 warn!("{warning}");
             }
-            if loaded.config != *config {
+            if loaded.config != *reconciler.config() {
                 info!("config changed: converging to it");
-                *reconciler = Reconciler::new(
-                    reconciler.docker().clone(),
-                    reconcilers::desired::Environment::new(&loaded.config),
-                    reconciler.checker().clone(),
-                );
-                *config = loaded.config;
+                reconciler.reconfigure(loaded.config);
             }
         }
         Err(e) => {
@@ -194,11 +186,11 @@ impl FileState {
 
 /// Forwards swarm events as triggers; reconnects with backoff and asks for a full pass on every
 /// (re)connect, since events may have been missed.
-async fn watch_events(docker: DockerClient, tx: mpsc::Sender<Trigger>) {
+async fn watch_events<S: Swarm>(swarm: S, tx: mpsc::Sender<Trigger>) {
     let kinds = [ObjectKind::Service, ObjectKind::Node, ObjectKind::Network, ObjectKind::Config, ObjectKind::Secret];
     let mut failures: u32 = 0;
     loop {
-        let mut events = Box::pin(docker.events(&kinds));
+        let mut events = Box::pin(swarm.events(&kinds));
         if tx.send(Trigger::Resync).await.is_err() {
             return;
         }
@@ -224,14 +216,95 @@ async fn watch_events(docker: DockerClient, tx: mpsc::Sender<Trigger>) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn termination() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        error!("cannot install SIGTERM/SIGINT handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
+/// Installs the SIGTERM and SIGINT handlers now (so a signal during the first pass is not
+/// lost: without a handler it would kill the process mid-write), and returns a future that
+/// completes on the first of them.
+pub fn termination() -> Result<impl std::future::Future<Output = ()>, ControllerError> {
+    let mut term = signal(SignalKind::terminate()).map_err(ControllerError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ControllerError::Signals)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM"),
+            _ = int.recv() => info!("SIGINT"),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop against the in-memory swarm (paused time).
+
+    use super::*;
+    use crate::memory_swarm::{MemorySwarm, seed_config, seed_swarm};
+    use crate::proxycheck::ProxyChecker;
+    use reconcilers::config::ListenAddr;
+
+    /// The walk-through's config in a file of its own, its status endpoint on a free port.
+    fn setup(name: &str) -> (PathBuf, Config) {
+        let dir = std::env::temp_dir().join(format!("interlock-controller-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, include_str!("../deploy/examples/service-clusters.toml")).unwrap();
+        let mut config = seed_config();
+        config.listen_addr = ListenAddr { host: "127.0.0.1".into(), port: 0 };
+        (path, config)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_during_the_first_pass_lets_it_finish() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        swarm.slow_observe(Duration::from_secs(2));
+        let (path, config) = setup("shutdown");
+        let ctx = Context::new(swarm.clone(), ProxyChecker::unchecked());
+        let shutdown = tokio::time::sleep(Duration::from_millis(500));
+        let status = run(ctx, path, config, shutdown).await.unwrap();
+        assert_eq!(status.passes, 1, "the pass under way finished, and no other started");
+        assert_eq!(status.writes, 6, "both clusters' writes were made, not cut off");
+        assert!(swarm.service("interlock-proxy-us-east").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_loop_reads_every_poll_interval_and_writes_nothing() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        let (path, config) = setup("idle");
+        let poll = config.poll_interval;
+        let ctx = Context::new(swarm.clone(), ProxyChecker::unchecked());
+        let watcher = swarm.clone();
+        let shutdown = async move {
+            tokio::time::sleep(poll * 2).await;
+            let (_, writes) = watcher.requests();
+            tokio::time::sleep(poll * 5).await;
+            assert_eq!(watcher.requests().1, writes, "no write while nothing changes");
+        };
+        let status = run(ctx, path, config, shutdown).await.unwrap();
+        assert!(status.passes >= 6, "{} passes in 7 poll intervals", status.passes);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_config_edit_is_picked_up_and_an_invalid_one_is_ignored() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        let (path, config) = setup("edit");
+        let poll = config.poll_interval;
+        let ctx = Context::new(swarm.clone(), ProxyChecker::unchecked());
+        let (file, watcher) = (path.clone(), swarm.clone());
+        let shutdown = async move {
+            tokio::time::sleep(poll * 2).await;
+            let text = std::fs::read_to_string(&file).unwrap();
+            // An invalid edit: nothing changes.
+            std::fs::write(&file, text.replace("PublishMode = \"host\"", "PublishMode = \"bridge\"")).unwrap();
+            tokio::time::sleep(poll * 2).await;
+            let east = watcher.service("interlock-proxy-us-east").unwrap();
+            assert!(east.def.constraints.is_empty());
+            // A valid one: us-east's proxy is placed by it.
+            let placed = text.replace(
+                "ServiceCluster = \"us-east\"\n",
+                "ServiceCluster = \"us-east\"\n    ProxyConstraints = [\"node.labels.region==us-east\"]\n",
+            );
+            std::fs::write(&file, placed).unwrap();
+            tokio::time::sleep(poll * 2).await;
+            let east = watcher.service("interlock-proxy-us-east").unwrap();
+            assert_eq!(east.def.constraints, ["node.labels.region==us-east"]);
+        };
+        run(ctx, path, config, shutdown).await.unwrap();
     }
 }

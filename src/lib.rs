@@ -1,16 +1,27 @@
 //! interlock's runtime shell: everything that touches the outside world.
 //!
 //! The decisions live in the `reconcilers` crate (pure, no I/O). This crate reads files, talks to
-//! Docker and prints reports.
+//! Docker, runs the loop and prints reports.
 //!
 //! # Layout
+//! - [`context`]: what the running operator shares (swarm, proxy checker, status), built once in
+//!   `main.rs`, the composition root.
+//! - [`swarm`]: the `Swarm` trait, the seam between the loop and Docker.
 //! - [`docker`]: the Docker adapter, the only module that knows bollard.
+//! - [`reconcile`]: one pass (observe, plan, check, write) with per-cluster writers and backoff.
+//! - [`controller`]: the loop behind `interlock run` (triggers, reloads, shutdown).
+//! - [`proxycheck`]: the real `nginx -t` / `haproxy -c` on every config before a rollout.
+//! - [`status`]: `/health` and `/status` on `ListenAddr`, and logging of state changes.
 //! - [`report`]: the text that `validate` and `check` print, built from plain values.
-//! - `main.rs`: the command line (`validate`, `check`), logging set-up, exit codes.
+//! - `main.rs`: the command line, logging set-up, exit codes (the only place `anyhow` is used).
 
+pub mod context;
 pub mod controller;
 pub mod docker;
+#[cfg(test)]
+mod memory_swarm;
 pub mod proxycheck;
 pub mod reconcile;
 pub mod report;
 pub mod status;
+pub mod swarm;

@@ -1,5 +1,6 @@
-//! The `interlock` command line: `validate`, `check`, `plan`, `apply`, `extension`.
-//! anyhow lives here and nowhere else.
+//! The `interlock` command line: `validate`, `check`, `plan`, `apply`, `run`, `extension`; and
+//! the composition root: the one place that builds the [`Context`] (Docker connection, proxy
+//! checker, status) the loop and the reconciler share. anyhow lives here and nowhere else.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use interlock::context::Context;
 use interlock::docker::DockerClient;
+use interlock::proxycheck::ProxyChecker;
 use interlock::reconcile::Reconciler;
 use interlock::report;
 use reconcilers::config::{self, Config, Loaded};
-use reconcilers::desired::Environment;
 use reconcilers::plan as planner;
 
 #[derive(Parser)]
@@ -81,7 +83,9 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(debug: bool) {
-    let default = if debug { "debug" } else { "info" };
+    // `-D` is interlock's debug log, not the Docker client's dump of every response body
+    // (megabytes per pass); `RUST_LOG` can still ask for that.
+    let default = if debug { "info,interlock=debug,reconcilers=debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
@@ -132,18 +136,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
-async fn reconciler(config: &Config) -> anyhow::Result<Reconciler> {
+/// The composition root: connects to a manager and builds the shared context.
+async fn context(config: &Config) -> anyhow::Result<Context<DockerClient>> {
     let docker = DockerClient::connect(config.docker_url.as_ref(), &config.tls)?;
-    docker.require_manager().await?;
-    let checker = std::sync::Arc::new(interlock::proxycheck::ProxyChecker::discover());
-    Ok(Reconciler::new(docker, Environment::new(config), checker))
+    let engine = docker.require_manager().await?;
+    tracing::debug!(engine = %engine.version, api = %engine.api_version, "connected to a swarm manager");
+    Ok(Context::new(docker, ProxyChecker::discover()))
 }
 
 fn plan(path: &Path) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
     runtime()?.block_on(async {
-        let reconciler = reconciler(&loaded.config).await?;
-        let (_, plan) = reconciler.plan(&loaded.config).await?;
+        let reconciler = Reconciler::new(context(&loaded.config).await?, loaded.config);
+        let (_, plan) = reconciler.plan().await?;
         print!("{}", planner::render(&plan));
         Ok(if plan.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
     })
@@ -153,13 +158,13 @@ fn apply(path: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
     let config = loaded.config;
     runtime()?.block_on(async {
-        let mut reconciler = reconciler(&config).await?;
+        let mut reconciler = Reconciler::new(context(&config).await?, config);
         let deadline = Instant::now() + timeout;
         // A pass may enable the next (the operator network before the extensions), so pass
         // until one plans nothing.
         let mut writes = 0;
         for _ in 0..5 {
-            let report = reconciler.pass(&config).await?;
+            let report = reconciler.pass().await?;
             // `apply` waits for every cluster's writes; `run` does not.
             let settled = reconciler.settle().await;
             writes += report.writes + settled.writes;
@@ -177,7 +182,7 @@ fn apply(path: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
         }
         // Wait until every owned service runs its spec; old configs are collected on the way.
         loop {
-            let report = reconciler.pass(&config).await?;
+            let report = reconciler.pass().await?;
             writes += report.writes + reconciler.settle().await.writes;
             // A pass that planned nothing wrote nothing: what it read is still the truth.
             let unsettled = &report.unsettled;
@@ -210,10 +215,10 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
     let config = loaded.config;
     runtime()?.block_on(async {
-        let docker = DockerClient::connect(config.docker_url.as_ref(), &config.tls)?;
-        let engine = docker.require_manager().await?;
-        tracing::info!(engine = %engine.version, api = %engine.api_version, "connected to a swarm manager");
-        interlock::controller::run(path.to_owned(), config, docker, interlock::controller::termination()).await?;
+        // Before anything else: a SIGTERM during the first pass must finish that pass, not kill it.
+        let shutdown = interlock::controller::termination()?;
+        let ctx = context(&config).await?;
+        interlock::controller::run(ctx, path.to_owned(), config, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,12 +1,16 @@
 //! Checks a rendered proxy config with the real proxy binary before it is rolled out: a config
 //! the proxy rejects must never reach a proxy service (Interlock 1.x issue #217: one bad label
-//! made every app 502). `nginx -t` for nginx, `haproxy -c` for HAProxy.
+//! made every app 502). The command is the kind's own (`ProxyKind::check_command` in
+//! `reconcilers::proxy`: `nginx -t -q -c FILE`, `haproxy -c -f FILE`), run on a private copy of
+//! the text whose TLS paths point at a throwaway pair; verdicts are cached by kind and content
+//! hash.
 //!
-//! The operator's image carries both binaries, so in production the check always runs. Where a
-//! binary is not installed (a developer's laptop) its check is skipped, and said so at start-up.
+//! The operator's image carries every kind's binary, so in production the check always runs.
+//! Where a binary is not installed (a developer's laptop) its check is skipped, and said so at
+//! start-up.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
 
@@ -23,47 +27,47 @@ pub enum Verdict {
     Unchecked,
 }
 
-/// Runs `nginx -t` on rendered configs, remembering verdicts by content hash, so a held cluster
-/// does not spawn nginx on every pass.
+/// Runs each kind's check command on rendered configs, remembering verdicts by kind and content
+/// hash, so a held cluster does not spawn the proxy binary on every pass.
 pub struct ProxyChecker {
-    nginx: Option<PathBuf>,
-    haproxy: Option<PathBuf>,
+    /// Each kind's binary, where it was found.
+    binaries: Vec<(ProxyKind, Option<PathBuf>)>,
     verdicts: Mutex<BTreeMap<String, Verdict>>,
 }
 
 impl ProxyChecker {
-    /// Finds nginx on `PATH` (and in /usr/sbin, where Debian puts it).
+    /// Finds each kind's binary on `PATH` (and in /usr/sbin, where Debian puts nginx).
     pub fn discover() -> Self {
-        let (nginx, haproxy) = (find("nginx"), find("haproxy"));
-        for (name, found) in [("nginx", &nginx), ("haproxy", &haproxy)] {
+        let binaries: Vec<(ProxyKind, Option<PathBuf>)> =
+            ProxyKind::ALL.into_iter().map(|kind| (kind, find(kind.binary()))).collect();
+        for (kind, found) in &binaries {
             if found.is_none() {
-                warn!("{name} is not installed here: its rendered configs are rolled out unchecked");
+                warn!("{} is not installed here: its rendered configs are rolled out unchecked", kind.binary());
             }
         }
-        Self { nginx, haproxy, verdicts: Mutex::default() }
+        Self { binaries, verdicts: Mutex::default() }
     }
 
-    /// Whether both binaries were found.
+    /// A checker that checks nothing (every verdict `Unchecked`): for the loop's unit tests,
+    /// where the proxy binaries are beside the point.
+    pub fn unchecked() -> Self {
+        Self { binaries: ProxyKind::ALL.into_iter().map(|kind| (kind, None)).collect(), verdicts: Mutex::default() }
+    }
+
+    /// Whether every kind's binary was found.
     pub fn can_check(&self) -> bool {
-        self.nginx.is_some() && self.haproxy.is_some()
+        self.binaries.iter().all(|(_, found)| found.is_some())
     }
 
-    /// The verdict on a config of `kind` whose content hash is `hash`, remembered by hash.
+    /// The verdict on a config of `kind` whose content hash is `hash`, remembered by kind and hash.
     pub async fn check(&self, kind: ProxyKind, hash: &str, text: &str) -> Verdict {
         let key = format!("{kind}:{hash}");
         if let Some(v) = self.verdicts.lock().expect("verdict cache").get(&key) {
             return v.clone();
         }
-        let binary = match kind {
-            ProxyKind::Nginx => &self.nginx,
-            ProxyKind::Haproxy => &self.haproxy,
-        };
+        let binary = self.binaries.iter().find(|(k, _)| *k == kind).and_then(|(_, found)| found.as_ref());
         let Some(binary) = binary else { return Verdict::Unchecked };
-        let args: &[&str] = match kind {
-            ProxyKind::Nginx => &["-t", "-q", "-c"],
-            ProxyKind::Haproxy => &["-c", "-f"],
-        };
-        let verdict = match run_check(binary, args, text).await {
+        let verdict = match run_check(kind, binary, text).await {
             Ok(()) => Verdict::Accepted,
             Err(reason) => Verdict::Rejected(reason),
         };
@@ -103,7 +107,7 @@ oPju0l6VCy2NwTxVnGJMoK5ukzuTnaejN2EaYAOYw1jkKh3NELpMtPPf
 
 /// Points nginx's `ssl_certificate`/`ssl_certificate_key` lines and HAProxy's `crt` arguments
 /// at the check's own pair (HAProxy finds `check.pem.key` beside `check.pem` by itself).
-fn with_check_certificates(text: &str, dir: &std::path::Path) -> String {
+fn with_check_certificates(text: &str, dir: &Path) -> String {
     let (cert, key, pem) = (dir.join("check.crt"), dir.join("check.key"), dir.join("check.pem"));
     text.lines()
         .map(|line| {
@@ -131,8 +135,9 @@ fn with_check_certificates(text: &str, dir: &std::path::Path) -> String {
         .join("\n")
 }
 
-/// `BINARY ARGS FILE` on a private copy of the text; the binary's first error line on failure.
-async fn run_check(binary: &PathBuf, args: &[&str], text: &str) -> Result<(), String> {
+/// The kind's check command, with the binary found at `binary`, on a private copy of the text;
+/// the binary's first error line on failure.
+async fn run_check(kind: ProxyKind, binary: &Path, text: &str) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("interlock-proxy-check-{}-{}", std::process::id(), unique()));
     tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("cannot prepare the check: {e}"))?;
     let file = dir.join("proxy.conf");
@@ -144,9 +149,10 @@ async fn run_check(binary: &PathBuf, args: &[&str], text: &str) -> Result<(), St
         tokio::fs::write(dir.join("check.pem.key"), CHECK_KEY).await.map_err(prepare)?;
         let text = with_check_certificates(text, &dir) + "\n";
         tokio::fs::write(&file, text).await.map_err(prepare)?;
+        let path = file.to_str().ok_or_else(|| format!("cannot prepare the check: {} is not UTF-8", file.display()))?;
+        let command = kind.check_command(path);
         let output = tokio::process::Command::new(binary)
-            .args(args)
-            .arg(&file)
+            .args(&command.args)
             .stdin(Stdio::null())
             .output()
             .await

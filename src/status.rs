@@ -17,8 +17,12 @@ use tracing::{info, warn};
 /// The state of the last pass, per extension.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Status {
+    /// Passes run, including those that could not read the swarm.
     pub passes: u64,
+    /// Writes done by all passes.
     pub writes: u64,
+    /// Why the last pass could not run, until one does.
+    pub pass_error: Option<String>,
     pub extensions: BTreeMap<String, ExtensionStatus>,
 }
 
@@ -65,7 +69,16 @@ pub fn record(status: &SharedStatus, plan: &Plan, failures: &BTreeMap<String, St
     }
     current.passes += 1;
     current.writes += writes as u64;
+    current.pass_error = None;
     current.extensions = next;
+}
+
+/// Records a pass that could not run (the swarm could not be read); the last known state of
+/// each extension stays.
+pub fn record_failed_pass(status: &SharedStatus, error: &str) {
+    let mut current = status.lock().expect("status lock");
+    current.passes += 1;
+    current.pass_error = Some(error.to_owned());
 }
 
 /// Serves `/health` and `/status` on `addr` until the task is aborted. A port already taken is

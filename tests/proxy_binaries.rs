@@ -16,7 +16,7 @@ fn snapshot_body(text: &str) -> &str {
 async fn golden_configs_pass_their_proxy_check() {
     let checker = ProxyChecker::discover();
     assert!(checker.can_check(), "nginx or haproxy is not installed: run deploy/test.sh, which installs them");
-    let dir = std::path::Path::new("reconcilers/src/render/snapshots");
+    let dir = std::path::Path::new("reconcilers/src/proxy/snapshots");
     let mut checked = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(dir).expect("snapshots folder") {
         let path = entry.unwrap().path();

@@ -45,7 +45,8 @@ async fn run_converges_stays_quiet_and_follows_config_edits() {
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let counters_client = api.clone();
-    let loop_task = tokio::spawn(interlock::controller::run(path.clone(), config, api.clone(), async {
+    let ctx = interlock::context::Context::new(api.clone(), interlock::proxycheck::ProxyChecker::discover());
+    let loop_task = tokio::spawn(interlock::controller::run(ctx, path.clone(), config, async {
         let _ = stopped.await;
     }));
 

@@ -1,19 +1,19 @@
 //! Desired state: from the config and a fresh observation of the swarm, the objects that must
 //! exist. One [`ClusterState`] per extension: its extension service, its proxy service (ONE
-//! spec composing placement, ports, networks and the config mount), the proxy config object, and
-//! the routes it was rendered from.
+//! spec composing placement, ports, networks and the config mount), the proxy config object, the
+//! routes it was rendered from, and the proxy kind. What differs by kind (renderer, TLS secret
+//! layout, passthrough support) comes from [`crate::proxy`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, Extension, ProxyConfig, ProxyKind};
-use crate::render::haproxy::{self, HaproxySite};
-use crate::render::nginx::{self, NginxSite};
+use crate::config::{Config, Extension, ProxyKind};
+use crate::proxy;
 use crate::routes::{self, Quarantined, RouteTable};
 use crate::swarm::{
     BindMount, ConfigDef, ConfigFacts, ConfigMount, Field, NetworkDef, NetworkFacts, NodeFacts, PortDef, PublishMode,
-    SecretMount, ServiceDef, ServiceFacts, TaskFacts, UpdatePolicy,
+    ServiceDef, ServiceFacts, TaskFacts, UpdatePolicy,
 };
 
 /// Marks every object the operator created. Objects without it are never changed or deleted.
@@ -25,7 +25,9 @@ pub const LABEL_EXTENSION: &str = "com.docker.interlock.extension";
 pub const LABEL_ROLE: &str = "com.docker.interlock.role";
 /// sha256 of the desired spec the object was written from.
 pub const LABEL_SPEC_HASH: &str = "com.docker.interlock.spec-hash";
-/// On proxy configs: `nginx` or `haproxy`, which binary checks them.
+/// On proxy configs: `nginx` or `haproxy`, for people reading `docker config inspect`. Written,
+/// never parsed: the kind travels as [`ClusterState::proxy_kind`] and
+/// `plan::ClusterPlan::proxy_kind`.
 pub const LABEL_PROXY_KIND: &str = "com.docker.interlock.proxy-kind";
 /// On services: the [`Field`]s the operator manages (`Field::join`), for people and `check`;
 /// the spec hash covers them, so a change of the set is one update.
@@ -90,6 +92,8 @@ pub struct ClusterState {
     pub extension_service: Option<ServiceDef>,
     pub proxy_service: ServiceDef,
     pub proxy_config: ConfigDef,
+    /// What kind of proxy the config is for (which binary checks it).
+    pub proxy_kind: ProxyKind,
     pub routes: RouteTable,
 }
 
@@ -221,24 +225,10 @@ fn cluster_state(
     operator_network: Option<&str>,
     env: &Environment,
 ) -> ClusterState {
-    if ext.proxy_kind == ProxyKind::Haproxy {
-        quarantine_passthrough(&mut routes);
-    }
-    let text = match &ext.config {
-        ProxyConfig::Nginx(config) => {
-            let site = NginxSite {
-                config,
-                http_port: ext.target_port,
-                https_port: ext.target_ssl_port,
-                server_info: &env.server_info,
-            };
-            nginx::render(&site, &routes)
-        }
-        ProxyConfig::Haproxy(config) => haproxy::render(
-            &HaproxySite { config, http_port: ext.target_port, https_port: ext.target_ssl_port },
-            &routes,
-        ),
-    };
+    ext.proxy_kind.quarantine_unsupported(&mut routes);
+    let site =
+        proxy::Site { http_port: ext.target_port, https_port: ext.target_ssl_port, server_info: &env.server_info };
+    let text = proxy::render(&ext.config, &site, &routes);
     let content_hash = sha256_hex(text.as_bytes());
     let mut config_labels = owned_labels(Some(&ext.name), "proxy-config");
     config_labels.insert(LABEL_SPEC_HASH.to_owned(), content_hash.clone());
@@ -287,7 +277,7 @@ fn cluster_state(
                 config_name: proxy_config.name.clone(),
                 target: ext.proxy_config_path.clone(),
             }],
-            secrets: proxy_secrets(ext.proxy_kind, &routes),
+            secrets: ext.proxy_kind.secret_mounts(&routes),
             stop_signal: Some(ext.proxy_stop_signal.clone()),
             stop_grace_period: Some(ext.proxy_stop_grace_period),
             update: UpdatePolicy {
@@ -343,40 +333,9 @@ fn cluster_state(
         extension_service,
         proxy_service,
         proxy_config,
+        proxy_kind: ext.proxy_kind,
         routes,
     }
-}
-
-/// HAProxy's renderer has no TCP passthrough yet: such services are quarantined, not served as
-/// plain HTTP.
-fn quarantine_passthrough(routes: &mut RouteTable) {
-    let hosts: Vec<String> = routes.hosts.keys().filter(|h| routes.passthrough(h)).cloned().collect();
-    for host in hosts {
-        for backend in routes.hosts.remove(&host).unwrap_or_default() {
-            let q = Quarantined {
-                service: backend.service,
-                reason: "com.docker.lb.ssl_passthrough is not supported by HAProxy extensions yet".to_owned(),
-            };
-            if !routes.quarantined.contains(&q) {
-                routes.quarantined.push(q);
-            }
-        }
-    }
-}
-
-/// The TLS secrets a proxy mounts, at the file names its config uses: nginx names both files;
-/// HAProxy wants the key beside its certificate as `<cert>.key`.
-fn proxy_secrets(kind: ProxyKind, routes: &RouteTable) -> Vec<SecretMount> {
-    let mut mounts = BTreeSet::new();
-    for tls in routes.hosts.keys().filter_map(|h| routes.tls(h)) {
-        let key_target = match kind {
-            ProxyKind::Nginx => tls.key.clone(),
-            ProxyKind::Haproxy => format!("{}.key", tls.cert),
-        };
-        mounts.insert(SecretMount { secret_name: tls.cert.clone(), target: tls.cert.clone() });
-        mounts.insert(SecretMount { secret_name: tls.key.clone(), target: key_target });
-    }
-    mounts.into_iter().collect()
 }
 
 /// The TOML's `Labels`/`ProxyLabels`, with [`LABEL_MANAGED_LABELS`] listing their keys.

@@ -1,10 +1,19 @@
-//! The per-route `com.docker.lb.*` labels beyond host, port, network and cluster
-//! (`shared/reference/interlock.md` §3), parsed and validated. Every value that can reach a
-//! generated file is checked here against a strict character set, so no label can inject
-//! configuration; a bad value is an error that quarantines its service alone.
+//! Every `com.docker.lb.*` label of an app service (`shared/reference/interlock.md` §3), parsed
+//! and validated: which service cluster it joins, its hosts, port and network, and the per-route
+//! options (context root, rewrite, websocket endpoints, sticky cookie, ip_hash, redirects, default
+//! backend, backend mode, TLS secrets, passthrough). Every value that can reach a generated file
+//! is checked here against a strict character set, so no label can inject configuration; a bad
+//! value is an error that quarantines its service alone. What the labels route to (networks,
+//! tasks, VIPs) is `routes`' business: this module reads labels only.
 
 use std::collections::BTreeMap;
 
+/// Every routing label starts with this; a service with any of them is an app service.
+pub const LABEL_PREFIX: &str = "com.docker.lb.";
+pub const LABEL_HOSTS: &str = "com.docker.lb.hosts";
+pub const LABEL_PORT: &str = "com.docker.lb.port";
+pub const LABEL_NETWORK: &str = "com.docker.lb.network";
+pub const LABEL_SERVICE_CLUSTER: &str = "com.docker.lb.service_cluster";
 pub const LABEL_CONTEXT_ROOT: &str = "com.docker.lb.context_root";
 pub const LABEL_CONTEXT_ROOT_REWRITE: &str = "com.docker.lb.context_root_rewrite";
 pub const LABEL_WEBSOCKET_ENDPOINTS: &str = "com.docker.lb.websocket_endpoints";
@@ -16,6 +25,83 @@ pub const LABEL_BACKEND_MODE: &str = "com.docker.lb.backend_mode";
 pub const LABEL_SSL_CERT: &str = "com.docker.lb.ssl_cert";
 pub const LABEL_SSL_KEY: &str = "com.docker.lb.ssl_key";
 pub const LABEL_SSL_PASSTHROUGH: &str = "com.docker.lb.ssl_passthrough";
+
+/// Whether a service carries any routing label (an app service, unless the operator owns it).
+pub fn is_app_service(labels: &BTreeMap<String, String>) -> bool {
+    labels.keys().any(|k| k.starts_with(LABEL_PREFIX))
+}
+
+/// The service cluster an app service joins (`com.docker.lb.service_cluster`); `""` is the
+/// default cluster. Known even when the other labels are wrong, so a quarantine lands in the
+/// cluster the service meant.
+pub fn service_cluster(labels: &BTreeMap<String, String>) -> String {
+    labels.get(LABEL_SERVICE_CLUSTER).cloned().unwrap_or_default()
+}
+
+/// Everything an app service's labels say about its routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteLabels {
+    /// Validated, lower-cased, deduplicated; empty only for a default backend without hosts.
+    pub hosts: Vec<String>,
+    /// The port the tasks listen on.
+    pub port: u16,
+    /// `com.docker.lb.network` as written (a network name or ID), if set.
+    pub network: Option<String>,
+    pub options: RouteOptions,
+}
+
+/// Reads an app service's routing labels, or says which one is wrong (options first, then hosts,
+/// then port).
+pub fn route_labels(labels: &BTreeMap<String, String>) -> Result<RouteLabels, String> {
+    let options = route_options(labels)?;
+    let hosts = match labels.get(LABEL_HOSTS) {
+        Some(text) => parse_hosts(text)?,
+        // A default backend needs no host of its own.
+        None if options.default_backend => Vec::new(),
+        None => return Err(format!("{LABEL_HOSTS} is missing")),
+    };
+    let port_text = labels.get(LABEL_PORT).ok_or_else(|| format!("{LABEL_PORT} is missing"))?;
+    let port = port_text
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{LABEL_PORT}={port_text:?} is not a port number (1-65535)"))?;
+    Ok(RouteLabels { hosts, port, network: labels.get(LABEL_NETWORK).cloned(), options })
+}
+
+/// `a.com,b.com` → validated, lower-cased, deduplicated host names.
+pub fn parse_hosts(text: &str) -> Result<Vec<String>, String> {
+    let mut hosts = Vec::new();
+    for raw in text.split(',') {
+        let host = raw.trim().to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(format!("{LABEL_HOSTS}={text:?} has an empty host name"));
+        }
+        if !is_host_name(&host) {
+            return Err(format!("{LABEL_HOSTS}: {raw:?} is not a host name"));
+        }
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    Ok(hosts)
+}
+
+/// DNS names (labels of letters, digits and `-`, separated by dots), optionally with a leading
+/// `*.` wildcard. Anything else could inject into a generated config.
+fn is_host_name(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    host.len() <= 253
+        && !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
 
 /// TLS termination: the names of the Docker secrets holding the certificate and its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +247,7 @@ fn redirects(value: &str) -> Result<Vec<(String, String)>, String> {
                 .ok_or_else(|| format!("{LABEL_REDIRECTS}: {pair:?} has no target (use source,target)"))?;
             let (source, target) = (source.trim(), target.trim());
             let host = source.split_once("://").map_or(source, |(_, rest)| rest).trim_end_matches('/');
-            let host = crate::routes::parse_hosts(host)
+            let host = parse_hosts(host)
                 .ok()
                 .and_then(|h| h.into_iter().next())
                 .ok_or_else(|| format!("{LABEL_REDIRECTS}: source {source:?} is not a host or URL"))?;
@@ -245,6 +331,55 @@ mod tests {
         ] {
             let err = opts(&pairs).expect_err(needle);
             assert!(err.contains(needle), "{err} !~ {needle}");
+        }
+    }
+
+    fn route(pairs: &[(&str, &str)]) -> Result<RouteLabels, String> {
+        route_labels(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn hosts_port_and_network() {
+        let r =
+            route(&[(LABEL_HOSTS, " A.example.com , b.example.com,a.example.com"), (LABEL_PORT, " 8080 ")]).unwrap();
+        assert_eq!(r.hosts, ["a.example.com", "b.example.com"]);
+        assert_eq!((r.port, r.network), (8080, None));
+        let r = route(&[(LABEL_DEFAULT_BACKEND, "true"), (LABEL_PORT, "80"), (LABEL_NETWORK, "demo-east")]).unwrap();
+        assert!(r.hosts.is_empty(), "a default backend needs no host");
+        assert_eq!(r.network.as_deref(), Some("demo-east"));
+        for (pairs, needle) in [
+            (vec![(LABEL_PORT, "80")], "com.docker.lb.hosts is missing"),
+            (vec![(LABEL_HOSTS, "a.com")], "com.docker.lb.port is missing"),
+            (vec![(LABEL_HOSTS, "a.com"), (LABEL_PORT, "http")], "is not a port number"),
+            (vec![(LABEL_HOSTS, "a.com"), (LABEL_PORT, "0")], "is not a port number"),
+            (vec![(LABEL_HOSTS, "bad host;"), (LABEL_PORT, "80")], "is not a host name"),
+            (vec![(LABEL_HOSTS, "a.com,,b.com"), (LABEL_PORT, "80")], "empty host name"),
+            // Options are read first: their error wins over a missing port.
+            (vec![(LABEL_HOSTS, "a.com"), (LABEL_IP_HASH, "maybe")], "not true or false"),
+        ] {
+            let err = route(&pairs).expect_err(needle);
+            assert!(err.contains(needle), "{err} !~ {needle}");
+        }
+    }
+
+    #[test]
+    fn app_services_and_their_cluster() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert!(is_app_service(&labels(&[(LABEL_PORT, "80")])));
+        assert!(!is_app_service(&labels(&[("com.docker.interlock.role", "proxy")])));
+        assert_eq!(service_cluster(&labels(&[(LABEL_SERVICE_CLUSTER, "us-east")])), "us-east");
+        assert_eq!(service_cluster(&labels(&[])), "");
+    }
+
+    #[test]
+    fn host_names() {
+        for ok in ["a.com", "*.a.com", "localhost", "x-1.y.z", "demo-east.local"] {
+            assert!(is_host_name(ok), "{ok}");
+        }
+        for bad in ["a..com", "-a.com", "a b", "a.com;", "a{}", "*", "a_b.com", ""] {
+            assert!(!is_host_name(bad), "{bad}");
         }
     }
 }

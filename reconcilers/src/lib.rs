@@ -11,12 +11,24 @@
 //! - [`swarm`]: the plain data the core reasons about (nodes, services, configs, events), as the
 //!   shell's Docker adapter reads them. No Docker client types leak in here.
 //! - [`placement`]: Swarm placement constraints and preferences, parsed and matched against nodes.
+//! - [`labels`]: every `com.docker.lb.*` label of an app service, parsed and validated (hosts,
+//!   port, network, service cluster, route options); a bad value is a quarantine reason.
+//! - [`routes`]: per service cluster, the hosts it serves and the task addresses behind them,
+//!   from the parsed labels, networks and running tasks; quarantined services with reasons.
+//! - [`proxy`]: what differs by proxy kind, one module per kind (nginx, HAProxy): the renderer,
+//!   default config path, TLS secret layout, passthrough support, check and reload commands.
+//! - [`desired`]: from the config and an observation, the objects that must exist per extension
+//!   (extension service, proxy service, proxy config, routes, proxy kind); ownership labels and
+//!   spec hashes.
+//! - [`plan`]: the diff between desired and observed, the writes per cluster, and its text.
+//!
+//! `labels` uses no other module of the crate; `routes` reads labels only through it.
 
 pub mod config;
 pub mod desired;
 pub mod labels;
 pub mod placement;
 pub mod plan;
-pub mod render;
+pub mod proxy;
 pub mod routes;
 pub mod swarm;

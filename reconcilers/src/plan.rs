@@ -16,10 +16,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::config::ProxyKind;
 use crate::desired::{
     Desired, LABEL_EXTENSION, LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS, LABEL_ROLE, LABEL_SPEC_HASH, OWN_ENV_PREFIX,
     OWN_LABEL_PREFIX, Observed, ServiceRole, is_owned, managed_label_keys,
 };
+use crate::labels;
 use crate::routes::Quarantined;
 use crate::swarm::{ConfigDef, NetworkDef, ServiceDef, ServiceFacts};
 
@@ -53,6 +55,8 @@ impl fmt::Display for Action {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterPlan {
     pub actions: Vec<Action>,
+    /// The cluster's proxy kind: which binary checks the config in a `CreateConfig` action.
+    pub proxy_kind: ProxyKind,
     /// The proxy config now in use and the one the plan moves to, when they differ.
     pub config_change: Option<(String, String)>,
     pub quarantined: Vec<Quarantined>,
@@ -97,7 +101,11 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let mut wanted_services: BTreeSet<&str> = BTreeSet::new();
     let mut wanted_configs: BTreeSet<&str> = BTreeSet::new();
     for (name, cluster) in &desired.clusters {
-        let mut cp = ClusterPlan { quarantined: cluster.routes.quarantined.clone(), ..ClusterPlan::default() };
+        let mut cp = ClusterPlan {
+            proxy_kind: cluster.proxy_kind,
+            quarantined: cluster.routes.quarantined.clone(),
+            ..ClusterPlan::default()
+        };
         let config_exists = observed.configs.iter().any(|c| c.name == cluster.proxy_config.name);
         wanted_configs.insert(&cluster.proxy_config.name);
         let proxy = by_name.get(cluster.proxy_service.name.as_str());
@@ -388,7 +396,7 @@ pub fn apps_settling(observed: &Observed) -> usize {
     observed
         .services
         .iter()
-        .filter(|s| !is_owned(&s.def.labels) && s.def.labels.keys().any(|k| k.starts_with(crate::routes::LABEL_PREFIX)))
+        .filter(|s| !is_owned(&s.def.labels) && labels::is_app_service(&s.def.labels))
         .filter(|s| {
             let running = observed.tasks.iter().filter(|t| t.running && t.service_id == s.id).count() as u64;
             running != s.def.replicas

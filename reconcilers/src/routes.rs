@@ -1,21 +1,19 @@
 //! Routes: which hosts each service cluster serves, and where their traffic goes.
 //!
-//! Read from app services' `com.docker.lb.*` labels and their running tasks. A service whose
-//! labels cannot be routed is quarantined with a reason: its routes are left out and every other
-//! route stays. Nothing here looks at proxies or Docker objects the operator owns.
+//! Built from app services' labels (parsed by [`crate::labels`]), their networks and their
+//! running tasks. A service whose labels cannot be routed is quarantined with a reason: its
+//! routes are left out and every other route stays. Nothing here looks at proxies or Docker
+//! objects the operator owns.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::labels::{self, RouteOptions};
+use crate::labels::{self, LABEL_BACKEND_MODE, LABEL_NETWORK, RouteOptions, TlsSecrets};
 use crate::swarm::{NetworkFacts, ServiceFacts, TaskFacts};
 
-pub const LABEL_HOSTS: &str = "com.docker.lb.hosts";
-pub const LABEL_PORT: &str = "com.docker.lb.port";
-pub const LABEL_NETWORK: &str = "com.docker.lb.network";
-pub const LABEL_SERVICE_CLUSTER: &str = "com.docker.lb.service_cluster";
-/// Every routing label starts with this; a service with any of them is an app service.
-pub const LABEL_PREFIX: &str = "com.docker.lb.";
+/// Test-only route tables shared by the renderers' golden tests.
+#[cfg(test)]
+pub(crate) mod fixtures;
 
 /// One `ip:port` an upstream sends traffic to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -85,7 +83,7 @@ impl RouteTable {
     }
 
     /// The TLS secrets of a host (its backends agree on them), if it terminates TLS.
-    pub fn tls(&self, host: &str) -> Option<&crate::labels::TlsSecrets> {
+    pub fn tls(&self, host: &str) -> Option<&TlsSecrets> {
         self.hosts.get(host)?.iter().find_map(|b| b.options.tls.as_ref())
     }
 
@@ -171,10 +169,10 @@ pub fn route_tables(
     let networks_by_id: BTreeMap<&str, &NetworkFacts> = networks.iter().map(|n| (n.id.as_str(), n)).collect();
     // Oldest first, ties by name: the order that settles clashes.
     let mut apps: Vec<&ServiceFacts> =
-        services.iter().filter(|s| !is_owned(s) && s.def.labels.keys().any(|k| k.starts_with(LABEL_PREFIX))).collect();
+        services.iter().filter(|s| !is_owned(s) && labels::is_app_service(&s.def.labels)).collect();
     apps.sort_by(|a, b| (&a.created_at, &a.def.name).cmp(&(&b.created_at, &b.def.name)));
     for app in apps {
-        let cluster = app.def.labels.get(LABEL_SERVICE_CLUSTER).cloned().unwrap_or_default();
+        let cluster = labels::service_cluster(&app.def.labels);
         let table = tables.entry(cluster).or_default();
         let app_tasks = tasks_by_service.get(app.id.as_str()).map_or(&[][..], Vec::as_slice);
         let added = app_routes(app, app_tasks, &networks_by_id)
@@ -207,27 +205,13 @@ fn app_routes(
     running_tasks: &[&TaskFacts],
     networks: &BTreeMap<&str, &NetworkFacts>,
 ) -> Result<(Vec<String>, Backend), String> {
-    let labels = &app.def.labels;
-    let options = labels::route_options(labels)?;
-    let hosts = match labels.get(LABEL_HOSTS) {
-        Some(text) => parse_hosts(text)?,
-        // A default backend needs no host of its own.
-        None if options.default_backend => Vec::new(),
-        None => return Err(format!("{LABEL_HOSTS} is missing")),
-    };
-    let port_text = labels.get(LABEL_PORT).ok_or_else(|| format!("{LABEL_PORT} is missing"))?;
-    let port = port_text
-        .trim()
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("{LABEL_PORT}={port_text:?} is not a port number (1-65535)"))?;
-    let network_id = routing_network(app, networks)?;
+    let labels::RouteLabels { hosts, port, network, options } = labels::route_labels(&app.def.labels)?;
+    let network_id = routing_network(app, network.as_deref(), networks)?;
     let mut targets: Vec<Target> = if options.vip {
         // Swarm balances over the tasks behind the VIP; the proxy needs no update when they change.
         let vip = app.vips.iter().find(|(net, _)| *net == network_id).map(|(_, ip)| ip.clone());
         let vip = vip.ok_or_else(|| {
-            format!("{LABEL_PREFIX}backend_mode=vip but the service has no VIP on its network (endpoint mode dnsrr?)")
+            format!("{LABEL_BACKEND_MODE}=vip but the service has no VIP on its network (endpoint mode dnsrr?)")
         })?;
         vec![Target { ip: vip, port }]
     } else {
@@ -242,107 +226,16 @@ fn app_routes(
     Ok((hosts, Backend { service: app.def.name.clone(), network_id, targets, options }))
 }
 
-/// A backend with targets on port 8080, for renderer tests.
-#[cfg(test)]
-pub(crate) fn test_backend(service: &str, ips: &[&str], options: RouteOptions) -> Backend {
-    Backend {
-        service: service.into(),
-        network_id: "net".into(),
-        targets: ips.iter().map(|ip| Target { ip: ip.to_string(), port: 8080 }).collect(),
-        options,
-    }
-}
-
-/// One route table with every HTTP routing feature, rendered by both proxies' golden tests.
-#[cfg(test)]
-pub(crate) fn test_feature_table() -> RouteTable {
-    let ctx =
-        |root: &str, rewrite: bool| RouteOptions { context_root: Some(root.into()), rewrite, ..Default::default() };
-    let mut table = RouteTable::default();
-    table.hosts.insert(
-        "app.local".into(),
-        vec![
-            test_backend("web", &["10.0.0.2", "10.0.0.3"], RouteOptions::default()),
-            test_backend("api", &["10.0.0.4"], ctx("/api", true)),
-            test_backend("docs", &["10.0.0.5"], ctx("/docs", false)),
-            test_backend(
-                "chat",
-                &["10.0.0.6"],
-                RouteOptions { websocket_endpoints: vec!["/ws".into()], ..ctx("/chat", false) },
-            ),
-        ],
-    );
-    table.hosts.insert(
-        "sticky.local".into(),
-        vec![test_backend(
-            "cart",
-            &["10.0.1.2", "10.0.1.3"],
-            RouteOptions { sticky_cookie: Some("session".into()), ..Default::default() },
-        )],
-    );
-    table.hosts.insert(
-        "pinned.local".into(),
-        vec![test_backend("pin", &["10.0.2.2"], RouteOptions { ip_hash: true, ..Default::default() })],
-    );
-    table.hosts.insert("only-ctx.local".into(), vec![test_backend("sub", &["10.0.3.2"], ctx("/sub", true))]);
-    table.hosts.insert("down.local".into(), vec![test_backend("down", &[], RouteOptions::default())]);
-    table.hosts.insert(
-        "new.local".into(),
-        vec![test_backend(
-            "site",
-            &["10.0.4.2"],
-            RouteOptions { redirects: vec![("old.local".into(), "http://new.local".into())], ..Default::default() },
-        )],
-    );
-    let tls = labels::TlsSecrets { cert: "secure.crt".into(), key: "secure.key".into() };
-    table.hosts.insert(
-        "secure.local".into(),
-        vec![test_backend("secure", &["10.0.6.2"], RouteOptions { tls: Some(tls), ..Default::default() })],
-    );
-    table.default_backend =
-        Some(test_backend("catch-all", &["10.0.5.2"], RouteOptions { default_backend: true, ..Default::default() }));
-    table
-}
-
-/// `a.com,b.com` → validated, lower-cased, deduplicated host names.
-pub fn parse_hosts(text: &str) -> Result<Vec<String>, String> {
-    let mut hosts = Vec::new();
-    for raw in text.split(',') {
-        let host = raw.trim().to_ascii_lowercase();
-        if host.is_empty() {
-            return Err(format!("{LABEL_HOSTS}={text:?} has an empty host name"));
-        }
-        if !is_host_name(&host) {
-            return Err(format!("{LABEL_HOSTS}: {raw:?} is not a host name"));
-        }
-        if !hosts.contains(&host) {
-            hosts.push(host);
-        }
-    }
-    Ok(hosts)
-}
-
-/// DNS names (labels of letters, digits and `-`, separated by dots), optionally with a leading
-/// `*.` wildcard. Anything else could inject into a generated config.
-fn is_host_name(host: &str) -> bool {
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    host.len() <= 253
-        && !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
-
-/// The network whose task addresses the proxy uses: `com.docker.lb.network`, or the service's
-/// only network.
-fn routing_network(app: &ServiceFacts, networks: &BTreeMap<&str, &NetworkFacts>) -> Result<String, String> {
+/// The network whose task addresses the proxy uses: the one `com.docker.lb.network` names (by
+/// name or ID), or the service's only network.
+fn routing_network(
+    app: &ServiceFacts,
+    wanted: Option<&str>,
+    networks: &BTreeMap<&str, &NetworkFacts>,
+) -> Result<String, String> {
     let attached: Vec<&NetworkFacts> =
         app.network_ids.iter().filter_map(|id| networks.get(id.as_str()).copied()).filter(|n| !n.ingress).collect();
-    match app.def.labels.get(LABEL_NETWORK) {
+    match wanted {
         Some(wanted) => {
             attached.iter().find(|n| n.name == *wanted || n.id == *wanted).map(|n| n.id.clone()).ok_or_else(|| {
                 format!("{LABEL_NETWORK}={wanted:?} is not one of the service's networks ({})", names(&attached))
@@ -369,6 +262,7 @@ fn names(networks: &[&NetworkFacts]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::labels::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
     use crate::swarm::ServiceDef;
 
     pub(crate) fn network(id: &str, name: &str) -> NetworkFacts {
@@ -527,11 +421,11 @@ mod tests {
 
     #[test]
     fn pooled_services_must_agree_and_the_oldest_wins() {
-        let mut old = east("s1", "zeta-old", &[(crate::labels::LABEL_STICKY_SESSION_COOKIE, "a")]);
+        let mut old = east("s1", "zeta-old", &[(labels::LABEL_STICKY_SESSION_COOKIE, "a")]);
         old.created_at = "2026-01-01T00:00:00Z".into();
-        let mut new = east("s2", "alpha-new", &[(crate::labels::LABEL_STICKY_SESSION_COOKIE, "b")]);
+        let mut new = east("s2", "alpha-new", &[(labels::LABEL_STICKY_SESSION_COOKIE, "b")]);
         new.created_at = "2026-02-01T00:00:00Z".into();
-        let mut same = east("s3", "beta-same", &[(crate::labels::LABEL_STICKY_SESSION_COOKIE, "a")]);
+        let mut same = east("s3", "beta-same", &[(labels::LABEL_STICKY_SESSION_COOKIE, "a")]);
         same.created_at = "2026-03-01T00:00:00Z".into();
         let t = tables(&[new, old, same], &[]);
         let table = &t["us-east"];
@@ -541,7 +435,7 @@ mod tests {
         assert_eq!(table.quarantined[0].service, "alpha-new");
         assert!(table.quarantined[0].reason.contains("already routed by zeta-old"), "{}", table.quarantined[0].reason);
         // Same age: by name.
-        let a = east("s1", "a", &[(crate::labels::LABEL_IP_HASH, "true")]);
+        let a = east("s1", "a", &[(labels::LABEL_IP_HASH, "true")]);
         let b = east("s2", "b", &[]);
         let t = tables(&[b, a], &[]);
         assert_eq!(t["us-east"].quarantined[0].service, "b");
@@ -549,7 +443,7 @@ mod tests {
 
     #[test]
     fn different_context_roots_share_a_host_without_pooling() {
-        let api = east("s1", "api", &[(crate::labels::LABEL_CONTEXT_ROOT, "/api")]);
+        let api = east("s1", "api", &[(labels::LABEL_CONTEXT_ROOT, "/api")]);
         let web = east("s2", "web", &[]);
         let t = tables(&[api, web], &[task("s1", "n-east", "10.0.1.5")]);
         let paths: Vec<&str> = t["us-east"].paths("demo-east.local").keys().copied().collect();
@@ -559,10 +453,8 @@ mod tests {
 
     #[test]
     fn a_default_backend_needs_no_host_and_there_is_one() {
-        let catch =
-            app("s1", "catch", &[(crate::labels::LABEL_DEFAULT_BACKEND, "true"), (LABEL_PORT, "80")], &["n-east"]);
-        let second =
-            app("s2", "second", &[(crate::labels::LABEL_DEFAULT_BACKEND, "true"), (LABEL_PORT, "80")], &["n-east"]);
+        let catch = app("s1", "catch", &[(labels::LABEL_DEFAULT_BACKEND, "true"), (LABEL_PORT, "80")], &["n-east"]);
+        let second = app("s2", "second", &[(labels::LABEL_DEFAULT_BACKEND, "true"), (LABEL_PORT, "80")], &["n-east"]);
         let t = tables(&[catch, second], &[task("s1", "n-east", "10.0.1.5")]);
         assert_eq!(t[""].default_backend.as_ref().map(|b| b.service.as_str()), Some("catch"));
         assert!(t[""].quarantined[0].reason.contains("already the default backend"));
@@ -598,15 +490,5 @@ mod tests {
         let mut no_vip = east("s2", "dnsrr", &[("com.docker.lb.backend_mode", "vip")]);
         no_vip.vips.clear();
         assert!(tables(&[no_vip], &[])["us-east"].quarantined[0].reason.contains("no VIP"));
-    }
-
-    #[test]
-    fn host_names() {
-        for ok in ["a.com", "*.a.com", "localhost", "x-1.y.z", "demo-east.local"] {
-            assert!(is_host_name(ok), "{ok}");
-        }
-        for bad in ["a..com", "-a.com", "a b", "a.com;", "a{}", "*", "a_b.com", ""] {
-            assert!(!is_host_name(bad), "{bad}");
-        }
     }
 }

@@ -1,4 +1,6 @@
-//! The typed config model and the reading of the core and `[Extensions.NAME]` tables.
+//! The typed config model and the reading of the core and `[Extensions.NAME]` tables. Keys that
+//! are read but not honoured (`Template`, `HitlessServiceUpdate`, `ConfigImage`,
+//! `ConfigServiceName`) are kept in the model and warned about where they are set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -110,9 +112,13 @@ impl TlsFiles {
     }
 }
 
-/// Which proxy an extension drives; decides the `Config` table's keys and the renderer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which proxy an extension drives; decides the `Config` table's keys. What else differs by kind
+/// (renderer, default `ProxyConfigPath`, TLS secret layout, passthrough, check and reload
+/// commands) is in `crate::proxy`, as methods on this type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ProxyKind {
+    /// Also the kind when nothing names HAProxy.
+    #[default]
     Nginx,
     Haproxy,
 }
@@ -159,12 +165,16 @@ pub struct Extension {
     /// `0` publishes no TLS port.
     pub published_ssl_port: u16,
     pub target_ssl_port: u16,
-    /// `Template`: name of a config object holding a custom template.
+    /// `Template`: name of a config object holding a custom template. Not honoured (a warning
+    /// says so): the built-in renderers are used.
     pub template: Option<String>,
     /// `Networks`: when set, the proxy joins only these networks.
     pub networks: Option<Vec<String>>,
+    /// Not honoured yet (a warning says so): a config change rolls the proxy service.
     pub hitless_service_update: bool,
+    /// Not honoured (a warning says so): no config service is created.
     pub config_image: Option<String>,
+    /// Not honoured (a warning says so): no config service is created.
     pub config_service_name: Option<String>,
     pub config: ProxyConfig,
     /// Which of [`DECLARABLE_KEYS`] the TOML sets. A service field whose key is not declared is
@@ -363,14 +373,14 @@ fn read_extension(ext: &TableReader<'_, '_, '_>, name: &str, header: Range<usize
     let proxy_service_name = read_service_name(ext, "ProxyServiceName", format!("interlock-proxy-{name}"), &mut at);
 
     let proxy_kind = match ext.string("ProxyKind") {
-        Some((kind, span)) => match kind.to_ascii_lowercase().as_str() {
-            "nginx" => Some(ProxyKind::Nginx),
-            "haproxy" => Some(ProxyKind::Haproxy),
-            _ => {
-                ext.error("ProxyKind", span, format!("{kind:?} is not a proxy kind (use \"nginx\" or \"haproxy\")"));
-                None
+        Some((kind, span)) => {
+            let parsed = ProxyKind::ALL.into_iter().find(|k| k.to_string().eq_ignore_ascii_case(&kind));
+            if parsed.is_none() {
+                let names: Vec<String> = ProxyKind::ALL.iter().map(|k| format!("{:?}", k.to_string())).collect();
+                ext.error("ProxyKind", span, format!("{kind:?} is not a proxy kind (use {})", names.join(" or ")));
             }
-        },
+            parsed
+        }
         None => Some(
             if [&proxy_image, &image]
                 .iter()
@@ -394,10 +404,7 @@ fn read_extension(ext: &TableReader<'_, '_, '_>, name: &str, header: Range<usize
             None
         }
         Some((path, _)) => Some(path),
-        None => Some(match proxy_kind {
-            Some(ProxyKind::Haproxy) => "/usr/local/etc/haproxy/haproxy.cfg".to_owned(),
-            _ => "/etc/nginx/nginx.conf".to_owned(),
-        }),
+        None => Some(proxy_kind.unwrap_or_default().default_config_path().to_owned()),
     };
 
     let proxy_replicas = ext.integer("ProxyReplicas", 0..=1_000).map_or(1, |(n, span)| {
@@ -478,7 +485,14 @@ fn read_extension(ext: &TableReader<'_, '_, '_>, name: &str, header: Range<usize
         ok = false;
     }
 
-    let template = non_empty(ext.string("Template"));
+    let template = ext.string("Template").filter(|(t, _)| !t.is_empty()).map(|(template, span)| {
+        ext.warning(
+            "Template",
+            span,
+            "custom templates are not supported: interlock renders its built-in nginx/HAProxy config",
+        );
+        template
+    });
     let networks = ext.string_list("Networks").map(|list| {
         list.into_iter()
             .filter_map(|(n, span)| {
@@ -491,14 +505,35 @@ fn read_extension(ext: &TableReader<'_, '_, '_>, name: &str, header: Range<usize
             })
             .collect()
     });
-    let hitless_service_update = ext.bool("HitlessServiceUpdate").is_some_and(|(b, _)| b);
-    let config_image = non_empty(ext.string("ConfigImage"));
+    let hitless_service_update = match ext.bool("HitlessServiceUpdate") {
+        Some((true, span)) => {
+            ext.warning(
+                "HitlessServiceUpdate",
+                span,
+                "HitlessServiceUpdate is not implemented yet: a config change rolls the proxy service \
+                 (one task at a time, stop-first with host-mode ports)",
+            );
+            true
+        }
+        _ => false,
+    };
+    let no_config_service = |key: &str, span| {
+        ext.warning(key, span, "interlock renders proxy configs itself: no config service is created");
+    };
+    let config_image = ext.string("ConfigImage").filter(|(i, _)| !i.is_empty()).map(|(image, span)| {
+        no_config_service("ConfigImage", span);
+        image
+    });
     let config_service_name = match ext.string("ConfigServiceName") {
         Some((n, span)) if !is_service_name(&n) => {
             ext.error("ConfigServiceName", span, format!("{n:?} is not a valid service name"));
             None
         }
-        other => non_empty(other),
+        Some((n, span)) if !n.is_empty() => {
+            no_config_service("ConfigServiceName", span);
+            Some(n)
+        }
+        _ => None,
     };
 
     let args = strings(ext.string_list("Args"));

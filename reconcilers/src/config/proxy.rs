@@ -1,5 +1,6 @@
 //! The `[Extensions.NAME.Config]` table: nginx's or HAProxy's settings, with Interlock's defaults
-//! (`shared/reference/interlock.md` §2.3).
+//! (`shared/reference/interlock.md` §2.3). Keys of the other kind, and nginx's `SSLVerify`
+//! (which no nginx directive uses), are accepted with a warning that they have no effect.
 
 use super::model::ProxyKind;
 use super::reader::TableReader;
@@ -26,6 +27,8 @@ pub struct NginxConfig {
     pub ssl_opts: String,
     pub ssl_default_dh_param: u32,
     pub ssl_default_dh_param_path: String,
+    /// Read and warned about: nothing in the rendered nginx.conf uses it (nor did Interlock's
+    /// nginx template).
     pub ssl_verify: String,
     /// A number or `auto`.
     pub worker_processes: String,
@@ -202,7 +205,7 @@ fn read_nginx(t: &TableReader<'_, '_, '_>) -> NginxConfig {
         ssl_opts: directive_text(t, "SSLOpts").unwrap_or(d.ssl_opts),
         ssl_default_dh_param: count(t, "SSLDefaultDHParam").unwrap_or(d.ssl_default_dh_param),
         ssl_default_dh_param_path: directive_text(t, "SSLDefaultDHParamPath").unwrap_or(d.ssl_default_dh_param_path),
-        ssl_verify: word(t, "SSLVerify").unwrap_or(d.ssl_verify),
+        ssl_verify: nginx_ssl_verify(t).unwrap_or(d.ssl_verify),
         worker_processes: worker_processes(t).unwrap_or(d.worker_processes),
         rlimit_nofile: count(t, "RLimitNoFile").unwrap_or(d.rlimit_nofile),
         ssl_ciphers: word(t, "SSLCiphers").unwrap_or(d.ssl_ciphers),
@@ -247,6 +250,19 @@ fn read_haproxy(t: &TableReader<'_, '_, '_>) -> HaproxyConfig {
         global_options: lines(t, "GlobalOptions"),
         default_options: lines(t, "DefaultOptions"),
     }
+}
+
+/// nginx's `SSLVerify`: read as Interlock did, and said to have no effect.
+fn nginx_ssl_verify(t: &TableReader<'_, '_, '_>) -> Option<String> {
+    const KEY: &str = "SSLVerify";
+    let value = word(t, KEY)?;
+    t.warning(
+        KEY,
+        t.span_of(KEY).unwrap_or(0..0),
+        "SSLVerify has no effect on an nginx proxy: interlock's nginx config asks clients for no \
+         certificate and proxies to tasks over plain HTTP",
+    );
+    Some(value)
 }
 
 /// Text that ends up inside one directive: no `;`, braces, quotes or line breaks, which would

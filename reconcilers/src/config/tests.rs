@@ -152,7 +152,19 @@ GlobalOptions = ["tune.ssl.default-dh-param 2048"]
 DefaultOptions = ["option forwardfor"]
 "#;
     let loaded = parse_ok(text);
-    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    // Read, but not honoured: each says so (see `keys_not_honoured_warn_with_their_line`).
+    let warned: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(
+        warned,
+        [
+            "Extensions.edge.Template",
+            "Extensions.edge.HitlessServiceUpdate",
+            "Extensions.edge.ConfigImage",
+            "Extensions.edge.ConfigServiceName"
+        ],
+        "{:#?}",
+        loaded.warnings
+    );
     let c = loaded.config;
     assert_eq!(c.listen_addr, ListenAddr { host: "127.0.0.1".into(), port: 9090 });
     assert_eq!(c.docker_url, Some(DockerUrl::Tcp("10.0.0.1:2376".into())));
@@ -249,7 +261,8 @@ Version = "1"
 HTTPVersion = "1.1"
 "#);
     let loaded = parse_ok(&text);
-    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let warned: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(warned, ["Extensions.a.Config.SSLVerify"], "no nginx directive uses it: {:#?}", loaded.warnings);
     let ProxyConfig::Nginx(n) = &loaded.config.extensions["a"].config else { panic!() };
     let want = NginxConfig {
         user: "www-data".into(),
@@ -342,6 +355,64 @@ fn other_proxy_kind_keys_warn() {
     let loaded = parse_ok(&ext("[Extensions.a.Config]\nAdminUser = \"x\""));
     assert_eq!(loaded.warnings.len(), 1);
     assert!(loaded.warnings[0].message.contains("does not apply to a nginx proxy"), "{}", loaded.warnings[0]);
+}
+
+#[test]
+fn keys_not_honoured_warn_with_their_line() {
+    let text = ext(
+        "Template = \"my-template\"\nHitlessServiceUpdate = true\nConfigImage = \"cfg:1\"\nConfigServiceName = \"cfg\"",
+    );
+    let loaded = parse_ok(&text);
+    let got: Vec<(usize, &str, &str)> =
+        loaded.warnings.iter().map(|w| (w.line, w.key.as_str(), w.message.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                4,
+                "Extensions.a.Template",
+                "custom templates are not supported: interlock renders its built-in nginx/HAProxy config"
+            ),
+            (
+                5,
+                "Extensions.a.HitlessServiceUpdate",
+                "HitlessServiceUpdate is not implemented yet: a config change rolls the proxy service (one task at \
+                 a time, stop-first with host-mode ports)"
+            ),
+            (6, "Extensions.a.ConfigImage", "interlock renders proxy configs itself: no config service is created"),
+            (
+                7,
+                "Extensions.a.ConfigServiceName",
+                "interlock renders proxy configs itself: no config service is created"
+            ),
+        ]
+    );
+    assert!(loaded.warnings.iter().all(|w| w.severity == Severity::Warning));
+    assert_eq!(
+        loaded.warnings[1].to_string(),
+        "test.toml:5:24: warning: Extensions.a.HitlessServiceUpdate: HitlessServiceUpdate is not implemented yet: \
+         a config change rolls the proxy service (one task at a time, stop-first with host-mode ports)"
+    );
+    // The values are still read, as Interlock read them.
+    let e = &loaded.config.extensions["a"];
+    assert!(e.hitless_service_update);
+    assert_eq!(e.template.as_deref(), Some("my-template"));
+    assert_eq!((e.config_image.as_deref(), e.config_service_name.as_deref()), (Some("cfg:1"), Some("cfg")));
+    // Off or empty asks for nothing interlock does not do.
+    let quiet = parse_ok(&ext("Template = \"\"\nHitlessServiceUpdate = false\nConfigImage = \"\""));
+    assert!(quiet.warnings.is_empty(), "{:#?}", quiet.warnings);
+}
+
+#[test]
+fn nginx_ssl_verify_warns_that_it_has_no_effect() {
+    let loaded = parse_ok(&ext("[Extensions.a.Config]\nSSLVerify = \"none\""));
+    assert_eq!(loaded.warnings.len(), 1, "{:#?}", loaded.warnings);
+    let w = &loaded.warnings[0];
+    assert_eq!((w.line, w.key.as_str()), (5, "Extensions.a.Config.SSLVerify"));
+    assert!(w.message.contains("no effect on an nginx proxy"), "{w}");
+    // HAProxy uses it (`ssl-server-verify`).
+    let haproxy = parse_ok(&ext("ProxyKind = \"haproxy\"\n[Extensions.a.Config]\nSSLVerify = \"none\""));
+    assert!(haproxy.warnings.is_empty(), "{:#?}", haproxy.warnings);
 }
 
 #[test]

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::config;
+use crate::labels::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
 use crate::plan::{self, Action, plan};
-use crate::routes::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
 use crate::swarm::{NetworkFacts, TaskFacts};
 
 const SEED: &str = include_str!("../../../deploy/examples/service-clusters.toml");
@@ -465,6 +465,14 @@ fn an_haproxy_extension_gets_an_haproxy_config() {
     assert!(cfg.contains("frontend http-default") && cfg.contains("server s0 10.0.2.5:8080 check"), "{cfg}");
     assert_eq!(west.proxy_config.labels[LABEL_PROXY_KIND], "haproxy");
     assert_eq!(d.clusters["us-east"].proxy_config.labels[LABEL_PROXY_KIND], "nginx");
+    // The kind travels as a type: the shell picks the checker from the plan, not from the label.
+    assert_eq!((west.proxy_kind, d.clusters["us-east"].proxy_kind), (ProxyKind::Haproxy, ProxyKind::Nginx));
+    let p = plan(&d, &seed_swarm());
+    assert_eq!(
+        (p.clusters["us-west"].proxy_kind, p.clusters["us-east"].proxy_kind),
+        (ProxyKind::Haproxy, ProxyKind::Nginx)
+    );
+    assert!(p.clusters["us-west"].actions.iter().any(|a| matches!(a, Action::CreateConfig(_))));
 }
 
 #[test]

@@ -3,15 +3,50 @@
 //! claims (as the service-clusters walk-through shows; UCP 3.0.2 made it 503), then one upstream
 //! and one server per host. A route whose every task is down answers 503.
 //!
-//! Every value that reaches the file was validated before (host names in `routes`, `Config`
-//! values in `config`), so nothing here needs quoting beyond what nginx's syntax asks.
+//! Every value that reaches the file was validated before (host names and other label values in
+//! `labels`, `Config` values in `config`), so nothing here needs quoting beyond what nginx's
+//! syntax asks.
+//!
+//! The module also holds nginx's other facts, which `ProxyKind` in the parent module dispatches
+//! to: its binary, default config path, passthrough support, TLS secret layout, check and reload
+//! commands.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::line;
+use super::{CommandLine, Reload, SECRETS_DIR, line};
 use crate::config::NginxConfig;
-use crate::labels::RouteOptions;
+use crate::labels::{RouteOptions, TlsSecrets};
 use crate::routes::{RouteTable, Target};
+use crate::swarm::SecretMount;
+
+/// The kind's name in messages.
+pub const TITLE: &str = "nginx";
+/// The binary, found on `PATH`.
+pub const BINARY: &str = "nginx";
+/// Where the nginx images read their config; `ProxyConfigPath` overrides it.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/nginx/nginx.conf";
+/// Passed-through hosts are served by the `stream {}` SNI switch in front of the TLS servers.
+pub const SSL_PASSTHROUGH: bool = true;
+
+/// A TLS route's secrets as its server block reads them: certificate and key, each mounted by
+/// its own name (`ssl_certificate` and `ssl_certificate_key`).
+pub fn tls_mounts(tls: &TlsSecrets) -> [SecretMount; 2] {
+    [
+        SecretMount { secret_name: tls.cert.clone(), target: tls.cert.clone() },
+        SecretMount { secret_name: tls.key.clone(), target: tls.key.clone() },
+    ]
+}
+
+/// `nginx -t -q -c PATH`: tests the file, printing only problems.
+pub fn check_command(config_path: &str) -> CommandLine {
+    CommandLine::new(BINARY, ["-t", "-q", "-c", config_path])
+}
+
+/// `nginx -s reload` inside the task: the master re-reads the file and starts new workers; the
+/// old workers finish their connections and exit.
+pub fn reload() -> Reload {
+    Reload::Exec(CommandLine::new(BINARY, ["-s", "reload"]))
+}
 
 /// What the renderer needs besides the routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,8 +355,8 @@ fn host_blocks(
     server(w, &format!("listen {};", site.http_port), host, &locations, &[]);
     if let Some(tls) = routes.tls(host).filter(|_| site.https_port != 0) {
         let certificate = [
-            format!("ssl_certificate /run/secrets/{};", tls.cert),
-            format!("ssl_certificate_key /run/secrets/{};", tls.key),
+            format!("ssl_certificate {SECRETS_DIR}/{};", tls.cert),
+            format!("ssl_certificate_key {SECRETS_DIR}/{};", tls.key),
         ];
         let listen = if uses_stream(site, routes) {
             format!("listen 127.0.0.1:{INTERNAL_TLS_PORT} ssl;")
@@ -373,8 +408,8 @@ fn server(w: &mut String, listen: &str, host: &str, locations: &[Location<'_>], 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::test_backend as backend;
-    use crate::routes::{Backend, Target};
+    use crate::routes::Backend;
+    use crate::routes::fixtures::{backend, feature_table};
 
     /// `(host, [(service, [task ip])])`.
     type HostSpec<'a> = (&'a str, &'a [(&'a str, &'a [&'a str])]);
@@ -419,13 +454,13 @@ mod tests {
     #[test]
     fn routing_features() {
         let config = NginxConfig::default();
-        insta::assert_snapshot!("nginx_features", render(&site(&config), &crate::routes::test_feature_table()));
+        insta::assert_snapshot!("nginx_features", render(&site(&config), &feature_table()));
     }
 
     #[test]
     fn tls_passthrough_beside_termination() {
         let mut table = RouteTable::default();
-        let tls = crate::labels::TlsSecrets { cert: "secure.crt".into(), key: "secure.key".into() };
+        let tls = TlsSecrets { cert: "secure.crt".into(), key: "secure.key".into() };
         table.hosts.insert(
             "secure.local".into(),
             vec![backend("secure", &["10.0.6.2"], RouteOptions { tls: Some(tls), ..Default::default() })],
@@ -444,7 +479,7 @@ mod tests {
     #[test]
     fn tls_termination() {
         let mut table = RouteTable::default();
-        let tls = crate::labels::TlsSecrets { cert: "secure.crt".into(), key: "secure.key".into() };
+        let tls = TlsSecrets { cert: "secure.crt".into(), key: "secure.key".into() };
         table.hosts.insert(
             "secure.local".into(),
             vec![backend("secure", &["10.0.6.2"], RouteOptions { tls: Some(tls), ..Default::default() })],

@@ -3,12 +3,48 @@
 //! template (`shared/reference/interlock.md` §4.4), written for HAProxy 2.x.
 //!
 //! As with nginx, every value reaching the file was validated before.
+//!
+//! The module also holds HAProxy's other facts, which `ProxyKind` in the parent module
+//! dispatches to: its binary, default config path, passthrough support, TLS secret layout, check
+//! and reload commands.
 
 use std::collections::BTreeSet;
 
-use super::line;
+use super::{CommandLine, Reload, SECRETS_DIR, line};
 use crate::config::HaproxyConfig;
+use crate::labels::TlsSecrets;
 use crate::routes::{Backend, RouteTable, Target};
+use crate::swarm::SecretMount;
+
+/// The kind's name in messages.
+pub const TITLE: &str = "HAProxy";
+/// The binary, found on `PATH`.
+pub const BINARY: &str = "haproxy";
+/// Where the official haproxy image reads its config; `ProxyConfigPath` overrides it.
+pub const DEFAULT_CONFIG_PATH: &str = "/usr/local/etc/haproxy/haproxy.cfg";
+/// No TCP passthrough yet: both frontends are `mode http`, so such services are quarantined.
+pub const SSL_PASSTHROUGH: bool = false;
+
+/// A TLS route's secrets as the TLS frontend reads them: `crt` names the certificate only, and
+/// HAProxy loads the key from beside it as `<cert>.key`.
+pub fn tls_mounts(tls: &TlsSecrets) -> [SecretMount; 2] {
+    [
+        SecretMount { secret_name: tls.cert.clone(), target: tls.cert.clone() },
+        SecretMount { secret_name: tls.key.clone(), target: format!("{}.key", tls.cert) },
+    ]
+}
+
+/// `haproxy -c -f PATH`: checks the file.
+pub fn check_command(config_path: &str) -> CommandLine {
+    CommandLine::new(BINARY, ["-c", "-f", config_path])
+}
+
+/// SIGUSR2 to the task's main process, the master in master-worker mode (the official image
+/// runs `haproxy -W` as PID 1): it re-reads the file and starts new workers; the old workers
+/// finish their connections and exit.
+pub fn reload() -> Reload {
+    Reload::Signal("SIGUSR2")
+}
 
 /// What the renderer needs besides the routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +155,7 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
     let certificates: BTreeSet<&str> =
         routes.hosts.keys().filter_map(|h| routes.tls(h)).map(|t| t.cert.as_str()).collect();
     if site.https_port != 0 && !certificates.is_empty() {
-        let crts: Vec<String> = certificates.iter().map(|c| format!("crt /run/secrets/{c}")).collect();
+        let crts: Vec<String> = certificates.iter().map(|c| format!("crt {SECRETS_DIR}/{c}")).collect();
         line(w, 0, "");
         line(w, 0, "frontend https-default");
         let options = if c.ssl_opts.is_empty() { String::new() } else { format!(" {}", c.ssl_opts) };
@@ -173,6 +209,7 @@ pub fn backend_name(host: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routes::fixtures::feature_table;
 
     #[test]
     fn no_routes() {
@@ -188,6 +225,6 @@ mod tests {
         let config =
             HaproxyConfig { admin_user: "admin".into(), admin_pass: "secret".into(), ..HaproxyConfig::default() };
         let site = HaproxySite { config: &config, http_port: 80, https_port: 443 };
-        insta::assert_snapshot!("haproxy_features", render(&site, &crate::routes::test_feature_table()));
+        insta::assert_snapshot!("haproxy_features", render(&site, &feature_table()));
     }
 }

@@ -1,0 +1,252 @@
+//! Proxy kinds: everything that differs between nginx and HAProxy.
+//!
+//! One module per kind ([`nginx`], [`haproxy`]) holds its renderer (text in, text out: the same
+//! inputs always give the same bytes, so a content hash names them) and its facts: the binary,
+//! the default `ProxyConfigPath`, whether it passes TLS through, how it wants TLS secrets
+//! mounted, the command that checks a config file and the way a running task reloads. The
+//! methods on [`ProxyKind`] here dispatch to them, one `match` per fact, and [`render`] picks the
+//! renderer; nothing else in the crate matches on a kind to decide these.
+//!
+//! Adding a kind: a module here, a variant of `config::ProxyKind` (with its TOML spelling in
+//! `Display`), its `Config` table in `config/proxy.rs`, and one arm per `match` in this file.
+
+pub mod haproxy;
+pub mod nginx;
+
+use std::collections::BTreeSet;
+
+use crate::config::{ProxyConfig, ProxyKind};
+use crate::labels::LABEL_SSL_PASSTHROUGH;
+use crate::routes::{Quarantined, RouteTable};
+use crate::swarm::SecretMount;
+
+/// Where Swarm mounts a service's secrets; a [`SecretMount`]'s target is a file name in it.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
+/// What every renderer needs besides its `Config` table and the routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Site<'a> {
+    /// Port the proxy serves HTTP on inside its task (`TargetPort`).
+    pub http_port: u16,
+    /// Port it serves TLS on inside its task (`TargetSSLPort`); 0: none.
+    pub https_port: u16,
+    /// `x-server-info` header value (nginx).
+    pub server_info: &'a str,
+}
+
+/// The proxy config file for one service cluster, by the renderer of the config's kind.
+pub fn render(config: &ProxyConfig, site: &Site<'_>, routes: &RouteTable) -> String {
+    match config {
+        ProxyConfig::Nginx(config) => nginx::render(
+            &nginx::NginxSite {
+                config,
+                http_port: site.http_port,
+                https_port: site.https_port,
+                server_info: site.server_info,
+            },
+            routes,
+        ),
+        ProxyConfig::Haproxy(config) => haproxy::render(
+            &haproxy::HaproxySite { config, http_port: site.http_port, https_port: site.https_port },
+            routes,
+        ),
+    }
+}
+
+/// A command line, as data: the program (found on `PATH`) and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    pub program: &'static str,
+    pub args: Vec<String>,
+}
+
+impl CommandLine {
+    fn new<'a>(program: &'static str, args: impl IntoIterator<Item = &'a str>) -> Self {
+        Self { program, args: args.into_iter().map(str::to_owned).collect() }
+    }
+}
+
+/// How a running proxy task takes a new config file without dropping connections.
+///
+/// Data only, used by nothing yet: it is for `HitlessServiceUpdate`, which would put the new
+/// file into the running tasks and reload them instead of rolling the service (today every
+/// config change rolls the proxy service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// Run this command inside the task (`docker exec`).
+    Exec(CommandLine),
+    /// Send this signal to the task's main process (`docker kill --signal`).
+    Signal(&'static str),
+}
+
+impl ProxyKind {
+    /// Every kind.
+    pub const ALL: [ProxyKind; 2] = [ProxyKind::Nginx, ProxyKind::Haproxy];
+
+    /// The kind's name in messages for people (`nginx`, `HAProxy`); `Display` gives the TOML
+    /// spelling.
+    pub fn title(self) -> &'static str {
+        match self {
+            ProxyKind::Nginx => nginx::TITLE,
+            ProxyKind::Haproxy => haproxy::TITLE,
+        }
+    }
+
+    /// The proxy's binary, as found on `PATH`.
+    pub fn binary(self) -> &'static str {
+        match self {
+            ProxyKind::Nginx => nginx::BINARY,
+            ProxyKind::Haproxy => haproxy::BINARY,
+        }
+    }
+
+    /// Where the proxy reads its config when `ProxyConfigPath` is not set.
+    pub fn default_config_path(self) -> &'static str {
+        match self {
+            ProxyKind::Nginx => nginx::DEFAULT_CONFIG_PATH,
+            ProxyKind::Haproxy => haproxy::DEFAULT_CONFIG_PATH,
+        }
+    }
+
+    /// Whether the kind's renderer passes TLS connections through by SNI
+    /// (`com.docker.lb.ssl_passthrough`).
+    pub fn supports_passthrough(self) -> bool {
+        match self {
+            ProxyKind::Nginx => nginx::SSL_PASSTHROUGH,
+            ProxyKind::Haproxy => haproxy::SSL_PASSTHROUGH,
+        }
+    }
+
+    /// The TLS secrets the proxy mounts, sorted, at the file names its rendered config reads.
+    pub fn secret_mounts(self, routes: &RouteTable) -> Vec<SecretMount> {
+        let tls_mounts = match self {
+            ProxyKind::Nginx => nginx::tls_mounts,
+            ProxyKind::Haproxy => haproxy::tls_mounts,
+        };
+        let mounts: BTreeSet<SecretMount> =
+            routes.hosts.keys().filter_map(|h| routes.tls(h)).flat_map(tls_mounts).collect();
+        mounts.into_iter().collect()
+    }
+
+    /// The command that checks the config file at `config_path` (exit status 0: accepted).
+    pub fn check_command(self, config_path: &str) -> CommandLine {
+        match self {
+            ProxyKind::Nginx => nginx::check_command(config_path),
+            ProxyKind::Haproxy => haproxy::check_command(config_path),
+        }
+    }
+
+    /// How a running task of this kind reloads its config gracefully (for `HitlessServiceUpdate`;
+    /// unused yet, see [`Reload`]).
+    pub fn reload(self) -> Reload {
+        match self {
+            ProxyKind::Nginx => nginx::reload(),
+            ProxyKind::Haproxy => haproxy::reload(),
+        }
+    }
+
+    /// Takes out of `routes` what this kind cannot serve, quarantining those services with the
+    /// reason: passed-through hosts when the kind has no passthrough (rather than serving them
+    /// as plain HTTP).
+    pub fn quarantine_unsupported(self, routes: &mut RouteTable) {
+        if self.supports_passthrough() {
+            return;
+        }
+        let hosts: Vec<String> = routes.hosts.keys().filter(|h| routes.passthrough(h)).cloned().collect();
+        for host in hosts {
+            for backend in routes.hosts.remove(&host).unwrap_or_default() {
+                let q = Quarantined {
+                    service: backend.service,
+                    reason: format!("{LABEL_SSL_PASSTHROUGH} is not supported by {} extensions yet", self.title()),
+                };
+                if !routes.quarantined.contains(&q) {
+                    routes.quarantined.push(q);
+                }
+            }
+        }
+    }
+}
+
+/// Appends `text` as one line indented by `indent` levels of four spaces (an empty `text` is an
+/// empty line).
+fn line(out: &mut String, indent: usize, text: &str) {
+    if !text.is_empty() {
+        for _ in 0..indent {
+            out.push_str("    ");
+        }
+        out.push_str(text);
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::{RouteOptions, TlsSecrets};
+    use crate::routes::fixtures::backend;
+
+    fn tls_table() -> RouteTable {
+        let mut table = RouteTable::default();
+        for (host, cert, key) in [("a.local", "a.crt", "a.key"), ("b.local", "b.crt", "b.key")] {
+            let tls = TlsSecrets { cert: cert.into(), key: key.into() };
+            table.hosts.insert(
+                host.into(),
+                vec![backend(host, &["10.0.0.2"], RouteOptions { tls: Some(tls), ..Default::default() })],
+            );
+        }
+        table.hosts.insert(
+            "pt.local".into(),
+            vec![backend("pt", &["10.0.0.3"], RouteOptions { passthrough: true, ..Default::default() })],
+        );
+        table
+    }
+
+    fn mounts(kind: ProxyKind) -> Vec<(String, String)> {
+        kind.secret_mounts(&tls_table()).into_iter().map(|m| (m.secret_name, m.target)).collect()
+    }
+
+    #[test]
+    fn nginx_mounts_cert_and_key_by_name_haproxy_the_key_beside_the_cert() {
+        let pairs = |p: &[(&str, &str)]| p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            mounts(ProxyKind::Nginx),
+            pairs(&[("a.crt", "a.crt"), ("a.key", "a.key"), ("b.crt", "b.crt"), ("b.key", "b.key")])
+        );
+        assert_eq!(
+            mounts(ProxyKind::Haproxy),
+            pairs(&[("a.crt", "a.crt"), ("a.key", "a.crt.key"), ("b.crt", "b.crt"), ("b.key", "b.crt.key")])
+        );
+    }
+
+    #[test]
+    fn passthrough_is_quarantined_only_where_unsupported() {
+        let mut nginx = tls_table();
+        ProxyKind::Nginx.quarantine_unsupported(&mut nginx);
+        assert_eq!(nginx, tls_table());
+        let mut haproxy = tls_table();
+        ProxyKind::Haproxy.quarantine_unsupported(&mut haproxy);
+        assert_eq!(haproxy.hosts.keys().collect::<Vec<_>>(), ["a.local", "b.local"]);
+        assert_eq!(
+            haproxy.quarantined,
+            [Quarantined {
+                service: "pt".into(),
+                reason: "com.docker.lb.ssl_passthrough is not supported by HAProxy extensions yet".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn facts_per_kind() {
+        assert_eq!(ProxyKind::Nginx.default_config_path(), "/etc/nginx/nginx.conf");
+        assert_eq!(ProxyKind::Haproxy.default_config_path(), "/usr/local/etc/haproxy/haproxy.cfg");
+        let check = ProxyKind::Nginx.check_command("/tmp/p.conf");
+        assert_eq!((check.program, check.args.join(" ").as_str()), ("nginx", "-t -q -c /tmp/p.conf"));
+        let check = ProxyKind::Haproxy.check_command("/tmp/p.conf");
+        assert_eq!((check.program, check.args.join(" ").as_str()), ("haproxy", "-c -f /tmp/p.conf"));
+        assert_eq!(ProxyKind::Nginx.reload(), Reload::Exec(CommandLine::new("nginx", ["-s", "reload"])));
+        assert_eq!(ProxyKind::Haproxy.reload(), Reload::Signal("SIGUSR2"));
+        for kind in ProxyKind::ALL {
+            assert_eq!(kind.check_command("x").program, kind.binary(), "{kind}");
+        }
+    }
+}

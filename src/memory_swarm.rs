@@ -1,0 +1,405 @@
+//! An in-memory [`Swarm`] for the loop's unit tests, with fault injection: writes that are slow,
+//! that fail, or that lose Swarm's optimistic lock, per object name. It applies writes the way a
+//! perfect Swarm would (the model is the core's in-memory apply in `desired/tests.rs`), counts
+//! requests, emits an event per write, and records how many writes ran at once per extension, so
+//! "at most one writer per cluster" can be asserted. It never stands in for the lab's end-to-end
+//! proof.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::Stream;
+use reconcilers::desired::{LABEL_EXTENSION, Observed};
+use reconcilers::swarm::{
+    ConfigDef, ConfigFacts, NetworkDef, NetworkFacts, ObjectKind, ServiceDef, ServiceFacts, SwarmEvent,
+};
+use tokio::sync::broadcast;
+
+use crate::docker::DockerError;
+use crate::swarm::Swarm;
+
+/// What goes wrong with writes to objects whose name contains `name_part`.
+#[derive(Debug, Clone)]
+struct Fault {
+    name_part: String,
+    delay: Duration,
+    /// Fail this many more times with a 500 (`u32::MAX`: always).
+    failures: u32,
+    /// The next update loses the optimistic lock, as if someone else wrote first.
+    out_of_sequence: bool,
+}
+
+#[derive(Default)]
+struct State {
+    observed: Observed,
+    next_id: u64,
+    faults: Vec<Fault>,
+    /// Writes running now, and the most ever running at once, per extension.
+    running: BTreeMap<String, usize>,
+    most_at_once: BTreeMap<String, usize>,
+    /// Every write attempted, as `"op name"`, in order.
+    attempts: Vec<String>,
+    observe_delay: Duration,
+}
+
+/// A swarm in memory. Clones share it.
+#[derive(Clone)]
+pub struct MemorySwarm {
+    state: Arc<Mutex<State>>,
+    reads: Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
+    events: broadcast::Sender<SwarmEvent>,
+}
+
+impl MemorySwarm {
+    pub fn new(observed: Observed) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        let state = State { observed, next_id: 1, ..State::default() };
+        Self { state: Arc::new(Mutex::new(state)), reads: Arc::default(), writes: Arc::default(), events }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("memory swarm lock")
+    }
+
+    /// Writes to objects whose name contains `name_part` take `delay` each.
+    pub fn slow(&self, name_part: &str, delay: Duration) {
+        self.fault(name_part, |f| f.delay = delay);
+    }
+
+    /// Writes to objects whose name contains `name_part` fail `times` times (`u32::MAX`: always).
+    pub fn failing(&self, name_part: &str, times: u32) {
+        self.fault(name_part, |f| f.failures = times);
+    }
+
+    /// The next update of a service whose name contains `name_part` finds its version moved.
+    pub fn out_of_sequence_once(&self, name_part: &str) {
+        self.fault(name_part, |f| f.out_of_sequence = true);
+    }
+
+    /// Reading the swarm takes `delay`.
+    pub fn slow_observe(&self, delay: Duration) {
+        self.lock().observe_delay = delay;
+    }
+
+    /// Removes every fault.
+    pub fn heal(&self) {
+        self.lock().faults.clear();
+    }
+
+    fn fault(&self, name_part: &str, set: impl FnOnce(&mut Fault)) {
+        let mut state = self.lock();
+        let index = match state.faults.iter().position(|f| f.name_part == name_part) {
+            Some(i) => i,
+            None => {
+                state.faults.push(Fault {
+                    name_part: name_part.to_owned(),
+                    delay: Duration::ZERO,
+                    failures: 0,
+                    out_of_sequence: false,
+                });
+                state.faults.len() - 1
+            }
+        };
+        set(&mut state.faults[index]);
+    }
+
+    /// What the swarm holds now.
+    pub fn observed(&self) -> Observed {
+        self.lock().observed.clone()
+    }
+
+    /// Changes what the swarm holds (an operator's hand, an app being deployed).
+    pub fn edit(&self, change: impl FnOnce(&mut Observed)) {
+        change(&mut self.lock().observed);
+    }
+
+    pub fn service(&self, name: &str) -> Option<ServiceFacts> {
+        self.lock().observed.services.iter().find(|s| s.def.name == name).cloned()
+    }
+
+    /// The most writes that ever ran at once for one extension.
+    pub fn most_writers_at_once(&self, extension: &str) -> usize {
+        self.lock().most_at_once.get(extension).copied().unwrap_or_default()
+    }
+
+    /// Every write attempted so far (`"create service NAME"`, ...).
+    pub fn attempts(&self) -> Vec<String> {
+        self.lock().attempts.clone()
+    }
+
+    /// One write: injected faults, concurrency bookkeeping, then `apply` under the lock.
+    async fn write<T>(
+        &self,
+        op: &str,
+        name: &str,
+        extension: Option<String>,
+        apply: impl FnOnce(&mut State) -> Result<T, DockerError>,
+    ) -> Result<T, DockerError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        let operation = format!("{op} {name}");
+        let delay = {
+            let mut state = self.lock();
+            state.attempts.push(operation.clone());
+            if let Some(ext) = &extension {
+                let running = state.running.entry(ext.clone()).or_default();
+                *running += 1;
+                let now = *running;
+                let most = state.most_at_once.entry(ext.clone()).or_default();
+                *most = (*most).max(now);
+            }
+            state.faults.iter().filter(|f| name.contains(&f.name_part)).map(|f| f.delay).max().unwrap_or_default()
+        };
+        tokio::time::sleep(delay).await;
+        let mut state = self.lock();
+        if let Some(ext) = &extension {
+            *state.running.get_mut(ext).expect("counted above") -= 1;
+        }
+        if let Some(fault) = state.faults.iter_mut().find(|f| name.contains(&f.name_part) && f.failures > 0) {
+            if fault.failures != u32::MAX {
+                fault.failures -= 1;
+            }
+            return Err(DockerError::Rejected { operation, status: 500, message: "injected failure".into() });
+        }
+        let result = apply(&mut state);
+        if result.is_ok() {
+            let kind = if op.ends_with("config") { ObjectKind::Config } else { ObjectKind::Service };
+            let action = op.split(' ').next().unwrap_or(op).to_owned();
+            let _ = self.events.send(SwarmEvent { kind, action, id: String::new(), name: Some(name.to_owned()) });
+        }
+        result
+    }
+
+    fn next_id(state: &mut State, prefix: &str) -> String {
+        state.next_id += 1;
+        format!("{prefix}-{}", state.next_id)
+    }
+}
+
+impl Swarm for MemorySwarm {
+    async fn observe(&self) -> Result<Observed, DockerError> {
+        self.reads.fetch_add(6, Ordering::Relaxed);
+        let delay = self.lock().observe_delay;
+        tokio::time::sleep(delay).await;
+        Ok(self.observed())
+    }
+
+    async fn inspect_service(&self, id: &str) -> Result<Option<ServiceFacts>, DockerError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self.lock().observed.services.iter().find(|s| s.id == id || s.def.name == id).cloned())
+    }
+
+    async fn create_network(&self, def: &NetworkDef) -> Result<(), DockerError> {
+        self.write("create network", &def.name, None, |state| {
+            let id = Self::next_id(state, "net");
+            state.observed.networks.push(NetworkFacts {
+                id,
+                name: def.name.clone(),
+                driver: "overlay".into(),
+                scope: "swarm".into(),
+                ingress: false,
+                labels: def.labels.clone(),
+            });
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_config(&self, def: &ConfigDef) -> Result<(), DockerError> {
+        let extension = def.labels.get(LABEL_EXTENSION).cloned();
+        self.write("create config", &def.name, extension, |state| {
+            if state.observed.configs.iter().any(|c| c.name == def.name) {
+                return Err(DockerError::Conflict { operation: format!("create config {}", def.name) });
+            }
+            let id = Self::next_id(state, "cfg");
+            state.observed.configs.push(ConfigFacts {
+                id,
+                name: def.name.clone(),
+                labels: def.labels.clone(),
+                version: 1,
+                data: def.data.clone(),
+            });
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_service(&self, def: &ServiceDef) -> Result<(), DockerError> {
+        let extension = def.labels.get(LABEL_EXTENSION).cloned();
+        self.write("create service", &def.name, extension, |state| {
+            if state.observed.services.iter().any(|s| s.def.name == def.name) {
+                return Err(DockerError::Conflict { operation: format!("create service {}", def.name) });
+            }
+            let id = Self::next_id(state, "svc");
+            state.observed.services.push(ServiceFacts {
+                id,
+                version: 1,
+                def: ServiceDef { managed: Default::default(), ..def.clone() },
+                update_state: None,
+                created_at: "2026-01-02T00:00:00Z".into(),
+                network_ids: def.networks.clone(),
+                vips: vec![],
+            });
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_service(&self, id: &str, version: u64, def: &ServiceDef) -> Result<(), DockerError> {
+        let extension = def.labels.get(LABEL_EXTENSION).cloned();
+        self.write("update service", &def.name, extension, |state| {
+            let operation = format!("update service {}", def.name);
+            let lost_lock = match state.faults.iter_mut().find(|f| def.name.contains(&f.name_part) && f.out_of_sequence)
+            {
+                Some(fault) => {
+                    fault.out_of_sequence = false;
+                    true
+                }
+                None => false,
+            };
+            let service = state
+                .observed
+                .services
+                .iter_mut()
+                .find(|s| s.id == id)
+                .ok_or_else(|| DockerError::NotFound { operation: operation.clone() })?;
+            if lost_lock {
+                service.version += 1;
+            }
+            if service.version != version {
+                return Err(DockerError::OutOfSequence { operation });
+            }
+            service.def = ServiceDef { managed: Default::default(), ..def.clone() };
+            service.version += 1;
+            service.network_ids = def.networks.clone();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_service(&self, id: &str) -> Result<(), DockerError> {
+        let (name, extension) = {
+            let state = self.lock();
+            let service = state.observed.services.iter().find(|s| s.id == id);
+            (
+                service.map_or_else(|| id.to_owned(), |s| s.def.name.clone()),
+                service.and_then(|s| s.def.labels.get(LABEL_EXTENSION).cloned()),
+            )
+        };
+        self.write("delete service", &name, extension, |state| {
+            let before = state.observed.services.len();
+            state.observed.services.retain(|s| s.id != id);
+            if state.observed.services.len() == before {
+                return Err(DockerError::NotFound { operation: format!("delete service {id}") });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_config(&self, id: &str) -> Result<(), DockerError> {
+        let (name, extension) = {
+            let state = self.lock();
+            let config = state.observed.configs.iter().find(|c| c.id == id);
+            (
+                config.map_or_else(|| id.to_owned(), |c| c.name.clone()),
+                config.and_then(|c| c.labels.get(LABEL_EXTENSION).cloned()),
+            )
+        };
+        self.write("delete config", &name, extension, |state| {
+            let before = state.observed.configs.len();
+            state.observed.configs.retain(|c| c.id != id);
+            if state.observed.configs.len() == before {
+                return Err(DockerError::NotFound { operation: format!("delete config {id}") });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn events(&self, _kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, DockerError>> + Send + 'static {
+        futures_util::stream::unfold(self.events.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((Ok(event), rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
+
+    fn requests(&self) -> (u64, u64) {
+        (self.reads.load(Ordering::Relaxed), self.writes.load(Ordering::Relaxed))
+    }
+}
+
+/// The walk-through's config (`deploy/examples/service-clusters.toml`), verbatim.
+pub fn seed_config() -> reconcilers::config::Config {
+    let text = include_str!("../deploy/examples/service-clusters.toml");
+    reconcilers::config::parse("service-clusters.toml", text).expect("the seed parses").config
+}
+
+/// The walk-through's swarm after its apps are deployed, before interlock has written anything:
+/// the interlock network, and demo-east / demo-west each with one running task.
+pub fn seed_swarm() -> Observed {
+    use reconcilers::labels::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
+    use reconcilers::swarm::TaskFacts;
+    let network = |id: &str, name: &str| NetworkFacts {
+        id: id.into(),
+        name: name.into(),
+        driver: "overlay".into(),
+        scope: "swarm".into(),
+        ingress: false,
+        labels: BTreeMap::new(),
+    };
+    let app = |id: &str, name: &str, cluster: &str, net: &str| ServiceFacts {
+        id: id.into(),
+        version: 10,
+        def: ServiceDef {
+            name: name.into(),
+            labels: BTreeMap::from([
+                (LABEL_HOSTS.to_owned(), format!("{name}.local")),
+                (LABEL_PORT.to_owned(), "8080".to_owned()),
+                (LABEL_SERVICE_CLUSTER.to_owned(), cluster.to_owned()),
+            ]),
+            image: "local/docker-demo:lab".into(),
+            replicas: 1,
+            networks: vec![net.into()],
+            ..Default::default()
+        },
+        update_state: None,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        network_ids: vec![net.into()],
+        vips: vec![],
+    };
+    let task = |id: &str, service: &str, net: &str, ip: &str| TaskFacts {
+        id: id.into(),
+        service_id: service.into(),
+        node_id: "node".into(),
+        running: true,
+        addresses: vec![(net.into(), ip.into())],
+    };
+    Observed {
+        networks: vec![network("n-op", "interlock"), network("n-east", "demo-east"), network("n-west", "demo-west")],
+        services: vec![
+            app("s-east", "demo-east", "us-east", "n-east"),
+            app("s-west", "demo-west", "us-west", "n-west"),
+        ],
+        tasks: vec![task("t1", "s-east", "n-east", "10.0.1.5"), task("t2", "s-west", "n-west", "10.0.2.5")],
+        ..Observed::default()
+    }
+}
+
+/// A new running task of demo-east: a route change in us-east only.
+pub fn scale_demo_east(observed: &mut Observed, ip: &str) {
+    observed.tasks.push(reconcilers::swarm::TaskFacts {
+        id: format!("t-{ip}"),
+        service_id: "s-east".into(),
+        node_id: "node".into(),
+        running: true,
+        addresses: vec![("n-east".into(), ip.into())],
+    });
+}
