@@ -60,6 +60,12 @@ pub fn route_labels(labels: &BTreeMap<String, String>) -> Result<RouteLabels, St
         None if options.default_backend => Vec::new(),
         None => return Err(format!("{LABEL_HOSTS} is missing")),
     };
+    // A redirect is a property of its source host: only a service serving that host may set it.
+    if let Some((source, _)) = options.redirects.iter().find(|(source, _)| !hosts.contains(source)) {
+        return Err(format!(
+            "{LABEL_REDIRECTS}: source {source} is not one of the service's hosts ({LABEL_HOSTS}); a service may only redirect hosts it serves"
+        ));
+    }
     let port_text = labels.get(LABEL_PORT).ok_or_else(|| format!("{LABEL_PORT} is missing"))?;
     let port = port_text
         .trim()
@@ -73,6 +79,7 @@ pub fn route_labels(labels: &BTreeMap<String, String>) -> Result<RouteLabels, St
 /// `a.com,b.com` → validated, lower-cased, deduplicated host names.
 pub fn parse_hosts(text: &str) -> Result<Vec<String>, String> {
     let mut hosts = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for raw in text.split(',') {
         let host = raw.trim().to_ascii_lowercase();
         if host.is_empty() {
@@ -81,7 +88,7 @@ pub fn parse_hosts(text: &str) -> Result<Vec<String>, String> {
         if !is_host_name(&host) {
             return Err(format!("{LABEL_HOSTS}: {raw:?} is not a host name"));
         }
-        if !hosts.contains(&host) {
+        if seen.insert(host.clone()) {
             hosts.push(host);
         }
     }
@@ -259,12 +266,17 @@ fn redirects(value: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-/// `http(s)://host[:port][/path]` with characters that need no quoting in nginx.
+/// `http(s)://host[:port][/path]` with characters that need no quoting in nginx: the host a
+/// host name, the port digits.
 fn is_url(value: &str) -> bool {
     let Some((scheme, rest)) = value.split_once("://") else { return false };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let (host, port) = authority.split_once(':').map_or((authority, None), |(h, p)| (h, Some(p)));
     matches!(scheme, "http" | "https")
-        && !rest.is_empty()
-        && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~' | '/' | ':'))
+        && is_host_name(host)
+        && !host.starts_with("*.")
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+        && path.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~' | '/'))
 }
 
 #[cfg(test)]

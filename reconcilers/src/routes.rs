@@ -87,15 +87,21 @@ impl RouteTable {
         self.hosts.get(host)?.iter().find_map(|b| b.options.tls.as_ref())
     }
 
-    /// Redirects by source host, from every routed service; the first claim wins.
+    /// Redirects by source host: each host's owner's (a redirect is a property of its source
+    /// host, and only the host's owner sets those).
     pub fn redirects(&self) -> BTreeMap<&str, &str> {
-        let mut out = BTreeMap::new();
-        for backend in self.hosts.values().flatten().chain(&self.default_backend) {
-            for (source, target) in &backend.options.redirects {
-                out.entry(source.as_str()).or_insert(target.as_str());
-            }
-        }
-        out
+        self.hosts
+            .iter()
+            .filter_map(|(host, backends)| {
+                let owner = backends.first()?;
+                owner
+                    .options
+                    .redirects
+                    .iter()
+                    .find(|(source, _)| source == host)
+                    .map(|(_, t)| (host.as_str(), t.as_str()))
+            })
+            .collect()
     }
 
     /// Whether a host's TLS connections pass through to its tasks (its backends agree on it).
@@ -113,9 +119,15 @@ impl RouteTable {
     }
 
     /// Adds a service's routes unless they clash with routes already there; returns the clash.
+    /// Services are added oldest first, so the first backend of a host is its owner: the
+    /// host-level properties (TLS certificate, passthrough, a redirect from the host) are the
+    /// owner's, and a newer service may add paths to the host only without changing them.
     /// Services on one host and path pool (the canary pattern) only when their options agree.
     fn add(&mut self, hosts: &[String], backend: Backend) -> Result<(), String> {
         for host in hosts {
+            if let Some(owner) = self.hosts.get(host).and_then(|b| b.first()) {
+                owner_allows(host, owner, &backend)?;
+            }
             for other in self.hosts.get(host).into_iter().flatten() {
                 let same_route = other.path() == backend.path();
                 let agree = RouteOptions { redirects: vec![], default_backend: false, ..other.options.clone() }
@@ -145,6 +157,27 @@ impl RouteTable {
     }
 }
 
+/// Whether `newcomer` may serve under `host`, which `owner` (the oldest service routing it) owns.
+fn owner_allows(host: &str, owner: &Backend, newcomer: &Backend) -> Result<(), String> {
+    let clash = |what: &str| {
+        Err(format!(
+            "host {host} belongs to service {} (the oldest routing it): {what} is the owner's to set",
+            owner.service
+        ))
+    };
+    if newcomer.options.tls.is_some() && newcomer.options.tls != owner.options.tls {
+        return clash("its TLS certificate");
+    }
+    if newcomer.options.passthrough != owner.options.passthrough {
+        return clash("TLS passthrough");
+    }
+    let redirect = |b: &Backend| b.options.redirects.iter().find(|(source, _)| source == host).cloned();
+    if redirect(newcomer).is_some() && redirect(newcomer) != redirect(owner) {
+        return clash("a redirect from it");
+    }
+    Ok(())
+}
+
 /// A service whose labels could not be routed, and why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Quarantined {
@@ -167,10 +200,15 @@ pub fn route_tables(
         tasks_by_service.entry(task.service_id.as_str()).or_default().push(task);
     }
     let networks_by_id: BTreeMap<&str, &NetworkFacts> = networks.iter().map(|n| (n.id.as_str(), n)).collect();
-    // Oldest first, ties by name: the order that settles clashes.
-    let mut apps: Vec<&ServiceFacts> =
-        services.iter().filter(|s| !is_owned(s) && labels::is_app_service(&s.def.labels)).collect();
-    apps.sort_by(|a, b| (&a.created_at, &a.def.name).cmp(&(&b.created_at, &b.def.name)));
+    // Oldest first by the real creation time, ties by ID: the order that settles clashes and
+    // host ownership. (Docker drops trailing zeros from the fraction, so the text does not sort.)
+    let mut apps: Vec<(Timestamp, &ServiceFacts)> = services
+        .iter()
+        .filter(|s| !is_owned(s) && labels::is_app_service(&s.def.labels))
+        .map(|s| (Timestamp::parse(&s.created_at), s))
+        .collect();
+    apps.sort_by(|(ta, a), (tb, b)| (ta, &a.id).cmp(&(tb, &b.id)));
+    let apps = apps.into_iter().map(|(_, s)| s);
     for app in apps {
         let cluster = labels::service_cluster(&app.def.labels);
         let table = tables.entry(cluster).or_default();
@@ -186,6 +224,49 @@ pub fn route_tables(
         table.quarantined.sort();
     }
     tables
+}
+
+/// An RFC 3339 time as Docker writes it (`2026-11-28T07:39:46.33034Z`, any offset), as
+/// comparable (seconds since the epoch, nanoseconds). An unreadable time sorts last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(i64, u32);
+
+impl Timestamp {
+    pub fn parse(text: &str) -> Timestamp {
+        Self::try_parse(text).unwrap_or(Timestamp(i64::MAX, 0))
+    }
+
+    fn try_parse(text: &str) -> Option<Timestamp> {
+        let (date, rest) = text.split_once(['T', 't', ' '])?;
+        let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+        let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
+        let split = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
+        let (clock, zone) = rest.split_at(split);
+        let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+        let mut parts = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+        let (h, min, sec) = (parts.next()??, parts.next()??, parts.next()??);
+        if !fraction.chars().all(|c| c.is_ascii_digit()) || fraction.len() > 9 || !(1..=12).contains(&m) {
+            return None;
+        }
+        let nanos = format!("{fraction:0<9}").parse::<u32>().ok()?;
+        let offset = match zone {
+            "" | "Z" | "z" => 0,
+            _ => {
+                let sign = if zone.starts_with('-') { -1 } else { 1 };
+                let (oh, om) = zone[1..].split_once(':')?;
+                sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+            }
+        };
+        // Days from the civil date (Howard Hinnant's algorithm).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Some(Timestamp(days * 86_400 + h * 3600 + min * 60 + sec - offset, nanos))
+    }
 }
 
 /// A TLS route's secrets must exist, or the proxy could not start with them mounted.
@@ -490,5 +571,82 @@ mod tests {
         let mut no_vip = east("s2", "dnsrr", &[("com.docker.lb.backend_mode", "vip")]);
         no_vip.vips.clear();
         assert!(tables(&[no_vip], &[])["us-east"].quarantined[0].reason.contains("no VIP"));
+    }
+
+    /// A service on `hosts` in us-east, created at `created`.
+    fn tenant(id: &str, hosts: &str, created: &str, extra: &[(&str, &str)]) -> ServiceFacts {
+        let mut labels = vec![(LABEL_HOSTS, hosts), (LABEL_PORT, "8080"), (LABEL_SERVICE_CLUSTER, "us-east")];
+        labels.extend_from_slice(extra);
+        let mut service = app(id, id, &labels, &["n-east"]);
+        service.created_at = created.into();
+        service
+    }
+
+    fn reason(table: &RouteTable, service: &str) -> String {
+        table.quarantined.iter().find(|q| q.service == service).map(|q| q.reason.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn host_level_properties_belong_to_the_oldest_service_on_the_host() {
+        let tls = [("com.docker.lb.ssl_cert", "site.crt"), ("com.docker.lb.ssl_key", "site.key")];
+        let victim = tenant("victim", "shop.com", "2026-01-01T00:00:00Z", &tls);
+        // The victim's host with passthrough, or another path of it with a certificate of its own.
+        let passthrough =
+            tenant("passthrough", "shop.com", "2026-01-02T00:00:00Z", &[("com.docker.lb.ssl_passthrough", "true")]);
+        let own_cert = tenant(
+            "own-cert",
+            "shop.com",
+            "2026-01-03T00:00:00Z",
+            &[
+                ("com.docker.lb.ssl_cert", "site.key"),
+                ("com.docker.lb.ssl_key", "site.crt"),
+                ("com.docker.lb.context_root", "/x"),
+            ],
+        );
+        // Redirecting a host it does not serve, or one it shares but does not own.
+        let redirect_other = tenant(
+            "redirect-other",
+            "evil.com",
+            "2026-01-04T00:00:00Z",
+            &[("com.docker.lb.redirects", "shop.com,https://evil.com")],
+        );
+        let redirect_shared = tenant(
+            "redirect-shared",
+            "evil.com,shop.com",
+            "2026-01-05T00:00:00Z",
+            &[("com.docker.lb.redirects", "shop.com,https://evil.com"), ("com.docker.lb.context_root", "/r")],
+        );
+        // A newer path on the host that changes nothing host-level: welcome.
+        let api = tenant("api", "shop.com", "2026-01-06T00:00:00Z", &[("com.docker.lb.context_root", "/api")]);
+        let services = [api, redirect_shared, redirect_other, own_cert, passthrough, victim];
+        let tasks: Vec<TaskFacts> =
+            services.iter().map(|s| task(&s.id, "n-east", &format!("10.0.0.{}", s.id.len()))).collect();
+        let table = tables(&services, &tasks).remove("us-east").unwrap();
+        assert_eq!(table.tls("shop.com").map(|t| t.cert.as_str()), Some("site.crt"), "the victim's certificate");
+        assert!(!table.passthrough("shop.com"));
+        assert!(table.redirects().is_empty(), "{:?}", table.redirects());
+        let services_on_shop: Vec<&str> = table.hosts["shop.com"].iter().map(|b| b.service.as_str()).collect();
+        assert_eq!(services_on_shop, ["victim", "api"]);
+        assert!(reason(&table, "passthrough").contains("host shop.com belongs to service victim"), "{table:#?}");
+        assert!(reason(&table, "passthrough").contains("TLS passthrough"));
+        assert!(reason(&table, "own-cert").contains("its TLS certificate is the owner's"));
+        assert!(reason(&table, "redirect-other").contains("not one of the service's hosts"));
+        assert!(reason(&table, "redirect-shared").contains("a redirect from it"));
+    }
+
+    #[test]
+    fn creation_order_is_by_real_time_not_by_text() {
+        // Docker drops trailing zeros: .5 is later than .45 but sorts before it as text.
+        assert!(Timestamp::parse("2026-01-01T00:00:00.5Z") > Timestamp::parse("2026-01-01T00:00:00.45Z"));
+        assert!(Timestamp::parse("2026-01-01T00:00:00Z") < Timestamp::parse("2026-01-01T00:00:00.000000001Z"));
+        assert_eq!(Timestamp::parse("2026-01-01T01:00:00+01:00"), Timestamp::parse("2026-01-01T00:00:00Z"));
+        assert!(Timestamp::parse("2026-03-01T00:00:00Z") > Timestamp::parse("2026-02-28T23:59:59.999Z"));
+        assert!(Timestamp::parse("garbage") > Timestamp::parse("2099-01-01T00:00:00Z"), "unreadable sorts last");
+        let first =
+            tenant("zz-first", "a.com", "2026-01-01T00:00:00.45Z", &[("com.docker.lb.sticky_session_cookie", "a")]);
+        let second = tenant("aa-second", "a.com", "2026-01-01T00:00:00.5Z", &[("com.docker.lb.ip_hash", "true")]);
+        let table = tables(&[second, first], &[]).remove("us-east").unwrap();
+        assert_eq!(table.hosts["a.com"][0].service, "zz-first");
+        assert_eq!(table.quarantined[0].service, "aa-second");
     }
 }

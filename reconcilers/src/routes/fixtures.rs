@@ -47,14 +47,15 @@ pub(crate) fn feature_table() -> RouteTable {
     );
     table.hosts.insert("only-ctx.local".into(), vec![backend("sub", &["10.0.3.2"], ctx("/sub", true))]);
     table.hosts.insert("down.local".into(), vec![backend("down", &[], RouteOptions::default())]);
-    table.hosts.insert(
-        "new.local".into(),
-        vec![backend(
-            "site",
-            &["10.0.4.2"],
-            RouteOptions { redirects: vec![("old.local".into(), "http://new.local".into())], ..Default::default() },
-        )],
+    // A redirect's source is one of the service's own hosts (route_tables adds a service under
+    // each of its hosts).
+    let site = backend(
+        "site",
+        &["10.0.4.2"],
+        RouteOptions { redirects: vec![("old.local".into(), "http://new.local".into())], ..Default::default() },
     );
+    table.hosts.insert("new.local".into(), vec![site.clone()]);
+    table.hosts.insert("old.local".into(), vec![site]);
     let tls = TlsSecrets { cert: "secure.crt".into(), key: "secure.key".into() };
     table.hosts.insert(
         "secure.local".into(),
