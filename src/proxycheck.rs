@@ -8,6 +8,12 @@
 //! The operator's image carries every kind's binary, so in production the check always runs.
 //! Where a binary is not installed (a developer's laptop) its check is skipped, and said so at
 //! start-up.
+//!
+//! The check judges a config the way the proxy will run it: the stock nginx images have the
+//! stream module built in, so when the local nginx has it only as a dynamic module (Debian's),
+//! a config with a `stream {}` block and no `load_module` of its own is checked with the module
+//! loaded. Messages are made stable (no temporary paths, no process IDs), so a held cluster's
+//! reason does not change from pass to pass.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +38,11 @@ pub enum Verdict {
 pub struct ProxyChecker {
     /// Each kind's binary, where it was found.
     binaries: Vec<(ProxyKind, Option<PathBuf>)>,
+    /// The stream module to load for checks, when the local nginx has it only dynamically.
+    nginx_stream_module: Option<PathBuf>,
     verdicts: Mutex<BTreeMap<String, Verdict>>,
+    /// Unit tests judge configs by a rule instead of a binary.
+    judge: Option<fn(ProxyKind, &str) -> Verdict>,
 }
 
 impl ProxyChecker {
@@ -45,13 +55,29 @@ impl ProxyChecker {
                 warn!("{} is not installed here: its rendered configs are rolled out unchecked", kind.binary());
             }
         }
-        Self { binaries, verdicts: Mutex::default() }
+        let nginx_stream_module = binaries
+            .iter()
+            .find(|(kind, _)| *kind == ProxyKind::Nginx)
+            .and_then(|(_, found)| found.as_deref())
+            .and_then(dynamic_stream_module);
+        Self { binaries, nginx_stream_module, verdicts: Mutex::default(), judge: None }
     }
 
     /// A checker that checks nothing (every verdict `Unchecked`): for the loop's unit tests,
     /// where the proxy binaries are beside the point.
     pub fn unchecked() -> Self {
-        Self { binaries: ProxyKind::ALL.into_iter().map(|kind| (kind, None)).collect(), verdicts: Mutex::default() }
+        Self {
+            binaries: ProxyKind::ALL.into_iter().map(|kind| (kind, None)).collect(),
+            nginx_stream_module: None,
+            verdicts: Mutex::default(),
+            judge: None,
+        }
+    }
+
+    /// A checker whose verdicts come from `judge`: for unit tests of what a rejection does.
+    #[cfg(test)]
+    pub(crate) fn judging(judge: fn(ProxyKind, &str) -> Verdict) -> Self {
+        Self { judge: Some(judge), ..Self::unchecked() }
     }
 
     /// Whether every kind's binary was found.
@@ -65,15 +91,37 @@ impl ProxyChecker {
         if let Some(v) = self.verdicts.lock().expect("verdict cache").get(&key) {
             return v.clone();
         }
+        if let Some(judge) = self.judge {
+            return judge(kind, text);
+        }
         let binary = self.binaries.iter().find(|(k, _)| *k == kind).and_then(|(_, found)| found.as_ref());
         let Some(binary) = binary else { return Verdict::Unchecked };
-        let verdict = match run_check(kind, binary, text).await {
+        let text = match (&self.nginx_stream_module, kind) {
+            (Some(module), ProxyKind::Nginx) if text.contains("stream {") && !text.contains("ngx_stream_module") => {
+                format!("load_module {};\n{text}", module.display())
+            }
+            _ => text.to_owned(),
+        };
+        let verdict = match run_check(kind, binary, &text).await {
             Ok(()) => Verdict::Accepted,
             Err(reason) => Verdict::Rejected(reason),
         };
         self.verdicts.lock().expect("verdict cache").insert(key, verdict.clone());
         verdict
     }
+}
+
+/// The stream module's file, when `nginx` has the module only as a dynamic one.
+fn dynamic_stream_module(nginx: &Path) -> Option<PathBuf> {
+    let output = std::process::Command::new(nginx).arg("-V").stdin(Stdio::null()).output().ok()?;
+    let text = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
+    if !text.split_whitespace().any(|w| w == "--with-stream=dynamic") {
+        return None;
+    }
+    ["/usr/lib/nginx/modules", "/usr/lib64/nginx/modules", "/etc/nginx/modules", "/usr/local/nginx/modules"]
+        .iter()
+        .map(|dir| Path::new(dir).join("ngx_stream_module.so"))
+        .find(|p| p.is_file())
 }
 
 fn find(binary: &str) -> Option<PathBuf> {
@@ -138,8 +186,8 @@ fn with_check_certificates(text: &str, dir: &Path) -> String {
 /// The kind's check command, with the binary found at `binary`, on a private copy of the text;
 /// the binary's first error line on failure.
 async fn run_check(kind: ProxyKind, binary: &Path, text: &str) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("interlock-proxy-check-{}-{}", std::process::id(), unique()));
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("cannot prepare the check: {e}"))?;
+    let dir =
+        private_dir().map_err(|e| format!("cannot prepare the check in {}: {e}", std::env::temp_dir().display()))?;
     let file = dir.join("proxy.conf");
     let result = async {
         let prepare = |e: std::io::Error| format!("cannot prepare the check: {e}");
@@ -161,12 +209,11 @@ async fn run_check(kind: ProxyKind, binary: &Path, text: &str) -> Result<(), Str
             Ok(())
         } else {
             let all = format!("{}{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout));
-            let reason = all
+            let line = all
                 .lines()
                 .find(|l| l.contains("[emerg]") || l.contains("[ALERT]"))
-                .unwrap_or_else(|| all.lines().next().unwrap_or("rejected"))
-                .replace(&file.display().to_string(), "proxy.conf");
-            Err(reason.trim().to_owned())
+                .unwrap_or_else(|| all.lines().next().unwrap_or("rejected"));
+            Err(stable_message(line, &dir))
         }
     }
     .await;
@@ -174,8 +221,26 @@ async fn run_check(kind: ProxyKind, binary: &Path, text: &str) -> Result<(), Str
     result
 }
 
-fn unique() -> u64 {
+/// A new directory only this process can use, under the temporary directory: created, never
+/// reused (a name that exists, a symlink planted there included, is an error, not a target).
+fn private_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let name = format!("interlock-check-{}-{}-{nanos:x}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let dir = std::env::temp_dir().join(name);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+/// The binary's line without what changes from run to run: the check directory, HAProxy's
+/// process ID.
+fn stable_message(line: &str, dir: &Path) -> String {
+    let line = line.replace(&format!("{}/", dir.display()), "").replace(&dir.display().to_string(), "");
+    let words: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| !(w.starts_with('(') && w.ends_with(')') && w[1..w.len() - 1].chars().all(|c| c.is_ascii_digit())))
+        .collect();
+    words.join(" ")
 }

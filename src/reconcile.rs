@@ -7,13 +7,15 @@
 //! before its next attempt; success resets it. Writes that lose Swarm's optimistic lock ("update out of
 //! sequence") re-read the object's version and retry at once, a few times.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use reconcilers::config::Config;
+use reconcilers::config::{Config, ProxyKind};
 use reconcilers::desired::{self, Environment, Observed};
 use reconcilers::plan::{self, Action, Plan};
+use reconcilers::routes::Timestamp;
+use reconcilers::swarm::ServiceFacts;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -70,6 +72,25 @@ type ClusterOutcome = (usize, Result<(), WriteError>);
 
 /// How long a pass waits for its clusters' writes before leaving them running.
 const PASS_WAIT: Duration = Duration::from_secs(2);
+/// At most this many services are found responsible for one rejected config per search...
+const MAX_CULPRITS: usize = 3;
+/// ...and at most this many searches run in one pass; what is still rejected then is held.
+const MAX_CULPRIT_ROUNDS: usize = 3;
+
+/// A service found responsible for a config the proxy binary rejects.
+#[derive(Debug, Clone)]
+struct Culprit {
+    /// Its routing labels when it was found: a change of them clears it.
+    fingerprint: String,
+    reason: String,
+}
+
+/// What a service's routes depend on in its labels.
+fn route_fingerprint(service: &ServiceFacts) -> String {
+    let labels: Vec<(&String, &String)> =
+        service.def.labels.iter().filter(|(k, _)| k.starts_with(reconcilers::labels::LABEL_PREFIX)).collect();
+    format!("{}:{labels:?}", service.id)
+}
 
 /// Runs passes; keeps the config, the per-cluster backoff and the write tasks between them. A
 /// config reload ([`Reconciler::reconfigure`]) swaps the config inside, so in-flight writes and
@@ -80,6 +101,8 @@ pub struct Reconciler<S: Swarm> {
     env: Environment,
     backoff: BTreeMap<String, Backoff>,
     in_flight: BTreeMap<String, tokio::task::JoinHandle<ClusterOutcome>>,
+    /// By service name. `plan` takes `&self` (the `plan` command), hence the lock.
+    culprits: std::sync::Mutex<BTreeMap<String, Culprit>>,
 }
 
 /// `1 s · 2^(n-1)`, at most 60 s, times a jitter in `[0.8, 1.2)`.
@@ -97,7 +120,14 @@ fn jitter() -> f64 {
 impl<S: Swarm> Reconciler<S> {
     pub fn new(ctx: Context<S>, config: Config) -> Self {
         let env = Environment::new(&config);
-        Self { ctx, config, env, backoff: BTreeMap::new(), in_flight: BTreeMap::new() }
+        Self {
+            ctx,
+            config,
+            env,
+            backoff: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            culprits: std::sync::Mutex::default(),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -112,30 +142,165 @@ impl<S: Swarm> Reconciler<S> {
         self.config = config;
     }
 
-    /// Reads the swarm and computes the plan, writing nothing. A cluster whose new proxy config
-    /// the real proxy binary rejects keeps its last good config: its writes are dropped from the
-    /// plan and the reason is shown instead.
+    /// Reads the swarm and computes the plan, writing nothing.
+    ///
+    /// Every new proxy config is checked by the real proxy binary first. When it is rejected,
+    /// the services responsible are found (see [`Reconciler::find_culprits`]) and quarantined
+    /// with the binary's reason, and the rest of the cluster converges without them. Only a
+    /// rejection no service explains (the operator's own TOML) holds the cluster: its writes are
+    /// dropped and its proxy keeps its last good config.
     pub async fn plan(&self) -> Result<(Observed, Plan), ReconcileError> {
         let observed = self.ctx.swarm.observe().await.map_err(ReconcileError::Observe)?;
-        let desired = desired::desired_state(&self.config, &observed, &self.env);
+        let mut excluded = self.remembered_culprits(&observed);
+        for _round in 0..MAX_CULPRIT_ROUNDS {
+            let desired = desired::desired_state_excluding(&self.config, &observed, &self.env, &excluded);
+            let mut plan = plan::plan(&desired, &observed);
+            let mut found = false;
+            for (name, cluster) in &mut plan.clusters {
+                let Some(reason) = self.rejection(cluster).await else { continue };
+                let kind = cluster.proxy_kind;
+                match self.find_culprits(name, kind, &observed, &excluded).await {
+                    Some(culprits) if !culprits.is_empty() => {
+                        for (service, why) in culprits {
+                            warn!(extension = %name, service = %service, "{why}");
+                            self.remember_culprit(&observed, &service, &why);
+                            excluded.insert(service, why);
+                        }
+                        found = true;
+                    }
+                    _ => {
+                        cluster.actions.clear();
+                        cluster.conflicts.push(format!(
+                            "the new proxy config is rejected by {kind} ({reason}), and no service's labels explain it (check the TOML); the proxy keeps its last good config"
+                        ));
+                    }
+                }
+            }
+            if !found {
+                return Ok((observed, plan));
+            }
+        }
+        // Culprits found in every round: plan once more, holding whatever is still rejected.
+        let desired = desired::desired_state_excluding(&self.config, &observed, &self.env, &excluded);
         let mut plan = plan::plan(&desired, &observed);
         for cluster in plan.clusters.values_mut() {
-            let new_config = cluster.actions.iter().find_map(|a| match a {
-                Action::CreateConfig(def) => Some(def),
-                _ => None,
-            });
-            let Some(def) = new_config else { continue };
-            let hash = def.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
-            let kind = cluster.proxy_kind;
-            let text = String::from_utf8_lossy(&def.data);
-            if let Verdict::Rejected(reason) = self.ctx.checker.check(kind, &hash, &text).await {
+            if let Some(reason) = self.rejection(cluster).await {
                 cluster.actions.clear();
                 cluster.conflicts.push(format!(
-                    "the new proxy config is rejected by {kind} ({reason}); the proxy keeps its last good config"
+                    "the new proxy config is rejected by {} ({reason}); the proxy keeps its last good config",
+                    cluster.proxy_kind
                 ));
             }
         }
         Ok((observed, plan))
+    }
+
+    /// The binary's reason, when the config a cluster's plan would create is rejected.
+    async fn rejection(&self, cluster: &plan::ClusterPlan) -> Option<String> {
+        let def = cluster.actions.iter().find_map(|a| match a {
+            Action::CreateConfig(def) => Some(def),
+            _ => None,
+        })?;
+        let hash = def.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
+        match self.ctx.checker.check(cluster.proxy_kind, &hash, &String::from_utf8_lossy(&def.data)).await {
+            Verdict::Rejected(reason) => Some(reason),
+            Verdict::Accepted | Verdict::Unchecked => None,
+        }
+    }
+
+    /// The cluster's config with `excluded` left out, checked: the binary's reason if rejected.
+    async fn rejected_without(
+        &self,
+        extension: &str,
+        kind: ProxyKind,
+        observed: &Observed,
+        excluded: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        let desired = desired::desired_state_excluding(&self.config, observed, &self.env, excluded);
+        let config = &desired.clusters.get(extension)?.proxy_config;
+        let hash = config.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
+        match self.ctx.checker.check(kind, &hash, &String::from_utf8_lossy(&config.data)).await {
+            Verdict::Rejected(reason) => Some(reason),
+            Verdict::Accepted | Verdict::Unchecked => None,
+        }
+    }
+
+    /// The services whose routes make the binary reject the cluster's config, with the reason
+    /// to quarantine them for; `None` when the config is rejected even without any service (the
+    /// TOML's doing). A bisection over the cluster's routed services, oldest first: the culprit
+    /// is the service whose addition first makes the config fail, so of two services that clash
+    /// only together the newer one goes. Bounded: `MAX_CULPRITS` services, each in about
+    /// log2(services) + 1 checks (verdicts are cached by content).
+    async fn find_culprits(
+        &self,
+        extension: &str,
+        kind: ProxyKind,
+        observed: &Observed,
+        excluded: &BTreeMap<String, String>,
+    ) -> Option<Vec<(String, String)>> {
+        let desired = desired::desired_state_excluding(&self.config, observed, &self.env, excluded);
+        let routes = &desired.clusters.get(extension)?.routes;
+        let routed: BTreeSet<&str> =
+            routes.hosts.values().flatten().chain(&routes.default_backend).map(|b| b.service.as_str()).collect();
+        let mut candidates: Vec<&ServiceFacts> =
+            observed.services.iter().filter(|s| routed.contains(s.def.name.as_str())).collect();
+        candidates.sort_by_key(|s| (Timestamp::parse(&s.created_at), s.id.clone()));
+        let mut remaining: Vec<String> = candidates.iter().map(|s| s.def.name.clone()).collect();
+        // The exclusions that leave, of `remaining`, only `keep` in the config.
+        let keeping = |base: &BTreeMap<String, String>, remaining: &[String], keep: &[String]| {
+            let mut out = base.clone();
+            out.extend(remaining.iter().filter(|n| !keep.contains(n)).map(|n| (n.clone(), String::new())));
+            out
+        };
+        if remaining.is_empty()
+            || self.rejected_without(extension, kind, observed, &keeping(excluded, &remaining, &[])).await.is_some()
+        {
+            return None;
+        }
+        let mut base = excluded.clone();
+        let mut culprits = Vec::new();
+        let mut full_reason = self.rejected_without(extension, kind, observed, &base).await?;
+        while culprits.len() < MAX_CULPRITS && !remaining.is_empty() {
+            // The smallest prefix of `remaining` whose config is rejected ends with a culprit.
+            let (mut lo, mut hi, mut reason) = (1, remaining.len(), full_reason.clone());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                match self
+                    .rejected_without(extension, kind, observed, &keeping(&base, &remaining, &remaining[..mid]))
+                    .await
+                {
+                    Some(why) => (hi, reason) = (mid, why),
+                    None => lo = mid + 1,
+                }
+            }
+            let culprit = remaining.remove(lo - 1);
+            let why = format!("the proxy config is rejected by {kind} with this service's routes: {reason}");
+            base.insert(culprit.clone(), why.clone());
+            culprits.push((culprit, why));
+            match self.rejected_without(extension, kind, observed, &base).await {
+                None => break,
+                Some(why) => full_reason = why,
+            }
+        }
+        Some(culprits)
+    }
+
+    /// Culprits found earlier whose labels have not changed since: excluded again without a new
+    /// search. A changed service is judged afresh.
+    fn remembered_culprits(&self, observed: &Observed) -> BTreeMap<String, String> {
+        let mut culprits = self.culprits.lock().expect("culprits lock");
+        culprits.retain(|name, culprit| {
+            observed.services.iter().any(|s| s.def.name == *name && route_fingerprint(s) == culprit.fingerprint)
+        });
+        culprits.iter().map(|(name, c)| (name.clone(), c.reason.clone())).collect()
+    }
+
+    fn remember_culprit(&self, observed: &Observed, service: &str, reason: &str) {
+        let Some(facts) = observed.services.iter().find(|s| s.def.name == service) else { return };
+        self.culprits
+            .lock()
+            .expect("culprits lock")
+            .insert(service.to_owned(), Culprit { fingerprint: route_fingerprint(facts), reason: reason.to_owned() });
     }
 
     /// One pass: observe, plan, write.
@@ -497,5 +662,98 @@ mod tests {
             assert_eq!(r.pass().await.unwrap().writes, 0);
         }
         assert_eq!(swarm.requests().1, writes);
+    }
+
+    /// A service in us-east on demo-east's network, created after the walk-through's apps.
+    fn tenant(swarm: &MemorySwarm, name: &str, host: &str, created: &str) {
+        use reconcilers::labels::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
+        let mut service = swarm.service("demo-east").expect("demo-east");
+        service.id = format!("s-{name}");
+        service.def.name = name.to_owned();
+        service.def.labels = BTreeMap::from([
+            (LABEL_HOSTS.to_owned(), host.to_owned()),
+            (LABEL_PORT.to_owned(), "8080".to_owned()),
+            (LABEL_SERVICE_CLUSTER.to_owned(), "us-east".to_owned()),
+        ]);
+        service.created_at = created.to_owned();
+        swarm.edit(|o| o.services.push(service));
+    }
+
+    fn reason<'a>(plan: &'a Plan, extension: &str, service: &str) -> Option<&'a str> {
+        plan.clusters[extension].quarantined.iter().find(|q| q.service == service).map(|q| q.reason.as_str())
+    }
+
+    /// "nginx" rejects any config routing bad.local, and any routing both a.local and b.local.
+    fn picky(_: ProxyKind, text: &str) -> Verdict {
+        if text.contains("bad.local") {
+            Verdict::Rejected("[emerg] bad.local is not welcome".into())
+        } else if text.contains("server_name a.local") && text.contains("server_name b.local") {
+            Verdict::Rejected("[emerg] a.local and b.local clash".into())
+        } else {
+            Verdict::Accepted
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_config_quarantines_its_culprit_and_the_cluster_converges() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        for (name, host, created) in [
+            ("app-a", "a.local", "2026-01-05T00:00:00Z"),
+            ("bad", "bad.local", "2026-01-03T00:00:00Z"),
+            ("app-c", "c.local", "2026-01-04T00:00:00Z"),
+        ] {
+            tenant(&swarm, name, host, created);
+        }
+        let ctx = Context::new(swarm.clone(), ProxyChecker::judging(picky));
+        let mut r = Reconciler::new(ctx, seed_config());
+        let report = r.pass().await.unwrap();
+        r.settle().await;
+        let why = reason(&report.plan, "us-east", "bad").expect("the culprit is quarantined");
+        assert!(why.contains("bad.local is not welcome"), "{why}");
+        assert!(report.plan.clusters["us-east"].conflicts.is_empty(), "the cluster is not held");
+        assert_eq!(reason(&report.plan, "us-east", "app-a"), None);
+        let config = swarm.observed().configs.into_iter().find(|c| c.name.starts_with("interlock-proxy-us-east-"));
+        let text = String::from_utf8(config.expect("us-east's config was written").data).unwrap();
+        assert!(text.contains("a.local") && text.contains("c.local") && text.contains("demo-east.local"));
+        assert!(!text.contains("bad.local"));
+
+        // The next pass remembers it (no new search) and writes nothing.
+        let report = r.pass().await.unwrap();
+        assert!(reason(&report.plan, "us-east", "bad").is_some());
+        assert!(report.plan.is_empty(), "{:#?}", report.plan);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn of_two_services_that_clash_only_together_the_newer_goes() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        tenant(&swarm, "older", "a.local", "2026-01-02T00:00:00Z");
+        tenant(&swarm, "newer", "b.local", "2026-01-03T00:00:00Z");
+        let mut r = Reconciler::new(Context::new(swarm.clone(), ProxyChecker::judging(picky)), seed_config());
+        let (_, plan) = r.plan().await.unwrap();
+        assert!(reason(&plan, "us-east", "newer").is_some_and(|w| w.contains("clash")), "{plan:#?}");
+        assert_eq!(reason(&plan, "us-east", "older"), None);
+        converge(&mut r).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejection_no_service_explains_holds_the_cluster() {
+        /// us-east's config is rejected whatever its routes (its TOML options are at fault);
+        /// us-west's is fine.
+        fn toml_fault(_: ProxyKind, text: &str) -> Verdict {
+            if text.contains("demo-west") {
+                Verdict::Accepted
+            } else {
+                Verdict::Rejected("[emerg] unknown directive in the TOML's options".into())
+            }
+        }
+        let swarm = MemorySwarm::new(seed_swarm());
+        let mut r = Reconciler::new(Context::new(swarm.clone(), ProxyChecker::judging(toml_fault)), seed_config());
+        let report = r.pass().await.unwrap();
+        r.settle().await;
+        let east = &report.plan.clusters["us-east"];
+        assert!(east.actions.is_empty() && east.conflicts[0].contains("no service's labels explain it"), "{east:#?}");
+        assert!(east.quarantined.is_empty(), "no innocent service is blamed");
+        assert!(swarm.service("interlock-proxy-us-west").is_some(), "the other cluster converges");
+        assert!(swarm.service("interlock-proxy-us-east").is_none());
     }
 }

@@ -175,10 +175,35 @@ pub fn is_owned(labels: &BTreeMap<String, String>) -> bool {
 
 /// Computes the desired state. Pure: same inputs, same output, byte for byte.
 pub fn desired_state(config: &Config, observed: &Observed, env: &Environment) -> Desired {
-    let mut tables =
-        routes::route_tables(&observed.services, &observed.tasks, &observed.networks, &observed.secrets, |s| {
-            is_owned(&s.def.labels)
-        });
+    desired_state_excluding(config, observed, env, &BTreeMap::new())
+}
+
+/// [`desired_state`], with the app services in `excluded` (name → reason) quarantined for that
+/// reason instead of routed: the services the shell found responsible for a config the real
+/// proxy rejects.
+pub fn desired_state_excluding(
+    config: &Config,
+    observed: &Observed,
+    env: &Environment,
+    excluded: &BTreeMap<String, String>,
+) -> Desired {
+    let included: Vec<ServiceFacts>;
+    let services = if excluded.is_empty() {
+        &observed.services
+    } else {
+        included = observed.services.iter().filter(|s| !excluded.contains_key(&s.def.name)).cloned().collect();
+        &included
+    };
+    let mut tables = routes::route_tables(services, &observed.tasks, &observed.networks, &observed.secrets, |s| {
+        is_owned(&s.def.labels)
+    });
+    for service in observed.services.iter().filter(|s| !is_owned(&s.def.labels)) {
+        if let Some(reason) = excluded.get(&service.def.name) {
+            let table = tables.entry(crate::labels::service_cluster(&service.def.labels)).or_default();
+            table.quarantined.push(Quarantined { service: service.def.name.clone(), reason: reason.clone() });
+            table.quarantined.sort();
+        }
+    }
     let operator_network = observed.networks.iter().find(|n| n.name == env.operator_network);
     let network = operator_network.is_none().then(|| NetworkDef {
         name: env.operator_network.clone(),
