@@ -241,6 +241,7 @@ impl Swarm for MemorySwarm {
                 created_at: "2026-01-02T00:00:00Z".into(),
                 network_ids: def.networks.clone(),
                 vips: vec![],
+                previous_spec_hash: None,
             });
             Ok(())
         })
@@ -374,6 +375,7 @@ pub fn seed_swarm() -> Observed {
         created_at: "2026-01-01T00:00:00Z".into(),
         network_ids: vec![net.into()],
         vips: vec![],
+        previous_spec_hash: None,
     };
     let task = |id: &str, service: &str, net: &str, ip: &str| TaskFacts {
         id: id.into(),

@@ -427,11 +427,9 @@ impl<S: Swarm> Reconciler<S> {
 async fn execute<S: Swarm>(swarm: &S, action: &Action) -> Result<(), DockerError> {
     match action {
         Action::CreateNetwork(def) => swarm.create_network(def).await,
-        Action::CreateConfig(def) => match swarm.create_config(def).await {
-            // Created by an earlier, interrupted pass: same name, same content.
-            Err(DockerError::Conflict { .. }) => Ok(()),
-            other => other,
-        },
+        // A name already taken is not adopted: `plan` adopts only the operator's own configs
+        // with the same content, and a clash here is someone else's config.
+        Action::CreateConfig(def) => swarm.create_config(def).await,
         Action::CreateService(def) => swarm.create_service(def).await,
         Action::UpdateService { id, version, def, .. } => {
             let mut version = *version;

@@ -335,6 +335,7 @@ mod tests {
             created_at: String::new(),
             network_ids: vec![],
             vips: vec![],
+            previous_spec_hash: None,
         });
         let report = check_report(&engine(), &observed, &config);
         assert!(

@@ -67,6 +67,7 @@ fn observed() -> Observed {
             created_at: String::new(),
             network_ids: vec![format!("n{c}")],
             vips: vec![],
+            previous_spec_hash: None,
         });
         o.tasks.push(TaskFacts {
             id: format!("t{i}"),

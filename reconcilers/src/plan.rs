@@ -106,7 +106,18 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             quarantined: cluster.routes.quarantined.clone(),
             ..ClusterPlan::default()
         };
-        let config_exists = observed.configs.iter().any(|c| c.name == cluster.proxy_config.name);
+        // A config is adopted only when it is the operator's and holds exactly the render: its
+        // name is predictable, so anyone could create one in advance.
+        let same_name = observed.configs.iter().find(|c| c.name == cluster.proxy_config.name);
+        let config_exists = same_name.is_some_and(|c| is_owned(&c.labels) && c.data == cluster.proxy_config.data);
+        if same_name.is_some() && !config_exists {
+            cp.conflicts.push(format!(
+                "config {} exists with other content than interlock rendered: it is not used; remove it",
+                cluster.proxy_config.name
+            ));
+            plan.clusters.insert(name.clone(), cp);
+            continue;
+        }
         wanted_configs.insert(&cluster.proxy_config.name);
         let proxy = by_name.get(cluster.proxy_service.name.as_str());
         let proxy_update = service_action(&cluster.proxy_service, proxy.copied(), &mut cp.conflicts);
@@ -191,6 +202,18 @@ fn service_action(want: &ServiceDef, have: Option<&ServiceFacts>, conflicts: &mu
     if !is_owned(&have.def.labels) {
         conflicts.push(format!(
             "service {} exists and was not created by interlock: it is left alone; remove it or rename the extension's service",
+            want.name
+        ));
+        return None;
+    }
+    let rolled_back = have.update_state.as_deref().is_some_and(|u| u.starts_with("rollback"))
+        && have.previous_spec_hash.is_some()
+        && have.previous_spec_hash.as_ref() == want.labels.get(LABEL_SPEC_HASH);
+    if rolled_back {
+        // Reissuing it would fail the same way, and with stop-first host-mode ports each try is
+        // an outage: wait until the desired spec changes.
+        conflicts.push(format!(
+            "Swarm rolled back interlock's update of {} (its new tasks did not start; a certificate that does not match its key?): not retried until the desired spec changes",
             want.name
         ));
         return None;

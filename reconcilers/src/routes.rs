@@ -370,6 +370,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             network_ids: networks.iter().map(|n| n.to_string()).collect(),
             vips: networks.iter().map(|n| (n.to_string(), format!("10.9.9.{}", n.len()))).collect(),
+            previous_spec_hash: None,
         }
     }
 

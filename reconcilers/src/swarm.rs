@@ -288,6 +288,9 @@ pub struct ServiceFacts {
     pub network_ids: Vec<String>,
     /// `(network ID, virtual IP without prefix length)`: the service's VIP on each network.
     pub vips: Vec<(String, String)>,
+    /// The spec-hash label of `PreviousSpec`. After Swarm rolls an update back, this is the
+    /// hash of the spec that failed.
+    pub previous_spec_hash: Option<String>,
 }
 
 /// A task of a service, with its addresses on overlay networks.

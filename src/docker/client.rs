@@ -179,7 +179,27 @@ impl DockerClient {
         let filters = (!label.is_empty()).then(|| convert::label_filter(label));
         let options = ListServicesOptions { filters, status: None };
         let services = self.call_read("list services", self.docker.list_services(Some(options))).await?;
-        Ok(services.into_iter().map(convert::service_facts).collect())
+        let mut services: Vec<ServiceFacts> = services.into_iter().map(convert::service_facts).collect();
+        // Which spec Swarm rolled back from, for services whose last update was rolled back
+        // (rare: one extra read each).
+        for service in
+            services.iter_mut().filter(|s| s.update_state.as_deref().is_some_and(|u| u.starts_with("rollback")))
+        {
+            service.previous_spec_hash = self.previous_spec_hash(&service.id).await?;
+        }
+        Ok(services)
+    }
+
+    /// `PreviousSpec`'s spec-hash label, read raw: bollard's `Service` model has no PreviousSpec.
+    async fn previous_spec_hash(&self, id: &str) -> Result<Option<String>, DockerError> {
+        let operation = format!("inspect service {id}");
+        self.counters.count(Kind::Read);
+        let body = tokio::time::timeout(CALL_TIMEOUT, self.raw.get(&format!("/services/{id}")))
+            .await
+            .map_err(|_| timeout(&operation))?
+            .map_err(|e| DockerError::from_raw(&operation, &self.endpoint, e))?;
+        convert::previous_spec_hash(&body)
+            .map_err(|reason| DockerError::Undecodable { operation: operation.clone(), reason })
     }
 
     /// Every task the swarm knows, with its addresses on each network (read without bollard:

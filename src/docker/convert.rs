@@ -422,6 +422,9 @@ pub(super) fn service_facts(service: Service) -> ServiceFacts {
         managed: BTreeSet::new(),
     };
     ServiceFacts {
+        // bollard's model drops PreviousSpec: `DockerClient::list_services` reads it raw when
+        // it matters (after a rollback).
+        previous_spec_hash: None,
         id: service.id.unwrap_or_default(),
         version: service.version.and_then(|v| v.index).unwrap_or_default(),
         def,
@@ -671,4 +674,14 @@ mod tests {
         assert_eq!((facts.name, facts.labels, facts.data), (def.name, def.labels, def.data));
         assert_eq!((facts.id.as_str(), facts.version), ("cfg-1", 7));
     }
+}
+
+/// The spec-hash label of a raw `GET /services/ID` answer's `PreviousSpec`.
+pub(super) fn previous_spec_hash(body: &[u8]) -> Result<Option<String>, String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    Ok(value
+        .pointer("/PreviousSpec/Labels")
+        .and_then(|labels| labels.get(reconcilers::desired::LABEL_SPEC_HASH))
+        .and_then(|hash| hash.as_str())
+        .map(str::to_owned))
 }

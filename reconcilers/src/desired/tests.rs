@@ -53,6 +53,7 @@ fn app(id: &str, name: &str, cluster: &str, net: &str) -> ServiceFacts {
         created_at: "2026-01-01T00:00:00Z".into(),
         network_ids: vec![net.into()],
         vips: vec![],
+        previous_spec_hash: None,
     }
 }
 
@@ -112,6 +113,7 @@ fn apply(observed: &mut Observed, actions: &[Action]) {
                 created_at: "2026-01-02T00:00:00Z".into(),
                 network_ids: def.networks.clone(),
                 vips: vec![],
+                previous_spec_hash: None,
             }),
             Action::UpdateService { id, version, def, .. } => {
                 let s = observed.services.iter_mut().find(|s| s.id == *id).expect("updated service exists");
@@ -503,4 +505,54 @@ fn a_quarantined_service_returns_as_soon_as_it_is_fixed() {
     let d = desired_state(&seed(), &observed, &env());
     assert!(d.clusters["us-east"].routes.quarantined.is_empty());
     assert!(d.clusters["us-east"].routes.hosts.contains_key("demo-east.local"), "routed again on the next pass");
+}
+
+#[test]
+fn an_update_swarm_rolled_back_is_not_reissued_until_the_desired_spec_changes() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    observed.tasks.push(task("t3", "s-east", "n-east", "10.0.1.6"));
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    let Some(Action::UpdateService { def, .. }) =
+        p.clusters["us-east"].actions.iter().find(|a| matches!(a, Action::UpdateService { .. }))
+    else {
+        panic!("a proxy update: {p:#?}")
+    };
+    // Swarm tried it, the tasks failed, it rolled back: Spec is the old one, PreviousSpec ours.
+    let failed = def.labels[LABEL_SPEC_HASH].clone();
+    let east = observed.services.iter_mut().find(|s| s.def.name == "interlock-proxy-us-east").unwrap();
+    east.update_state = Some("rollback_completed".into());
+    east.previous_spec_hash = Some(failed);
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    assert!(p.clusters["us-east"].actions.is_empty(), "{p:#?}");
+    assert!(p.clusters["us-east"].conflicts[0].contains("Swarm rolled back"), "{p:#?}");
+    // The desired spec changes (another task): tried again.
+    observed.tasks.push(task("t4", "s-east", "n-east", "10.0.1.7"));
+    let p = plan(&desired_state(&seed(), &observed, &env()), &observed);
+    assert!(p.clusters["us-east"].actions.iter().any(|a| matches!(a, Action::UpdateService { .. })));
+}
+
+#[test]
+fn a_config_planted_under_the_predicted_name_is_not_adopted() {
+    let mut observed = seed_swarm();
+    let d = desired_state(&seed(), &observed, &env());
+    let east = &d.clusters["us-east"].proxy_config;
+    // Someone creates the name in advance, even with interlock's labels, but other content.
+    observed.configs.push(ConfigFacts {
+        id: "planted".into(),
+        name: east.name.clone(),
+        labels: east.labels.clone(),
+        version: 1,
+        data: b"events {} http { server { listen 80; return 200 owned; } }".to_vec(),
+    });
+    let p = plan(&d, &observed);
+    assert!(p.clusters["us-east"].actions.is_empty(), "{p:#?}");
+    assert!(p.clusters["us-east"].conflicts[0].contains("exists with other content"));
+    assert!(!p.clusters["us-west"].actions.is_empty(), "the other cluster goes on");
+    // With the very content interlock rendered, it is adopted (an interrupted earlier pass).
+    observed.configs.last_mut().unwrap().data = east.data.clone();
+    let p = plan(&d, &observed);
+    let east_actions: Vec<String> = p.clusters["us-east"].actions.iter().map(ToString::to_string).collect();
+    assert!(east_actions.iter().all(|a| !a.starts_with("create config")), "{east_actions:#?}");
+    assert!(east_actions.iter().any(|a| a.starts_with("create service interlock-proxy-us-east")));
 }
