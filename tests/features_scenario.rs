@@ -157,7 +157,8 @@ async fn routing_features_through_a_real_proxy() {
         "site",
         1,
         &[
-            (&format!("{lb}.hosts"), "new.local"),
+            // As in Interlock's docs, the redirect's source is one of the service's hosts.
+            (&format!("{lb}.hosts"), "new.local,old.local"),
             (&format!("{lb}.port"), "80"),
             (&format!("{lb}.redirects"), "http://old.local,http://new.local"),
         ],

@@ -2,17 +2,19 @@
 //! context roots) to one backend per host and path, in the spirit of Interlock's HAProxy
 //! template (`shared/reference/interlock.md` §4.4), written for HAProxy 2.x.
 //!
-//! As with nginx, every value reaching the file was validated before.
+//! Every value reaching the file was validated before (`labels`), but labels are untrusted
+//! input, so the file does not rely on it: names are generated, never derived from labels, and
+//! each label-derived value is quoted for where it lands (see [`render`]).
 //!
 //! The module also holds HAProxy's other facts, which `ProxyKind` in the parent module
 //! dispatches to: its binary, default config path, passthrough support, TLS secret layout, check
 //! and reload commands.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{CommandLine, Reload, SECRETS_DIR, line};
 use crate::config::HaproxyConfig;
-use crate::labels::TlsSecrets;
+use crate::labels::{RouteOptions, TlsSecrets};
 use crate::routes::{Backend, RouteTable, Target};
 use crate::swarm::SecretMount;
 
@@ -56,10 +58,52 @@ pub struct HaproxySite<'a> {
     pub https_port: u16,
 }
 
+/// The backend answering hosts no route claims when there is no default backend. Generated
+/// backends are `be_<number>`, so neither fixed name can be taken by one.
+pub const NO_ROUTE_BACKEND: &str = "be_no_route";
+/// The backend of the default-backend service (`com.docker.lb.default_backend`).
+pub const DEFAULT_BACKEND: &str = "be_default_backend";
+
+/// What one host (or wildcard) in the Host header leads to.
+enum Claim<'a> {
+    /// A 302 to this URL (`com.docker.lb.redirects`); it wins over routes on the same host.
+    Redirect(&'a str),
+    /// The host's backends by path.
+    Routes(BTreeMap<&'a str, Vec<&'a Backend>>),
+}
+
+/// What one generated backend does.
+enum BackendBody<'a> {
+    Redirect(&'a str),
+    Route { targets: Vec<Target>, options: &'a RouteOptions },
+}
+
+struct BackendBlock<'a> {
+    name: String,
+    /// For people: which host and path, which services.
+    comment: String,
+    body: BackendBody<'a>,
+}
+
+/// Host claims in the order HAProxy must try them, so the first match is the one nginx would
+/// pick: exact names first (they cannot overlap), then wildcards, longest suffix first.
+fn precedence(host: &str) -> (bool, std::cmp::Reverse<usize>, &str) {
+    match host.strip_prefix('*') {
+        Some(suffix) => (true, std::cmp::Reverse(suffix.len()), host),
+        None => (false, std::cmp::Reverse(0), host),
+    }
+}
+
 /// The whole haproxy.cfg.
+///
+/// Every name in the file is generated (`host_<n>`, `be_<n>`, numbered in render order, with a
+/// comment naming host and path), so label values never become names; every label-derived value
+/// is written as one quoted word ([`word`]), escaped again where it lands inside a regex
+/// ([`regex_literal`]), a log-format string ([`log_format_literal`]) or a sample-fetch argument
+/// ([`fetch_arg`]). Work is O(n log n) in hosts and routes.
 pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
     let c = site.config;
-    let mut out = String::with_capacity(4096);
+    let mut out = String::with_capacity(4096 + routes.hosts.len() * 512);
     let w = &mut out;
     line(
         w,
@@ -99,43 +143,8 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
         line(w, 1, option);
     }
 
-    let redirects = routes.redirects();
-    // Routing rules, shared by the HTTP and the TLS frontend.
-    let mut rules: Vec<String> = redirects
-        .iter()
-        .map(|(source, target)| {
-            format!(
-                "http-request redirect location {target}%[capture.req.uri] code 302 if {{ req.hdr(host),field(1,:) -i {source} }}"
-            )
-        })
-        .collect();
-    let mut backends: Vec<(String, Vec<Target>, &Backend)> = Vec::new();
-    for (i, host) in routes.hosts.keys().enumerate() {
-        rules.push(format!("acl host_{i} req.hdr(host),field(1,:) -i {host}"));
-        let paths = routes.paths(host);
-        // Longest path first, so /api/v2 wins over /api and both over /.
-        let mut ordered: Vec<(&&str, &Vec<&Backend>)> = paths.iter().collect();
-        ordered.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-        for (path, pooled) in ordered {
-            let name = backend_name(host, path);
-            let targets: Vec<Target> =
-                pooled.iter().flat_map(|b| b.targets.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
-            if *path == "/" {
-                rules.push(format!("use_backend {name} if host_{i}"));
-            } else {
-                rules.push(format!("use_backend {name} if host_{i} {{ path_beg {path} }}"));
-            }
-            backends.push((name, targets, pooled[0]));
-        }
-    }
-    let default = match &routes.default_backend {
-        Some(backend) => {
-            backends.push(("be_default_backend".to_owned(), backend.targets.clone(), backend));
-            "be_default_backend"
-        }
-        None => "be_no_route",
-    };
-    rules.push(format!("default_backend {default}"));
+    let fallback = if routes.default_backend.is_some() { DEFAULT_BACKEND } else { NO_ROUTE_BACKEND };
+    let (rules, backends) = routing(routes, fallback);
 
     line(w, 0, "");
     line(w, 0, "frontend http-default");
@@ -147,84 +156,445 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
         line(w, 1, "stats refresh 5s");
         line(w, 1, &format!("stats auth {}:{}", c.admin_user, c.admin_pass));
     }
-    for rule in &rules {
-        line(w, 1, rule);
-    }
-    // TLS: one certificate per TLS host, chosen by SNI. Each secret holds the certificate; its key
-    // is mounted beside it as `<cert>.key`, which HAProxy loads by itself.
-    let certificates: BTreeSet<&str> =
-        routes.hosts.keys().filter_map(|h| routes.tls(h)).map(|t| t.cert.as_str()).collect();
-    if site.https_port != 0 && !certificates.is_empty() {
-        let crts: Vec<String> = certificates.iter().map(|c| format!("crt {SECRETS_DIR}/{c}")).collect();
+    w.push_str(&rules);
+    // TLS: every certificate in the secrets folder, chosen by SNI among the names each holds.
+    // Each certificate's key is mounted beside it as `<cert>.key` ([`tls_mounts`]), which HAProxy
+    // loads with it and skips as a certificate; one word however many certificates there are.
+    let any_tls = routes.hosts.keys().any(|h| routes.tls(h).is_some());
+    if site.https_port != 0 && any_tls {
         line(w, 0, "");
         line(w, 0, "frontend https-default");
         let options = if c.ssl_opts.is_empty() { String::new() } else { format!(" {}", c.ssl_opts) };
-        line(w, 1, &format!("bind *:{} ssl {}{options}", site.https_port, crts.join(" ")));
+        line(w, 1, &format!("bind *:{} ssl crt {SECRETS_DIR}/{options}", site.https_port));
         line(w, 1, "http-request set-header X-Forwarded-Proto https");
-        for rule in &rules {
-            line(w, 1, rule);
-        }
+        w.push_str(&rules);
     }
 
     if routes.default_backend.is_none() {
         line(w, 0, "");
-        line(w, 0, "backend be_no_route");
+        line(w, 0, &format!("backend {NO_ROUTE_BACKEND}"));
         line(w, 1, "http-request return status 404 content-type text/plain string \"no route\"");
     }
-    for (name, targets, backend) in &backends {
+    for block in &backends {
         line(w, 0, "");
-        line(w, 0, &format!("# {}", backend.service));
-        line(w, 0, &format!("backend {name}"));
-        let options = &backend.options;
-        if options.ip_hash {
-            line(w, 1, "balance source");
-        } else if let Some(cookie) = &options.sticky_cookie {
-            line(w, 1, &format!("balance hash req.cook({cookie})"));
-            line(w, 1, "hash-type consistent");
-        } else {
-            line(w, 1, "balance roundrobin");
-        }
-        line(w, 1, "http-request set-header X-Forwarded-Port %[dst_port]");
-        if let (Some(root), true) = (&options.context_root, options.rewrite) {
-            line(w, 1, &format!("http-request redirect location {root}/ code 301 if {{ path {root} }}"));
-            line(w, 1, &format!("http-request replace-path ^{}/?(.*) /\\1", root.replace('.', "\\.")));
-        }
-        if targets.is_empty() {
-            // Every task is down: answer like an unknown host, not with a connection error.
-            line(w, 1, "http-request return status 503 content-type text/plain string \"no running task\"");
-        }
-        for (n, target) in targets.iter().enumerate() {
-            line(w, 1, &format!("server s{n} {target} check inter 2000"));
+        line(w, 0, &format!("# {}", comment(&block.comment)));
+        line(w, 0, &format!("backend {}", block.name));
+        match &block.body {
+            BackendBody::Redirect(target) => {
+                let location = log_format_literal(target) + "%[capture.req.uri]";
+                line(w, 1, &format!("http-request redirect location {} code 302", word(&location)));
+            }
+            BackendBody::Route { targets, options } => route_backend(w, targets, options),
         }
     }
     out
 }
 
-/// `be_<host>[_<path>]` with anything but letters, digits, `-` and `_` as `_`.
-pub fn backend_name(host: &str, path: &str) -> String {
-    let raw = if path == "/" { format!("be_{host}") } else { format!("be_{host}{path}") };
-    raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+/// The routing rules both frontends share (`acl`s and `use_backend`s, one indented line each,
+/// then `default_backend`), and the backends they name.
+fn routing<'a>(routes: &'a RouteTable, fallback: &str) -> (String, Vec<BackendBlock<'a>>) {
+    let redirects = routes.redirects();
+    let mut claims: Vec<(&str, Claim<'_>)> = routes
+        .hosts
+        .keys()
+        .filter(|h| !redirects.contains_key(h.as_str()))
+        .map(|h| (h.as_str(), Claim::Routes(routes.paths(h))))
+        .chain(redirects.iter().map(|(source, target)| (*source, Claim::Redirect(target))))
+        .collect();
+    claims.sort_by(|(a, _), (b, _)| precedence(a).cmp(&precedence(b)));
+
+    let mut rules: Vec<String> = Vec::new();
+    let mut backends: Vec<BackendBlock<'_>> = Vec::new();
+    let next_name = |backends: &Vec<BackendBlock<'_>>| format!("be_{}", backends.len());
+    for (i, (host, claim)) in claims.into_iter().enumerate() {
+        let acl = format!("host_{i}");
+        rules.push(format!("acl {acl} {}", host_match(host)));
+        match claim {
+            Claim::Redirect(target) => {
+                let name = next_name(&backends);
+                rules.push(format!("use_backend {name} if {acl}"));
+                backends.push(BackendBlock {
+                    comment: format!("{name}: {host} redirects to {target}"),
+                    name,
+                    body: BackendBody::Redirect(target),
+                });
+            }
+            Claim::Routes(paths) => {
+                // Longest path first, so /api/v2 wins over /api and both over /.
+                let mut ordered: Vec<(&str, Vec<&Backend>)> = paths.into_iter().collect();
+                ordered.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+                let has_root = ordered.iter().any(|(path, _)| *path == "/");
+                for (path, pooled) in ordered {
+                    let name = next_name(&backends);
+                    if path == "/" {
+                        rules.push(format!("use_backend {name} if {acl}"));
+                    } else {
+                        rules.push(format!("use_backend {name} if {acl} {{ path_beg -- {} }}", word(path)));
+                    }
+                    let targets: Vec<Target> = pooled
+                        .iter()
+                        .flat_map(|b| b.targets.iter().cloned())
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    let services: Vec<&str> = pooled.iter().map(|b| b.service.as_str()).collect();
+                    backends.push(BackendBlock {
+                        comment: format!("{name}: {host} {path} ({})", services.join(", ")),
+                        name,
+                        // Pooled backends agree on their options (routes::RouteTable::add).
+                        body: BackendBody::Route { targets, options: &pooled[0].options },
+                    });
+                }
+                if !has_root {
+                    // The host's other paths: what unknown hosts get, never a wildcard's routes.
+                    rules.push(format!("use_backend {fallback} if {acl}"));
+                }
+            }
+        }
+    }
+    rules.push(format!("default_backend {fallback}"));
+    if let Some(backend) = &routes.default_backend {
+        backends.push(BackendBlock {
+            name: DEFAULT_BACKEND.to_owned(),
+            comment: format!("{DEFAULT_BACKEND}: hosts no route claims ({})", backend.service),
+            body: BackendBody::Route { targets: backend.targets.clone(), options: &backend.options },
+        });
+    }
+    let mut text = String::with_capacity(rules.iter().map(|r| r.len() + 5).sum());
+    for rule in &rules {
+        line(&mut text, 1, rule);
+    }
+    (text, backends)
+}
+
+/// A route's backend: balancing, the context-root rewrite, its servers.
+fn route_backend(w: &mut String, targets: &[Target], options: &RouteOptions) {
+    if options.ip_hash {
+        line(w, 1, "balance source");
+    } else if let Some(cookie) = &options.sticky_cookie {
+        line(w, 1, &format!("balance hash {}", word(&format!("req.cook({})", fetch_arg(cookie)))));
+        line(w, 1, "hash-type consistent");
+    } else {
+        line(w, 1, "balance roundrobin");
+    }
+    line(w, 1, "http-request set-header X-Forwarded-Port %[dst_port]");
+    if let (Some(root), true) = (&options.context_root, options.rewrite) {
+        // As nginx: `/app` → 301 to `/app/`; `/app/rest` → `/rest`; `/apple` untouched.
+        let location = log_format_literal(root) + "/";
+        line(
+            w,
+            1,
+            &format!("http-request redirect location {} code 301 if {{ path -- {} }}", word(&location), word(root)),
+        );
+        let regex = format!("^{}/(.*)", regex_literal(root));
+        line(w, 1, &format!("http-request replace-path {} {}", word(&regex), word("/\\1")));
+    }
+    if targets.is_empty() {
+        // Every task is down: answer like an unknown host, not with a connection error.
+        line(w, 1, "http-request return status 503 content-type text/plain string \"no running task\"");
+    }
+    for (n, target) in targets.iter().enumerate() {
+        line(w, 1, &format!("server s{n} {target} check inter 2000"));
+    }
+}
+
+/// The ACL matching one Host header value, port ignored: `a.com` exactly, `*.a.com` as any name
+/// ending in `.a.com` (as nginx: not `a.com` itself), both ignoring case.
+fn host_match(host: &str) -> String {
+    match host.strip_prefix('*') {
+        Some(suffix) => format!("req.hdr(host),field(1,:) -m end -i -- {}", word(suffix)),
+        None => format!("req.hdr(host),field(1,:) -m str -i -- {}", word(host)),
+    }
+}
+
+/// `text` as one word of haproxy.cfg that the parser turns back into exactly `text`: strong
+/// (single) quotes, inside which nothing is interpreted (no `#` comment, no `$` variable, no
+/// backslash escape); a `'` closes the quotes, is written `\'` and reopens them; a control or
+/// non-ASCII character is written `\xNN` outside the quotes, byte by byte.
+pub fn word(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' => out.push_str("'\\''"),
+            ' '..='~' => out.push(c),
+            _ => {
+                out.push('\'');
+                let mut buf = [0; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+                out.push('\'');
+            }
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// `text` as a literal inside a regex: every metacharacter backslash-escaped (the same escapes
+/// mean the same in PCRE and in POSIX extended regexes, whichever HAProxy was built with).
+pub fn regex_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if matches!(c, '\\' | '^' | '$' | '.' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `text` as literal text of a log-format string (`redirect location`): `%` doubled.
+pub fn log_format_literal(text: &str) -> String {
+    text.replace('%', "%%")
+}
+
+/// `text` as one sample-fetch argument (`req.cook(ARG)`): double-quoted, with `\` and `"`
+/// backslash-escaped, so a `,` or `)` cannot end it.
+pub fn fetch_arg(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A comment's text on one line: anything but printable ASCII as `?`.
+fn comment(text: &str) -> String {
+    text.chars().map(|c| if matches!(c, ' '..='~') { c } else { '?' }).collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
-    use crate::routes::fixtures::feature_table;
+    use crate::routes::fixtures::{backend, feature_table};
+
+    fn site(config: &HaproxyConfig) -> HaproxySite<'_> {
+        HaproxySite { config, http_port: 80, https_port: 443 }
+    }
+
+    fn rendered(routes: &RouteTable) -> String {
+        render(&site(&HaproxyConfig::default()), routes)
+    }
+
+    /// A route table from `(host, service, options)`.
+    fn table(routes: &[(&str, &str, RouteOptions)]) -> RouteTable {
+        let mut table = RouteTable::default();
+        for (n, (host, service, options)) in routes.iter().enumerate() {
+            let ip = format!("10.1.{}.{}", n / 250, n % 250 + 2);
+            table.hosts.entry(host.to_string()).or_default().push(backend(service, &[ip.as_str()], options.clone()));
+        }
+        table
+    }
+
+    fn at(root: &str) -> RouteOptions {
+        RouteOptions { context_root: Some(root.into()), ..Default::default() }
+    }
+
+    fn redirect(source: &str, target: &str) -> RouteOptions {
+        RouteOptions { redirects: vec![(source.into(), target.into())], ..Default::default() }
+    }
+
+    fn tls(cert: &str) -> RouteOptions {
+        RouteOptions { tls: Some(TlsSecrets { cert: cert.into(), key: format!("{cert}-key") }), ..Default::default() }
+    }
+
+    fn lines_starting<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+        text.lines().map(str::trim_start).filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    /// Every backend is defined once and every name a rule uses is defined.
+    fn assert_names_consistent(text: &str) {
+        let defined: Vec<&str> = lines_starting(text, "backend ").iter().map(|l| &l["backend ".len()..]).collect();
+        let unique: BTreeSet<&str> = defined.iter().copied().collect();
+        assert_eq!(unique.len(), defined.len(), "a backend is defined twice: {defined:?}");
+        for rule in lines_starting(text, "use_backend ").into_iter().chain(lines_starting(text, "default_backend ")) {
+            let name = rule.split(' ').nth(1).unwrap();
+            assert!(unique.contains(name), "{rule}: {name} is not defined");
+        }
+    }
+
+    /// The text of the rules of the HTTP frontend.
+    fn http_rules(text: &str) -> Vec<&str> {
+        let start = text.find("frontend http-default").unwrap();
+        let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
+        text[start..end].lines().skip(3).map(str::trim_start).collect()
+    }
 
     #[test]
     fn no_routes() {
-        let config = HaproxyConfig::default();
-        insta::assert_snapshot!(
-            "haproxy_empty",
-            render(&HaproxySite { config: &config, http_port: 80, https_port: 443 }, &RouteTable::default())
-        );
+        insta::assert_snapshot!("haproxy_empty", rendered(&RouteTable::default()));
     }
 
     #[test]
     fn routing_features() {
         let config =
             HaproxyConfig { admin_user: "admin".into(), admin_pass: "secret".into(), ..HaproxyConfig::default() };
-        let site = HaproxySite { config: &config, http_port: 80, https_port: 443 };
-        insta::assert_snapshot!("haproxy_features", render(&site, &feature_table()));
+        insta::assert_snapshot!("haproxy_features", render(&site(&config), &feature_table()));
+    }
+
+    #[test]
+    fn names_never_collide_whatever_the_hosts_and_paths() {
+        // Each pair once gave two backends one name under the old `be_<host>_<path>` scheme.
+        let cases: Vec<RouteTable> = vec![
+            table(&[("no.route", "a", RouteOptions::default())]),
+            table(&[("no", "a", at("/route"))]),
+            {
+                let mut t = table(&[("default.backend", "a", RouteOptions::default())]);
+                t.default_backend = Some(backend("d", &["10.9.0.2"], RouteOptions::default()));
+                t
+            },
+            table(&[("a.b.com", "a", RouteOptions::default()), ("a.b", "b", at("/com"))]),
+            table(&[("x.local", "a", at("/x/y")), ("x.local", "b", at("/x_y"))]),
+        ];
+        for routes in cases {
+            let text = rendered(&routes);
+            assert_names_consistent(&text);
+            let routed: usize = routes.hosts.keys().map(|h| routes.paths(h).len()).sum();
+            let generated =
+                lines_starting(&text, "backend be_").iter().filter(|l| l[11..].parse::<usize>().is_ok()).count();
+            assert_eq!(generated, routed, "one numbered backend per host and path:\n{text}");
+        }
+        let text = rendered(&table(&[("x.local", "a", at("/x/y")), ("x.local", "b", at("/x_y"))]));
+        assert!(text.contains("# be_0: x.local /x/y (a)\nbackend be_0\n"), "{text}");
+        assert!(text.contains("# be_1: x.local /x_y (b)\nbackend be_1\n"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_quoted_for_where_they_land() {
+        assert_eq!(word("app.local"), "'app.local'");
+        assert_eq!(word("it's # $HOME \\1"), "'it'\\''s # $HOME \\1'");
+        assert_eq!(word("a\nb\u{e9}"), "'a'\\x0a'b'\\xc3\\xa9''");
+        assert_eq!(regex_literal("/a.b(c)*+?[d]{1}^$|\\-_~"), "/a\\.b\\(c\\)\\*\\+\\?\\[d\\]\\{1\\}\\^\\$\\|\\\\-_~");
+        assert_eq!(fetch_arg("a\"b,c)d\\"), "\"a\\\"b,c)d\\\\\"");
+        assert_eq!(log_format_literal("http://x/100%25"), "http://x/100%%25");
+
+        let routes = table(&[
+            ("app.local", "api", RouteOptions { rewrite: true, ..at("/v1.0") }),
+            ("app.local", "web", RouteOptions { sticky_cookie: Some("session_id".into()), ..Default::default() }),
+            ("old.local", "legacy", redirect("old.local", "https://new.local/x")),
+        ]);
+        let text = rendered(&routes);
+        for expected in [
+            "acl host_0 req.hdr(host),field(1,:) -m str -i -- 'app.local'",
+            "use_backend be_0 if host_0 { path_beg -- '/v1.0' }",
+            "http-request redirect location '/v1.0/' code 301 if { path -- '/v1.0' }",
+            "http-request replace-path '^/v1\\.0/(.*)' '/\\1'",
+            "balance hash 'req.cook(\"session_id\")'",
+            "acl host_1 req.hdr(host),field(1,:) -m str -i -- 'old.local'",
+            "http-request redirect location 'https://new.local/x%[capture.req.uri]' code 302",
+        ] {
+            assert!(text.lines().any(|l| l.trim_start() == expected), "missing {expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_after_exact_names_longest_suffix_first() {
+        let routes = table(&[
+            ("*.a.com", "wild", RouteOptions::default()),
+            ("*.b.a.com", "deeper", RouteOptions::default()),
+            ("x.a.com", "exact", at("/only")),
+            ("a.com", "apex", RouteOptions::default()),
+            ("*.old.com", "legacy", redirect("*.old.com", "https://new.com")),
+        ]);
+        let text = rendered(&routes);
+        assert_eq!(
+            http_rules(&text),
+            [
+                "acl host_0 req.hdr(host),field(1,:) -m str -i -- 'a.com'",
+                "use_backend be_0 if host_0",
+                "acl host_1 req.hdr(host),field(1,:) -m str -i -- 'x.a.com'",
+                "use_backend be_1 if host_1 { path_beg -- '/only' }",
+                // x.a.com's other paths are not the wildcard's.
+                "use_backend be_no_route if host_1",
+                "acl host_2 req.hdr(host),field(1,:) -m end -i -- '.b.a.com'",
+                "use_backend be_2 if host_2",
+                "acl host_3 req.hdr(host),field(1,:) -m end -i -- '.old.com'",
+                "use_backend be_3 if host_3",
+                "acl host_4 req.hdr(host),field(1,:) -m end -i -- '.a.com'",
+                "use_backend be_4 if host_4",
+                "default_backend be_no_route",
+            ]
+        );
+        assert!(text.contains("# be_4: *.a.com / (wild)\nbackend be_4\n"), "{text}");
+        assert!(text.contains("# be_3: *.old.com redirects to https://new.com\nbackend be_3\n"), "{text}");
+    }
+
+    #[test]
+    fn a_redirect_wins_over_routes_on_its_host() {
+        let mut routes =
+            table(&[("old.local", "legacy", RouteOptions::default()), ("new.local", "site", RouteOptions::default())]);
+        routes.hosts.get_mut("old.local").unwrap()[0].options = redirect("old.local", "http://new.local");
+        let text = rendered(&routes);
+        assert!(!text.contains("(legacy)"), "{text}");
+        assert!(text.contains("# be_1: old.local redirects to http://new.local"), "{text}");
+        assert_names_consistent(&text);
+    }
+
+    #[test]
+    fn any_number_of_certificates_is_one_word() {
+        let routes: Vec<(String, String)> = (0..40).map(|n| (format!("h{n}.local"), format!("cert-{n}.pem"))).collect();
+        let routes = table(&routes.iter().map(|(h, c)| (h.as_str(), "s", tls(c))).collect::<Vec<_>>());
+        let text = rendered(&routes);
+        assert_eq!(lines_starting(&text, "bind "), ["bind *:80", "bind *:443 ssl crt /run/secrets/"]);
+        let config = HaproxyConfig { ssl_opts: "alpn h2,http/1.1".into(), ..HaproxyConfig::default() };
+        let text = render(&site(&config), &routes);
+        assert!(text.contains("\n    bind *:443 ssl crt /run/secrets/ alpn h2,http/1.1\n"), "{text}");
+        // No TLS route, or no TLS port: no TLS frontend.
+        assert!(!rendered(&table(&[("a.local", "s", RouteOptions::default())])).contains("https-default"));
+        let no_port = HaproxySite { https_port: 0, ..site(&config) };
+        assert!(!render(&no_port, &routes).contains("https-default"));
+    }
+
+    #[test]
+    fn ten_thousand_hosts_and_ten_thousand_tls_hosts_render_quickly() {
+        let mut routes = RouteTable::default();
+        for n in 0..10_000 {
+            let ip = format!("10.{}.{}.2", n / 250, n % 250);
+            routes.hosts.insert(format!("h{n}.local"), vec![backend("s", &[ip.as_str()], RouteOptions::default())]);
+            let options = RouteOptions { context_root: Some(format!("/p{n}")), ..tls(&format!("c{n}.pem")) };
+            routes.hosts.insert(format!("t{n}.local"), vec![backend("t", &[ip.as_str()], options)]);
+        }
+        let config = HaproxyConfig::default();
+        let start = std::time::Instant::now();
+        let text = render(&site(&config), &routes);
+        let took = start.elapsed();
+        assert_eq!(lines_starting(&text, "backend be_").len(), 20_001);
+        // Well under 100 ms in a release build; debug builds are several times slower, and a
+        // quadratic step would take minutes at this size.
+        let limit = if cfg!(debug_assertions) { 2_000 } else { 100 };
+        assert!(took.as_millis() < limit, "rendering 20k hosts took {took:?}");
+    }
+
+    /// Values no label accepts today (`labels` validates every one), rendered anyway: the file
+    /// must stay well-formed by construction. The golden is checked by the real haproxy in
+    /// `tests/proxy_binaries.rs`.
+    #[test]
+    fn hostile_values() {
+        let mut routes = table(&[
+            ("no.route", "a", RouteOptions::default()),
+            ("no", "b", at("/route")),
+            ("default.backend", "c", RouteOptions::default()),
+            ("a.b.com", "d", RouteOptions::default()),
+            ("a.b", "e", at("/com")),
+            ("x.local", "f", at("/x/y")),
+            ("x.local", "g", at("/x_y")),
+            ("*.wild.local", "h", tls("wild.pem")),
+            ("it's # a $HOST\nbackend evil", "i", RouteOptions::default()),
+            (
+                "rx.local",
+                "j",
+                RouteOptions {
+                    rewrite: true,
+                    sticky_cookie: Some("s\"e,s)s'n#\\".into()),
+                    ..at("/a.b(c)*+?[d]{1}^$|\\ x'#%")
+                },
+            ),
+            ("-i", "k", at("-m")),
+            ("*.old.local", "l", redirect("*.old.local", "https://new.local/a'b #c%d$e\\f")),
+        ]);
+        routes.default_backend = Some(backend("catch-all", &["10.9.0.2"], RouteOptions::default()));
+        let text = rendered(&routes);
+        assert_names_consistent(&text);
+        insta::assert_snapshot!("haproxy_hostile", text);
     }
 }
