@@ -56,6 +56,8 @@ pub struct Observed {
     pub configs: Vec<ConfigFacts>,
     /// Names of every secret (TLS labels name them).
     pub secrets: Vec<String>,
+    /// Labels of the secrets that have any, by name (for `SecretPolicy = "labelled"`).
+    pub secret_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Facts about where the operator runs, supplied by the shell.
@@ -194,9 +196,13 @@ pub fn desired_state_excluding(
         included = observed.services.iter().filter(|s| !excluded.contains_key(&s.def.name)).cloned().collect();
         &included
     };
-    let mut tables = routes::route_tables(services, &observed.tasks, &observed.networks, &observed.secrets, |s| {
-        is_owned(&s.def.labels)
-    });
+    let secrets = routes::Secrets {
+        names: &observed.secrets,
+        labels: &observed.secret_labels,
+        labelled_only: config.secret_policy == crate::config::SecretPolicy::Labelled,
+    };
+    let mut tables =
+        routes::route_tables(services, &observed.tasks, &observed.networks, &secrets, |s| is_owned(&s.def.labels));
     for service in observed.services.iter().filter(|s| !is_owned(&s.def.labels)) {
         if let Some(reason) = excluded.get(&service.def.name) {
             let table = tables.entry(crate::labels::service_cluster(&service.def.labels)).or_default();

@@ -186,11 +186,24 @@ pub struct Quarantined {
 }
 
 /// Route tables for every service cluster any app service names (`""` is the default cluster).
+/// The secrets TLS labels may name: every secret's name, and, under `SecretPolicy =
+/// "labelled"`, only those whose [`LABEL_SECRET_SERVICES`] label lists the service.
+#[derive(Debug, Clone, Copy)]
+pub struct Secrets<'a> {
+    pub names: &'a [String],
+    pub labels: &'a BTreeMap<String, BTreeMap<String, String>>,
+    pub labelled_only: bool,
+}
+
+/// On a secret: the services (comma-separated names) that may name it under
+/// `SecretPolicy = "labelled"`.
+pub const LABEL_SECRET_SERVICES: &str = "com.docker.lb.services";
+
 pub fn route_tables(
     services: &[ServiceFacts],
     tasks: &[TaskFacts],
     networks: &[NetworkFacts],
-    secrets: &[String],
+    secrets: &Secrets<'_>,
     is_owned: impl Fn(&ServiceFacts) -> bool,
 ) -> BTreeMap<String, RouteTable> {
     let mut tables: BTreeMap<String, RouteTable> = BTreeMap::new();
@@ -269,12 +282,23 @@ impl Timestamp {
     }
 }
 
-/// A TLS route's secrets must exist, or the proxy could not start with them mounted.
-fn check_secrets(backend: &Backend, secrets: &[String]) -> Result<(), String> {
+/// A TLS route's secrets must exist, or the proxy could not start with them mounted; under the
+/// labelled policy each must also list the service as one allowed to use it.
+fn check_secrets(backend: &Backend, secrets: &Secrets<'_>) -> Result<(), String> {
     let Some(tls) = &backend.options.tls else { return Ok(()) };
     for name in [&tls.cert, &tls.key] {
-        if !secrets.contains(name) {
+        if !secrets.names.contains(name) {
             return Err(format!("secret {name:?} does not exist (docker secret create {name} FILE)"));
+        }
+        let allowed = secrets
+            .labels
+            .get(name)
+            .and_then(|labels| labels.get(LABEL_SECRET_SERVICES))
+            .is_some_and(|list| list.split(',').any(|s| s.trim() == backend.service));
+        if secrets.labelled_only && !allowed {
+            return Err(format!(
+                "secret {name:?} does not list this service in its {LABEL_SECRET_SERVICES} label (SecretPolicy = \"labelled\")"
+            ));
         }
     }
     Ok(())
@@ -386,7 +410,9 @@ mod tests {
 
     fn tables(services: &[ServiceFacts], tasks: &[TaskFacts]) -> BTreeMap<String, RouteTable> {
         let networks = [network("n-east", "demo-east"), network("n-west", "demo-west"), network("n-ing", "ingress")];
-        let secrets = ["site.crt".to_owned(), "site.key".to_owned()];
+        let names = ["site.crt".to_owned(), "site.key".to_owned()];
+        let labels = BTreeMap::new();
+        let secrets = Secrets { names: &names, labels: &labels, labelled_only: false };
         route_tables(services, tasks, &networks, &secrets, |s| {
             s.def.labels.contains_key("com.docker.interlock.managed-by")
         })
@@ -649,5 +675,28 @@ mod tests {
         let table = tables(&[second, first], &[]).remove("us-east").unwrap();
         assert_eq!(table.hosts["a.com"][0].service, "zz-first");
         assert_eq!(table.quarantined[0].service, "aa-second");
+    }
+
+    #[test]
+    fn under_the_labelled_policy_a_service_names_only_secrets_that_list_it() {
+        let tls = [("com.docker.lb.ssl_cert", "site.crt"), ("com.docker.lb.ssl_key", "site.key")];
+        let owner = tenant("shop", "shop.com", "2026-01-01T00:00:00Z", &tls);
+        let thief = tenant("thief", "thief.com", "2026-01-02T00:00:00Z", &tls);
+        let names = ["site.crt".to_owned(), "site.key".to_owned()];
+        let listed = BTreeMap::from([(LABEL_SECRET_SERVICES.to_owned(), "shop, other".to_owned())]);
+        let labels = BTreeMap::from([("site.crt".to_owned(), listed.clone()), ("site.key".to_owned(), listed)]);
+        let networks = [network("n-east", "demo-east")];
+        let route = |labelled_only| {
+            let secrets = Secrets { names: &names, labels: &labels, labelled_only };
+            route_tables(&[owner.clone(), thief.clone()], &[], &networks, &secrets, |_| false)
+                .remove("us-east")
+                .unwrap()
+        };
+        let any = route(false);
+        assert!(any.quarantined.is_empty(), "Interlock's default: any secret");
+        let labelled = route(true);
+        assert!(labelled.hosts.contains_key("shop.com"));
+        assert!(!labelled.hosts.contains_key("thief.com"));
+        assert!(reason(&labelled, "thief").contains("does not list this service"), "{labelled:#?}");
     }
 }

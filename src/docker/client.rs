@@ -227,9 +227,10 @@ impl DockerClient {
     }
 
     /// Names of every secret (their content never leaves the engine).
-    pub async fn list_secrets(&self) -> Result<Vec<String>, DockerError> {
+    /// Every secret's name and labels.
+    pub async fn list_secrets(&self) -> Result<Vec<(String, BTreeMap<String, String>)>, DockerError> {
         let secrets = self.call_read("list secrets", self.docker.list_secrets(None::<ListSecretsOptions>)).await?;
-        Ok(secrets.into_iter().filter_map(convert::secret_name).collect())
+        Ok(secrets.into_iter().filter_map(convert::secret_facts).collect())
     }
 
     /// One fresh read of everything a pass decides from: six list requests.
@@ -242,7 +243,9 @@ impl DockerClient {
             self.list_configs(managed_label),
             self.list_secrets(),
         )?;
-        Ok(Observed { nodes, services, tasks, networks, configs, secrets })
+        let secret_labels = secrets.iter().filter(|(_, l)| !l.is_empty()).cloned().collect();
+        let secrets = secrets.into_iter().map(|(name, _)| name).collect();
+        Ok(Observed { nodes, services, tasks, networks, configs, secrets, secret_labels })
     }
 
     /// The service named `name`, if it exists.

@@ -78,8 +78,10 @@ pub(super) fn network_request(def: &NetworkDef) -> NetworkCreateRequest {
 }
 
 /// A secret's name (its content never leaves the engine).
-pub(super) fn secret_name(secret: Secret) -> Option<String> {
-    secret.spec.and_then(|spec| spec.name)
+/// A secret's name and labels (never its data: the list call does not return it).
+pub(super) fn secret_facts(secret: Secret) -> Option<(String, BTreeMap<String, String>)> {
+    let spec = secret.spec?;
+    Some((spec.name?, spec.labels.unwrap_or_default().into_iter().collect()))
 }
 
 /// A config object, its content decoded.

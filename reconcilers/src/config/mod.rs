@@ -21,7 +21,7 @@ mod validate;
 use std::time::Duration;
 
 pub use diagnostic::{Diagnostic, Severity};
-pub use model::{Config, DECLARABLE_KEYS, DockerUrl, Extension, ListenAddr, ProxyKind, TlsFiles};
+pub use model::{Config, DECLARABLE_KEYS, DockerUrl, Extension, ListenAddr, ProxyKind, SecretPolicy, TlsFiles};
 pub use proxy::{HaproxyConfig, NginxConfig, ProxyConfig};
 
 use diagnostic::Diagnostics;

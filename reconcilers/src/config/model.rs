@@ -24,8 +24,21 @@ pub struct Config {
     pub allow_insecure: bool,
     pub poll_interval: Duration,
     pub endpoint_override: Option<String>,
+    /// `SecretPolicy`: which Docker secrets an app service may name in its TLS labels.
+    pub secret_policy: SecretPolicy,
     /// By extension name, in name order.
     pub extensions: BTreeMap<String, Extension>,
+}
+
+/// Which secrets a service may name in `com.docker.lb.ssl_cert` / `ssl_key`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SecretPolicy {
+    /// Any secret (Interlock's behaviour).
+    #[default]
+    Any,
+    /// Only secrets whose `com.docker.lb.services` label lists the service's name: a secret's
+    /// creator says who may serve with it (opt-in: `SecretPolicy = "labelled"`).
+    Labelled,
 }
 
 /// `host:port`, where the host may be empty (all interfaces), as Go's net.Listen takes it.
@@ -257,6 +270,21 @@ pub(super) fn read_config(root: &TableReader<'_, '_, '_>) -> Option<Config> {
         None => super::DEFAULT_POLL_INTERVAL,
     };
     let endpoint_override = non_empty(root.string("EndpointOverride"));
+    let secret_policy = match root.string("SecretPolicy") {
+        None => SecretPolicy::Any,
+        Some((policy, span)) => match policy.to_ascii_lowercase().as_str() {
+            "any" => SecretPolicy::Any,
+            "labelled" | "labeled" => SecretPolicy::Labelled,
+            _ => {
+                root.error(
+                    "SecretPolicy",
+                    span,
+                    format!("{policy:?} is not a secret policy (use \"any\" or \"labelled\")"),
+                );
+                SecretPolicy::Any
+            }
+        },
+    };
 
     let mut extensions = BTreeMap::new();
     match root.table("Extensions") {
@@ -284,6 +312,7 @@ pub(super) fn read_config(root: &TableReader<'_, '_, '_>) -> Option<Config> {
         allow_insecure,
         poll_interval,
         endpoint_override,
+        secret_policy,
         extensions,
     })
 }

@@ -618,3 +618,17 @@ fn empty_config_warns_that_nothing_is_routed() {
     assert_eq!(loaded.warnings.len(), 1);
     assert!(loaded.warnings[0].message.contains("nothing will be routed"));
 }
+
+#[test]
+fn secret_policy_is_any_or_labelled() {
+    use crate::config::SecretPolicy;
+    let with = |line: &str| format!("{line}\n{}", include_str!("../../../deploy/examples/service-clusters.toml"));
+    assert_eq!(parse("t", &with("")).unwrap().config.secret_policy, SecretPolicy::Any);
+    let labelled = parse("t", &with("SecretPolicy = \"labelled\"")).unwrap().config;
+    assert_eq!(labelled.secret_policy, SecretPolicy::Labelled);
+    let err = parse("t.toml", &with("SecretPolicy = \"strict\"")).unwrap_err();
+    assert!(
+        err.diagnostics.iter().any(|d| d.to_string().contains("t.toml:1:16") && d.to_string().contains("SecretPolicy")),
+        "{err:?}"
+    );
+}

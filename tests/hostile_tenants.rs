@@ -1,0 +1,218 @@
+//! Hostile tenants beside a victim, on the lab with real proxies (nginx on lb-00, HAProxy on
+//! lb-01): anyone who can create a service sets `com.docker.lb.*` labels. The victim keeps its
+//! routes and its own certificate; services that try to take its host (a redirect from it,
+//! passthrough on it, a certificate of their own under it) are quarantined with a reason naming
+//! the owner; label values that once broke a proxy's config (keywords, names that collide with
+//! generated ones, very long hosts) are served or quarantined without touching anyone else; and
+//! an innocent app deployed while all of them are present is served.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
+use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, request};
+
+const CONFIG: &str = "deploy/examples/tenants.lab.toml";
+const APPS: &[&str] = &[
+    "t-shop",
+    "t-evil-redirect",
+    "t-evil-passthrough",
+    "t-evil-cert",
+    "t-keyword",
+    "t-long",
+    "t-late",
+    "t-hap-shop",
+    "t-hap-noroute",
+    "t-hap-evil-cert",
+    "t-hap-late",
+];
+const LONG_HOST: &str = "a-host-name-far-longer-than-any-hash-bucket-nginx-sizes-by-default.with-several-labels-each-of-them-long.tenants.example.local";
+
+fn clean() {
+    for app in APPS {
+        docker_quiet(&["service", "rm", app]);
+    }
+    for _ in 0..50 {
+        let left = docker(&["service", "ls", "--format", "{{.Name}}"]);
+        if left.lines().all(|name| !APPS.contains(&name)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A busybox app on `tenant-apps` serving `body`, with routing labels.
+fn app(name: &str, body: &str, labels: &[(&str, &str)]) {
+    let config = format!("{name}-body");
+    docker_quiet(&["config", "rm", &config]);
+    let path = std::env::temp_dir().join(format!("{config}-{}", std::process::id()));
+    std::fs::write(&path, body).unwrap();
+    docker(&["config", "create", &config, path.to_str().unwrap()]);
+    std::fs::remove_file(path).ok();
+    let mut args: Vec<String> =
+        ["service", "create", "-q", "--detach", "--name", name, "--network", "tenant-apps", "--constraint"]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    args.push("node.hostname==app-00".into());
+    for (k, v) in labels {
+        args.extend(["--label".to_owned(), format!("com.docker.lb.{k}={v}")]);
+    }
+    args.extend(["--config".to_owned(), format!("source={config},target=/www/index.html,mode=0444")]);
+    args.push("local/interlock-app:lab".into());
+    docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// A self-signed certificate for `host` in secrets NAME.crt / NAME.key; returns the cert file.
+fn certificate(dir: &Path, name: &str, host: &str) -> PathBuf {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", &format!("/CN={host}"), "-addext", &format!("subjectAltName=DNS:{host}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (secret, file) in [(format!("{name}.crt"), &cert), (format!("{name}.key"), &key)] {
+        docker_quiet(&["secret", "rm", &secret]);
+        docker(&["secret", "create", &secret, file.to_str().unwrap()]);
+    }
+    cert
+}
+
+/// `GET /` on `node:port` with `Host: host`, once it answers `status`; the body.
+async fn answer(node: &str, port: u16, host: &str, status: u16) -> String {
+    let addr = node_addr(node);
+    eventually(&format!("{host} via {node}:{port} answers {status}"), Duration::from_secs(60), || async {
+        request(&addr, port, host, "/", &[]).await.filter(|a| a.status == status).map(|a| a.body)
+    })
+    .await
+}
+
+/// `https://host/` through `node:port` with SNI, trusting only `cacert`: the body, once it is `want`.
+async fn tls_answer(node: &str, port: u16, host: &str, cacert: &Path, want: &str) {
+    let resolve = format!("{host}:{port}:{}", node_addr(node));
+    let url = format!("https://{host}:{port}/");
+    eventually(
+        &format!("{url} via {node} answers {want:?} with its own certificate"),
+        Duration::from_secs(60),
+        || async {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-m", "3", "--resolve", &resolve, "--cacert"])
+                .arg(cacert)
+                .arg(&url)
+                .output()
+                .ok()?;
+            (out.status.success() && String::from_utf8_lossy(&out.stdout) == want).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Passes until the proxies run what interlock planned; returns `plan`'s text afterwards.
+fn apply_and_plan() -> String {
+    let (code, out) = interlock(&["apply", "-c", CONFIG, "--timeout", "90"]);
+    assert_eq!(code, 0, "interlock apply:\n{out}");
+    let (code, plan) = interlock(&["plan", "-c", CONFIG]);
+    assert_eq!(code, 0, "converged, so plan writes nothing:\n{plan}");
+    plan
+}
+
+fn quarantine_reason<'a>(plan: &'a str, service: &str) -> &'a str {
+    let marker = format!("quarantined service {service}: ");
+    plan.lines()
+        .find_map(|l| l.trim().strip_prefix(&marker))
+        .unwrap_or_else(|| panic!("{service} is quarantined, visibly:\n{plan}"))
+}
+
+#[tokio::test]
+async fn hostile_tenants_cannot_take_a_victims_routes() {
+    let api = lab().await;
+    support::stop_demo_operator(&api).await;
+    clean();
+    for s in api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
+        docker_quiet(&["service", "rm", &s.id]);
+    }
+    docker_quiet(&["network", "create", "-d", "overlay", "interlock"]);
+    docker_quiet(&["network", "create", "-d", "overlay", "tenant-apps"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dir = std::env::temp_dir().join(format!("interlock-tenants-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shop_cert = certificate(&dir, "tenant-shop", "shop.local");
+    certificate(&dir, "tenant-evil", "shop.local");
+
+    // The victim first (its host's owner), in each cluster.
+    let nginx = [("port", "80"), ("service_cluster", "tenants")];
+    let hap = [("port", "80"), ("service_cluster", "tenants-hap")];
+    let tls = [("ssl_cert", "tenant-shop.crt"), ("ssl_key", "tenant-shop.key")];
+    app("t-shop", "shop\n", &[&nginx[..], &[("hosts", "shop.local")], &tls[..]].concat());
+    app("t-hap-shop", "hap-shop\n", &[&hap[..], &[("hosts", "shop.local")], &tls[..]].concat());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Then the hostile ones.
+    let evil_tls = [("ssl_cert", "tenant-evil.crt"), ("ssl_key", "tenant-evil.key")];
+    app(
+        "t-evil-redirect",
+        "evil\n",
+        &[&nginx[..], &[("hosts", "evil.local"), ("redirects", "shop.local,https://evil.local")]].concat(),
+    );
+    app(
+        "t-evil-passthrough",
+        "evil\n",
+        &[&nginx[..], &[("hosts", "shop.local"), ("ssl_passthrough", "true")]].concat(),
+    );
+    app(
+        "t-evil-cert",
+        "evil\n",
+        &[&nginx[..], &[("hosts", "shop.local"), ("context_root", "/x")], &evil_tls[..]].concat(),
+    );
+    app("t-keyword", "keyword\n", &[&nginx[..], &[("hosts", "include,default,hostnames,volatile")]].concat());
+    app("t-long", "long\n", &[&nginx[..], &[("hosts", LONG_HOST)]].concat());
+    app("t-hap-noroute", "noroute\n", &[&hap[..], &[("hosts", "no.route,default.backend")]].concat());
+    app(
+        "t-hap-evil-cert",
+        "evil\n",
+        &[&hap[..], &[("hosts", "shop.local"), ("context_root", "/x")], &evil_tls[..]].concat(),
+    );
+    let plan = apply_and_plan();
+
+    // The victim keeps its routes and its own certificate, on both proxies.
+    assert_eq!(answer("lb-00", 8095, "shop.local", 200).await, "shop\n");
+    assert_eq!(answer("lb-01", 8096, "shop.local", 200).await, "hap-shop\n");
+    tls_answer("lb-00", 8455, "shop.local", &shop_cert, "shop\n").await;
+    tls_answer("lb-01", 8456, "shop.local", &shop_cert, "hap-shop\n").await;
+    // The takeovers are quarantined, each with a reason naming what it tried.
+    assert!(quarantine_reason(&plan, "t-evil-redirect").contains("not one of the service's hosts"));
+    for service in ["t-evil-passthrough", "t-evil-cert", "t-hap-evil-cert"] {
+        let reason = quarantine_reason(&plan, service);
+        assert!(reason.contains("belongs to service t-"), "{service}: {reason}");
+    }
+    answer("lb-00", 8095, "evil.local", 404).await;
+    // Values that once broke the proxy's config: served, and nobody else hurt.
+    for host in ["include", "default", "hostnames", "volatile"] {
+        assert_eq!(answer("lb-00", 8095, host, 200).await, "keyword\n", "{host}");
+    }
+    assert_eq!(answer("lb-00", 8095, LONG_HOST, 200).await, "long\n");
+    assert_eq!(answer("lb-01", 8096, "no.route", 200).await, "noroute\n");
+    assert_eq!(answer("lb-01", 8096, "default.backend", 200).await, "noroute\n");
+    assert!(answer("lb-01", 8096, "nobody.local", 404).await.contains("no route"));
+
+    // An innocent app deployed while the hostile ones are present is served.
+    app("t-late", "late\n", &[&nginx[..], &[("hosts", "late.local")]].concat());
+    app("t-hap-late", "hap-late\n", &[&hap[..], &[("hosts", "late.local")]].concat());
+    apply_and_plan();
+    assert_eq!(answer("lb-00", 8095, "late.local", 200).await, "late\n");
+    assert_eq!(answer("lb-01", 8096, "late.local", 200).await, "hap-late\n");
+    assert_eq!(answer("lb-00", 8095, "shop.local", 200).await, "shop\n");
+
+    clean();
+    for s in api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
+        docker_quiet(&["service", "rm", &s.id]);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
