@@ -358,6 +358,7 @@ pub fn render(plan: &Plan) -> String {
         if let Some((old, new)) = &cluster.config_change
             && !cluster.actions.is_empty()
         {
+            let (old, new) = (redacted(old), redacted(new));
             let diff = similar::TextDiff::from_lines(old.as_str(), new.as_str());
             let unified = diff
                 .unified_diff()
@@ -381,6 +382,17 @@ pub fn render(plan: &Plan) -> String {
         if plan.is_empty() { "nothing to do".to_owned() } else { format!("{} write(s)", plan.write_count()) }
     );
     out
+}
+
+/// A proxy config as `plan` shows it: credentials (HAProxy's `stats auth USER:PASSWORD`) hidden.
+fn redacted(config: &str) -> String {
+    config
+        .lines()
+        .map(|line| match line.trim_start().strip_prefix("stats auth ") {
+            Some(_) => format!("{}stats auth (hidden)\n", &line[..line.len() - line.trim_start().len()]),
+            None => format!("{line}\n"),
+        })
+        .collect()
 }
 
 fn symbol(action: &Action) -> &'static str {
@@ -425,4 +437,28 @@ pub fn apps_settling(observed: &Observed) -> usize {
             running != s.def.replicas
         })
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_hides_credentials_in_the_config_diff() {
+        let mut plan = Plan::default();
+        plan.clusters.insert(
+            "hap".into(),
+            ClusterPlan {
+                actions: vec![Action::DeleteConfig { id: "x".into(), name: "x".into() }],
+                config_change: Some((
+                    "global\n    stats auth admin:old-secret\n    maxconn 1\n".into(),
+                    "global\n    stats auth admin:new-secret\n    maxconn 2\n".into(),
+                )),
+                ..ClusterPlan::default()
+            },
+        );
+        let text = render(&plan);
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("stats auth (hidden)"), "{text}");
+    }
 }

@@ -332,20 +332,30 @@ fn worker_processes(t: &TableReader<'_, '_, '_>) -> Option<String> {
 /// nginx time syntax: one or more `<number><unit>` with units ms, s, m, h, d, w, M, y (or none).
 fn nginx_time(t: &TableReader<'_, '_, '_>, key: &'static str) -> Option<String> {
     let (value, span) = t.string(key)?;
-    let valid = !value.is_empty()
-        && value.split_inclusive(|c: char| c.is_ascii_alphabetic()).all(|part| {
-            let digits = part.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-            let unit = &part[digits.len()..];
-            !digits.is_empty()
-                && digits.chars().all(|c| c.is_ascii_digit())
-                && matches!(unit, "" | "ms" | "s" | "m" | "h" | "d" | "w" | "M" | "y")
-        });
-    if valid {
+    if is_nginx_time(&value) {
         Some(value)
     } else {
-        t.error(key, span, format!("{value:?} is not an nginx time (e.g. \"75s\", \"1m30s\")"));
+        t.error(key, span, format!("{value:?} is not an nginx time (e.g. \"75s\", \"1m30s\", \"500ms\")"));
         None
     }
+}
+
+/// `<digits><unit>` repeated; the unit may be left out only at the end (seconds).
+fn is_nginx_time(value: &str) -> bool {
+    let mut rest = value;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "s", "m", "h", "d", "w", "M", "y"].into_iter().find(|u| rest.starts_with(u));
+        match unit {
+            Some(unit) => rest = &rest[unit.len()..],
+            None => return rest.is_empty(),
+        }
+    }
+    !value.is_empty()
 }
 
 fn is_nginx_size(value: &str) -> bool {
@@ -390,5 +400,20 @@ fn http_version(t: &TableReader<'_, '_, '_>) -> Option<String> {
     } else {
         t.error(KEY, span, format!("{value:?} is not an HTTP version nginx proxies with (\"1.0\" or \"1.1\")"));
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_nginx_time;
+
+    #[test]
+    fn nginx_times_are_read_as_nginx_reads_them() {
+        for ok in ["75s", "1m30s", "500ms", "1h", "30", "1d2h", "2w"] {
+            assert!(is_nginx_time(ok), "{ok}");
+        }
+        for bad in ["", "s", "ms", "1.5s", "10 s", "5x", "-1s"] {
+            assert!(!is_nginx_time(bad), "{bad}");
+        }
     }
 }
