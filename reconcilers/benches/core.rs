@@ -1,6 +1,8 @@
-//! `cargo bench -p interlock-reconcilers`: the pure core at scale. 10,000 app services (one
-//! task each) in 100 service clusters, one extension per cluster: routes + render + diff, which
-//! is what every reconcile pass computes. Prints the median of several runs; asserts nothing.
+//! `cargo bench -p interlock-reconcilers`: the pure core at scale, what every reconcile pass
+//! computes (routes + render, then the diff). Three shapes: 10,000 app services (one task each)
+//! in 100 service clusters; one service with 10,000 hosts; 10,000 TLS hosts (a certificate
+//! each) in one cluster, on nginx and on HAProxy. Prints the median of several runs; asserts
+//! nothing.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,6 +30,11 @@ fn config_text() -> String {
 }
 
 fn observed() -> Observed {
+    observed_shape(CLUSTERS, SERVICES)
+}
+
+/// `services` app services with one task each, spread over `clusters` clusters and networks.
+fn observed_shape(clusters: usize, services: usize) -> Observed {
     let mut o = Observed::default();
     o.networks.push(NetworkFacts {
         id: "n-op".into(),
@@ -37,7 +44,7 @@ fn observed() -> Observed {
         ingress: false,
         labels: BTreeMap::new(),
     });
-    for c in 0..CLUSTERS {
+    for c in 0..clusters {
         o.networks.push(NetworkFacts {
             id: format!("n{c}"),
             name: format!("net{c}"),
@@ -47,8 +54,8 @@ fn observed() -> Observed {
             labels: BTreeMap::new(),
         });
     }
-    for i in 0..SERVICES {
-        let c = i % CLUSTERS;
+    for i in 0..services {
+        let c = i % clusters;
         let def = ServiceDef {
             name: format!("app{i}"),
             labels: BTreeMap::from([
@@ -85,25 +92,64 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-fn main() {
-    let config = config::parse("bench", &config_text()).expect("bench config is valid").config;
-    let observed = observed();
-    let env = Environment::new(&config);
+/// Times routes+render and routes+render+diff over `RUNS` runs; prints the medians.
+fn measure(label: &str, config: &config::Config, observed: &Observed) {
+    let env = Environment::new(config);
     let mut full = Vec::new();
     let mut desired_only = Vec::new();
     for _ in 0..RUNS {
         let start = Instant::now();
-        let desired = desired_state(black_box(&config), black_box(&observed), &env);
+        let desired = desired_state(black_box(config), black_box(observed), &env);
         desired_only.push(start.elapsed());
-        let p = plan(&desired, &observed);
+        let p = plan(&desired, observed);
         full.push(start.elapsed());
         black_box(p);
     }
-    let desired = desired_state(&config, &observed, &env);
+    let desired = desired_state(config, observed, &env);
     let bytes: usize = desired.clusters.values().map(|c| c.proxy_config.data.len()).sum();
+    let quarantined: usize = desired.clusters.values().map(|c| c.routes.quarantined.len()).sum();
+    assert_eq!(quarantined, 0, "{label}: the bench's services are all routable");
     println!(
-        "core: {SERVICES} services, {CLUSTERS} clusters, {bytes} bytes of nginx config: routes+render {:?}, routes+render+diff {:?} (median of {RUNS})",
+        "{label}: {bytes} bytes of config: routes+render {:?}, routes+render+diff {:?} (median of {RUNS})",
         median(desired_only),
         median(full)
     );
+}
+
+/// One cluster (`c0`) served by one extension of `kind`.
+fn one_cluster(kind: &str) -> config::Config {
+    let text = format!(
+        "[Extensions.c0]\nImage = \"ext\"\nProxyImage = \"{kind}\"\nProxyKind = \"{kind}\"\nServiceCluster = \"c0\"\nPublishMode = \"host\"\nPublishedPort = 80\nPublishedSSLPort = 443\n"
+    );
+    config::parse("bench", &text).expect("bench config is valid").config
+}
+
+/// `count` hosts in cluster c0: one service with all of them, or (`tls`) one service each with a
+/// certificate of its own.
+fn many_hosts(count: usize, tls: bool) -> Observed {
+    let mut o = observed_shape(1, if tls { count } else { 1 });
+    for (i, service) in o.services.iter_mut().enumerate() {
+        let labels = &mut service.def.labels;
+        if tls {
+            labels.insert("com.docker.lb.ssl_cert".into(), format!("cert{i}"));
+            labels.insert("com.docker.lb.ssl_key".into(), format!("key{i}"));
+        } else {
+            let hosts: Vec<String> = (0..count).map(|h| format!("host{h}.example.com")).collect();
+            labels.insert("com.docker.lb.hosts".into(), hosts.join(","));
+        }
+    }
+    if tls {
+        o.secrets = (0..count).flat_map(|i| [format!("cert{i}"), format!("key{i}")]).collect();
+    }
+    o
+}
+
+fn main() {
+    let config = config::parse("bench", &config_text()).expect("bench config is valid").config;
+    measure(&format!("core: {SERVICES} services in {CLUSTERS} clusters (nginx)"), &config, &observed());
+    for kind in ["nginx", "haproxy"] {
+        let config = one_cluster(kind);
+        measure(&format!("one service with 10000 hosts ({kind})"), &config, &many_hosts(10_000, false));
+        measure(&format!("10000 TLS hosts, a certificate each ({kind})"), &config, &many_hosts(10_000, true));
+    }
 }

@@ -213,6 +213,7 @@ pub fn route_tables(
         tasks_by_service.entry(task.service_id.as_str()).or_default().push(task);
     }
     let networks_by_id: BTreeMap<&str, &NetworkFacts> = networks.iter().map(|n| (n.id.as_str(), n)).collect();
+    let secret_names: BTreeSet<&str> = secrets.names.iter().map(String::as_str).collect();
     // Oldest first by the real creation time, ties by ID: the order that settles clashes and
     // host ownership. (Docker drops trailing zeros from the fraction, so the text does not sort.)
     let mut apps: Vec<(Timestamp, &ServiceFacts)> = services
@@ -227,7 +228,7 @@ pub fn route_tables(
         let table = tables.entry(cluster).or_default();
         let app_tasks = tasks_by_service.get(app.id.as_str()).map_or(&[][..], Vec::as_slice);
         let added = app_routes(app, app_tasks, &networks_by_id)
-            .and_then(|(hosts, backend)| check_secrets(&backend, secrets).map(|()| (hosts, backend)))
+            .and_then(|(hosts, backend)| check_secrets(&backend, secrets, &secret_names).map(|()| (hosts, backend)))
             .and_then(|(hosts, backend)| table.add(&hosts, backend));
         if let Err(reason) = added {
             table.quarantined.push(Quarantined { service: app.def.name.clone(), reason });
@@ -284,10 +285,10 @@ impl Timestamp {
 
 /// A TLS route's secrets must exist, or the proxy could not start with them mounted; under the
 /// labelled policy each must also list the service as one allowed to use it.
-fn check_secrets(backend: &Backend, secrets: &Secrets<'_>) -> Result<(), String> {
+fn check_secrets(backend: &Backend, secrets: &Secrets<'_>, names: &BTreeSet<&str>) -> Result<(), String> {
     let Some(tls) = &backend.options.tls else { return Ok(()) };
     for name in [&tls.cert, &tls.key] {
-        if !secrets.names.contains(name) {
+        if !names.contains(name.as_str()) {
             return Err(format!("secret {name:?} does not exist (docker secret create {name} FILE)"));
         }
         let allowed = secrets
