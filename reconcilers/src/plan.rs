@@ -25,6 +25,9 @@ use crate::labels;
 use crate::routes::Quarantined;
 use crate::swarm::{ConfigDef, NetworkDef, ServiceDef, ServiceFacts};
 
+/// Swarm's limit on a config object's data (swarmkit's `MaxConfigSize`, 1000 KiB).
+pub const MAX_CONFIG_SIZE: usize = 1000 * 1024;
+
 /// One write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -106,6 +109,15 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             quarantined: cluster.routes.quarantined.clone(),
             ..ClusterPlan::default()
         };
+        if cluster.proxy_config.data.len() >= MAX_CONFIG_SIZE {
+            // Swarm would refuse it: say so once here rather than fail the write every pass.
+            cp.conflicts.push(format!(
+                "the proxy config is {} bytes, over Swarm's limit for a config object ({MAX_CONFIG_SIZE} bytes); splitting it is not implemented yet: the proxy keeps its last config",
+                cluster.proxy_config.data.len()
+            ));
+            plan.clusters.insert(name.clone(), cp);
+            continue;
+        }
         // A config is adopted only when it is the operator's and holds exactly the render: its
         // name is predictable, so anyone could create one in advance.
         let same_name = observed.configs.iter().find(|c| c.name == cluster.proxy_config.name);

@@ -556,3 +556,17 @@ fn a_config_planted_under_the_predicted_name_is_not_adopted() {
     assert!(east_actions.iter().all(|a| !a.starts_with("create config")), "{east_actions:#?}");
     assert!(east_actions.iter().any(|a| a.starts_with("create service interlock-proxy-us-east")));
 }
+
+#[test]
+fn a_config_over_swarms_size_limit_holds_its_cluster_with_the_reason() {
+    let mut observed = seed_swarm();
+    let hosts: Vec<String> = (0..4_000).map(|i| format!("host-{i}.a-rather-long-domain-name.example.com")).collect();
+    let east = observed.services.iter_mut().find(|s| s.def.name == "demo-east").unwrap();
+    east.def.labels.insert(LABEL_HOSTS.into(), hosts.join(","));
+    let d = desired_state(&seed(), &observed, &env());
+    assert!(d.clusters["us-east"].proxy_config.data.len() >= crate::plan::MAX_CONFIG_SIZE);
+    let p = plan(&d, &observed);
+    assert!(p.clusters["us-east"].actions.is_empty());
+    assert!(p.clusters["us-east"].conflicts[0].contains("over Swarm's limit"), "{p:#?}");
+    assert!(!p.clusters["us-west"].actions.is_empty(), "the other cluster goes on");
+}
