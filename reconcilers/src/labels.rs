@@ -165,7 +165,15 @@ pub fn route_options(labels: &BTreeMap<String, String>) -> Result<RouteOptions, 
         tls: match (get(LABEL_SSL_CERT), get(LABEL_SSL_KEY)) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
-                Some(TlsSecrets { cert: secret_name(LABEL_SSL_CERT, cert)?, key: secret_name(LABEL_SSL_KEY, key)? })
+                let cert = secret_name(LABEL_SSL_CERT, cert)?;
+                // HAProxy loads `<cert>.key`, `.ocsp`, `.issuer`, `.sctl` beside a certificate as
+                // its companions: a certificate so named would be read as another's.
+                if let Some(ending) = [".key", ".ocsp", ".issuer", ".sctl"].iter().find(|e| cert.ends_with(*e)) {
+                    return Err(format!(
+                        "{LABEL_SSL_CERT}={cert:?}: a certificate's secret name may not end in {ending} (HAProxy reads such files as another certificate's companions)"
+                    ));
+                }
+                Some(TlsSecrets { cert, key: secret_name(LABEL_SSL_KEY, key)? })
             }
             _ => return Err(format!("{LABEL_SSL_CERT} and {LABEL_SSL_KEY} go together")),
         },
@@ -340,6 +348,8 @@ mod tests {
             (vec![(LABEL_SSL_CERT, "cert")], "go together"),
             (vec![(LABEL_SSL_PASSTHROUGH, "true"), (LABEL_CONTEXT_ROOT, "/a")], "cannot be combined"),
             (vec![(LABEL_SSL_CERT, "../etc/passwd"), (LABEL_SSL_KEY, "k")], "not a secret name"),
+            (vec![(LABEL_SSL_CERT, "victim.crt.ocsp"), (LABEL_SSL_KEY, "k")], "may not end in .ocsp"),
+            (vec![(LABEL_SSL_CERT, "other.crt.key"), (LABEL_SSL_KEY, "k")], "may not end in .key"),
         ] {
             let err = opts(&pairs).expect_err(needle);
             assert!(err.contains(needle), "{err} !~ {needle}");

@@ -123,7 +123,17 @@ impl RouteTable {
     /// host-level properties (TLS certificate, passthrough, a redirect from the host) are the
     /// owner's, and a newer service may add paths to the host only without changing them.
     /// Services on one host and path pool (the canary pattern) only when their options agree.
-    fn add(&mut self, hosts: &[String], backend: Backend) -> Result<(), String> {
+    fn add(&mut self, hosts: &[String], backend: Backend, cert_keys: &mut CertKeys) -> Result<(), String> {
+        // A certificate is mounted once per proxy (HAProxy: its key beside it as `<cert>.key`):
+        // every route using it must pair it with the same key.
+        if let Some(tls) = &backend.options.tls
+            && let Some((key, user)) = cert_keys.get(&tls.cert).filter(|(key, _)| *key != tls.key)
+        {
+            return Err(format!(
+                "certificate {} is already served with key {key} by service {user}; a certificate goes with one key",
+                tls.cert
+            ));
+        }
         for host in hosts {
             if let Some(owner) = self.hosts.get(host).and_then(|b| b.first()) {
                 owner_allows(host, owner, &backend)?;
@@ -149,6 +159,9 @@ impl RouteTable {
                 ));
             }
             self.default_backend = Some(backend.clone());
+        }
+        if let Some(tls) = &backend.options.tls {
+            cert_keys.entry(tls.cert.clone()).or_insert_with(|| (tls.key.clone(), backend.service.clone()));
         }
         for host in hosts {
             self.hosts.entry(host.clone()).or_default().push(backend.clone());
@@ -178,6 +191,9 @@ fn owner_allows(host: &str, owner: &Backend, newcomer: &Backend) -> Result<(), S
     Ok(())
 }
 
+/// Per cluster: each certificate secret in use, with its key and the first service using it.
+type CertKeys = BTreeMap<String, (String, String)>;
+
 /// A service whose labels could not be routed, and why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Quarantined {
@@ -206,7 +222,7 @@ pub fn route_tables(
     secrets: &Secrets<'_>,
     is_owned: impl Fn(&ServiceFacts) -> bool,
 ) -> BTreeMap<String, RouteTable> {
-    let mut tables: BTreeMap<String, RouteTable> = BTreeMap::new();
+    let mut tables: BTreeMap<String, (RouteTable, CertKeys)> = BTreeMap::new();
     // Indexes, so a pass stays linear in the number of services and tasks.
     let mut tasks_by_service: BTreeMap<&str, Vec<&TaskFacts>> = BTreeMap::new();
     for task in tasks.iter().filter(|t| t.running) {
@@ -225,19 +241,22 @@ pub fn route_tables(
     let apps = apps.into_iter().map(|(_, s)| s);
     for app in apps {
         let cluster = labels::service_cluster(&app.def.labels);
-        let table = tables.entry(cluster).or_default();
+        let (table, cert_keys) = tables.entry(cluster).or_default();
         let app_tasks = tasks_by_service.get(app.id.as_str()).map_or(&[][..], Vec::as_slice);
         let added = app_routes(app, app_tasks, &networks_by_id)
             .and_then(|(hosts, backend)| check_secrets(&backend, secrets, &secret_names).map(|()| (hosts, backend)))
-            .and_then(|(hosts, backend)| table.add(&hosts, backend));
+            .and_then(|(hosts, backend)| table.add(&hosts, backend, cert_keys));
         if let Err(reason) = added {
             table.quarantined.push(Quarantined { service: app.def.name.clone(), reason });
         }
     }
-    for table in tables.values_mut() {
-        table.quarantined.sort();
-    }
     tables
+        .into_iter()
+        .map(|(cluster, (mut table, _))| {
+            table.quarantined.sort();
+            (cluster, table)
+        })
+        .collect()
 }
 
 /// An RFC 3339 time as Docker writes it (`2026-11-28T07:39:46.33034Z`, any offset), as
@@ -411,7 +430,7 @@ mod tests {
 
     fn tables(services: &[ServiceFacts], tasks: &[TaskFacts]) -> BTreeMap<String, RouteTable> {
         let networks = [network("n-east", "demo-east"), network("n-west", "demo-west"), network("n-ing", "ingress")];
-        let names = ["site.crt".to_owned(), "site.key".to_owned()];
+        let names = ["site.crt", "site.key", "evil.crt", "evil.key"].map(String::from);
         let labels = BTreeMap::new();
         let secrets = Secrets { names: &names, labels: &labels, labelled_only: false };
         route_tables(services, tasks, &networks, &secrets, |s| {
@@ -626,8 +645,8 @@ mod tests {
             "shop.com",
             "2026-01-03T00:00:00Z",
             &[
-                ("com.docker.lb.ssl_cert", "site.key"),
-                ("com.docker.lb.ssl_key", "site.crt"),
+                ("com.docker.lb.ssl_cert", "evil.crt"),
+                ("com.docker.lb.ssl_key", "evil.key"),
                 ("com.docker.lb.context_root", "/x"),
             ],
         );
@@ -699,5 +718,30 @@ mod tests {
         assert!(labelled.hosts.contains_key("shop.com"));
         assert!(!labelled.hosts.contains_key("thief.com"));
         assert!(reason(&labelled, "thief").contains("does not list this service"), "{labelled:#?}");
+    }
+
+    #[test]
+    fn a_certificate_goes_with_one_key() {
+        let first = tenant(
+            "first",
+            "a.com",
+            "2026-01-01T00:00:00Z",
+            &[("com.docker.lb.ssl_cert", "site.crt"), ("com.docker.lb.ssl_key", "site.key")],
+        );
+        let same = tenant(
+            "same",
+            "b.com",
+            "2026-01-02T00:00:00Z",
+            &[("com.docker.lb.ssl_cert", "site.crt"), ("com.docker.lb.ssl_key", "site.key")],
+        );
+        let other = tenant(
+            "other",
+            "c.com",
+            "2026-01-03T00:00:00Z",
+            &[("com.docker.lb.ssl_cert", "site.crt"), ("com.docker.lb.ssl_key", "evil.key")],
+        );
+        let table = tables(&[other, same, first], &[]).remove("us-east").unwrap();
+        assert!(table.hosts.contains_key("a.com") && table.hosts.contains_key("b.com"));
+        assert!(reason(&table, "other").contains("already served with key site.key by service first"), "{table:#?}");
     }
 }

@@ -447,6 +447,16 @@ pub(super) fn service_facts(service: Service) -> ServiceFacts {
     }
 }
 
+/// The spec-hash label of a raw `GET /services/ID` answer's `PreviousSpec`.
+pub(super) fn previous_spec_hash(body: &[u8]) -> Result<Option<String>, String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    Ok(value
+        .pointer("/PreviousSpec/Labels")
+        .and_then(|labels| labels.get(reconcilers::desired::LABEL_SPEC_HASH))
+        .and_then(|hash| hash.as_str())
+        .map(str::to_owned))
+}
+
 #[cfg(test)]
 mod tests {
     use bollard::models::{
@@ -676,14 +686,4 @@ mod tests {
         assert_eq!((facts.name, facts.labels, facts.data), (def.name, def.labels, def.data));
         assert_eq!((facts.id.as_str(), facts.version), ("cfg-1", 7));
     }
-}
-
-/// The spec-hash label of a raw `GET /services/ID` answer's `PreviousSpec`.
-pub(super) fn previous_spec_hash(body: &[u8]) -> Result<Option<String>, String> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    Ok(value
-        .pointer("/PreviousSpec/Labels")
-        .and_then(|labels| labels.get(reconcilers::desired::LABEL_SPEC_HASH))
-        .and_then(|hash| hash.as_str())
-        .map(str::to_owned))
 }

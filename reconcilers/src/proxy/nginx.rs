@@ -3,21 +3,53 @@
 //! claims (as the service-clusters walk-through shows; UCP 3.0.2 made it 503), then one upstream
 //! and one server per host. A route whose every task is down answers 503.
 //!
-//! Every value that reaches the file was validated before (host names and other label values in
-//! `labels`, `Config` values in `config`), so nothing here needs quoting beyond what nginx's
-//! syntax asks.
+//! Labels are untrusted (any tenant who can create a service sets them), so every label set that
+//! `labels` accepts must give a file `nginx -t` accepts, whatever the values and however many:
+//! - generated names are injective by construction ([`upstream_name`]: `[a-z0-9.-]` kept, every
+//!   other byte `_xx`, one prefix per kind of name), never a lossy character replacement;
+//! - every label-derived word goes through [`word`] (bare when nginx reads it back unchanged,
+//!   else double-quoted), map keys through [`map_key`] (`\` before the map keywords), regexes
+//!   through [`regex_escape`]; no word nor comment comes near nginx's 4 KiB limit on a word
+//!   (comments are cut, long redirect targets are assembled with `set`);
+//! - hash sizes (`server_names_hash_*`, `map_hash_*`, `variables_hash_*`) follow the data
+//!   ([`hash_sizes`]), written only when larger than nginx's defaults;
+//! - cookie names `$cookie_NAME` cannot spell (`session-id`) are read by an http-level `map`;
+//! - the stream SNI map takes wildcards (`hostnames`);
+//! - a render is O(n log n) in hosts, paths and backends: what spans hosts is worked out once
+//!   (`Plan`), then each host is written from its own backends.
+//!
+//! `$` cannot be escaped in nginx (it starts a variable in quoted words too); no label value can
+//! hold one (`labels` checks every value against a strict character set).
 //!
 //! The module also holds nginx's other facts, which `ProxyKind` in the parent module dispatches
 //! to: its binary, default config path, passthrough support, TLS secret layout, check and reload
 //! commands.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 use super::{CommandLine, Reload, SECRETS_DIR, line};
 use crate::config::NginxConfig;
 use crate::labels::{RouteOptions, TlsSecrets};
-use crate::routes::{RouteTable, Target};
+use crate::routes::{Backend, RouteTable, Target};
 use crate::swarm::SecretMount;
+
+/// `line(w, indent, &format!(...))` without the intermediate `String`.
+macro_rules! ln {
+    ($w:expr, $indent:expr, $($arg:tt)*) => {
+        write_line($w, $indent, format_args!($($arg)*))
+    };
+}
+
+/// Appends one line indented by `indent` levels of four spaces.
+fn write_line(w: &mut String, indent: usize, text: std::fmt::Arguments<'_>) {
+    for _ in 0..indent {
+        w.push_str("    ");
+    }
+    let _ = w.write_fmt(text);
+    w.push('\n');
+}
 
 /// The kind's name in messages.
 pub const TITLE: &str = "nginx";
@@ -60,106 +92,357 @@ pub struct NginxSite<'a> {
     pub server_info: &'a str,
 }
 
+/// What spans hosts, worked out once per render so that writing a host looks at nothing but
+/// its own backends.
+struct Plan<'a> {
+    site: &'a NginxSite<'a>,
+    routes: &'a RouteTable,
+    /// Every host in order, with what its backends say (one lookup each).
+    hosts: Vec<Host<'a>>,
+    /// Redirects by source host (`RouteTable::redirects`).
+    redirects: BTreeMap<&'a str, &'a str>,
+    /// The TLS port is the `stream {}` SNI switch: some host is passed through (needs nginx's
+    /// stream module; Debian's nginx loads it with a `load_module` line in `GlobalOptions`,
+    /// nginx:alpine has it built in).
+    stream: bool,
+    /// Cookie names `$cookie_NAME` cannot spell, numbered: read by `$interlock_sticky_N`.
+    sticky: BTreeMap<&'a str, usize>,
+    /// How many `$interlock_redirect_N` variables the longest redirect target needs.
+    redirect_variables: usize,
+}
+
+/// A host of the table and what its backends agree on.
+struct Host<'a> {
+    name: &'a str,
+    backends: &'a [Backend],
+    passthrough: bool,
+    tls: Option<&'a TlsSecrets>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(site: &'a NginxSite<'a>, routes: &'a RouteTable) -> Self {
+        let hosts: Vec<Host<'a>> = routes
+            .hosts
+            .iter()
+            .map(|(name, backends)| Host {
+                name,
+                backends,
+                passthrough: routes.passthrough(name),
+                tls: routes.tls(name),
+            })
+            .collect();
+        // Cookie names `$cookie_` cannot spell, of upstreams that hash on them (`IPHash` pins
+        // every upstream by address instead).
+        let mut cookies: BTreeSet<&str> = BTreeSet::new();
+        for backend in routes.hosts.values().flatten().chain(&routes.default_backend) {
+            let cookie = backend.options.sticky_cookie.as_deref().filter(|c| !is_variable_name(c));
+            if let Some(cookie) = cookie.filter(|_| !site.config.ip_hash && !backend.options.ip_hash) {
+                cookies.insert(cookie);
+            }
+        }
+        let redirects = routes.redirects();
+        let redirect_variables = redirects.values().map(|t| redirect_pieces(t).len()).max().unwrap_or(0);
+        Plan {
+            site,
+            routes,
+            stream: site.https_port != 0 && hosts.iter().any(|h| h.passthrough),
+            hosts,
+            sticky: cookies.into_iter().enumerate().map(|(i, c)| (c, i)).collect(),
+            redirects,
+            redirect_variables: if redirect_variables > 1 { redirect_variables } else { 0 },
+        }
+    }
+
+    /// The variable a sticky upstream hashes on.
+    fn sticky_variable(&self, cookie: &str) -> String {
+        match self.sticky.get(cookie) {
+            Some(n) => format!("$interlock_sticky_{n}"),
+            None => format!("$cookie_{cookie}"),
+        }
+    }
+
+    /// Every name a `server_name` of the http block carries (one listen address holds them all
+    /// at most), for the server names hash.
+    fn server_names(&self) -> impl Iterator<Item = &'a str> + '_ {
+        let hosts = self.hosts.iter().filter(|h| !h.passthrough).map(|h| h.name);
+        hosts.chain(self.redirects.keys().copied().filter(|h| !self.routes.hosts.contains_key(*h)))
+    }
+}
+
 /// The whole nginx.conf.
 pub fn render(site: &NginxSite<'_>, routes: &RouteTable) -> String {
+    let p = &Plan::new(site, routes);
     let c = site.config;
-    let mut out = String::with_capacity(4096);
+    let mut out = String::with_capacity(4096 + 1024 * routes.hosts.len());
     let w = &mut out;
     line(
         w,
         0,
         &format!("# Generated by interlock for {} host(s). Do not edit: changes are overwritten.", routes.hosts.len()),
     );
-    line(w, 0, &format!("user {};", c.user));
-    line(w, 0, &format!("worker_processes {};", c.worker_processes));
-    line(w, 0, &format!("worker_rlimit_nofile {};", c.rlimit_nofile));
-    line(w, 0, &format!("error_log {} warn;", c.error_log_path));
-    line(w, 0, &format!("pid {};", c.pid_path));
+    ln!(w, 0, "user {};", c.user);
+    ln!(w, 0, "worker_processes {};", c.worker_processes);
+    ln!(w, 0, "worker_rlimit_nofile {};", c.rlimit_nofile);
+    ln!(w, 0, "error_log {} warn;", c.error_log_path);
+    ln!(w, 0, "pid {};", c.pid_path);
     for option in &c.global_options {
         line(w, 0, option);
     }
     line(w, 0, "");
     line(w, 0, "events {");
-    line(w, 1, &format!("worker_connections {};", c.max_connections));
+    ln!(w, 1, "worker_connections {};", c.max_connections);
     line(w, 0, "}");
     line(w, 0, "");
     line(w, 0, "http {");
-    http_settings(w, site);
-    default_server(w, site, routes);
-    let redirects = routes.redirects();
-    for host in routes.hosts.keys() {
-        host_blocks(w, site, routes, host, &redirects);
+    http_settings(w, p);
+    sticky_maps(w, p);
+    default_server(w, p);
+    for host in &p.hosts {
+        host_blocks(w, p, host);
     }
-    for (host, target) in redirects.iter().filter(|(h, _)| !routes.hosts.contains_key(**h)) {
+    for (host, target) in p.redirects.iter().filter(|(h, _)| !routes.hosts.contains_key(**h)) {
         line(w, 0, "");
-        line(w, 1, &format!("# redirect {host} -> {target}"));
-        redirect_server(w, site, host, target);
+        comment(w, 1, &format!("redirect {host} -> {target}"));
+        redirect_server(w, p, host, target);
     }
     line(w, 0, "}");
-    if uses_stream(site, routes) {
-        stream_block(w, site, routes);
+    if p.stream {
+        stream_block(w, p);
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// nginx's syntax: words, map keys, regexes, comments, names.
+// ---------------------------------------------------------------------------------------------
+
+/// A word as nginx's config parser reads it back unchanged: bare when it can be (no space, `;`,
+/// `{`, `}`, quote, leading `#`, nor a `\` the parser would take as an escape), else in double
+/// quotes with `\` and `"` escaped. `$` starts a variable either way (see the module doc).
+pub fn word(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let bare = !bytes.is_empty()
+        && bytes[0] != b'#'
+        && bytes.iter().enumerate().all(|(i, &b)| match b {
+            b'\\' => bytes.get(i + 1).is_some_and(|n| !matches!(n, b'"' | b'\'' | b'\\' | b't' | b'n' | b'r')),
+            b';' | b'{' | b'}' | b'"' | b'\'' => false,
+            b => b.is_ascii_graphic(),
+        });
+    if bare {
+        return Cow::Borrowed(text);
+    }
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for ch in text.chars() {
+        if matches!(ch, '"' | '\\') {
+            quoted.push('\\');
+        }
+        quoted.push(ch);
+    }
+    quoted.push('"');
+    Cow::Owned(quoted)
+}
+
+/// A source value of a `map` block. `default`, `hostnames`, `include` and `volatile` are the
+/// block's keywords and a leading `~` makes a regex: nginx's docs say to put `\` before such a
+/// value (map strips one leading `\`, so a leading `\` gets one too).
+pub fn map_key(text: &str) -> Cow<'_, str> {
+    if matches!(text, "default" | "hostnames" | "include" | "volatile") || text.starts_with(['~', '\\']) {
+        Cow::Owned(word(&format!("\\{text}")).into_owned())
+    } else {
+        word(text)
+    }
+}
+
+/// `text` matched literally by a PCRE regex: its metacharacters behind `\`.
+pub fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for ch in text.chars() {
+        if matches!(ch, '\\' | '^' | '$' | '.' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}' | '#')
+            || ch.is_whitespace()
+        {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Longest comment text: nginx reads a comment as one word, and a word of 4 KiB is fatal.
+const MAX_COMMENT: usize = 1000;
+
+/// `# text` on one line: control characters become `?`, and a long text is cut.
+fn comment(w: &mut String, indent: usize, text: &str) {
+    let mut clean = String::with_capacity(text.len().min(MAX_COMMENT) + 5);
+    clean.push_str("# ");
+    for (i, ch) in text.chars().enumerate() {
+        if i == MAX_COMMENT {
+            clean.push_str("...");
+            break;
+        }
+        clean.push(if ch.is_control() { '?' } else { ch });
+    }
+    line(w, indent, &clean);
+}
+
+/// Whether `$cookie_NAME` spells this cookie: nginx's variable names are `[A-Za-z0-9_]`.
+fn is_variable_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Appends `text` injectively: `[a-z0-9.-]` stay, every other byte becomes `_` and two
+/// lower-case hex digits (`/` is `_2f`, `_` is `_5f`, `A` is `_41`). The result holds no
+/// upper-case letter, so it stays injective for nginx's case-insensitive upstream names.
+fn push_name(out: &mut String, text: &str) {
+    for b in text.bytes() {
+        if b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "_{b:02x}");
+        }
+    }
+}
+
+/// The http upstream of a host and path: `up-` then host and path through `push_name` (the
+/// path left out when it is `/`). Injective: a host holds no `/` and any other path starts with
+/// one, so `host + path` is injective, and so is the escape. The default backend's upstream
+/// (`DEFAULT_UPSTREAM`) starts with `up_`, which no host's does.
+pub fn upstream_name(host: &str, path: &str) -> String {
+    let mut name = String::with_capacity(3 + host.len() + path.len());
+    name.push_str("up-");
+    push_name(&mut name, host);
+    if path != "/" {
+        push_name(&mut name, path);
+    }
+    name
+}
+
+/// The stream upstream of a passed-through host (`stream {}` has its own upstream names).
+fn passthrough_upstream(host: &str) -> String {
+    let mut name = String::with_capacity(3 + host.len());
+    name.push_str("pt-");
+    push_name(&mut name, host);
+    name
+}
+
+const DEFAULT_UPSTREAM: &str = "up_default";
+
+/// Whether one of the operator's option lines (`HTTPOptions`, `TCPOptions`) sets `directive`.
+fn sets(options: &[String], directive: &str) -> bool {
+    options.iter().any(|o| o.split_whitespace().next() == Some(directive))
+}
+
+/// `(bucket_size, max_size)` for an nginx hash of `count` keys whose longest is `longest` bytes.
+///
+/// A key takes `NGX_HASH_ELT_SIZE` = a pointer plus its length + 2 rounded up to a pointer
+/// (8 bytes on the 64-bit builds the images are), and a bucket ends with a null pointer; nginx
+/// refuses to start when the longest key does not fit a bucket. The bucket holds three of the
+/// longest keys (nginx's own default density; one when there is one key), a power of two; the
+/// table may grow to four times the keys (a power of two), so nginx finds a layout without
+/// "could not build optimal" (checked against nginx 1.22 from 1 to 10,000 keys of 8 to 253
+/// bytes).
+pub fn hash_sizes(count: usize, longest: usize) -> (usize, usize) {
+    let element = 8 + (longest + 2).next_multiple_of(8);
+    let bucket = (count.clamp(1, 3) * element + 8).next_power_of_two();
+    (bucket, count.max(1).next_power_of_two() * 4)
+}
+
+/// nginx's defaults: `server_names_hash_max_size`, `map_hash_bucket_size` (a cache line),
+/// `map_hash_max_size`, `variables_hash_max_size`.
+const SERVER_NAMES_HASH_MAX: usize = 512;
+const MAP_HASH_BUCKET: usize = 64;
+const MAP_HASH_MAX: usize = 2048;
+const VARIABLES_HASH_MAX: usize = 1024;
+/// nginx's own variables (core and modules) share the variables hash with the file's.
+const NGINX_VARIABLES: usize = 512;
+
+// ---------------------------------------------------------------------------------------------
+// The file.
+// ---------------------------------------------------------------------------------------------
 
 /// Where TLS-terminating servers listen when the public TLS port belongs to the `stream {}`
 /// SNI switch (some host is passed through): loopback only.
 pub const INTERNAL_TLS_PORT: u16 = 10443;
 
-/// Whether the TLS port is an SNI switch in `stream {}` (needs nginx's stream module; Debian's
-/// nginx loads it with a `load_module` line in `GlobalOptions`, nginx:alpine has it built in).
-fn uses_stream(site: &NginxSite<'_>, routes: &RouteTable) -> bool {
-    site.https_port != 0 && routes.hosts.keys().any(|h| routes.passthrough(h))
-}
-
 /// The public TLS listener as an SNI switch: passed-through hosts go straight to their tasks;
-/// every other name goes to the TLS-terminating servers on the loopback.
-fn stream_block(w: &mut String, site: &NginxSite<'_>, routes: &RouteTable) {
+/// every other name goes to the TLS-terminating servers on the loopback. The map takes
+/// wildcards (`hostnames`), so a passed-through `*.a.com` would also take a TLS-terminated
+/// `b.a.com`; such hosts are listed, pointing at the loopback (an exact name and a longer
+/// wildcard win in a `hostnames` map, as in `server_name`).
+fn stream_block(w: &mut String, p: &Plan<'_>) {
+    let loopback = format!("127.0.0.1:{INTERNAL_TLS_PORT}");
+    let wildcards: BTreeSet<&str> =
+        p.hosts.iter().filter(|h| h.passthrough).filter_map(|h| h.name.strip_prefix("*.")).collect();
+    let captured = |host: &str| {
+        let (base, wild) = host.strip_prefix("*.").map_or((host, false), |b| (b, true));
+        (wild && wildcards.contains(base)) || base.match_indices('.').any(|(i, _)| wildcards.contains(&base[i + 1..]))
+    };
+    // `(host, passed through)`: a passed-through host goes to its upstream, any other to the
+    // loopback.
+    let entries: Vec<(&str, bool)> = p
+        .hosts
+        .iter()
+        .filter(|h| h.passthrough || (h.tls.is_some() && captured(h.name)))
+        .map(|h| (h.name, h.passthrough))
+        .collect();
     line(w, 0, "");
     line(w, 0, "stream {");
-    for option in &site.config.tcp_options {
+    for option in &p.site.config.tcp_options {
         line(w, 1, option);
     }
-    line(w, 1, "map $ssl_preread_server_name $interlock_tls_target {");
-    for host in routes.hosts.keys().filter(|h| routes.passthrough(h)) {
-        line(w, 2, &format!("{host} {};", passthrough_upstream(host)));
+    let longest = entries.iter().map(|(h, _)| h.len()).max().unwrap_or(0);
+    let (bucket, max) = hash_sizes(entries.len(), longest);
+    // A directive the operator sets in `TCPOptions` is left to them (nginx refuses a duplicate).
+    if bucket > MAP_HASH_BUCKET && !sets(&p.site.config.tcp_options, "map_hash_bucket_size") {
+        ln!(w, 1, "map_hash_bucket_size {bucket};");
     }
-    line(w, 2, &format!("default 127.0.0.1:{INTERNAL_TLS_PORT};"));
+    if max > MAP_HASH_MAX && !sets(&p.site.config.tcp_options, "map_hash_max_size") {
+        ln!(w, 1, "map_hash_max_size {max};");
+    }
+    line(w, 1, "map $ssl_preread_server_name $interlock_tls_target {");
+    line(w, 2, "hostnames;");
+    for (host, passed) in &entries {
+        if *passed {
+            ln!(w, 2, "{} {};", map_key(host), passthrough_upstream(host));
+        } else {
+            ln!(w, 2, "{} {loopback};", map_key(host));
+        }
+    }
+    ln!(w, 2, "default {loopback};");
     line(w, 1, "}");
-    for host in routes.hosts.keys().filter(|h| routes.passthrough(h)) {
-        let targets = routes.targets(host);
-        line(w, 1, &format!("upstream {} {{", passthrough_upstream(host)));
+    for host in p.hosts.iter().filter(|h| h.passthrough) {
+        let targets = p.routes.targets(host.name);
+        ln!(w, 1, "upstream {} {{", passthrough_upstream(host.name));
         if targets.is_empty() {
             // No running task: refuse rather than hand the connection to the wrong name.
             line(w, 2, "server 127.0.0.1:1 down;");
         }
         for target in &targets {
-            line(w, 2, &format!("server {target};"));
+            ln!(w, 2, "server {target};");
         }
         line(w, 1, "}");
     }
     line(w, 1, "server {");
-    line(w, 2, &format!("listen {};", site.https_port));
+    ln!(w, 2, "listen {};", p.site.https_port);
     line(w, 2, "ssl_preread on;");
     line(w, 2, "proxy_pass $interlock_tls_target;");
     line(w, 1, "}");
     line(w, 0, "}");
 }
-
-fn passthrough_upstream(host: &str) -> String {
-    upstream_name(host, "/").replacen("up-", "pt-", 1)
-}
-
-fn http_settings(w: &mut String, site: &NginxSite<'_>) {
-    let c = site.config;
+fn http_settings(w: &mut String, p: &Plan<'_>) {
+    let (site, c) = (p.site, p.site.config);
+    let (count, longest) = p.server_names().fold((0, 0), |(n, l), h| (n + 1, l.max(h.len())));
+    let (bucket, max) = hash_sizes(count, longest);
+    let bucket = bucket.max(c.server_names_hash_bucket_size as usize);
     let main_format = if c.main_log_format.is_empty() {
         "'$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" \"$http_x_forwarded_for\"'".to_owned()
     } else {
         format!("'{}'", c.main_log_format)
     };
+    line(w, 1, "default_type application/octet-stream;");
+    ln!(w, 1, "server_names_hash_bucket_size {bucket};");
+    hash_limits(w, p, max);
     for text in [
-        "default_type application/octet-stream;".to_owned(),
-        format!("server_names_hash_bucket_size {};", c.server_names_hash_bucket_size),
         format!("log_format main {main_format};"),
         format!("access_log {} main;", c.access_log_path),
         "sendfile on;".to_owned(),
@@ -186,23 +469,23 @@ fn http_settings(w: &mut String, site: &NginxSite<'_>) {
         line(w, 1, &text);
     }
     if !c.trace_log_format.is_empty() {
-        line(w, 1, &format!("log_format trace '{}';", c.trace_log_format));
+        ln!(w, 1, "log_format trace '{}';", c.trace_log_format);
     }
     // Interlock emits ssl_dhparam only when both keys are set.
     if c.ssl_default_dh_param != 0 && !c.ssl_default_dh_param_path.is_empty() {
-        line(w, 1, &format!("ssl_dhparam {};", c.ssl_default_dh_param_path));
+        ln!(w, 1, "ssl_dhparam {};", c.ssl_default_dh_param_path);
     }
     if !c.ssl_opts.is_empty() {
-        line(w, 1, &format!("{};", c.ssl_opts));
+        ln!(w, 1, "{};", c.ssl_opts);
     }
     if !c.http_version.is_empty() {
-        line(w, 1, &format!("proxy_http_version {};", c.http_version));
+        ln!(w, 1, "proxy_http_version {};", c.http_version);
     }
     if !c.hide_info_headers {
         let server_info = if c.version.is_empty() { site.server_info } else { c.version.as_str() };
         line(w, 1, "add_header x-request-id $request_id always;");
         line(w, 1, "add_header x-proxy-id $hostname always;");
-        line(w, 1, &format!("add_header x-server-info \"{server_info}\" always;"));
+        ln!(w, 1, "add_header x-server-info \"{server_info}\" always;");
         line(w, 1, "add_header x-upstream-addr $upstream_addr always;");
     }
     for option in &c.http_options {
@@ -214,21 +497,52 @@ fn http_settings(w: &mut String, site: &NginxSite<'_>) {
     line(w, 1, "}");
 }
 
+/// `server_names_hash_max_size` for the data, and the variables hash when the file declares
+/// variables of its own (sticky cookie maps, redirect pieces), each only above nginx's default.
+/// A directive the operator sets in `HTTPOptions` is left to them (nginx refuses a duplicate).
+fn hash_limits(w: &mut String, p: &Plan<'_>, server_names_max: usize) {
+    let ours = |directive: &str| !sets(&p.site.config.http_options, directive);
+    if server_names_max > SERVER_NAMES_HASH_MAX && ours("server_names_hash_max_size") {
+        ln!(w, 1, "server_names_hash_max_size {server_names_max};");
+    }
+    let variables = p.sticky.len() + p.redirect_variables;
+    if variables > 0 && ours("variables_hash_bucket_size") && ours("variables_hash_max_size") {
+        // `interlock_sticky_N`, `interlock_redirect_N` and nginx's own names are short.
+        let (bucket, max) = hash_sizes(NGINX_VARIABLES + variables, 32);
+        ln!(w, 1, "variables_hash_bucket_size {bucket};");
+        ln!(w, 1, "variables_hash_max_size {};", max.max(VARIABLES_HASH_MAX));
+    }
+}
+
 fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
+/// One http-level `map` per cookie name `$cookie_NAME` cannot spell: the cookie's value as nginx's
+/// `$cookie_` reads it (name case-insensitive, after `;` or `,` and spaces, up to the next `;`
+/// or `,`).
+fn sticky_maps(w: &mut String, p: &Plan<'_>) {
+    for (cookie, n) in &p.sticky {
+        let pattern = format!("~*(?:^|[;,]) *{} *= *([^;,]*)", regex_escape(cookie));
+        comment(w, 1, &format!("sticky session cookie {cookie}"));
+        ln!(w, 1, "map $http_cookie $interlock_sticky_{n} {{");
+        ln!(w, 2, "{} $1;", word(&pattern));
+        line(w, 2, "default \"\";");
+        line(w, 1, "}");
+    }
+}
+
 /// Hosts no route claims get the default backend, or 404 as in the service-clusters walk-through.
-fn default_server(w: &mut String, site: &NginxSite<'_>, routes: &RouteTable) {
+fn default_server(w: &mut String, p: &Plan<'_>) {
     line(w, 0, "");
-    if let Some(backend) = &routes.default_backend {
-        line(w, 1, &format!("# default backend: {}", backend.service));
-        upstream(w, site, DEFAULT_UPSTREAM, &backend.targets, &backend.options);
+    if let Some(backend) = &p.routes.default_backend {
+        comment(w, 1, &format!("default backend: {}", backend.service));
+        upstream(w, p, DEFAULT_UPSTREAM, &backend.targets, &backend.options);
     }
     line(w, 1, "server {");
-    line(w, 2, &format!("listen {} default_server;", site.http_port));
+    ln!(w, 2, "listen {} default_server;", p.site.http_port);
     line(w, 2, "server_name _;");
-    match &routes.default_backend {
+    match &p.routes.default_backend {
         Some(backend) if !backend.targets.is_empty() => proxy_location(w, "/", DEFAULT_UPSTREAM, &backend.options),
         Some(_) => {
             // The default backend has no running task.
@@ -249,52 +563,44 @@ fn default_server(w: &mut String, site: &NginxSite<'_>, routes: &RouteTable) {
     line(w, 1, "}");
 }
 
-const DEFAULT_UPSTREAM: &str = "up-default-backend";
-
-/// One upstream per host and path. Characters nginx would not take in a name become `_`.
-pub fn upstream_name(host: &str, path: &str) -> String {
-    let raw = if path == "/" { format!("up-{host}") } else { format!("up-{host}{path}") };
-    raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') { c } else { '_' }).collect()
-}
-
-fn upstream(w: &mut String, site: &NginxSite<'_>, name: &str, targets: &[Target], options: &RouteOptions) {
+fn upstream(w: &mut String, p: &Plan<'_>, name: &str, targets: &[Target], options: &RouteOptions) {
     if targets.is_empty() {
         return;
     }
-    line(w, 1, &format!("upstream {name} {{"));
-    if site.config.ip_hash || options.ip_hash {
+    ln!(w, 1, "upstream {name} {{");
+    if p.site.config.ip_hash || options.ip_hash {
         line(w, 2, "ip_hash;");
     } else if let Some(cookie) = &options.sticky_cookie {
-        line(w, 2, &format!("hash $cookie_{cookie} consistent;"));
+        ln!(w, 2, "hash {} consistent;", p.sticky_variable(cookie));
     }
-    line(w, 2, &format!("zone {name}_backend {}k;", site.config.upstream_zone_size));
+    ln!(w, 2, "zone {name}_backend {}k;", p.site.config.upstream_zone_size);
     for target in targets {
-        line(w, 2, &format!("server {target};"));
+        ln!(w, 2, "server {target};");
     }
     line(w, 1, "}");
 }
 
 /// `location PATH { ... proxy_pass ...; }`, with the context root stripped when asked.
 fn proxy_location(w: &mut String, path: &str, upstream: &str, options: &RouteOptions) {
-    line(w, 2, &format!("location {path} {{"));
+    ln!(w, 2, "location {} {{", word(path));
     if options.rewrite && path != "/" {
-        let escaped = path.replace('.', "\\.");
-        line(w, 3, &format!("rewrite ^{escaped}$ {path}/ permanent;"));
-        line(w, 3, &format!("rewrite ^{escaped}/(.*)$ /$1 break;"));
+        let escaped = regex_escape(path);
+        ln!(w, 3, "rewrite {} {} permanent;", word(&format!("^{escaped}$")), word(&format!("{path}/")));
+        ln!(w, 3, "rewrite {} /$1 break;", word(&format!("^{escaped}/(.*)$")));
     }
     if options.websocket_endpoints.iter().any(|ws| ws == path) {
         upgrade_headers(w);
     }
-    line(w, 3, &format!("proxy_pass http://{upstream};"));
+    ln!(w, 3, "proxy_pass http://{upstream};");
     line(w, 2, "}");
 }
 
 /// A location that passes websocket upgrades. `proxy_set_header` at this level replaces the
 /// http-level ones, so they are all repeated.
 fn websocket_location(w: &mut String, path: &str, upstream: &str) {
-    line(w, 2, &format!("location {path} {{"));
+    ln!(w, 2, "location {} {{", word(path));
     upgrade_headers(w);
-    line(w, 3, &format!("proxy_pass http://{upstream};"));
+    ln!(w, 3, "proxy_pass http://{upstream};");
     line(w, 2, "}");
 }
 
@@ -313,52 +619,91 @@ fn upgrade_headers(w: &mut String) {
     }
 }
 
-fn redirect_server(w: &mut String, site: &NginxSite<'_>, host: &str, target: &str) {
+/// Longest redirect target written as one word; nginx refuses a word of 4 KiB or more.
+const MAX_REDIRECT_WORD: usize = 2000;
+
+/// A redirect target cut into words nginx can read (one unless it is very long), at character
+/// boundaries.
+fn redirect_pieces(target: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = target;
+    while rest.len() > MAX_REDIRECT_WORD {
+        let mut cut = MAX_REDIRECT_WORD;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces.push(rest);
+    pieces
+}
+
+fn redirect_server(w: &mut String, p: &Plan<'_>, host: &str, target: &str) {
     line(w, 1, "server {");
-    line(w, 2, &format!("listen {};", site.http_port));
-    line(w, 2, &format!("server_name {host};"));
+    ln!(w, 2, "listen {};", p.site.http_port);
+    ln!(w, 2, "server_name {};", word(host));
     line(w, 2, "location / {");
-    line(w, 3, &format!("return 302 {target}$request_uri;"));
+    match redirect_pieces(target).as_slice() {
+        [whole] => line(w, 3, &format!("return 302 {};", word(&format!("{whole}$request_uri")))),
+        pieces => {
+            // Too long for one word: assembled piece by piece, each `set` one short word.
+            for (i, piece) in pieces.iter().enumerate() {
+                let value =
+                    if i == 0 { piece.to_string() } else { format!("${{interlock_redirect_{}}}{piece}", i - 1) };
+                ln!(w, 3, "set $interlock_redirect_{i} {};", word(&value));
+            }
+            ln!(w, 3, "return 302 $interlock_redirect_{}$request_uri;", pieces.len() - 1);
+        }
+    }
     line(w, 2, "}");
     line(w, 1, "}");
 }
 
-fn host_blocks(
-    w: &mut String,
-    site: &NginxSite<'_>,
-    routes: &RouteTable,
-    host: &str,
-    redirects: &BTreeMap<&str, &str>,
-) {
-    let paths = routes.paths(host);
-    let services: Vec<&str> = routes.hosts[host].iter().map(|b| b.service.as_str()).collect();
+/// Longest list of services in a host's comment.
+const MAX_COMMENT_SERVICES: usize = 8;
+
+fn host_blocks(w: &mut String, p: &Plan<'_>, h: &Host<'_>) {
+    let (site, host, backends) = (p.site, h.name, h.backends);
+    let mut services: Vec<&str> =
+        backends.iter().take(MAX_COMMENT_SERVICES).map(|b| b.service.as_str()).collect::<Vec<_>>();
+    let more = format!("(+{} more)", backends.len().saturating_sub(MAX_COMMENT_SERVICES));
+    if backends.len() > MAX_COMMENT_SERVICES {
+        services.push(&more);
+    }
     line(w, 0, "");
-    line(w, 1, &format!("# {host}: {}", services.join(", ")));
-    if routes.passthrough(host) {
+    comment(w, 1, &format!("{host}: {}", services.join(", ")));
+    if h.passthrough {
         line(w, 1, "# TLS passthrough: served in stream {} only");
         return;
     }
-    if let Some(target) = redirects.get(host) {
-        redirect_server(w, site, host, target);
+    if let Some(target) = p.redirects.get(host) {
+        redirect_server(w, p, host, target);
         return;
     }
-    let mut locations: Vec<Location<'_>> = Vec::new();
+    let paths = p.routes.paths(host);
+    let mut locations: Vec<Location<'_>> = Vec::with_capacity(paths.len());
     for (path, backends) in &paths {
-        let targets: Vec<Target> =
-            backends.iter().flat_map(|b| b.targets.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+        let targets: Cow<'_, [Target]> = match backends.as_slice() {
+            [one] if one.targets.windows(2).all(|t| t[0] < t[1]) => Cow::Borrowed(&one.targets),
+            _ => Cow::Owned(
+                backends.iter().flat_map(|b| b.targets.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect(),
+            ),
+        };
         // Pooled backends agree on their options (routes::RouteTable::add).
         let options = &backends[0].options;
         let name = upstream_name(host, path);
-        upstream(w, site, &name, &targets, options);
+        upstream(w, p, &name, &targets, options);
         locations.push((*path, name, options, !targets.is_empty()));
     }
     server(w, &format!("listen {};", site.http_port), host, &locations, &[]);
-    if let Some(tls) = routes.tls(host).filter(|_| site.https_port != 0) {
+    if let Some(tls) = h.tls.filter(|_| site.https_port != 0) {
         let certificate = [
-            format!("ssl_certificate {SECRETS_DIR}/{};", tls.cert),
-            format!("ssl_certificate_key {SECRETS_DIR}/{};", tls.key),
+            format!("ssl_certificate {};", word(&format!("{SECRETS_DIR}/{}", tls.cert))),
+            format!("ssl_certificate_key {};", word(&format!("{SECRETS_DIR}/{}", tls.key))),
         ];
-        let listen = if uses_stream(site, routes) {
+        let listen = if p.stream {
             format!("listen 127.0.0.1:{INTERNAL_TLS_PORT} ssl;")
         } else {
             format!("listen {} ssl;", site.https_port)
@@ -373,7 +718,7 @@ type Location<'a> = (&'a str, String, &'a RouteOptions, bool);
 fn server(w: &mut String, listen: &str, host: &str, locations: &[Location<'_>], extra: &[String]) {
     line(w, 1, "server {");
     line(w, 2, listen);
-    line(w, 2, &format!("server_name {host};"));
+    ln!(w, 2, "server_name {};", word(host));
     for text in extra {
         line(w, 2, text);
     }
@@ -383,7 +728,7 @@ fn server(w: &mut String, listen: &str, host: &str, locations: &[Location<'_>], 
             proxy_location(w, path, name, options);
         } else {
             // Every task of the path's services is down: answer like an unknown host, not 502.
-            line(w, 2, &format!("location {path} {{"));
+            ln!(w, 2, "location {} {{", word(path));
             line(w, 3, "return 503;");
             line(w, 2, "}");
         }
@@ -408,7 +753,6 @@ fn server(w: &mut String, listen: &str, host: &str, locations: &[Location<'_>], 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::Backend;
     use crate::routes::fixtures::{backend, feature_table};
 
     /// `(host, [(service, [task ip])])`.
@@ -524,5 +868,359 @@ mod tests {
         let config = NginxConfig::default();
         let table = routes(&[("b.local", &[("b", &["10.0.0.3", "10.0.0.2"])]), ("a.local", &[("a", &["10.0.0.1"])])]);
         assert_eq!(render(&site(&config), &table), render(&site(&config), &table.clone()));
+    }
+
+    // ---- Issue 8: hostile labels -----------------------------------------------------------
+
+    fn ctx(root: &str) -> RouteOptions {
+        RouteOptions { context_root: Some(root.into()), ..Default::default() }
+    }
+
+    fn tls(name: &str) -> RouteOptions {
+        let secrets = TlsSecrets { cert: format!("{name}.crt"), key: format!("{name}.key") };
+        RouteOptions { tls: Some(secrets), ..Default::default() }
+    }
+
+    fn passthrough() -> RouteOptions {
+        RouteOptions { passthrough: true, ..Default::default() }
+    }
+
+    fn stream_site(config: &NginxConfig) -> NginxSite<'_> {
+        site(config)
+    }
+
+    /// A label host of `len` characters: 63-character labels joined by dots, under `.t`.
+    fn long_host(len: usize, fill: char) -> String {
+        let mut host = String::new();
+        while host.len() + 2 < len {
+            if !host.is_empty() && (host.len() + 1).is_multiple_of(64) {
+                host.push('.');
+            } else {
+                host.push(fill);
+            }
+        }
+        host.push_str(".t");
+        assert_eq!(host.len(), len);
+        host
+    }
+
+    /// Every `upstream NAME {` of the text (both blocks), and every `zone NAME ...`.
+    fn declared(text: &str, directive: &str) -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix(directive))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    }
+
+    fn assert_unique(names: &[String]) {
+        let set: BTreeSet<&String> = names.iter().collect();
+        assert_eq!(set.len(), names.len(), "duplicates in {names:?}");
+    }
+
+    /// The whole table of hostile inputs, as a golden file checked by the real nginx
+    /// (`tests/proxy_binaries.rs`).
+    fn hostile_table() -> RouteTable {
+        let mut table = RouteTable::default();
+        let mut add = |host: &str, b: Backend| table.hosts.entry(host.to_owned()).or_default().push(b);
+        // A host named like the default backend's upstream, beside a default backend.
+        add("default-backend", backend("named-default", &["10.0.1.2"], RouteOptions::default()));
+        // Paths that a lossy replacement (or nginx's case-insensitive names) would merge.
+        for (service, path, ip) in [
+            ("slash", "/x/y", "10.0.2.2"),
+            ("under", "/x_y", "10.0.2.3"),
+            ("tilde", "/x~y", "10.0.2.4"),
+            ("upper", "/X_Y", "10.0.2.5"),
+            ("dots", "/v1.2", "10.0.2.6"),
+        ] {
+            let options = RouteOptions { rewrite: true, ..ctx(path) };
+            add("paths.local", backend(service, &[ip], options));
+        }
+        // Cookie names `$cookie_` cannot spell, one shared by two hosts, and a plain one.
+        let sticky = |c: &str| RouteOptions { sticky_cookie: Some(c.into()), ..Default::default() };
+        add("dash.local", backend("dash", &["10.0.3.2", "10.0.3.3"], sticky("session-id")));
+        add("dash2.local", backend("dash2", &["10.0.3.4"], sticky("session-id")));
+        add("dot.local", backend("dot", &["10.0.3.5"], sticky("a-b-c")));
+        add("plain.local", backend("plain", &["10.0.3.6"], sticky("JSESSIONID")));
+        // The map keywords as passed-through hosts, a wildcard, a 60-character one.
+        for (i, host) in ["default", "hostnames", "include", "volatile", "*.pt.local"].into_iter().enumerate() {
+            add(host, backend(&format!("pt{i}"), &[&format!("10.0.4.{}", i + 2)], passthrough()));
+        }
+        add(&long_host(60, 'p'), backend("pt-long", &["10.0.4.9"], passthrough()));
+        // TLS-terminated hosts under the passed-through wildcard stay terminated.
+        add("b.pt.local", backend("under-wild", &["10.0.5.2"], tls("b")));
+        add("*.deep.pt.local", backend("under-wild2", &["10.0.5.3"], tls("deep")));
+        add("*.wild.local", backend("wild", &["10.0.5.4"], tls("wild")));
+        // Server names past 110 characters, up to the 253 that validation allows.
+        add(&long_host(120, 'l'), backend("long120", &["10.0.6.2"], RouteOptions::default()));
+        add(&long_host(253, 'm'), backend("long253", &["10.0.6.3"], tls("long")));
+        // A wildcard redirect source (one of the redirecting service's own hosts).
+        let redirector = backend(
+            "redirector",
+            &["10.0.7.2"],
+            RouteOptions {
+                redirects: vec![("*.old.local".into(), "https://redirector.local/~a_b".into())],
+                ..Default::default()
+            },
+        );
+        add("redirector.local", redirector.clone());
+        add("*.old.local", redirector);
+        table.default_backend =
+            Some(backend("catch-all", &["10.0.9.2"], RouteOptions { default_backend: true, ..Default::default() }));
+        table
+    }
+
+    fn stream_config() -> NginxConfig {
+        NginxConfig {
+            global_options: vec!["load_module /usr/lib/nginx/modules/ngx_stream_module.so;".into()],
+            ..NginxConfig::default()
+        }
+    }
+
+    #[test]
+    fn hostile_hosts_paths_and_cookies() {
+        let config = stream_config();
+        insta::assert_snapshot!("nginx_hostile", render(&stream_site(&config), &hostile_table()));
+    }
+
+    #[test]
+    fn generated_names_never_collide() {
+        let config = stream_config();
+        let text = render(&stream_site(&config), &hostile_table());
+        let upstreams = declared(&text, "upstream ");
+        assert_unique(&upstreams);
+        assert_unique(&declared(&text, "zone "));
+        // nginx compares upstream names without case.
+        assert_unique(&upstreams.iter().map(|u| u.to_ascii_lowercase()).collect::<Vec<_>>());
+        assert!(upstreams.contains(&"up_default".to_owned()) && upstreams.contains(&"up-default-backend".to_owned()));
+        for path in ["_2fx_2fy", "_2fx_5fy", "_2fx_7ey", "_2f_58_5f_59", "_2fv1.2"] {
+            assert!(upstreams.contains(&format!("up-paths.local{path}")), "{path}: {upstreams:?}");
+        }
+        // Every proxy_pass names a declared upstream.
+        for target in text.lines().filter_map(|l| l.trim().strip_prefix("proxy_pass http://")) {
+            assert!(upstreams.contains(&target.trim_end_matches(';').to_owned()), "{target}");
+        }
+        // Injective over inputs a lossy replacement merges.
+        let pairs = [
+            ("a.com", "/"),
+            ("a.com", "/x/y"),
+            ("a.com", "/x_y"),
+            ("a.com", "/x~y"),
+            ("a.com", "/X_Y"),
+            ("a.com", "/x.y"),
+            ("a.com", "/x-y"),
+            ("a.com.x", "/"),
+            ("a.com", "/.x"),
+            ("*.a.com", "/"),
+            ("_2a.a.com", "/"),
+        ];
+        let names: Vec<String> = pairs.iter().map(|(h, p)| upstream_name(h, p)).collect();
+        assert_unique(&names);
+        assert!(names.iter().all(|n| n.bytes().all(|b| !b.is_ascii_uppercase() && b.is_ascii_graphic())));
+    }
+
+    #[test]
+    fn words_are_quoted_only_when_nginx_needs_it() {
+        for bare in ["a.com", "*.a.com", "/x~y", "^/v1\\.2$", "http://a.com/b$request_uri", "/run/secrets/a.crt"] {
+            assert_eq!(word(bare), bare);
+        }
+        for (text, quoted) in [
+            ("", "\"\""),
+            ("a b", "\"a b\""),
+            ("a;b", "\"a;b\""),
+            ("{", "\"{\""),
+            ("#x", "\"#x\""),
+            ("x#", "x#"),
+            ("a\"b", "\"a\\\"b\""),
+            ("a\\", "\"a\\\\\""),
+            ("a\\tb", "\"a\\\\tb\""),
+            ("caf\u{e9}", "\"caf\u{e9}\""),
+        ] {
+            assert_eq!(word(text), quoted, "{text:?}");
+        }
+        for keyword in ["default", "hostnames", "include", "volatile"] {
+            assert_eq!(map_key(keyword), format!("\\{keyword}"));
+        }
+        assert_eq!(map_key("~x"), "\\~x");
+        assert_eq!(map_key("default.local"), "default.local");
+        assert_eq!(regex_escape("/v1.2(a)+b"), "/v1\\.2\\(a\\)\\+b");
+        assert_eq!(regex_escape("session-id"), "session-id");
+    }
+
+    #[test]
+    fn map_keywords_are_escaped_in_the_sni_map() {
+        let config = stream_config();
+        let text = render(&stream_site(&config), &hostile_table());
+        let map: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.contains("map $ssl_preread_server_name"))
+            .skip(1)
+            .take_while(|l| l.trim() != "}")
+            .map(str::trim)
+            .collect();
+        assert_eq!(map[0], "hostnames;");
+        for keyword in ["default", "hostnames", "include", "volatile"] {
+            assert!(map.contains(&format!("\\{keyword} pt-{keyword};").as_str()), "{keyword}: {map:?}");
+        }
+        // The only unescaped keyword lines are the map's own.
+        assert_eq!(map.iter().filter(|l| l.starts_with("default ")).count(), 1);
+        assert_eq!(map.iter().filter(|l| l.starts_with("hostnames")).count(), 1);
+        assert!(!map.iter().any(|l| l.starts_with("include ") || l.starts_with("volatile ")));
+        // On the HTTP side they are plain server names.
+        let table = routes(&[("default", &[("a", &["10.0.0.2"])]), ("include", &[("b", &["10.0.0.3"])])]);
+        let text = render(&site(&NginxConfig::default()), &table);
+        assert!(text.contains("        server_name default;\n") && text.contains("        server_name include;\n"));
+    }
+
+    #[test]
+    fn wildcards_in_the_sni_map() {
+        let config = stream_config();
+        let text = render(&stream_site(&config), &hostile_table());
+        assert!(text.contains("        *.pt.local pt-_2a.pt.local;\n"));
+        // Terminated hosts the passed-through wildcard would take go to the TLS servers.
+        assert!(text.contains("        b.pt.local 127.0.0.1:10443;\n"));
+        assert!(text.contains("        *.deep.pt.local 127.0.0.1:10443;\n"));
+        // One no passed-through wildcard covers is left to the map's default.
+        assert!(!text.contains("        *.wild.local 127.0.0.1"));
+        assert!(text.contains("        server_name *.wild.local;\n"));
+        assert!(text.contains("        server_name b.pt.local;\n"));
+    }
+
+    #[test]
+    fn sticky_cookies_nginx_cannot_spell_are_read_by_a_map() {
+        let config = stream_config();
+        let text = render(&stream_site(&config), &hostile_table());
+        // Distinct names, sorted: a-b-c is 0, session-id is 1 (shared by two upstreams).
+        assert!(text.contains(
+            "    map $http_cookie $interlock_sticky_1 {\n        \"~*(?:^|[;,]) *session-id *= *([^;,]*)\" $1;\n        default \"\";\n    }\n"
+        ));
+        assert_eq!(text.matches("hash $interlock_sticky_1 consistent;").count(), 2);
+        assert_eq!(text.matches("hash $interlock_sticky_0 consistent;").count(), 1);
+        assert!(text.contains("hash $cookie_JSESSIONID consistent;"));
+        assert!(!text.contains("$cookie_session-id") && !text.contains("$cookie_a-b-c"));
+        assert!(text.contains("    variables_hash_bucket_size "));
+        // Plain names need no map (the features golden: `$cookie_session`).
+        let plain = render(&site(&NginxConfig::default()), &feature_table());
+        assert!(plain.contains("hash $cookie_session consistent;") && !plain.contains("$http_cookie"));
+        assert!(!plain.contains("variables_hash"));
+        // With IPHash nothing hashes on a cookie, so no map is declared.
+        let pinned = NginxConfig { ip_hash: true, ..stream_config() };
+        let text = render(&stream_site(&pinned), &hostile_table());
+        assert!(!text.contains("$http_cookie") && !text.contains("hash $") && !text.contains("variables_hash"));
+    }
+
+    #[test]
+    fn hash_sizes_follow_the_names() {
+        // nginx's limits: 110 characters fit a 128-byte bucket, 46 a 64-byte one.
+        assert_eq!(hash_sizes(1, 110).0, 128);
+        assert_eq!(hash_sizes(1, 111).0, 256);
+        assert_eq!(hash_sizes(1, 46).0, 64);
+        assert_eq!(hash_sizes(1, 47).0, 128);
+        assert_eq!(hash_sizes(1, 253).0, 512);
+        assert_eq!(hash_sizes(10_000, 30), (128, 65536));
+        let config = NginxConfig::default();
+        let small = render(&site(&config), &routes(&[("a.local", &[("a", &["10.0.0.2"])])]));
+        assert!(small.contains("server_names_hash_bucket_size 128;"));
+        assert!(!small.contains("server_names_hash_max_size") && !small.contains("map_hash"));
+        for (len, bucket) in [(110, 128), (111, 256), (200, 256), (253, 512)] {
+            let host = long_host(len, 'h');
+            let text = render(&site(&config), &routes(&[(host.as_str(), &[("a", &["10.0.0.2"])])]));
+            assert!(text.contains(&format!("server_names_hash_bucket_size {bucket};")), "{len}");
+        }
+        // What the operator sets in HTTPOptions/TCPOptions is theirs (nginx refuses a duplicate).
+        const ONE: &[(&str, &[&str])] = &[("a", &["10.0.0.2"])];
+        let names: Vec<String> = (0..200).map(|i| format!("h{i}.local")).collect();
+        let many: Vec<HostSpec<'_>> = names.iter().map(|h| (h.as_str(), ONE)).collect();
+        let text = render(&site(&config), &routes(&many));
+        assert!(text.contains("    server_names_hash_max_size 1024;\n"));
+        let own = NginxConfig { http_options: vec!["server_names_hash_max_size 4096;".into()], ..config.clone() };
+        assert_eq!(render(&site(&own), &routes(&many)).matches("server_names_hash_max_size").count(), 1);
+        // The configured size is a floor.
+        let big = NginxConfig { server_names_hash_bucket_size: 1024, ..NginxConfig::default() };
+        assert!(render(&site(&big), &RouteTable::default()).contains("server_names_hash_bucket_size 1024;"));
+        // Passed-through names size the stream map; 46 characters fit nginx's default.
+        let config = stream_config();
+        for (len, line) in
+            [(46, None), (47, Some("map_hash_bucket_size 128;")), (253, Some("map_hash_bucket_size 512;"))]
+        {
+            let mut table = RouteTable::default();
+            table.hosts.insert(long_host(len, 'p'), vec![backend("pt", &["10.0.0.3"], passthrough())]);
+            let text = render(&stream_site(&config), &table);
+            assert_eq!(text.lines().find(|l| l.contains("map_hash_bucket_size")).map(str::trim), line, "{len}");
+        }
+    }
+
+    /// Issue 8's size: 10,000 hosts in one service, 10,000 TLS hosts, 10,000 passed-through
+    /// hosts, 10,000 paths on one host. Measures nothing (the core has no clock); it runs at that
+    /// size, so something quadratic shows as a slow test (`reconcilers/benches/core.rs` times
+    /// renders). Each render is O(n log n): what spans hosts is worked out once in `Plan`.
+    #[test]
+    fn ten_thousand_hosts_render() {
+        const N: usize = 10_000;
+        let config = stream_config();
+        let one_service = backend("many", &["10.0.0.2"], RouteOptions::default());
+        let mut plain = RouteTable::default();
+        let mut tls_hosts = RouteTable::default();
+        let mut passed = RouteTable::default();
+        let mut paths = RouteTable::default();
+        for i in 0..N {
+            plain.hosts.insert(format!("h{i}.example.com"), vec![one_service.clone()]);
+            tls_hosts.hosts.insert(format!("t{i}.example.com"), vec![backend("tls", &["10.0.0.3"], tls("site"))]);
+            passed.hosts.insert(format!("p{i}.example.com"), vec![backend("pt", &["10.0.0.4"], passthrough())]);
+            let path = RouteOptions { websocket_endpoints: vec![format!("/p{i}/ws")], ..ctx(&format!("/p{i}")) };
+            paths.hosts.entry("paths.example.com".into()).or_default().push(backend(&format!("s{i}"), &[], path));
+        }
+        passed.hosts.insert("*.example.com".into(), vec![backend("wild", &["10.0.0.5"], passthrough())]);
+        passed.hosts.extend(tls_hosts.hosts.clone());
+        let text = render(&stream_site(&config), &plain);
+        assert_eq!(text.matches("    upstream up-h").count(), N);
+        assert!(text.contains("server_names_hash_max_size 65536;"));
+        let text = render(&stream_site(&config), &tls_hosts);
+        assert_eq!(text.matches("listen 443 ssl;").count(), N);
+        let text = render(&stream_site(&config), &passed);
+        assert_eq!(
+            text.matches(" 127.0.0.1:10443;\n").count(),
+            N + 1,
+            "terminated hosts under the wildcard, and default"
+        );
+        assert!(text.contains("    map_hash_max_size 131072;\n"), "20,001 names");
+        let text = render(&stream_site(&config), &paths);
+        assert_eq!(text.matches("return 503;").count(), N);
+    }
+
+    #[test]
+    fn no_word_reaches_nginx_limit() {
+        // nginx reads a word (a comment too) of at most 4095 bytes.
+        let mut table = RouteTable::default();
+        let path: String = format!("/{}", "~".repeat(1023));
+        let host = long_host(253, 'w');
+        let pooled: Vec<Backend> = (0..200)
+            .map(|i| backend(&format!("{}{i}", "s".repeat(60)), &["10.0.0.2"], RouteOptions::default()))
+            .collect();
+        table.hosts.insert("pool.local".into(), pooled);
+        table.hosts.insert(
+            format!("*.{}", &host[2..]),
+            vec![backend("long", &["10.0.0.3"], RouteOptions { rewrite: true, ..ctx(&path) })],
+        );
+        let target = format!("https://new.local/{}", "a".repeat(20_000));
+        let redirect = RouteOptions { redirects: vec![("old.local".into(), target.clone())], ..Default::default() };
+        let new = backend("new", &["10.0.0.4"], redirect);
+        table.hosts.insert("new.local".into(), vec![new.clone()]);
+        table.hosts.insert("old.local".into(), vec![new]);
+        let config = NginxConfig::default();
+        let text = render(&site(&config), &table);
+        let longest = text.lines().map(str::len).max().unwrap();
+        assert!(longest < 4000, "a line of {longest} bytes");
+        assert!(text.contains("(+192 more)"));
+        // The long target is assembled with `set`, and nothing of it is lost.
+        let pieces: String = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("set $interlock_redirect_"))
+            .map(|rest| {
+                let value = rest.split_once(' ').unwrap().1.trim_end_matches(';').trim_matches('"');
+                value.split_once('}').map_or(value, |(_, piece)| piece).to_owned()
+            })
+            .collect();
+        assert_eq!(pieces, target);
+        assert!(text.contains("return 302 $interlock_redirect_10$request_uri;"));
     }
 }
