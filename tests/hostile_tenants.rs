@@ -28,7 +28,7 @@ const APPS: &[&str] = &[
     "t-hap-evil-cert",
     "t-hap-late",
 ];
-const LONG_HOST: &str = "a-host-name-far-longer-than-any-hash-bucket-nginx-sizes-by-default.with-several-labels-each-of-them-long.tenants.example.local";
+const LONG_HOST: &str = "a-host-name-longer-than-nginx-hash-buckets-hold-by-default.with-several-long-labels-in-it.and-then-some-more.tenants.example.local";
 
 fn clean() {
     for app in APPS {
