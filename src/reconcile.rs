@@ -197,10 +197,7 @@ impl<S: Swarm> Reconciler<S> {
 
     /// The binary's reason, when the config a cluster's plan would create is rejected.
     async fn rejection(&self, cluster: &plan::ClusterPlan) -> Option<String> {
-        let def = cluster.actions.iter().find_map(|a| match a {
-            Action::CreateConfig(def) => Some(def),
-            _ => None,
-        })?;
+        let def = cluster.new_config.as_ref()?;
         let hash = def.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
         match self.ctx.checker.check(cluster.proxy_kind, &hash, &String::from_utf8_lossy(&def.data)).await {
             Verdict::Rejected(reason) => Some(reason),

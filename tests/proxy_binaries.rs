@@ -50,3 +50,31 @@ async fn a_broken_config_is_rejected_with_nginx_own_reason() {
     let Verdict::Rejected(reason) = verdict else { panic!("haproxy accepted a broken config: {verdict:?}") };
     assert!(reason.contains("bogus_keyword") || reason.contains("proxy.conf:3"), "{reason}");
 }
+
+/// A config split into a main file and included parts (what a config over Swarm's size limit
+/// becomes) is accepted by the real nginx as a whole: the parts land where the main file
+/// includes them.
+#[test]
+fn a_split_nginx_config_is_accepted_by_nginx() {
+    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .expect("nginx is not installed: run deploy/test.sh, which installs it");
+    let golden =
+        std::fs::read_to_string("reconcilers/src/proxy/snapshots/reconcilers__proxy__nginx__tests__nginx_hosts.snap")
+            .unwrap();
+    let dir = std::env::temp_dir().join(format!("interlock-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let main = dir.join("nginx.conf");
+    let files = reconcilers::proxy::nginx::split(snapshot_body(&golden), main.to_str().unwrap(), 1800).unwrap();
+    assert!(files.len() >= 2, "split into parts: {} file(s)", files.len());
+    for (path, text) in &files {
+        std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+        // The proxy's pid and log paths, made writable for the check.
+        std::fs::write(path, text.replace("pid /var/run/proxy.pid;", &format!("pid {}/p.pid;", dir.display())))
+            .unwrap();
+    }
+    let out = std::process::Command::new(nginx).args(["-t", "-q", "-c"]).arg(&main).output().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

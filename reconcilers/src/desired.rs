@@ -93,7 +93,14 @@ pub struct ClusterState {
     /// network, and this cluster on the next pass).
     pub extension_service: Option<ServiceDef>,
     pub proxy_service: ServiceDef,
+    /// The whole rendered config: what is checked, hashed and shown.
     pub proxy_config: ConfigDef,
+    /// The config objects the proxy mounts, with their targets: `proxy_config` itself, or, when
+    /// it is over Swarm's size limit (nginx), a main file and the parts it includes. The main
+    /// file is first and keeps `proxy_config`'s name.
+    pub config_files: Vec<(ConfigDef, String)>,
+    /// Why the config cannot be held in config objects at all (too large to split).
+    pub config_error: Option<String>,
     /// What kind of proxy the config is for (which binary checks it).
     pub proxy_kind: ProxyKind,
     pub routes: RouteTable,
@@ -269,6 +276,7 @@ fn cluster_state(
         labels: config_labels,
         data: text.into_bytes(),
     };
+    let (config_files, config_error) = config_files(ext, &proxy_config);
 
     // The proxy always joins the operator network too: a task with no overlay network falls
     // back to the default bridge, which a node may not have (the lab's do not), and then its
@@ -304,10 +312,10 @@ fn cluster_state(
             placement_preferences: ext.proxy_placement_preferences.iter().map(ToString::to_string).collect(),
             networks,
             ports,
-            configs: vec![ConfigMount {
-                config_name: proxy_config.name.clone(),
-                target: ext.proxy_config_path.clone(),
-            }],
+            configs: config_files
+                .iter()
+                .map(|(def, target)| ConfigMount { config_name: def.name.clone(), target: target.clone() })
+                .collect(),
             secrets: ext.proxy_kind.secret_mounts(&routes),
             stop_signal: Some(ext.proxy_stop_signal.clone()),
             stop_grace_period: Some(ext.proxy_stop_grace_period),
@@ -364,8 +372,38 @@ fn cluster_state(
         extension_service,
         proxy_service,
         proxy_config,
+        config_files,
+        config_error,
         proxy_kind: ext.proxy_kind,
         routes,
+    }
+}
+
+/// The config objects holding a rendered config: itself when it fits Swarm's limit, else its
+/// kind's split (main file first, under the whole config's name; parts `NAME-pN`).
+fn config_files(ext: &Extension, whole: &ConfigDef) -> (Vec<(ConfigDef, String)>, Option<String>) {
+    let text = String::from_utf8_lossy(&whole.data);
+    match proxy::split(ext.proxy_kind, &text, &ext.proxy_config_path, crate::plan::MAX_CONFIG_SIZE) {
+        Ok(files) if files.len() == 1 => (vec![(whole.clone(), ext.proxy_config_path.clone())], None),
+        Ok(files) => {
+            let defs = files
+                .into_iter()
+                .enumerate()
+                .map(|(n, (target, data))| {
+                    let name = if n == 0 { whole.name.clone() } else { format!("{}-p{n}", whole.name) };
+                    (ConfigDef { name, labels: whole.labels.clone(), data: data.into_bytes() }, target)
+                })
+                .collect();
+            (defs, None)
+        }
+        Err(reason) => (
+            vec![(whole.clone(), ext.proxy_config_path.clone())],
+            Some(format!(
+                "the proxy config is {} bytes, over Swarm's limit for a config object ({} bytes), and cannot be split: {reason}",
+                whole.data.len(),
+                crate::plan::MAX_CONFIG_SIZE
+            )),
+        ),
     }
 }
 

@@ -62,6 +62,9 @@ pub struct ClusterPlan {
     pub proxy_kind: ProxyKind,
     /// The proxy config now in use and the one the plan moves to, when they differ.
     pub config_change: Option<(String, String)>,
+    /// The whole new proxy config, when the plan creates its config objects: what the proxy
+    /// binary must accept before any of them is written.
+    pub new_config: Option<ConfigDef>,
     pub quarantined: Vec<Quarantined>,
     /// Things the plan will not do, and why (a name taken by a service the operator does not own).
     pub conflicts: Vec<String>,
@@ -109,43 +112,53 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             quarantined: cluster.routes.quarantined.clone(),
             ..ClusterPlan::default()
         };
-        if cluster.proxy_config.data.len() >= MAX_CONFIG_SIZE {
+        if let Some(reason) = &cluster.config_error {
             // Swarm would refuse it: say so once here rather than fail the write every pass.
-            cp.conflicts.push(format!(
-                "the proxy config is {} bytes, over Swarm's limit for a config object ({MAX_CONFIG_SIZE} bytes); splitting it is not implemented yet: the proxy keeps its last config",
-                cluster.proxy_config.data.len()
-            ));
+            cp.conflicts.push(format!("{reason}: the proxy keeps its last config"));
             plan.clusters.insert(name.clone(), cp);
             continue;
         }
         // A config is adopted only when it is the operator's and holds exactly the render: its
         // name is predictable, so anyone could create one in advance.
-        let same_name = observed.configs.iter().find(|c| c.name == cluster.proxy_config.name);
-        let config_exists = same_name.is_some_and(|c| is_owned(&c.labels) && c.data == cluster.proxy_config.data);
-        if same_name.is_some() && !config_exists {
+        let mut missing = Vec::new();
+        let mut planted = Vec::new();
+        for (file, _) in &cluster.config_files {
+            match observed.configs.iter().find(|c| c.name == file.name) {
+                None => missing.push(file),
+                Some(c) if is_owned(&c.labels) && c.data == file.data => {}
+                Some(_) => planted.push(file.name.as_str()),
+            }
+        }
+        if !planted.is_empty() {
             cp.conflicts.push(format!(
                 "config {} exists with other content than interlock rendered: it is not used; remove it",
-                cluster.proxy_config.name
+                planted.join(", ")
             ));
             plan.clusters.insert(name.clone(), cp);
             continue;
         }
-        wanted_configs.insert(&cluster.proxy_config.name);
+        wanted_configs.extend(cluster.config_files.iter().map(|(file, _)| file.name.as_str()));
         let proxy = by_name.get(cluster.proxy_service.name.as_str());
         let proxy_update = service_action(&cluster.proxy_service, proxy.copied(), &mut cp.conflicts);
         if let Some(have) = proxy {
             cp.hand_set.extend(hand_set(ServiceRole::Proxy, &cluster.proxy_service, &have.def));
         }
-        if proxy_update.is_some() && !config_exists {
-            cp.actions.push(Action::CreateConfig(cluster.proxy_config.clone()));
+        if proxy_update.is_some() && !missing.is_empty() {
+            // Parts before the main file that includes them.
+            cp.actions.extend(missing.into_iter().rev().map(|file| Action::CreateConfig(file.clone())));
+            cp.new_config = Some(cluster.proxy_config.clone());
         }
         if let Some(proxy) = proxy {
             let current = proxy.def.configs.first().map(|m| m.config_name.as_str());
             if current != Some(cluster.proxy_config.name.as_str()) {
-                let old = current
-                    .and_then(|n| observed.configs.iter().find(|c| c.name == n))
+                // The files the proxy mounts now, in order (one, or a main file and its parts).
+                let old = proxy
+                    .def
+                    .configs
+                    .iter()
+                    .filter_map(|m| observed.configs.iter().find(|c| c.name == m.config_name))
                     .map(|c| String::from_utf8_lossy(&c.data).into_owned())
-                    .unwrap_or_default();
+                    .collect::<String>();
                 cp.config_change = Some((old, String::from_utf8_lossy(&cluster.proxy_config.data).into_owned()));
             }
         } else {
@@ -171,7 +184,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             for config in observed.configs.iter().filter(|c| {
                 c.labels.get(LABEL_EXTENSION) == Some(name)
                     && c.labels.get(LABEL_ROLE).is_some_and(|r| r == "proxy-config")
-                    && c.name != cluster.proxy_config.name
+                    && !cluster.config_files.iter().any(|(file, _)| file.name == c.name)
                     && !referenced(observed, &c.name)
             }) {
                 cp.actions.push(Action::DeleteConfig { id: config.id.clone(), name: config.name.clone() });

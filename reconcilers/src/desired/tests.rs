@@ -557,14 +557,47 @@ fn a_config_planted_under_the_predicted_name_is_not_adopted() {
     assert!(east_actions.iter().any(|a| a.starts_with("create service interlock-proxy-us-east")));
 }
 
-#[test]
-fn a_config_over_swarms_size_limit_holds_its_cluster_with_the_reason() {
-    let mut observed = seed_swarm();
+/// demo-east with thousands of long host names: a config over Swarm's limit for one object.
+fn oversized(observed: &mut Observed) {
     let hosts: Vec<String> = (0..4_000).map(|i| format!("host-{i}.a-rather-long-domain-name.example.com")).collect();
     let east = observed.services.iter_mut().find(|s| s.def.name == "demo-east").unwrap();
     east.def.labels.insert(LABEL_HOSTS.into(), hosts.join(","));
+}
+
+#[test]
+fn an_nginx_config_over_swarms_size_limit_is_split_into_included_parts() {
+    let mut observed = seed_swarm();
+    oversized(&mut observed);
     let d = desired_state(&seed(), &observed, &env());
-    assert!(d.clusters["us-east"].proxy_config.data.len() >= crate::plan::MAX_CONFIG_SIZE);
+    let east = &d.clusters["us-east"];
+    assert!(east.proxy_config.data.len() >= crate::plan::MAX_CONFIG_SIZE);
+    assert_eq!(east.config_error, None);
+    assert!(east.config_files.len() > 1, "{} file(s)", east.config_files.len());
+    let (main, target) = &east.config_files[0];
+    assert_eq!(main.name, east.proxy_config.name, "the main file keeps the config's name");
+    assert_eq!(target, "/etc/nginx/nginx.conf");
+    assert!(String::from_utf8_lossy(&main.data).contains("include /etc/nginx/interlock.d/*.conf;"));
+    for (file, target) in &east.config_files {
+        assert!(file.data.len() < crate::plan::MAX_CONFIG_SIZE, "{}: {} bytes", file.name, file.data.len());
+        assert!(target.starts_with("/etc/nginx"), "{target}");
+    }
+    let mounts: Vec<&str> = east.proxy_service.configs.iter().map(|m| m.target.as_str()).collect();
+    assert_eq!(mounts.len(), east.config_files.len());
+    assert!(mounts[1].starts_with("/etc/nginx/interlock.d/part-"));
+    // It converges, and a second pass writes nothing.
+    assert_eq!(converge(&seed(), &mut observed), 1);
+    assert!(observed.configs.iter().filter(|c| c.name.starts_with(&main.name)).count() == east.config_files.len());
+}
+
+#[test]
+fn an_haproxy_config_over_swarms_size_limit_holds_its_cluster_with_the_reason() {
+    let text =
+        SEED.replace("ServiceCluster = \"us-east\"", "ServiceCluster = \"us-east\"\n    ProxyKind = \"haproxy\"");
+    let config = config::parse("seed", &text).unwrap().config;
+    let mut observed = seed_swarm();
+    oversized(&mut observed);
+    let d = desired_state(&config, &observed, &env());
+    assert!(d.clusters["us-east"].config_error.as_deref().is_some_and(|e| e.contains("cannot be split")));
     let p = plan(&d, &observed);
     assert!(p.clusters["us-east"].actions.is_empty());
     assert!(p.clusters["us-east"].conflicts[0].contains("over Swarm's limit"), "{p:#?}");

@@ -53,6 +53,17 @@ pub fn render(config: &ProxyConfig, site: &Site<'_>, routes: &RouteTable) -> Str
     }
 }
 
+/// A rendered config as `(target path, text)` files of under `limit` bytes each, the main file
+/// first (at `config_path`): what Swarm config objects can hold. nginx splits its `http {}`
+/// servers into included parts; HAProxy 2.6 has no include, so its config must fit whole.
+pub fn split(kind: ProxyKind, text: &str, config_path: &str, limit: usize) -> Result<Vec<(String, String)>, String> {
+    match kind {
+        ProxyKind::Nginx => nginx::split(text, config_path, limit),
+        ProxyKind::Haproxy if text.len() < limit => Ok(vec![(config_path.to_owned(), text.to_owned())]),
+        ProxyKind::Haproxy => Err("HAProxy reads one config file (no include), and it does not fit".to_owned()),
+    }
+}
+
 /// A command line, as data: the program (found on `PATH`) and its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandLine {

@@ -212,6 +212,77 @@ pub fn render(site: &NginxSite<'_>, routes: &RouteTable) -> String {
     out
 }
 
+/// The directory beside the main config that holds its parts, when it is split.
+pub const PARTS_DIR: &str = "interlock.d";
+
+/// A rendered nginx.conf as files of under `limit` bytes each: the main file (at
+/// `config_path`) and, when it does not fit, parts in `<dir of config_path>/interlock.d/` that
+/// the main file includes at the end of its `http {}` block. The http block's top-level blocks
+/// (upstreams, servers) stay whole and in their order: the main file keeps the first ones, the
+/// parts (included in name order) the rest. `Err` when even that cannot fit (one block, or what
+/// lies outside `http {}`, over the limit).
+pub fn split(text: &str, config_path: &str, limit: usize) -> Result<Vec<(String, String)>, String> {
+    if text.len() < limit {
+        return Ok(vec![(config_path.to_owned(), text.to_owned())]);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| *l == "http {").ok_or("no http {} block to split")?;
+    let end = start + lines[start..].iter().position(|l| *l == "}").ok_or("the http {} block does not end")?;
+    // The http block's units: each top-level block with the lines (comments, blank lines,
+    // directives) just before it.
+    let mut units: Vec<String> = Vec::new();
+    let (mut unit, mut depth) = (String::new(), 0usize);
+    for line in &lines[start + 1..end] {
+        unit.push_str(line);
+        unit.push('\n');
+        let code = line.split('#').next().unwrap_or("");
+        depth += code.matches('{').count();
+        depth = depth.saturating_sub(code.matches('}').count());
+        if depth == 0 && code.trim_end().ends_with('}') {
+            units.push(std::mem::take(&mut unit));
+        }
+    }
+    let tail_of_http = unit;
+    let dir = config_path.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let include = format!("    include {dir}/{PARTS_DIR}/*.conf;\n");
+    let head: String = lines[..=start].iter().map(|l| format!("{l}\n")).collect();
+    let after: String = lines[end..].iter().map(|l| format!("{l}\n")).collect();
+    // Room left in the main file for units, with some slack under the limit.
+    let budget = limit - limit / 10;
+    let fixed = head.len() + tail_of_http.len() + include.len() + after.len();
+    if fixed >= budget {
+        return Err(format!("{fixed} bytes outside the http {{}} servers do not fit a config object"));
+    }
+    let mut main = head;
+    let mut used = fixed;
+    let mut units = units.into_iter().peekable();
+    while let Some(next) = units.peek() {
+        if used + next.len() > budget {
+            break;
+        }
+        used += next.len();
+        main.push_str(&units.next().expect("peeked"));
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for unit in units {
+        if unit.len() >= budget {
+            return Err(format!("one block of {} bytes does not fit a config object", unit.len()));
+        }
+        match parts.last_mut() {
+            Some(part) if part.len() + unit.len() < budget => part.push_str(&unit),
+            _ => parts.push(unit),
+        }
+    }
+    main.push_str(&tail_of_http);
+    main.push_str(&include);
+    main.push_str(&after);
+    let mut files = vec![(config_path.to_owned(), main)];
+    for (n, part) in parts.into_iter().enumerate() {
+        files.push((format!("{dir}/{PARTS_DIR}/part-{:03}.conf", n + 1), part));
+    }
+    Ok(files)
+}
+
 // ---------------------------------------------------------------------------------------------
 // nginx's syntax: words, map keys, regexes, comments, names.
 // ---------------------------------------------------------------------------------------------
@@ -1222,5 +1293,25 @@ mod tests {
             .collect();
         assert_eq!(pieces, target);
         assert!(text.contains("return 302 $interlock_redirect_10$request_uri;"));
+    }
+
+    #[test]
+    fn a_split_config_keeps_every_block_whole_and_in_order() {
+        let text = "user nginx;\nevents {\n}\n\nhttp {\n    sendfile on;\n\n    # a\n    upstream a {\n        server 1;\n    }\n    server {\n        location / {\n            return 200;\n        }\n    }\n\n    # b\n    upstream b {\n        server 2;\n    }\n    server {\n        listen 80;\n    }\n}\nstream {\n}\n";
+        assert_eq!(
+            split(text, "/etc/nginx/nginx.conf", 10_000).unwrap(),
+            [("/etc/nginx/nginx.conf".to_owned(), text.to_owned())]
+        );
+        let files = split(text, "/etc/nginx/nginx.conf", 250).unwrap();
+        assert!(files.len() >= 2, "{files:#?}");
+        assert!(files.iter().all(|(_, t)| t.len() < 250), "{files:#?}");
+        let (main, rest) = files.split_first().unwrap();
+        assert!(main.1.contains("    include /etc/nginx/interlock.d/*.conf;\n}\nstream {\n}\n"), "{}", main.1);
+        assert_eq!(rest[0].0, "/etc/nginx/interlock.d/part-001.conf");
+        // Main's blocks, then the parts', give back the http block's body in order.
+        let body = |t: &str| t.split("http {\n").nth(1).unwrap().split("    include").next().unwrap().to_owned();
+        let joined = body(&main.1) + &rest.iter().map(|(_, t)| t.as_str()).collect::<String>();
+        assert_eq!(joined + "}\nstream {\n}\n", text.split("http {\n").nth(1).unwrap());
+        assert!(split(text, "/etc/nginx/nginx.conf", 60).is_err(), "a block that cannot fit is an error");
     }
 }
