@@ -8,7 +8,6 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
 use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, request};
 
 const CONFIG: &str = "deploy/examples/features.lab.toml";
@@ -59,31 +58,10 @@ fn body_config(name: &str, text: &str) {
     std::fs::remove_file(path).ok();
 }
 
-fn clean() {
-    for app in APPS {
-        docker_quiet(&["service", "rm", app]);
-    }
-    // Configs and secrets stay in use until their services are gone.
-    for _ in 0..50 {
-        let left = docker(&["service", "ls", "--format", "{{.Name}}"]);
-        if left.lines().all(|name| !APPS.contains(&name)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[tokio::test]
 async fn routing_features_through_a_real_proxy() {
     let api = lab().await;
-    support::stop_demo_operator(&api).await;
-    clean();
-    for s in api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
-        docker_quiet(&["service", "rm", &s.id]);
-    }
-    docker_quiet(&["network", "create", "-d", "overlay", "interlock"]);
-    docker_quiet(&["network", "create", "-d", "overlay", "edge-apps"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::fresh_lab(&api, APPS, &["edge-apps"]).await;
     for (name, text) in [
         ("web", "web\n"),
         ("api", "api\n"),
@@ -425,8 +403,6 @@ async fn routing_features_through_a_real_proxy() {
     hap("features.local", "/", 404).await;
     get("hap.local", "/").await.filter(|a| a.body != "hap-web\n").expect("the nginx cluster does not serve hap.local");
 
-    clean();
-    for s in api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
-        docker_quiet(&["service", "rm", &s.id]);
-    }
+    support::remove_services(APPS);
+    support::remove_owned_services(&api).await;
 }

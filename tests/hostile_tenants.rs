@@ -11,7 +11,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
 use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, request};
 
 const CONFIG: &str = "deploy/examples/tenants.lab.toml";
@@ -29,19 +28,6 @@ const APPS: &[&str] = &[
     "t-hap-late",
 ];
 const LONG_HOST: &str = "a-host-name-longer-than-nginx-hash-buckets-hold-by-default.with-several-long-labels-in-it.and-then-some-more.tenants.example.local";
-
-fn clean() {
-    for app in APPS {
-        docker_quiet(&["service", "rm", app]);
-    }
-    for _ in 0..50 {
-        let left = docker(&["service", "ls", "--format", "{{.Name}}"]);
-        if left.lines().all(|name| !APPS.contains(&name)) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// A busybox app on `tenant-apps` serving `body`, with routing labels.
 fn app(name: &str, body: &str, labels: &[(&str, &str)]) {
@@ -133,14 +119,7 @@ fn quarantine_reason<'a>(plan: &'a str, service: &str) -> &'a str {
 #[tokio::test]
 async fn hostile_tenants_cannot_take_a_victims_routes() {
     let api = lab().await;
-    support::stop_demo_operator(&api).await;
-    clean();
-    for s in api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
-        docker_quiet(&["service", "rm", &s.id]);
-    }
-    docker_quiet(&["network", "create", "-d", "overlay", "interlock"]);
-    docker_quiet(&["network", "create", "-d", "overlay", "tenant-apps"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::fresh_lab(&api, APPS, &["tenant-apps"]).await;
     let dir = std::env::temp_dir().join(format!("interlock-tenants-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let shop_cert = certificate(&dir, "tenant-shop", "shop.local");
@@ -210,9 +189,7 @@ async fn hostile_tenants_cannot_take_a_victims_routes() {
     assert_eq!(answer("lb-01", 8096, "late.local", 200).await, "hap-late\n");
     assert_eq!(answer("lb-00", 8095, "shop.local", 200).await, "shop\n");
 
-    clean();
-    for s in api.list_services(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")).await.unwrap() {
-        docker_quiet(&["service", "rm", &s.id]);
-    }
+    support::remove_services(APPS);
+    support::remove_owned_services(&api).await;
     std::fs::remove_dir_all(&dir).ok();
 }

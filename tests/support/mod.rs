@@ -143,3 +143,38 @@ pub fn interlock(args: &[&str]) -> (i32, String) {
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)
 }
+
+/// Removes `apps` (services by name) and waits until they are gone: their configs and secrets
+/// stay in use until then.
+pub fn remove_services(apps: &[&str]) {
+    for app in apps {
+        docker_quiet(&["service", "rm", app]);
+    }
+    for _ in 0..50 {
+        let left = docker(&["service", "ls", "--format", "{{.Name}}"]);
+        if left.lines().all(|name| !apps.contains(&name)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A lab without the demo's operator, `apps`, or anything interlock owns, with the operator
+/// network and `networks` in place: where a feature test starts.
+pub async fn fresh_lab(api: &DockerClient, apps: &[&str], networks: &[&str]) {
+    stop_demo_operator(api).await;
+    remove_services(apps);
+    remove_owned_services(api).await;
+    for network in std::iter::once(&"interlock").chain(networks) {
+        docker_quiet(&["network", "create", "-d", "overlay", network]);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Removes every service interlock owns.
+pub async fn remove_owned_services(api: &DockerClient) {
+    let owned = format!("{}={}", reconcilers::desired::LABEL_MANAGED_BY, reconcilers::desired::MANAGED_BY);
+    for s in api.list_services(&owned).await.expect("list services") {
+        docker_quiet(&["service", "rm", &s.id]);
+    }
+}
