@@ -23,6 +23,9 @@ use std::sync::Mutex;
 use reconcilers::config::ProxyKind;
 use tracing::warn;
 
+/// Verdicts remembered at most (then forgotten all at once: a later check just runs again).
+const MAX_VERDICTS: usize = 4096;
+
 /// What the check concluded about one rendered config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -106,7 +109,12 @@ impl ProxyChecker {
             Ok(()) => Verdict::Accepted,
             Err(reason) => Verdict::Rejected(reason),
         };
-        self.verdicts.lock().expect("verdict cache").insert(key, verdict.clone());
+        let mut verdicts = self.verdicts.lock().expect("verdict cache");
+        // Bounded: a long-running operator renders a new config on every route change.
+        if verdicts.len() >= MAX_VERDICTS {
+            verdicts.clear();
+        }
+        verdicts.insert(key, verdict.clone());
         verdict
     }
 }
