@@ -38,6 +38,9 @@ pub fn service_cluster(labels: &BTreeMap<String, String>) -> String {
     labels.get(LABEL_SERVICE_CLUSTER).cloned().unwrap_or_default()
 }
 
+/// The most websocket endpoints one service may list.
+pub const MAX_WEBSOCKET_ENDPOINTS: usize = 32;
+
 /// Everything an app service's labels say about its routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteLabels {
@@ -152,6 +155,11 @@ pub fn route_options(labels: &BTreeMap<String, String>) -> Result<RouteOptions, 
             .transpose()?
             .unwrap_or(false),
         websocket_endpoints: match get(LABEL_WEBSOCKET_ENDPOINTS) {
+            // Each endpoint is a location in every server of the service's hosts: bounded, so
+            // one service cannot multiply the cluster's config by its host count.
+            Some(v) if v.split(',').count() > MAX_WEBSOCKET_ENDPOINTS => {
+                return Err(format!("{LABEL_WEBSOCKET_ENDPOINTS} lists more than {MAX_WEBSOCKET_ENDPOINTS} paths"));
+            }
             Some(v) => v.split(',').map(|p| path(LABEL_WEBSOCKET_ENDPOINTS, p.trim())).collect::<Result<_, _>>()?,
             None => Vec::new(),
         },
@@ -336,6 +344,7 @@ mod tests {
             (vec![(LABEL_CONTEXT_ROOT_REWRITE, "yes please")], "not true or false"),
             (vec![(LABEL_CONTEXT_ROOT_REWRITE, "true")], "needs com.docker.lb.context_root"),
             (vec![(LABEL_WEBSOCKET_ENDPOINTS, "/ws,ws2")], "is not a path"),
+            (vec![(LABEL_WEBSOCKET_ENDPOINTS, &["/ws"; 33].join(","))], "more than 32 paths"),
             (vec![(LABEL_STICKY_SESSION_COOKIE, "a b")], "not a cookie name"),
             (vec![(LABEL_STICKY_SESSION_COOKIE, "x;"), (LABEL_IP_HASH, "true")], "not a cookie name"),
             (vec![(LABEL_STICKY_SESSION_COOKIE, "x"), (LABEL_IP_HASH, "true")], "cannot both"),
