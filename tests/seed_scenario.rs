@@ -101,25 +101,30 @@ fn pinned(region: &str) -> Vec<String> {
     vec!["node.labels.nodetype==loadbalancer".to_owned(), format!("node.labels.region=={region}")]
 }
 
-/// `docker service update --constraint-add … interlock-proxy-REGION`, as the document writes it.
-/// A user whose command meets interlock's own update of the same service ("update out of
-/// sequence") runs it again; so does this.
-fn pin_proxy(region: &str) {
-    let proxy = format!("interlock-proxy-{region}");
-    let nodetype = "node.labels.nodetype==loadbalancer".to_owned();
-    let region_label = format!("node.labels.region=={region}");
+/// `docker service update ARGS… SERVICE`, as an operator types it. A user whose command meets
+/// interlock's own update of the same service ("update out of sequence") runs it again; so
+/// does this.
+fn update_by_hand(args: &[&str], service: &str) {
     for attempt in 0.. {
         let output = std::process::Command::new("docker")
-            .args(["service", "update", "--detach", "--constraint-add", &nodetype, "--constraint-add"])
-            .args([region_label.as_str(), proxy.as_str()])
+            .args(["service", "update", "--detach"])
+            .args(args)
+            .arg(service)
             .output()
             .expect("run the docker CLI");
         if output.status.success() {
             return;
         }
         let err = String::from_utf8_lossy(&output.stderr);
-        assert!(err.contains("out of sequence") && attempt < 5, "docker service update {proxy}: {err}");
+        assert!(err.contains("out of sequence") && attempt < 5, "docker service update {service}: {err}");
     }
+}
+
+/// `docker service update --constraint-add … interlock-proxy-REGION`, as the document writes it.
+fn pin_proxy(region: &str) {
+    let region_label = format!("node.labels.region=={region}");
+    let args = ["--constraint-add", "node.labels.nodetype==loadbalancer", "--constraint-add", &region_label];
+    update_by_hand(&args, &format!("interlock-proxy-{region}"));
 }
 
 #[tokio::test]
@@ -173,6 +178,11 @@ async fn service_clusters_walkthrough_word_for_word() {
         .await;
         pin_proxy(region);
     }
+    // Interlock's operations docs tune the proxy by hand too; the TOML declares none of these.
+    update_by_hand(
+        &["--stop-grace-period", "10s", "--update-failure-action", "pause", "--update-delay", "2s"],
+        "interlock-proxy-us-west",
+    );
 
     // The apps' networks, then the apps, exactly as the document creates them.
     docker_quiet(&["network", "create", "-d", "overlay", "demo-east"]);
@@ -275,6 +285,22 @@ async fn service_clusters_walkthrough_word_for_word() {
     })
     .await;
     assert_eq!(service(&api, "interlock-proxy-us-west").await.version, west_before.version, "us-west untouched");
+
+    // A change in us-west (demo-west scaled to 2) rolls its proxy onto a new config: the hand
+    // tuning stays.
+    docker(&["service", "scale", "--detach", "demo-west=2"]);
+    eventually("both demo-west tasks in us-west's config", Duration::from_secs(60), || async {
+        let proxy = service(&api, "interlock-proxy-us-west").await;
+        let config_name = proxy.def.configs.first()?.config_name.clone();
+        let config = api.list_configs("").await.ok()?.into_iter().find(|c| c.name == config_name)?;
+        (String::from_utf8_lossy(&config.data).matches(":8080;").count() == 2).then_some(())
+    })
+    .await;
+    let west = service(&api, "interlock-proxy-us-west").await.def;
+    assert_eq!(west.stop_grace_period, Some(Duration::from_secs(10)));
+    assert_eq!(west.update.delay, Some(Duration::from_secs(2)));
+    assert!(!west.update.rollback_on_failure, "--update-failure-action pause stays");
+    assert_eq!(west.constraints, pinned("us-west"));
 
     // Removing demo-east removes its route.
     docker(&["service", "rm", "demo-east"]);
