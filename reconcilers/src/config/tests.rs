@@ -632,3 +632,54 @@ fn secret_policy_is_any_or_labelled() {
         "{err:?}"
     );
 }
+
+/// Hostile TOML: whatever the file holds, `parse` returns (no panic), and every diagnostic
+/// points at a line of the file.
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Fragments of the seed config and of TOML syntax, recombined and corrupted.
+    fn toml_like() -> impl Strategy<Value = String> {
+        let seed_lines: Vec<String> = SEED.lines().map(str::to_owned).collect();
+        let fragment = prop_oneof![
+            proptest::sample::select(seed_lines),
+            Just("[Extensions.x]".to_owned()),
+            Just("[[Extensions]]".to_owned()),
+            Just("PollInterval = \"-1s\"".to_owned()),
+            Just("PublishedPort = 99999999999999999999".to_owned()),
+            Just("ProxyConstraints = [\"node.labels.a==\", 1, []]".to_owned()),
+            Just("Image = { a = 1 }".to_owned()),
+            Just("\"quoted key\" = 'x'".to_owned()),
+            Just("a.b.c = 1".to_owned()),
+            Just("x = \"\\u0000\"".to_owned()),
+            Just("Config = 3".to_owned()),
+            "\\PC{0,40}",
+        ];
+        proptest::collection::vec(fragment, 0..40).prop_map(|lines| lines.join("\n"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_input_parses_or_fails_with_lines(text in toml_like()) {
+            let line_count = text.lines().count().max(1);
+            let diagnostics = match parse("hostile.toml", &text) {
+                Ok(loaded) => loaded.warnings,
+                Err(e) => e.diagnostics,
+            };
+            for d in &diagnostics {
+                prop_assert!(d.line >= 1 && d.line <= line_count + 1, "{d} (the file has {line_count} lines)");
+                prop_assert_eq!(&d.file, "hostile.toml");
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse("bytes.toml", &text);
+        }
+    }
+}
