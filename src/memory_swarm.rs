@@ -337,71 +337,9 @@ impl Swarm for MemorySwarm {
     }
 }
 
-/// The walk-through's config (`deploy/examples/service-clusters.toml`), verbatim.
-pub fn seed_config() -> reconcilers::config::Config {
-    let text = include_str!("../deploy/examples/service-clusters.toml");
-    reconcilers::config::parse("service-clusters.toml", text).expect("the seed parses").config
-}
-
-/// The walk-through's swarm after its apps are deployed, before interlock has written anything:
-/// the interlock network, and demo-east / demo-west each with one running task.
-pub fn seed_swarm() -> Observed {
-    use reconcilers::labels::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
-    use reconcilers::swarm::TaskFacts;
-    let network = |id: &str, name: &str| NetworkFacts {
-        id: id.into(),
-        name: name.into(),
-        driver: "overlay".into(),
-        scope: "swarm".into(),
-        ingress: false,
-        labels: BTreeMap::new(),
-    };
-    let app = |id: &str, name: &str, cluster: &str, net: &str| ServiceFacts {
-        id: id.into(),
-        version: 10,
-        def: ServiceDef {
-            name: name.into(),
-            labels: BTreeMap::from([
-                (LABEL_HOSTS.to_owned(), format!("{name}.local")),
-                (LABEL_PORT.to_owned(), "8080".to_owned()),
-                (LABEL_SERVICE_CLUSTER.to_owned(), cluster.to_owned()),
-            ]),
-            image: "local/docker-demo:lab".into(),
-            replicas: 1,
-            networks: vec![net.into()],
-            ..Default::default()
-        },
-        update_state: None,
-        created_at: "2026-01-01T00:00:00Z".into(),
-        network_ids: vec![net.into()],
-        vips: vec![],
-        previous_spec_hash: None,
-    };
-    let task = |id: &str, service: &str, net: &str, ip: &str| TaskFacts {
-        id: id.into(),
-        service_id: service.into(),
-        node_id: "node".into(),
-        running: true,
-        addresses: vec![(net.into(), ip.into())],
-    };
-    Observed {
-        networks: vec![network("n-op", "interlock"), network("n-east", "demo-east"), network("n-west", "demo-west")],
-        services: vec![
-            app("s-east", "demo-east", "us-east", "n-east"),
-            app("s-west", "demo-west", "us-west", "n-west"),
-        ],
-        tasks: vec![task("t1", "s-east", "n-east", "10.0.1.5"), task("t2", "s-west", "n-west", "10.0.2.5")],
-        ..Observed::default()
-    }
-}
+pub use reconcilers::fixtures::{seed_config, seed_swarm};
 
 /// A new running task of demo-east: a route change in us-east only.
 pub fn scale_demo_east(observed: &mut Observed, ip: &str) {
-    observed.tasks.push(reconcilers::swarm::TaskFacts {
-        id: format!("t-{ip}"),
-        service_id: "s-east".into(),
-        node_id: "node".into(),
-        running: true,
-        addresses: vec![("n-east".into(), ip.into())],
-    });
+    observed.tasks.push(reconcilers::fixtures::task(&format!("t-{ip}"), "s-east", "n-east", ip));
 }

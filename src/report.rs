@@ -314,14 +314,7 @@ mod tests {
         ];
         let config = reconcilers::config::parse("seed", SEED).unwrap().config;
         let mut observed = observed(&nodes);
-        observed.networks.push(reconcilers::swarm::NetworkFacts {
-            id: "n-op".into(),
-            name: "interlock".into(),
-            driver: "overlay".into(),
-            scope: "swarm".into(),
-            ingress: false,
-            labels: BTreeMap::new(),
-        });
+        observed.networks.push(reconcilers::fixtures::network("n-op", "interlock"));
         observed.services.push(ServiceFacts {
             id: "p".into(),
             version: 3,

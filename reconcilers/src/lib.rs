@@ -21,11 +21,14 @@
 //!   (extension service, proxy service, proxy config, routes, proxy kind); ownership labels and
 //!   spec hashes.
 //! - [`plan`]: the diff between desired and observed, the writes per cluster, and its text.
+//! - `fixtures` (tests and the `fixtures` feature only): the walk-through as test data.
 //!
 //! `labels` uses no other module of the crate; `routes` reads labels only through it.
 
 pub mod config;
 pub mod desired;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod labels;
 pub mod placement;
 pub mod plan;

@@ -1,17 +1,15 @@
 //! Desired state and plan, together: the properties the reconcile loop relies on.
 
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::config;
-use crate::labels::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
+use crate::labels::{LABEL_HOSTS, LABEL_PORT};
 use crate::plan::{self, Action, plan};
-use crate::swarm::{NetworkFacts, TaskFacts};
+use crate::swarm::NetworkFacts;
 
-const SEED: &str = include_str!("../../../deploy/examples/service-clusters.toml");
+use crate::fixtures::{SEED, app, seed_swarm, task};
 
 fn seed() -> Config {
-    config::parse("seed", SEED).unwrap().config
+    crate::fixtures::seed_config()
 }
 
 fn env() -> Environment {
@@ -19,64 +17,6 @@ fn env() -> Environment {
         operator_network: "interlock".into(),
         core_endpoint: "interlock:8080".into(),
         server_info: "interlock/test".into(),
-    }
-}
-
-fn network(id: &str, name: &str) -> NetworkFacts {
-    NetworkFacts {
-        id: id.into(),
-        name: name.into(),
-        driver: "overlay".into(),
-        scope: "swarm".into(),
-        ingress: false,
-        labels: BTreeMap::new(),
-    }
-}
-
-fn app(id: &str, name: &str, cluster: &str, net: &str) -> ServiceFacts {
-    ServiceFacts {
-        id: id.into(),
-        version: 10,
-        def: ServiceDef {
-            name: name.into(),
-            labels: BTreeMap::from([
-                (LABEL_HOSTS.to_owned(), format!("{name}.local")),
-                (LABEL_PORT.to_owned(), "8080".to_owned()),
-                (LABEL_SERVICE_CLUSTER.to_owned(), cluster.to_owned()),
-            ]),
-            image: "local/interlock-app:lab".into(),
-            replicas: 1,
-            networks: vec![net.into()],
-            ..Default::default()
-        },
-        update_state: None,
-        created_at: "2026-01-01T00:00:00Z".into(),
-        network_ids: vec![net.into()],
-        vips: vec![],
-        previous_spec_hash: None,
-    }
-}
-
-fn task(id: &str, service_id: &str, net: &str, ip: &str) -> TaskFacts {
-    TaskFacts {
-        id: id.into(),
-        service_id: service_id.into(),
-        node_id: "node".into(),
-        running: true,
-        addresses: vec![(net.into(), ip.into())],
-    }
-}
-
-/// The walk-through after its apps are deployed, before interlock has written anything.
-fn seed_swarm() -> Observed {
-    Observed {
-        networks: vec![network("n-op", "interlock"), network("n-east", "demo-east"), network("n-west", "demo-west")],
-        services: vec![
-            app("s-east", "demo-east", "us-east", "n-east"),
-            app("s-west", "demo-west", "us-west", "n-west"),
-        ],
-        tasks: vec![task("t1", "s-east", "n-east", "10.0.1.5"), task("t2", "s-west", "n-west", "10.0.2.5")],
-        ..Observed::default()
     }
 }
 
