@@ -79,21 +79,7 @@ async fn routing_features_through_a_real_proxy() {
     // A self-signed certificate for secure.local, held in Docker secrets.
     let tls_dir = std::env::temp_dir().join(format!("interlock-tls-{}", std::process::id()));
     std::fs::create_dir_all(&tls_dir).unwrap();
-    let (cert, key) = (tls_dir.join("secure.crt"), tls_dir.join("secure.key"));
-    let openssl = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=secure.local", "-addext", "subjectAltName=DNS:secure.local"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(openssl.status.success(), "{}", String::from_utf8_lossy(&openssl.stderr));
-    for (name, file) in [("feat-secure.crt", &cert), ("feat-secure.key", &key)] {
-        docker_quiet(&["secret", "rm", name]);
-        docker(&["secret", "create", name, file.to_str().unwrap()]);
-    }
+    let cert = support::tls_secrets(&tls_dir, "feat-secure", "secure.local");
     body_config("feat-secure-body", "secure\n");
     // An app that terminates TLS itself (nginx in the lab's proxy image).
     body_config(

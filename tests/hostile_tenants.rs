@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, request};
@@ -49,26 +49,6 @@ fn app(name: &str, body: &str, labels: &[(&str, &str)]) {
     args.extend(["--config".to_owned(), format!("source={config},target=/www/index.html,mode=0444")]);
     args.push("local/interlock-app:lab".into());
     docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
-}
-
-/// A self-signed certificate for `host` in secrets NAME.crt / NAME.key; returns the cert file.
-fn certificate(dir: &Path, name: &str, host: &str) -> PathBuf {
-    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", &format!("/CN={host}"), "-addext", &format!("subjectAltName=DNS:{host}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for (secret, file) in [(format!("{name}.crt"), &cert), (format!("{name}.key"), &key)] {
-        docker_quiet(&["secret", "rm", &secret]);
-        docker(&["secret", "create", &secret, file.to_str().unwrap()]);
-    }
-    cert
 }
 
 /// `GET /` on `node:port` with `Host: host`, once it answers `status`; the body.
@@ -122,8 +102,8 @@ async fn hostile_tenants_cannot_take_a_victims_routes() {
     support::fresh_lab(&api, APPS, &["tenant-apps"]).await;
     let dir = std::env::temp_dir().join(format!("interlock-tenants-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let shop_cert = certificate(&dir, "tenant-shop", "shop.local");
-    certificate(&dir, "tenant-evil", "shop.local");
+    let shop_cert = support::tls_secrets(&dir, "tenant-shop", "shop.local");
+    support::tls_secrets(&dir, "tenant-evil", "shop.local");
 
     // The victim first (its host's owner), in each cluster.
     let nginx = [("port", "80"), ("service_cluster", "tenants")];

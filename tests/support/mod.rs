@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use interlock::docker::DockerClient;
@@ -177,4 +178,24 @@ pub async fn remove_owned_services(api: &DockerClient) {
     for s in api.list_services(&owned).await.expect("list services") {
         docker_quiet(&["service", "rm", &s.id]);
     }
+}
+
+/// A self-signed certificate for `host` in secrets NAME.crt / NAME.key; returns the cert file.
+pub fn tls_secrets(dir: &Path, name: &str, host: &str) -> PathBuf {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", &format!("/CN={host}"), "-addext", &format!("subjectAltName=DNS:{host}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (secret, file) in [(format!("{name}.crt"), &cert), (format!("{name}.key"), &key)] {
+        docker_quiet(&["secret", "rm", &secret]);
+        docker(&["secret", "create", &secret, file.to_str().unwrap()]);
+    }
+    cert
 }
