@@ -469,31 +469,26 @@ verify_proxy_image() {
   log "$IMG_PROXY verified: $(echo "$out" | tr '\n' ';' | sed 's/;$//')"
 }
 
-verify_app_image() {
-  local cid ip body='' i
-  cid=$(dm run -d "$IMG_APP") || die "$IMG_APP does not start"
+# verify_serves IMAGE PATH WANT [RUN_ARGS...]: runs IMAGE on the manager and checks that
+# http://IP:PATH answers with a body matching the glob WANT.
+verify_serves() {
+  local image=$1 path=$2 want=$3 cid ip body='' i
+  shift 3
+  cid=$(dm run -d "$@" "$image") || die "$image does not start"
   ip=$(dm inspect --format '{{.NetworkSettings.IPAddress}}' "$cid")
   for ((i = 0; i < 20; i++)); do
-    body=$(curl -fsS --max-time 2 "http://$ip/" 2>/dev/null) && break
+    body=$(curl -fsS --max-time 2 "http://$ip$path" 2>/dev/null) && break
     sleep 0.25
   done
   dm rm -f "$cid" >/dev/null
-  [[ $body == *interlock-app* ]] || die "$IMG_APP did not serve its index.html on $ip (got: '${body:-nothing}')"
-  log "$IMG_APP verified: serves '$body'"
+  # shellcheck disable=SC2053 # $want is a glob on purpose
+  [[ $body == $want ]] || die "$image did not answer http://$ip$path as expected (got: '${body:-nothing}')"
+  log "$image verified: $path answers $body"
 }
 
-verify_demo_image() {
-  local cid ip body='' i
-  cid=$(dm run -d -e METADATA=lab-verify "$IMG_DEMO") || die "$IMG_DEMO does not start"
-  ip=$(dm inspect --format '{{.NetworkSettings.IPAddress}}' "$cid")
-  for ((i = 0; i < 20; i++)); do
-    body=$(curl -fsS --max-time 2 "http://$ip:8080/ping" 2>/dev/null) && break
-    sleep 0.25
-  done
-  dm rm -f "$cid" >/dev/null
-  [[ $body == *'"metadata":"lab-verify"'* ]] || die "$IMG_DEMO did not answer /ping on $ip:8080 (got: '${body:-nothing}')"
-  log "$IMG_DEMO verified: /ping answers $body"
-}
+verify_app_image() { verify_serves "$IMG_APP" / '*interlock-app*'; }
+
+verify_demo_image() { verify_serves "$IMG_DEMO" :8080/ping '*"metadata":"lab-verify"*' -e METADATA=lab-verify; }
 
 # binary_layer_tar BINARY NAME: a cached one-file layer holding BINARY as /usr/local/bin/NAME
 # (only the newest such layer per NAME is kept).
