@@ -14,7 +14,7 @@ use backon::{ExponentialBuilder, Retryable};
 use reconcilers::config::{Config, ProxyKind};
 use reconcilers::desired::{self, Environment, Observed};
 use reconcilers::plan::{self, Action, Plan};
-use reconcilers::routes::Timestamp;
+use reconcilers::routes::{RouteTable, Timestamp};
 use reconcilers::swarm::ServiceFacts;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -159,7 +159,8 @@ impl<S: Swarm> Reconciler<S> {
             for (name, cluster) in &mut plan.clusters {
                 let Some(reason) = self.rejection(cluster).await else { continue };
                 let kind = cluster.proxy_kind;
-                match self.find_culprits(name, kind, &observed, &excluded).await {
+                let routes = &desired.clusters[name].routes;
+                match self.find_culprits(name, kind, routes, &observed, &excluded).await {
                     Some(culprits) if !culprits.is_empty() => {
                         for (service, why) in culprits {
                             warn!(extension = %name, service = %service, "{why}");
@@ -232,11 +233,10 @@ impl<S: Swarm> Reconciler<S> {
         &self,
         extension: &str,
         kind: ProxyKind,
+        routes: &RouteTable,
         observed: &Observed,
         excluded: &BTreeMap<String, String>,
     ) -> Option<Vec<(String, String)>> {
-        let desired = desired::desired_state_excluding(&self.config, observed, &self.env, excluded);
-        let routes = &desired.clusters.get(extension)?.routes;
         let routed: BTreeSet<&str> =
             routes.hosts.values().flatten().chain(&routes.default_backend).map(|b| b.service.as_str()).collect();
         let mut candidates: Vec<&ServiceFacts> =
