@@ -136,10 +136,12 @@ pub enum Field {
     UpdateFailureAction,
     UpdateOrder,
     Mounts,
+    /// The container's command (entrypoint): a hitless proxy's start script.
+    Command,
 }
 
 impl Field {
-    pub const ALL: [Field; 17] = [
+    pub const ALL: [Field; 18] = [
         Field::Image,
         Field::Args,
         Field::ContainerLabels,
@@ -157,6 +159,7 @@ impl Field {
         Field::UpdateFailureAction,
         Field::UpdateOrder,
         Field::Mounts,
+        Field::Command,
     ];
 
     /// The name used in the managed-fields label, `plan` and logs.
@@ -179,6 +182,7 @@ impl Field {
             Field::UpdateFailureAction => "update-failure-action",
             Field::UpdateOrder => "update-order",
             Field::Mounts => "mounts",
+            Field::Command => "command",
         }
     }
 
@@ -209,10 +213,15 @@ pub struct ServiceDef {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub image: String,
+    /// Replaces the image's entrypoint when not empty (`args` then follow it).
+    pub command: Vec<String>,
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub container_labels: BTreeMap<String, String>,
     pub replicas: u64,
+    /// One task on every node the constraints allow (Swarm's global mode) instead of `replicas`.
+    /// Swarm cannot change a service's mode: a change is a delete and a create.
+    pub global: bool,
     pub constraints: Vec<String>,
     pub placement_preferences: Vec<String>,
     /// Network names or IDs.
@@ -252,6 +261,7 @@ impl ServiceDef {
             Field::UpdateFailureAction => self.update.rollback_on_failure = from.update.rollback_on_failure,
             Field::UpdateOrder => self.update.start_first = from.update.start_first,
             Field::Mounts => self.bind_mounts.clone_from(&from.bind_mounts),
+            Field::Command => self.command.clone_from(&from.command),
         }
     }
 
@@ -335,6 +345,14 @@ pub struct ConfigFacts {
     pub labels: BTreeMap<String, String>,
     pub version: u64,
     /// The content, decoded (the list call returns it, so showing a diff costs no extra call).
+    pub data: Vec<u8>,
+}
+
+/// A secret to create (the operator's own: an extension's token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretDef {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
     pub data: Vec<u8>,
 }
 

@@ -209,6 +209,7 @@ pub(super) fn service_spec(def: &ServiceDef, config_ids: &BTreeMap<String, Strin
         task_template: Some(TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(def.image.clone()),
+                command: (!def.command.is_empty()).then(|| def.command.clone()),
                 args: (!def.args.is_empty()).then(|| def.args.clone()),
                 env: (!def.env.is_empty()).then(|| def.env.clone()),
                 labels: Some(def.container_labels.clone().into_iter().collect()),
@@ -260,11 +261,15 @@ pub(super) fn service_spec(def: &ServiceDef, config_ids: &BTreeMap<String, Strin
             networks: (!networks.is_empty()).then_some(networks),
             ..Default::default()
         }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated {
-                replicas: Some(i64::try_from(def.replicas).unwrap_or(i64::MAX)),
-            }),
-            ..Default::default()
+        mode: Some(if def.global {
+            ServiceSpecMode { global: Some(Default::default()), ..Default::default() }
+        } else {
+            ServiceSpecMode {
+                replicated: Some(ServiceSpecModeReplicated {
+                    replicas: Some(i64::try_from(def.replicas).unwrap_or(i64::MAX)),
+                }),
+                ..Default::default()
+            }
         }),
         endpoint_spec: Some(EndpointSpec { ports: Some(ports), ..Default::default() }),
         update_config: Some(ServiceSpecUpdateConfig {
@@ -305,7 +310,9 @@ pub(super) fn overlay(mut current: ServiceSpec, wanted: ServiceSpec, def: &Servi
             Field::Image => container.image.clone_from(&wanted_container.image),
             Field::Args => container.args.clone_from(&wanted_container.args),
             Field::ContainerLabels => container.labels.clone_from(&wanted_container.labels),
-            Field::Replicas => current.mode.clone_from(&wanted.mode),
+            // A global service has no replica count (and its mode cannot change by an update).
+            Field::Replicas if !def.global => current.mode.clone_from(&wanted.mode),
+            Field::Replicas => {}
             Field::Constraints => placement.constraints.clone_from(&wanted_placement.constraints),
             Field::PlacementPreferences => placement.preferences.clone_from(&wanted_placement.preferences),
             Field::Networks => {
@@ -326,6 +333,7 @@ pub(super) fn overlay(mut current: ServiceSpec, wanted: ServiceSpec, def: &Servi
             Field::UpdateFailureAction => update.failure_action = wanted_update.failure_action,
             Field::UpdateOrder => update.order = wanted_update.order,
             Field::Mounts => container.mounts.clone_from(&wanted_container.mounts),
+            Field::Command => container.command.clone_from(&wanted_container.command),
         }
     }
     task.container_spec = Some(container);
@@ -353,9 +361,11 @@ pub(super) fn service_facts(service: Service) -> ServiceFacts {
         name: spec.name.unwrap_or_default(),
         labels: sorted(spec.labels),
         image: container.image.unwrap_or_default(),
+        command: container.command.unwrap_or_default(),
         args: container.args.unwrap_or_default(),
         env: container.env.unwrap_or_default(),
         container_labels: sorted(container.labels),
+        global: spec.mode.as_ref().is_some_and(|m| m.global.is_some()),
         replicas: spec
             .mode
             .and_then(|m| m.replicated)
@@ -474,10 +484,12 @@ mod tests {
                 ("com.docker.interlock.spec-hash".into(), "abc123".into()),
             ]),
             image: "nginx:1.27-alpine".into(),
+            command: vec!["/bin/sh".into(), "-c".into(), "exec nginx \"$@\"".into()],
             args: vec!["nginx".into(), "-g".into(), "daemon off;".into()],
             env: vec!["INTERLOCK_EXTENSION=demo-east".into()],
             container_labels: BTreeMap::from([("com.docker.interlock.role".into(), "proxy".into())]),
             replicas: 2,
+            global: false,
             constraints: vec!["node.labels.nodetype==loadbalancer".into(), "node.labels.region==east".into()],
             placement_preferences: vec!["spread=node.labels.zone".into()],
             networks: vec!["net-east".into()],
