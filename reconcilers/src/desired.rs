@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Extension, ProxyKind};
@@ -13,7 +14,7 @@ use crate::proxy;
 use crate::routes::{self, Quarantined, RouteTable};
 use crate::swarm::{
     BindMount, ConfigDef, ConfigFacts, ConfigMount, Field, NetworkDef, NetworkFacts, NodeFacts, PortDef, PublishMode,
-    ServiceDef, ServiceFacts, TaskFacts, UpdatePolicy,
+    SecretDef, SecretMount, ServiceDef, ServiceFacts, TaskFacts, UpdatePolicy,
 };
 
 /// Marks every object the operator created. Objects without it are never changed or deleted.
@@ -40,6 +41,13 @@ pub const LABEL_MANAGED_LABELS: &str = "com.docker.interlock.managed-labels";
 pub const OWN_LABEL_PREFIX: &str = "com.docker.interlock.";
 /// Environment variables the operator sets start with this; others are the operator's by hand.
 pub const OWN_ENV_PREFIX: &str = "INTERLOCK_";
+/// On hitless proxy services: the hash of the config their running tasks are to serve. Written
+/// by a label-only update (no task restarts), so `plan` sees a delivered config as converged.
+pub const LABEL_CONFIG_HASH: &str = "com.docker.interlock.config-hash";
+/// Where an extension's token secret is mounted (under `/run/secrets/`).
+pub const TOKEN_SECRET_TARGET: &str = "interlock-extension-token";
+/// The node's Docker socket, bind-mounted into hitless extensions.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Interlock's own marker on proxy services, kept so `docker service ls -f label=type=...` works.
 pub const LABEL_TYPE: &str = "type";
 pub const TYPE_PROXY: &str = "com.docker.interlock.core.proxy";
@@ -69,6 +77,9 @@ pub struct Environment {
     pub core_endpoint: String,
     /// `x-server-info` header value.
     pub server_info: String,
+    /// The key extensions' tokens are derived from (`token::extension_token`): a secret only
+    /// managers can read. Empty: no hitless extension can be given a token.
+    pub extension_key: String,
 }
 
 impl Environment {
@@ -80,9 +91,45 @@ impl Environment {
                 .clone()
                 .unwrap_or_else(|| format!("interlock:{}", config.listen_addr.port)),
             server_info: format!("interlock/{}", env!("CARGO_PKG_VERSION")),
+            extension_key: String::new(),
         }
     }
+
+    /// The same, with the key extensions' tokens derive from.
+    pub fn with_extension_key(mut self, key: impl Into<String>) -> Self {
+        self.extension_key = key.into();
+        self
+    }
 }
+
+/// A config as a hitless extension writes it into its node's running proxy tasks: the files,
+/// and how the task checks and reloads them. Served by the core to the cluster's extension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub extension: String,
+    /// The proxy service whose tasks take it.
+    pub proxy_service: String,
+    /// sha256 of the whole rendered config: what tasks report having applied.
+    pub hash: String,
+    /// Absolute paths in the task, the main file first.
+    pub files: Vec<DeliveredFile>,
+    /// Directories to empty before writing (a split config's parts directory).
+    pub clear_dirs: Vec<String>,
+    /// Run in the task after writing; exit status 0: the task's binary accepts the files.
+    pub check: Vec<String>,
+    /// Sent to the task's main process (the proxy's master) to reload gracefully.
+    pub reload_signal: String,
+    /// Where the task records the hash it runs.
+    pub applied_file: String,
+}
+
+/// One file of a [`Delivery`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredFile {
+    pub path: String,
+    pub content: String,
+}
+
 
 /// What one extension's service cluster needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +151,13 @@ pub struct ClusterState {
     /// What kind of proxy the config is for (which binary checks it).
     pub proxy_kind: ProxyKind,
     pub routes: RouteTable,
+    /// `HitlessServiceUpdate`: config-only changes reach the running tasks through the
+    /// extension ([`ClusterState::delivery`]) instead of rolling the proxy service.
+    pub hitless: bool,
+    /// What the core serves the extension (hitless only).
+    pub delivery: Option<Delivery>,
+    /// The extension's token, as a secret mounted on it (hitless only, with a key).
+    pub token_secret: Option<SecretDef>,
 }
 
 /// The whole desired state.
@@ -168,6 +222,14 @@ impl ServiceRole {
     /// The fields an extension's TOML makes the operator manage on this service.
     pub fn managed_fields(self, ext: &Extension) -> BTreeSet<Field> {
         let mut fields: BTreeSet<Field> = self.always_managed().iter().copied().collect();
+        if ext.hitless_service_update {
+            // What hitless updates need: the proxy's start command; the extension's node socket
+            // and token.
+            fields.extend(match self {
+                ServiceRole::Proxy => &[Field::Command][..],
+                ServiceRole::Extension => &[Field::Mounts, Field::Secrets][..],
+            });
+        }
         for (field, keys) in self.declarable() {
             if keys.iter().any(|k| ext.declared.contains(k)) {
                 fields.insert(*field);
@@ -297,6 +359,19 @@ fn cluster_state(
     let mut proxy_labels = declared_labels(&ext.proxy_labels);
     proxy_labels.extend(owned_labels(Some(&ext.name), "proxy"));
     proxy_labels.insert(LABEL_TYPE.to_owned(), TYPE_PROXY.to_owned());
+    let hitless = ext.hitless_service_update;
+    let (command, proxy_env) = if hitless {
+        proxy_labels.insert(LABEL_CONFIG_HASH.to_owned(), content_hash.clone());
+        (
+            ext.proxy_kind.hitless_command(&ext.proxy_config_path),
+            vec![format!("{}={content_hash}", proxy::CONFIG_HASH_ENV)],
+        )
+    } else {
+        (vec![], vec![])
+    };
+    let mount_target = |target: &String| {
+        if hitless { proxy::hitless_mount_target(&ext.proxy_config_path, target) } else { target.clone() }
+    };
     let proxy_service = with_managed(
         ServiceRole::Proxy,
         ext,
@@ -304,9 +379,9 @@ fn cluster_state(
             name: ext.proxy_service_name.clone(),
             labels: proxy_labels,
             image: ext.proxy_image.clone(),
-            command: vec![],
+            command,
             args: ext.proxy_args.clone(),
-            env: vec![],
+            env: proxy_env,
             container_labels: ext.proxy_container_labels.clone(),
             replicas: ext.proxy_replicas,
             global: false,
@@ -316,7 +391,7 @@ fn cluster_state(
             ports,
             configs: config_files
                 .iter()
-                .map(|(def, target)| ConfigMount { config_name: def.name.clone(), target: target.clone() })
+                .map(|(def, target)| ConfigMount { config_name: def.name.clone(), target: mount_target(target) })
                 .collect(),
             secrets: ext.proxy_kind.secret_mounts(&routes),
             stop_signal: Some(ext.proxy_stop_signal.clone()),
@@ -334,7 +409,33 @@ fn cluster_state(
         },
     );
 
+    let token_secret = (hitless && !env.extension_key.is_empty()).then(|| {
+        let token = crate::token::extension_token(&env.extension_key, &ext.name);
+        let mut labels = owned_labels(Some(&ext.name), "extension-token");
+        labels.insert(LABEL_SPEC_HASH.to_owned(), sha256_hex(token.as_bytes()));
+        SecretDef {
+            name: format!("{}-token-{}", ext.service_name, &sha256_hex(token.as_bytes())[..12]),
+            labels,
+            data: token.into_bytes(),
+        }
+    });
     let extension_service = operator_network.map(|network_id| {
+        let mut env_vars = vec![
+            format!("INTERLOCK_EXTENSION_NAME={}", ext.name),
+            format!("INTERLOCK_SERVICE_CLUSTER={}", ext.service_cluster),
+            format!("INTERLOCK_CORE_ENDPOINT={}", env.core_endpoint),
+        ];
+        let (mut secrets, mut bind_mounts) = (vec![], vec![]);
+        if hitless {
+            // On every node (global), with that node's engine, so it can reach the proxy tasks
+            // that run there: the Swarm API cannot write into a container.
+            env_vars.push("INTERLOCK_HITLESS=1".to_owned());
+            bind_mounts.push(BindMount { source: DOCKER_SOCKET.to_owned(), target: DOCKER_SOCKET.to_owned() });
+            secrets.extend(token_secret.iter().map(|s| SecretMount {
+                secret_name: s.name.clone(),
+                target: TOKEN_SECRET_TARGET.to_owned(),
+            }));
+        }
         let mut labels = declared_labels(&ext.labels);
         labels.extend(owned_labels(Some(&ext.name), "extension"));
         labels.insert(LABEL_TYPE.to_owned(), TYPE_EXTENSION.to_owned());
@@ -347,29 +448,50 @@ fn cluster_state(
                 image: ext.image.clone(),
                 command: vec![],
                 args: ext.args.clone(),
-                env: vec![
-                    format!("INTERLOCK_EXTENSION_NAME={}", ext.name),
-                    format!("INTERLOCK_SERVICE_CLUSTER={}", ext.service_cluster),
-                    format!("INTERLOCK_CORE_ENDPOINT={}", env.core_endpoint),
-                ],
+                env: env_vars,
                 container_labels: ext.container_labels.clone(),
                 replicas: 1,
-                global: false,
+                global: hitless,
                 constraints: ext.constraints.iter().map(ToString::to_string).collect(),
                 placement_preferences: ext.placement_preferences.iter().map(ToString::to_string).collect(),
                 networks: vec![network_id.to_owned()],
                 ports: vec![],
                 configs: vec![],
-                secrets: vec![],
+                secrets,
                 stop_signal: None,
                 stop_grace_period: None,
-                update: UpdatePolicy { parallelism: 1, delay: None, rollback_on_failure: true, start_first: true },
-                bind_mounts: Vec::<BindMount>::new(),
+                // A global service has one task per node: the new one can only follow the old.
+                update: UpdatePolicy {
+                    parallelism: 1,
+                    delay: None,
+                    rollback_on_failure: true,
+                    start_first: !hitless,
+                },
+                bind_mounts,
                 managed: BTreeSet::new(),
             },
         )
     });
 
+    let delivery = hitless.then(|| Delivery {
+        extension: ext.name.clone(),
+        proxy_service: ext.proxy_service_name.clone(),
+        hash: content_hash.clone(),
+        files: config_files
+            .iter()
+            .map(|(def, target)| DeliveredFile {
+                path: target.clone(),
+                content: String::from_utf8_lossy(&def.data).into_owned(),
+            })
+            .collect(),
+        clear_dirs: if config_files.len() > 1 { ext.proxy_kind.parts_dirs(&ext.proxy_config_path) } else { vec![] },
+        check: {
+            let check = ext.proxy_kind.check_command(&ext.proxy_config_path);
+            std::iter::once(check.program.to_owned()).chain(check.args).collect()
+        },
+        reload_signal: ext.proxy_kind.reload_signal().to_owned(),
+        applied_file: proxy::HITLESS_APPLIED_FILE.to_owned(),
+    });
     ClusterState {
         extension: ext.name.clone(),
         cluster: ext.service_cluster.clone(),
@@ -380,6 +502,9 @@ fn cluster_state(
         config_error,
         proxy_kind: ext.proxy_kind,
         routes,
+        hitless,
+        delivery,
+        token_secret,
     }
 }
 

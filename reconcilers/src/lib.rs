@@ -20,7 +20,9 @@
 //! - [`desired`]: from the config and an observation, the objects that must exist per extension
 //!   (extension service, proxy service, proxy config, routes, proxy kind); ownership labels and
 //!   spec hashes.
-//! - [`plan`]: the diff between desired and observed, the writes per cluster, and its text.
+//! - [`plan`]: the diff between desired and observed, the writes per cluster, and its text; for
+//!   hitless clusters, which changes reload running proxies in place and which roll them.
+//! - [`token`]: the extensions' credentials (an HMAC per extension under a manager-only key).
 //! - `fixtures` (tests and the `fixtures` feature only): the walk-through as test data.
 //!
 //! `labels` uses no other module of the crate; `routes` reads labels only through it.
@@ -35,3 +37,4 @@ pub mod plan;
 pub mod proxy;
 pub mod routes;
 pub mod swarm;
+pub mod token;

@@ -213,7 +213,9 @@ pub struct ServiceDef {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub image: String,
-    /// Replaces the image's entrypoint when not empty (`args` then follow it).
+    /// Replaces the image's entrypoint when not empty (`args` then follow it). Left out of the
+    /// canonical form when empty, so spec hashes of services without one did not change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub env: Vec<String>,
@@ -221,6 +223,7 @@ pub struct ServiceDef {
     pub replicas: u64,
     /// One task on every node the constraints allow (Swarm's global mode) instead of `replicas`.
     /// Swarm cannot change a service's mode: a change is a delete and a create.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub global: bool,
     pub constraints: Vec<String>,
     pub placement_preferences: Vec<String>,

@@ -17,6 +17,7 @@ fn env() -> Environment {
         operator_network: "interlock".into(),
         core_endpoint: "interlock:8080".into(),
         server_info: "interlock/test".into(),
+        extension_key: "SWMTKN-1-test-key".into(),
     }
 }
 

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use super::{CommandLine, Reload, SECRETS_DIR, line};
+use super::{CommandLine, SECRETS_DIR, line};
 use crate::config::HaproxyConfig;
 use crate::labels::{RouteOptions, TlsSecrets};
 use crate::routes::{Backend, RouteTable, Target};
@@ -45,11 +45,14 @@ pub fn check_command(config_path: &str) -> CommandLine {
     CommandLine::new(BINARY, ["-c", "-f", config_path])
 }
 
-/// SIGUSR2 to the task's main process, the master in master-worker mode (the official image
-/// runs `haproxy -W` as PID 1): it re-reads the file and starts new workers; the old workers
-/// finish their connections and exit.
-pub fn reload() -> Reload {
-    Reload::Signal("SIGUSR2")
+/// SIGUSR2 to the task's main process, the master in master-worker mode: it re-reads the file
+/// and starts new workers, which take over the listening sockets; the old workers finish their
+/// connections and exit.
+pub const RELOAD_SIGNAL: &str = "SIGUSR2";
+
+/// Master-worker mode (`-W`) in the foreground (`-db`), on `config_path` (already shell-quoted).
+pub fn foreground_command(config_path: &str) -> String {
+    format!("haproxy -W -db -f {config_path}")
 }
 
 /// What the renderer needs besides the routes.

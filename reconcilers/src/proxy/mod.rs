@@ -77,17 +77,34 @@ impl CommandLine {
     }
 }
 
-/// How a running proxy task takes a new config file without dropping connections.
-///
-/// Data only, used by nothing yet: it is for `HitlessServiceUpdate`, which would put the new
-/// file into the running tasks and reload them instead of rolling the service (today every
-/// config change rolls the proxy service).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reload {
-    /// Run this command inside the task (`docker exec`).
-    Exec(CommandLine),
-    /// Send this signal to the task's main process (`docker kill --signal`).
-    Signal(&'static str),
+/// Where a hitless proxy task's config objects are mounted: read-only files, copied by the
+/// task's start command to `ProxyConfigPath`'s directory, where the extension can rewrite them.
+pub const HITLESS_CONFIG_DIR: &str = "/interlock/config";
+/// The hash of the config a hitless proxy task runs, written by its start command (the
+/// mounted config's, from `INTERLOCK_CONFIG_HASH`) and by the extension after each reload.
+pub const HITLESS_APPLIED_FILE: &str = "/interlock/applied";
+/// The environment variable carrying the mounted config's hash into a hitless proxy task.
+pub const CONFIG_HASH_ENV: &str = "INTERLOCK_CONFIG_HASH";
+
+/// Where a file of a rendered config (at `target`, in `ProxyConfigPath`'s directory or below)
+/// is mounted on a hitless proxy: the same relative path under [`HITLESS_CONFIG_DIR`].
+pub fn hitless_mount_target(config_path: &str, target: &str) -> String {
+    let dir = config_dir(config_path);
+    let relative = target.strip_prefix(dir).unwrap_or(target).trim_start_matches('/');
+    format!("{HITLESS_CONFIG_DIR}/{relative}")
+}
+
+/// The directory of `config_path` (`/` for a file at the root).
+fn config_dir(config_path: &str) -> &str {
+    match config_path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &config_path[..i],
+    }
+}
+
+/// `text` as one shell word.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 impl ProxyKind {
@@ -147,12 +164,40 @@ impl ProxyKind {
         }
     }
 
-    /// How a running task of this kind reloads its config gracefully (for `HitlessServiceUpdate`;
-    /// unused yet, see [`Reload`]).
-    pub fn reload(self) -> Reload {
+    /// The signal that makes a running task of this kind reload its config file gracefully
+    /// (`HitlessServiceUpdate`): sent to the task's main process, which the start command
+    /// ([`ProxyKind::hitless_command`]) makes the proxy's master.
+    pub fn reload_signal(self) -> &'static str {
         match self {
-            ProxyKind::Nginx => nginx::reload(),
-            ProxyKind::Haproxy => haproxy::reload(),
+            ProxyKind::Nginx => nginx::RELOAD_SIGNAL,
+            ProxyKind::Haproxy => haproxy::RELOAD_SIGNAL,
+        }
+    }
+
+    /// A hitless proxy task's command, for any stock image of the kind (it needs `/bin/sh`,
+    /// `cp` and the binary, nothing of this project's): copy the mounted config (read-only) to
+    /// `config_path`'s directory, where the extension can rewrite it, record its hash, and run
+    /// the proxy in the foreground as the task's main process, so that a signal to the task
+    /// reaches its master. The service's `Args` (`ProxyArgs`) follow as the binary's arguments.
+    pub fn hitless_command(self, config_path: &str) -> Vec<String> {
+        let run = match self {
+            ProxyKind::Nginx => nginx::foreground_command(&shell_quote(config_path)),
+            ProxyKind::Haproxy => haproxy::foreground_command(&shell_quote(config_path)),
+        };
+        let script = format!(
+            "set -e; mkdir -p {dir}; cp -R {HITLESS_CONFIG_DIR}/. {dir}/; \
+             printf '%s\\n' \"${CONFIG_HASH_ENV}\" > {HITLESS_APPLIED_FILE}; exec {run} \"$@\"",
+            dir = shell_quote(config_dir(config_path)),
+        );
+        vec!["/bin/sh".to_owned(), "-c".to_owned(), script, "interlock-proxy".to_owned()]
+    }
+
+    /// Directories a hitless delivery empties before writing a split config's files (nginx's
+    /// parts directory), so parts of a longer earlier config are not included.
+    pub fn parts_dirs(self, config_path: &str) -> Vec<String> {
+        match self {
+            ProxyKind::Nginx => vec![format!("{}/{}", config_dir(config_path).trim_end_matches('/'), nginx::PARTS_DIR)],
+            ProxyKind::Haproxy => vec![],
         }
     }
 
@@ -254,8 +299,8 @@ mod tests {
         assert_eq!((check.program, check.args.join(" ").as_str()), ("nginx", "-t -q -c /tmp/p.conf"));
         let check = ProxyKind::Haproxy.check_command("/tmp/p.conf");
         assert_eq!((check.program, check.args.join(" ").as_str()), ("haproxy", "-c -f /tmp/p.conf"));
-        assert_eq!(ProxyKind::Nginx.reload(), Reload::Exec(CommandLine::new("nginx", ["-s", "reload"])));
-        assert_eq!(ProxyKind::Haproxy.reload(), Reload::Signal("SIGUSR2"));
+        assert_eq!(ProxyKind::Nginx.reload_signal(), "SIGHUP");
+        assert_eq!(ProxyKind::Haproxy.reload_signal(), "SIGUSR2");
         for kind in ProxyKind::ALL {
             assert_eq!(kind.check_command("x").program, kind.binary(), "{kind}");
         }

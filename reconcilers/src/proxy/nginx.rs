@@ -29,7 +29,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::{CommandLine, Reload, SECRETS_DIR, line};
+use super::{CommandLine, SECRETS_DIR, line};
 use crate::config::NginxConfig;
 use crate::labels::{RouteOptions, TlsSecrets};
 use crate::routes::{Backend, RouteTable, Target};
@@ -74,10 +74,14 @@ pub fn check_command(config_path: &str) -> CommandLine {
     CommandLine::new(BINARY, ["-t", "-q", "-c", config_path])
 }
 
-/// `nginx -s reload` inside the task: the master re-reads the file and starts new workers; the
-/// old workers finish their connections and exit.
-pub fn reload() -> Reload {
-    Reload::Exec(CommandLine::new(BINARY, ["-s", "reload"]))
+/// SIGHUP to the master (the task's main process): it re-reads the file and starts new workers;
+/// the old workers finish their connections and exit. (`nginx -s reload` sends the same signal,
+/// but needs an exec and the pid file.)
+pub const RELOAD_SIGNAL: &str = "SIGHUP";
+
+/// The master in the foreground, on `config_path` (already shell-quoted).
+pub fn foreground_command(config_path: &str) -> String {
+    format!("nginx -c {config_path} -g 'daemon off;'")
 }
 
 /// What the renderer needs besides the routes.
