@@ -206,7 +206,8 @@ impl ServiceRole {
     /// Fields the operator always owns: what routing needs (image, config, secrets, networks).
     fn always_managed(self) -> &'static [Field] {
         match self {
-            ServiceRole::Proxy => &[Field::Image, Field::Networks, Field::Configs, Field::Secrets],
+            // The command is the hitless start script or the image's own: either way interlock's.
+            ServiceRole::Proxy => &[Field::Image, Field::Command, Field::Networks, Field::Configs, Field::Secrets],
             ServiceRole::Extension => &[Field::Image, Field::Networks],
         }
     }
@@ -223,12 +224,10 @@ impl ServiceRole {
     pub fn managed_fields(self, ext: &Extension) -> BTreeSet<Field> {
         let mut fields: BTreeSet<Field> = self.always_managed().iter().copied().collect();
         if ext.hitless_service_update {
-            // What hitless updates need: the proxy's start command; the extension's node socket
-            // and token.
-            fields.extend(match self {
-                ServiceRole::Proxy => &[Field::Command][..],
-                ServiceRole::Extension => &[Field::Mounts, Field::Secrets][..],
-            });
+            // What a hitless extension needs: its node's socket and its token.
+            if self == ServiceRole::Extension {
+                fields.extend([Field::Mounts, Field::Secrets]);
+            }
         }
         for (field, keys) in self.declarable() {
             if keys.iter().any(|k| ext.declared.contains(k)) {

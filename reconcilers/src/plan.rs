@@ -18,12 +18,13 @@ use std::fmt;
 
 use crate::config::ProxyKind;
 use crate::desired::{
-    Desired, LABEL_EXTENSION, LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS, LABEL_ROLE, LABEL_SPEC_HASH, OWN_ENV_PREFIX,
-    OWN_LABEL_PREFIX, Observed, ServiceRole, is_owned, managed_label_keys,
+    Delivery, Desired, LABEL_CONFIG_HASH, LABEL_EXTENSION, LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS, LABEL_ROLE,
+    LABEL_SPEC_HASH, OWN_ENV_PREFIX, OWN_LABEL_PREFIX, Observed, ServiceRole, is_owned, managed_label_keys,
+    with_spec_hash,
 };
 use crate::labels;
 use crate::routes::Quarantined;
-use crate::swarm::{ConfigDef, NetworkDef, ServiceDef, ServiceFacts};
+use crate::swarm::{ConfigDef, NetworkDef, SecretDef, ServiceDef, ServiceFacts};
 
 /// Swarm's limit on a config object's data (swarmkit's `MaxConfigSize`, 1000 KiB).
 pub const MAX_CONFIG_SIZE: usize = 1000 * 1024;
@@ -37,6 +38,8 @@ pub enum Action {
     UpdateService { id: String, version: u64, def: ServiceDef, changes: Vec<String> },
     DeleteService { id: String, name: String },
     DeleteConfig { id: String, name: String },
+    CreateSecret(SecretDef),
+    DeleteSecret { name: String },
 }
 
 impl fmt::Display for Action {
@@ -50,6 +53,8 @@ impl fmt::Display for Action {
             }
             Action::DeleteService { name, .. } => write!(f, "delete service {name}"),
             Action::DeleteConfig { name, .. } => write!(f, "delete config {name}"),
+            Action::CreateSecret(s) => write!(f, "create secret {}", s.name),
+            Action::DeleteSecret { name } => write!(f, "delete secret {name}"),
         }
     }
 }
@@ -70,6 +75,21 @@ pub struct ClusterPlan {
     pub conflicts: Vec<String>,
     /// Fields of the cluster's services set by hand that the TOML could declare (not writes).
     pub hand_set: Vec<String>,
+    /// How the proxy takes the plan's change, when it has one: in place or by new tasks.
+    pub proxy_change: Option<ProxyChange>,
+    /// Hitless clusters: the config the core serves the extension (the desired one; dropped
+    /// by the shell when the proxy binary rejects it, so the last good one stays served).
+    pub delivery: Option<Delivery>,
+}
+
+/// How a change reaches a proxy's tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyChange {
+    /// Hitless: only the config changes; the extension writes it into the running tasks and
+    /// reloads them. The service gets a label-only update (no task restarts).
+    InPlace { from: String, to: String },
+    /// Swarm rolls the tasks onto the new spec (these fields changed).
+    Roll(Vec<String>),
 }
 
 /// Every write a pass would make.
@@ -138,47 +158,72 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             continue;
         }
         wanted_configs.extend(cluster.config_files.iter().map(|(file, _)| file.name.as_str()));
-        let proxy = by_name.get(cluster.proxy_service.name.as_str());
-        let proxy_update = service_action(&cluster.proxy_service, proxy.copied(), &mut cp.conflicts);
+        let proxy = by_name.get(cluster.proxy_service.name.as_str()).copied();
+        cp.delivery = cluster.delivery.clone();
+        let in_place = if cluster.hitless { in_place_update(&cluster.proxy_service, proxy) } else { None };
+        let proxy_update = match in_place {
+            Some(update) => {
+                let have = proxy.expect("in place means running");
+                let from = have.def.labels.get(LABEL_CONFIG_HASH).cloned().unwrap_or_default();
+                if let Some(update) = update {
+                    cp.proxy_change = Some(ProxyChange::InPlace { from, to: config_hash(cluster) });
+                    cp.new_config = Some(cluster.proxy_config.clone());
+                    Some(update)
+                } else {
+                    None
+                }
+            }
+            None => {
+                let update = service_action(&cluster.proxy_service, proxy, &mut cp.conflicts);
+                if let Some(Action::UpdateService { changes, .. }) = &update {
+                    cp.proxy_change = Some(ProxyChange::Roll(changes.clone()));
+                }
+                if update.is_some() && !missing.is_empty() {
+                    // Parts before the main file that includes them.
+                    cp.actions.extend(missing.into_iter().rev().map(|file| Action::CreateConfig(file.clone())));
+                    cp.new_config = Some(cluster.proxy_config.clone());
+                }
+                update
+            }
+        };
         if let Some(have) = proxy {
             cp.hand_set.extend(hand_set(ServiceRole::Proxy, &cluster.proxy_service, &have.def));
         }
-        if proxy_update.is_some() && !missing.is_empty() {
-            // Parts before the main file that includes them.
-            cp.actions.extend(missing.into_iter().rev().map(|file| Action::CreateConfig(file.clone())));
-            cp.new_config = Some(cluster.proxy_config.clone());
-        }
-        if let Some(proxy) = proxy {
-            let current = proxy.def.configs.first().map(|m| m.config_name.as_str());
-            if current != Some(cluster.proxy_config.name.as_str()) {
-                // The files the proxy mounts now, in order (one, or a main file and its parts).
-                let old = proxy
-                    .def
-                    .configs
-                    .iter()
-                    .filter_map(|m| observed.configs.iter().find(|c| c.name == m.config_name))
-                    .map(|c| String::from_utf8_lossy(&c.data).into_owned())
-                    .collect::<String>();
-                cp.config_change = Some((old, String::from_utf8_lossy(&cluster.proxy_config.data).into_owned()));
-            }
-        } else {
-            cp.config_change = Some((String::new(), String::from_utf8_lossy(&cluster.proxy_config.data).into_owned()));
-        }
+        cp.config_change = config_change(cluster, proxy, observed);
         cp.actions.extend(proxy_update);
         wanted_services.insert(&cluster.proxy_service.name);
+        if let Some(secret) = &cluster.token_secret {
+            match observed.secret_labels.get(&secret.name) {
+                _ if !observed.secrets.contains(&secret.name) => cp.actions.push(Action::CreateSecret(secret.clone())),
+                Some(labels) if is_owned(labels) => {}
+                _ => cp.conflicts.push(format!(
+                    "secret {} exists and was not created by interlock: the extension gets no token; remove it",
+                    secret.name
+                )),
+            }
+        }
         if let Some(ext) = &cluster.extension_service {
             wanted_services.insert(&ext.name);
             let have = by_name.get(ext.name.as_str()).copied();
-            cp.actions.extend(service_action(ext, have, &mut cp.conflicts));
+            match have {
+                // Swarm cannot change a service's mode (HitlessServiceUpdate turned on or off).
+                Some(have) if is_owned(&have.def.labels) && have.def.global != ext.global => {
+                    cp.actions.push(Action::DeleteService { id: have.id.clone(), name: have.def.name.clone() });
+                    cp.actions.push(Action::CreateService(ext.clone()));
+                }
+                _ => cp.actions.extend(service_action(ext, have, &mut cp.conflicts)),
+            }
             if let Some(have) = have {
                 cp.hand_set.extend(hand_set(ServiceRole::Extension, ext, &have.def));
             }
         }
         // Old proxy configs go once the proxy has settled on the current one: a rollback still
-        // needs the previous config while an update runs.
+        // needs the previous config while an update runs. A hitless proxy keeps the config it
+        // mounts (its restarted tasks start from it) and nothing else.
         let settled = proxy.is_some_and(|p| {
             p.update_state.as_deref() != Some("updating")
-                && p.def.configs.first().is_some_and(|m| m.config_name == cluster.proxy_config.name)
+                && (cluster.hitless
+                    || p.def.configs.first().is_some_and(|m| m.config_name == cluster.proxy_config.name))
         });
         if settled {
             for config in observed.configs.iter().filter(|c| {
@@ -189,6 +234,17 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             }) {
                 cp.actions.push(Action::DeleteConfig { id: config.id.clone(), name: config.name.clone() });
             }
+        }
+        // Tokens of earlier keys, once no service mounts them.
+        let wanted_token = cluster.token_secret.as_ref().map(|s| s.name.as_str());
+        for (secret, _) in observed.secret_labels.iter().filter(|(secret, labels)| {
+            is_owned(labels)
+                && labels.get(LABEL_EXTENSION) == Some(name)
+                && labels.get(LABEL_ROLE).is_some_and(|r| r == "extension-token")
+                && Some(secret.as_str()) != wanted_token
+                && !secret_referenced(observed, secret)
+        }) {
+            cp.actions.push(Action::DeleteSecret { name: secret.clone() });
         }
         plan.clusters.insert(name.clone(), cp);
     }
@@ -214,7 +270,95 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             plan.orphans.push(Action::DeleteConfig { id: config.id.clone(), name: config.name.clone() });
         }
     }
+    for (secret, labels) in &observed.secret_labels {
+        let gone = labels.get(LABEL_EXTENSION).is_some_and(|e| !desired.clusters.contains_key(e));
+        if is_owned(labels) && gone && !secret_referenced(observed, secret) {
+            plan.orphans.push(Action::DeleteSecret { name: secret.clone() });
+        }
+    }
     plan
+}
+
+fn secret_referenced(observed: &Observed, secret_name: &str) -> bool {
+    observed.services.iter().any(|s| s.def.secrets.iter().any(|m| m.secret_name == secret_name))
+}
+
+/// The hash of the cluster's desired config.
+fn config_hash(cluster: &crate::desired::ClusterState) -> String {
+    cluster.proxy_config.labels.get(LABEL_SPEC_HASH).cloned().unwrap_or_default()
+}
+
+/// For a hitless proxy already running the hitless start command: `Some(update)` when the only
+/// difference is the config (the update, if any, being the label-only one that records the
+/// config its tasks serve), `None` when the change needs new tasks (or there is no service).
+///
+/// The tasks keep the config object they were started with (a restarted task starts from it
+/// and catches up), so the comparison takes the mounted config and its hash from the service.
+fn in_place_update(want: &ServiceDef, have: Option<&ServiceFacts>) -> Option<Option<Action>> {
+    let have = have.filter(|h| is_owned(&h.def.labels) && h.def.command == want.command && !h.def.configs.is_empty())?;
+    let mounted_hash = |def: &ServiceDef| {
+        def.env.iter().find(|e| e.starts_with(&format!("{}=", crate::proxy::CONFIG_HASH_ENV))).cloned()
+    };
+    let mut sticky = want.clone();
+    sticky.configs.clone_from(&have.def.configs);
+    if let (Some(want_env), Some(have_env)) = (mounted_hash(want), mounted_hash(&have.def)) {
+        sticky.env.retain(|e| *e != want_env);
+        sticky.env.push(have_env);
+    }
+    let sticky = with_spec_hash(sticky);
+    // The same, also serving the config the service says its tasks serve: nothing else differs?
+    let mut unchanged = sticky.clone();
+    match have.def.labels.get(LABEL_CONFIG_HASH) {
+        Some(served) => unchanged.labels.insert(LABEL_CONFIG_HASH.to_owned(), served.clone()),
+        None => unchanged.labels.remove(LABEL_CONFIG_HASH),
+    };
+    if service_action(&with_spec_hash(unchanged), Some(have), &mut Vec::new()).is_some() {
+        return None;
+    }
+    Some(service_action(&sticky, Some(have), &mut Vec::new()).map(|action| match action {
+        Action::UpdateService { id, version, def, .. } => {
+            let changes = vec!["the config its tasks serve (label only: no restart)".to_owned()];
+            Action::UpdateService { id, version, def, changes }
+        }
+        other => other,
+    }))
+}
+
+/// The proxy config now in use and the desired one, when they differ (for `plan`'s diff). A
+/// hitless proxy's current config is the one its tasks serve, known by content only while it is
+/// the mounted one.
+fn config_change(
+    cluster: &crate::desired::ClusterState,
+    proxy: Option<&ServiceFacts>,
+    observed: &Observed,
+) -> Option<(String, String)> {
+    let new = String::from_utf8_lossy(&cluster.proxy_config.data).into_owned();
+    let Some(proxy) = proxy else { return Some((String::new(), new)) };
+    let mounted = || {
+        proxy
+            .def
+            .configs
+            .iter()
+            .filter_map(|m| observed.configs.iter().find(|c| c.name == m.config_name))
+            .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+            .collect::<String>()
+    };
+    if cluster.hitless && proxy.def.command == cluster.proxy_service.command {
+        let served = proxy.def.labels.get(LABEL_CONFIG_HASH)?;
+        if *served == config_hash(cluster) {
+            return None;
+        }
+        let mounted_name = proxy.def.configs.first().map(|m| m.config_name.as_str()).unwrap_or_default();
+        let mounted_hash = observed.configs.iter().find(|c| c.name == mounted_name).and_then(|c| c.labels.get(LABEL_SPEC_HASH));
+        let old = if mounted_hash == Some(served) {
+            mounted()
+        } else {
+            format!("# config {served}: served in place, its text is not kept in the swarm\n")
+        };
+        return Some((old, new));
+    }
+    let current = proxy.def.configs.first().map(|m| m.config_name.as_str());
+    (current != Some(cluster.proxy_config.name.as_str())).then(|| (mounted(), new))
 }
 
 fn referenced(observed: &Observed, config_name: &str) -> bool {
@@ -346,6 +490,8 @@ pub fn changed_fields(want: &ServiceDef, have: &ServiceDef) -> Vec<String> {
     check("stop grace period", want.stop_grace_period != have.stop_grace_period);
     check("update policy", want.update != have.update);
     check("mounts", want.bind_mounts != have.bind_mounts);
+    check("command", want.command != have.command);
+    check("secrets", want.secrets != have.secrets);
     changes
 }
 
@@ -379,6 +525,21 @@ pub fn render(plan: &Plan) -> String {
         }
         for note in &cluster.hand_set {
             let _ = writeln!(out, "  note: {note}");
+        }
+        match &cluster.proxy_change {
+            Some(ProxyChange::InPlace { from, to }) => {
+                let short = |h: &str| h.chars().take(12).collect::<String>();
+                let _ = writeln!(
+                    out,
+                    "  proxy: reloaded in place, config {} -> {}: the extension writes it into the running tasks (no restart)",
+                    short(from),
+                    short(to)
+                );
+            }
+            Some(ProxyChange::Roll(changes)) if cluster.delivery.is_some() => {
+                let _ = writeln!(out, "  proxy: new tasks (rolling update), because of: {}", changes.join(", "));
+            }
+            _ => {}
         }
         if let Some((old, new)) = &cluster.config_change
             && !cluster.actions.is_empty()
@@ -422,9 +583,9 @@ fn redacted(config: &str) -> String {
 
 fn symbol(action: &Action) -> &'static str {
     match action {
-        Action::CreateNetwork(_) | Action::CreateConfig(_) | Action::CreateService(_) => "+",
+        Action::CreateNetwork(_) | Action::CreateConfig(_) | Action::CreateService(_) | Action::CreateSecret(_) => "+",
         Action::UpdateService { .. } => "~",
-        Action::DeleteService { .. } | Action::DeleteConfig { .. } => "-",
+        Action::DeleteService { .. } | Action::DeleteConfig { .. } | Action::DeleteSecret { .. } => "-",
     }
 }
 
@@ -438,7 +599,9 @@ pub fn unsettled(observed: &Observed) -> Vec<String> {
         .filter_map(|s| {
             let running = observed.tasks.iter().filter(|t| t.running && t.service_id == s.id).count() as u64;
             let updating = matches!(s.update_state.as_deref(), Some("updating" | "rollback_started"));
-            (updating || running != s.def.replicas).then(|| {
+            // A global service has a task per eligible node, not a count: settled once any runs.
+            let short = if s.def.global { running == 0 } else { running != s.def.replicas };
+            (updating || short).then(|| {
                 format!(
                     "{}: {running}/{} task(s) running{}",
                     s.def.name,
@@ -459,7 +622,7 @@ pub fn apps_settling(observed: &Observed) -> usize {
         .filter(|s| !is_owned(&s.def.labels) && labels::is_app_service(&s.def.labels))
         .filter(|s| {
             let running = observed.tasks.iter().filter(|t| t.running && t.service_id == s.id).count() as u64;
-            running != s.def.replicas
+            if s.def.global { running == 0 } else { running != s.def.replicas }
         })
         .count()
 }

@@ -1,6 +1,6 @@
 //! The typed config model and the reading of the core and `[Extensions.NAME]` tables. Keys that
-//! are read but not honoured (`Template`, `HitlessServiceUpdate`, `ConfigImage`,
-//! `ConfigServiceName`) are kept in the model and warned about where they are set.
+//! are read but not honoured (`Template`, `ConfigImage`, `ConfigServiceName`) are kept in the
+//! model and warned about where they are set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -183,7 +183,8 @@ pub struct Extension {
     pub template: Option<String>,
     /// `Networks`: when set, the proxy joins only these networks.
     pub networks: Option<Vec<String>>,
-    /// Not honoured yet (a warning says so): a config change rolls the proxy service.
+    /// Config-only changes reach the running proxy tasks through the extension (written into
+    /// them, checked by their binary, reloaded gracefully) instead of rolling the proxy service.
     pub hitless_service_update: bool,
     /// Not honoured (a warning says so): no config service is created.
     pub config_image: Option<String>,
@@ -534,20 +535,9 @@ fn read_extension(ext: &TableReader<'_, '_, '_>, name: &str, header: Range<usize
             })
             .collect()
     });
-    let hitless_service_update = match ext.bool("HitlessServiceUpdate") {
-        Some((true, span)) => {
-            ext.warning(
-                "HitlessServiceUpdate",
-                span,
-                "HitlessServiceUpdate is not implemented yet: a config change rolls the proxy service \
-                 (one task at a time, stop-first with host-mode ports)",
-            );
-            true
-        }
-        _ => false,
-    };
+    let hitless_service_update = ext.bool("HitlessServiceUpdate").is_some_and(|(on, _)| on);
     let no_config_service = |key: &str, span| {
-        ext.warning(key, span, "interlock renders proxy configs itself: no config service is created");
+        ext.warning(key, span, "interlock renders proxy configs itself (with HitlessServiceUpdate its extension delivers them): no config service is created");
     };
     let config_image = ext.string("ConfigImage").filter(|(i, _)| !i.is_empty()).map(|(image, span)| {
         no_config_service("ConfigImage", span);

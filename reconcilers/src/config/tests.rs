@@ -158,7 +158,6 @@ DefaultOptions = ["option forwardfor"]
         warned,
         [
             "Extensions.edge.Template",
-            "Extensions.edge.HitlessServiceUpdate",
             "Extensions.edge.ConfigImage",
             "Extensions.edge.ConfigServiceName"
         ],
@@ -374,24 +373,24 @@ fn keys_not_honoured_warn_with_their_line() {
                 "custom templates are not supported: interlock renders its built-in nginx/HAProxy config"
             ),
             (
-                5,
-                "Extensions.a.HitlessServiceUpdate",
-                "HitlessServiceUpdate is not implemented yet: a config change rolls the proxy service (one task at \
-                 a time, stop-first with host-mode ports)"
+                6,
+                "Extensions.a.ConfigImage",
+                "interlock renders proxy configs itself (with HitlessServiceUpdate its extension delivers them): no \
+                 config service is created"
             ),
-            (6, "Extensions.a.ConfigImage", "interlock renders proxy configs itself: no config service is created"),
             (
                 7,
                 "Extensions.a.ConfigServiceName",
-                "interlock renders proxy configs itself: no config service is created"
+                "interlock renders proxy configs itself (with HitlessServiceUpdate its extension delivers them): no \
+                 config service is created"
             ),
         ]
     );
     assert!(loaded.warnings.iter().all(|w| w.severity == Severity::Warning));
     assert_eq!(
-        loaded.warnings[1].to_string(),
-        "test.toml:5:24: warning: Extensions.a.HitlessServiceUpdate: HitlessServiceUpdate is not implemented yet: \
-         a config change rolls the proxy service (one task at a time, stop-first with host-mode ports)"
+        loaded.warnings[0].to_string(),
+        "test.toml:4:12: warning: Extensions.a.Template: custom templates are not supported: interlock renders its \
+         built-in nginx/HAProxy config"
     );
     // The values are still read, as Interlock read them.
     let e = &loaded.config.extensions["a"];

@@ -65,6 +65,14 @@ fn apply(observed: &mut Observed, actions: &[Action]) {
             }
             Action::DeleteService { id, .. } => observed.services.retain(|s| s.id != *id),
             Action::DeleteConfig { id, .. } => observed.configs.retain(|c| c.id != *id),
+            Action::CreateSecret(secret) => {
+                observed.secrets.push(secret.name.clone());
+                observed.secret_labels.insert(secret.name.clone(), secret.labels.clone());
+            }
+            Action::DeleteSecret { name } => {
+                observed.secrets.retain(|s| s != name);
+                observed.secret_labels.remove(name);
+            }
         }
     }
 }
@@ -543,4 +551,153 @@ fn an_haproxy_config_over_swarms_size_limit_holds_its_cluster_with_the_reason() 
     assert!(p.clusters["us-east"].actions.is_empty());
     assert!(p.clusters["us-east"].conflicts[0].contains("over Swarm's limit"), "{p:#?}");
     assert!(!p.clusters["us-west"].actions.is_empty(), "the other cluster goes on");
+}
+
+/// The walk-through's config with `HitlessServiceUpdate = true` in both extensions.
+fn hitless() -> Config {
+    let mut config = seed();
+    for ext in config.extensions.values_mut() {
+        ext.hitless_service_update = true;
+    }
+    config
+}
+
+fn plan_of(config: &Config, observed: &Observed) -> crate::plan::Plan {
+    plan(&desired_state(config, observed, &env()), observed)
+}
+
+#[test]
+fn a_hitless_cluster_gets_a_global_extension_with_its_token_and_a_proxy_that_can_reload() {
+    let mut observed = seed_swarm();
+    let p = plan_of(&hitless(), &observed);
+    let east = &p.clusters["us-east"];
+    let Some(Action::CreateSecret(token)) = east.actions.iter().find(|a| matches!(a, Action::CreateSecret(_))) else {
+        panic!("a token secret: {east:#?}")
+    };
+    assert_eq!(token.data, crate::token::extension_token("SWMTKN-1-test-key", "us-east").into_bytes());
+    let d = desired_state(&hitless(), &observed, &env());
+    let ext = d.clusters["us-east"].extension_service.clone().unwrap();
+    assert!(ext.global, "one extension task per node, beside any proxy task");
+    assert_eq!(ext.bind_mounts[0].source, DOCKER_SOCKET);
+    assert_eq!(ext.secrets[0].secret_name, token.name);
+    assert_eq!(ext.secrets[0].target, TOKEN_SECRET_TARGET);
+    let proxy_def = &d.clusters["us-east"].proxy_service;
+    assert_eq!(proxy_def.command[..2], ["/bin/sh", "-c"]);
+    assert!(proxy_def.command[2].contains("exec nginx -c '/etc/nginx/nginx.conf' -g 'daemon off;' \"$@\""));
+    assert_eq!(proxy_def.configs[0].target, "/interlock/config/nginx.conf", "mounted aside, copied on start");
+    let delivery = d.clusters["us-east"].delivery.clone().unwrap();
+    assert_eq!(delivery.files[0].path, "/etc/nginx/nginx.conf");
+    assert_eq!(delivery.reload_signal, "SIGHUP");
+    assert_eq!(delivery.check, ["nginx", "-t", "-q", "-c", "/etc/nginx/nginx.conf"]);
+    assert_eq!(proxy_def.labels[LABEL_CONFIG_HASH], delivery.hash);
+    assert!(proxy_def.env.contains(&format!("INTERLOCK_CONFIG_HASH={}", delivery.hash)));
+    apply(&mut observed, &all_actions(&p));
+    assert!(plan_of(&hitless(), &observed).is_empty(), "the second pass writes nothing");
+}
+
+#[test]
+fn a_route_change_on_a_hitless_cluster_is_a_label_only_update_and_no_new_config_object() {
+    let mut observed = seed_swarm();
+    converge(&hitless(), &mut observed);
+    let before = proxy(&observed, "interlock-proxy-us-east").clone();
+    let configs_before = observed.configs.len();
+    observed.tasks.push(task("t3", "s-east", "n-east", "10.0.1.6"));
+    let p = plan_of(&hitless(), &observed);
+    assert!(p.clusters["us-west"].actions.is_empty());
+    let east = &p.clusters["us-east"];
+    let [Action::UpdateService { def, changes, .. }] = east.actions.as_slice() else {
+        panic!("one label-only update: {east:#?}")
+    };
+    assert_eq!(changes, &["the config its tasks serve (label only: no restart)"]);
+    let mut task_template = def.clone();
+    task_template.labels = before.def.labels.clone();
+    assert_eq!(task_template, before.def, "nothing but service labels changes: no task restarts");
+    let delivery = east.delivery.clone().unwrap();
+    assert!(delivery.files[0].content.contains("server 10.0.1.6:8080;"));
+    assert_eq!(def.labels[LABEL_CONFIG_HASH], delivery.hash);
+    assert!(matches!(&east.proxy_change, Some(crate::plan::ProxyChange::InPlace { to, .. }) if *to == delivery.hash));
+    assert!(east.new_config.is_some(), "checked by the proxy binary before it is served");
+    let text = crate::plan::render(&p);
+    assert!(text.contains("proxy: reloaded in place"), "{text}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with('+') && l.contains("server 10.0.1.6:8080;")), "{text}");
+    apply(&mut observed, &all_actions(&p));
+    assert_eq!(observed.configs.len(), configs_before, "no config object per route change");
+    assert!(plan_of(&hitless(), &observed).is_empty());
+    // Removing the task again is another in-place change.
+    observed.tasks.retain(|t| t.id != "t3");
+    let p = plan_of(&hitless(), &observed);
+    assert!(matches!(p.clusters["us-east"].proxy_change, Some(crate::plan::ProxyChange::InPlace { .. })));
+}
+
+#[test]
+fn a_change_that_needs_new_tasks_rolls_a_hitless_proxy_onto_the_current_config() {
+    let mut observed = seed_swarm();
+    converge(&hitless(), &mut observed);
+    observed.tasks.push(task("t3", "s-east", "n-east", "10.0.1.6"));
+    converge(&hitless(), &mut observed);
+    // A new app on a network the proxy does not have yet: the proxy must join it.
+    observed.networks.push(crate::fixtures::network("n-new", "new-net"));
+    observed.services.push(app("s-new", "new-app", "us-east", "n-new"));
+    observed.tasks.push(task("t4", "s-new", "n-new", "10.0.3.5"));
+    let p = plan_of(&hitless(), &observed);
+    let east = &p.clusters["us-east"];
+    let names: Vec<String> = east.actions.iter().map(ToString::to_string).collect();
+    assert!(names[0].starts_with("create config interlock-proxy-us-east-"), "{names:#?}");
+    let Some(Action::UpdateService { def, changes, .. }) =
+        east.actions.iter().find(|a| matches!(a, Action::UpdateService { .. }))
+    else {
+        panic!("{names:#?}")
+    };
+    assert!(changes.contains(&"networks".to_owned()) && changes.contains(&"config".to_owned()), "{changes:?}");
+    let delivery = east.delivery.clone().unwrap();
+    assert_eq!(def.labels[LABEL_CONFIG_HASH], delivery.hash);
+    assert!(def.env.contains(&format!("INTERLOCK_CONFIG_HASH={}", delivery.hash)), "new tasks start on it");
+    assert!(crate::plan::render(&p).contains("proxy: new tasks (rolling update), because of: "));
+    apply(&mut observed, &all_actions(&p));
+    assert_eq!(converge(&hitless(), &mut observed), 1, "then the config it no longer mounts goes");
+    assert_eq!(observed.configs.len(), 2, "one mounted config per proxy");
+}
+
+#[test]
+fn turning_hitless_on_and_off_recreates_the_extension_and_rolls_the_proxy() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    let p = plan_of(&hitless(), &observed);
+    let names: Vec<String> = p.clusters["us-east"].actions.iter().map(ToString::to_string).collect();
+    assert!(names.contains(&"delete service interlock-ext-us-east".to_owned()), "{names:#?}");
+    assert!(names.contains(&"create service interlock-ext-us-east".to_owned()), "{names:#?}");
+    assert!(names.iter().any(|n| n.starts_with("update service interlock-proxy-us-east (") && n.contains("command")));
+    converge(&hitless(), &mut observed);
+    assert!(observed.services.iter().find(|s| s.def.name == "interlock-ext-us-east").unwrap().def.global);
+    assert_eq!(converge(&seed(), &mut observed), 2, "back to rolling, then its token secret goes");
+    assert!(observed.secrets.is_empty(), "{:?}", observed.secrets);
+    let east = proxy(&observed, "interlock-proxy-us-east");
+    assert!(east.def.command.is_empty() && east.def.configs[0].target == "/etc/nginx/nginx.conf");
+}
+
+#[test]
+fn a_removed_hitless_extension_takes_its_token_with_it() {
+    let mut observed = seed_swarm();
+    converge(&hitless(), &mut observed);
+    assert_eq!(observed.secrets.len(), 2);
+    let mut config = hitless();
+    config.extensions.remove("us-west");
+    converge(&config, &mut observed);
+    assert_eq!(observed.secrets.len(), 1);
+    assert!(observed.secrets[0].starts_with("interlock-ext-us-east-token-"));
+}
+
+#[test]
+fn a_new_key_rotates_the_token_and_the_old_secret_goes_once_unmounted() {
+    let mut observed = seed_swarm();
+    converge(&hitless(), &mut observed);
+    let old: Vec<String> = observed.secrets.clone();
+    let rotated = Environment { extension_key: "SWMTKN-1-rotated".into(), ..env() };
+    for _ in 0..3 {
+        let p = plan(&desired_state(&hitless(), &observed, &rotated), &observed);
+        apply(&mut observed, &all_actions(&p));
+    }
+    assert!(plan(&desired_state(&hitless(), &observed, &rotated), &observed).is_empty());
+    assert_eq!(observed.secrets.len(), 2);
+    assert!(observed.secrets.iter().all(|s| !old.contains(s)), "{:?} vs {old:?}", observed.secrets);
 }
