@@ -4,10 +4,12 @@
 //! `ListenAddr` and logged).
 //!
 //! Features that need shared state get a field here, not a global: the configs served to
-//! proxies (HitlessServiceUpdate), plug-in dispatch, metrics registries, leadership.
+//! hitless extensions and their reports ([`Deliveries`]); next, plug-in dispatch, metrics
+//! registries, leadership.
 
 use std::sync::Arc;
 
+use crate::delivery::Deliveries;
 use crate::proxycheck::ProxyChecker;
 use crate::status::SharedStatus;
 use crate::swarm::Swarm;
@@ -18,10 +20,12 @@ pub struct Context<S> {
     pub swarm: S,
     pub checker: Arc<ProxyChecker>,
     pub status: SharedStatus,
+    /// Configs served to hitless extensions, their tasks' reports, and the key of their tokens.
+    pub deliveries: Arc<Deliveries>,
 }
 
 impl<S: Swarm> Context<S> {
     pub fn new(swarm: S, checker: ProxyChecker) -> Self {
-        Self { swarm, checker: Arc::new(checker), status: SharedStatus::default() }
+        Self { swarm, checker: Arc::new(checker), status: SharedStatus::default(), deliveries: Arc::default() }
     }
 }

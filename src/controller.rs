@@ -58,7 +58,8 @@ pub async fn run<S: Swarm>(
 ) -> Result<Status, ControllerError> {
     tokio::pin!(shutdown);
     let mut hup = signal(SignalKind::hangup()).map_err(ControllerError::Signals)?;
-    let server = tokio::spawn(crate::status::serve(config.listen_addr.bind_addr(), ctx.status.clone()));
+    let server =
+        tokio::spawn(crate::status::serve(config.listen_addr.bind_addr(), ctx.status.clone(), ctx.deliveries.clone()));
     let poll_interval = config.poll_interval;
     info!(config = %path.display(), poll = ?poll_interval, "running");
     let mut reconciler = Reconciler::new(ctx.clone(), config);

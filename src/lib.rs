@@ -12,12 +12,18 @@
 //! - [`controller`]: the loop behind `interlock run` (triggers, reloads, shutdown).
 //! - [`proxycheck`]: the real `nginx -t` / `haproxy -c` on every config before a rollout.
 //! - [`status`]: `/health` and `/status` on `ListenAddr`, and logging of state changes.
+//! - [`delivery`]: the core's side of hitless updates: configs served to extensions (the API on
+//!   `ListenAddr`) and their proxy tasks' reports.
+//! - [`extension`]: `interlock extension`, the node-local side: writes served configs into the
+//!   proxy tasks on its node, checks them with the task's binary, reloads them.
 //! - [`report`]: the text that `validate` and `check` print, built from plain values.
 //! - `main.rs`: the command line, logging set-up, exit codes (the only place `anyhow` is used).
 
 pub mod context;
 pub mod controller;
+pub mod delivery;
 pub mod docker;
+pub mod extension;
 #[cfg(test)]
 mod memory_swarm;
 pub mod proxycheck;

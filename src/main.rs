@@ -57,8 +57,9 @@ enum Command {
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
     },
-    /// The extension service's process: it reports the core it belongs to and waits. interlock's
-    /// core renders proxy configs itself; the extension service keeps Interlock's layout.
+    /// The extension service's process. With HitlessServiceUpdate (one per node, with the
+    /// node's Docker socket) it writes the core's configs into the proxy tasks on its node and
+    /// reloads them; otherwise it says where its core is and waits.
     Extension,
 }
 
@@ -141,7 +142,11 @@ async fn context(config: &Config) -> anyhow::Result<Context<DockerClient>> {
     let docker = DockerClient::connect(config.docker_url.as_ref(), &config.tls)?;
     let engine = docker.require_manager().await?;
     tracing::debug!(engine = %engine.version, api = %engine.api_version, "connected to a swarm manager");
-    Ok(Context::new(docker, ProxyChecker::discover()))
+    // Hitless extensions' tokens derive from a key only managers can read.
+    let key = docker.manager_join_token().await?;
+    let ctx = Context::new(docker, ProxyChecker::discover());
+    ctx.deliveries.set_key(key);
+    Ok(ctx)
 }
 
 fn plan(path: &Path) -> anyhow::Result<ExitCode> {
@@ -224,15 +229,12 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn extension() -> anyhow::Result<ExitCode> {
-    let name = std::env::var("INTERLOCK_EXTENSION_NAME").unwrap_or_default();
-    let core = std::env::var("INTERLOCK_CORE_ENDPOINT").unwrap_or_default();
-    tracing::info!(extension = %name, core = %core, "extension service up; the core renders this cluster's proxy config");
+    let settings = interlock::extension::Settings::from_env()?;
     runtime()?.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        let shutdown = interlock::controller::termination()?;
+        // The node's own engine (its socket is mounted into the task), not the config's DockerURL.
+        let docker = DockerClient::connect(None, &Default::default())?;
+        interlock::extension::run(settings, docker, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

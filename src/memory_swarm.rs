@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use reconcilers::desired::{LABEL_EXTENSION, Observed};
 use reconcilers::swarm::{
-    ConfigDef, ConfigFacts, NetworkDef, NetworkFacts, ObjectKind, ServiceDef, ServiceFacts, SwarmEvent,
+    ConfigDef, ConfigFacts, NetworkDef, NetworkFacts, ObjectKind, SecretDef, ServiceDef, ServiceFacts, SwarmEvent,
 };
 use tokio::sync::broadcast;
 
@@ -315,6 +315,32 @@ impl Swarm for MemorySwarm {
             if state.observed.configs.len() == before {
                 return Err(DockerError::NotFound { operation: format!("delete config {id}") });
             }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_secret(&self, def: &SecretDef) -> Result<(), DockerError> {
+        let extension = def.labels.get(LABEL_EXTENSION).cloned();
+        self.write("create secret", &def.name, extension, |state| {
+            if state.observed.secrets.contains(&def.name) {
+                return Err(DockerError::Conflict { operation: format!("create secret {}", def.name) });
+            }
+            state.observed.secrets.push(def.name.clone());
+            state.observed.secret_labels.insert(def.name.clone(), def.labels.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<(), DockerError> {
+        let extension = self.lock().observed.secret_labels.get(name).and_then(|l| l.get(LABEL_EXTENSION).cloned());
+        self.write("delete secret", name, extension, |state| {
+            if !state.observed.secrets.iter().any(|s| s == name) {
+                return Err(DockerError::NotFound { operation: format!("delete secret {name}") });
+            }
+            state.observed.secrets.retain(|s| s != name);
+            state.observed.secret_labels.remove(name);
             Ok(())
         })
         .await

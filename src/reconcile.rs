@@ -119,7 +119,7 @@ fn jitter() -> f64 {
 
 impl<S: Swarm> Reconciler<S> {
     pub fn new(ctx: Context<S>, config: Config) -> Self {
-        let env = Environment::new(&config);
+        let env = Environment::new(&config).with_extension_key(ctx.deliveries.key());
         Self {
             ctx,
             config,
@@ -137,7 +137,7 @@ impl<S: Swarm> Reconciler<S> {
     /// Converges to `config` from the next pass on. Write tasks still running keep running and
     /// are collected as before; backoff is kept for extensions that remain.
     pub fn reconfigure(&mut self, config: Config) {
-        self.env = Environment::new(&config);
+        self.env = Environment::new(&config).with_extension_key(self.ctx.deliveries.key());
         self.backoff.retain(|name, _| config.extensions.contains_key(name));
         self.config = config;
     }
@@ -157,7 +157,7 @@ impl<S: Swarm> Reconciler<S> {
             let mut plan = plan::plan(&desired, &observed);
             let mut found = false;
             for (name, cluster) in &mut plan.clusters {
-                let Some(reason) = self.rejection(cluster).await else { continue };
+                let Some(reason) = self.rejection(name, cluster).await else { continue };
                 let kind = cluster.proxy_kind;
                 let routes = &desired.clusters[name].routes;
                 match self.find_culprits(name, kind, routes, &observed, &excluded).await {
@@ -171,6 +171,7 @@ impl<S: Swarm> Reconciler<S> {
                     }
                     _ => {
                         cluster.actions.clear();
+                        cluster.delivery = None;
                         cluster.conflicts.push(format!(
                             "the new proxy config is rejected by {kind} ({reason}), and no service's labels explain it (check the TOML); the proxy keeps its last good config"
                         ));
@@ -184,9 +185,10 @@ impl<S: Swarm> Reconciler<S> {
         // Culprits found in every round: plan once more, holding whatever is still rejected.
         let desired = desired::desired_state_excluding(&self.config, &observed, &self.env, &excluded);
         let mut plan = plan::plan(&desired, &observed);
-        for cluster in plan.clusters.values_mut() {
-            if let Some(reason) = self.rejection(cluster).await {
+        for (name, cluster) in &mut plan.clusters {
+            if let Some(reason) = self.rejection(name, cluster).await {
                 cluster.actions.clear();
+                cluster.delivery = None;
                 cluster.conflicts.push(format!(
                     "the new proxy config is rejected by {} ({reason}); the proxy keeps its last good config",
                     cluster.proxy_kind
@@ -196,10 +198,14 @@ impl<S: Swarm> Reconciler<S> {
         Ok((observed, plan))
     }
 
-    /// The binary's reason, when the config a cluster's plan would create is rejected.
-    async fn rejection(&self, cluster: &plan::ClusterPlan) -> Option<String> {
+    /// The binary's reason, when the config a cluster's plan would create or deliver is rejected:
+    /// by the operator's binary, or by a proxy task's own (reported by a hitless extension).
+    async fn rejection(&self, extension: &str, cluster: &plan::ClusterPlan) -> Option<String> {
         let def = cluster.new_config.as_ref()?;
         let hash = def.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
+        if let Some(reason) = self.ctx.deliveries.rejected(extension, &hash) {
+            return Some(reason);
+        }
         match self.ctx.checker.check(cluster.proxy_kind, &hash, &String::from_utf8_lossy(&def.data)).await {
             Verdict::Rejected(reason) => Some(reason),
             Verdict::Accepted | Verdict::Unchecked => None,
@@ -313,6 +319,7 @@ impl<S: Swarm> Reconciler<S> {
             report.writes += 1;
         }
         self.collect(&mut report, Duration::ZERO).await;
+        self.serve_deliveries(&observed, &plan);
         let now = Instant::now();
         for (name, cluster) in &plan.clusters {
             if cluster.actions.is_empty() {
@@ -353,6 +360,34 @@ impl<S: Swarm> Reconciler<S> {
         }
         report.plan = plan;
         Ok(report)
+    }
+
+    /// Serves each hitless cluster's accepted config to its extension (before any write: the
+    /// label recording it is bookkeeping, the tasks need only the config), and forgets reports
+    /// of proxy tasks that no longer run.
+    fn serve_deliveries(&self, observed: &Observed, plan: &Plan) {
+        for (name, cluster) in &plan.clusters {
+            let Some(delivery) = &cluster.delivery else { continue };
+            self.ctx.deliveries.publish(delivery);
+            self.ctx.deliveries.retain_tasks(name, &proxy_tasks(observed, &delivery.proxy_service));
+        }
+    }
+
+    /// Running proxy tasks of hitless clusters that have not reported the config served to
+    /// them yet, as `extension: task` (what `apply` waits for).
+    pub fn undelivered(&self, observed: &Observed, plan: &Plan) -> Vec<String> {
+        let mut waiting = Vec::new();
+        for (name, cluster) in &plan.clusters {
+            let Some(delivery) = &cluster.delivery else { continue };
+            let tasks = proxy_tasks(observed, &delivery.proxy_service);
+            for task in self.ctx.deliveries.pending(name, &delivery.hash, &tasks) {
+                waiting.push(format!(
+                    "extension {name}: proxy task {task} has not reported config {}",
+                    &delivery.hash[..12]
+                ));
+            }
+        }
+        waiting
     }
 
     /// When the earliest backing-off cluster may retry, if any is backing off.
@@ -455,7 +490,17 @@ async fn execute<S: Swarm>(swarm: &S, action: &Action) -> Result<(), DockerError
         }
         Action::DeleteService { id, .. } => ignore_missing(swarm.delete_service(id).await),
         Action::DeleteConfig { id, .. } => ignore_missing(swarm.delete_config(id).await),
+        Action::CreateSecret(def) => swarm.create_secret(def).await,
+        Action::DeleteSecret { name } => ignore_missing(swarm.delete_secret(name).await),
     }
+}
+
+/// IDs of the running tasks of the service named `service`.
+fn proxy_tasks(observed: &Observed, service: &str) -> BTreeSet<String> {
+    let Some(id) = observed.services.iter().find(|s| s.def.name == service).map(|s| &s.id) else {
+        return BTreeSet::new();
+    };
+    observed.tasks.iter().filter(|t| t.running && t.service_id == *id).map(|t| t.id.clone()).collect()
 }
 
 /// A delete of something already gone has done its job.

@@ -1,6 +1,7 @@
 //! What the loop knows, served over HTTP on `ListenAddr` (`/health`, `/status`) and logged when
-//! it changes: quarantined services, held clusters, failing clusters. The core's endpoint that
-//! extension services are told about.
+//! it changes: quarantined services, held clusters, failing clusters, and for hitless clusters
+//! the config served and each proxy task's report. The same listener is the core's endpoint
+//! that extension services are told about (`/v1/extensions/…`, see [`crate::delivery`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -13,6 +14,8 @@ use hyper_util::rt::TokioIo;
 use reconcilers::plan::Plan;
 use serde::Serialize;
 use tracing::{info, warn};
+
+use crate::delivery::{Deliveries, TaskReport};
 
 /// The state of the last pass, per extension.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -35,6 +38,12 @@ pub struct ExtensionStatus {
     pub held: Vec<String>,
     /// The last write failure, while the extension backs off.
     pub failure: Option<String>,
+    /// Hitless: the hash of the config served to the extension.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_config: Option<String>,
+    /// Hitless: per proxy task, the config it runs and since when, as its extension reported.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tasks: BTreeMap<String, TaskReport>,
 }
 
 pub type SharedStatus = Arc<Mutex<Status>>;
@@ -50,6 +59,7 @@ pub fn record(status: &SharedStatus, plan: &Plan, failures: &BTreeMap<String, St
                 quarantined: cluster.quarantined.iter().map(line).collect(),
                 held: cluster.conflicts.clone(),
                 failure: failures.get(name).cloned(),
+                ..ExtensionStatus::default()
             },
         );
     }
@@ -81,9 +91,9 @@ pub fn record_failed_pass(status: &SharedStatus, error: &str) {
     current.pass_error = Some(error.to_owned());
 }
 
-/// Serves `/health` and `/status` on `addr` until the task is aborted. A port already taken is
-/// logged, not fatal: the loop matters more than its window.
-pub async fn serve(addr: String, status: SharedStatus) {
+/// Serves `/health`, `/status` and the extensions' API on `addr` until the task is aborted. A
+/// port already taken is logged, not fatal: the loop matters more than its window.
+pub async fn serve(addr: String, status: SharedStatus, deliveries: Arc<Deliveries>) {
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -94,22 +104,32 @@ pub async fn serve(addr: String, status: SharedStatus) {
     info!("status on http://{addr}/status");
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let status = status.clone();
+        let (status, deliveries) = (status.clone(), deliveries.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                let status = status.clone();
-                async move { Ok::<_, Infallible>(respond(request.uri().path(), &status)) }
+                let (status, deliveries) = (status.clone(), deliveries.clone());
+                async move {
+                    Ok::<_, Infallible>(if request.uri().path().starts_with("/v1/extensions/") {
+                        crate::delivery::respond(&deliveries, request).await
+                    } else {
+                        respond(request.uri().path(), &status, &deliveries)
+                    })
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
 
-fn respond(path: &str, status: &SharedStatus) -> Response<Full<Bytes>> {
+fn respond(path: &str, status: &SharedStatus, deliveries: &Deliveries) -> Response<Full<Bytes>> {
     let (code, content_type, body) = match path {
         "/health" => (200, "text/plain", "ok\n".to_owned()),
         "/status" => {
-            let snapshot = status.lock().expect("status lock").clone();
+            let mut snapshot = status.lock().expect("status lock").clone();
+            for (name, ext) in &mut snapshot.extensions {
+                ext.served_config = deliveries.current(name).map(|d| d.hash.clone());
+                ext.tasks = deliveries.tasks(name);
+            }
             let json = serde_json::to_string_pretty(&snapshot).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             (200, "application/json", json + "\n")
         }
@@ -140,12 +160,13 @@ mod tests {
             },
         );
         record(&status, &plan, &BTreeMap::new(), 2);
-        let response = respond("/status", &status);
+        let deliveries = Deliveries::default();
+        let response = respond("/status", &status, &deliveries);
         assert_eq!(response.status(), 200);
         let snapshot = status.lock().unwrap().clone();
         assert_eq!(snapshot.writes, 2);
         assert_eq!(snapshot.extensions["us-east"].quarantined, ["bad: port"]);
-        assert_eq!(respond("/health", &status).status(), 200);
-        assert_eq!(respond("/nope", &status).status(), 404);
+        assert_eq!(respond("/health", &status, &deliveries).status(), 200);
+        assert_eq!(respond("/nope", &status, &deliveries).status(), 404);
     }
 }

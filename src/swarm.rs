@@ -10,7 +10,7 @@ use std::future::Future;
 
 use futures_util::Stream;
 use reconcilers::desired::Observed;
-use reconcilers::swarm::{ConfigDef, NetworkDef, ObjectKind, ServiceDef, ServiceFacts, SwarmEvent};
+use reconcilers::swarm::{ConfigDef, NetworkDef, ObjectKind, SecretDef, ServiceDef, ServiceFacts, SwarmEvent};
 
 use crate::docker::{DockerClient, DockerError};
 
@@ -34,6 +34,9 @@ pub trait Swarm: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), DockerError>> + Send;
     fn delete_service(&self, id: &str) -> impl Future<Output = Result<(), DockerError>> + Send;
     fn delete_config(&self, id: &str) -> impl Future<Output = Result<(), DockerError>> + Send;
+    /// An operator-owned secret (a hitless extension's token).
+    fn create_secret(&self, def: &SecretDef) -> impl Future<Output = Result<(), DockerError>> + Send;
+    fn delete_secret(&self, name: &str) -> impl Future<Output = Result<(), DockerError>> + Send;
     /// Events about these kinds of object, from now on. Hints only: a pass reads afresh.
     fn events(&self, kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, DockerError>> + Send + 'static;
     /// Requests sent so far: `(reads, writes)`.
@@ -71,6 +74,14 @@ impl Swarm for DockerClient {
 
     async fn delete_config(&self, id: &str) -> Result<(), DockerError> {
         DockerClient::delete_config(self, id).await
+    }
+
+    async fn create_secret(&self, def: &SecretDef) -> Result<(), DockerError> {
+        DockerClient::create_secret(self, def).await.map(drop)
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<(), DockerError> {
+        DockerClient::delete_secret(self, name).await
     }
 
     fn events(&self, kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, DockerError>> + Send + 'static {

@@ -5,6 +5,11 @@
 //! config. The document then pins each proxy by hand (`docker service update --constraint-add`),
 //! and those constraints must survive interlock's passes and later app changes.
 //!
+//! It runs with `HitlessServiceUpdate = true` added to each extension (the only change to the
+//! lab's TOML): route changes then reach the running proxies in place, and the scaling steps
+//! check that the proxy tasks were not restarted. The rolling path is covered by the other lab
+//! tests.
+//!
 //! One test, in steps: the steps share one swarm, and their order is the walk-through's.
 
 mod support;
@@ -17,7 +22,9 @@ use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
 use reconcilers::swarm::ServiceFacts;
 use support::{Answer, docker, docker_quiet, eventually, interlock, lab, node_addr, request};
 
-const CONFIG: &str = "deploy/examples/service-clusters.lab.toml";
+/// The lab's TOML, and the copy this test runs with (hitless updates on).
+const LAB_CONFIG: &str = "deploy/examples/service-clusters.lab.toml";
+const CONFIG: &str = "target/seed-scenario.hitless.toml";
 /// The walk-through's `ehazlett/docker-demo`, built by the lab from `src/bin/docker-demo.rs`.
 const DEMO_IMAGE: &str = "local/docker-demo:lab";
 const OPERATOR_IMAGE: &str = "local/interlock:lab";
@@ -127,8 +134,53 @@ fn pin_proxy(region: &str) {
     update_by_hand(&args, &format!("interlock-proxy-{region}"));
 }
 
+/// The lab's TOML with `HitlessServiceUpdate = true` in each extension, written to [`CONFIG`].
+fn write_hitless_config() {
+    let text = std::fs::read_to_string(LAB_CONFIG).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim_start().starts_with("ServiceCluster =") {
+            out.push_str("    HitlessServiceUpdate = true\n");
+        }
+    }
+    assert_eq!(out.matches("HitlessServiceUpdate").count(), 2);
+    std::fs::write(CONFIG, out).unwrap();
+}
+
+/// IDs of the running tasks of a service: the same IDs later mean no task was restarted.
+async fn running_tasks(api: &DockerClient, name: &str) -> Vec<String> {
+    let Ok(Some(s)) = api.inspect_service(name).await else { return vec![] };
+    let mut ids: Vec<String> = api
+        .list_tasks()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.service_id == s.id && t.running)
+        .map(|t| t.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Waits until a request through `node` for `host` has been answered by `n` instances.
+async fn answered_by(node: &str, host: &str, n: usize) {
+    let instances = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let instances = &instances;
+    eventually(&format!("{n} {host} instances answer through {node}"), Duration::from_secs(60), || async move {
+        let answer = ping(node, host).await.filter(|a| a.status == 200)?;
+        let json: serde_json::Value = serde_json::from_str(answer.body.trim()).ok()?;
+        let mut seen = instances.lock().unwrap();
+        seen.insert(json["instance"].as_str()?.to_owned());
+        (seen.len() == n).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn service_clusters_walkthrough_word_for_word() {
+    write_hitless_config();
     let api = lab().await;
     support::stop_demo_operator(&api).await;
     clean(&api).await;
@@ -257,50 +309,34 @@ async fn service_clusters_walkthrough_word_for_word() {
     assert_eq!(code, 0, "{check}");
     assert!(check.contains("proxy interlock-proxy-us-east can run on lb-00 (constraints"), "{check}");
 
-    // A later app change (demo-east scaled to 2) re-renders us-east's config: the proxy rolls
-    // onto it and keeps its pins; us-west is not touched.
+    // A later app change (demo-east scaled to 2) re-renders us-east's config: it reaches the
+    // running proxy in place (the same task keeps running), the pins stay, us-west is not touched.
+    let east_tasks = running_tasks(&api, "interlock-proxy-us-east").await;
     let west_before = service(&api, "interlock-proxy-us-west").await;
     docker(&["service", "scale", "--detach", "demo-east=2"]);
-    eventually("both demo-east tasks in us-east's config", Duration::from_secs(60), || async {
-        let proxy = service(&api, "interlock-proxy-us-east").await;
-        let config_name = proxy.def.configs.first()?.config_name.clone();
-        let config = api.list_configs("").await.ok()?.into_iter().find(|c| c.name == config_name)?;
-        (String::from_utf8_lossy(&config.data).matches(":8080;").count() == 2).then_some(())
-    })
-    .await;
-    let instances = std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let instances = &instances;
-    eventually("both demo-east tasks answer through lb-00", Duration::from_secs(60), || async move {
-        let answer = ping("lb-00", "demo-east.local").await.filter(|a| a.status == 200)?;
-        let json: serde_json::Value = serde_json::from_str(answer.body.trim()).ok()?;
-        let mut seen = instances.lock().unwrap();
-        seen.insert(json["instance"].as_str()?.to_owned());
-        (seen.len() == 2).then_some(())
-    })
-    .await;
+    answered_by("lb-00", "demo-east.local", 2).await;
+    assert_eq!(running_tasks(&api, "interlock-proxy-us-east").await, east_tasks, "reloaded in place, not restarted");
     tokio::time::sleep(POLL * 3).await;
     assert_eq!(service(&api, "interlock-proxy-us-east").await.def.constraints, pinned("us-east"));
-    eventually("us-east's proxy back on lb-00 only", Duration::from_secs(60), || async {
-        (running_on(&api, "interlock-proxy-us-east").await == ["lb-00"]).then_some(())
-    })
-    .await;
+    assert_eq!(running_on(&api, "interlock-proxy-us-east").await, ["lb-00"]);
     assert_eq!(service(&api, "interlock-proxy-us-west").await.version, west_before.version, "us-west untouched");
 
-    // A change in us-west (demo-west scaled to 2) rolls its proxy onto a new config: the hand
+    // A change in us-west (demo-west scaled to 2) reaches its proxy in place too: the hand
     // tuning stays.
+    let west_tasks = running_tasks(&api, "interlock-proxy-us-west").await;
     docker(&["service", "scale", "--detach", "demo-west=2"]);
-    eventually("both demo-west tasks in us-west's config", Duration::from_secs(60), || async {
-        let proxy = service(&api, "interlock-proxy-us-west").await;
-        let config_name = proxy.def.configs.first()?.config_name.clone();
-        let config = api.list_configs("").await.ok()?.into_iter().find(|c| c.name == config_name)?;
-        (String::from_utf8_lossy(&config.data).matches(":8080;").count() == 2).then_some(())
-    })
-    .await;
+    answered_by("lb-01", "demo-west.local", 2).await;
+    assert_eq!(running_tasks(&api, "interlock-proxy-us-west").await, west_tasks, "reloaded in place, not restarted");
     let west = service(&api, "interlock-proxy-us-west").await.def;
     assert_eq!(west.stop_grace_period, Some(Duration::from_secs(10)));
     assert_eq!(west.update.delay, Some(Duration::from_secs(2)));
     assert!(!west.update.rollback_on_failure, "--update-failure-action pause stays");
     assert_eq!(west.constraints, pinned("us-west"));
+    eventually("plan: nothing to do once delivered", Duration::from_secs(30), || async {
+        let (code, out) = interlock(&["plan", "-c", CONFIG]);
+        (code == 0 && out.contains("nothing to do")).then_some(())
+    })
+    .await;
 
     // Removing demo-east removes its route.
     docker(&["service", "rm", "demo-east"]);

@@ -89,6 +89,28 @@ pids_where() {
 # worker_dockerd_pids NODE: dockerd processes serving that node's data root.
 worker_dockerd_pids() { pids_where dockerd "/var/lib/docker-$1"; }
 
+# worker_sock_bound NODE: true when, in the mount namespace of each of the node's
+# dockerds, /run/docker.sock (= /var/run/docker.sock) is the node's own socket
+# /run/docker-NODE.sock (see start_worker), so that a task on NODE that mounts
+# /var/run/docker.sock reaches NODE's engine and not the manager's. Needs root
+# (reading another process's /proc/PID/root).
+worker_sock_bound() {
+  local own pid pids
+  own=$(stat -c %i "/run/docker-$1.sock" 2>/dev/null) || return 1
+  pids=$(worker_dockerd_pids "$1")
+  [[ -n $pids ]] || return 1
+  for pid in $pids; do
+    [[ $(stat -L -c %i "/proc/$pid/root/run/docker.sock" 2>/dev/null) == "$own" ]] || return 1
+  done
+}
+
+# wait_sock_bound NODE SECONDS: waits until worker_sock_bound NODE.
+wait_sock_bound() {
+  local i
+  for ((i = 0; i < $2 * 5; i++)); do worker_sock_bound "$1" && return 0; sleep 0.2; done
+  return 1
+}
+
 # live_pid_from_file FILE COMM: the pid in FILE if that process is alive and named COMM.
 live_pid_from_file() {
   local pid

@@ -21,6 +21,11 @@
 # - no systemd: the dockerds are started in the background and waited for;
 # - `ip netns exec` remounts /sys and dockerd then dies ("Devices cgroup isn't
 #   mounted"): workers are started with nsenter --net + unshare --uts instead;
+# - a worker dockerd in the host's mount namespace resolves a bind mount's source
+#   on the host, so a task on lb-00 mounting /var/run/docker.sock got the MANAGER's
+#   engine: each worker gets its own mount namespace (unshare --mount, private)
+#   with its own socket bound over /run/docker.sock there, and `up` restarts a
+#   worker whose namespace lacks that bind;
 # - without DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 every task start first tries a
 #   registry pull (~10 s hang in a namespace): every lab dockerd gets it;
 # - the host dockerd's FORWARD DROP + br_netfilter drop worker-to-worker VXLAN:
@@ -129,8 +134,15 @@ start_worker() {
   done
   if daemon_ok "$host"; then
     name=$(dn "$n" info --format '{{.Name}}' 2>/dev/null || true)
-    [[ $name == "$n" ]] && return 0
-    log "$n: its dockerd calls itself '$name'; restarting it"
+    if [[ $name != "$n" ]]; then
+      log "$n: its dockerd calls itself '$name'; restarting it"
+    elif ! worker_sock_bound "$n"; then
+      # Started by an older lab, or the manager's socket was recreated since (unlinking
+      # it on the host drops the bind in the worker's namespace).
+      log "$n: /var/run/docker.sock in its dockerd's mount namespace is not its own socket; restarting it"
+    else
+      return 0
+    fi
   fi
   pid=$(worker_dockerd_pids "$n")
   if [[ -n $pid ]]; then
@@ -145,8 +157,21 @@ start_worker() {
   rm -f "/run/docker-$n.sock"
   mkdir -p "$LAB_LOG_DIR"
   echo "=== $(date -Is) swarm-lab: starting dockerd for $n" >>"$logf"
-  setsid env "${LAB_DOCKERD_ENV[@]}" nsenter --net="/run/netns/$n" unshare --uts sh -c \
-    "hostname $n; exec dockerd --data-root /var/lib/docker-$n --exec-root /run/docker-$n \
+  # Its own UTS namespace (hostname = swarm node name) and its own mount namespace
+  # (private: nothing propagates to or from the host), in which a background loop
+  # binds the node's socket over /run/docker.sock as soon as dockerd has created
+  # it: a task's bind mount of /var/run/docker.sock is resolved in this namespace,
+  # so it reaches this node's engine. Tasks start only after the swarm join, well
+  # after the bind (start_workers waits for it).
+  setsid env "${LAB_DOCKERD_ENV[@]}" nsenter --net="/run/netns/$n" unshare --uts --mount --propagation private sh -c \
+    "hostname $n
+( i=0
+  while [ \$i -lt 600 ]; do
+    [ -S /run/docker-$n.sock ] && exec mount --bind /run/docker-$n.sock /run/docker.sock
+    sleep 0.1; i=\$((i + 1))
+  done
+  echo 'swarm-lab: /run/docker-$n.sock did not appear within 60 s: /run/docker.sock not bound' >&2 ) &
+exec dockerd --data-root /var/lib/docker-$n --exec-root /run/docker-$n \
 --pidfile /run/docker-$n.pid -H unix:///run/docker-$n.sock --iptables=false --bridge=none" \
     >>"$logf" 2>&1 </dev/null 9>&- &
   log "$n: started dockerd pid $! (log: $logf)"
@@ -162,7 +187,11 @@ start_workers() {
   done
   for n in "${!started[@]}"; do
     wait_daemon "$(node_host "$n")" 60 "${started[$n]}" "$LAB_LOG_DIR/dockerd-$n.log"
-    log "$n: dockerd up"
+    if ! wait_sock_bound "$n" 10; then
+      tail_log "$LAB_LOG_DIR/dockerd-$n.log"
+      die "$n: /run/docker.sock in its dockerd's mount namespace is not /run/docker-$n.sock after 10 s"
+    fi
+    log "$n: dockerd up (its tasks' /var/run/docker.sock is its own)"
   done
 }
 
@@ -672,8 +701,10 @@ cmd_status() {
   fi
   for n in "${LAB_NODES[@]}"; do
     host=$(node_host "$n")
-    if daemon_ok "$host"; then echo "$n: answers on $host (${LAB_NODE_ADDR[$n]})"
-    else echo "$n: NOT answering on $host"; ok=1; fi
+    if ! daemon_ok "$host"; then echo "$n: NOT answering on $host"; ok=1
+    elif [[ $(id -u) -ne 0 ]]; then echo "$n: answers on $host (${LAB_NODE_ADDR[$n]}); its tasks' docker.sock not checked (needs root)"
+    elif worker_sock_bound "$n"; then echo "$n: answers on $host (${LAB_NODE_ADDR[$n]}); its tasks' /var/run/docker.sock is its own"
+    else echo "$n: answers on $host (${LAB_NODE_ADDR[$n]}), but its tasks' /var/run/docker.sock is NOT its own (up repairs it)"; ok=1; fi
   done
   if [[ $manager -eq 1 ]]; then dm node ls || ok=1; fi
   if [[ $ok -eq 0 ]] && nodes_ready; then echo "swarm: healthy (4 nodes Ready)"; else echo "swarm: NOT healthy"; ok=1; fi

@@ -1,6 +1,10 @@
 //! [`DockerClient`]: the connection, one method per Docker call the operator makes, the timeout
 //! that bounds each short call, and the [`RequestCounters`] each call adds itself to, as a read
 //! or as a write, where it is made.
+//!
+//! Most calls are Swarm calls, made to a manager. The node-local ones (`running_containers`,
+//! `write_files`, `exec`, `signal`, `container_starts`) are for `interlock extension`, made to the
+//! engine of the node it runs on (see `node`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,26 +12,30 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::query_parameters::{
-    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListNodesOptions, ListSecretsOptions, ListServicesOptions,
-    UpdateServiceOptions,
+    EventsOptions, KillContainerOptions, ListConfigsOptions, ListContainersOptions, ListNetworksOptions,
+    ListNodesOptions, ListSecretsOptions, ListServicesOptions, UpdateServiceOptions, UploadToContainerOptions,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{Stream, StreamExt};
 use reconcilers::config::{DockerUrl, TlsFiles};
 use reconcilers::desired::Observed;
 use reconcilers::swarm::{
-    ConfigDef, ConfigFacts, EngineFacts, NetworkDef, NetworkFacts, NodeFacts, ObjectKind, ServiceDef, ServiceFacts,
-    SwarmEvent, SwarmMembership, TaskFacts,
+    ConfigDef, ConfigFacts, EngineFacts, NetworkDef, NetworkFacts, NodeFacts, ObjectKind, SecretDef, ServiceDef,
+    ServiceFacts, SwarmEvent, SwarmMembership, TaskFacts,
 };
 
 use super::error::DockerError;
+use super::node::{self, ExecOutput, LocalContainer};
 use super::{convert, tasks};
 
 /// bollard's backstop timeout (seconds) for a response's headers.
 pub(super) const CLIENT_TIMEOUT_SECS: u64 = 60;
 /// Our bound on one short request (list, inspect, create, update, delete).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Our bound on a whole [`DockerClient::exec`]: create, start, the command's run, exit code.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection to one Docker engine. Cheap to clone; share one.
 #[derive(Clone)]
@@ -233,6 +241,30 @@ impl DockerClient {
         Ok(secrets.into_iter().filter_map(convert::secret_facts).collect())
     }
 
+    /// Creates a secret with the definition's name, labels and data (the operator's own, such as
+    /// an extension's token); returns its ID.
+    pub async fn create_secret(&self, def: &SecretDef) -> Result<String, DockerError> {
+        let operation = format!("create secret {}", def.name);
+        Ok(self.call_write(&operation, self.docker.create_secret(convert::secret_spec(def))).await?.id)
+    }
+
+    /// Removes a secret (by name or ID); fails while a service still mounts it.
+    pub async fn delete_secret(&self, name_or_id: &str) -> Result<(), DockerError> {
+        let operation = format!("delete secret {name_or_id}");
+        self.call_write(&operation, self.docker.delete_secret(name_or_id)).await
+    }
+
+    /// The token that joins a node to this swarm as a manager (`GET /swarm`, `JoinTokens.Manager`;
+    /// only a manager answers). A credential: never log it.
+    pub async fn manager_join_token(&self) -> Result<String, DockerError> {
+        let operation = "read the swarm's join tokens";
+        let swarm = self.call_read(operation, self.docker.inspect_swarm()).await?;
+        swarm.join_tokens.and_then(|t| t.manager).filter(|t| !t.is_empty()).ok_or_else(|| DockerError::Undecodable {
+            operation: operation.to_owned(),
+            reason: "the answer has no JoinTokens.Manager".to_owned(),
+        })
+    }
+
     /// One fresh read of everything a pass decides from: six list requests.
     pub async fn observe(&self, managed_label: &str) -> Result<Observed, DockerError> {
         let (nodes, services, tasks, networks, configs, secrets) = tokio::try_join!(
@@ -341,6 +373,116 @@ impl DockerClient {
         let endpoint = self.endpoint.clone();
         self.docker.events(Some(options)).map(move |item| {
             item.map(convert::swarm_event).map_err(|e| DockerError::classify("watch events", &endpoint, e))
+        })
+    }
+}
+
+/// Calls to the engine of the node the caller runs on (see `node`): what `interlock extension`
+/// does to the proxy containers beside it.
+impl DockerClient {
+    /// The running containers of the Swarm service `service_name` on this engine (label
+    /// `com.docker.swarm.service.name`, filtered by the engine), with their task and node IDs:
+    /// the proxy tasks an extension drives.
+    pub async fn running_containers(&self, service_name: &str) -> Result<Vec<LocalContainer>, DockerError> {
+        let operation = format!("list the running containers of service {service_name}");
+        let options = ListContainersOptions {
+            filters: Some(convert::running_containers_filter(service_name)),
+            ..Default::default()
+        };
+        let containers = self.call_read(&operation, self.docker.list_containers(Some(options))).await?;
+        Ok(containers.into_iter().map(convert::local_container).collect())
+    }
+
+    /// Writes `files` (absolute path, content) into the container, creating missing parent
+    /// directories: one tar archive extracted at `/` (`PUT /containers/{id}/archive`, what `docker
+    /// cp` uses). Files get mode 0644, owner root; each parent directory's entry says 0755 root,
+    /// which extraction also applies to an existing directory (see `node::tar`). A path the
+    /// archive cannot hold fails with [`DockerError::InvalidRequest`] before anything is sent.
+    pub async fn write_files(&self, container: &str, files: &[(String, Vec<u8>)]) -> Result<(), DockerError> {
+        let operation = format!("write {} file(s) into container {container}", files.len());
+        let mtime = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let archive = node::tar(files, mtime)
+            .map_err(|e| DockerError::InvalidRequest { operation: operation.clone(), reason: e.to_string() })?;
+        let options = UploadToContainerOptions { path: "/".to_owned(), ..Default::default() };
+        let body = bollard::body_full(archive.into());
+        self.call_write(&operation, self.docker.upload_to_container(container, Some(options), body)).await
+    }
+
+    /// Runs `argv` in the container (no shell, no TTY, no stdin) and waits for it: its exit code
+    /// and its stdout and stderr interleaved as they arrived (the first 64 KiB). For a proxy's own
+    /// check of a config written by [`write_files`](Self::write_files) (`nginx -t -c ...`,
+    /// `haproxy -c -f ...`). The whole call (create, start, run, exit code) is bounded by 60 s.
+    pub async fn exec(&self, container: &str, argv: &[String]) -> Result<ExecOutput, DockerError> {
+        let operation = format!("exec {} in container {container}", argv.first().map_or("", String::as_str));
+        tokio::time::timeout(EXEC_TIMEOUT, self.exec_unbounded(&operation, container, argv))
+            .await
+            .map_err(|_| DockerError::Timeout { operation: operation.clone(), seconds: EXEC_TIMEOUT.as_secs() })?
+    }
+
+    /// [`exec`](Self::exec) without its overall bound: three requests (create, start, inspect)
+    /// and, rarely, more inspects while the engine has not yet noted the exit.
+    async fn exec_unbounded(
+        &self,
+        operation: &str,
+        container: &str,
+        argv: &[String],
+    ) -> Result<ExecOutput, DockerError> {
+        let created =
+            self.call_write(operation, self.docker.create_exec(container, convert::exec_config(argv))).await?;
+        let start = StartExecOptions { detach: false, tty: false, output_capacity: None };
+        let started = self.call_write(operation, self.docker.start_exec(&created.id, Some(start))).await?;
+        let mut output = Vec::new();
+        match started {
+            StartExecResults::Attached { output: mut stream, .. } => {
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| DockerError::classify(operation, &self.endpoint, e))?;
+                    node::keep_start(&mut output, chunk.as_ref());
+                }
+            }
+            // Only with `detach: true`, which this call does not ask for.
+            StartExecResults::Detached => {}
+        }
+        loop {
+            let inspected = self.call_read(operation, self.docker.inspect_exec(&created.id)).await?;
+            if inspected.running != Some(true) {
+                let exit_code = inspected.exit_code.ok_or_else(|| DockerError::Undecodable {
+                    operation: operation.to_owned(),
+                    reason: "the exec ended without an exit code".to_owned(),
+                })?;
+                return Ok(ExecOutput { exit_code, output: String::from_utf8_lossy(&output).into_owned() });
+            }
+            // The output ends as the process exits; the engine notes the exit a moment later.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `signal` (such as `"SIGHUP"`) to the container's main process (the kill API): how a
+    /// proxy is told to reload the config [`write_files`](Self::write_files) put in place.
+    pub async fn signal(&self, container: &str, signal: &str) -> Result<(), DockerError> {
+        let operation = format!("send {signal} to container {container}");
+        let options = KillContainerOptions { signal: signal.to_owned() };
+        self.call_write(&operation, self.docker.kill_container(container, Some(options))).await
+    }
+
+    /// The IDs of containers of the Swarm service `service_name` as this engine starts them, from
+    /// the moment of this call (like [`events`](Self::events), which says why): a new proxy task
+    /// on this node, to be given the current config. The stream ends when the engine closes it
+    /// and has no idle timeout; the caller resubscribes, and lists
+    /// ([`running_containers`](Self::running_containers)) rather than trust it alone. Not counted.
+    pub fn container_starts(
+        &self,
+        service_name: &str,
+    ) -> impl Stream<Item = Result<String, DockerError>> + Send + 'static + use<> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let filters = convert::container_starts_filter(service_name);
+        let options = EventsOptions { since: Some(since), until: None, filters: Some(filters) };
+        let endpoint = self.endpoint.clone();
+        self.docker.events(Some(options)).filter_map(move |item| {
+            std::future::ready(match item {
+                Ok(message) => convert::started_container(message).map(Ok),
+                Err(e) => Some(Err(DockerError::classify("watch container starts", &endpoint, e))),
+            })
         })
     }
 }

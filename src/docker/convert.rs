@@ -1,6 +1,7 @@
 //! Translation between bollard's generated models and the core's plain types in
 //! `reconcilers::swarm`, both ways: what a list or inspect answer means to the core, and the
-//! Swarm spec, request or query a core definition becomes. Pure functions, no requests.
+//! Swarm spec, request or query a core definition becomes; and, for the node-local calls, the
+//! queries and answers of `node`'s types. Pure functions, no requests.
 //!
 //! The one subtle part is [`overlay`]: an update writes a definition's managed fields onto the
 //! service's current spec, so that what the definition does not manage (or model) survives.
@@ -10,19 +11,21 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bollard::models::{
-    Config, ConfigSpec, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EventMessage,
-    EventMessageTypeEnum, LocalNodeState, Mount, MountType, Network, NetworkAttachmentConfig, NetworkCreateRequest,
-    Node, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, Secret, Service, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-    ServiceSpecUpdateConfigOrderEnum, SystemInfo, SystemVersion, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets,
-    TaskSpecPlacement, TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
+    Config, ConfigSpec, ContainerSummary, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec,
+    EventMessage, EventMessageTypeEnum, ExecConfig, LocalNodeState, Mount, MountType, Network, NetworkAttachmentConfig,
+    NetworkCreateRequest, Node, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, Secret, SecretSpec, Service,
+    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, SystemInfo, SystemVersion, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1,
+    TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
 };
 use reconcilers::swarm::{
     BindMount, ConfigDef, ConfigFacts, ConfigMount, EngineFacts, Field, NetworkDef, NetworkFacts, NodeAvailability,
-    NodeFacts, NodeRole, ObjectKind, PortDef, PublishMode, SecretMount, ServiceDef, ServiceFacts, SwarmEvent,
-    SwarmMembership, UpdatePolicy,
+    NodeFacts, NodeRole, ObjectKind, PortDef, PublishMode, SecretDef, SecretMount, ServiceDef, ServiceFacts,
+    SwarmEvent, SwarmMembership, UpdatePolicy,
 };
+
+use super::node::{self, LocalContainer};
 
 /// The engine's version answer and info answer, as the core sees the engine.
 pub(super) fn engine_facts(version: SystemVersion, info: SystemInfo) -> EngineFacts {
@@ -102,6 +105,64 @@ pub(super) fn config_spec(def: &ConfigDef) -> ConfigSpec {
         labels: Some(def.labels.clone().into_iter().collect()),
         data: Some(base64::engine::general_purpose::STANDARD.encode(&def.data)),
         templating: None,
+    }
+}
+
+/// A secret's spec: name, labels and data as given (the API takes the data base64-encoded).
+pub(super) fn secret_spec(def: &SecretDef) -> SecretSpec {
+    SecretSpec {
+        name: Some(def.name.clone()),
+        labels: Some(def.labels.clone().into_iter().collect()),
+        data: Some(base64::engine::general_purpose::STANDARD.encode(&def.data)),
+        driver: None,
+        templating: None,
+    }
+}
+
+/// The container-list filter for the running containers of the Swarm service `service_name`.
+pub(super) fn running_containers_filter(service_name: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([
+        ("label".to_owned(), vec![format!("{}={service_name}", node::LABEL_SERVICE_NAME)]),
+        ("status".to_owned(), vec!["running".to_owned()]),
+    ])
+}
+
+/// The events filter for `start` events of the containers of the Swarm service `service_name`.
+pub(super) fn container_starts_filter(service_name: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([
+        ("type".to_owned(), vec!["container".to_owned()]),
+        ("event".to_owned(), vec!["start".to_owned()]),
+        ("label".to_owned(), vec![format!("{}={service_name}", node::LABEL_SERVICE_NAME)]),
+    ])
+}
+
+/// The container a `start` event is about; `None` for any other event (or one without an ID).
+pub(super) fn started_container(message: EventMessage) -> Option<String> {
+    let is_start = message.typ == Some(EventMessageTypeEnum::CONTAINER) && message.action.as_deref() == Some("start");
+    message.actor.and_then(|a| a.id).filter(|id| is_start && !id.is_empty())
+}
+
+/// A listed container, with its Swarm task, node and service from its labels.
+pub(super) fn local_container(container: ContainerSummary) -> LocalContainer {
+    let mut labels = container.labels.unwrap_or_default();
+    LocalContainer {
+        id: container.id.unwrap_or_default(),
+        task_id: labels.remove(node::LABEL_TASK_ID),
+        node_id: labels.remove(node::LABEL_NODE_ID),
+        service: labels.remove(node::LABEL_SERVICE_NAME).unwrap_or_default(),
+    }
+}
+
+/// An exec of `argv` with stdout and stderr attached, no stdin, no TTY (so the two arrive
+/// framed and apart, and nothing waits for input).
+pub(super) fn exec_config(argv: &[String]) -> ExecConfig {
+    ExecConfig {
+        attach_stdin: Some(false),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        cmd: Some(argv.to_vec()),
+        ..Default::default()
     }
 }
 
@@ -697,5 +758,65 @@ mod tests {
         let facts = config_facts(config);
         assert_eq!((facts.name, facts.labels, facts.data), (def.name, def.labels, def.data));
         assert_eq!((facts.id.as_str(), facts.version), ("cfg-1", 7));
+    }
+
+    #[test]
+    fn a_secret_spec_carries_name_labels_and_base64_data() {
+        let def = SecretDef {
+            name: "ext-token".into(),
+            labels: BTreeMap::from([("com.docker.interlock.managed-by".into(), "interlock".into())]),
+            data: b"s3cr3t\n".to_vec(),
+        };
+        let spec = secret_spec(&def);
+        assert_eq!(spec.name.as_deref(), Some("ext-token"));
+        assert_eq!(spec.labels, Some(HashMap::from([("com.docker.interlock.managed-by".into(), "interlock".into())])));
+        assert_eq!(spec.data.as_deref(), Some("czNjcjN0Cg=="));
+    }
+
+    #[test]
+    fn a_listed_container_reads_its_task_node_and_service_from_its_labels() {
+        let labels = HashMap::from([
+            ("com.docker.swarm.service.name".to_owned(), "proxy".to_owned()),
+            ("com.docker.swarm.task.id".to_owned(), "t1".to_owned()),
+            ("com.docker.swarm.node.id".to_owned(), "n1".to_owned()),
+            ("other".to_owned(), "x".to_owned()),
+        ]);
+        let summary = ContainerSummary { id: Some("c1".into()), labels: Some(labels), ..Default::default() };
+        let want = LocalContainer {
+            id: "c1".into(),
+            task_id: Some("t1".into()),
+            node_id: Some("n1".into()),
+            service: "proxy".into(),
+        };
+        assert_eq!(local_container(summary), want);
+        let bare = local_container(ContainerSummary { id: Some("c2".into()), ..Default::default() });
+        assert_eq!((bare.task_id, bare.node_id, bare.service.as_str()), (None, None, ""));
+    }
+
+    #[test]
+    fn node_local_filters_name_the_service_label() {
+        let running = running_containers_filter("p");
+        assert_eq!(running["label"], ["com.docker.swarm.service.name=p"]);
+        assert_eq!(running["status"], ["running"]);
+        let starts = container_starts_filter("p");
+        assert_eq!(
+            (starts["type"].as_slice(), starts["event"].as_slice()),
+            (&["container".to_owned()][..], &["start".to_owned()][..])
+        );
+        assert_eq!(starts["label"], ["com.docker.swarm.service.name=p"]);
+    }
+
+    #[test]
+    fn only_container_start_events_name_a_started_container() {
+        let event = |typ, action: &str, id: Option<&str>| EventMessage {
+            typ: Some(typ),
+            action: Some(action.to_owned()),
+            actor: Some(bollard::models::EventActor { id: id.map(str::to_owned), attributes: None }),
+            ..Default::default()
+        };
+        assert_eq!(started_container(event(EventMessageTypeEnum::CONTAINER, "start", Some("c1"))), Some("c1".into()));
+        assert_eq!(started_container(event(EventMessageTypeEnum::CONTAINER, "exec_start: nginx -t", Some("c1"))), None);
+        assert_eq!(started_container(event(EventMessageTypeEnum::CONTAINER, "start", None)), None);
+        assert_eq!(started_container(event(EventMessageTypeEnum::SERVICE, "start", Some("s1"))), None);
     }
 }

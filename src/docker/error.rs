@@ -26,6 +26,11 @@ pub enum DockerError {
     NotFound { operation: String },
     #[error("{operation}: name already in use")]
     Conflict { operation: String },
+    /// A container call (exec, signal) on a container that is not running (stopped, paused or
+    /// restarting): a 409 whose message says so. That container will not start answering; a
+    /// fresh list of the running ones is what helps.
+    #[error("{operation}: the container is not running ({message})")]
+    NotRunning { operation: String, message: String },
     #[error("{operation}: update out of sequence (the object changed since it was read)")]
     OutOfSequence { operation: String },
     /// The engine answered with an HTTP error status that none of the variants above names.
@@ -69,6 +74,7 @@ impl DockerError {
             | DockerError::NotManager { .. }
             | DockerError::NotFound { .. }
             | DockerError::Conflict { .. }
+            | DockerError::NotRunning { .. }
             | DockerError::VersionOverflow { .. }
             | DockerError::InvalidRequest { .. } => false,
         }
@@ -79,6 +85,10 @@ impl DockerError {
         let operation = operation.to_owned();
         match status {
             404 => DockerError::NotFound { operation },
+            // The engine's words for a container an exec or a kill cannot reach.
+            409 if ["is not running", "is paused", "is restarting"].iter().any(|m| message.contains(m)) => {
+                DockerError::NotRunning { operation, message }
+            }
             409 => DockerError::Conflict { operation },
             // Swarm's optimistic-lock failure: its message identifies it, whatever the status.
             _ if message.contains("update out of sequence") => DockerError::OutOfSequence { operation },
@@ -190,6 +200,19 @@ mod tests {
         let e = answered(409, "rpc error: code = AlreadyExists desc = config proxy-1 already exists");
         assert!(matches!(e, DockerError::Conflict { .. }), "{e:?}");
         assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn status_409_for_a_stopped_container_is_not_running() {
+        for message in [
+            "Container 3f2a is not running",
+            "Container 3f2a is paused, unpause the container before exec",
+            "Container 3f2a is restarting, wait until the container is running",
+        ] {
+            let e = answered(409, message);
+            assert!(matches!(&e, DockerError::NotRunning { message: m, .. } if m == message), "{e:?}");
+            assert!(!e.is_transient());
+        }
     }
 
     #[test]

@@ -14,12 +14,17 @@
 //!   service's current spec for an update. Pure.
 //! - `error.rs`: [`DockerError`] and the classification of bollard's errors (and the raw task
 //!   reader's) into it, every case named.
+//! - `node.rs`: what `interlock extension` does to the proxy containers on its own node, through
+//!   that node's engine: [`LocalContainer`], [`ExecOutput`], and the tar archive that writes
+//!   files into a container. Pure.
 //! - `tasks.rs`: `GET /tasks` without bollard, whose `Task` model drops the task IPs.
 
 mod client;
 mod convert;
 mod error;
+mod node;
 mod tasks;
 
 pub use client::{DockerClient, RequestCounters};
 pub use error::DockerError;
+pub use node::{ExecOutput, LocalContainer};
