@@ -7,13 +7,16 @@
 # `docker service update --constraint-add`, the apps' networks, the two demo apps, and the
 # document's `curl … /ping` through each region's load-balancer node. Only the image names differ
 # (the lab has no registry: local/interlock:lab, local/interlock-proxy:lab, local/docker-demo:lab),
-# and the extension's Args. It leaves everything running; `deploy/lab/swarm-lab.sh down` removes it.
+# the extension's Args, and `HitlessServiceUpdate = true` in each extension: route changes reach
+# the running proxies in place (the demo ends by scaling an app and showing the same proxy task
+# serving both instances). It leaves everything running; `deploy/lab/swarm-lab.sh down` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --bin interlock --bin docker-demo
 deploy/lab/swarm-lab.sh up --interlock-binary target/release/interlock
-config=deploy/examples/service-clusters.lab.toml
+config=target/service-clusters.hitless.toml
+sed '/^ *ServiceCluster = /a\    HitlessServiceUpdate = true' deploy/examples/service-clusters.lab.toml >"$config"
 target/release/interlock validate -c "$config"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -103,5 +106,20 @@ done
 step "where the proxies run, and what interlock would change now"
 docker service ps --filter desired-state=running --format '{{.Name}} on {{.Node}}' interlock-proxy-us-east interlock-proxy-us-west
 target/release/interlock plan -c "$config" || true
+
+step "hitless: scale demo-east; the same proxy task serves both instances, without a restart"
+tasks() { docker service ps -q --filter desired-state=running interlock-proxy-us-east; }
+before=$(tasks)
+run docker service scale --detach demo-east=2
+seen=""
+deadline=$(($(date +%s) + 60))
+until [ "$(printf '%s\n' $seen | sort -u | grep -c .)" -ge 2 ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || { echo "demo: the second instance did not appear" >&2; exit 1; }
+  seen="$seen $(curl -s -m 2 -H 'Host: demo-east.local' "http://$(addr lb-00)/ping" | sed -n 's/.*"instance":"\([^"]*\)".*/\1/p')"
+  sleep 0.1
+done
+echo "instances answering through lb-00:" $(printf '%s\n' $seen | sort -u)
+[ "$(tasks)" = "$before" ] && echo "proxy task before and after: $before (not restarted)" ||
+  { echo "demo: the proxy task changed ($before -> $(tasks))" >&2; exit 1; }
 echo
 echo "Try: docker service scale demo-east=3; docker service logs -f interlock; deploy/lab/swarm-lab.sh down"

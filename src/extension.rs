@@ -110,17 +110,17 @@ impl Settings {
     }
 }
 
-/// Runs until `shutdown` completes.
+/// Runs until `shutdown` completes. `docker` is the node's engine; hitless extensions need it.
 pub async fn run(
     settings: Settings,
-    docker: DockerClient,
+    docker: Option<DockerClient>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ExtensionError> {
-    if !settings.hitless {
+    let Some(docker) = docker.filter(|_| settings.hitless) else {
         info!(extension = %settings.extension, core = %settings.endpoint, "extension up; the core renders this cluster's proxy config and Swarm rolls it out");
         shutdown.await;
         return Ok(());
-    }
+    };
     let core = Arc::new(CoreClient::new(&settings)?);
     info!(extension = %settings.extension, core = %settings.endpoint, "extension up: keeping this node's proxy tasks on the core's config");
     let (tx, mut rx) = watch::channel::<Option<Arc<Delivery>>>(None);

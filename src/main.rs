@@ -232,8 +232,9 @@ fn extension() -> anyhow::Result<ExitCode> {
     let settings = interlock::extension::Settings::from_env()?;
     runtime()?.block_on(async {
         let shutdown = interlock::controller::termination()?;
-        // The node's own engine (its socket is mounted into the task), not the config's DockerURL.
-        let docker = DockerClient::connect(None, &Default::default())?;
+        // The node's own engine (its socket is mounted into a hitless extension's task), not the
+        // config's DockerURL; a rolling extension has none and needs none.
+        let docker = if settings.hitless { Some(DockerClient::connect(None, &Default::default())?) } else { None };
         interlock::extension::run(settings, docker, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -373,23 +373,6 @@ impl<S: Swarm> Reconciler<S> {
         }
     }
 
-    /// Running proxy tasks of hitless clusters that have not reported the config served to
-    /// them yet, as `extension: task` (what `apply` waits for).
-    pub fn undelivered(&self, observed: &Observed, plan: &Plan) -> Vec<String> {
-        let mut waiting = Vec::new();
-        for (name, cluster) in &plan.clusters {
-            let Some(delivery) = &cluster.delivery else { continue };
-            let tasks = proxy_tasks(observed, &delivery.proxy_service);
-            for task in self.ctx.deliveries.pending(name, &delivery.hash, &tasks) {
-                waiting.push(format!(
-                    "extension {name}: proxy task {task} has not reported config {}",
-                    &delivery.hash[..12]
-                ));
-            }
-        }
-        waiting
-    }
-
     /// When the earliest backing-off cluster may retry, if any is backing off.
     pub fn next_retry(&self) -> Option<Instant> {
         self.backoff.values().map(|b| b.until).min()
