@@ -130,7 +130,6 @@ pub struct DeliveredFile {
     pub content: String,
 }
 
-
 /// What one extension's service cluster needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterState {
@@ -430,10 +429,11 @@ fn cluster_state(
             // that run there: the Swarm API cannot write into a container.
             env_vars.push("INTERLOCK_HITLESS=1".to_owned());
             bind_mounts.push(BindMount { source: DOCKER_SOCKET.to_owned(), target: DOCKER_SOCKET.to_owned() });
-            secrets.extend(token_secret.iter().map(|s| SecretMount {
-                secret_name: s.name.clone(),
-                target: TOKEN_SECRET_TARGET.to_owned(),
-            }));
+            secrets.extend(
+                token_secret
+                    .iter()
+                    .map(|s| SecretMount { secret_name: s.name.clone(), target: TOKEN_SECRET_TARGET.to_owned() }),
+            );
         }
         let mut labels = declared_labels(&ext.labels);
         labels.extend(owned_labels(Some(&ext.name), "extension"));
@@ -460,12 +460,7 @@ fn cluster_state(
                 stop_signal: None,
                 stop_grace_period: None,
                 // A global service has one task per node: the new one can only follow the old.
-                update: UpdatePolicy {
-                    parallelism: 1,
-                    delay: None,
-                    rollback_on_failure: true,
-                    start_first: !hitless,
-                },
+                update: UpdatePolicy { parallelism: 1, delay: None, rollback_on_failure: true, start_first: !hitless },
                 bind_mounts,
                 managed: BTreeSet::new(),
             },

@@ -295,7 +295,8 @@ fn config_hash(cluster: &crate::desired::ClusterState) -> String {
 /// The tasks keep the config object they were started with (a restarted task starts from it
 /// and catches up), so the comparison takes the mounted config and its hash from the service.
 fn in_place_update(want: &ServiceDef, have: Option<&ServiceFacts>) -> Option<Option<Action>> {
-    let have = have.filter(|h| is_owned(&h.def.labels) && h.def.command == want.command && !h.def.configs.is_empty())?;
+    let have =
+        have.filter(|h| is_owned(&h.def.labels) && h.def.command == want.command && !h.def.configs.is_empty())?;
     let mounted_hash = |def: &ServiceDef| {
         def.env.iter().find(|e| e.starts_with(&format!("{}=", crate::proxy::CONFIG_HASH_ENV))).cloned()
     };
@@ -349,7 +350,8 @@ fn config_change(
             return None;
         }
         let mounted_name = proxy.def.configs.first().map(|m| m.config_name.as_str()).unwrap_or_default();
-        let mounted_hash = observed.configs.iter().find(|c| c.name == mounted_name).and_then(|c| c.labels.get(LABEL_SPEC_HASH));
+        let mounted_hash =
+            observed.configs.iter().find(|c| c.name == mounted_name).and_then(|c| c.labels.get(LABEL_SPEC_HASH));
         let old = if mounted_hash == Some(served) {
             mounted()
         } else {

@@ -156,11 +156,7 @@ DefaultOptions = ["option forwardfor"]
     let warned: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(
         warned,
-        [
-            "Extensions.edge.Template",
-            "Extensions.edge.ConfigImage",
-            "Extensions.edge.ConfigServiceName"
-        ],
+        ["Extensions.edge.Template", "Extensions.edge.ConfigImage", "Extensions.edge.ConfigServiceName"],
         "{:#?}",
         loaded.warnings
     );
