@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+pub mod load;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,10 +28,14 @@ pub async fn lab() -> DockerClient {
     client
 }
 
-/// Removes the operator service `deploy/demo.sh` (and the walk-through) deploys, named
-/// `interlock`: a second operator in the lab would write the same objects as the one under test.
+/// Removes the operator services other runs may have left: `interlock` (`deploy/demo.sh`, the
+/// walk-through) and `interlock-hitless` (the hitless test): a second operator in the lab would
+/// write the same objects as the one under test, and remove what its own TOML does not name.
 pub async fn stop_demo_operator(api: &DockerClient) {
-    let services: Vec<_> = api.inspect_service("interlock").await.expect("inspect service").into_iter().collect();
+    let mut services = Vec::new();
+    for name in ["interlock", "interlock-hitless"] {
+        services.extend(api.inspect_service(name).await.expect("inspect service"));
+    }
     for s in &services {
         docker_quiet(&["service", "rm", &s.id]);
     }

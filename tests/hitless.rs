@@ -1,0 +1,914 @@
+//! Hitless config updates (`HitlessServiceUpdate = true`) on the project's lab, with real HTTP.
+//!
+//! interlock runs as the walk-through runs it (a Swarm service on the manager, its TOML in a
+//! Docker config: `deploy/examples/hitless.lab.toml`), named `interlock-hitless`. While a stable
+//! app takes steady load through its proxy (new-connection and keep-alive workers), the other apps
+//! of the cluster change at least 20 times: a routing label changed, scaled up and down, an app
+//! created and removed, a label removed and added back. Each change is timed from the docker
+//! command to the first request the proxy serves as the change says (a creation from before the
+//! command: its task has to start).
+//!
+//! Asserted: no request to the stable app failed (a keep-alive request on a connection the proxy
+//! closed while idle is retried once, as clients do, and counted apart as `keepalive_closed`), and
+//! every change was served within 30 s (a liveness bound). The times are measured and printed,
+//! never asserted; `bench_hitless_vs_rolling` (run by `deploy/bench/hitless.sh`) compares them
+//! with a cluster that rolls its proxy on every change.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
+use support::load::{self, Failure, Load, LoadReport, LoadSpec, Mode, Response};
+use support::{docker_quiet, lab, node_addr};
+
+const CONFIG: &str = "deploy/examples/hitless.lab.toml";
+/// The core's service name (the TOML's EndpointOverride names it).
+const CORE: &str = "interlock-hitless";
+const OPERATOR_IMAGE: &str = "local/interlock:lab";
+/// The walk-through's demo app: `GET /` answers `docker-demo <instance> <METADATA>`.
+const APP_IMAGE: &str = "local/docker-demo:lab";
+/// Every object this test names starts with this (services, the app network, the TOML's config).
+const PREFIX: &str = "hl-";
+const APP_NET: &str = "hl-net";
+const CONFIG_PREFIX: &str = "hl-config-";
+/// A change not served within this is a failure: a liveness bound, not a speed claim.
+const LIVENESS: Duration = Duration::from_secs(30);
+/// Changes per cycle (see `run_changes`); 3 cycles make the at least 20 changes asked for.
+const CYCLE: usize = 7;
+const CYCLES: usize = 3;
+/// Load on the stable app: workers per mode.
+const WORKERS: usize = 4;
+/// After a scale-down, this many answers in a row from one instance: the removed one is out of
+/// the upstream.
+const STREAK: usize = 8;
+
+/// A service cluster of the TOML and the apps the scenario runs in it.
+#[derive(Debug, Clone, Copy)]
+struct Cluster {
+    name: &'static str,
+    node: &'static str,
+    port: u16,
+    proxy: &'static str,
+    /// App names: `<prefix>stable`, `<prefix>a`, `<prefix>b`.
+    prefix: &'static str,
+}
+
+const HITLESS: Cluster =
+    Cluster { name: "hitless", node: "lb-00", port: 8097, proxy: "interlock-proxy-hitless", prefix: "hl-" };
+const ROLLING: Cluster =
+    Cluster { name: "rolling", node: "lb-01", port: 8098, proxy: "interlock-proxy-rolling", prefix: "hl-r-" };
+
+impl Cluster {
+    fn app(&self, what: &str) -> String {
+        format!("{}{what}", self.prefix)
+    }
+
+    fn stable_host(&self) -> String {
+        format!("{}.local", self.app("stable"))
+    }
+
+    /// The host of app `a` or `b` in cycle `n`.
+    fn host(&self, what: &str, n: usize) -> String {
+        format!("{}-{n}.local", self.app(what))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The docker CLI.
+
+/// Runs the docker CLI; panics with its output on failure. A command meeting another update of
+/// the same service ("update out of sequence") is run again, as a user would.
+async fn docker(args: &[&str]) -> String {
+    for attempt in 0.. {
+        let out = tokio::process::Command::new("docker").args(args).output().await.expect("run the docker CLI");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("out of sequence") && attempt < 5, "docker {}: {err}", args.join(" "));
+    }
+    unreachable!()
+}
+
+/// The docker CLI's output, or `None` when it fails (synchronous: usable in `Drop`).
+fn docker_sync(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("docker").args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn lines(text: Option<String>) -> Vec<String> {
+    text.unwrap_or_default().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+}
+
+/// Polls `done` every 200 ms for at most `limit`; whether it became true.
+fn wait_sync(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    done()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deployment and clean-up.
+
+/// Removes everything this test makes, and everything interlock owns: the core first (until its
+/// container has stopped it re-creates what is removed), then the apps, interlock's services,
+/// the configs and the app network. Never panics: it also runs from `Drop` during a panic.
+fn teardown() {
+    docker_quiet(&["service", "rm", CORE]);
+    let core_filter = format!("label=com.docker.swarm.service.name={CORE}");
+    if !wait_sync(Duration::from_secs(30), || lines(docker_sync(&["ps", "-q", "--filter", &core_filter])).is_empty()) {
+        eprintln!("hitless: the core's container is still running after 30 s");
+    }
+    let owned = format!("label={LABEL_MANAGED_BY}={MANAGED_BY}");
+    let ours = || {
+        let mut names: Vec<String> = lines(docker_sync(&["service", "ls", "--format", "{{.Name}}"]))
+            .into_iter()
+            .filter(|n| n.starts_with(PREFIX))
+            .collect();
+        names.extend(lines(docker_sync(&["service", "ls", "-q", "--filter", &owned])));
+        names
+    };
+    for name in ours() {
+        docker_quiet(&["service", "rm", &name]);
+    }
+    if !wait_sync(Duration::from_secs(60), || ours().is_empty()) {
+        eprintln!("hitless: services left after 60 s: {:?}", ours());
+    }
+    let configs = || {
+        let mut names: Vec<String> = lines(docker_sync(&["config", "ls", "--format", "{{.Name}}"]))
+            .into_iter()
+            .filter(|n| n.starts_with(CONFIG_PREFIX))
+            .collect();
+        names.extend(lines(docker_sync(&["config", "ls", "-q", "--filter", &owned])));
+        names
+    };
+    let configs_gone = wait_sync(Duration::from_secs(20), || {
+        for name in configs() {
+            docker_quiet(&["config", "rm", &name]);
+        }
+        configs().is_empty()
+    });
+    if !configs_gone {
+        eprintln!("hitless: configs left: {:?}", configs());
+    }
+    // The network detaches from the removed tasks a moment after they stop.
+    let network_gone = wait_sync(Duration::from_secs(20), || {
+        docker_quiet(&["network", "rm", APP_NET]);
+        docker_sync(&["network", "inspect", APP_NET]).is_none()
+    });
+    if !network_gone {
+        eprintln!("hitless: network {APP_NET} is still there");
+    }
+}
+
+/// The core running from the TOML; tears everything down when dropped, panics included.
+struct Deployment;
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        teardown();
+    }
+}
+
+/// Cleans up after earlier runs (and stops the demo's operator, which would collect this TOML's
+/// services as orphans of its own), then deploys the core as the walk-through deploys interlock.
+async fn deploy() -> Deployment {
+    let api = lab().await;
+    support::stop_demo_operator(&api).await;
+    teardown();
+    let deployment = Deployment;
+    docker_quiet(&["network", "create", "-d", "overlay", "interlock"]);
+    docker(&["network", "create", "-d", "overlay", APP_NET]).await;
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let config = format!("{CONFIG_PREFIX}{}-{stamp}", std::process::id());
+    docker(&["config", "create", &config, CONFIG]).await;
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--quiet",
+        "--name",
+        CORE,
+        "--mount",
+        "type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock",
+        "--network",
+        "interlock",
+        "--constraint",
+        "node.role==manager",
+        "--config",
+        &format!("src={config},target=/config.toml"),
+        OPERATOR_IMAGE,
+        "-D",
+        "run",
+        "-c",
+        "/config.toml",
+    ])
+    .await;
+    deployment
+}
+
+/// What the core and the proxies are doing, for a failure's message.
+async fn diagnostics() -> String {
+    let mut out = String::new();
+    for service in [CORE, HITLESS.proxy, ROLLING.proxy] {
+        let ps = tokio::process::Command::new("docker")
+            .args(["service", "ps", "--no-trunc", "--format", "{{.Node}} {{.CurrentState}} {{.Error}}", service])
+            .output()
+            .await;
+        let ps = ps.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
+        let _ = writeln!(out, "docker service ps {service}:\n{}", ps.unwrap_or_default());
+    }
+    // The core's /status (per extension: quarantines, held writes, deliveries), from inside its
+    // network namespace: ListenAddr is not published.
+    let container = docker_sync(&["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={CORE}")]);
+    if let Some(container) = lines(container).first() {
+        let pid = docker_sync(&["inspect", "--format", "{{.State.Pid}}", container]).unwrap_or_default();
+        let status = tokio::process::Command::new("nsenter")
+            .args(["-t", pid.trim(), "-n", "curl", "-s", "-m", "2", "http://127.0.0.1:8080/status"])
+            .output()
+            .await;
+        let status = status.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let _ = writeln!(out, "{CORE} /status:\n{}", status.unwrap_or_default());
+    }
+    let logs = tokio::process::Command::new("docker").args(["service", "logs", "--tail", "40", CORE]).output().await;
+    let logs = logs.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
+    let _ = writeln!(out, "docker service logs --tail 40 {CORE}:\n{}", logs.unwrap_or_default());
+    out
+}
+
+/// `docker service create` of the demo app `name` on the app network, on app-00 (apps never
+/// share a node with a proxy), routed to `host` in `cluster`.
+async fn create_app(cluster: &Cluster, name: &str, host: &str, replicas: u32) {
+    docker(&create_args(cluster, name, host, replicas).iter().map(String::as_str).collect::<Vec<_>>()).await;
+}
+
+fn create_args(cluster: &Cluster, name: &str, host: &str, replicas: u32) -> Vec<String> {
+    let mut args: Vec<String> = ["service", "create", "--detach", "--quiet", "--name", name, "--network", APP_NET]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    args.extend(["--replicas".into(), replicas.to_string(), "--constraint".into(), "node.hostname==app-00".into()]);
+    args.extend(["--env".into(), format!("METADATA={name}")]);
+    for label in [
+        format!("com.docker.lb.hosts={host}"),
+        "com.docker.lb.port=8080".into(),
+        format!("com.docker.lb.service_cluster={}", cluster.name),
+    ] {
+        args.extend(["--label".into(), label]);
+    }
+    args.push(APP_IMAGE.into());
+    args
+}
+
+/// Waits (at most 60 s, without failing) until no rollout of `service` is running.
+async fn settle(service: &str) {
+    let format = "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let out = tokio::process::Command::new("docker")
+            .args(["service", "inspect", "--format", format, service])
+            .output()
+            .await
+            .expect("run the docker CLI");
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !matches!(state.as_str(), "updating" | "rollback_started") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The short container IDs (the demo app's instance names) of `service`'s running tasks.
+async fn instances(service: &str) -> BTreeSet<String> {
+    let tasks = docker(&["service", "ps", "-q", "--filter", "desired-state=running", service]).await;
+    let mut ids = BTreeSet::new();
+    for task in tasks.split_whitespace() {
+        let format = "{{if .Status.ContainerStatus}}{{.Status.ContainerStatus.ContainerID}}{{end}}";
+        let id = docker(&["inspect", "--format", format, task]).await;
+        if let Some(short) = id.trim().get(..12) {
+            ids.insert(short.to_owned());
+        }
+    }
+    ids
+}
+
+/// The stable app and app `a` of `cluster` deployed and served, the proxy settled.
+async fn prepare(cluster: &Cluster) {
+    let (stable, a) = (cluster.app("stable"), cluster.app("a"));
+    create_app(cluster, &stable, &cluster.stable_host(), 2).await;
+    create_app(cluster, &a, &cluster.host("a", 0), 1).await;
+    let addr = node_addr(cluster.node);
+    for (host, app) in [(cluster.stable_host(), &stable), (cluster.host("a", 0), &a)] {
+        let served = load::time_to_served(&addr, cluster.port, &host, app, Duration::from_secs(120)).await;
+        if served.is_none() {
+            panic!(
+                "{host} was never served by {} ({}:{}) within 120 s\n{}",
+                cluster.proxy,
+                cluster.node,
+                cluster.port,
+                diagnostics().await
+            );
+        }
+    }
+    // Both stable tasks in the upstream, the rollouts done, and a pass of the core with nothing
+    // left to do.
+    let both = instances(&stable).await;
+    let mut seen = BTreeSet::new();
+    let host = cluster.stable_host();
+    let all_seen =
+        load::poll_until(&addr, cluster.port, &host, "/", Instant::now(), Duration::from_secs(60), |_, r| {
+            if let Some(id) = r.ok().filter(|r| r.status == 200).and_then(instance) {
+                seen.insert(id);
+            }
+            both.is_subset(&seen).then_some(())
+        })
+        .await;
+    assert!(all_seen.is_some(), "both {stable} tasks {both:?} answer through {}; seen {seen:?}", cluster.proxy);
+    settle(cluster.proxy).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    settle(cluster.proxy).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenario.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `--label-add com.docker.lb.hosts=NEW` on a running app.
+    Label,
+    ScaleUp,
+    ScaleDown,
+    /// `docker service create` of a labelled app (timed from before the command).
+    Create,
+    Remove,
+    /// `--label-rm com.docker.lb.hosts`.
+    LabelRm,
+    /// The hosts label added back.
+    LabelAdd,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Label => "label",
+            Kind::ScaleUp => "scale-up",
+            Kind::ScaleDown => "scale-down",
+            Kind::Create => "create",
+            Kind::Remove => "remove",
+            Kind::LabelRm => "label-rm",
+            Kind::LabelAdd => "label-add",
+        }
+    }
+
+    /// A routing-label edit on a running app: the label-to-served time.
+    fn is_label(self) -> bool {
+        matches!(self, Kind::Label | Kind::LabelRm | Kind::LabelAdd)
+    }
+}
+
+/// What a change is served as, seen through the proxy.
+enum Served {
+    /// `host` answers 200 from `app`.
+    By { host: String, app: String },
+    /// `host` answers 200 from an instance of `app` not in `known`.
+    NewInstance { host: String, app: String, known: BTreeSet<String> },
+    /// `host` answers [`STREAK`] times in a row from one instance (timed at the first of them).
+    OneInstance { host: String },
+    /// `host` answers 404.
+    NotFound { host: String },
+}
+
+/// The demo app's answer: `docker-demo <instance> <metadata>`.
+fn instance(r: &Response) -> Option<String> {
+    r.text().split_whitespace().nth(1).map(str::to_owned)
+}
+
+fn metadata(r: &Response) -> Option<String> {
+    r.text().split_whitespace().nth(2).map(str::to_owned)
+}
+
+/// The time from `from` until the proxy serves the change, or `None` after [`LIVENESS`].
+async fn served(addr: &str, port: u16, how: &Served, from: Instant) -> Option<Duration> {
+    let ok = |r: Result<&Response, &Failure>| r.ok().filter(|r| r.status == 200).cloned();
+    match how {
+        Served::By { host, app } => {
+            load::poll_until(addr, port, host, "/", from, LIVENESS, |t, r| {
+                ok(r).filter(|r| metadata(r).as_ref() == Some(app)).map(|_| t)
+            })
+            .await
+        }
+        Served::NewInstance { host, app, known } => {
+            load::poll_until(addr, port, host, "/", from, LIVENESS, |t, r| {
+                let r = ok(r).filter(|r| metadata(r).as_ref() == Some(app))?;
+                instance(&r).filter(|i| !known.contains(i)).map(|_| t)
+            })
+            .await
+        }
+        Served::OneInstance { host } => {
+            let mut streak: Option<(String, usize, Duration)> = None;
+            load::poll_until(addr, port, host, "/", from, LIVENESS, |t, r| {
+                let Some(id) = ok(r).and_then(|r| instance(&r)) else {
+                    streak = None;
+                    return None;
+                };
+                let next = match streak.take() {
+                    Some((same, n, first)) if same == id => (same, n + 1, first),
+                    _ => (id, 1, t),
+                };
+                let done = (next.1 >= STREAK).then_some(next.2);
+                streak = Some(next);
+                done
+            })
+            .await
+        }
+        Served::NotFound { host } => {
+            load::poll_until(addr, port, host, "/", from, LIVENESS, |t, r| {
+                r.ok().filter(|r| r.status == 404).map(|_| t)
+            })
+            .await
+        }
+    }
+}
+
+/// One measured change.
+struct Change {
+    kind: Kind,
+    what: String,
+    /// When the command started, since the load's epoch.
+    at: Duration,
+    /// How long the docker command took.
+    command: Duration,
+    /// From the command's return (from its start for a creation) to served; `None`: not within
+    /// [`LIVENESS`].
+    served: Option<Duration>,
+    /// What the load on the stable app saw from the command to the proxy settled.
+    new_conn: LoadReport,
+    keepalive: LoadReport,
+}
+
+/// A scenario's run in one cluster.
+struct Outcome {
+    cluster: Cluster,
+    changes: Vec<Change>,
+    new_conn: LoadReport,
+    keepalive: LoadReport,
+}
+
+struct Runner<'a> {
+    cluster: &'a Cluster,
+    addr: String,
+    new_conn: Load,
+    keepalive: Load,
+    changes: Vec<Change>,
+}
+
+impl Runner<'_> {
+    async fn change(&mut self, kind: Kind, what: String, args: &[&str], how: Served) {
+        let (new_before, ka_before) = (self.new_conn.snapshot(), self.keepalive.snapshot());
+        let start = Instant::now();
+        docker(args).await;
+        let returned = Instant::now();
+        let from = if kind == Kind::Create { start } else { returned };
+        let served = served(&self.addr, self.cluster.port, &how, from).await;
+        settle(self.cluster.proxy).await;
+        let change = Change {
+            kind,
+            what,
+            at: start.duration_since(self.new_conn.epoch()),
+            command: returned - start,
+            served,
+            new_conn: self.new_conn.snapshot().since(&new_before),
+            keepalive: self.keepalive.snapshot().since(&ka_before),
+        };
+        println!("{}", change_line(self.changes.len() + 1, &change));
+        self.changes.push(change);
+    }
+}
+
+/// Load on `cluster`'s stable app while its apps change `cycles` × [`CYCLE`] times: per cycle
+/// `a`'s host label changed, `a` scaled 1→2→1, `b` created and removed, `a`'s host label removed
+/// and added back. Each change is served (or given up after [`LIVENESS`]) and the proxy settled
+/// before the next.
+async fn run_changes(cluster: &Cluster, cycles: usize) -> Outcome {
+    let addr = node_addr(cluster.node);
+    let stable = cluster.stable_host();
+    let epoch = Instant::now();
+    let spec = |mode| LoadSpec::new(&addr, cluster.port, &[&stable], mode, WORKERS).expect_body(&cluster.app("stable"));
+    let mut run = Runner {
+        cluster,
+        addr: addr.clone(),
+        new_conn: Load::start_at(spec(Mode::NewConnection), epoch),
+        keepalive: Load::start_at(spec(Mode::KeepAlive), epoch),
+        changes: Vec::new(),
+    };
+    println!(
+        "\n{} cluster ({}:{}): load on {stable} ({WORKERS} new-connection + {WORKERS} keep-alive workers), {} changes",
+        cluster.name,
+        cluster.node,
+        cluster.port,
+        cycles * CYCLE
+    );
+    println!(
+        "  {:>2}  {:>8}  {:<44} {:>7} {:>8}  stable: failed new/ka, ka_closed",
+        "#", "at", "change", "cmd", "served"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (a, b) = (cluster.app("a"), cluster.app("b"));
+    for n in 1..=cycles {
+        let host_a = cluster.host("a", n);
+        let hosts_label = format!("com.docker.lb.hosts={host_a}");
+        run.change(
+            Kind::Label,
+            format!("{a} hosts={host_a}"),
+            &["service", "update", "--detach", "--quiet", "--label-add", &hosts_label, &a],
+            Served::By { host: host_a.clone(), app: a.clone() },
+        )
+        .await;
+        let known = instances(&a).await;
+        run.change(
+            Kind::ScaleUp,
+            format!("{a} 1→2"),
+            &["service", "scale", "--detach", &format!("{a}=2")],
+            Served::NewInstance { host: host_a.clone(), app: a.clone(), known },
+        )
+        .await;
+        run.change(
+            Kind::ScaleDown,
+            format!("{a} 2→1"),
+            &["service", "scale", "--detach", &format!("{a}=1")],
+            Served::OneInstance { host: host_a.clone() },
+        )
+        .await;
+        let host_b = cluster.host("b", n);
+        let create = create_args(cluster, &b, &host_b, 1);
+        run.change(
+            Kind::Create,
+            format!("{b} hosts={host_b}"),
+            &create.iter().map(String::as_str).collect::<Vec<_>>(),
+            Served::By { host: host_b.clone(), app: b.clone() },
+        )
+        .await;
+        run.change(Kind::Remove, b.clone(), &["service", "rm", &b], Served::NotFound { host: host_b }).await;
+        run.change(
+            Kind::LabelRm,
+            format!("{a} -hosts"),
+            &["service", "update", "--detach", "--quiet", "--label-rm", "com.docker.lb.hosts", &a],
+            Served::NotFound { host: host_a.clone() },
+        )
+        .await;
+        run.change(
+            Kind::LabelAdd,
+            format!("{a} hosts={host_a} again"),
+            &["service", "update", "--detach", "--quiet", "--label-add", &hosts_label, &a],
+            Served::By { host: host_a.clone(), app: a.clone() },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let Runner { new_conn, keepalive, changes, .. } = run;
+    Outcome { cluster: *cluster, changes, new_conn: new_conn.stop().await, keepalive: keepalive.stop().await }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reporting.
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or_else(|| "never".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()))
+}
+
+fn change_line(n: usize, c: &Change) -> String {
+    format!(
+        "  {n:>2}  {:>8}  {:<44} {:>7} {:>8}  {} / {}, {}",
+        format!("+{:.1}s", c.at.as_secs_f64()),
+        format!("{:<10} {}", c.kind.name(), c.what),
+        secs(Some(c.command)),
+        secs(c.served),
+        c.new_conn.failed_total(),
+        c.keepalive.failed_total(),
+        c.keepalive.keepalive_closed
+    )
+}
+
+/// The nearest-rank percentile.
+fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted.get(rank - 1).copied()
+}
+
+/// Median and p95 of the served changes that `pick` selects, and how many were never served.
+struct Stats {
+    n: usize,
+    median: Option<Duration>,
+    p95: Option<Duration>,
+    unserved: usize,
+}
+
+fn stats(o: &Outcome, pick: impl Fn(Kind) -> bool) -> Stats {
+    let picked: Vec<&Change> = o.changes.iter().filter(|c| pick(c.kind)).collect();
+    let mut times: Vec<Duration> = picked.iter().filter_map(|c| c.served).collect();
+    times.sort();
+    Stats {
+        n: picked.len(),
+        median: percentile(&times, 50.0),
+        p95: percentile(&times, 95.0),
+        unserved: picked.len() - times.len(),
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} changes, median {}, p95 {}", self.n, secs(self.median), secs(self.p95))?;
+        if self.unserved > 0 {
+            write!(f, ", {} NOT served within {LIVENESS:?}", self.unserved)?;
+        }
+        Ok(())
+    }
+}
+
+fn report(o: &Outcome) -> String {
+    let c = &o.cluster;
+    let mut out = String::new();
+    let _ = writeln!(out, "\n{} cluster ({}:{}, {}):", c.name, c.node, c.port, c.proxy);
+    let _ = writeln!(out, "  label-to-served (label, label-rm, label-add): {}", stats(o, Kind::is_label));
+    let _ = writeln!(out, "  every change:                                {}", stats(o, |_| true));
+    for kind in [Kind::Label, Kind::ScaleUp, Kind::ScaleDown, Kind::Create, Kind::Remove, Kind::LabelRm, Kind::LabelAdd]
+    {
+        let _ = writeln!(out, "    {:<10} {}", kind.name(), stats(o, |k| k == kind));
+    }
+    for (mode, r) in [(Mode::NewConnection, &o.new_conn), (Mode::KeepAlive, &o.keepalive)] {
+        let _ = writeln!(out, "  load on {} ({mode}): {r}", c.stable_host());
+        for s in &r.failures {
+            let _ = writeln!(out, "      failed {s}");
+        }
+        if r.first_by_class.len() > 1 {
+            for s in r.first_by_class.values() {
+                let _ = writeln!(out, "      first of its class: {s}");
+            }
+        }
+        for s in r.keepalive_samples.iter().take(3) {
+            let _ = writeln!(out, "      keepalive_closed {s}");
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test and the benchmark.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_changes_are_served_without_failing_other_requests() {
+    let deployment = deploy().await;
+    prepare(&HITLESS).await;
+    let outcome = run_changes(&HITLESS, CYCLES).await;
+    let text = report(&outcome);
+    println!("{text}");
+    let label = stats(&outcome, Kind::is_label);
+    println!(
+        "  goal: median label-to-served ≤ 0.5 s: {} (measured, not asserted)",
+        if label.median.is_some_and(|m| m <= Duration::from_millis(500)) { "met" } else { "NOT met" }
+    );
+
+    let unserved: Vec<String> = outcome
+        .changes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.served.is_none())
+        .map(|(i, c)| format!("#{} {} {}", i + 1, c.kind.name(), c.what))
+        .collect();
+    let failing = !unserved.is_empty() || outcome.new_conn.failed_total() > 0 || outcome.keepalive.failed_total() > 0;
+    let diag = if failing { diagnostics().await } else { String::new() };
+    assert!(outcome.changes.len() >= 20, "at least 20 changes: {}", outcome.changes.len());
+    assert!(unserved.is_empty(), "changes not served within {LIVENESS:?}: {unserved:?}\n{text}\n{diag}");
+    assert_eq!(
+        outcome.new_conn.failed_total(),
+        0,
+        "requests to {} on new connections failed while other apps changed\n{text}\n{diag}",
+        HITLESS.stable_host()
+    );
+    assert_eq!(
+        outcome.keepalive.failed_total(),
+        0,
+        "keep-alive requests to {} failed while other apps changed\n{text}\n{diag}",
+        HITLESS.stable_host()
+    );
+    drop(deployment);
+}
+
+/// `deploy/bench/hitless.sh`: the same scenario on the hitless cluster (lb-00) and on the rolling
+/// one (lb-01), one after the other, with their ratios. Measured, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark on the lab: deploy/bench/hitless.sh"]
+async fn bench_hitless_vs_rolling() {
+    let cycles = std::env::var("HITLESS_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(CYCLES);
+    let deployment = deploy().await;
+    prepare(&HITLESS).await;
+    prepare(&ROLLING).await;
+    let hitless = run_changes(&HITLESS, cycles).await;
+    let rolling = run_changes(&ROLLING, cycles).await;
+    println!("{}{}", report(&hitless), report(&rolling));
+
+    let ratio = |r: Option<Duration>, h: Option<Duration>| match (r, h) {
+        (Some(r), Some(h)) if !h.is_zero() => format!("{:.1}×", r.as_secs_f64() / h.as_secs_f64()),
+        _ => "n/a".to_owned(),
+    };
+    let (hl, rl) = (stats(&hitless, Kind::is_label), stats(&rolling, Kind::is_label));
+    let (ha, ra) = (stats(&hitless, |_| true), stats(&rolling, |_| true));
+    println!("\nhitless vs rolling ({} changes each; rolling / hitless):", cycles * CYCLE);
+    println!(
+        "  label-to-served median {} vs {} ({}), p95 {} vs {} ({})",
+        secs(hl.median),
+        secs(rl.median),
+        ratio(rl.median, hl.median),
+        secs(hl.p95),
+        secs(rl.p95),
+        ratio(rl.p95, hl.p95)
+    );
+    println!(
+        "  every change    median {} vs {} ({}), p95 {} vs {} ({})",
+        secs(ha.median),
+        secs(ra.median),
+        ratio(ra.median, ha.median),
+        secs(ha.p95),
+        secs(ra.p95),
+        ratio(ra.p95, ha.p95)
+    );
+    for (mode, h, r) in [
+        (Mode::NewConnection, &hitless.new_conn, &rolling.new_conn),
+        (Mode::KeepAlive, &hitless.keepalive, &rolling.keepalive),
+    ] {
+        println!(
+            "  failed {mode} requests on the stable app: {} of {} vs {} of {} (keepalive_closed {} vs {})",
+            h.failed_total(),
+            h.ok + h.failed_total(),
+            r.failed_total(),
+            r.ok + r.failed_total(),
+            h.keepalive_closed,
+            r.keepalive_closed
+        );
+    }
+    drop(deployment);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load generator itself, against scripted local servers (no lab needed).
+
+mod load_generator {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::load::{self, FailureClass, Load, LoadSpec, Mode};
+
+    /// Reads one request head; `None` at EOF.
+    async fn read_request(s: &mut TcpStream) -> Option<String> {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte).await {
+                Ok(1) => buf.push(byte[0]),
+                _ => return None,
+            }
+        }
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// A server answering each connection with `script(request number on it)`: `Some(bytes)` to
+    /// write, then keep the connection open for the next request; `None` to close it.
+    async fn server(script: fn(usize) -> Option<&'static [u8]>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    for n in 0.. {
+                        let Some(request) = read_request(&mut s).await else { return };
+                        let Some(bytes) = script(n) else { return };
+                        if s.write_all(bytes).await.is_err() || request.contains("Connection: close") {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    async fn run(port: u16, mode: Mode, body: &str) -> load::LoadReport {
+        let spec =
+            LoadSpec { pause: Duration::from_millis(5), ..LoadSpec::new("127.0.0.1", port, &["x.local"], mode, 2) }
+                .expect_body(body);
+        let l = Load::start(spec);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        l.stop().await
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n";
+
+    #[tokio::test]
+    async fn content_length_and_chunked_bodies_on_both_modes() {
+        let port = server(|_| Some(OK)).await;
+        for mode in [Mode::NewConnection, Mode::KeepAlive] {
+            let r = run(port, mode, "hello").await;
+            assert!(r.ok > 10 && r.failed_total() == 0 && r.keepalive_closed == 0, "{mode}: {r}");
+        }
+        let chunked = server(|_| {
+            Some(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nhel\r\n3\r\nlo\n\r\n0\r\nT: v\r\n\r\n")
+        })
+        .await;
+        let r = run(chunked, Mode::KeepAlive, "hello").await;
+        assert!(r.ok > 10 && r.failed_total() == 0, "{r}");
+        let wrong = run(chunked, Mode::KeepAlive, "other").await;
+        assert!(wrong.ok == 0 && wrong.count(FailureClass::WrongBody) > 0, "{wrong}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_close_on_a_reused_connection_is_retried_and_counted_apart() {
+        // Every connection serves one request without `Connection: close`, then closes: each
+        // reuse meets a closed connection.
+        let port = server(|n| (n == 0).then_some(OK)).await;
+        let r = run(port, Mode::KeepAlive, "hello").await;
+        assert!(r.ok > 10 && r.failed_total() == 0 && r.keepalive_closed > 5, "{r}");
+        assert!(r.keepalive_samples[0].what.contains("before_response"), "{:?}", r.keepalive_samples);
+        // Connection: close is honoured: no reuse, nothing to retry.
+        let closing = server(|n| {
+            (n == 0).then_some(&b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 6\r\n\r\nhello\n"[..])
+        })
+        .await;
+        let r = run(closing, Mode::KeepAlive, "hello").await;
+        assert!(r.ok > 10 && r.failed_total() == 0 && r.keepalive_closed == 0, "{r}");
+    }
+
+    #[tokio::test]
+    async fn failures_are_classified() {
+        let eof = server(|_| None).await;
+        let r = run(eof, Mode::NewConnection, "").await;
+        assert!(r.ok == 0 && r.failed_total() == r.count(FailureClass::EofBeforeResponse), "{r}");
+        assert!(r.failures[0].what.starts_with("eof_before_response"), "{:?}", r.failures);
+        // On a new keep-alive connection an EOF is a failure, not an idle close.
+        let r = run(eof, Mode::KeepAlive, "").await;
+        assert!(r.ok == 0 && r.keepalive_closed == 0 && r.count(FailureClass::EofBeforeResponse) > 0, "{r}");
+
+        let cut = server(|_| Some(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")).await;
+        // The server keeps a keep-alive connection open: the response never completes.
+        let spec = LoadSpec::new("127.0.0.1", cut, &["x.local"], Mode::KeepAlive, 1);
+        let l = Load::start(spec);
+        tokio::time::sleep(Duration::from_millis(5500)).await;
+        let r = l.stop().await;
+        assert!(r.ok == 0 && r.count(FailureClass::Timeout) >= 1, "{r}");
+
+        let unavailable = server(|_| Some(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")).await;
+        let r = run(unavailable, Mode::KeepAlive, "").await;
+        assert!(r.ok == 0 && r.failed_total() == r.count(FailureClass::ErrorStatus), "{r}");
+        let missing = server(|_| Some(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")).await;
+        let r = run(missing, Mode::NewConnection, "").await;
+        assert!(r.ok == 0 && r.failed_total() == r.count(FailureClass::UnexpectedStatus), "{r}");
+        let garbage = server(|_| Some(b"SSH-2.0-OpenSSH\r\n\r\n")).await;
+        let r = run(garbage, Mode::NewConnection, "").await;
+        assert!(r.ok == 0 && r.failed_total() == r.count(FailureClass::Malformed), "{r}");
+
+        // Nothing listening.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let r = run(port, Mode::NewConnection, "").await;
+        assert!(r.ok == 0 && r.failed_total() == r.count(FailureClass::ConnectRefused), "{r}");
+        let r = run(port, Mode::KeepAlive, "").await;
+        assert!(r.ok == 0 && r.failed_total() == r.count(FailureClass::ConnectRefused), "{r}");
+
+        // time_to_served: a 200 with the text, or None at the limit.
+        let ok = server(|_| Some(OK)).await;
+        let t = load::time_to_served("127.0.0.1", ok, "x.local", "hello", Duration::from_secs(2)).await;
+        assert!(t.is_some_and(|t| t < Duration::from_secs(1)), "{t:?}");
+        let t = load::time_to_served("127.0.0.1", missing, "x.local", "", Duration::from_millis(300)).await;
+        assert_eq!(t, None);
+    }
+
+    #[tokio::test]
+    async fn a_response_cut_short_by_a_close_is_truncated() {
+        // The server writes half a response and closes.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    if read_request(&mut s).await.is_some() {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort").await;
+                    }
+                });
+            }
+        });
+        let r = run(port, Mode::NewConnection, "").await;
+        assert!(r.ok == 0 && r.failed_total() == r.count(FailureClass::Truncated), "{r}");
+    }
+}
