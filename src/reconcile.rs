@@ -779,4 +779,60 @@ mod tests {
         assert!(swarm.service("interlock-proxy-us-west").is_some(), "the other cluster converges");
         assert!(swarm.service("interlock-proxy-us-east").is_none());
     }
+
+    fn hitless(config: &Config) -> Config {
+        let mut config = config.clone();
+        for ext in config.extensions.values_mut() {
+            ext.hitless_service_update = true;
+        }
+        config
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hitless_route_change_is_served_before_it_is_recorded_and_writes_once() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        let mut r = reconciler(&swarm, hitless(&seed_config()));
+        converge(&mut r).await;
+        let served = r.ctx.deliveries.current("us-east").expect("served from the first pass");
+        swarm.edit(|o| scale_demo_east(o, "10.0.1.9"));
+        let report = r.pass().await.unwrap();
+        r.settle().await;
+        let east = &report.plan.clusters["us-east"];
+        assert!(matches!(east.proxy_change, Some(plan::ProxyChange::InPlace { .. })), "{east:#?}");
+        let now = r.ctx.deliveries.current("us-east").unwrap();
+        assert_ne!(now.hash, served.hash);
+        assert_eq!(report.writes, 1, "one label-only update, no config object: {report:#?}");
+        assert!(r.pass().await.unwrap().plan.is_empty(), "and then nothing");
+        assert_eq!(r.ctx.deliveries.current("us-west").unwrap().extension, "us-west");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_config_a_proxy_task_rejects_is_not_served_and_holds_its_cluster() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        let mut r = reconciler(&swarm, hitless(&seed_config()));
+        converge(&mut r).await;
+        let served = r.ctx.deliveries.current("us-east").unwrap();
+        swarm.edit(|o| scale_demo_east(o, "10.0.1.9"));
+        // What the next config will be, and a task whose own binary rejects it.
+        let (_, plan) = r.plan().await.unwrap();
+        let next = plan.clusters["us-east"].delivery.clone().unwrap().hash;
+        r.ctx.deliveries.report(
+            "us-east",
+            crate::delivery::TaskReport {
+                task: "t-proxy".into(),
+                node: "lb-00".into(),
+                container: "c".into(),
+                hash: served.hash.clone(),
+                rejected: Some(next),
+                error: Some("[emerg] unknown directive".into()),
+                applied_at: 1,
+                took_ms: 1,
+            },
+        );
+        let report = r.pass().await.unwrap();
+        let east = &report.plan.clusters["us-east"];
+        assert!(east.actions.is_empty() && east.delivery.is_none(), "{east:#?}");
+        assert!(east.conflicts[0].contains("rejected it: [emerg] unknown directive"), "{east:#?}");
+        assert_eq!(r.ctx.deliveries.current("us-east").unwrap().hash, served.hash, "the last good config stays served");
+    }
 }
