@@ -8,6 +8,10 @@
 //! command to the first request the proxy serves as the change says (a creation from before the
 //! command: its task has to start).
 //!
+//! Then, with the core stopped: the proxy keeps serving; its task, killed, is restarted by Swarm
+//! on the last rolled-out config object and its extension brings it up to date; with the core
+//! back, changes are served again.
+//!
 //! Asserted: no request to the stable app failed (a keep-alive request on a connection the proxy
 //! closed while idle is retried once, as clients do, and counted apart as `keepalive_closed`), and
 //! every change was served within 30 s (a liveness bound). The times are measured and printed,
@@ -699,7 +703,58 @@ async fn route_changes_are_served_without_failing_other_requests() {
         "keep-alive requests to {} failed while other apps changed\n{text}\n{diag}",
         HITLESS.stable_host()
     );
+    serving_does_not_depend_on_the_core().await;
     drop(deployment);
+}
+
+/// The proxy task's container on its node, through that node's engine.
+fn proxy_container(cluster: &Cluster) -> String {
+    let socket = format!("unix:///run/docker-{}.sock", cluster.node);
+    let filter = format!("label=com.docker.swarm.service.name={}", cluster.proxy);
+    lines(docker_sync(&["-H", &socket, "ps", "-q", "--filter", &filter])).into_iter().next().unwrap_or_default()
+}
+
+/// Waits until `host` answers 200 through the hitless proxy.
+async fn answers(host: &str, why: &str) {
+    support::eventually(why, LIVENESS, || async {
+        support::get(&node_addr(HITLESS.node), HITLESS.port, host).await.filter(|a| a.status == 200).map(drop)
+    })
+    .await;
+}
+
+/// With the core stopped, the proxy keeps serving; a proxy task that restarts comes up on the
+/// last rolled-out config object and its extension brings it up to date (from the config it
+/// holds, the core still down); with the core back, changes flow again.
+async fn serving_does_not_depend_on_the_core() {
+    let (app, stable) = (HITLESS.app("a"), HITLESS.stable_host());
+    docker(&["service", "update", "--detach", "--label-add", "com.docker.lb.hosts=hl-a-last.local", &app]).await;
+    answers("hl-a-last.local", "a last label change served in place").await;
+    docker(&["service", "scale", "--detach", &format!("{CORE}=0")]).await;
+    assert!(
+        wait_sync(Duration::from_secs(30), || lines(docker_sync(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={CORE}")
+        ]))
+        .is_empty()),
+        "the core stopped"
+    );
+    answers(&stable, "the stable app is served with the core down").await;
+    answers("hl-a-last.local", "and so is the last change").await;
+    let before = proxy_container(&HITLESS);
+    let socket = format!("unix:///run/docker-{}.sock", HITLESS.node);
+    docker(&["-H", &socket, "kill", &before]).await;
+    support::eventually("Swarm restarted the proxy task", LIVENESS, || async {
+        let now = proxy_container(&HITLESS);
+        (!now.is_empty() && now != before).then_some(())
+    })
+    .await;
+    answers("hl-a-last.local", "the restarted task caught up without the core").await;
+    answers(&stable, "the stable app is served by the restarted task").await;
+    docker(&["service", "scale", "--detach", &format!("{CORE}=1")]).await;
+    docker(&["service", "update", "--detach", "--label-add", "com.docker.lb.hosts=hl-a-back.local", &app]).await;
+    answers("hl-a-back.local", "with the core back, changes are served again").await;
 }
 
 /// `deploy/bench/hitless.sh`: the same scenario on the hitless cluster (lb-00) and on the rolling
