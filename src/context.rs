@@ -4,12 +4,13 @@
 //! `ListenAddr` and logged).
 //!
 //! Features that need shared state get a field here, not a global: the configs served to
-//! hitless extensions and their reports ([`Deliveries`]); next, plug-in dispatch, metrics
-//! registries, leadership.
+//! hitless extensions and their reports ([`Deliveries`]); the plug-ins' [`Dispatcher`]; next,
+//! metrics registries, leadership.
 
 use std::sync::Arc;
 
 use crate::delivery::Deliveries;
+use crate::plugins::Dispatcher;
 use crate::proxycheck::ProxyChecker;
 use crate::status::SharedStatus;
 use crate::swarm::Swarm;
@@ -22,10 +23,29 @@ pub struct Context<S> {
     pub status: SharedStatus,
     /// Configs served to hitless extensions, their tasks' reports, and the key of their tokens.
     pub deliveries: Arc<Deliveries>,
+    /// The plug-ins `[Plugins]` enables (none by default): the loop dispatches interlock's and
+    /// the swarm's events to them, never waiting for one.
+    pub plugins: Arc<Dispatcher>,
+    /// The image interlock runs from, when it runs as a Swarm task (what the statistics agent
+    /// runs).
+    pub core_image: Option<String>,
 }
 
 impl<S: Swarm> Context<S> {
     pub fn new(swarm: S, checker: ProxyChecker) -> Self {
-        Self { swarm, checker: Arc::new(checker), status: SharedStatus::default(), deliveries: Arc::default() }
+        Self {
+            swarm,
+            checker: Arc::new(checker),
+            status: SharedStatus::default(),
+            deliveries: Arc::default(),
+            plugins: Arc::default(),
+            core_image: None,
+        }
+    }
+
+    /// The same context, dispatching to `plugins`.
+    pub fn with_plugins(mut self, plugins: Dispatcher) -> Self {
+        self.plugins = Arc::new(plugins);
+        self
     }
 }

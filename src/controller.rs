@@ -11,20 +11,27 @@
 //!
 //! Events are hints: every pass reads the swarm afresh. A burst of triggers gives one pass. An
 //! invalid config edit is reported and the last good config keeps running.
+//!
+//! Plug-ins (`[Plugins]`, [`crate::plugins`]): the loop dispatches `interlock-start` before the
+//! first pass, every swarm event it receives, one [`PluginEvent::Pass`] per extension after each
+//! pass, and `interlock-stop` at shutdown, then lets the plug-ins' queues drain for at most
+//! [`DRAIN_GRACE`]. Dispatching never waits for a plug-in.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use reconcilers::config::{self, Config};
-use reconcilers::swarm::ObjectKind;
+use reconcilers::swarm::{ObjectKind, SwarmEvent};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::context::Context;
-use crate::reconcile::Reconciler;
+use crate::plugins::{DRAIN_GRACE, Dispatcher, PluginEvent, now_nanos};
+use crate::reconcile::{PassReport, Reconciler};
 use crate::status::Status;
 use crate::swarm::Swarm;
 
@@ -62,9 +69,13 @@ pub async fn run<S: Swarm>(
         tokio::spawn(crate::status::serve(config.listen_addr.bind_addr(), ctx.status.clone(), ctx.deliveries.clone()));
     let poll_interval = config.poll_interval;
     info!(config = %path.display(), poll = ?poll_interval, "running");
+    for (name, version) in ctx.plugins.plugins() {
+        info!("loading plugin name={name} version={version}");
+    }
+    ctx.plugins.dispatch(PluginEvent::start());
     let mut reconciler = Reconciler::new(ctx.clone(), config);
     let (tx, mut rx) = mpsc::channel::<Trigger>(256);
-    let watcher = tokio::spawn(watch_events(ctx.swarm.clone(), tx));
+    let watcher = tokio::spawn(watch_events(ctx.swarm.clone(), tx, ctx.plugins.clone()));
     let mut file = FileState::read(&path);
     let mut next_poll = Instant::now();
     loop {
@@ -109,6 +120,10 @@ pub async fn run<S: Swarm>(
     }
     watcher.abort();
     server.abort();
+    if !ctx.plugins.is_empty() {
+        ctx.plugins.dispatch(PluginEvent::stop());
+        ctx.plugins.close(DRAIN_GRACE).await;
+    }
     let status = ctx.status.lock().expect("status lock").clone();
     info!(passes = status.passes, writes = status.writes, "stopped");
     Ok(status)
@@ -117,7 +132,9 @@ pub async fn run<S: Swarm>(
 /// One pass; returns how many app services are still starting tasks.
 async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>) -> usize {
     let (reads_before, writes_before) = ctx.swarm.requests();
+    let started = Instant::now();
     let result = reconciler.pass().await;
+    let took = started.elapsed();
     let (reads, writes) = ctx.swarm.requests();
     debug!(reads = reads - reads_before, writes = writes - writes_before, "pass requests");
     match result {
@@ -129,6 +146,11 @@ async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>) -> usi
                 warn!(extension = %extension, "{failure}");
             }
             crate::status::record(&ctx.status, &report.plan, &report.failures, report.writes);
+            if !ctx.plugins.is_empty() {
+                for event in pass_events(&report, took) {
+                    ctx.plugins.dispatch(event);
+                }
+            }
             report.apps_settling
         }
         Err(e) => {
@@ -154,6 +176,9 @@ fn reload<S: Swarm>(path: &Path, reconciler: &mut Reconciler<S>) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 warn!("{warning}");
+            }
+            if loaded.config.plugins != reconciler.config().plugins {
+                warn!("[Plugins] changed: plug-ins are started once, restart interlock to apply it");
             }
             if loaded.config != *reconciler.config() {
                 info!("config changed: converging to it");
@@ -185,9 +210,48 @@ impl FileState {
     }
 }
 
-/// Forwards swarm events as triggers; reconnects with backoff and asks for a full pass on every
-/// (re)connect, since events may have been missed.
-async fn watch_events<S: Swarm>(swarm: S, tx: mpsc::Sender<Trigger>) {
+/// One [`PluginEvent::Pass`] per extension of the pass's plan: its quarantined services, whether
+/// its proxy config changed, how long the pass took.
+fn pass_events(report: &PassReport, took: Duration) -> Vec<PluginEvent> {
+    let time = now_nanos();
+    report
+        .plan
+        .clusters
+        .iter()
+        .map(|(extension, cluster)| PluginEvent::Pass {
+            extension: extension.clone(),
+            routes: cluster.routes,
+            backends: cluster.backends,
+            quarantined: cluster.quarantined.len(),
+            duration: took,
+            routes_changed: cluster.config_change.is_some(),
+            time,
+        })
+        .collect()
+}
+
+/// A swarm event as plug-ins see it.
+fn plugin_event(event: &SwarmEvent) -> PluginEvent {
+    let kind = match &event.kind {
+        ObjectKind::Service => "service",
+        ObjectKind::Node => "node",
+        ObjectKind::Network => "network",
+        ObjectKind::Config => "config",
+        ObjectKind::Secret => "secret",
+        ObjectKind::Other(other) => other,
+    };
+    PluginEvent::Docker {
+        kind: kind.to_owned(),
+        action: event.action.clone(),
+        id: event.id.clone(),
+        name: event.name.clone(),
+        time: now_nanos(),
+    }
+}
+
+/// Forwards swarm events as triggers (and to the plug-ins); reconnects with backoff and asks
+/// for a full pass on every (re)connect, since events may have been missed.
+async fn watch_events<S: Swarm>(swarm: S, tx: mpsc::Sender<Trigger>, plugins: Arc<Dispatcher>) {
     let kinds = [ObjectKind::Service, ObjectKind::Node, ObjectKind::Network, ObjectKind::Config, ObjectKind::Secret];
     let mut failures: u32 = 0;
     loop {
@@ -200,6 +264,7 @@ async fn watch_events<S: Swarm>(swarm: S, tx: mpsc::Sender<Trigger>) {
                 Ok(event) => {
                     failures = 0;
                     debug!(kind = ?event.kind, action = %event.action, name = ?event.name, "event");
+                    plugins.dispatch(plugin_event(&event));
                     if tx.try_send(Trigger::Event).is_err() && tx.is_closed() {
                         return;
                     }
@@ -249,6 +314,83 @@ mod tests {
         let mut config = seed_config();
         config.listen_addr = ListenAddr { host: "127.0.0.1".into(), port: 0 };
         (path, config)
+    }
+
+    /// A plug-in that records every event's name (and, for passes, the extension), after
+    /// sleeping `delay` per event.
+    struct Recorder {
+        delay: Duration,
+        seen: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl crate::plugins::Plugin for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+
+        fn version(&self) -> &'static str {
+            "test"
+        }
+
+        fn handle<'a>(&'a self, event: &'a PluginEvent) -> crate::plugins::Handling<'a> {
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                let line = match event {
+                    PluginEvent::Pass { extension, quarantined, routes_changed, .. } => {
+                        format!("pass {extension} quarantined={quarantined} changed={routes_changed}")
+                    }
+                    PluginEvent::Docker { kind, action, name, .. } => {
+                        format!("{kind} {action} {}", name.as_deref().unwrap_or(""))
+                    }
+                    other => other.name().to_owned(),
+                };
+                self.seen.lock().unwrap().push(line);
+                Ok(())
+            })
+        }
+    }
+
+    fn recorder(delay: Duration) -> (Dispatcher, Arc<std::sync::Mutex<Vec<String>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        (Dispatcher::new(vec![Box::new(Recorder { delay, seen: seen.clone() })]), seen)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn plugins_get_start_swarm_events_passes_and_stop() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        let (path, config) = setup("plugins");
+        let poll = config.poll_interval;
+        let (dispatcher, seen) = recorder(Duration::ZERO);
+        let ctx = Context::new(swarm.clone(), ProxyChecker::unchecked()).with_plugins(dispatcher);
+        run(ctx, path, config, tokio::time::sleep(poll * 3)).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.first().map(String::as_str), Some("interlock-start"), "{seen:#?}");
+        assert_eq!(seen.last().map(String::as_str), Some("interlock-stop"), "{seen:#?}");
+        assert!(seen.contains(&"pass us-east quarantined=0 changed=true".to_owned()), "the first pass: {seen:#?}");
+        assert!(seen.contains(&"pass us-west quarantined=0 changed=false".to_owned()), "a later one: {seen:#?}");
+        assert!(seen.iter().any(|l| l.starts_with("service create interlock-proxy-us-east")), "{seen:#?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_plugin_never_delays_a_pass() {
+        let (path, config) = setup("slow-plugin");
+        let poll = config.poll_interval;
+        let passes = |dispatcher: Dispatcher| {
+            let (path, config) = (path.clone(), config.clone());
+            async move {
+                let swarm = MemorySwarm::new(seed_swarm());
+                let ctx = Context::new(swarm, ProxyChecker::unchecked()).with_plugins(dispatcher);
+                let started = Instant::now();
+                let status = run(ctx, path, config, tokio::time::sleep(poll * 5)).await.unwrap();
+                (status.passes, started.elapsed())
+            }
+        };
+        let (alone, _) = passes(Dispatcher::none()).await;
+        let (dispatcher, seen) = recorder(Duration::from_secs(3600));
+        let (with_slow, took) = passes(dispatcher).await;
+        assert_eq!(with_slow, alone, "as many passes with a plug-in taking an hour per event");
+        assert!(took <= poll * 5 + Duration::from_secs(3), "shutdown waits at most DRAIN_GRACE: {took:?}");
+        assert!(seen.lock().unwrap().is_empty(), "it was still on its first event");
     }
 
     #[tokio::test(start_paused = true)]

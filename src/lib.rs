@@ -14,11 +14,15 @@
 //! - [`status`]: `/health` and `/status` on `ListenAddr`, and logging of state changes.
 //! - [`delivery`]: the core's side of hitless updates: configs served to extensions (the API on
 //!   `ListenAddr`) and their proxy tasks' reports.
+//! - [`agent`]: `interlock agent`, the per-node statistics agent behind the `carbon` plug-in.
 //! - [`extension`]: `interlock extension`, the node-local side: writes served configs into the
 //!   proxy tasks on its node, checks them with the task's binary, reloads them.
+//! - [`plugins`]: plug-ins fed with Docker's and interlock's events (Interlock 0.3's `example`,
+//!   `carbon`), each on its own task behind a bounded queue ([`plugins::Dispatcher`]).
 //! - [`report`]: the text that `validate` and `check` print, built from plain values.
 //! - `main.rs`: the command line, logging set-up, exit codes (the only place `anyhow` is used).
 
+pub mod agent;
 pub mod context;
 pub mod controller;
 pub mod delivery;
@@ -26,6 +30,7 @@ pub mod docker;
 pub mod extension;
 #[cfg(test)]
 mod memory_swarm;
+pub mod plugins;
 pub mod proxycheck;
 pub mod reconcile;
 pub mod report;

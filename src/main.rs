@@ -1,19 +1,23 @@
-//! The `interlock` command line: `validate`, `check`, `plan`, `apply`, `run`, `extension`; and
-//! the composition root: the one place that builds the [`Context`] (Docker connection, proxy
-//! checker, status) the loop and the reconciler share. anyhow lives here and nowhere else.
+//! The `interlock` command line: `validate`, `check`, `plan`, `apply`, `run`, `extension`, and
+//! Interlock 0.3's `[--swarm-url URL] --plugin NAME start` and `list-plugins`; and the
+//! composition root: the one place that builds the [`Context`] (Docker connection, proxy
+//! checker, status, plug-ins) the loop and the reconciler share. anyhow lives here and nowhere
+//! else.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use interlock::context::Context;
 use interlock::docker::DockerClient;
+use interlock::plugins::carbon::CarbonError;
+use interlock::plugins::{self, Dispatcher, PluginSettings};
 use interlock::proxycheck::ProxyChecker;
 use interlock::reconcile::Reconciler;
 use interlock::report;
-use reconcilers::config::{self, Config, Loaded};
+use reconcilers::config::{self, Config, DockerUrl, Loaded, TlsFiles};
 use reconcilers::plan as planner;
 
 #[derive(Parser)]
@@ -22,8 +26,84 @@ struct Cli {
     /// Debug logging (Interlock's own flag).
     #[arg(short = 'D', long = "debug", global = true)]
     debug: bool,
+    #[command(flatten)]
+    legacy: Legacy,
+    #[command(flatten)]
+    carina: Carina,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Interlock 0.3's options, given before `start` as in 0.3.
+#[derive(Args, Default)]
+#[command(next_help_heading = "Interlock 0.3 (before `start`)")]
+struct Legacy {
+    /// The Docker engine or Swarm manager (`tcp://HOST:PORT`, `unix:///PATH`); default
+    /// DOCKER_HOST, then /var/run/docker.sock.
+    #[arg(long = "swarm-url", value_name = "URL")]
+    swarm_url: Option<String>,
+    /// CA certificate of the engine's TLS (with --swarm-tls-cert and --swarm-tls-key).
+    #[arg(long = "swarm-tls-ca-cert", value_name = "FILE")]
+    tls_ca_cert: Option<String>,
+    /// Client certificate for the engine's TLS.
+    #[arg(long = "swarm-tls-cert", value_name = "FILE")]
+    tls_cert: Option<String>,
+    /// Client key for the engine's TLS.
+    #[arg(long = "swarm-tls-key", value_name = "FILE")]
+    tls_key: Option<String>,
+    /// Accepted for 0.3's command lines; the engine's certificate is still verified.
+    #[arg(long = "swarm-allow-insecure")]
+    allow_insecure: bool,
+    /// A plug-in to run (repeatable; see `list-plugins`).
+    #[arg(short = 'p', long = "plugin", value_name = "NAME")]
+    plugins: Vec<String>,
+}
+
+impl Legacy {
+    /// The first 0.3 option given, to say it belongs to `start`.
+    fn given(&self) -> Option<&'static str> {
+        [
+            (self.swarm_url.is_some(), "--swarm-url"),
+            (self.tls_ca_cert.is_some(), "--swarm-tls-ca-cert"),
+            (self.tls_cert.is_some(), "--swarm-tls-cert"),
+            (self.tls_key.is_some(), "--swarm-tls-key"),
+            (self.allow_insecure, "--swarm-allow-insecure"),
+            (!self.plugins.is_empty(), "--plugin"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+}
+
+/// The sign-in of Carina's fork of Interlock 0.3 (the seed's command line): accepted only to
+/// say that Carina is gone.
+#[derive(Args, Default)]
+struct Carina {
+    #[arg(long, value_name = "NAME", hide = true, global = true)]
+    username: Option<String>,
+    #[arg(long = "api-key", value_name = "KEY", hide = true, global = true)]
+    api_key: Option<String>,
+    #[arg(long, value_name = "NAME", hide = true, global = true)]
+    clustername: Option<String>,
+}
+
+impl Carina {
+    fn given(&self) -> Option<&'static str> {
+        [
+            (self.username.is_some(), "--username"),
+            (self.api_key.is_some(), "--api-key"),
+            (self.clustername.is_some(), "--clustername"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+}
+
+/// The one line `--username`, `--api-key` and `--clustername` get.
+fn carina_gone(flag: &str) -> String {
+    format!(
+        "interlock: {flag} is a sign-in to Carina, which was shut down in 2017; connect to your Docker engine or Swarm manager instead: --swarm-url tcp://HOST:2376 with --swarm-tls-ca-cert/--swarm-tls-cert/--swarm-tls-key, or DOCKER_HOST, or the default /var/run/docker.sock"
+    )
 }
 
 #[derive(Subcommand)]
@@ -61,11 +141,34 @@ enum Command {
     /// node's Docker socket) it writes the core's configs into the proxy tasks on its node and
     /// reloads them; otherwise it says where its core is and waits.
     Extension,
+    /// The statistics agent (one task per node, with the node's Docker socket): sends its
+    /// node's container and proxy statistics to Carbon. The core creates its service when the
+    /// `carbon` plug-in is enabled.
+    Agent,
+    /// Interlock 0.3: dispatch every Docker event to the --plugin plug-ins (`interlock
+    /// [--swarm-url URL] -p example start`) until SIGTERM or SIGINT. Logs in 0.3's format.
+    Start,
+    /// Interlock 0.3: the plug-ins --plugin accepts.
+    ListPlugins,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.debug);
+    if let Some(flag) = cli.carina.given() {
+        eprintln!("{}", carina_gone(flag));
+        return ExitCode::from(2);
+    }
+    if let (Some(flag), false) = (cli.legacy.given(), matches!(cli.command, Command::Start)) {
+        eprintln!(
+            "interlock: {flag} is an option of `start` (Interlock 0.3's command line); the other commands read the TOML"
+        );
+        return ExitCode::from(2);
+    }
+    if matches!(cli.command, Command::Start) {
+        init_logrus_logging(cli.debug);
+    } else {
+        init_logging(cli.debug);
+    }
     let result = match cli.command {
         Command::Validate { config } => validate(&config),
         Command::Check { config } => check(&config),
@@ -73,6 +176,9 @@ fn main() -> ExitCode {
         Command::Apply { config, timeout } => apply(&config, Duration::from_secs(timeout)),
         Command::Run { config } => run(&config),
         Command::Extension => extension(),
+        Command::Agent => agent(),
+        Command::Start => start(&cli.legacy),
+        Command::ListPlugins => list_plugins(),
     };
     match result {
         Ok(code) => code,
@@ -90,6 +196,13 @@ fn init_logging(debug: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
+/// `interlock start`'s logging: Interlock 0.3's (logrus's text format), see [`logrus`].
+fn init_logrus_logging(debug: bool) {
+    let default = if debug { "info,interlock=debug,reconcilers=debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).event_format(logrus::Logrus).init();
 }
 
 /// Reads and validates the config, printing warnings; `Ok(None)` when it has errors (printed).
@@ -115,7 +228,12 @@ fn load(path: &Path) -> anyhow::Result<Option<Loaded>> {
 
 fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
+    if let Err(e) = check_plugin_settings(&loaded.config) {
+        eprintln!("{}: error: {e}", path.display());
+        return Ok(ExitCode::FAILURE);
+    }
     print!("{}", report::config_summary(&path.display().to_string(), &loaded.config));
+    print!("{}", plugins_summary(&loaded.config).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -144,8 +262,12 @@ async fn context(config: &Config) -> anyhow::Result<Context<DockerClient>> {
     tracing::debug!(engine = %engine.version, api = %engine.api_version, "connected to a swarm manager");
     // Hitless extensions' tokens derive from a key only managers can read.
     let key = docker.manager_join_token().await?;
-    let ctx = Context::new(docker, ProxyChecker::discover());
+    // Running as a Swarm task, the hostname is the container's ID.
+    let hostname = std::env::var("HOSTNAME").unwrap_or_default();
+    let core_image = if hostname.is_empty() { None } else { docker.container_image(&hostname).await? };
+    let mut ctx = Context::new(docker, ProxyChecker::discover());
     ctx.deliveries.set_key(key);
+    ctx.core_image = core_image;
     Ok(ctx)
 }
 
@@ -216,14 +338,57 @@ fn apply(path: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// What the core's parser cannot check in `[Plugins.Carbon]` (the image filter's regex syntax),
+/// checked as the plug-in will; the error names the key.
+fn check_plugin_settings(config: &Config) -> Result<(), String> {
+    let Some(carbon) = PluginSettings::from_config(config).carbon else { return Ok(()) };
+    match carbon.validate() {
+        Ok(()) => Ok(()),
+        Err(CarbonError::Filter { filter, reason }) => {
+            Err(format!("Plugins.Carbon.ImageNameFilter: {filter:?} is not a regular expression: {reason}"))
+        }
+        Err(e) => Err(format!("Plugins.Carbon: {e}")),
+    }
+}
+
+/// The `[Plugins]` line of `validate`'s summary.
+fn plugins_summary(config: &Config) -> Option<String> {
+    if config.plugins.enabled.is_empty() {
+        return None;
+    }
+    let carbon = config.plugins.carbon.as_ref().filter(|_| config.plugins.enabled.iter().any(|n| n == "carbon"));
+    let detail = carbon.map_or(String::new(), |c| {
+        let filter = c.image_name_filter.as_deref().map_or(String::new(), |f| format!(", images matching {f:?}"));
+        format!(" (carbon: {} prefix {} every {:?}{filter})", c.address, c.prefix, c.interval)
+    });
+    Some(format!("  plug-ins   {}{detail}\n", config.plugins.enabled.join(", ")))
+}
+
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
     let config = loaded.config;
+    check_plugin_settings(&config).map_err(|e| anyhow::anyhow!("{}: error: {e}", path.display()))?;
     runtime()?.block_on(async {
         // Before anything else: a SIGTERM during the first pass must finish that pass, not kill it.
         let shutdown = interlock::controller::termination()?;
-        let ctx = context(&config).await?;
+        let mut ctx = context(&config).await?;
+        if !config.plugins.enabled.is_empty() {
+            let built = plugins::build(&config.plugins.enabled, &PluginSettings::from_config(&config))
+                .with_context(|| format!("{}: [Plugins]", path.display()))?;
+            ctx = ctx.with_plugins(Dispatcher::new(built));
+        }
         interlock::controller::run(ctx, path.to_owned(), config, shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn agent() -> anyhow::Result<ExitCode> {
+    let settings = interlock::agent::AgentSettings::from_env()?;
+    runtime()?.block_on(async {
+        let shutdown = interlock::controller::termination()?;
+        // The node's own engine: its socket is mounted into the agent's task.
+        let docker = DockerClient::connect(None, &Default::default())?;
+        interlock::agent::run(settings, docker, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -238,4 +403,271 @@ fn extension() -> anyhow::Result<ExitCode> {
         interlock::extension::run(settings, docker, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `interlock start`: Interlock 0.3's plug-in host. Logs as 0.3 did (the seed's lines), dispatches
+/// `interlock-start`, every event of the engine, `interlock-stop` at SIGTERM/SIGINT, and exits 0
+/// once the plug-ins' queues are drained (at most 2 s).
+fn start(legacy: &Legacy) -> anyhow::Result<ExitCode> {
+    if legacy.plugins.is_empty() {
+        anyhow::bail!("no plug-in given: `interlock --plugin NAME start` (see `interlock list-plugins`)");
+    }
+    for name in &legacy.plugins {
+        if plugins::canonical_name(name).is_none() {
+            anyhow::bail!("{}", plugins::PluginError::Unknown { name: name.clone(), known: plugins::known_names() });
+        }
+    }
+    let url = legacy
+        .swarm_url
+        .as_deref()
+        .map(DockerUrl::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--swarm-url {e}"))?;
+    let tls =
+        TlsFiles { ca_cert: legacy.tls_ca_cert.clone(), cert: legacy.tls_cert.clone(), key: legacy.tls_key.clone() };
+    if !tls.is_empty() && (tls.ca_cert.is_none() || tls.cert.is_none() || tls.key.is_none()) {
+        anyhow::bail!("--swarm-tls-ca-cert, --swarm-tls-cert and --swarm-tls-key must be given together");
+    }
+    // Interlock 0.3's variables configure carbon (`stats`), read only when it is asked for.
+    let wants_carbon = legacy.plugins.iter().any(|n| plugins::canonical_name(n) == Some(plugins::carbon::NAME));
+    let settings =
+        PluginSettings { carbon: if wants_carbon { Some(plugins::carbon::CarbonSettings::from_env()?) } else { None } };
+    tracing::info!(
+        "interlock running version={} ({})",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("INTERLOCK_GIT_COMMIT").unwrap_or("rust")
+    );
+    if matches!(url, Some(DockerUrl::Unix(_))) && !tls.is_empty() {
+        tracing::warn!("the --swarm-tls-* files are ignored for a unix:// --swarm-url");
+    }
+    if legacy.allow_insecure {
+        tracing::warn!(
+            "--swarm-allow-insecure: the engine's certificate is still verified; interlock never skips verification"
+        );
+    }
+    runtime()?.block_on(async {
+        let shutdown = interlock::controller::termination()?;
+        let docker = DockerClient::connect(url.as_ref(), &tls)?;
+        let engine = docker.engine().await?;
+        tracing::debug!(endpoint = %docker.endpoint(), engine = %engine.version, "connected");
+        let built = plugins::build(&legacy.plugins, &settings)?;
+        for plugin in &built {
+            tracing::info!("loading plugin name={} version={}", plugin.name(), plugin.version());
+        }
+        if let Some(carbon) = &settings.carbon {
+            ensure_stats_agent(&docker, carbon).await;
+        }
+        let dispatcher = Dispatcher::new(built);
+        let stats = plugins::host(&dispatcher, || docker.all_events(), shutdown).await;
+        for (name, s) in stats {
+            if s.dropped + s.skipped + s.panicked > 0 {
+                tracing::warn!(
+                    "plugin {name}: {} event(s) handled, {} dropped, {} skipped after retries, {} panicked",
+                    s.handled,
+                    s.dropped,
+                    s.skipped,
+                    s.panicked
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `interlock list-plugins`: one line per plug-in: name, version, what it does, other names.
+/// Interlock 0.3's `stats` sent what one engine saw; statistics from every node need the agent
+/// on every node: `start` writes the statistics agent service (and the operator network) as `run`
+/// would, and nothing else. Without a manager, or without an image to run it from, it says so.
+async fn ensure_stats_agent(docker: &DockerClient, carbon: &plugins::carbon::CarbonSettings) {
+    let hostname = std::env::var("HOSTNAME").unwrap_or_default();
+    let core_image = match docker.container_image(&hostname).await {
+        Ok(image) => image,
+        Err(e) => {
+            tracing::warn!("statistics from this engine only: {e}");
+            return;
+        }
+    };
+    let Some(core_image) = core_image else {
+        tracing::warn!(
+            "statistics from this engine only: run interlock in a container (a Swarm service) so that it can start its agent on every node"
+        );
+        return;
+    };
+    let Ok(loaded) = config::parse("interlock start", "") else { return };
+    let mut config = loaded.config;
+    config.plugins = reconcilers::config::Plugins {
+        enabled: vec!["carbon".to_owned()],
+        carbon: Some(reconcilers::config::CarbonConfig {
+            address: carbon.address.clone(),
+            prefix: carbon.prefix.clone(),
+            image_name_filter: carbon.image_name_filter.clone(),
+            interval: carbon.interval,
+        }),
+    };
+    let mut ctx = Context::new(docker.clone(), ProxyChecker::unchecked());
+    ctx.core_image = Some(core_image);
+    match interlock::reconcile::ensure_agent(&ctx, &config).await {
+        Ok(writes) => tracing::info!(writes, "statistics agent on every node"),
+        Err(e) => tracing::warn!("statistics from this engine only: {e}"),
+    }
+}
+
+fn list_plugins() -> anyhow::Result<ExitCode> {
+    for p in plugins::list() {
+        let aliases = if p.aliases.is_empty() { String::new() } else { format!(" (also: {})", p.aliases.join(", ")) };
+        println!("{:<8} {:<5} {}{aliases}", p.name, p.version, p.description);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Interlock 0.3's log format, logrus's text formatter without a terminal, for `interlock start`:
+///
+/// ```text
+/// time="2015-10-19T01:22:59Z" level=info msg="loading plugin name=example version=0.1"
+/// ```
+///
+/// `time` in UTC to the second (0.3 ran in a container, whose zone is UTC), `level` in logrus's
+/// words (`warning`, not `warn`), the message as `msg`, then any other fields, sorted; a value is
+/// quoted, Go-style, unless it is a plain word.
+mod logrus {
+    use std::fmt::{self, Write as _};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use tracing::field::{Field, Visit};
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// See the module documentation.
+    pub struct Logrus;
+
+    impl<S, N> FormatEvent<S, N> for Logrus
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            writeln!(writer, "{}", line(now, *event.metadata().level(), &fields.message, fields.rest))
+        }
+    }
+
+    #[derive(Default)]
+    struct Fields {
+        message: String,
+        rest: Vec<(String, String)>,
+    }
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.record(field, value.to_owned());
+        }
+
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            self.record(field, format!("{value:?}"));
+        }
+    }
+
+    impl Fields {
+        fn record(&mut self, field: &Field, value: String) {
+            if field.name() == "message" {
+                self.message = value;
+            } else {
+                self.rest.push((field.name().to_owned(), value));
+            }
+        }
+    }
+
+    /// One log line, without its newline.
+    pub fn line(unix_seconds: u64, level: Level, message: &str, mut fields: Vec<(String, String)>) -> String {
+        let level = match level {
+            Level::ERROR => "error",
+            Level::WARN => "warning",
+            Level::INFO => "info",
+            Level::DEBUG => "debug",
+            Level::TRACE => "trace",
+        };
+        let mut out = format!("time=\"{}\" level={level} msg={}", timestamp(unix_seconds), value(message));
+        fields.sort();
+        for (key, v) in fields {
+            let _ = write!(out, " {key}={}", value(&v));
+        }
+        out
+    }
+
+    /// RFC 3339 in UTC, to the second: `2015-10-19T01:22:59Z`.
+    pub fn timestamp(unix_seconds: u64) -> String {
+        let days = (unix_seconds / 86_400) as i64;
+        let secs = unix_seconds % 86_400;
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3_600, secs % 3_600 / 60, secs % 60)
+    }
+
+    /// A value as logrus writes it: bare when it is a plain word, else quoted as Go's `%q`.
+    fn value(text: &str) -> String {
+        let plain = !text.is_empty()
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '/' | '@' | '^' | '+'));
+        if plain {
+            return text.to_owned();
+        }
+        let mut out = String::with_capacity(text.len() + 2);
+        out.push('"');
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn lines_have_the_seeds_form() {
+            // The seed's first line, 2015-10-19T01:22:59Z.
+            assert_eq!(
+                line(1_445_217_779, Level::INFO, "interlock running version=0.3.2 (2df2d23)", vec![]),
+                "time=\"2015-10-19T01:22:59Z\" level=info msg=\"interlock running version=0.3.2 (2df2d23)\""
+            );
+            assert_eq!(
+                line(1_445_217_779, Level::WARN, "stopping", vec![("plugin".into(), "carbon x".into())]),
+                "time=\"2015-10-19T01:22:59Z\" level=warning msg=stopping plugin=\"carbon x\""
+            );
+            assert_eq!(
+                line(0, Level::ERROR, "a \"b\"\n", vec![]),
+                "time=\"1970-01-01T00:00:00Z\" level=error msg=\"a \\\"b\\\"\\n\""
+            );
+        }
+
+        #[test]
+        fn timestamps_are_utc_calendar_dates() {
+            assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+            assert_eq!(timestamp(951_782_400), "2000-02-29T00:00:00Z");
+            assert_eq!(timestamp(1_709_251_199), "2024-02-29T23:59:59Z");
+            assert_eq!(timestamp(4_102_444_800), "2100-01-01T00:00:00Z");
+        }
+    }
 }

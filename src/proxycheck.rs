@@ -70,7 +70,8 @@ impl ProxyChecker {
     }
 
     /// A checker that checks nothing (every verdict `Unchecked`): for the loop's unit tests,
-    /// where the proxy binaries are beside the point.
+    /// where the proxy binaries are beside the point, and for `start`, which writes no proxy
+    /// config.
     pub fn unchecked() -> Self {
         Self {
             binaries: ProxyKind::ALL.into_iter().map(|kind| (kind, None)).collect(),

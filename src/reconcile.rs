@@ -29,7 +29,7 @@ use crate::swarm::Swarm;
 pub enum ReconcileError {
     #[error("reading the swarm failed: {0}")]
     Observe(#[source] DockerError),
-    #[error("creating the operator network failed: {0}")]
+    #[error("writing the operator network (or, for `start`, the statistics agent) failed: {0}")]
     Network(#[source] DockerError),
 }
 
@@ -119,7 +119,7 @@ fn jitter() -> f64 {
 
 impl<S: Swarm> Reconciler<S> {
     pub fn new(ctx: Context<S>, config: Config) -> Self {
-        let env = Environment::new(&config).with_extension_key(ctx.deliveries.key());
+        let env = environment(&ctx, &config);
         Self {
             ctx,
             config,
@@ -137,7 +137,7 @@ impl<S: Swarm> Reconciler<S> {
     /// Converges to `config` from the next pass on. Write tasks still running keep running and
     /// are collected as before; backoff is kept for extensions that remain.
     pub fn reconfigure(&mut self, config: Config) {
-        self.env = Environment::new(&config).with_extension_key(self.ctx.deliveries.key());
+        self.env = environment(&self.ctx, &config);
         self.backoff.retain(|name, _| config.extensions.contains_key(name));
         self.config = config;
     }
@@ -348,6 +348,18 @@ impl<S: Swarm> Reconciler<S> {
             self.in_flight.insert(name.clone(), task);
         }
         self.collect(&mut report, PASS_WAIT).await;
+        // The statistics agent serves plug-ins, not routes: its failure is reported, retried on
+        // the next pass, and holds up nothing.
+        for action in &plan.agent {
+            info!("{action} (statistics agent)");
+            match execute(&self.ctx.swarm, action).await {
+                Ok(()) => report.writes += 1,
+                Err(e) => {
+                    warn!("{action}: {e}");
+                    report.failures.insert("statistics agent".to_owned(), e.to_string());
+                }
+            }
+        }
         for action in &plan.orphans {
             info!("{action} (its extension is gone)");
             match execute(&self.ctx.swarm, action).await {
@@ -476,6 +488,35 @@ async fn execute<S: Swarm>(swarm: &S, action: &Action) -> Result<(), DockerError
         Action::CreateSecret(def) => swarm.create_secret(def).await,
         Action::DeleteSecret { name } => ignore_missing(swarm.delete_secret(name).await),
     }
+}
+
+/// Writes only the operator network and the statistics agent `config` implies, nothing else (no
+/// cluster, no collection): for Interlock 0.3's `start`, which routes nothing and must not
+/// touch objects a TOML-driven core owns. Returns the writes made.
+pub async fn ensure_agent<S: Swarm>(ctx: &Context<S>, config: &Config) -> Result<usize, ReconcileError> {
+    let env = environment(ctx, config);
+    let mut writes = 0;
+    // The network first, then the agent that joins it.
+    for _ in 0..2 {
+        let observed = ctx.swarm.observe().await.map_err(ReconcileError::Observe)?;
+        let plan = plan::plan(&desired::desired_state(config, &observed, &env), &observed);
+        if plan.shared.is_empty() && plan.agent.is_empty() {
+            break;
+        }
+        for action in plan.shared.iter().chain(&plan.agent) {
+            info!("{action}");
+            execute(&ctx.swarm, action).await.map_err(ReconcileError::Network)?;
+            writes += 1;
+        }
+    }
+    Ok(writes)
+}
+
+/// What the core is told about where the operator runs.
+fn environment<S: Swarm>(ctx: &Context<S>, config: &Config) -> Environment {
+    let mut env = Environment::new(config).with_extension_key(ctx.deliveries.key());
+    env.core_image.clone_from(&ctx.core_image);
+    env
 }
 
 /// IDs of the running tasks of the service named `service`.

@@ -15,6 +15,9 @@
 #   local/interlock:lab        the proxy image + target/release/interlock as ENTRYPOINT
 #   local/docker-demo:lab      the proxy image + the docker-demo binary beside the interlock one
 #                              (src/bin/docker-demo.rs), standing in for ehazlett/docker-demo
+#   local/carbon:lab           Debian bookworm minbase + graphite-carbon and python3-whisper:
+#                              carbon-cache in the foreground (plaintext on 2003), 1 s points
+#                              kept 2 h, whisper-fetch to read them back (tests/carbon.rs)
 # Connection details for tests land in /run/interlock-lab/env.
 #
 # Pitfalls it works around (shared/reference/swarm-lab-facts.md):
@@ -46,12 +49,16 @@ PACKAGES=(docker.io debootstrap busybox-static iproute2 iptables curl)
 PROXY_SUITE=bookworm
 PROXY_MIRROR=http://deb.debian.org/debian
 PROXY_INCLUDE=nginx-light,libnginx-mod-stream,haproxy,ca-certificates
+# debootstrap does not resolve virtual packages: python3-bcrypt (twisted's) needs
+# python3-cffi-backend-api-*, which python3-cffi-backend provides.
+CARBON_INCLUDE=graphite-carbon,python3-whisper,python3-cffi-backend
 # Bump when the way a rootfs or image is made changes: it is part of the cache keys.
 RECIPE_VERSION=2
 IMG_PROXY=local/interlock-proxy:lab
 IMG_APP=local/interlock-app:lab
 IMG_OPERATOR=local/interlock:lab
 IMG_DEMO=local/docker-demo:lab
+IMG_CARBON=local/carbon:lab
 HASH_LABEL=com.docker.interlock.lab.hash
 BINARY_LABEL=com.docker.interlock.binary.sha256
 
@@ -332,34 +339,48 @@ clean_build_dirs() {
   rm -f "$LAB_CACHE_DIR"/*.tmp
 }
 
-# proxy_rootfs_tar: prints the path of the cached proxy rootfs tarball, building it if needed.
-proxy_rootfs_tar() {
-  local key tar dir logf=$LAB_LOG_DIR/debootstrap.log
-  key=$(cache_key "$PROXY_SUITE" minbase "$PROXY_INCLUDE" "$PROXY_MIRROR")
-  tar=$LAB_CACHE_DIR/proxy-rootfs-$key.tar
+# minbase_rootfs_tar NAME INCLUDE SLIM_FN [KEY...]: prints the path of a cached Debian minbase
+# rootfs tarball with the packages INCLUDE, made by debootstrap and then SLIM_FN ROOTFS, building
+# it if needed. KEY: more cache-key material (a recipe's own version).
+minbase_rootfs_tar() {
+  local name=$1 include=$2 slim=$3 key tar dir logf=$LAB_LOG_DIR/debootstrap-$1.log
+  shift 3
+  key=$(cache_key "$PROXY_SUITE" minbase "$include" "$PROXY_MIRROR" "$@")
+  tar=$LAB_CACHE_DIR/$name-rootfs-$key.tar
   if [[ -s $tar ]]; then echo "$tar"; return; fi
   dir=$(mktemp -d "$LAB_CACHE_DIR/build.XXXXXX")
-  log "debootstrap $PROXY_SUITE minbase + $PROXY_INCLUDE (about 40 s; log: $logf)"
-  if ! debootstrap --variant=minbase --include="$PROXY_INCLUDE" "$PROXY_SUITE" "$dir/rootfs" "$PROXY_MIRROR" >"$logf" 2>&1; then
+  log "debootstrap $PROXY_SUITE minbase + $include (about a minute; log: $logf)"
+  if ! debootstrap --variant=minbase --include="$include" "$PROXY_SUITE" "$dir/rootfs" "$PROXY_MIRROR" >"$logf" 2>&1; then
     tail_log "$logf"; umount_under "$dir"; rm -rf --one-file-system "$dir"
     die "debootstrap failed; see $logf"
   fi
   umount_under "$dir/rootfs"
-  slim_proxy_rootfs "$dir/rootfs"
+  "$slim" "$dir/rootfs"
   tar --numeric-owner -C "$dir/rootfs" -cf "$tar.tmp" .
   file_sha "$tar.tmp" >"$tar.sha256"
   mv "$tar.tmp" "$tar"
   rm -rf --one-file-system "$dir"
-  log "cached proxy rootfs $tar ($(du -h "$tar" | cut -f1))"
+  log "cached $name rootfs $tar ($(du -h "$tar" | cut -f1))"
   echo "$tar"
 }
 
-slim_proxy_rootfs() {
+# proxy_rootfs_tar: prints the path of the cached proxy rootfs tarball, building it if needed.
+proxy_rootfs_tar() { minbase_rootfs_tar proxy "$PROXY_INCLUDE" slim_proxy_rootfs; }
+
+# slim_debian_rootfs ROOTFS: drops what a container does not need (apt caches, docs, logs).
+slim_debian_rootfs() {
   local r=$1
   rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/cache/apt/*.bin "$r"/var/lib/apt/lists/* \
     "$r"/usr/share/doc/* "$r"/usr/share/man/* "$r"/usr/share/info/* "$r"/usr/share/locale/* \
     "$r"/var/log/apt/* "$r"/var/log/dpkg.log "$r"/var/log/bootstrap.log "$r"/var/cache/debconf/*-old
   mkdir -p "$r"/var/lib/apt/lists/partial
+  echo localhost >"$r"/etc/hostname
+  : >"$r"/etc/resolv.conf
+}
+
+slim_proxy_rootfs() {
+  local r=$1
+  slim_debian_rootfs "$r"
   # The stream module stays available (/usr/lib/nginx/modules/ngx_stream_module.so,
   # /usr/share/nginx/modules-available/mod-stream.conf) but the default config does
   # not load it:
@@ -373,8 +394,35 @@ slim_proxy_rootfs() {
   # The official nginx image runs workers as user nginx, and Interlock configs say `User = "nginx"`.
   chroot "$r" getent passwd nginx >/dev/null ||
     chroot "$r" useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nginx
-  echo localhost >"$r"/etc/hostname
-  : >"$r"/etc/resolv.conf
+}
+
+# Bump when slim_carbon_rootfs changes: it is part of the carbon rootfs's cache key.
+CARBON_RECIPE=1
+
+# carbon_rootfs_tar: prints the path of the cached carbon-cache rootfs tarball.
+carbon_rootfs_tar() { minbase_rootfs_tar carbon "$CARBON_INCLUDE" slim_carbon_rootfs "recipe $CARBON_RECIPE"; }
+
+# slim_carbon_rootfs ROOTFS: Debian's carbon-cache, set for tests: every series gets its whisper
+# file at once (Debian's default creates 50 a minute), no tag database (it would call a
+# graphite-web that is not there), and 1 s points kept 2 h (Debian's default keeps one point a
+# minute: points of two readings in one minute would overwrite each other).
+slim_carbon_rootfs() {
+  local r=$1 conf=$1/etc/carbon/carbon.conf
+  slim_debian_rootfs "$r"
+  sed -i -e 's/^MAX_CREATES_PER_MINUTE = .*/MAX_CREATES_PER_MINUTE = inf/' \
+    -e 's/^# *ENABLE_TAGS = True$/ENABLE_TAGS = False/' "$conf"
+  { grep -qx 'MAX_CREATES_PER_MINUTE = inf' "$conf" && grep -qx 'ENABLE_TAGS = False' "$conf"; } ||
+    die "$conf: could not set MAX_CREATES_PER_MINUTE and ENABLE_TAGS (has graphite-carbon changed?)"
+  cat >"$r"/etc/carbon/storage-schemas.conf <<'SCHEMAS'
+# local/carbon:lab (deploy/lab/swarm-lab.sh): one point per second, kept two hours.
+[carbon]
+pattern = ^carbon\.
+retentions = 60:90d
+
+[default]
+pattern = .*
+retentions = 1s:2h
+SCHEMAS
 }
 
 # app_rootfs_tar: prints the path of the cached busybox app tarball (deterministic).
@@ -517,6 +565,32 @@ verify_serves() {
 
 verify_app_image() { verify_serves "$IMG_APP" / '*interlock-app*'; }
 
+# verify_carbon_image: runs carbon-cache on the manager, sends it a point over the plaintext
+# protocol and reads it back from its whisper file.
+verify_carbon_image() {
+  local cid ip now i got=''
+  cid=$(dm run -d "$IMG_CARBON") || die "$IMG_CARBON does not start"
+  ip=$(dm inspect --format '{{.NetworkSettings.IPAddress}}' "$cid")
+  now=$(date +%s)
+  for ((i = 0; i < 60; i++)); do
+    if { exec 7<>"/dev/tcp/$ip/2003"; } 2>/dev/null; then
+      printf 'lab.verify 42 %s\n' "$now" >&7; exec 7>&-; break
+    fi
+    sleep 0.25
+  done
+  for ((i = 0; i < 40; i++)); do
+    got=$(dm exec "$cid" whisper-fetch --from=$((now - 60)) /var/lib/graphite/whisper/lab/verify.wsp 2>/dev/null |
+      awk -v t="$now" '$1 == t { print $2 }') && [[ -n $got ]] && break
+    sleep 0.25
+  done
+  if [[ $got != 42.000000 ]]; then
+    dm logs "$cid" 2>&1 | tail -n 20 >&2; dm rm -f "$cid" >/dev/null
+    die "$IMG_CARBON did not store a point sent to $ip:2003 (got: '${got:-nothing}')"
+  fi
+  dm rm -f "$cid" >/dev/null
+  log "$IMG_CARBON verified: a point sent to 2003 read back by whisper-fetch"
+}
+
 verify_demo_image() { verify_serves "$IMG_DEMO" :8080/ping '*"metadata":"lab-verify"*' -e METADATA=lab-verify; }
 
 # binary_layer_tar BINARY NAME: a cached one-file layer holding BINARY as /usr/local/bin/NAME
@@ -549,7 +623,7 @@ ensure_binary_image() {
 }
 
 ensure_images() {
-  local proxy_tar app_tar changed demo_binary
+  local proxy_tar app_tar carbon_tar changed demo_binary
   mkdir -p "$LAB_CACHE_DIR" "$LAB_LOG_DIR"
   clean_build_dirs
 
@@ -564,6 +638,12 @@ ensure_images() {
   changed=$(ensure_image "$IMG_APP" "$(created_of "$app_tar")" \
     '"Cmd":["/bin/busybox","httpd","-f","-p","80","-h","/www"],"StopSignal":"SIGKILL"' '' "$app_tar")
   if grep -qx manager <<<"$changed"; then verify_app_image; fi
+
+  # Carbon (Graphite) for the carbon plug-in's test; SIGTERM makes it close its connections.
+  carbon_tar=$(carbon_rootfs_tar)
+  changed=$(ensure_image "$IMG_CARBON" "$(created_of "$carbon_tar")" \
+    '"Cmd":["carbon-cache","--config=/etc/carbon/carbon.conf","--debug","start"]' '' "$carbon_tar")
+  if grep -qx manager <<<"$changed"; then verify_carbon_image; fi
 
   if [[ -f $INTERLOCK_BINARY ]]; then
     ensure_binary_image "$IMG_OPERATOR" interlock "$INTERLOCK_BINARY" \
@@ -604,6 +684,7 @@ write_env() {
     echo "LAB_IMAGE_APP=$IMG_APP"
     echo "LAB_IMAGE_OPERATOR=$IMG_OPERATOR"
     echo "LAB_IMAGE_DEMO=$IMG_DEMO"
+    echo "LAB_IMAGE_CARBON=$IMG_CARBON"
   } >"$f.tmp"
   mv "$f.tmp" "$f"
   log "wrote $f"

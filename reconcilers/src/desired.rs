@@ -80,6 +80,10 @@ pub struct Environment {
     /// The key extensions' tokens are derived from (`token::extension_token`): a secret only
     /// managers can read. Empty: no hitless extension can be given a token.
     pub extension_key: String,
+    /// The image the operator itself runs from, when the shell could tell (it runs as a Swarm
+    /// task): what the statistics agent runs when there is no extension (whose `Image`, also
+    /// interlock's, comes first).
+    pub core_image: Option<String>,
 }
 
 impl Environment {
@@ -92,6 +96,7 @@ impl Environment {
                 .unwrap_or_else(|| format!("interlock:{}", config.listen_addr.port)),
             server_info: format!("interlock/{}", env!("CARGO_PKG_VERSION")),
             extension_key: String::new(),
+            core_image: None,
         }
     }
 
@@ -168,7 +173,15 @@ pub struct Desired {
     pub clusters: BTreeMap<String, ClusterState>,
     /// App services naming a cluster no extension serves.
     pub unserved: Vec<Quarantined>,
+    /// The statistics agent (`interlock agent`, one task per node), while the `carbon` plug-in
+    /// is enabled and the operator network exists.
+    pub agent: Option<ServiceDef>,
 }
+
+/// The statistics agent's service name.
+pub const AGENT_SERVICE: &str = "interlock-stats-agent";
+/// Its role label.
+pub const ROLE_AGENT: &str = "stats-agent";
 
 /// The role of a service the operator writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,7 +316,65 @@ pub fn desired_state_excluding(
             services.into_iter().map(move |service| Quarantined { service, reason: reason.clone() })
         })
         .collect();
-    Desired { network, clusters, unserved }
+    let agent = operator_network.and_then(|n| agent_service(config, env, &n.id));
+    Desired { network, clusters, unserved, agent }
+}
+
+/// The statistics agent: `interlock agent` on every node, with that node's Docker socket (a
+/// manager's engine reports only its own containers), sending 0.3's container series to Carbon.
+/// It joins the operator network, where a Carbon service can be reached.
+fn agent_service(config: &Config, env: &Environment, operator_network: &str) -> Option<ServiceDef> {
+    let carbon = config.plugins.carbon.as_ref().filter(|_| config.plugins.enabled.iter().any(|p| p == "carbon"))?;
+    // The extensions run interlock's own binary (`interlock extension`), so their image has the
+    // agent too; the same on every machine `plan` runs on, unlike the core's own image.
+    let image = config.extensions.values().next().map(|e| e.image.clone()).or_else(|| env.core_image.clone())?;
+    let mut env_vars = vec![
+        format!("STATS_CARBON_ADDRESS={}", carbon.address),
+        format!("STATS_PREFIX={}", carbon.prefix),
+        // Whole seconds, rounded up.
+        format!("STATS_INTERVAL={}", carbon.interval.as_millis().div_ceil(1000).max(1)),
+    ];
+    env_vars.extend(carbon.image_name_filter.iter().map(|f| format!("STATS_IMAGE_NAME_FILTER={f}")));
+    // Which containers are proxies, and how to read their status: a proxy task's container
+    // carries only the labels the TOML gives it, and a worker's engine cannot see services.
+    let proxies: Vec<serde_json::Value> = config
+        .extensions
+        .values()
+        .map(|ext| {
+            let mut proxy = serde_json::json!({
+                "service": ext.proxy_service_name,
+                "kind": ext.proxy_kind.to_string(),
+                "port": ext.target_port,
+            });
+            if let crate::config::ProxyConfig::Haproxy(h) = &ext.config
+                && !h.admin_user.is_empty()
+            {
+                proxy["user"] = h.admin_user.clone().into();
+                proxy["password"] = h.admin_pass.clone().into();
+            }
+            proxy
+        })
+        .collect();
+    if !proxies.is_empty() {
+        env_vars.push(format!("INTERLOCK_STATS_PROXIES={}", serde_json::Value::from(proxies)));
+    }
+    let mut labels = owned_labels(None, ROLE_AGENT);
+    labels.insert(LABEL_MANAGED_LABELS.to_owned(), "[]".to_owned());
+    let mut def = ServiceDef {
+        name: AGENT_SERVICE.to_owned(),
+        labels,
+        image,
+        args: vec!["agent".to_owned()],
+        env: env_vars,
+        global: true,
+        networks: vec![operator_network.to_owned()],
+        bind_mounts: vec![BindMount { source: DOCKER_SOCKET.to_owned(), target: DOCKER_SOCKET.to_owned() }],
+        update: UpdatePolicy { parallelism: 1, delay: None, rollback_on_failure: true, start_first: false },
+        ..ServiceDef::default()
+    };
+    def.managed = [Field::Image, Field::Args, Field::Networks, Field::Mounts].into_iter().collect();
+    def.labels.insert(LABEL_MANAGED_FIELDS.to_owned(), Field::join(&def.managed));
+    Some(with_spec_hash(def))
 }
 
 fn owned_labels(extension: Option<&str>, role: &str) -> BTreeMap<String, String> {

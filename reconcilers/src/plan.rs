@@ -80,6 +80,9 @@ pub struct ClusterPlan {
     /// Hitless clusters: the config the core serves the extension (the desired one; dropped
     /// by the shell when the proxy binary rejects it, so the last good one stays served).
     pub delivery: Option<Delivery>,
+    /// Hosts routed and backends (task addresses) behind them, for plug-ins and metrics.
+    pub routes: usize,
+    pub backends: usize,
 }
 
 /// How a change reaches a proxy's tasks.
@@ -97,6 +100,10 @@ pub enum ProxyChange {
 pub struct Plan {
     /// Writes that come before any cluster's (the operator network).
     pub shared: Vec<Action>,
+    /// The statistics agent's write (plug-ins): no cluster waits for it.
+    pub agent: Vec<Action>,
+    /// Why the agent is not written (a service of that name interlock does not own).
+    pub agent_conflicts: Vec<String>,
     /// By extension name.
     pub clusters: BTreeMap<String, ClusterPlan>,
     /// Owned objects no extension wants any more (a removed extension).
@@ -107,11 +114,17 @@ pub struct Plan {
 impl Plan {
     /// Whether applying the plan writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.shared.is_empty() && self.orphans.is_empty() && self.clusters.values().all(|c| c.actions.is_empty())
+        self.shared.is_empty()
+            && self.agent.is_empty()
+            && self.orphans.is_empty()
+            && self.clusters.values().all(|c| c.actions.is_empty())
     }
 
     pub fn write_count(&self) -> usize {
-        self.shared.len() + self.orphans.len() + self.clusters.values().map(|c| c.actions.len()).sum::<usize>()
+        self.shared.len()
+            + self.agent.len()
+            + self.orphans.len()
+            + self.clusters.values().map(|c| c.actions.len()).sum::<usize>()
     }
 }
 
@@ -130,6 +143,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         let mut cp = ClusterPlan {
             proxy_kind: cluster.proxy_kind,
             quarantined: cluster.routes.quarantined.clone(),
+            routes: cluster.routes.hosts.len(),
+            backends: cluster.routes.hosts.keys().map(|h| cluster.routes.targets(h).len()).sum(),
             ..ClusterPlan::default()
         };
         if let Some(reason) = &cluster.config_error {
@@ -248,12 +263,23 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         }
         plan.clusters.insert(name.clone(), cp);
     }
+    // The statistics agent: shared by every cluster.
+    if let Some(agent) = &desired.agent {
+        wanted_services.insert(&agent.name);
+        let have = by_name.get(agent.name.as_str()).copied();
+        let mut conflicts = Vec::new();
+        plan.agent.extend(service_action(agent, have, &mut conflicts));
+        plan.agent_conflicts.extend(conflicts);
+    }
     // Owned services and configs of extensions that are gone.
     for service in &observed.services {
+        let role = service.def.labels.get(LABEL_ROLE).map(String::as_str);
+        let agent_unwanted = role == Some(crate::desired::ROLE_AGENT) && desired.agent.is_none();
         if is_owned(&service.def.labels)
             && !wanted_services.contains(service.def.name.as_str())
-            && service.def.labels.contains_key(LABEL_EXTENSION)
-            && !desired.clusters.contains_key(&service.def.labels[LABEL_EXTENSION])
+            && (agent_unwanted
+                || service.def.labels.contains_key(LABEL_EXTENSION)
+                    && !desired.clusters.contains_key(&service.def.labels[LABEL_EXTENSION]))
         {
             plan.orphans.push(Action::DeleteService { id: service.id.clone(), name: service.def.name.clone() });
         }
@@ -509,7 +535,13 @@ pub fn render(plan: &Plan) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     for action in &plan.shared {
-        let _ = writeln!(out, "+ {action}");
+        let _ = writeln!(out, "{} {action}", symbol(action));
+    }
+    for action in &plan.agent {
+        let _ = writeln!(out, "{} {action} (statistics agent)", symbol(action));
+    }
+    for conflict in &plan.agent_conflicts {
+        let _ = writeln!(out, "conflict: {conflict}");
     }
     for (extension, cluster) in &plan.clusters {
         let _ = writeln!(out, "extension {extension}:");

@@ -40,7 +40,7 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 /// A connection to one Docker engine. Cheap to clone; share one.
 #[derive(Clone)]
 pub struct DockerClient {
-    docker: Docker,
+    pub(super) docker: Docker,
     raw: tasks::RawEndpoint,
     endpoint: String,
     counters: Arc<RequestCounters>,
@@ -125,7 +125,7 @@ impl DockerClient {
     }
 
     /// Sends one short request that only reads.
-    async fn call_read<T>(
+    pub(super) async fn call_read<T>(
         &self,
         operation: &str,
         request: impl Future<Output = Result<T, bollard::errors::Error>>,

@@ -17,14 +17,21 @@
 //! - `node.rs`: what `interlock extension` does to the proxy containers on its own node, through
 //!   that node's engine: [`LocalContainer`], [`ExecOutput`], and the tar archive that writes
 //!   files into a container. Pure.
+//! - `stats.rs`: what `interlock agent` reads from its own node's engine: the running containers
+//!   and one reading of a container's counters ([`RunningContainer`], [`ContainerStats`]).
+//! - `own.rs`: interlock's own container (the image the core runs from).
 //! - `tasks.rs`: `GET /tasks` without bollard, whose `Task` model drops the task IPs.
 
 mod client;
 mod convert;
 mod error;
 mod node;
+mod own;
+mod plugin_events;
+mod stats;
 mod tasks;
 
 pub use client::{DockerClient, RequestCounters};
 pub use error::DockerError;
 pub use node::{ExecOutput, LocalContainer};
+pub use stats::{ContainerStats, NetworkTotals, RunningContainer};

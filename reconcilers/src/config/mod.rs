@@ -21,7 +21,10 @@ mod validate;
 use std::time::Duration;
 
 pub use diagnostic::{Diagnostic, Severity};
-pub use model::{Config, DECLARABLE_KEYS, DockerUrl, Extension, ListenAddr, ProxyKind, SecretPolicy, TlsFiles};
+pub use model::{
+    CarbonConfig, Config, DECLARABLE_KEYS, DEFAULT_CARBON_INTERVAL, DEFAULT_CARBON_PREFIX, DockerUrl, Extension,
+    ListenAddr, Plugins, ProxyKind, SecretPolicy, TlsFiles,
+};
 pub use proxy::{HaproxyConfig, NginxConfig, ProxyConfig};
 
 use diagnostic::Diagnostics;

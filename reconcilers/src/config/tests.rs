@@ -678,3 +678,112 @@ mod hostile {
         }
     }
 }
+
+// `[Plugins]`: which plug-ins `interlock run` feeds, and the carbon plug-in's settings.
+
+/// A minimal valid config with a `[Plugins]` section after the extension.
+fn with_plugins(plugins: &str) -> String {
+    format!("{}{plugins}\n", ext(""))
+}
+
+#[test]
+fn no_plugins_table_enables_none() {
+    let c = parse_ok(&ext("")).config;
+    assert_eq!(c.plugins, model::Plugins::default());
+}
+
+#[test]
+fn plugins_are_read_with_carbon_defaults() {
+    let text =
+        with_plugins("[Plugins]\nEnabled = [\"example\", \"stats\"]\n[Plugins.Carbon]\nAddress = \"graphite:2003\"");
+    let loaded = parse_ok(&text);
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let plugins = &loaded.config.plugins;
+    assert_eq!(plugins.enabled, ["example", "carbon"], "stats is 0.3's name for carbon");
+    let carbon = plugins.carbon.as_ref().expect("carbon settings");
+    assert_eq!(carbon.address, "graphite:2003");
+    assert_eq!(carbon.prefix, "docker.stats");
+    assert_eq!(carbon.image_name_filter, None);
+    assert_eq!(carbon.interval, Duration::from_secs(10));
+}
+
+#[test]
+fn carbon_keys_are_read_case_insensitively() {
+    let text = with_plugins(
+        "[plugins]\nenabled = [\"Carbon\"]\n[plugins.carbon]\naddress = \"10.0.0.9:2003\"\nprefix = \"lab.stats\"\n\
+         imagenamefilter = \"^local/\"\ninterval = \"1m30s\"",
+    );
+    let c = parse_ok(&text).config;
+    let carbon = c.plugins.carbon.expect("carbon settings");
+    assert_eq!(c.plugins.enabled, ["carbon"]);
+    assert_eq!(
+        (carbon.address.as_str(), carbon.prefix.as_str(), carbon.image_name_filter.as_deref(), carbon.interval),
+        ("10.0.0.9:2003", "lab.stats", Some("^local/"), Duration::from_secs(90))
+    );
+}
+
+#[test]
+fn an_unknown_plugin_is_an_error_naming_the_known_ones() {
+    // ext("") is 4 lines; [Plugins] is line 5, Enabled line 6.
+    let text = with_plugins("[Plugins]\nEnabled = [\"example\", \"haproxy\"]");
+    assert_one_error(
+        &text,
+        6,
+        "Plugins.Enabled",
+        "\"haproxy\" is not a plug-in (known: \"example\", \"carbon\", \"stats\"",
+    );
+    let e = &errors(&text)[0];
+    assert_eq!(e.column, 23, "at the bad element: {e}");
+}
+
+#[test]
+fn carbon_enabled_without_an_address_is_an_error() {
+    let text = with_plugins("[Plugins]\nEnabled = [\"carbon\"]");
+    assert_one_error(&text, 6, "Plugins.Enabled", "needs [Plugins.Carbon] with Address");
+    let text = with_plugins("[Plugins]\nEnabled = [\"carbon\"]\n[Plugins.Carbon]\nPrefix = \"x\"");
+    assert_one_error(&text, 7, "Plugins.Carbon.Address", "Address is required");
+}
+
+#[test]
+fn carbon_values_are_checked_where_they_are_written() {
+    let carbon = |key: &str| {
+        with_plugins(&format!(
+            "[Plugins]\nEnabled = [\"carbon\"]\n[Plugins.Carbon]\nAddress = \"graphite:2003\"\n{key}"
+        ))
+    };
+    assert_one_error(&carbon("").replace("graphite:2003", "graphite"), 8, "Plugins.Carbon.Address", "not HOST:PORT");
+    assert_one_error(&carbon("").replace("graphite:2003", "graphite:0"), 8, "Plugins.Carbon.Address", "not HOST:PORT");
+    assert_one_error(&carbon("Prefix = \"docker stats\""), 9, "Plugins.Carbon.Prefix", "not a Graphite path prefix");
+    assert_one_error(&carbon("Prefix = \"docker.\""), 9, "Plugins.Carbon.Prefix", "not a Graphite path prefix");
+    assert_one_error(&carbon("Interval = \"10\""), 9, "Plugins.Carbon.Interval", "");
+    assert_one_error(&carbon("Interval = \"500ms\""), 9, "Plugins.Carbon.Interval", "at least 1s");
+    assert_one_error(&carbon("Interval = 10"), 9, "Plugins.Carbon.Interval", "expected a string");
+    assert_one_error(&carbon("ImageNameFilter = 1"), 9, "Plugins.Carbon.ImageNameFilter", "expected a string");
+    assert_one_error(&with_plugins("[Plugins]\nEnabled = \"carbon\""), 6, "Plugins.Enabled", "an array of strings");
+}
+
+#[test]
+fn plugin_warnings_name_the_key() {
+    let warnings = |text: &str| -> Vec<String> { parse_ok(text).warnings.iter().map(ToString::to_string).collect() };
+    assert_eq!(
+        warnings(&with_plugins("[Plugins]\nEnabled = [\"example\", \"example\"]")),
+        ["test.toml:6:23: warning: Plugins.Enabled: \"example\": plug-in \"example\" is already enabled"]
+    );
+    let w = warnings(&with_plugins("[Plugins]\nEnabled = []\n[Plugins.Carbon]\nAddress = \"graphite:2003\""));
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(w[0].starts_with("test.toml:7:10: warning: Plugins.Carbon: plug-in \"carbon\" is not enabled"), "{w:#?}");
+    let w = warnings(&with_plugins("[Plugins]\nEnable = [\"example\"]"));
+    assert_eq!(
+        w,
+        ["test.toml:6:1: warning: Plugins.Enable: unknown key \"Enable\" is ignored; did you mean \"Enabled\"?"]
+    );
+    let w = warnings(&with_plugins(
+        "[Plugins]\nEnabled = [\"carbon\"]\n[Plugins.Carbon]\nAddress = \"graphite:2003\"\nIntervall = \"5s\"",
+    ));
+    assert_eq!(
+        w,
+        [
+            "test.toml:9:1: warning: Plugins.Carbon.Intervall: unknown key \"Intervall\" is ignored; did you mean \"Interval\"?"
+        ]
+    );
+}

@@ -18,6 +18,7 @@ fn env() -> Environment {
         core_endpoint: "interlock:8080".into(),
         server_info: "interlock/test".into(),
         extension_key: "SWMTKN-1-test-key".into(),
+        core_image: None,
     }
 }
 
@@ -80,6 +81,7 @@ fn apply(observed: &mut Observed, actions: &[Action]) {
 fn all_actions(p: &crate::plan::Plan) -> Vec<Action> {
     let mut actions = p.shared.clone();
     actions.extend(p.clusters.values().flat_map(|c| c.actions.clone()));
+    actions.extend(p.agent.clone());
     actions.extend(p.orphans.clone());
     actions
 }
@@ -700,4 +702,43 @@ fn a_new_key_rotates_the_token_and_the_old_secret_goes_once_unmounted() {
     assert!(plan(&desired_state(&hitless(), &observed, &rotated), &observed).is_empty());
     assert_eq!(observed.secrets.len(), 2);
     assert!(observed.secrets.iter().all(|s| !old.contains(s)), "{:?} vs {old:?}", observed.secrets);
+}
+
+fn with_carbon(mut config: Config) -> Config {
+    config.plugins = crate::config::Plugins {
+        enabled: vec!["carbon".into()],
+        carbon: Some(crate::config::CarbonConfig {
+            address: "carbon:2003".into(),
+            prefix: "docker.stats".into(),
+            image_name_filter: Some("^local/".into()),
+            interval: std::time::Duration::from_secs(5),
+        }),
+    };
+    config
+}
+
+#[test]
+fn the_carbon_plugin_gets_a_statistics_agent_on_every_node_and_loses_it_when_disabled() {
+    let mut observed = seed_swarm();
+    let config = with_carbon(seed());
+    let p = plan_of(&config, &observed);
+    let [Action::CreateService(agent)] = p.agent.as_slice() else { panic!("{:#?}", p.agent) };
+    assert_eq!(agent.name, AGENT_SERVICE);
+    assert!(agent.global && agent.bind_mounts[0].source == DOCKER_SOCKET);
+    assert_eq!(agent.args, ["agent"]);
+    assert_eq!(
+        agent.image, "interlockpreview/interlock-extension-nginx:2.0.0-preview",
+        "the first extension's (interlock's own binary)"
+    );
+    assert!(agent.env.contains(&"STATS_CARBON_ADDRESS=carbon:2003".to_owned()));
+    assert!(agent.env.contains(&"STATS_IMAGE_NAME_FILTER=^local/".to_owned()));
+    assert!(agent.env.contains(&"STATS_INTERVAL=5".to_owned()));
+    let proxies = agent.env.iter().find_map(|e| e.strip_prefix("INTERLOCK_STATS_PROXIES=")).unwrap();
+    let proxies: serde_json::Value = serde_json::from_str(proxies).unwrap();
+    assert_eq!(proxies[0], serde_json::json!({"service": "interlock-proxy-us-east", "kind": "nginx", "port": 80}));
+    assert!(crate::plan::render(&p).contains("+ create service interlock-stats-agent (statistics agent)"));
+    converge(&config, &mut observed);
+    assert!(plan_of(&config, &observed).is_empty(), "a second pass writes nothing");
+    let p = plan_of(&seed(), &observed);
+    assert_eq!(p.orphans.iter().map(ToString::to_string).collect::<Vec<_>>(), ["delete service interlock-stats-agent"]);
 }
