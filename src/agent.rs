@@ -25,7 +25,8 @@
 //!
 //! **Proxies.** The generated nginx config serves `stub_status` at `/nginx_status` on its HTTP
 //! port (`TargetPort`) in the default server, and HAProxy serves its stats (CSV with `;csv`) at
-//! `/haproxy?stats` when the TOML sets `AdminUser`/`AdminPass`. Both listen inside the task,
+//! `/haproxy?stats` on a loopback-only frontend (port 8404, `proxy::haproxy::stats_port`), and
+//! also on its HTTP port with credentials when the TOML sets `AdminUser`. Both listen inside the task,
 //! whose network the agent is not on, so the agent runs a small `sh` script in the container
 //! (the exec API) that fetches the page from 127.0.0.1 with curl, wget, or bash's `/dev/tcp`,
 //! whichever the image has: stock nginx/HAProxy images (Debian or Alpine) have one of them, and

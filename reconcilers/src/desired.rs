@@ -341,18 +341,12 @@ fn agent_service(config: &Config, env: &Environment, operator_network: &str) -> 
         .extensions
         .values()
         .map(|ext| {
-            let mut proxy = serde_json::json!({
-                "service": ext.proxy_service_name,
-                "kind": ext.proxy_kind.to_string(),
-                "port": ext.target_port,
-            });
-            if let crate::config::ProxyConfig::Haproxy(h) = &ext.config
-                && !h.admin_user.is_empty()
-            {
-                proxy["user"] = h.admin_user.clone().into();
-                proxy["password"] = h.admin_pass.clone().into();
-            }
-            proxy
+            // nginx: `stub_status` on its HTTP port; HAProxy: the loopback statistics frontend.
+            let port = match ext.proxy_kind {
+                ProxyKind::Nginx => ext.target_port,
+                ProxyKind::Haproxy => proxy::haproxy::stats_port(ext.target_port, ext.target_ssl_port),
+            };
+            serde_json::json!({ "service": ext.proxy_service_name, "kind": ext.proxy_kind.to_string(), "port": port })
         })
         .collect();
     if !proxies.is_empty() {

@@ -55,6 +55,12 @@ pub fn foreground_command(config_path: &str) -> String {
     format!("haproxy -W -db -f {config_path}")
 }
 
+/// The loopback port of the statistics frontend inside the task: 8404 (HAProxy's customary
+/// stats port), or the next free one when a target port takes it.
+pub fn stats_port(http_port: u16, https_port: u16) -> u16 {
+    (8404..).find(|p| *p != http_port && *p != https_port).unwrap_or(8404)
+}
+
 /// What the renderer needs besides the routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HaproxySite<'a> {
@@ -146,6 +152,14 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
     for option in &c.default_options {
         line(w, 1, option);
     }
+
+    // Statistics for the agent (`interlock agent`, read inside the task): loopback only, so
+    // they need no credentials and nothing outside the task sees them.
+    line(w, 0, "");
+    line(w, 0, "frontend interlock-stats");
+    line(w, 1, &format!("bind 127.0.0.1:{}", stats_port(site.http_port, site.https_port)));
+    line(w, 1, "stats enable");
+    line(w, 1, "stats uri /haproxy?stats");
 
     line(w, 0, "");
     line(w, 0, "frontend http-default");
@@ -624,7 +638,12 @@ mod tests {
         let routes: Vec<(String, String)> = (0..40).map(|n| (format!("h{n}.local"), format!("cert-{n}.pem"))).collect();
         let routes = table(&routes.iter().map(|(h, c)| (h.as_str(), "s", tls(c))).collect::<Vec<_>>());
         let text = rendered(&routes);
-        assert_eq!(lines_starting(&text, "bind "), ["bind *:80", "bind *:443 ssl crt /run/secrets/"]);
+        assert_eq!(
+            lines_starting(&text, "bind "),
+            ["bind 127.0.0.1:8404", "bind *:80", "bind *:443 ssl crt /run/secrets/"],
+            "the loopback statistics, HTTP, and one TLS bind for every certificate"
+        );
+        assert_eq!(stats_port(8404, 443), 8405, "the statistics frontend moves off a target port");
         let config = HaproxyConfig { ssl_opts: "alpn h2,http/1.1".into(), ..HaproxyConfig::default() };
         let text = render(&site(&config), &routes);
         assert!(text.contains("\n    bind *:443 ssl crt /run/secrets/ alpn h2,http/1.1\n"), "{text}");
