@@ -29,6 +29,8 @@ pub struct Context<S> {
     /// The image interlock runs from, when it runs as a Swarm task (what the statistics agent
     /// runs).
     pub core_image: Option<String>,
+    /// The Swarm service interlock runs as, when it does (what extensions call it by).
+    pub core_service: Option<String>,
 }
 
 impl<S: Swarm> Context<S> {
@@ -40,6 +42,7 @@ impl<S: Swarm> Context<S> {
             deliveries: Arc::default(),
             plugins: Arc::default(),
             core_image: None,
+            core_service: None,
         }
     }
 

@@ -264,10 +264,13 @@ async fn context(config: &Config) -> anyhow::Result<Context<DockerClient>> {
     let key = docker.manager_join_token().await?;
     // Running as a Swarm task, the hostname is the container's ID.
     let hostname = std::env::var("HOSTNAME").unwrap_or_default();
-    let core_image = if hostname.is_empty() { None } else { docker.container_image(&hostname).await? };
+    let own = if hostname.is_empty() { None } else { docker.own_container(&hostname).await? };
     let mut ctx = Context::new(docker, ProxyChecker::discover());
     ctx.deliveries.set_key(key);
-    ctx.core_image = core_image;
+    if let Some(own) = own {
+        ctx.core_image = own.image;
+        ctx.core_service = own.service;
+    }
     Ok(ctx)
 }
 

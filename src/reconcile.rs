@@ -514,9 +514,11 @@ pub async fn ensure_agent<S: Swarm>(ctx: &Context<S>, config: &Config) -> Result
 
 /// What the core is told about where the operator runs.
 fn environment<S: Swarm>(ctx: &Context<S>, config: &Config) -> Environment {
-    let mut env = Environment::new(config).with_extension_key(ctx.deliveries.key());
-    env.core_image.clone_from(&ctx.core_image);
-    env
+    Environment::new(config).with_extension_key(ctx.deliveries.key()).running_as(
+        config,
+        ctx.core_service.clone(),
+        ctx.core_image.clone(),
+    )
 }
 
 /// IDs of the running tasks of the service named `service`.

@@ -80,6 +80,9 @@ pub struct Environment {
     /// The key extensions' tokens are derived from (`token::extension_token`): a secret only
     /// managers can read. Empty: no hitless extension can be given a token.
     pub extension_key: String,
+    /// The Swarm service the operator runs as, when the shell could tell: extensions are told
+    /// `<it>:<ListenAddr port>` when there is no `EndpointOverride`.
+    pub core_service: Option<String>,
     /// The image the operator itself runs from, when the shell could tell (it runs as a Swarm
     /// task): what the statistics agent runs when there is no extension (whose `Image`, also
     /// interlock's, comes first).
@@ -97,7 +100,21 @@ impl Environment {
             server_info: format!("interlock/{}", env!("CARGO_PKG_VERSION")),
             extension_key: String::new(),
             core_image: None,
+            core_service: None,
         }
+    }
+
+    /// The same, for an operator running as the Swarm service `service` (from `image`): without
+    /// `EndpointOverride`, extensions call it by that service's name.
+    pub fn running_as(mut self, config: &Config, service: Option<String>, image: Option<String>) -> Self {
+        if config.endpoint_override.is_none()
+            && let Some(service) = &service
+        {
+            self.core_endpoint = format!("{service}:{}", config.listen_addr.port);
+        }
+        self.core_service = service;
+        self.core_image = image;
+        self
     }
 
     /// The same, with the key extensions' tokens derive from.

@@ -34,4 +34,5 @@ mod tasks;
 pub use client::{DockerClient, RequestCounters};
 pub use error::DockerError;
 pub use node::{ExecOutput, LocalContainer};
+pub use own::OwnContainer;
 pub use stats::{ContainerStats, NetworkTotals, RunningContainer};

@@ -1,18 +1,36 @@
-//! Facts about interlock's own container, when it runs as a Swarm task: the image it runs from,
-//! which the core gives the services it runs its own code in (the statistics agent).
+//! Facts about interlock's own container, when it runs as a Swarm task: the image it runs from
+//! (which the core gives the services it runs its own code in: the statistics agent) and the
+//! Swarm service it belongs to (the name its extensions call it by).
 
 use super::{DockerClient, DockerError};
 
+/// Interlock's own container, as its engine describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnContainer {
+    /// As the spec names it (`local/interlock:lab`, not a digest).
+    pub image: Option<String>,
+    /// `com.docker.swarm.service.name`: set when it runs as a Swarm task.
+    pub service: Option<String>,
+}
+
 impl DockerClient {
-    /// The image of the container `id` (interlock's own: the container ID is its hostname), as
-    /// its spec names it (`local/interlock:lab`, not a digest). `None` when no such container
-    /// runs on this engine: interlock runs as a plain process.
-    pub async fn container_image(&self, id: &str) -> Result<Option<String>, DockerError> {
+    /// The container `id` (interlock's own: the container ID is its hostname). `None` when no
+    /// such container runs on this engine: interlock runs as a plain process.
+    pub async fn own_container(&self, id: &str) -> Result<Option<OwnContainer>, DockerError> {
         let operation = format!("inspect container {id}");
         match self.call_read(&operation, self.docker.inspect_container(id, None)).await {
-            Ok(container) => Ok(container.config.and_then(|c| c.image)),
+            Ok(container) => {
+                let config = container.config.unwrap_or_default();
+                let service = config.labels.as_ref().and_then(|l| l.get("com.docker.swarm.service.name").cloned());
+                Ok(Some(OwnContainer { image: config.image, service }))
+            }
             Err(DockerError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The image of the container `id`: [`own_container`](Self::own_container)'s.
+    pub async fn container_image(&self, id: &str) -> Result<Option<String>, DockerError> {
+        Ok(self.own_container(id).await?.and_then(|c| c.image))
     }
 }

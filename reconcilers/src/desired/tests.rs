@@ -19,6 +19,7 @@ fn env() -> Environment {
         server_info: "interlock/test".into(),
         extension_key: "SWMTKN-1-test-key".into(),
         core_image: None,
+        core_service: None,
     }
 }
 
@@ -741,4 +742,16 @@ fn the_carbon_plugin_gets_a_statistics_agent_on_every_node_and_loses_it_when_dis
     assert!(plan_of(&config, &observed).is_empty(), "a second pass writes nothing");
     let p = plan_of(&seed(), &observed);
     assert_eq!(p.orphans.iter().map(ToString::to_string).collect::<Vec<_>>(), ["delete service interlock-stats-agent"]);
+}
+
+#[test]
+fn extensions_call_the_core_by_its_own_service_name_unless_overridden() {
+    let config = seed();
+    let env = Environment::new(&config).running_as(&config, Some("interlock_core".into()), None);
+    assert_eq!(env.core_endpoint, "interlock_core:8080");
+    let mut overridden = seed();
+    overridden.endpoint_override = Some("core.example:9000".into());
+    let env = Environment::new(&overridden).running_as(&overridden, Some("interlock_core".into()), None);
+    assert_eq!(env.core_endpoint, "core.example:9000");
+    assert_eq!(Environment::new(&config).running_as(&config, None, None).core_endpoint, "interlock:8080");
 }
