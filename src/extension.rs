@@ -125,7 +125,14 @@ pub async fn run(
     info!(extension = %settings.extension, core = %settings.endpoint, "extension up: keeping this node's proxy tasks on the core's config");
     let (tx, mut rx) = watch::channel::<Option<Arc<Delivery>>>(None);
     let fetcher = tokio::spawn(fetch_configs(core.clone(), tx));
-    let mut applier = Applier { docker, core, applied: BTreeMap::new(), reported: BTreeMap::new(), kept: None };
+    let mut applier = Applier {
+        docker,
+        core,
+        applied: BTreeMap::new(),
+        rejected: BTreeMap::new(),
+        reported: BTreeMap::new(),
+        kept: None,
+    };
     let mut starts: Option<ContainerStarts> = None;
     let mut watched = String::new();
     let mut rescan = tokio::time::interval(RESCAN);
@@ -205,7 +212,9 @@ struct Applier {
     core: Arc<CoreClient>,
     /// Container → the hash it runs.
     applied: BTreeMap<String, String>,
-    /// Container → the hash last reported to the core for it.
+    /// Container → the hash its binary rejected last (not tried on it again).
+    rejected: BTreeMap<String, String>,
+    /// Container → what was last reported to the core for it (`hash`, `hash|rejected`).
     reported: BTreeMap<String, String>,
     /// The last config this process applied anywhere: written back into a container whose
     /// binary rejects a newer one, so the files on disk stay what the task runs.
@@ -223,17 +232,19 @@ impl Applier {
         };
         let here: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
         self.applied.retain(|id, _| here.contains(id.as_str()));
+        self.rejected.retain(|id, _| here.contains(id.as_str()));
         self.reported.retain(|id, _| here.contains(id.as_str()));
         let mut any_applied = false;
         for container in &containers {
             let report = self.apply(container, delivery).await;
             any_applied |= report.as_ref().is_some_and(|r| r.hash == delivery.hash && r.error.is_none());
+            let said = |r: &TaskReport| format!("{}|{}", r.hash, r.rejected.as_deref().unwrap_or_default());
             if let Some(report) = report
-                && self.reported.get(&container.id) != Some(&report.hash)
+                && self.reported.get(&container.id) != Some(&said(&report))
             {
                 match self.core.report(&report).await {
                     Ok(()) => {
-                        self.reported.insert(container.id.clone(), report.hash.clone());
+                        self.reported.insert(container.id.clone(), said(&report));
                     }
                     Err(e) => warn!("cannot report to the core: {e}"),
                 }
@@ -266,19 +277,21 @@ impl Applier {
             self.applied.insert(id.to_owned(), running.clone());
             return Some(report(&running, None, None));
         }
-        if self.applied.get(id).is_some_and(|h| h.starts_with("rejected:") && h[9..] == delivery.hash) {
+        if self.rejected.get(id) == Some(&delivery.hash) {
             return None;
         }
-        match self.write_check_reload(id, delivery).await {
+        match self.write_check_reload(id, delivery, &running).await {
             Ok(()) => {
                 info!(container = %short(id), hash = %short(&delivery.hash), took_ms = started.elapsed().as_millis(), "proxy reloaded in place");
                 self.applied.insert(id.to_owned(), delivery.hash.clone());
+                self.rejected.remove(id);
                 Some(report(&delivery.hash, None, None))
             }
             Err(error) => {
                 warn!(container = %short(id), hash = %short(&delivery.hash), "not applied: {error}");
                 // Do not try this config on this container again; the next config is tried.
-                self.applied.insert(id.to_owned(), format!("rejected:{}", delivery.hash));
+                self.applied.insert(id.to_owned(), running.clone());
+                self.rejected.insert(id.to_owned(), delivery.hash.clone());
                 Some(report(&running, Some(delivery.hash.clone()), Some(error)))
             }
         }
@@ -296,13 +309,15 @@ impl Applier {
         }
     }
 
-    async fn write_check_reload(&self, container: &str, delivery: &Delivery) -> Result<(), String> {
+    /// `running`: the hash the container runs now, whose files are written back if `delivery`'s
+    /// are rejected (when this process has them).
+    async fn write_check_reload(&self, container: &str, delivery: &Delivery, running: &str) -> Result<(), String> {
         self.write(container, delivery).await?;
         let checked = self.docker.exec(container, &delivery.check).await.map_err(|e| e.to_string())?;
         if checked.exit_code != 0 {
             let reason = format!("{} rejects it: {}", delivery.check.join(" "), checked.output.trim());
-            // Put back what the task runs, when this process knows it.
-            if let Some(kept) = &self.kept
+            // Put back what the task runs, when this process has it.
+            if let Some(kept) = self.kept.as_ref().filter(|k| k.hash == running)
                 && let Err(e) = self.write(container, kept).await
             {
                 warn!("cannot write the previous config back: {e}");
