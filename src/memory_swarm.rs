@@ -13,14 +13,16 @@ use std::time::Duration;
 use futures_util::Stream;
 use reconcilers::desired::{LABEL_EXTENSION, Observed};
 use reconcilers::swarm::{
-    ConfigDef, ConfigFacts, NetworkDef, NetworkFacts, ObjectKind, SecretDef, ServiceDef, ServiceFacts, SwarmEvent,
+    ConfigDef, ConfigFacts, NetworkDef, NetworkFacts, NodeFacts, ObjectKind, SecretDef, ServiceDef, ServiceFacts,
+    SwarmEvent,
 };
 use tokio::sync::broadcast;
 
 use crate::docker::DockerError;
 use crate::swarm::Swarm;
 
-/// What goes wrong with writes to objects whose name contains `name_part`.
+/// What goes wrong with writes to objects whose name (a node's: its hostname) contains
+/// `name_part`.
 #[derive(Debug, Clone)]
 struct Fault {
     name_part: String,
@@ -74,7 +76,8 @@ impl MemorySwarm {
         self.fault(name_part, |f| f.failures = times);
     }
 
-    /// The next update of a service whose name contains `name_part` finds its version moved.
+    /// The next update of a service (or node, by hostname) whose name contains `name_part` finds
+    /// its version moved.
     pub fn out_of_sequence_once(&self, name_part: &str) {
         self.fault(name_part, |f| f.out_of_sequence = true);
     }
@@ -118,6 +121,10 @@ impl MemorySwarm {
 
     pub fn service(&self, name: &str) -> Option<ServiceFacts> {
         self.lock().observed.services.iter().find(|s| s.def.name == name).cloned()
+    }
+
+    pub fn node(&self, hostname: &str) -> Option<NodeFacts> {
+        self.lock().observed.nodes.iter().find(|n| n.hostname == hostname).cloned()
     }
 
     /// The most writes that ever ran at once for one extension.
@@ -165,7 +172,11 @@ impl MemorySwarm {
         }
         let result = apply(&mut state);
         if result.is_ok() {
-            let kind = if op.ends_with("config") { ObjectKind::Config } else { ObjectKind::Service };
+            let kind = match op.rsplit(' ').next() {
+                Some("config") => ObjectKind::Config,
+                Some("node") => ObjectKind::Node,
+                _ => ObjectKind::Service,
+            };
             let action = op.split(' ').next().unwrap_or(op).to_owned();
             let _ = self.events.send(SwarmEvent { kind, action, id: String::new(), name: Some(name.to_owned()) });
         }
@@ -341,6 +352,50 @@ impl Swarm for MemorySwarm {
             }
             state.observed.secrets.retain(|s| s != name);
             state.observed.secret_labels.remove(name);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn inspect_node(&self, id: &str) -> Result<Option<NodeFacts>, DockerError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self.lock().observed.nodes.iter().find(|n| n.id == id || n.hostname == id).cloned())
+    }
+
+    async fn update_node(&self, id: &str, version: u64, labels: &BTreeMap<String, String>) -> Result<(), DockerError> {
+        let hostname = self
+            .lock()
+            .observed
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map_or_else(|| id.to_owned(), |n| n.hostname.clone());
+        self.write("update node", &hostname, None, |state| {
+            let operation = format!("update node {hostname}");
+            let lost_lock = match state.faults.iter_mut().find(|f| hostname.contains(&f.name_part) && f.out_of_sequence)
+            {
+                Some(fault) => {
+                    fault.out_of_sequence = false;
+                    true
+                }
+                None => false,
+            };
+            let node = state
+                .observed
+                .nodes
+                .iter_mut()
+                .find(|n| n.id == id)
+                .ok_or_else(|| DockerError::NotFound { operation: operation.clone() })?;
+            if lost_lock {
+                // Someone else's write got there first: theirs is a hand label.
+                node.version += 1;
+                node.labels.insert("someone-else".to_owned(), "was-here".to_owned());
+            }
+            if node.version != version {
+                return Err(DockerError::OutOfSequence { operation });
+            }
+            node.labels.clone_from(labels);
+            node.version += 1;
             Ok(())
         })
         .await

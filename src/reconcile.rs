@@ -6,13 +6,20 @@
 //! holds up no other. A cluster whose writes failed waits out an exponential backoff with jitter
 //! before its next attempt; success resets it. Writes that lose Swarm's optimistic lock ("update out of
 //! sequence") re-read the object's version and retry at once, a few times.
+//!
+//! Node labels (`[NodeLabels]`) are written first, one update per node, awaited: the clusters'
+//! placement depends on them. A node whose update fails is reported and retried on the next
+//! pass; it holds up no cluster. A node that changed since it was read is read again and
+//! decided afresh (someone else's label on it stays). Drift, a hand edit of a managed field,
+//! is logged at warn once per occurrence, reverted or only reported as `DriftPolicy` says.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use reconcilers::config::{Config, ProxyKind};
+use reconcilers::config::{Config, DriftPolicy, ProxyKind};
 use reconcilers::desired::{self, Environment, Observed};
+use reconcilers::node_labels;
 use reconcilers::plan::{self, Action, Plan};
 use reconcilers::routes::{RouteTable, Timestamp};
 use reconcilers::swarm::ServiceFacts;
@@ -103,6 +110,8 @@ pub struct Reconciler<S: Swarm> {
     in_flight: BTreeMap<String, tokio::task::JoinHandle<ClusterOutcome>>,
     /// By service name. `plan` takes `&self` (the `plan` command), hence the lock.
     culprits: std::sync::Mutex<BTreeMap<String, Culprit>>,
+    /// The drift lines of the last pass: each is logged when it first appears.
+    drift_seen: BTreeSet<String>,
 }
 
 /// `1 s · 2^(n-1)`, at most 60 s, times a jitter in `[0.8, 1.2)`.
@@ -127,6 +136,7 @@ impl<S: Swarm> Reconciler<S> {
             backoff: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             culprits: std::sync::Mutex::default(),
+            drift_seen: BTreeSet::new(),
         }
     }
 
@@ -318,6 +328,19 @@ impl<S: Swarm> Reconciler<S> {
             execute(&self.ctx.swarm, action).await.map_err(ReconcileError::Network)?;
             report.writes += 1;
         }
+        self.log_drift(&plan);
+        // Node labels before the clusters: where their proxies may run depends on them.
+        for action in &plan.nodes {
+            info!("{action}");
+            match self.write_node(action).await {
+                Ok(()) => report.writes += 1,
+                Err(e) => {
+                    let Action::UpdateNode { hostname, .. } = action else { continue };
+                    warn!(node = %hostname, "{action}: {e}");
+                    report.failures.insert(format!("node {hostname}"), e.to_string());
+                }
+            }
+        }
         self.collect(&mut report, Duration::ZERO).await;
         self.serve_deliveries(&observed, &plan);
         let now = Instant::now();
@@ -372,6 +395,53 @@ impl<S: Swarm> Reconciler<S> {
         }
         report.plan = plan;
         Ok(report)
+    }
+
+    /// Logs each drift line of the plan the first time it appears (it stays in the plan while
+    /// a write is pending, and for good with `DriftPolicy = "report"`).
+    fn log_drift(&mut self, plan: &Plan) {
+        let lines: BTreeSet<String> = plan.drift().into_iter().collect();
+        for line in lines.difference(&self.drift_seen) {
+            match plan.drift_policy {
+                DriftPolicy::Revert => warn!("drift: {line}; reverted"),
+                DriftPolicy::Report => warn!("drift: {line}; not reverted (DriftPolicy = \"report\")"),
+            }
+        }
+        self.drift_seen = lines;
+    }
+
+    /// One node label update. When the node changed since it was read ("update out of
+    /// sequence"), it is read again and its labels decided afresh from the config, so a label
+    /// someone else wrote meanwhile is kept; a few times at most.
+    async fn write_node(&self, action: &Action) -> Result<(), DockerError> {
+        let mut action = action.clone();
+        let mut tries = 0;
+        loop {
+            let Action::UpdateNode { id, version, labels, hostname, .. } = &action else {
+                return execute(&self.ctx.swarm, &action).await;
+            };
+            match self.ctx.swarm.update_node(id, *version, labels).await {
+                Err(DockerError::OutOfSequence { .. }) if tries < 3 => {
+                    tries += 1;
+                    let fresh = (|| self.ctx.swarm.inspect_node(id))
+                        .retry(
+                            ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_times(3),
+                        )
+                        .when(DockerError::is_transient)
+                        .await?;
+                    let Some(fresh) = fresh else {
+                        return Err(DockerError::NotFound { operation: format!("update node {hostname}") });
+                    };
+                    let declared = node_labels::declared_for(&self.config.node_labels, &fresh.hostname);
+                    match node_labels::node_update(&fresh, declared.as_ref(), self.config.drift_policy).action {
+                        Some(next) => action = next,
+                        // Already as declared (or held by the drift policy): nothing left to do.
+                        None => return Ok(()),
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Serves each hitless cluster's accepted config to its extension (before any write: the
@@ -487,6 +557,8 @@ async fn execute<S: Swarm>(swarm: &S, action: &Action) -> Result<(), DockerError
         Action::DeleteConfig { id, .. } => ignore_missing(swarm.delete_config(id).await),
         Action::CreateSecret(def) => swarm.create_secret(def).await,
         Action::DeleteSecret { name } => ignore_missing(swarm.delete_secret(name).await),
+        // The pass writes nodes itself (`Reconciler::write_node`: it re-decides on a conflict).
+        Action::UpdateNode { id, version, labels, .. } => swarm.update_node(id, *version, labels).await,
     }
 }
 
@@ -877,5 +949,118 @@ mod tests {
         assert!(east.actions.is_empty() && east.delivery.is_none(), "{east:#?}");
         assert!(east.conflicts[0].contains("rejected it: [emerg] unknown directive"), "{east:#?}");
         assert_eq!(r.ctx.deliveries.current("us-east").unwrap().hash, served.hash, "the last good config stays served");
+    }
+
+    /// The walk-through's nodes, unlabelled: a manager and two load balancers.
+    fn with_nodes(swarm: &MemorySwarm) {
+        let node = |hostname: &str| reconcilers::swarm::NodeFacts {
+            id: format!("id-{hostname}"),
+            hostname: hostname.into(),
+            role: reconcilers::swarm::NodeRole::Worker,
+            availability: reconcilers::swarm::NodeAvailability::Active,
+            ready: true,
+            address: None,
+            labels: BTreeMap::from([("hand".to_owned(), "1".to_owned())]),
+            engine_labels: BTreeMap::new(),
+            os: None,
+            arch: None,
+            version: 3,
+        };
+        swarm.edit(|o| o.nodes = vec![node("mgr"), node("lb-00"), node("lb-01")]);
+    }
+
+    /// The walk-through with its `docker node update --label-add` steps as `[NodeLabels]`.
+    fn seed_with_node_labels(extra: &str) -> Config {
+        let text = format!(
+            "{extra}\n{}\n[NodeLabels.\"lb-*\"]\nnodetype = \"loadbalancer\"\n[NodeLabels.lb-00]\nregion = \"us-east\"\n[NodeLabels.lb-01]\nregion = \"us-west\"\n",
+            reconcilers::fixtures::SEED
+        );
+        reconcilers::config::parse("t", &text).expect("valid").config
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn node_labels_are_written_before_the_clusters_and_then_never_again() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        with_nodes(&swarm);
+        let mut r = reconciler(&swarm, seed_with_node_labels(""));
+        let report = r.pass().await.unwrap();
+        r.settle().await;
+        let attempts = swarm.attempts();
+        assert_eq!(attempts[..2], ["update node lb-00", "update node lb-01"], "{attempts:#?}");
+        let lb = swarm.node("lb-00").unwrap();
+        assert_eq!((lb.labels["region"].as_str(), lb.labels["hand"].as_str()), ("us-east", "1"));
+        assert_eq!(swarm.node("mgr").unwrap().version, 3, "no table, no record: never written");
+        assert!(report.failures.is_empty(), "{report:#?}");
+        converge(&mut r).await;
+        let (_, writes) = swarm.requests();
+        assert_eq!(r.pass().await.unwrap().writes, 0);
+        assert_eq!(swarm.requests().1, writes, "a converged swarm gets no write");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_node_is_reported_and_retried_and_holds_up_no_cluster() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        with_nodes(&swarm);
+        swarm.failing("lb-00", 1);
+        let mut r = reconciler(&swarm, seed_with_node_labels(""));
+        let report = r.pass().await.unwrap();
+        r.settle().await;
+        assert!(report.failures["node lb-00"].contains("injected failure"), "{report:#?}");
+        assert_eq!(swarm.node("lb-01").unwrap().labels["region"], "us-west");
+        assert!(swarm.service("interlock-proxy-us-east").is_some(), "the clusters went ahead");
+        converge(&mut r).await;
+        assert_eq!(swarm.node("lb-00").unwrap().labels["region"], "us-east", "written on the next pass");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_changed_since_it_was_read_is_read_again_and_decided_afresh() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        with_nodes(&swarm);
+        swarm.out_of_sequence_once("lb-00");
+        let mut r = reconciler(&swarm, seed_with_node_labels(""));
+        let report = r.pass().await.unwrap();
+        assert!(report.failures.is_empty(), "{report:#?}");
+        let updates = swarm.attempts().iter().filter(|a| *a == "update node lb-00").count();
+        assert_eq!(updates, 2, "the lost update, then the retry at the fresh version");
+        let lb = swarm.node("lb-00").unwrap();
+        assert_eq!(lb.labels["someone-else"], "was-here", "the other writer's label is kept");
+        assert_eq!(lb.labels["region"], "us-east");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drift_is_reverted_or_with_report_left_alone() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        with_nodes(&swarm);
+        let mut r = reconciler(&swarm, seed_with_node_labels(""));
+        converge(&mut r).await;
+        let hand_edit = |swarm: &MemorySwarm| {
+            swarm.edit(|o| {
+                let proxy = o.services.iter_mut().find(|s| s.def.name == "interlock-proxy-us-east").unwrap();
+                proxy.def.ports[0].published = 8081;
+                proxy.version += 1;
+                let lb = o.nodes.iter_mut().find(|n| n.hostname == "lb-00").unwrap();
+                lb.labels.insert("region".into(), "elsewhere".into());
+                lb.version += 1;
+            })
+        };
+        hand_edit(&swarm);
+        let report = r.pass().await.unwrap();
+        r.settle().await;
+        assert_eq!(
+            report.plan.drift(),
+            ["node lb-00: label region edited by hand", "service interlock-proxy-us-east: ports edited by hand"]
+        );
+        assert_eq!(swarm.node("lb-00").unwrap().labels["region"], "us-east", "reverted");
+        assert_eq!(swarm.service("interlock-proxy-us-east").unwrap().def.ports[0].published, 80, "reverted");
+        assert!(r.pass().await.unwrap().plan.drift().is_empty());
+
+        r.reconfigure(seed_with_node_labels("DriftPolicy = \"report\""));
+        hand_edit(&swarm);
+        let (_, writes) = swarm.requests();
+        let report = r.pass().await.unwrap();
+        assert_eq!(report.plan.drift().len(), 2);
+        assert_eq!(report.writes, 0);
+        assert_eq!(swarm.requests().1, writes, "reported, not written");
+        assert_eq!(swarm.node("lb-00").unwrap().labels["region"], "elsewhere");
     }
 }

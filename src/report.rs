@@ -1,12 +1,17 @@
 //! Human-readable reports for `interlock validate` and `interlock check`. Plain functions from
 //! values to text, so they are tested without a terminal or an engine.
+//!
+//! `check` places each proxy by its constraints on the nodes as they will be once `[NodeLabels]`
+//! is applied, and, for a proxy no ready node can take, names the node labels that would let
+//! one take it (and the `[NodeLabels]` lines that declare them).
 
 use std::fmt::Write as _;
 
 use reconcilers::config::duration::format_go_duration;
 use reconcilers::config::{Config, Extension};
 use reconcilers::desired::{Environment, Observed, desired_state, is_owned};
-use reconcilers::placement::Constraint;
+use reconcilers::node_labels;
+use reconcilers::placement::{Attribute, Constraint, Operator};
 use reconcilers::swarm::{EngineFacts, NodeAvailability, NodeFacts, NodeRole, PublishMode, SwarmMembership};
 
 /// The summary `validate` prints for a valid config.
@@ -30,6 +35,15 @@ pub fn config_summary(file: &str, config: &Config) -> String {
         );
         let _ = writeln!(out, "    ports      {}", ports(ext));
         let _ = writeln!(out, "    placement  {}", constraints_text(ext));
+    }
+    for rule in &config.node_labels {
+        let labels: Vec<String> = rule.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let what = if rule.glob { "nodes matching" } else { "node" };
+        let labels = if labels.is_empty() { "none".to_owned() } else { labels.join(", ") };
+        let _ = writeln!(out, "  [NodeLabels] {what} {}: {labels}", rule.pattern);
+    }
+    if config.drift_policy == reconcilers::config::DriftPolicy::Report {
+        let _ = writeln!(out, "  drift      reported, not reverted (DriftPolicy = \"report\")");
     }
     out
 }
@@ -86,6 +100,76 @@ pub fn proxy_nodes<'n>(constraints: &[Constraint], nodes: &'n [NodeFacts]) -> Ve
         .collect()
 }
 
+/// The nodes with the labels they will carry once `[NodeLabels]` is applied (as they are when
+/// the TOML declares nothing for them).
+fn nodes_after_apply(config: &Config, nodes: &[NodeFacts]) -> Vec<NodeFacts> {
+    nodes
+        .iter()
+        .map(|n| {
+            let declared = node_labels::declared_for(&config.node_labels, &n.hostname);
+            match node_labels::node_update(n, declared.as_ref(), config.drift_policy).action {
+                Some(reconcilers::plan::Action::UpdateNode { labels, .. }) => NodeFacts { labels, ..n.clone() },
+                _ => n.clone(),
+            }
+        })
+        .collect()
+}
+
+/// For constraints no ready node meets: the ready, active nodes that would meet them with node
+/// labels added, and those labels (`key`, `value`), fewest first (at most three nodes). Only
+/// `node.labels.KEY==VALUE` constraints can be fixed this way; a node failing any other is left
+/// out.
+pub fn label_fixes<'n>(
+    constraints: &[Constraint],
+    nodes: &'n [NodeFacts],
+) -> Vec<(&'n NodeFacts, Vec<(String, String)>)> {
+    let mut fixes: Vec<(&NodeFacts, Vec<(String, String)>)> = nodes
+        .iter()
+        .filter(|n| n.ready && n.availability == NodeAvailability::Active)
+        .filter_map(|n| {
+            let mut needed = Vec::new();
+            for c in constraints.iter().filter(|c| !c.matches(n)) {
+                match (&c.attribute, c.operator) {
+                    (Attribute::NodeLabel(key), Operator::Eq) => needed.push((key.clone(), c.value.clone())),
+                    _ => return None,
+                }
+            }
+            // The labels added must not break a `!=` the node meets now.
+            let mut fixed = n.clone();
+            fixed.labels.extend(needed.iter().cloned());
+            constraints.iter().all(|c| c.matches(&fixed)).then_some((n, needed))
+        })
+        .collect();
+    fixes.sort_by(|(a, x), (b, y)| (x.len(), &a.hostname).cmp(&(y.len(), &b.hostname)));
+    if let Some(fewest) = fixes.first().map(|(_, needed)| needed.len()) {
+        fixes.retain(|(_, needed)| needed.len() == fewest);
+    }
+    fixes.truncate(3);
+    fixes
+}
+
+/// `add node.labels region=us-east to lb-00 ([NodeLabels."lb-00"] region = "us-east")`.
+fn fix_text(node: &NodeFacts, labels: &[(String, String)]) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let toml: Vec<String> = labels.iter().map(|(k, v)| format!("{} = {v:?}", toml_key(k))).collect();
+    format!(
+        "add node.labels {} to {} ([NodeLabels.{:?}] {})",
+        pairs.join(", "),
+        node.hostname,
+        node.hostname,
+        toml.join(", ")
+    )
+}
+
+/// A label key as a TOML key: bare when it can be, quoted when it has a dot.
+fn toml_key(key: &str) -> String {
+    if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
 /// The outcome of `check`: the report, and whether every extension can place its proxy.
 pub struct CheckReport {
     pub text: String,
@@ -128,22 +212,52 @@ pub fn check_report(engine: &EngineFacts, observed: &Observed, config: &Config) 
             if labels.is_empty() { "-".to_owned() } else { labels.join(", ") }
         );
     }
+    let plan = reconcilers::plan::plan(&desired_state(config, observed, &Environment::new(config)), observed);
+    let labelled = nodes_after_apply(config, nodes);
+    if !plan.nodes.is_empty() || !plan.node_drift.is_empty() {
+        let _ = writeln!(out, "node labels ([NodeLabels]; interlock apply writes them):");
+        for line in &plan.nodes {
+            let _ = writeln!(out, "  {line}");
+        }
+        for line in &plan.node_drift {
+            let _ = writeln!(out, "  drift: {line}{}", reconcilers::plan::drift_outcome(plan.drift_policy));
+        }
+    }
     let _ = writeln!(out, "extensions ({}):", config.extensions.len());
     let mut host_ports: Vec<(u16, &Extension, Vec<&str>)> = Vec::new();
-    let plan = reconcilers::plan::plan(&desired_state(config, observed, &Environment::new(config)), observed);
     for ext in config.extensions.values() {
         let (constraints, source) = effective_constraints(ext, observed);
         let placed = proxy_nodes(&constraints, nodes);
-        let names: Vec<&str> = placed.iter().map(|n| n.hostname.as_str()).collect();
-        if names.is_empty() {
-            problems += 1;
+        let mut names: Vec<&str> = placed.iter().map(|n| n.hostname.as_str()).collect();
+        let after_apply: Vec<&str> = proxy_nodes(&constraints, &labelled).iter().map(|n| n.hostname.as_str()).collect();
+        if names.is_empty() && !after_apply.is_empty() {
             let _ = writeln!(
                 out,
-                "  {}: PROBLEM: no ready, active node matches the proxy constraints [{}] ({source}); {} cannot be scheduled. Add the node labels (docker node update --label-add KEY=VALUE NODE) or change the constraints.",
+                "  {}: proxy {} can run on {} once interlock applies [NodeLabels] (constraints: {}; {source})",
+                ext.name,
+                ext.proxy_service_name,
+                after_apply.join(", "),
+                text_of(&constraints)
+            );
+            names = after_apply;
+        } else if names.is_empty() {
+            problems += 1;
+            let fixes = label_fixes(&constraints, &labelled);
+            let _ = writeln!(
+                out,
+                "  {}: PROBLEM: no ready, active node matches the proxy constraints [{}] ({source}); {} cannot be scheduled. {}",
                 ext.name,
                 text_of(&constraints),
-                ext.proxy_service_name
+                ext.proxy_service_name,
+                if fixes.is_empty() {
+                    "No node can match by node labels alone: change the constraints."
+                } else {
+                    "Declare the node labels in [NodeLabels] (or docker node update --label-add KEY=VALUE NODE), or change the constraints:"
+                }
             );
+            for (node, labels) in &fixes {
+                let _ = writeln!(out, "    fix: {}", fix_text(node, labels));
+            }
         } else {
             let _ = writeln!(
                 out,
@@ -153,6 +267,9 @@ pub fn check_report(engine: &EngineFacts, observed: &Observed, config: &Config) 
                 names.join(", "),
                 text_of(&constraints)
             );
+        }
+        for line in plan.clusters.get(&ext.name).map(|c| c.drift.as_slice()).unwrap_or_default() {
+            let _ = writeln!(out, "    drift: {line}{}", reconcilers::plan::drift_outcome(plan.drift_policy));
         }
         for note in plan.clusters.get(&ext.name).map(|c| c.hand_set.as_slice()).unwrap_or_default() {
             let _ = writeln!(out, "    note: {note}");
@@ -339,6 +456,81 @@ mod tests {
         assert!(
             report.text.contains("note: constraints set by hand on interlock-proxy-us-east (")
                 && report.text.contains("declare ProxyConstraints to manage it"),
+            "{}",
+            report.text
+        );
+    }
+
+    #[test]
+    fn summary_lists_node_labels_and_a_report_drift_policy() {
+        let text = format!(
+            "DriftPolicy = \"report\"\n{SEED}\n[NodeLabels.\"lb-*\"]\nnodetype = \"loadbalancer\"\n[NodeLabels.lb-00]\nregion = \"us-east\"\n"
+        );
+        let config = reconcilers::config::parse("seed", &text).unwrap().config;
+        let text = config_summary("seed.toml", &config);
+        assert!(text.contains("  [NodeLabels] nodes matching lb-*: nodetype=loadbalancer\n"), "{text}");
+        assert!(text.contains("  [NodeLabels] node lb-00: region=us-east\n"), "{text}");
+        assert!(text.contains("drift      reported, not reverted"), "{text}");
+    }
+
+    #[test]
+    fn check_names_the_node_labels_that_would_place_an_unplaceable_proxy() {
+        let nodes = [
+            node("mgr", NodeRole::Manager, &[]),
+            node("lb-00", NodeRole::Worker, &[("nodetype", "loadbalancer")]),
+            node("lb-01", NodeRole::Worker, &[]),
+        ];
+        let report = check_report(&engine(), &observed(&nodes), &seed_with_constraints());
+        assert_eq!(report.problems, 2, "{}", report.text);
+        assert!(
+            report.text.contains(
+                "    fix: add node.labels region=us-east to lb-00 ([NodeLabels.\"lb-00\"] region = \"us-east\")\n"
+            ),
+            "{}",
+            report.text
+        );
+        assert!(!report.text.contains("to mgr"), "lb-00 needs fewer labels: {}", report.text);
+        assert!(report.text.contains("fix: add node.labels region=us-west to lb-00"), "{}", report.text);
+
+        // A constraint no label can meet: said so, no fix.
+        let mut config = seed_with_constraints();
+        config.extensions.get_mut("us-east").unwrap().proxy_constraints =
+            vec![Constraint::parse("node.hostname==nowhere").unwrap()];
+        let report = check_report(&engine(), &observed(&nodes), &config);
+        assert!(report.text.contains("No node can match by node labels alone"), "{}", report.text);
+    }
+
+    #[test]
+    fn check_places_proxies_by_the_node_labels_the_toml_declares() {
+        let nodes = [
+            node("mgr", NodeRole::Manager, &[]),
+            node("lb-00", NodeRole::Worker, &[]),
+            node("lb-01", NodeRole::Worker, &[]),
+        ];
+        let mut config = seed_with_constraints();
+        let text = format!(
+            "{SEED}\n[NodeLabels.\"lb-*\"]\nnodetype = \"loadbalancer\"\n[NodeLabels.lb-00]\nregion = \"us-east\"\n"
+        );
+        config.node_labels = reconcilers::config::parse("t", &text).unwrap().config.node_labels;
+        let report = check_report(&engine(), &observed(&nodes), &config);
+        assert!(
+            report.text.contains(
+                "us-east: proxy interlock-proxy-us-east can run on lb-00 once interlock applies [NodeLabels]"
+            ),
+            "{}",
+            report.text
+        );
+        assert!(
+            report.text.contains("node labels ([NodeLabels]; interlock apply writes them):\n  update node lb-00 (+nodetype=loadbalancer, +region=us-east)\n"),
+            "{}",
+            report.text
+        );
+        // us-west still has no node: only its region is missing on lb-01 after the apply.
+        assert_eq!(report.problems, 1, "{}", report.text);
+        assert!(
+            report
+                .text
+                .contains("fix: add node.labels region=us-west to lb-01 ([NodeLabels.\"lb-01\"] region = \"us-west\")"),
             "{}",
             report.text
         );

@@ -10,7 +10,11 @@ use std::future::Future;
 
 use futures_util::Stream;
 use reconcilers::desired::Observed;
-use reconcilers::swarm::{ConfigDef, NetworkDef, ObjectKind, SecretDef, ServiceDef, ServiceFacts, SwarmEvent};
+use std::collections::BTreeMap;
+
+use reconcilers::swarm::{
+    ConfigDef, NetworkDef, NodeFacts, ObjectKind, SecretDef, ServiceDef, ServiceFacts, SwarmEvent,
+};
 
 use crate::docker::{DockerClient, DockerError};
 
@@ -37,6 +41,17 @@ pub trait Swarm: Clone + Send + Sync + 'static {
     /// An operator-owned secret (a hitless extension's token).
     fn create_secret(&self, def: &SecretDef) -> impl Future<Output = Result<(), DockerError>> + Send;
     fn delete_secret(&self, name: &str) -> impl Future<Output = Result<(), DockerError>> + Send;
+    /// One node, by ID or hostname, for a fresh version and labels after "update out of
+    /// sequence".
+    fn inspect_node(&self, id: &str) -> impl Future<Output = Result<Option<NodeFacts>, DockerError>> + Send;
+    /// Replaces the node's labels with `labels`, at `version`; its role and availability stay as
+    /// they are (`[NodeLabels]`).
+    fn update_node(
+        &self,
+        id: &str,
+        version: u64,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), DockerError>> + Send;
     /// Events about these kinds of object, from now on. Hints only: a pass reads afresh.
     fn events(&self, kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, DockerError>> + Send + 'static;
     /// Requests sent so far: `(reads, writes)`.
@@ -82,6 +97,14 @@ impl Swarm for DockerClient {
 
     async fn delete_secret(&self, name: &str) -> Result<(), DockerError> {
         DockerClient::delete_secret(self, name).await
+    }
+
+    async fn inspect_node(&self, id: &str) -> Result<Option<NodeFacts>, DockerError> {
+        DockerClient::inspect_node(self, id).await
+    }
+
+    async fn update_node(&self, id: &str, version: u64, labels: &BTreeMap<String, String>) -> Result<(), DockerError> {
+        DockerClient::update_node(self, id, version, labels).await
     }
 
     fn events(&self, kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, DockerError>> + Send + 'static {

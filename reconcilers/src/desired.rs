@@ -2,14 +2,15 @@
 //! exist. One [`ClusterState`] per extension: its extension service, its proxy service (ONE
 //! spec composing placement, ports, networks and the config mount), the proxy config object, the
 //! routes it was rendered from, and the proxy kind. What differs by kind (renderer, TLS secret
-//! layout, passthrough support) comes from [`crate::proxy`].
+//! layout, passthrough support) comes from [`crate::proxy`]. Beside the clusters: the labels
+//! `[NodeLabels]` declares per node ([`crate::node_labels`]) and the `DriftPolicy`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, Extension, ProxyKind};
+use crate::config::{Config, DriftPolicy, Extension, ProxyKind};
 use crate::proxy;
 use crate::routes::{self, Quarantined, RouteTable};
 use crate::swarm::{
@@ -193,6 +194,12 @@ pub struct Desired {
     /// The statistics agent (`interlock agent`, one task per node), while the `carbon` plug-in
     /// is enabled and the operator network exists.
     pub agent: Option<ServiceDef>,
+    /// `[NodeLabels]`: the labels declared for each node a table names, by node ID
+    /// (`crate::node_labels`). Nodes not here and without a record of managed keys are never
+    /// written.
+    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// `DriftPolicy`: whether the plan writes back hand edits of managed fields or only reports them.
+    pub drift_policy: DriftPolicy,
 }
 
 /// The statistics agent's service name.
@@ -334,7 +341,8 @@ pub fn desired_state_excluding(
         })
         .collect();
     let agent = operator_network.and_then(|n| agent_service(config, env, &n.id));
-    Desired { network, clusters, unserved, agent }
+    let node_labels = crate::node_labels::desired(&config.node_labels, &observed.nodes);
+    Desired { network, clusters, unserved, agent, node_labels, drift_policy: config.drift_policy }
 }
 
 /// The statistics agent: `interlock agent` on every node, with that node's Docker socket (a

@@ -20,8 +20,12 @@
 //! - [`desired`]: from the config and an observation, the objects that must exist per extension
 //!   (extension service, proxy service, proxy config, routes, proxy kind); ownership labels and
 //!   spec hashes.
+//! - [`node_labels`]: `[NodeLabels]`: the labels declared per node (hostname or glob), the keys
+//!   interlock records as its own on each node, and the one label update per node; drift of
+//!   managed node labels.
 //! - [`plan`]: the diff between desired and observed, the writes per cluster, and its text; for
-//!   hitless clusters, which changes reload running proxies in place and which roll them.
+//!   hitless clusters, which changes reload running proxies in place and which roll them; node
+//!   label updates; drift (hand edits of managed fields), reverted or reported.
 //! - [`token`]: the extensions' credentials (an HMAC per extension under a manager-only key).
 //! - `fixtures` (tests and the `fixtures` feature only): the walk-through as test data.
 //!
@@ -32,6 +36,7 @@ pub mod desired;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod labels;
+pub mod node_labels;
 pub mod placement;
 pub mod plan;
 pub mod proxy;

@@ -12,11 +12,17 @@
 //! - Objects without the ownership label are never updated or deleted; a name clash is reported.
 //! - Each cluster's actions depend only on that cluster, so one cluster's failure or slowness
 //!   never holds up another's.
+//! - Node labels (`[NodeLabels]`, [`crate::node_labels`]) are one [`Action::UpdateNode`] per
+//!   node, in [`Plan::nodes`]: written before the clusters, whose placement depends on them.
+//! - **Drift**: a managed field edited by hand since interlock wrote it (the object's spec-hash
+//!   label is still the desired one, yet the field differs) is named in [`Plan::drift`]. With
+//!   `DriftPolicy = "revert"` (the default) the object's update writes it back; with `"report"`
+//!   the object is not written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::config::ProxyKind;
+use crate::config::{DriftPolicy, ProxyKind};
 use crate::desired::{
     Delivery, Desired, LABEL_CONFIG_HASH, LABEL_EXTENSION, LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS, LABEL_ROLE,
     LABEL_SPEC_HASH, OWN_ENV_PREFIX, OWN_LABEL_PREFIX, Observed, ServiceRole, is_owned, managed_label_keys,
@@ -35,11 +41,33 @@ pub enum Action {
     CreateNetwork(NetworkDef),
     CreateConfig(ConfigDef),
     CreateService(ServiceDef),
-    UpdateService { id: String, version: u64, def: ServiceDef, changes: Vec<String> },
-    DeleteService { id: String, name: String },
-    DeleteConfig { id: String, name: String },
+    UpdateService {
+        id: String,
+        version: u64,
+        def: ServiceDef,
+        changes: Vec<String>,
+    },
+    DeleteService {
+        id: String,
+        name: String,
+    },
+    DeleteConfig {
+        id: String,
+        name: String,
+    },
     CreateSecret(SecretDef),
-    DeleteSecret { name: String },
+    DeleteSecret {
+        name: String,
+    },
+    /// Replaces a node's labels with `labels` (the whole new map: interlock's keys as declared,
+    /// every other label as read), at `version`; role and availability stay as they are.
+    UpdateNode {
+        id: String,
+        version: u64,
+        hostname: String,
+        labels: BTreeMap<String, String>,
+        changes: Vec<String>,
+    },
 }
 
 impl fmt::Display for Action {
@@ -55,6 +83,9 @@ impl fmt::Display for Action {
             Action::DeleteConfig { name, .. } => write!(f, "delete config {name}"),
             Action::CreateSecret(s) => write!(f, "create secret {}", s.name),
             Action::DeleteSecret { name } => write!(f, "delete secret {name}"),
+            Action::UpdateNode { hostname, changes, .. } => {
+                write!(f, "update node {hostname} ({})", changes.join(", "))
+            }
         }
     }
 }
@@ -83,6 +114,8 @@ pub struct ClusterPlan {
     /// Hosts routed and backends (task addresses) behind them, for plug-ins and metrics.
     pub routes: usize,
     pub backends: usize,
+    /// The cluster's services whose managed fields were edited by hand (see [`Plan::drift`]).
+    pub drift: Vec<String>,
 }
 
 /// How a change reaches a proxy's tasks.
@@ -100,10 +133,20 @@ pub enum ProxyChange {
 pub struct Plan {
     /// Writes that come before any cluster's (the operator network).
     pub shared: Vec<Action>,
+    /// Node label updates (`[NodeLabels]`): before the clusters, whose placement they decide;
+    /// no cluster waits for a failed one.
+    pub nodes: Vec<Action>,
+    /// Nodes whose managed labels were edited by hand (see [`Plan::drift`]).
+    pub node_drift: Vec<String>,
     /// The statistics agent's write (plug-ins): no cluster waits for it.
     pub agent: Vec<Action>,
     /// Why the agent is not written (a service of that name interlock does not own).
     pub agent_conflicts: Vec<String>,
+    /// The agent's managed fields edited by hand.
+    pub agent_drift: Vec<String>,
+    /// What the plan does about drift: reverts it (its objects' updates are in the plan) or only
+    /// reports it (those objects are left out).
+    pub drift_policy: DriftPolicy,
     /// By extension name.
     pub clusters: BTreeMap<String, ClusterPlan>,
     /// Owned objects no extension wants any more (a removed extension).
@@ -115,6 +158,7 @@ impl Plan {
     /// Whether applying the plan writes nothing.
     pub fn is_empty(&self) -> bool {
         self.shared.is_empty()
+            && self.nodes.is_empty()
             && self.agent.is_empty()
             && self.orphans.is_empty()
             && self.clusters.values().all(|c| c.actions.is_empty())
@@ -122,16 +166,31 @@ impl Plan {
 
     pub fn write_count(&self) -> usize {
         self.shared.len()
+            + self.nodes.len()
             + self.agent.len()
             + self.orphans.len()
             + self.clusters.values().map(|c| c.actions.len()).sum::<usize>()
+    }
+
+    /// Every object whose managed fields were edited by hand since interlock wrote it, one line
+    /// each (`service interlock-proxy-us-east: ports edited by hand`, `node lb-00: label region
+    /// edited by hand`): nodes, then services by extension, then the statistics agent. Reverted
+    /// by this plan, or only reported, as [`Plan::drift_policy`] says.
+    pub fn drift(&self) -> Vec<String> {
+        let mut lines = self.node_drift.clone();
+        lines.extend(self.clusters.values().flat_map(|c| c.drift.iter().cloned()));
+        lines.extend(self.agent_drift.iter().cloned());
+        lines
     }
 }
 
 /// Compares the desired state with what was observed.
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let by_name: BTreeMap<&str, &ServiceFacts> = observed.services.iter().map(|s| (s.def.name.as_str(), s)).collect();
-    let mut plan = Plan { unserved: desired.unserved.clone(), ..Plan::default() };
+    let mut plan = Plan { unserved: desired.unserved.clone(), drift_policy: desired.drift_policy, ..Plan::default() };
+    (plan.nodes, plan.node_drift) =
+        crate::node_labels::plan_nodes(&observed.nodes, &desired.node_labels, desired.drift_policy);
+    let policy = desired.drift_policy;
     if let Some(network) = &desired.network {
         // Every service joins the operator network: nothing else can be written before it.
         plan.shared.push(Action::CreateNetwork(network.clone()));
@@ -189,7 +248,18 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 }
             }
             None => {
-                let update = service_action(&cluster.proxy_service, proxy, &mut cp.conflicts);
+                // Drift is judged against what interlock last wrote: for a hitless proxy, the
+                // spec with the config its tasks were started from and serve.
+                let baseline = proxy
+                    .filter(|_| cluster.hitless)
+                    .and_then(|have| hitless_baseline(&cluster.proxy_service, have))
+                    .unwrap_or_else(|| cluster.proxy_service.clone());
+                let held = drift_held(&baseline, proxy, policy, &mut cp.drift);
+                if held && cluster.hitless {
+                    // Not written, but still served to the extension: checked first all the same.
+                    cp.new_config = Some(cluster.proxy_config.clone());
+                }
+                let update = if held { None } else { service_action(&cluster.proxy_service, proxy, &mut cp.conflicts) };
                 if let Some(Action::UpdateService { changes, .. }) = &update {
                     cp.proxy_change = Some(ProxyChange::Roll(changes.clone()));
                 }
@@ -226,7 +296,11 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                     cp.actions.push(Action::DeleteService { id: have.id.clone(), name: have.def.name.clone() });
                     cp.actions.push(Action::CreateService(ext.clone()));
                 }
-                _ => cp.actions.extend(service_action(ext, have, &mut cp.conflicts)),
+                _ => {
+                    if !drift_held(ext, have, policy, &mut cp.drift) {
+                        cp.actions.extend(service_action(ext, have, &mut cp.conflicts));
+                    }
+                }
             }
             if let Some(have) = have {
                 cp.hand_set.extend(hand_set(ServiceRole::Extension, ext, &have.def));
@@ -268,7 +342,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         wanted_services.insert(&agent.name);
         let have = by_name.get(agent.name.as_str()).copied();
         let mut conflicts = Vec::new();
-        plan.agent.extend(service_action(agent, have, &mut conflicts));
+        if !drift_held(agent, have, policy, &mut plan.agent_drift) {
+            plan.agent.extend(service_action(agent, have, &mut conflicts));
+        }
         plan.agent_conflicts.extend(conflicts);
     }
     // Owned services and configs of extensions that are gone.
@@ -321,25 +397,11 @@ fn config_hash(cluster: &crate::desired::ClusterState) -> String {
 /// The tasks keep the config object they were started with (a restarted task starts from it
 /// and catches up), so the comparison takes the mounted config and its hash from the service.
 fn in_place_update(want: &ServiceDef, have: Option<&ServiceFacts>) -> Option<Option<Action>> {
-    let have =
-        have.filter(|h| is_owned(&h.def.labels) && h.def.command == want.command && !h.def.configs.is_empty())?;
-    let mounted_hash = |def: &ServiceDef| {
-        def.env.iter().find(|e| e.starts_with(&format!("{}=", crate::proxy::CONFIG_HASH_ENV))).cloned()
-    };
-    let mut sticky = want.clone();
-    sticky.configs.clone_from(&have.def.configs);
-    if let (Some(want_env), Some(have_env)) = (mounted_hash(want), mounted_hash(&have.def)) {
-        sticky.env.retain(|e| *e != want_env);
-        sticky.env.push(have_env);
-    }
-    let sticky = with_spec_hash(sticky);
+    let have = have?;
+    let sticky = sticky_config(want, have)?;
     // The same, also serving the config the service says its tasks serve: nothing else differs?
-    let mut unchanged = sticky.clone();
-    match have.def.labels.get(LABEL_CONFIG_HASH) {
-        Some(served) => unchanged.labels.insert(LABEL_CONFIG_HASH.to_owned(), served.clone()),
-        None => unchanged.labels.remove(LABEL_CONFIG_HASH),
-    };
-    if service_action(&with_spec_hash(unchanged), Some(have), &mut Vec::new()).is_some() {
+    let unchanged = hitless_baseline(want, have)?;
+    if service_action(&unchanged, Some(have), &mut Vec::new()).is_some() {
         return None;
     }
     Some(service_action(&sticky, Some(have), &mut Vec::new()).map(|action| match action {
@@ -349,6 +411,63 @@ fn in_place_update(want: &ServiceDef, have: Option<&ServiceFacts>) -> Option<Opt
         }
         other => other,
     }))
+}
+
+/// A hitless proxy's desired spec keeping the config object its tasks mount (and its hash in
+/// the environment): what a label-only update writes. `None` unless `have` is an owned proxy
+/// already running the hitless start command.
+fn sticky_config(want: &ServiceDef, have: &ServiceFacts) -> Option<ServiceDef> {
+    if !(is_owned(&have.def.labels) && have.def.command == want.command && !have.def.configs.is_empty()) {
+        return None;
+    }
+    let mounted_hash = |def: &ServiceDef| {
+        def.env.iter().find(|e| e.starts_with(&format!("{}=", crate::proxy::CONFIG_HASH_ENV))).cloned()
+    };
+    let mut sticky = want.clone();
+    sticky.configs.clone_from(&have.def.configs);
+    if let (Some(want_env), Some(have_env)) = (mounted_hash(want), mounted_hash(&have.def)) {
+        sticky.env.retain(|e| *e != want_env);
+        sticky.env.push(have_env);
+    }
+    Some(with_spec_hash(sticky))
+}
+
+/// [`sticky_config`], also serving the config the service says its tasks serve: the spec
+/// interlock last wrote on a hitless proxy when nothing but the routes changed since.
+fn hitless_baseline(want: &ServiceDef, have: &ServiceFacts) -> Option<ServiceDef> {
+    let mut unchanged = sticky_config(want, have)?;
+    match have.def.labels.get(LABEL_CONFIG_HASH) {
+        Some(served) => unchanged.labels.insert(LABEL_CONFIG_HASH.to_owned(), served.clone()),
+        None => unchanged.labels.remove(LABEL_CONFIG_HASH),
+    };
+    Some(with_spec_hash(unchanged))
+}
+
+/// Managed fields of `have` edited by hand: its spec-hash label is `baseline`'s (nothing the
+/// TOML or the routes decide changed since interlock wrote it), yet they differ from it.
+pub fn drifted_fields(baseline: &ServiceDef, have: &ServiceFacts) -> Vec<String> {
+    let written_as_desired = have.def.labels.contains_key(LABEL_SPEC_HASH)
+        && have.def.labels.get(LABEL_SPEC_HASH) == baseline.labels.get(LABEL_SPEC_HASH);
+    if !is_owned(&have.def.labels) || !written_as_desired {
+        return Vec::new();
+    }
+    changed_fields(&merge(baseline, &have.def), &have.def)
+}
+
+/// Records the service's drift (if any) in `lines`; whether the policy holds its write back.
+fn drift_held(
+    baseline: &ServiceDef,
+    have: Option<&ServiceFacts>,
+    policy: DriftPolicy,
+    lines: &mut Vec<String>,
+) -> bool {
+    let Some(have) = have else { return false };
+    let fields = drifted_fields(baseline, have);
+    if fields.is_empty() {
+        return false;
+    }
+    lines.push(format!("service {}: {} edited by hand", have.def.name, fields.join(", ")));
+    policy == DriftPolicy::Report
 }
 
 /// The proxy config now in use and the desired one, when they differ (for `plan`'s diff). A
@@ -537,11 +656,23 @@ pub fn render(plan: &Plan) -> String {
     for action in &plan.shared {
         let _ = writeln!(out, "{} {action}", symbol(action));
     }
+    if !plan.nodes.is_empty() || !plan.node_drift.is_empty() {
+        let _ = writeln!(out, "node labels:");
+        for action in &plan.nodes {
+            let _ = writeln!(out, "  {} {action}", symbol(action));
+        }
+        for line in &plan.node_drift {
+            let _ = writeln!(out, "  drift: {line}{}", drift_outcome(plan.drift_policy));
+        }
+    }
     for action in &plan.agent {
         let _ = writeln!(out, "{} {action} (statistics agent)", symbol(action));
     }
     for conflict in &plan.agent_conflicts {
         let _ = writeln!(out, "conflict: {conflict}");
+    }
+    for line in &plan.agent_drift {
+        let _ = writeln!(out, "drift: {line}{}", drift_outcome(plan.drift_policy));
     }
     for (extension, cluster) in &plan.clusters {
         let _ = writeln!(out, "extension {extension}:");
@@ -556,6 +687,9 @@ pub fn render(plan: &Plan) -> String {
         }
         for conflict in &cluster.conflicts {
             let _ = writeln!(out, "  conflict: {conflict}");
+        }
+        for line in &cluster.drift {
+            let _ = writeln!(out, "  drift: {line}{}", drift_outcome(plan.drift_policy));
         }
         for note in &cluster.hand_set {
             let _ = writeln!(out, "  note: {note}");
@@ -604,6 +738,14 @@ pub fn render(plan: &Plan) -> String {
     out
 }
 
+/// What `plan` says a drift line leads to.
+pub fn drift_outcome(policy: DriftPolicy) -> &'static str {
+    match policy {
+        DriftPolicy::Revert => "; reverted by this plan",
+        DriftPolicy::Report => "; not reverted (DriftPolicy = \"report\")",
+    }
+}
+
 /// A proxy config as `plan` shows it: credentials (HAProxy's `stats auth USER:PASSWORD`) hidden.
 fn redacted(config: &str) -> String {
     config
@@ -618,7 +760,7 @@ fn redacted(config: &str) -> String {
 fn symbol(action: &Action) -> &'static str {
     match action {
         Action::CreateNetwork(_) | Action::CreateConfig(_) | Action::CreateService(_) | Action::CreateSecret(_) => "+",
-        Action::UpdateService { .. } => "~",
+        Action::UpdateService { .. } | Action::UpdateNode { .. } => "~",
         Action::DeleteService { .. } | Action::DeleteConfig { .. } | Action::DeleteSecret { .. } => "-",
     }
 }

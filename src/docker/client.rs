@@ -15,7 +15,8 @@ use std::time::Duration;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::query_parameters::{
     EventsOptions, KillContainerOptions, ListConfigsOptions, ListContainersOptions, ListNetworksOptions,
-    ListNodesOptions, ListSecretsOptions, ListServicesOptions, UpdateServiceOptions, UploadToContainerOptions,
+    ListNodesOptions, ListSecretsOptions, ListServicesOptions, UpdateNodeOptions, UpdateServiceOptions,
+    UploadToContainerOptions,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{Stream, StreamExt};
@@ -180,6 +181,33 @@ impl DockerClient {
         let mut facts: Vec<NodeFacts> = nodes.into_iter().map(convert::node_facts).collect();
         facts.sort_by(|a, b| (a.role, &a.hostname).cmp(&(b.role, &b.hostname)));
         Ok(facts)
+    }
+
+    /// The node with this ID or hostname, if it exists.
+    pub async fn inspect_node(&self, id: &str) -> Result<Option<NodeFacts>, DockerError> {
+        let operation = format!("inspect node {id}");
+        match self.call_read(&operation, self.docker.inspect_node(id)).await {
+            Ok(node) => Ok(Some(convert::node_facts(node))),
+            Err(DockerError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the node's labels with `labels` at `version` (Swarm's optimistic lock). Reads
+    /// the current spec first, so its role, availability and name are written back unchanged.
+    pub async fn update_node(
+        &self,
+        id: &str,
+        version: u64,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError> {
+        let operation = format!("update node {id}");
+        let api_version = i64::try_from(version)
+            .map_err(|_| DockerError::VersionOverflow { operation: operation.clone(), version })?;
+        let current = self.call_read(&format!("inspect node {id}"), self.docker.inspect_node(id)).await?;
+        let spec = convert::node_spec_with_labels(current.spec.unwrap_or_default(), labels);
+        let options = UpdateNodeOptions { version: api_version };
+        self.call_write(&operation, self.docker.update_node(id, spec, options)).await
     }
 
     /// Services carrying `label` (`key` or `key=value`); every service when `label` is empty.

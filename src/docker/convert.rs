@@ -13,8 +13,8 @@ use base64::Engine as _;
 use bollard::models::{
     Config, ConfigSpec, ContainerSummary, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec,
     EventMessage, EventMessageTypeEnum, ExecConfig, LocalNodeState, Mount, MountType, Network, NetworkAttachmentConfig,
-    NetworkCreateRequest, Node, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, Secret, SecretSpec, Service,
-    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+    NetworkCreateRequest, Node, NodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, Secret, SecretSpec,
+    Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
     ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, SystemInfo, SystemVersion, TaskSpec,
     TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1,
     TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
@@ -225,6 +225,12 @@ pub(super) fn node_facts(node: Node) -> NodeFacts {
         arch: platform.architecture,
         version: node.version.and_then(|v| v.index).unwrap_or_default(),
     }
+}
+
+/// A node's current spec with its labels replaced by `labels` (the whole map: Swarm has no
+/// partial label update); name, role and availability as they are.
+pub(super) fn node_spec_with_labels(current: NodeSpec, labels: &BTreeMap<String, String>) -> NodeSpec {
+    NodeSpec { labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()), ..current }
 }
 
 /// The full Swarm spec for a definition. Swarm replaces a spec wholesale on update, so every
@@ -818,5 +824,21 @@ mod tests {
         assert_eq!(started_container(event(EventMessageTypeEnum::CONTAINER, "exec_start: nginx -t", Some("c1"))), None);
         assert_eq!(started_container(event(EventMessageTypeEnum::CONTAINER, "start", None)), None);
         assert_eq!(started_container(event(EventMessageTypeEnum::SERVICE, "start", Some("s1"))), None);
+    }
+
+    #[test]
+    fn a_node_label_update_replaces_the_labels_and_keeps_role_and_availability() {
+        let current = NodeSpec {
+            name: Some("edge".into()),
+            labels: Some(HashMap::from([("old".into(), "1".into()), ("hand".into(), "2".into())])),
+            role: Some(NodeSpecRoleEnum::MANAGER),
+            availability: Some(NodeSpecAvailabilityEnum::DRAIN),
+        };
+        let labels = BTreeMap::from([("hand".to_owned(), "2".to_owned()), ("region".to_owned(), "us-east".to_owned())]);
+        let spec = node_spec_with_labels(current, &labels);
+        assert_eq!(spec.labels.unwrap().into_iter().collect::<BTreeMap<_, _>>(), labels);
+        assert_eq!(spec.role, Some(NodeSpecRoleEnum::MANAGER));
+        assert_eq!(spec.availability, Some(NodeSpecAvailabilityEnum::DRAIN));
+        assert_eq!(spec.name.as_deref(), Some("edge"));
     }
 }

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use model::{
-    CarbonConfig, Config, DECLARABLE_KEYS, DEFAULT_CARBON_INTERVAL, DEFAULT_CARBON_PREFIX, DockerUrl, Extension,
-    ListenAddr, Plugins, ProxyKind, SecretPolicy, TlsFiles,
+    CarbonConfig, Config, DECLARABLE_KEYS, DEFAULT_CARBON_INTERVAL, DEFAULT_CARBON_PREFIX, DockerUrl, DriftPolicy,
+    Extension, ListenAddr, NodeLabelRule, Plugins, ProxyKind, SecretPolicy, TlsFiles,
 };
 pub use proxy::{HaproxyConfig, NginxConfig, ProxyConfig};
 
@@ -71,7 +71,7 @@ pub fn parse(file: &str, text: &str) -> Result<Loaded, ConfigError> {
         }
     };
     let reader = TableReader::new(&diagnostics, String::new(), root.get_ref());
-    let config = model::read_config(&reader);
+    let config = model::read_config(&reader, root.get_ref());
     reader.finish();
     if let Some(config) = &config {
         validate::check_extensions(&diagnostics, config);

@@ -787,3 +787,99 @@ fn plugin_warnings_name_the_key() {
         ]
     );
 }
+
+/// A valid extension, then `tables` (so the `[NodeLabels…]` tables start on line 5).
+fn with_node_labels(tables: &str) -> String {
+    format!("{}{tables}\n", ext(""))
+}
+
+#[test]
+fn node_labels_are_read_per_hostname_and_glob_in_file_order() {
+    let config = parse_ok(&with_node_labels(
+        "[NodeLabels.\"lb-00\"]\nnodetype = \"loadbalancer\"\nregion = \"us-east\"\n[NodeLabels.\"app-*\"]\n\"com.example.tier\" = \"app\"\n[NodeLabels.lb-01]",
+    ))
+    .config;
+    let rules: Vec<(&str, bool, usize)> =
+        config.node_labels.iter().map(|r| (r.pattern.as_str(), r.glob, r.labels.len())).collect();
+    assert_eq!(rules, [("lb-00", false, 2), ("app-*", true, 1), ("lb-01", false, 0)]);
+    assert_eq!(config.node_labels[0].labels["region"], "us-east");
+    assert_eq!(config.node_labels[1].labels["com.example.tier"], "app");
+    assert!(parse_ok(&ext("")).config.node_labels.is_empty());
+    // The table's own key matches case-insensitively, as every key does.
+    let lower = parse_ok(&with_node_labels("[nodelabels.lb-00]\nregion = \"us-east\"")).config;
+    assert_eq!(lower.node_labels[0].labels["region"], "us-east");
+}
+
+#[test]
+fn node_label_problems_are_errors_at_their_key_or_value() {
+    let table = |body: &str| with_node_labels(&format!("[NodeLabels.\"lb-00\"]\n{body}"));
+    assert_one_error(&table("region = 1"), 6, "NodeLabels.lb-00.region", "expected a string, found an integer");
+    assert_one_error(&table("\"a b\" = \"x\""), 6, "NodeLabels.lb-00.a b", "not a label key");
+    assert_one_error(&table("\"1st\" = \"x\""), 6, "NodeLabels.lb-00.1st", "not a label key");
+    assert_one_error(
+        &table("\"com.docker.interlock.managed-node-labels\" = \"[]\""),
+        6,
+        "NodeLabels.lb-00.com.docker.interlock.managed-node-labels",
+        "interlock's own namespace",
+    );
+    assert_one_error(&table("region = \"a\\nb\""), 6, "NodeLabels.lb-00.region", "control characters");
+    // An unquoted dotted key is a nested table in TOML: the error says to quote it.
+    assert_one_error(&table("com.example.tier = \"app\""), 6, "NodeLabels.lb-00.com", "quote it");
+    assert_one_error(
+        &with_node_labels("[NodeLabels.\"lb 00\"]\nregion = \"x\""),
+        5,
+        "NodeLabels.lb 00",
+        "not a hostname or a glob",
+    );
+    assert_one_error(
+        &with_node_labels("[NodeLabels.lb-00]\nregion = \"x\"\n[NodeLabels.LB-00]\nregion = \"y\""),
+        7,
+        "NodeLabels.LB-00",
+        "hostnames are case-insensitive",
+    );
+    assert_one_error(
+        &with_node_labels("[NodeLabels]\nlb-00 = \"x\""),
+        6,
+        "NodeLabels.lb-00",
+        "expected a table of labels",
+    );
+    assert_one_error(&format!("NodeLabels = 3\n{}", ext("")), 1, "NodeLabels", "expected tables");
+    // Every problem, not just the first.
+    assert_eq!(errors(&table("a = 1\nb = true\n\"c d\" = \"x\"")).len(), 3);
+}
+
+#[test]
+fn a_node_label_value_no_constraint_can_match_is_a_warning() {
+    let loaded = parse_ok(&with_node_labels("[NodeLabels.lb-00]\nnote = \"a=b, c\"\nempty = \"\""));
+    let w: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(
+        w[0].starts_with("test.toml:6:8: warning: NodeLabels.lb-00.note: no placement constraint can match"),
+        "{w:#?}"
+    );
+    assert_eq!(loaded.config.node_labels[0].labels["note"], "a=b, c");
+}
+
+#[test]
+fn drift_policy_is_revert_or_report() {
+    use crate::config::DriftPolicy;
+    assert_eq!(parse_ok(&ext("")).config.drift_policy, DriftPolicy::Revert);
+    let report = parse_ok(&format!("DriftPolicy = \"report\"\n{}", ext(""))).config;
+    assert_eq!(report.drift_policy, DriftPolicy::Report);
+    let revert = parse_ok(&format!("driftpolicy = \"Revert\"\n{}", ext(""))).config;
+    assert_eq!(revert.drift_policy, DriftPolicy::Revert);
+    assert_one_error(&format!("DriftPolicy = \"ignore\"\n{}", ext("")), 1, "DriftPolicy", "not a drift policy");
+}
+
+#[test]
+fn the_walk_through_node_label_steps_become_config() {
+    // `docker node update --label-add nodetype=loadbalancer --label-add region=us-east lb-00`,
+    // and the same for lb-01 in us-west.
+    let text = format!(
+        "{SEED}\n[NodeLabels.\"lb-00\"]\n  nodetype = \"loadbalancer\"\n  region = \"us-east\"\n[NodeLabels.\"lb-01\"]\n  nodetype = \"loadbalancer\"\n  region = \"us-west\"\n"
+    );
+    let loaded = parse_ok(&text);
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let east = crate::node_labels::declared_for(&loaded.config.node_labels, "lb-00").unwrap();
+    assert_eq!(east, [("nodetype".into(), "loadbalancer".into()), ("region".into(), "us-east".into())].into());
+}

@@ -75,12 +75,19 @@ fn apply(observed: &mut Observed, actions: &[Action]) {
                 observed.secrets.retain(|s| s != name);
                 observed.secret_labels.remove(name);
             }
+            Action::UpdateNode { id, version, labels, .. } => {
+                let n = observed.nodes.iter_mut().find(|n| n.id == *id).expect("updated node exists");
+                assert_eq!(n.version, *version, "updates carry the version they read");
+                n.labels = labels.clone();
+                n.version += 1;
+            }
         }
     }
 }
 
 fn all_actions(p: &crate::plan::Plan) -> Vec<Action> {
     let mut actions = p.shared.clone();
+    actions.extend(p.nodes.clone());
     actions.extend(p.clusters.values().flat_map(|c| c.actions.clone()));
     actions.extend(p.agent.clone());
     actions.extend(p.orphans.clone());
@@ -754,4 +761,162 @@ fn extensions_call_the_core_by_its_own_service_name_unless_overridden() {
     let env = Environment::new(&overridden).running_as(&overridden, Some("interlock_core".into()), None);
     assert_eq!(env.core_endpoint, "core.example:9000");
     assert_eq!(Environment::new(&config).running_as(&config, None, None).core_endpoint, "interlock:8080");
+}
+
+/// The walk-through's nodes: a manager and two load balancers without labels yet.
+fn with_nodes(mut observed: Observed) -> Observed {
+    let node = |hostname: &str, labels: &[(&str, &str)]| NodeFacts {
+        id: format!("id-{hostname}"),
+        hostname: hostname.into(),
+        role: crate::swarm::NodeRole::Worker,
+        availability: crate::swarm::NodeAvailability::Active,
+        ready: true,
+        address: None,
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        engine_labels: BTreeMap::new(),
+        os: None,
+        arch: None,
+        version: 4,
+    };
+    observed.nodes = vec![node("mgr", &[("hand", "1")]), node("lb-00", &[("hand", "1")]), node("lb-01", &[])];
+    observed
+}
+
+/// The walk-through with its `docker node update --label-add` steps as `[NodeLabels]`.
+fn seed_with_node_labels(extra: &str) -> Config {
+    let text = format!(
+        "{extra}\n{SEED}\n[NodeLabels.\"lb-*\"]\nnodetype = \"loadbalancer\"\n[NodeLabels.\"lb-00\"]\nregion = \"us-east\"\n[NodeLabels.\"lb-01\"]\nregion = \"us-west\"\n"
+    );
+    config::parse("t", &text).expect("valid").config
+}
+
+fn node<'a>(observed: &'a Observed, hostname: &str) -> &'a NodeFacts {
+    observed.nodes.iter().find(|n| n.hostname == hostname).expect("node exists")
+}
+
+#[test]
+fn node_labels_are_written_before_the_clusters_once_and_then_never_again() {
+    let mut observed = with_nodes(seed_swarm());
+    let config = seed_with_node_labels("");
+    let p = plan_of(&config, &observed);
+    let nodes: Vec<String> = p.nodes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        nodes,
+        [
+            "update node lb-00 (+nodetype=loadbalancer, +region=us-east)",
+            "update node lb-01 (+nodetype=loadbalancer, +region=us-west)"
+        ],
+        "mgr has no table and no record: never written"
+    );
+    assert_eq!(p.write_count(), 8, "2 nodes, then the 6 cluster writes");
+    let text = crate::plan::render(&p);
+    assert!(
+        text.starts_with("node labels:\n  ~ update node lb-00 (+nodetype=loadbalancer, +region=us-east)\n"),
+        "{text}"
+    );
+    assert_eq!(converge(&config, &mut observed), 1);
+    assert_eq!(node(&observed, "lb-00").labels["region"], "us-east");
+    assert_eq!(node(&observed, "lb-00").labels["hand"], "1", "a hand label on another key stays");
+    assert_eq!(node(&observed, "mgr").version, 4, "never written");
+}
+
+#[test]
+fn a_node_label_edited_by_hand_is_drift_reverted_or_only_reported() {
+    let mut observed = with_nodes(seed_swarm());
+    converge(&seed_with_node_labels(""), &mut observed);
+    observed.nodes.iter_mut().find(|n| n.hostname == "lb-00").unwrap().labels.insert("region".into(), "x".into());
+
+    let p = plan_of(&seed_with_node_labels(""), &observed);
+    assert_eq!(p.drift(), ["node lb-00: label region edited by hand"]);
+    assert_eq!(p.nodes[0].to_string(), "update node lb-00 (~region=us-east (was x))");
+    assert!(
+        crate::plan::render(&p).contains("  drift: node lb-00: label region edited by hand; reverted by this plan\n")
+    );
+
+    let report = seed_with_node_labels("DriftPolicy = \"report\"");
+    let p = plan_of(&report, &observed);
+    assert_eq!(p.drift(), ["node lb-00: label region edited by hand"]);
+    assert!(p.is_empty(), "reported, not written: {p:#?}");
+    let text = crate::plan::render(&p);
+    assert!(
+        text.contains("drift: node lb-00: label region edited by hand; not reverted (DriftPolicy = \"report\")"),
+        "{text}"
+    );
+    assert!(text.ends_with("nothing to do\n"), "{text}");
+}
+
+#[test]
+fn a_hand_edit_of_a_declared_service_field_is_named_as_drift_and_reverted() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    let ports = &mut service_mut(&mut observed, "interlock-proxy-us-east").ports;
+    ports[0].published = 8081;
+    let p = plan_of(&seed(), &observed);
+    assert_eq!(p.drift(), ["service interlock-proxy-us-east: ports edited by hand"]);
+    assert_eq!(p.clusters["us-east"].drift, p.drift());
+    assert_eq!(p.clusters["us-east"].actions[0].to_string(), "update service interlock-proxy-us-east (ports)");
+    let text = crate::plan::render(&p);
+    assert!(
+        text.contains("  drift: service interlock-proxy-us-east: ports edited by hand; reverted by this plan"),
+        "{text}"
+    );
+    apply(&mut observed, &all_actions(&p));
+    assert!(plan_of(&seed(), &observed).drift().is_empty());
+    assert_eq!(proxy(&observed, "interlock-proxy-us-east").def.ports[0].published, 80);
+
+    // An extension's declared Args, too.
+    service_mut(&mut observed, "interlock-ext-us-west").args = vec!["--hand".into()];
+    assert_eq!(plan_of(&seed(), &observed).drift(), ["service interlock-ext-us-west: args edited by hand"]);
+}
+
+#[test]
+fn with_drift_policy_report_a_drifted_service_is_left_as_edited() {
+    let mut config = seed();
+    config.drift_policy = crate::config::DriftPolicy::Report;
+    let mut observed = seed_swarm();
+    converge(&config, &mut observed);
+    service_mut(&mut observed, "interlock-proxy-us-east").ports[0].published = 8081;
+    let p = plan_of(&config, &observed);
+    assert_eq!(p.drift(), ["service interlock-proxy-us-east: ports edited by hand"]);
+    assert!(p.is_empty(), "{p:#?}");
+    // A field the TOML leaves out is the operator's: a note, never drift.
+    service_mut(&mut observed, "interlock-proxy-us-west").replicas = 3;
+    let p = plan_of(&seed(), &observed);
+    assert_eq!(p.drift(), ["service interlock-proxy-us-east: ports edited by hand"]);
+    assert!(p.clusters["us-west"].hand_set[0].starts_with("replicas set by hand"), "{:#?}", p.clusters["us-west"]);
+}
+
+#[test]
+fn a_change_interlock_decides_is_not_drift() {
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    // A new task: a route change, a new config, the proxy rolls. Nobody edited anything.
+    observed.tasks.push(task("t3", "s-east", "n-east", "10.0.1.6"));
+    let p = plan_of(&seed(), &observed);
+    assert!(!p.clusters["us-east"].actions.is_empty() && p.drift().is_empty(), "{p:#?}");
+    // A TOML edit of a declared field: not drift either.
+    let mut config = seed();
+    config.extensions.get_mut("us-west").unwrap().published_port = 81;
+    let p = plan_of(&config, &observed);
+    assert!(p.drift().is_empty(), "{:?}", p.drift());
+}
+
+#[test]
+fn a_hand_edit_of_a_hitless_proxy_after_in_place_reloads_is_drift() {
+    let mut observed = seed_swarm();
+    converge(&hitless(), &mut observed);
+    // Routes changed in place since the proxy's tasks started: its mounted config is old.
+    observed.tasks.push(task("t3", "s-east", "n-east", "10.0.1.6"));
+    converge(&hitless(), &mut observed);
+    service_mut(&mut observed, "interlock-proxy-us-east").ports[0].published = 8081;
+    let p = plan_of(&hitless(), &observed);
+    assert_eq!(p.drift(), ["service interlock-proxy-us-east: ports edited by hand"]);
+    assert!(matches!(p.clusters["us-east"].proxy_change, Some(crate::plan::ProxyChange::Roll(_))));
+
+    let mut config = hitless();
+    config.drift_policy = crate::config::DriftPolicy::Report;
+    let p = plan_of(&config, &observed);
+    let east = &p.clusters["us-east"];
+    assert!(east.actions.is_empty() && east.drift.len() == 1, "{east:#?}");
+    assert!(east.delivery.is_some() && east.new_config.is_some(), "still served, and checked first");
 }
