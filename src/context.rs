@@ -4,12 +4,13 @@
 //! `ListenAddr` and logged).
 //!
 //! Features that need shared state get a field here, not a global: the configs served to
-//! hitless extensions and their reports ([`Deliveries`]); the plug-ins' [`Dispatcher`]; next,
-//! metrics registries, leadership.
+//! hitless extensions and their reports ([`Deliveries`]); the plug-ins' [`Dispatcher`]; the
+//! Prometheus [`Metrics`]; next, leadership.
 
 use std::sync::Arc;
 
 use crate::delivery::Deliveries;
+use crate::metrics::Metrics;
 use crate::plugins::Dispatcher;
 use crate::proxycheck::ProxyChecker;
 use crate::status::SharedStatus;
@@ -26,6 +27,8 @@ pub struct Context<S> {
     /// The plug-ins `[Plugins]` enables (none by default): the loop dispatches interlock's and
     /// the swarm's events to them, never waiting for one.
     pub plugins: Arc<Dispatcher>,
+    /// The Prometheus metrics, updated by the loop and served as `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// The image interlock runs from, when it runs as a Swarm task (what the statistics agent
     /// runs).
     pub core_image: Option<String>,
@@ -41,6 +44,7 @@ impl<S: Swarm> Context<S> {
             status: SharedStatus::default(),
             deliveries: Arc::default(),
             plugins: Arc::default(),
+            metrics: Arc::default(),
             core_image: None,
             core_service: None,
         }

@@ -16,6 +16,11 @@
 //! first pass, every swarm event it receives, one [`PluginEvent::Pass`] per extension after each
 //! pass, and `interlock-stop` at shutdown, then lets the plug-ins' queues drain for at most
 //! [`DRAIN_GRACE`]. Dispatching never waits for a plug-in.
+//!
+//! Metrics ([`crate::metrics`]): after each pass the loop records it in `ctx.metrics` (passes,
+//! duration, writes by kind, per-extension gauges); the event watcher counts resubscriptions;
+//! each swarm event starts the label-to-config clock ([`PendingEvent`]) that the first pass
+//! changing a proxy config stops.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +35,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::context::Context;
+use crate::metrics::{Metrics, PendingEvent};
 use crate::plugins::{DRAIN_GRACE, Dispatcher, PluginEvent, now_nanos};
 use crate::reconcile::{PassReport, Reconciler};
 use crate::status::Status;
@@ -43,7 +49,8 @@ const COALESCE: Duration = Duration::from_millis(20);
 /// Why the loop was woken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
-    Event,
+    /// A swarm event, received at this time.
+    Event(Instant),
     /// The event stream (re)connected: anything may have been missed.
     Resync,
 }
@@ -65,8 +72,12 @@ pub async fn run<S: Swarm>(
 ) -> Result<Status, ControllerError> {
     tokio::pin!(shutdown);
     let mut hup = signal(SignalKind::hangup()).map_err(ControllerError::Signals)?;
-    let server =
-        tokio::spawn(crate::status::serve(config.listen_addr.bind_addr(), ctx.status.clone(), ctx.deliveries.clone()));
+    let endpoints = crate::status::Endpoints {
+        status: ctx.status.clone(),
+        deliveries: ctx.deliveries.clone(),
+        metrics: ctx.metrics.clone(),
+    };
+    let server = tokio::spawn(crate::status::serve_endpoints(config.listen_addr.bind_addr(), endpoints));
     let poll_interval = config.poll_interval;
     info!(config = %path.display(), poll = ?poll_interval, "running");
     for (name, version) in ctx.plugins.plugins() {
@@ -75,9 +86,10 @@ pub async fn run<S: Swarm>(
     ctx.plugins.dispatch(PluginEvent::start());
     let mut reconciler = Reconciler::new(ctx.clone(), config);
     let (tx, mut rx) = mpsc::channel::<Trigger>(256);
-    let watcher = tokio::spawn(watch_events(ctx.swarm.clone(), tx, ctx.plugins.clone()));
+    let watcher = tokio::spawn(watch_events(ctx.swarm.clone(), tx, ctx.plugins.clone(), ctx.metrics.clone()));
     let mut file = FileState::read(&path);
     let mut next_poll = Instant::now();
+    let mut pending = PendingEvent::default();
     loop {
         let now = Instant::now();
         if now >= next_poll {
@@ -85,7 +97,7 @@ pub async fn run<S: Swarm>(
             if file.changed(&path) {
                 reload(&path, &mut reconciler);
             }
-            let settling = pass(&mut reconciler, &ctx).await;
+            let settling = pass(&mut reconciler, &ctx, &mut pending).await;
             let poll = reconciler.config().poll_interval;
             let interval = if settling > 0 { FAST_POLL.min(poll) } else { poll };
             next_poll = Instant::now() + interval;
@@ -105,8 +117,14 @@ pub async fn run<S: Swarm>(
                 let Some(trigger) = trigger else { break };
                 // Gather the rest of a burst.
                 tokio::time::sleep(COALESCE).await;
-                while rx.try_recv().is_ok() {}
-                debug!(?trigger, "woken");
+                let mut burst = 0;
+                for trigger in std::iter::once(trigger).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                    if let Trigger::Event(at) = trigger {
+                        pending.event(at);
+                    }
+                    burst += 1;
+                }
+                debug!(?trigger, triggers = burst, "woken");
                 next_poll = Instant::now();
             }
             _ = hup.recv() => {
@@ -129,8 +147,9 @@ pub async fn run<S: Swarm>(
     Ok(status)
 }
 
-/// One pass; returns how many app services are still starting tasks.
-async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>) -> usize {
+/// One pass; returns how many app services are still starting tasks. Records it in the status
+/// and the metrics, and stops the label-to-config clock when it changed a proxy config.
+async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>, pending: &mut PendingEvent) -> usize {
     let (reads_before, writes_before) = ctx.swarm.requests();
     let started = Instant::now();
     let result = reconciler.pass().await;
@@ -146,6 +165,11 @@ async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>) -> usi
                 warn!(extension = %extension, "{failure}");
             }
             crate::status::record(&ctx.status, &report.plan, &report.failures, report.writes);
+            ctx.metrics.record_pass(&report, took, crate::status::unix_now());
+            if let Some(latency) = pending.pass_done(&report, Instant::now()) {
+                debug!(?latency, "event to proxy config");
+                ctx.metrics.label_to_config.observe(latency.as_secs_f64());
+            }
             if !ctx.plugins.is_empty() {
                 for event in pass_events(&report, took) {
                     ctx.plugins.dispatch(event);
@@ -156,6 +180,7 @@ async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>) -> usi
         Err(e) => {
             error!("{e}");
             crate::status::record_failed_pass(&ctx.status, &e.to_string());
+            ctx.metrics.record_failed_pass(took);
             0
         }
     }
@@ -250,11 +275,17 @@ fn plugin_event(event: &SwarmEvent) -> PluginEvent {
 }
 
 /// Forwards swarm events as triggers (and to the plug-ins); reconnects with backoff and asks
-/// for a full pass on every (re)connect, since events may have been missed.
-async fn watch_events<S: Swarm>(swarm: S, tx: mpsc::Sender<Trigger>, plugins: Arc<Dispatcher>) {
+/// for a full pass on every (re)connect, since events may have been missed. Each resubscription
+/// is counted in `metrics`.
+async fn watch_events<S: Swarm>(swarm: S, tx: mpsc::Sender<Trigger>, plugins: Arc<Dispatcher>, metrics: Arc<Metrics>) {
     let kinds = [ObjectKind::Service, ObjectKind::Node, ObjectKind::Network, ObjectKind::Config, ObjectKind::Secret];
     let mut failures: u32 = 0;
+    let mut subscribed = false;
     loop {
+        if subscribed {
+            metrics.record_reconnect();
+        }
+        subscribed = true;
         let mut events = Box::pin(swarm.events(&kinds));
         if tx.send(Trigger::Resync).await.is_err() {
             return;
@@ -265,7 +296,7 @@ async fn watch_events<S: Swarm>(swarm: S, tx: mpsc::Sender<Trigger>, plugins: Ar
                     failures = 0;
                     debug!(kind = ?event.kind, action = %event.action, name = ?event.name, "event");
                     plugins.dispatch(plugin_event(&event));
-                    if tx.try_send(Trigger::Event).is_err() && tx.is_closed() {
+                    if tx.try_send(Trigger::Event(Instant::now())).is_err() && tx.is_closed() {
                         return;
                     }
                 }
@@ -404,6 +435,40 @@ mod tests {
         assert_eq!(status.passes, 1, "the pass under way finished, and no other started");
         assert_eq!(status.writes, 6, "both clusters' writes were made, not cut off");
         assert!(swarm.service("interlock-proxy-us-east").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_records_its_passes_and_writes_in_the_metrics() {
+        use crate::metrics::{ExtensionLabels, ObjectKind, Operation, PassLabels, PassResult, WriteLabels};
+        let swarm = MemorySwarm::new(seed_swarm());
+        // us-west's first write fails: it backs off, then converges.
+        swarm.failing("interlock-proxy-us-west", 1);
+        let (path, config) = setup("metrics");
+        let poll = config.poll_interval;
+        let ctx = Context::new(swarm.clone(), ProxyChecker::unchecked());
+        let metrics = ctx.metrics.clone();
+        let status = run(ctx, path, config, tokio::time::sleep(poll * 4)).await.unwrap();
+        let passes = metrics.passes.get_or_create(&PassLabels { result: PassResult::Ok }).get();
+        assert_eq!(passes, status.passes, "every pass read the swarm");
+        let writes = |operation, kind| metrics.writes.get_or_create(&WriteLabels { operation, kind }).get();
+        let by_kind: u64 = [
+            writes(Operation::Create, ObjectKind::Config),
+            writes(Operation::Create, ObjectKind::Service),
+            writes(Operation::Update, ObjectKind::Service),
+            writes(Operation::Delete, ObjectKind::Config),
+        ]
+        .iter()
+        .sum();
+        assert_eq!(writes(Operation::Create, ObjectKind::Service), 4, "both clusters' proxy and extension");
+        // The failed attempt (us-west's first write, its config object) wrote nothing: by kind,
+        // the metrics count every write done.
+        assert_eq!(by_kind, status.writes, "{status:#?}");
+        let last = |extension: &str| {
+            metrics.last_success.get(&ExtensionLabels { extension: extension.into() }).map(|g| g.get())
+        };
+        assert!(last("us-east").is_some_and(|t| t > 0) && last("us-west").is_some_and(|t| t > 0));
+        let encoded = metrics.encode();
+        assert!(encoded.contains("interlock_quarantined_services{extension=\"us-west\"} 0\n"), "{encoded}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,10 @@
 //! - [`reconcile`]: one pass (observe, plan, check, write) with per-cluster writers and backoff.
 //! - [`controller`]: the loop behind `interlock run` (triggers, reloads, shutdown).
 //! - [`proxycheck`]: the real `nginx -t` / `haproxy -c` on every config before a rollout.
-//! - [`status`]: `/health` and `/status` on `ListenAddr`, and logging of state changes.
+//! - [`status`]: `/health`, `/ready`, `/status` and `/metrics` on `ListenAddr`, logging of state
+//!   changes, and the table `interlock status` prints.
+//! - [`metrics`]: the Prometheus metrics (a registry in [`context::Context`]), served as
+//!   `/metrics`.
 //! - [`delivery`]: the core's side of hitless updates: configs served to extensions (the API on
 //!   `ListenAddr`) and their proxy tasks' reports.
 //! - [`agent`]: `interlock agent`, the per-node statistics agent behind the `carbon` plug-in.
@@ -30,6 +33,7 @@ pub mod docker;
 pub mod extension;
 #[cfg(test)]
 mod memory_swarm;
+pub mod metrics;
 pub mod plugins;
 pub mod proxycheck;
 pub mod reconcile;

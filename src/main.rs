@@ -1,15 +1,16 @@
-//! The `interlock` command line: `validate`, `check`, `plan`, `apply`, `run`, `extension`, and
-//! Interlock 0.3's `[--swarm-url URL] --plugin NAME start` and `list-plugins`; and the
+//! The `interlock` command line: `validate`, `check`, `plan`, `apply`, `run`, `status`,
+//! `extension`, and Interlock 0.3's `[--swarm-url URL] --plugin NAME start` and `list-plugins`;
+//! logging set-up (`--log-format text|json`, and 0.3's logrus lines for `start`); and the
 //! composition root: the one place that builds the [`Context`] (Docker connection, proxy
-//! checker, status, plug-ins) the loop and the reconciler share. anyhow lives here and nowhere
-//! else.
+//! checker, status, metrics, plug-ins) the loop and the reconciler share. anyhow lives here and
+//! nowhere else.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use interlock::context::Context;
 use interlock::docker::DockerClient;
 use interlock::plugins::carbon::CarbonError;
@@ -17,7 +18,7 @@ use interlock::plugins::{self, Dispatcher, PluginSettings};
 use interlock::proxycheck::ProxyChecker;
 use interlock::reconcile::Reconciler;
 use interlock::report;
-use reconcilers::config::{self, Config, DockerUrl, Loaded, TlsFiles};
+use reconcilers::config::{self, Config, DockerUrl, ListenAddr, Loaded, TlsFiles};
 use reconcilers::plan as planner;
 
 #[derive(Parser)]
@@ -26,12 +27,25 @@ struct Cli {
     /// Debug logging (Interlock's own flag).
     #[arg(short = 'D', long = "debug", global = true)]
     debug: bool,
+    /// Log lines as text, or as one JSON object each (for log shippers). `start` always logs
+    /// in Interlock 0.3's format.
+    #[arg(long = "log-format", value_name = "FORMAT", value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(flatten)]
     legacy: Legacy,
     #[command(flatten)]
     carina: Carina,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written (on standard error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// tracing's human-readable lines.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `message`, the event's fields, `target`.
+    Json,
 }
 
 /// Interlock 0.3's options, given before `start` as in 0.3.
@@ -137,6 +151,17 @@ enum Command {
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print a running core's /status as a table: per extension its quarantined services, held
+    /// writes and failures; with hitless updates the config served and each proxy task's.
+    Status {
+        /// The core's address (default http://127.0.0.1:PORT, PORT from the config's
+        /// ListenAddr, else 8080).
+        #[arg(long, value_name = "URL", conflicts_with = "config")]
+        url: Option<String>,
+        /// Read ListenAddr from this config file.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// The extension service's process. With HitlessServiceUpdate (one per node, with the
     /// node's Docker socket) it writes the core's configs into the proxy tasks on its node and
     /// reloads them; otherwise it says where its core is and waits.
@@ -167,7 +192,7 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Start) {
         init_logrus_logging(cli.debug);
     } else {
-        init_logging(cli.debug);
+        init_logging(cli.debug, cli.log_format);
     }
     let result = match cli.command {
         Command::Validate { config } => validate(&config),
@@ -175,6 +200,7 @@ fn main() -> ExitCode {
         Command::Plan { config } => plan(&config),
         Command::Apply { config, timeout } => apply(&config, Duration::from_secs(timeout)),
         Command::Run { config } => run(&config),
+        Command::Status { url, config } => status(url, config.as_deref()),
         Command::Extension => extension(),
         Command::Agent => agent(),
         Command::Start => start(&cli.legacy),
@@ -189,13 +215,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(debug: bool) {
+fn init_logging(debug: bool, format: LogFormat) {
+    use tracing_subscriber::util::SubscriberInitExt as _;
     // `-D` is interlock's debug log, not the Docker client's dump of every response body
     // (megabytes per pass); `RUST_LOG` can still ask for that.
     let default = if debug { "info,interlock=debug,reconcilers=debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    log_subscriber(format, filter, std::io::stderr, ansi).init();
+}
+
+/// The subscriber of every command but `start`: `format`'s lines, filtered, to `writer`.
+fn log_subscriber<W>(
+    format: LogFormat,
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
+        // Flat: the message and the event's fields at the top level, as shippers index them.
+        LogFormat::Json => {
+            Box::new(builder.json().flatten_event(true).with_current_span(false).with_span_list(false).finish())
+        }
+    }
 }
 
 /// `interlock start`'s logging: Interlock 0.3's (logrus's text format), see [`logrus`].
@@ -383,6 +430,37 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         interlock::controller::run(ctx, path.to_owned(), config, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `interlock status`: fetches a running core's `/status` and prints it as a table.
+fn status(url: Option<String>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let url = match (url, config) {
+        (Some(url), _) => url,
+        (None, Some(path)) => {
+            let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
+            local_url(&loaded.config.listen_addr)
+        }
+        (None, None) => {
+            let defaults = config::parse("(defaults)", "").map_err(|e| anyhow::anyhow!("{e}"))?;
+            local_url(&defaults.config.listen_addr)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let status = runtime.block_on(interlock::status::fetch(&url))?;
+    print!("{}", interlock::status::table(&status, interlock::status::unix_now()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where a core listening on `addr` answers on this host: a wildcard or empty host is
+/// loopback.
+fn local_url(addr: &ListenAddr) -> String {
+    let host = match addr.host.as_str() {
+        "" | "0.0.0.0" => "127.0.0.1".to_owned(),
+        "::" | "[::]" => "[::1]".to_owned(),
+        host if host.contains(':') && !host.starts_with('[') => format!("[{host}]"),
+        host => host.to_owned(),
+    };
+    format!("http://{host}:{}", addr.port)
 }
 
 fn agent() -> anyhow::Result<ExitCode> {
@@ -672,5 +750,71 @@ mod logrus {
             assert_eq!(timestamp(1_709_251_199), "2024-02-29T23:59:59Z");
             assert_eq!(timestamp(4_102_444_800), "2100-01-01T00:00:00Z");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// A log writer into memory.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_logs_are_one_flat_object_per_line() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = log_subscriber(LogFormat::Json, "info".into(), move || writer.clone(), false);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(extension = "us-east", "quarantined: bad: \"port\"\nsecond line");
+            tracing::debug!("filtered out");
+            tracing::info!(writes = 3, "pass wrote");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["level"], "WARN");
+        assert_eq!(lines[0]["message"], "quarantined: bad: \"port\"\nsecond line");
+        assert_eq!(lines[0]["extension"], "us-east");
+        assert!(lines[0]["timestamp"].as_str().is_some_and(|t| t.contains('T')), "{text}");
+        assert_eq!(lines[1]["writes"], 3);
+    }
+
+    #[test]
+    fn log_format_is_a_global_flag_and_text_by_default() {
+        let cli = Cli::try_parse_from(["interlock", "run", "-c", "x.toml", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let cli = Cli::try_parse_from(["interlock", "-D", "run", "-c", "x.toml"]).unwrap();
+        assert_eq!(cli.log_format, LogFormat::Text);
+        assert!(Cli::try_parse_from(["interlock", "--log-format", "xml", "run", "-c", "x.toml"]).is_err());
+        let cli = Cli::try_parse_from(["interlock", "status", "--url", "http://10.0.0.2:9090"]).unwrap();
+        assert!(matches!(cli.command, Command::Status { url: Some(_), config: None }));
+        assert!(Cli::try_parse_from(["interlock", "status", "--url", "http://h:1", "-c", "x.toml"]).is_err());
+    }
+
+    #[test]
+    fn status_reaches_the_listen_addr_on_this_host() {
+        let addr = |host: &str, port| ListenAddr { host: host.into(), port };
+        assert_eq!(local_url(&addr("", 8080)), "http://127.0.0.1:8080");
+        assert_eq!(local_url(&addr("0.0.0.0", 9000)), "http://127.0.0.1:9000");
+        assert_eq!(local_url(&addr("::", 8080)), "http://[::1]:8080");
+        assert_eq!(local_url(&addr("fd00::2", 8080)), "http://[fd00::2]:8080");
+        assert_eq!(local_url(&addr("10.0.0.5", 8080)), "http://10.0.0.5:8080");
+        let defaults = config::parse("(defaults)", "").unwrap().config;
+        assert_eq!(local_url(&defaults.listen_addr), "http://127.0.0.1:8080");
     }
 }

@@ -1,36 +1,49 @@
-//! What the loop knows, served over HTTP on `ListenAddr` (`/health`, `/status`) and logged when
-//! it changes: quarantined services, held clusters, failing clusters, and for hitless clusters
-//! the config served and each proxy task's report. The same listener is the core's endpoint
-//! that extension services are told about (`/v1/extensions/…`, see [`crate::delivery`]).
+//! What the loop knows, served over HTTP on `ListenAddr` and logged when it changes:
+//! quarantined services, held clusters, failing clusters, and for hitless clusters the config
+//! served and each proxy task's report. The same listener is the core's endpoint that extension
+//! services are told about (`/v1/extensions/…`, see [`crate::delivery`]).
+//!
+//! | path | answer |
+//! | --- | --- |
+//! | `/health` | 200 while the process serves (liveness) |
+//! | `/ready` | 200 once a pass has read the swarm and the last pass did; else 503 with the reason |
+//! | `/status` | [`Status`] as JSON (what `interlock status` prints as a table, [`table`]) |
+//! | `/metrics` | the [`Metrics`] in Prometheus text format (OpenMetrics when `Accept` asks for it) |
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use reconcilers::plan::Plan;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::delivery::{Deliveries, TaskReport};
+use crate::metrics::{self, Metrics};
 
 /// The state of the last pass, per extension.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Status {
     /// Passes run, including those that could not read the swarm.
     pub passes: u64,
     /// Writes done by all passes.
     pub writes: u64,
+    /// Unix time (seconds) the last pass that read the swarm ended; none until one has.
+    pub last_success: Option<u64>,
     /// Why the last pass could not run, until one does.
     pub pass_error: Option<String>,
     pub extensions: BTreeMap<String, ExtensionStatus>,
 }
 
 /// Why an extension's routes are not all as the labels ask.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ExtensionStatus {
     /// `service: reason`.
     pub quarantined: Vec<String>,
@@ -79,6 +92,7 @@ pub fn record(status: &SharedStatus, plan: &Plan, failures: &BTreeMap<String, St
     }
     current.passes += 1;
     current.writes += writes as u64;
+    current.last_success = Some(unix_now());
     current.pass_error = None;
     current.extensions = next;
 }
@@ -91,9 +105,34 @@ pub fn record_failed_pass(status: &SharedStatus, error: &str) {
     current.pass_error = Some(error.to_owned());
 }
 
-/// Serves `/health`, `/status` and the extensions' API on `addr` until the task is aborted. A
-/// port already taken is logged, not fatal: the loop matters more than its window.
+/// Whether the operator is ready: a pass has read the swarm and the last pass did. `Err`
+/// says why not.
+pub fn readiness(status: &Status) -> Result<(), String> {
+    match (&status.pass_error, status.last_success) {
+        (Some(error), _) => Err(format!("the last pass could not read the swarm: {error}")),
+        (None, None) => Err("no pass has read the swarm yet".to_owned()),
+        (None, Some(_)) => Ok(()),
+    }
+}
+
+/// What the listener serves: the loop's status, the hitless deliveries, the metrics.
+#[derive(Clone, Default)]
+pub struct Endpoints {
+    pub status: SharedStatus,
+    pub deliveries: Arc<Deliveries>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serves `status` and `deliveries` on `addr` with metrics of its own (all zero); the loop
+/// serves its context's with [`serve_endpoints`].
 pub async fn serve(addr: String, status: SharedStatus, deliveries: Arc<Deliveries>) {
+    serve_endpoints(addr, Endpoints { status, deliveries, metrics: Arc::default() }).await;
+}
+
+/// Serves `/health`, `/ready`, `/status`, `/metrics` and the extensions' API on `addr` until the
+/// task is aborted. A port already taken is logged, not fatal: the loop matters more than its
+/// window.
+pub async fn serve_endpoints(addr: String, endpoints: Endpoints) {
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -101,18 +140,28 @@ pub async fn serve(addr: String, status: SharedStatus, deliveries: Arc<Deliverie
             return;
         }
     };
-    info!("status on http://{addr}/status");
+    info!("status on http://{addr}/status, metrics on /metrics");
+    serve_on(listener, endpoints).await;
+}
+
+/// [`serve_endpoints`] on a listener already bound (tests bind port 0).
+pub async fn serve_on(listener: tokio::net::TcpListener, endpoints: Endpoints) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let (status, deliveries) = (status.clone(), deliveries.clone());
+        let endpoints = endpoints.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                let (status, deliveries) = (status.clone(), deliveries.clone());
+                let endpoints = endpoints.clone();
                 async move {
                     Ok::<_, Infallible>(if request.uri().path().starts_with("/v1/extensions/") {
-                        crate::delivery::respond(&deliveries, request).await
+                        crate::delivery::respond(&endpoints.deliveries, request).await
                     } else {
-                        respond(request.uri().path(), &status, &deliveries)
+                        let accept = request
+                            .headers()
+                            .get(hyper::header::ACCEPT)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default();
+                        respond(request.uri().path(), accept, &endpoints)
                     })
                 }
             });
@@ -121,25 +170,208 @@ pub async fn serve(addr: String, status: SharedStatus, deliveries: Arc<Deliverie
     }
 }
 
-fn respond(path: &str, status: &SharedStatus, deliveries: &Deliveries) -> Response<Full<Bytes>> {
+fn respond(path: &str, accept: &str, endpoints: &Endpoints) -> Response<Full<Bytes>> {
+    let status = || endpoints.status.lock().expect("status lock").clone();
     let (code, content_type, body) = match path {
         "/health" => (200, "text/plain", "ok\n".to_owned()),
+        "/ready" => match readiness(&status()) {
+            Ok(()) => (200, "text/plain", "ready\n".to_owned()),
+            Err(reason) => (503, "text/plain", format!("not ready: {reason}\n")),
+        },
         "/status" => {
-            let mut snapshot = status.lock().expect("status lock").clone();
+            let mut snapshot = status();
             for (name, ext) in &mut snapshot.extensions {
-                ext.served_config = deliveries.current(name).map(|d| d.hash.clone());
-                ext.tasks = deliveries.tasks(name);
+                ext.served_config = endpoints.deliveries.current(name).map(|d| d.hash.clone());
+                ext.tasks = endpoints.deliveries.tasks(name);
             }
             let json = serde_json::to_string_pretty(&snapshot).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             (200, "application/json", json + "\n")
         }
-        _ => (404, "text/plain", "not found; try /status or /health\n".to_owned()),
+        "/metrics" => {
+            let extensions: Vec<String> = status().extensions.into_keys().collect();
+            endpoints.metrics.refresh_task_ages(
+                &endpoints.deliveries,
+                extensions.iter().map(String::as_str),
+                unix_now(),
+            );
+            if accept.contains("application/openmetrics-text") {
+                (200, metrics::OPENMETRICS_TEXT, endpoints.metrics.encode_openmetrics())
+            } else {
+                (200, metrics::PROMETHEUS_TEXT, endpoints.metrics.encode())
+            }
+        }
+        _ => (404, "text/plain", "not found; try /status, /metrics, /ready or /health\n".to_owned()),
     };
     Response::builder()
         .status(code)
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("a valid response")
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// Why `interlock status` could not get the status.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("{0}: not an http://HOST:PORT URL (https is not served)")]
+    Url(String),
+    #[error("cannot connect to {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: the HTTP exchange failed")]
+    Http {
+        url: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("{url}: no answer within {} s", TIMEOUT.as_secs())]
+    Timeout { url: String },
+    #[error("{url} answered {code}: {body}")]
+    Code { url: String, code: u16, body: String },
+    #[error("{url}: not a status document")]
+    Json {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How long `interlock status` waits for the answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET /status` from a running core at `url` (`http://HOST:PORT` or `HOST:PORT`; a path is
+/// ignored).
+pub async fn fetch(url: &str) -> Result<Status, StatusError> {
+    // `http://` may be left out; no other scheme is served.
+    let authority = url
+        .strip_prefix("http://")
+        .or_else(|| (!url.contains("://")).then_some(url))
+        .map(|rest| rest.split('/').next().unwrap_or_default())
+        .filter(|a| a.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()))
+        .ok_or_else(|| StatusError::Url(url.to_owned()))?
+        .to_owned();
+    let target = format!("http://{authority}/status");
+    let get = async {
+        let stream = tokio::net::TcpStream::connect(&authority)
+            .await
+            .map_err(|source| StatusError::Connect { url: target.clone(), source })?;
+        let http = |source| StatusError::Http { url: target.clone(), source };
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
+        tokio::spawn(connection);
+        let request = Request::get("/status")
+            .header(hyper::header::HOST, &authority)
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        let response = sender.send_request(request).await.map_err(http)?;
+        let code = response.status().as_u16();
+        let body = response.into_body().collect().await.map_err(http)?.to_bytes();
+        Ok((code, body))
+    };
+    let (code, body) =
+        tokio::time::timeout(TIMEOUT, get).await.map_err(|_| StatusError::Timeout { url: target.clone() })??;
+    if code != 200 {
+        let body = String::from_utf8_lossy(&body).trim().to_owned();
+        return Err(StatusError::Code { url: target, code, body });
+    }
+    serde_json::from_slice(&body).map_err(|source| StatusError::Json { url: target, source })
+}
+
+/// The status as `interlock status` prints it: a summary line; per extension the number of
+/// quarantined services, held writes and failures, and the config served to hitless
+/// extensions; the reasons; and per hitless proxy task its config hash, age and reload time.
+/// `now_unix` ages the timestamps.
+pub fn table(status: &Status, now_unix: u64) -> String {
+    let ago = |t: u64| format!("{} ago", age(now_unix.saturating_sub(t)));
+    let mut out = format!("passes {}, writes {}", status.passes, status.writes);
+    match (&status.pass_error, status.last_success) {
+        (Some(error), _) => out.push_str(&format!(", last pass FAILED: {error}")),
+        (None, Some(t)) => out.push_str(&format!(", last pass {}", ago(t))),
+        (None, None) => out.push_str(", no pass yet"),
+    }
+    out.push_str("\n\n");
+    let mut rows = vec![["EXTENSION", "QUARANTINED", "HELD", "FAILURES", "SERVED CONFIG"].map(str::to_owned).to_vec()];
+    for (name, ext) in &status.extensions {
+        rows.push(vec![
+            name.clone(),
+            ext.quarantined.len().to_string(),
+            ext.held.len().to_string(),
+            usize::from(ext.failure.is_some()).to_string(),
+            ext.served_config.as_deref().map_or("-".to_owned(), short),
+        ]);
+    }
+    out.push_str(&columns(&rows));
+    for (name, ext) in &status.extensions {
+        let problems = [("quarantined", &ext.quarantined), ("held", &ext.held)];
+        for (what, lines) in problems.into_iter().filter(|(_, lines)| !lines.is_empty()) {
+            out.push_str(&format!("\n{name}: {what}\n"));
+            for line in lines {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        if let Some(failure) = &ext.failure {
+            out.push_str(&format!("\n{name}: failing\n  {failure}\n"));
+        }
+    }
+    for (name, ext) in status.extensions.iter().filter(|(_, ext)| !ext.tasks.is_empty()) {
+        out.push_str(&format!("\n{name}: proxy tasks\n"));
+        let mut rows = vec![["TASK", "NODE", "CONFIG", "AGE", "RELOAD", "REJECTED"].map(str::to_owned).to_vec()];
+        for task in ext.tasks.values() {
+            let rejected = match (&task.rejected, &task.error) {
+                (Some(hash), Some(error)) => format!("{}: {error}", short(hash)),
+                (Some(hash), None) => short(hash),
+                (None, Some(error)) => error.clone(),
+                (None, None) => "-".to_owned(),
+            };
+            let current = ext.served_config.as_deref().is_none_or(|served| served == task.hash);
+            let hash = if current { short(&task.hash) } else { format!("{} (not the served one)", short(&task.hash)) };
+            rows.push(vec![
+                short(&task.task),
+                task.node.clone(),
+                hash,
+                age(now_unix.saturating_sub(task.applied_at)),
+                format!("{} ms", task.took_ms),
+                rejected,
+            ]);
+        }
+        out.push_str(&columns(&rows).lines().map(|l| format!("  {l}\n")).collect::<String>());
+    }
+    out
+}
+
+/// A hash or ID cut to 12 characters, as `docker` prints them.
+fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// `45s`, `3m20s`, `2h05m`, `3d04h`.
+fn age(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3_600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3_600, s % 3_600 / 60),
+        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
+/// Rows as left-aligned columns two spaces apart, without trailing spaces.
+fn columns(rows: &[Vec<String>]) -> String {
+    let width = |i: usize| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len)).map(width).collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -150,7 +382,7 @@ mod tests {
 
     #[test]
     fn records_quarantines_and_serves_them() {
-        let status = SharedStatus::default();
+        let endpoints = Endpoints::default();
         let mut plan = Plan::default();
         plan.clusters.insert(
             "us-east".into(),
@@ -159,14 +391,117 @@ mod tests {
                 ..ClusterPlan::default()
             },
         );
-        record(&status, &plan, &BTreeMap::new(), 2);
-        let deliveries = Deliveries::default();
-        let response = respond("/status", &status, &deliveries);
+        assert_eq!(respond("/ready", "", &endpoints).status(), 503, "no pass yet");
+        record(&endpoints.status, &plan, &BTreeMap::new(), 2);
+        let response = respond("/status", "", &endpoints);
         assert_eq!(response.status(), 200);
-        let snapshot = status.lock().unwrap().clone();
+        let snapshot = endpoints.status.lock().unwrap().clone();
         assert_eq!(snapshot.writes, 2);
         assert_eq!(snapshot.extensions["us-east"].quarantined, ["bad: port"]);
-        assert_eq!(respond("/health", &status, &deliveries).status(), 200);
-        assert_eq!(respond("/nope", &status, &deliveries).status(), 404);
+        assert_eq!(respond("/health", "", &endpoints).status(), 200);
+        assert_eq!(respond("/ready", "", &endpoints).status(), 200);
+        assert_eq!(respond("/nope", "", &endpoints).status(), 404);
+        let metrics = respond("/metrics", "", &endpoints);
+        assert_eq!(metrics.headers()["content-type"], metrics::PROMETHEUS_TEXT);
+        let open = respond("/metrics", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5", &endpoints);
+        assert_eq!(open.headers()["content-type"], metrics::OPENMETRICS_TEXT);
+    }
+
+    #[test]
+    fn ready_once_a_pass_read_the_swarm_and_while_the_last_one_did() {
+        let status = SharedStatus::default();
+        assert_eq!(readiness(&status.lock().unwrap()), Err("no pass has read the swarm yet".to_owned()));
+        record_failed_pass(&status, "connection refused");
+        assert!(readiness(&status.lock().unwrap()).unwrap_err().contains("connection refused"));
+        record(&status, &Plan::default(), &BTreeMap::new(), 0);
+        assert_eq!(readiness(&status.lock().unwrap()), Ok(()));
+        record_failed_pass(&status, "timed out");
+        let reason = readiness(&status.lock().unwrap()).unwrap_err();
+        assert_eq!(reason, "the last pass could not read the swarm: timed out");
+    }
+
+    /// `/status` as a hitless core serves it, read back and printed.
+    const SAMPLE: &str = r#"{
+      "passes": 42,
+      "writes": 7,
+      "last_success": 1000,
+      "pass_error": null,
+      "extensions": {
+        "us-east": {
+          "quarantined": ["broken: com.docker.lb.port=\"http\" is not a port number"],
+          "held": [],
+          "failure": null,
+          "served_config": "3f2a9c1b7d0e55aa",
+          "tasks": {
+            "k3j2h1g0f9e8d7c6b5a4z3y2x": {
+              "task": "k3j2h1g0f9e8d7c6b5a4z3y2x", "node": "lb-00", "container": "c1",
+              "hash": "3f2a9c1b7d0e55aa", "applied_at": 995, "took_ms": 41
+            },
+            "m1n2b3v4c5x6z7l8k9j0h1g2f": {
+              "task": "m1n2b3v4c5x6z7l8k9j0h1g2f", "node": "lb-01", "container": "c2",
+              "hash": "0011223344556677", "rejected": "3f2a9c1b7d0e55aa",
+              "error": "nginx -t rejects it", "applied_at": 700, "took_ms": 12
+            }
+          }
+        },
+        "us-west": {
+          "quarantined": [],
+          "held": ["config interlock-proxy-us-west-1 exists with other content than interlock rendered"],
+          "failure": "create service interlock-proxy-us-west: no such network"
+        }
+      }
+    }"#;
+
+    #[test]
+    fn the_status_table() {
+        let status: Status = serde_json::from_str(SAMPLE).unwrap();
+        let want = "\
+passes 42, writes 7, last pass 10s ago
+
+EXTENSION  QUARANTINED  HELD  FAILURES  SERVED CONFIG
+us-east    1            0     0         3f2a9c1b7d0e
+us-west    0            1     1         -
+
+us-east: quarantined
+  broken: com.docker.lb.port=\"http\" is not a port number
+
+us-west: held
+  config interlock-proxy-us-west-1 exists with other content than interlock rendered
+
+us-west: failing
+  create service interlock-proxy-us-west: no such network
+
+us-east: proxy tasks
+  TASK          NODE   CONFIG                             AGE    RELOAD  REJECTED
+  k3j2h1g0f9e8  lb-00  3f2a9c1b7d0e                       15s    41 ms   -
+  m1n2b3v4c5x6  lb-01  001122334455 (not the served one)  5m10s  12 ms   3f2a9c1b7d0e: nginx -t rejects it
+";
+        assert_eq!(table(&status, 1_010), want);
+        // What the core serves reads back as the same document.
+        let again: Status = serde_json::from_str(&serde_json::to_string(&status).unwrap()).unwrap();
+        assert_eq!(again, status);
+    }
+
+    #[tokio::test]
+    async fn fetch_takes_http_urls_only() {
+        for bad in ["https://core:8080", "core", "http://:8080", "http://core:port"] {
+            assert!(matches!(fetch(bad).await, Err(StatusError::Url(_))), "{bad}");
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let refused = fetch(&format!("127.0.0.1:{port}/anything")).await.unwrap_err();
+        assert_eq!(refused.to_string(), format!("cannot connect to http://127.0.0.1:{port}/status"));
+    }
+
+    #[test]
+    fn a_failed_pass_and_no_pass_are_said_first() {
+        let mut status = Status { passes: 3, pass_error: Some("connection refused".into()), ..Status::default() };
+        assert!(table(&status, 0).starts_with("passes 3, writes 0, last pass FAILED: connection refused\n"));
+        status.pass_error = None;
+        assert!(table(&status, 0).starts_with("passes 3, writes 0, no pass yet\n"));
+        assert_eq!(age(59), "59s");
+        assert_eq!(age(3_600 * 5 + 61), "5h01m");
+        assert_eq!(age(86_400 * 2 + 3_600 * 4), "2d04h");
     }
 }
