@@ -34,6 +34,9 @@ pub struct Context<S> {
     pub core_image: Option<String>,
     /// The Swarm service interlock runs as, when it does (what extensions call it by).
     pub core_service: Option<String>,
+    /// The Swarm node (manager) this process talks to, for `interlock run`: only the replica on
+    /// the Raft leader writes. `None`: a lone core (the unit tests).
+    pub node_id: Option<String>,
 }
 
 impl<S: Swarm> Context<S> {
@@ -47,6 +50,7 @@ impl<S: Swarm> Context<S> {
             metrics: Arc::default(),
             core_image: None,
             core_service: None,
+            node_id: None,
         }
     }
 

@@ -84,7 +84,8 @@ pub async fn run<S: Swarm>(
         info!("loading plugin name={name} version={version}");
     }
     ctx.plugins.dispatch(PluginEvent::start());
-    let mut reconciler = Reconciler::new(ctx.clone(), config);
+    // Several replicas may run; the one on the Raft leader writes (none known: a lone core).
+    let mut reconciler = Reconciler::new(ctx.clone(), config).as_replica_on(ctx.node_id.clone());
     let (tx, mut rx) = mpsc::channel::<Trigger>(256);
     let watcher = tokio::spawn(watch_events(ctx.swarm.clone(), tx, ctx.plugins.clone(), ctx.metrics.clone()));
     let mut file = FileState::read(&path);
@@ -165,6 +166,7 @@ async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>, pendin
                 warn!(extension = %extension, "{failure}");
             }
             crate::status::record(&ctx.status, &report.plan, &report.failures, report.writes);
+            crate::status::record_role(&ctx.status, report.standby.as_deref(), ctx.node_id.is_some());
             ctx.metrics.record_pass(&report, took, crate::status::unix_now());
             if let Some(latency) = pending.pass_done(&report, Instant::now()) {
                 debug!(?latency, "event to proxy config");

@@ -314,6 +314,9 @@ async fn context(config: &Config) -> anyhow::Result<Context<DockerClient>> {
     let own = if hostname.is_empty() { None } else { docker.own_container(&hostname).await? };
     let mut ctx = Context::new(docker, ProxyChecker::discover());
     ctx.deliveries.set_key(key);
+    if let reconcilers::swarm::SwarmMembership::Manager { node_id } = &engine.swarm {
+        ctx.node_id = Some(node_id.clone());
+    }
     if let Some(own) = own {
         ctx.core_image = own.image;
         ctx.core_service = own.service;

@@ -19,6 +19,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use reconcilers::config::{Config, DriftPolicy, ProxyKind};
 use reconcilers::desired::{self, Environment, Observed};
+use reconcilers::leader;
 use reconcilers::node_labels;
 use reconcilers::plan::{self, Action, Plan};
 use reconcilers::routes::{RouteTable, Timestamp};
@@ -54,6 +55,8 @@ pub struct PassReport {
     pub busy: Vec<String>,
     /// App services still starting tasks when the swarm was read.
     pub apps_settling: usize,
+    /// This replica is a standby and wrote nothing: the leader's hostname ("" while Raft elects).
+    pub standby: Option<String>,
     /// Owned services not yet running their spec when the swarm was read.
     pub unsettled: Vec<String>,
 }
@@ -112,6 +115,11 @@ pub struct Reconciler<S: Swarm> {
     culprits: std::sync::Mutex<BTreeMap<String, Culprit>>,
     /// The drift lines of the last pass: each is logged when it first appears.
     drift_seen: BTreeSet<String>,
+    /// The Swarm node this replica runs on, when several replicas may run (`interlock run`):
+    /// only the one on the Raft leader writes (`reconcilers::leader`).
+    node: Option<String>,
+    /// The role of the last pass, to log changes.
+    role: Option<leader::Role>,
 }
 
 /// `1 s · 2^(n-1)`, at most 60 s, times a jitter in `[0.8, 1.2)`.
@@ -137,7 +145,16 @@ impl<S: Swarm> Reconciler<S> {
             in_flight: BTreeMap::new(),
             culprits: std::sync::Mutex::default(),
             drift_seen: BTreeSet::new(),
+            node: None,
+            role: None,
         }
+    }
+
+    /// Makes this replica one of several (`interlock run`): it writes only while it runs on the
+    /// Swarm's Raft leader, `node` being its own node's ID.
+    pub fn as_replica_on(mut self, node: Option<String>) -> Self {
+        self.node = node;
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -324,6 +341,25 @@ impl<S: Swarm> Reconciler<S> {
             unsettled: plan::unsettled(&observed),
             ..PassReport::default()
         };
+        let role = leader::role(self.node.as_deref(), &observed.nodes);
+        if self.role.as_ref() != Some(&role) {
+            match &role {
+                leader::Role::Active => info!("active: this replica writes"),
+                leader::Role::Standby { leader } => info!(
+                    leader = leader.as_deref().unwrap_or("none yet"),
+                    "standby: the replica on the Raft leader writes; this one serves status and configs"
+                ),
+            }
+            self.role = Some(role.clone());
+        }
+        if let leader::Role::Standby { leader } = role {
+            // Read-only: what the active replica serves to hitless extensions is the same, so
+            // an extension reaching this replica gets it too.
+            self.serve_deliveries(&observed, &plan);
+            report.standby = Some(leader.unwrap_or_default());
+            report.plan = plan;
+            return Ok(report);
+        }
         for action in &plan.shared {
             execute(&self.ctx.swarm, action).await.map_err(ReconcileError::Network)?;
             report.writes += 1;
@@ -965,6 +1001,7 @@ mod tests {
             os: None,
             arch: None,
             version: 3,
+            leader: false,
         };
         swarm.edit(|o| o.nodes = vec![node("mgr"), node("lb-00"), node("lb-01")]);
     }
@@ -1062,5 +1099,58 @@ mod tests {
         assert_eq!(report.writes, 0);
         assert_eq!(swarm.requests().1, writes, "reported, not written");
         assert_eq!(swarm.node("lb-00").unwrap().labels["region"], "elsewhere");
+    }
+
+    fn manager(id: &str, leader: bool) -> reconcilers::swarm::NodeFacts {
+        reconcilers::swarm::NodeFacts {
+            id: id.into(),
+            hostname: format!("manager-{id}"),
+            role: reconcilers::swarm::NodeRole::Manager,
+            availability: reconcilers::swarm::NodeAvailability::Active,
+            ready: true,
+            address: None,
+            labels: Default::default(),
+            engine_labels: Default::default(),
+            os: None,
+            arch: None,
+            version: 1,
+            leader,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_replica_on_the_raft_leader_writes_and_a_standby_takes_over() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        swarm.edit(|o| o.nodes = vec![manager("m1", true), manager("m2", false)]);
+        let config = hitless(&seed_config());
+        let mut standby = reconciler(&swarm, config.clone()).as_replica_on(Some("m2".into()));
+        let report = standby.pass().await.unwrap();
+        assert_eq!(report.writes, 0, "a standby writes nothing: {report:#?}");
+        assert_eq!(report.standby.as_deref(), Some("manager-m1"));
+        assert!(!report.plan.is_empty(), "it still plans");
+        let mut active = reconciler(&swarm, config).as_replica_on(Some("m1".into()));
+        converge(&mut active).await;
+        // The standby serves the same configs to extensions that reach it.
+        let report = standby.pass().await.unwrap();
+        assert!(report.plan.is_empty() && report.standby.is_some());
+        assert_eq!(
+            standby.ctx.deliveries.current("us-east").unwrap().hash,
+            active.ctx.deliveries.current("us-east").unwrap().hash
+        );
+        // m1 is lost; Raft elects m2: its replica writes from its next pass.
+        swarm.edit(|o| {
+            o.nodes = vec![manager("m2", true)];
+            scale_demo_east(o, "10.0.1.9");
+        });
+        let report = standby.pass().await.unwrap();
+        standby.settle().await;
+        assert_eq!(report.standby, None);
+        assert_eq!(report.writes, 1, "the new active replica delivers the change: {report:#?}");
+        // While Raft elects (no leader), nobody writes.
+        swarm.edit(|o| {
+            o.nodes = vec![manager("m2", false)];
+            scale_demo_east(o, "10.0.1.10");
+        });
+        assert_eq!(standby.pass().await.unwrap().writes, 0);
     }
 }

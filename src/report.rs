@@ -334,6 +334,7 @@ mod tests {
             os: Some("linux".into()),
             arch: Some("x86_64".into()),
             version: 1,
+            leader: false,
         }
     }
 

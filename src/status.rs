@@ -38,6 +38,12 @@ pub struct Status {
     pub last_success: Option<u64>,
     /// Why the last pass could not run, until one does.
     pub pass_error: Option<String>,
+    /// When several replicas run: `standby` (the replica on the Raft leader writes; its node in
+    /// `leader`) or `active`. Absent for a lone core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
     pub extensions: BTreeMap<String, ExtensionStatus>,
 }
 
@@ -95,6 +101,16 @@ pub fn record(status: &SharedStatus, plan: &Plan, failures: &BTreeMap<String, St
     current.last_success = Some(unix_now());
     current.pass_error = None;
     current.extensions = next;
+}
+
+/// Records whether the pass was a standby's (`Some(leader)`) or an active replica's.
+pub fn record_role(status: &SharedStatus, standby: Option<&str>, replicated: bool) {
+    let mut current = status.lock().expect("status lock");
+    if !replicated {
+        return;
+    }
+    current.role = Some(if standby.is_some() { "standby" } else { "active" }.to_owned());
+    current.leader = standby.filter(|l| !l.is_empty()).map(str::to_owned);
 }
 
 /// Records a pass that could not run (the swarm could not be read); the last known state of

@@ -26,6 +26,7 @@
 //! - [`plan`]: the diff between desired and observed, the writes per cluster, and its text; for
 //!   hitless clusters, which changes reload running proxies in place and which roll them; node
 //!   label updates; drift (hand edits of managed fields), reverted or reported.
+//! - [`leader`]: which core replica writes (the one on the Swarm's Raft leader).
 //! - [`token`]: the extensions' credentials (an HMAC per extension under a manager-only key).
 //! - `fixtures` (tests and the `fixtures` feature only): the walk-through as test data.
 //!
@@ -36,6 +37,7 @@ pub mod desired;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod labels;
+pub mod leader;
 pub mod node_labels;
 pub mod placement;
 pub mod plan;

@@ -210,6 +210,7 @@ mod tests {
             os: None,
             arch: None,
             version: 7,
+            leader: false,
         }
     }
 

@@ -214,6 +214,7 @@ mod tests {
             ready: true,
             address: None,
             version: 1,
+            leader: false,
             availability: crate::swarm::NodeAvailability::Active,
         }
     }

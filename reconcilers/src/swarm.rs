@@ -41,6 +41,9 @@ pub struct NodeFacts {
     pub arch: Option<String>,
     /// `Version.Index`, required to update the node.
     pub version: u64,
+    /// `ManagerStatus.Leader`: the manager that holds the Raft leadership now. The core replica
+    /// on this node is the one that writes (see the shell's `leader` module).
+    pub leader: bool,
 }
 
 /// The engine the shell is connected to.

@@ -224,6 +224,7 @@ pub(super) fn node_facts(node: Node) -> NodeFacts {
         os: platform.os,
         arch: platform.architecture,
         version: node.version.and_then(|v| v.index).unwrap_or_default(),
+        leader: node.manager_status.and_then(|m| m.leader).unwrap_or(false),
     }
 }
 

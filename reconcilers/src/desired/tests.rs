@@ -777,6 +777,7 @@ fn with_nodes(mut observed: Observed) -> Observed {
         os: None,
         arch: None,
         version: 4,
+        leader: false,
     };
     observed.nodes = vec![node("mgr", &[("hand", "1")]), node("lb-00", &[("hand", "1")]), node("lb-01", &[])];
     observed
