@@ -37,6 +37,17 @@ pub enum Verdict {
     Rejected(String),
     /// No binary to ask.
     Unchecked,
+    /// The check could not run (no space or a read-only temporary directory, the binary not
+    /// runnable): nothing is known about the config. Not remembered: the next pass tries again.
+    Failed(String),
+}
+
+/// Why [`run_check`] did not accept a config.
+enum CheckError {
+    /// The binary ran and said no (its words), or never finished.
+    Rejected(String),
+    /// The check could not be run at all.
+    CouldNotRun(String),
 }
 
 /// Runs each kind's check command on rendered configs, remembering verdicts by kind and content
@@ -111,7 +122,8 @@ impl ProxyChecker {
         };
         let verdict = match run_check(kind, binary, &text).await {
             Ok(()) => Verdict::Accepted,
-            Err(reason) => Verdict::Rejected(reason),
+            Err(CheckError::Rejected(reason)) => Verdict::Rejected(reason),
+            Err(CheckError::CouldNotRun(reason)) => return Verdict::Failed(reason),
         };
         let mut verdicts = self.verdicts.lock().expect("verdict cache");
         // Bounded: a long-running operator renders a new config on every route change.
@@ -197,19 +209,22 @@ fn with_check_certificates(text: &str, dir: &Path) -> String {
 
 /// The kind's check command, with the binary found at `binary`, on a private copy of the text;
 /// the binary's first error line on failure.
-async fn run_check(kind: ProxyKind, binary: &Path, text: &str) -> Result<(), String> {
-    let dir =
-        private_dir().map_err(|e| format!("cannot prepare the check in {}: {e}", std::env::temp_dir().display()))?;
+async fn run_check(kind: ProxyKind, binary: &Path, text: &str) -> Result<(), CheckError> {
+    let dir = private_dir().map_err(|e| {
+        CheckError::CouldNotRun(format!("cannot prepare the check in {}: {e}", std::env::temp_dir().display()))
+    })?;
     let file = dir.join("proxy.conf");
     let result = async {
-        let prepare = |e: std::io::Error| format!("cannot prepare the check: {e}");
+        let prepare = |e: std::io::Error| CheckError::CouldNotRun(format!("cannot prepare the check: {e}"));
         tokio::fs::write(dir.join("check.crt"), CHECK_CERT).await.map_err(prepare)?;
         tokio::fs::write(dir.join("check.key"), CHECK_KEY).await.map_err(prepare)?;
         tokio::fs::write(dir.join("check.pem"), CHECK_CERT).await.map_err(prepare)?;
         tokio::fs::write(dir.join("check.pem.key"), CHECK_KEY).await.map_err(prepare)?;
         let text = with_check_certificates(text, &dir) + "\n";
         tokio::fs::write(&file, text).await.map_err(prepare)?;
-        let path = file.to_str().ok_or_else(|| format!("cannot prepare the check: {} is not UTF-8", file.display()))?;
+        let path = file.to_str().ok_or_else(|| {
+            CheckError::CouldNotRun(format!("cannot prepare the check: {} is not UTF-8", file.display()))
+        })?;
         let command = kind.check_command(path);
         let run =
             tokio::process::Command::new(binary).args(&command.args).stdin(Stdio::null()).kill_on_drop(true).output();
@@ -217,9 +232,13 @@ async fn run_check(kind: ProxyKind, binary: &Path, text: &str) -> Result<(), Str
         let output = tokio::time::timeout(CHECK_TIMEOUT, run)
             .await
             .map_err(|_| {
-                format!("{} did not finish checking the config within {} s", kind.binary(), CHECK_TIMEOUT.as_secs())
+                CheckError::Rejected(format!(
+                    "{} did not finish checking the config within {} s",
+                    kind.binary(),
+                    CHECK_TIMEOUT.as_secs()
+                ))
             })?
-            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+            .map_err(|e| CheckError::CouldNotRun(format!("cannot run {}: {e}", binary.display())))?;
         if output.status.success() {
             Ok(())
         } else {
@@ -228,7 +247,7 @@ async fn run_check(kind: ProxyKind, binary: &Path, text: &str) -> Result<(), Str
                 .lines()
                 .find(|l| l.contains("[emerg]") || l.contains("[ALERT]"))
                 .unwrap_or_else(|| all.lines().next().unwrap_or("rejected"));
-            Err(stable_message(line, &dir))
+            Err(CheckError::Rejected(stable_message(line, &dir)))
         }
     }
     .await;

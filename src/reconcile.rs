@@ -184,7 +184,14 @@ impl<S: Swarm> Reconciler<S> {
             let mut plan = plan::plan(&desired, &observed);
             let mut found = false;
             for (name, cluster) in &mut plan.clusters {
-                let Some(reason) = self.rejection(name, cluster).await else { continue };
+                let reason = match self.rejection(name, cluster).await {
+                    None => continue,
+                    Some(Refusal::NotChecked(why)) => {
+                        hold_unchecked(cluster, &why);
+                        continue;
+                    }
+                    Some(Refusal::Rejected(reason)) => reason,
+                };
                 let kind = cluster.proxy_kind;
                 let routes = &desired.clusters[name].routes;
                 match self.find_culprits(name, kind, routes, &observed, &excluded).await {
@@ -213,28 +220,34 @@ impl<S: Swarm> Reconciler<S> {
         let desired = desired::desired_state_excluding(&self.config, &observed, &self.env, &excluded);
         let mut plan = plan::plan(&desired, &observed);
         for (name, cluster) in &mut plan.clusters {
-            if let Some(reason) = self.rejection(name, cluster).await {
-                cluster.actions.clear();
-                cluster.delivery = None;
-                cluster.conflicts.push(format!(
-                    "the new proxy config is rejected by {} ({reason}); the proxy keeps its last good config",
-                    cluster.proxy_kind
-                ));
+            match self.rejection(name, cluster).await {
+                Some(Refusal::NotChecked(why)) => hold_unchecked(cluster, &why),
+                Some(Refusal::Rejected(reason)) => {
+                    cluster.actions.clear();
+                    cluster.delivery = None;
+                    cluster.conflicts.push(format!(
+                        "the new proxy config is rejected by {} ({reason}); the proxy keeps its last good config",
+                        cluster.proxy_kind
+                    ));
+                }
+                None => {}
             }
         }
         Ok((observed, plan))
     }
 
-    /// The binary's reason, when the config a cluster's plan would create or deliver is rejected:
-    /// by the operator's binary, or by a proxy task's own (reported by a hitless extension).
-    async fn rejection(&self, extension: &str, cluster: &plan::ClusterPlan) -> Option<String> {
+    /// Why the config a cluster's plan would create or deliver may not be rolled out: the
+    /// binary's reason when it is rejected (by the operator's binary, or by a proxy task's own,
+    /// as a hitless extension reported), or why it could not be checked at all.
+    async fn rejection(&self, extension: &str, cluster: &plan::ClusterPlan) -> Option<Refusal> {
         let def = cluster.new_config.as_ref()?;
         let hash = def.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
         if let Some(reason) = self.ctx.deliveries.rejected(extension, &hash) {
-            return Some(reason);
+            return Some(Refusal::Rejected(reason));
         }
         match self.ctx.checker.check(cluster.proxy_kind, &hash, &String::from_utf8_lossy(&def.data)).await {
-            Verdict::Rejected(reason) => Some(reason),
+            Verdict::Rejected(reason) => Some(Refusal::Rejected(reason)),
+            Verdict::Failed(reason) => Some(Refusal::NotChecked(reason)),
             Verdict::Accepted | Verdict::Unchecked => None,
         }
     }
@@ -252,7 +265,9 @@ impl<S: Swarm> Reconciler<S> {
         let hash = config.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
         match self.ctx.checker.check(kind, &hash, &String::from_utf8_lossy(&config.data)).await {
             Verdict::Rejected(reason) => Some(reason),
-            Verdict::Accepted | Verdict::Unchecked => None,
+            // The search is over configs the binary could judge; the caller held the cluster
+            // before searching when it could not.
+            Verdict::Accepted | Verdict::Unchecked | Verdict::Failed(_) => None,
         }
     }
 
@@ -627,6 +642,24 @@ fn environment<S: Swarm>(ctx: &Context<S>, config: &Config) -> Environment {
         ctx.core_service.clone(),
         ctx.core_image.clone(),
     )
+}
+
+/// Why a new proxy config is not rolled out.
+enum Refusal {
+    /// A proxy binary rejected it.
+    Rejected(String),
+    /// It could not be checked (the check itself failed to run).
+    NotChecked(String),
+}
+
+/// Holds a cluster whose new config could not be checked: an unchecked config is never rolled
+/// out, and no service is blamed for it.
+fn hold_unchecked(cluster: &mut plan::ClusterPlan, why: &str) {
+    cluster.actions.clear();
+    cluster.delivery = None;
+    cluster.conflicts.push(format!(
+        "the new proxy config could not be checked ({why}): nothing is rolled out until it can be; the proxy keeps its config"
+    ));
 }
 
 /// IDs of the running tasks of the service named `service`.
@@ -1152,5 +1185,22 @@ mod tests {
             scale_demo_east(o, "10.0.1.10");
         });
         assert_eq!(standby.pass().await.unwrap().writes, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_config_that_could_not_be_checked_is_not_rolled_out_and_no_service_is_blamed() {
+        fn broken_tmp(_: ProxyKind, _: &str) -> Verdict {
+            Verdict::Failed("cannot prepare the check in /tmp: Read-only file system (os error 30)".into())
+        }
+        let swarm = MemorySwarm::new(seed_swarm());
+        let mut r = Reconciler::new(Context::new(swarm.clone(), ProxyChecker::judging(broken_tmp)), seed_config());
+        let report = r.pass().await.unwrap();
+        r.settle().await;
+        for cluster in report.plan.clusters.values() {
+            assert!(cluster.actions.is_empty(), "{cluster:#?}");
+            assert!(cluster.quarantined.is_empty(), "no service is blamed");
+            assert!(cluster.conflicts[0].contains("could not be checked (cannot prepare the check in /tmp: Read-only"));
+        }
+        assert!(swarm.service("interlock-proxy-us-east").is_none(), "nothing unchecked is rolled out");
     }
 }
