@@ -835,6 +835,7 @@ impl Ctx {
             Verdict::Accepted => Ok(()),
             Verdict::Rejected(message) => Err(message),
             Verdict::Unchecked => panic!("{} is not installed: run deploy/test.sh, which installs it", kind.binary()),
+            Verdict::Failed(why) => panic!("the check could not run: {why}"),
         }
     }
 
