@@ -1134,25 +1134,9 @@ mod tests {
         assert_eq!(swarm.node("lb-00").unwrap().labels["region"], "elsewhere");
     }
 
-    fn manager(id: &str, leader: bool) -> reconcilers::swarm::NodeFacts {
-        reconcilers::swarm::NodeFacts {
-            id: id.into(),
-            hostname: format!("manager-{id}"),
-            role: reconcilers::swarm::NodeRole::Manager,
-            availability: reconcilers::swarm::NodeAvailability::Active,
-            ready: true,
-            address: None,
-            labels: Default::default(),
-            engine_labels: Default::default(),
-            os: None,
-            arch: None,
-            version: 1,
-            leader,
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn only_the_replica_on_the_raft_leader_writes_and_a_standby_takes_over() {
+        use reconcilers::fixtures::manager;
         let swarm = MemorySwarm::new(seed_swarm());
         swarm.edit(|o| o.nodes = vec![manager("m1", true), manager("m2", false)]);
         let config = hitless(&seed_config());

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::config::{self, Config};
 use crate::desired::Observed;
 use crate::labels::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
-use crate::swarm::{NetworkFacts, ServiceDef, ServiceFacts, TaskFacts};
+use crate::swarm::{NetworkFacts, NodeAvailability, NodeFacts, NodeRole, ServiceDef, ServiceFacts, TaskFacts};
 
 /// `deploy/examples/service-clusters.toml`, verbatim.
 pub const SEED: &str = include_str!("../../deploy/examples/service-clusters.toml");
@@ -77,5 +77,23 @@ pub fn seed_swarm() -> Observed {
         ],
         tasks: vec![task("t1", "s-east", "n-east", "10.0.1.5"), task("t2", "s-west", "n-west", "10.0.2.5")],
         ..Observed::default()
+    }
+}
+
+/// A ready, active manager `id` (hostname `manager-ID`), the Raft leader when `leader`.
+pub fn manager(id: &str, leader: bool) -> NodeFacts {
+    NodeFacts {
+        id: id.into(),
+        hostname: format!("manager-{id}"),
+        role: NodeRole::Manager,
+        availability: NodeAvailability::Active,
+        ready: true,
+        address: None,
+        labels: BTreeMap::new(),
+        engine_labels: BTreeMap::new(),
+        os: None,
+        arch: None,
+        version: 1,
+        leader,
     }
 }

@@ -34,30 +34,13 @@ pub fn role(own: Option<&str>, nodes: &[NodeFacts]) -> Role {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::swarm::{NodeAvailability, NodeRole};
-
-    fn manager(id: &str, leader: bool) -> NodeFacts {
-        NodeFacts {
-            id: id.into(),
-            hostname: format!("host-{id}"),
-            role: NodeRole::Manager,
-            availability: NodeAvailability::Active,
-            ready: true,
-            address: None,
-            labels: Default::default(),
-            engine_labels: Default::default(),
-            os: None,
-            arch: None,
-            version: 1,
-            leader,
-        }
-    }
+    use crate::fixtures::manager;
 
     #[test]
     fn only_the_replica_on_the_raft_leader_writes() {
         let nodes = [manager("a", false), manager("b", true), manager("c", false)];
         assert_eq!(role(Some("b"), &nodes), Role::Active);
-        assert_eq!(role(Some("a"), &nodes), Role::Standby { leader: Some("host-b".into()) });
+        assert_eq!(role(Some("a"), &nodes), Role::Standby { leader: Some("manager-b".into()) });
         assert_eq!(role(None, &nodes), Role::Active, "a replica not told its node: the single-core default");
         let electing = [manager("a", false), manager("c", false)];
         assert_eq!(role(Some("a"), &electing), Role::Standby { leader: None }, "no leader: nobody writes");
