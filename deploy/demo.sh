@@ -2,14 +2,16 @@
 # The main job on a fresh machine (root): the service-clusters walk-through, for real.
 #
 # A local 4-node Swarm (manager + lb-00, lb-01, app-00), then the walk-through's commands in the
-# document's order (shared/seeds/002_…): node labels, the config object, the interlock network,
-# interlock as a service pinned to a manager, the proxies pinned by hand with
-# `docker service update --constraint-add`, the apps' networks, the two demo apps, and the
-# document's `curl … /ping` through each region's load-balancer node. Only the image names differ
-# (the lab has no registry: local/interlock:lab, local/interlock-proxy:lab, local/docker-demo:lab),
-# the extension's Args, and `HitlessServiceUpdate = true` in each extension: route changes reach
-# the running proxies in place (the demo ends by scaling an app and showing the same proxy task
-# serving both instances). It leaves everything running; `deploy/lab/swarm-lab.sh down` removes it.
+# document's order (shared/seeds/002_…): node labels, the interlock network, interlock deployed
+# with `docker stack deploy -c deploy/stack.yml interlock` (the stack holds its config object,
+# made from the TOML, and the core pinned to a manager: service interlock_core), the proxies
+# pinned by hand with `docker service update --constraint-add`, the apps' networks, the two demo
+# apps, and the document's `curl … /ping` through each region's load-balancer node. Only the
+# image names differ (the lab has no registry: local/interlock:lab, local/interlock-proxy:lab,
+# local/docker-demo:lab), the extension's Args, and `HitlessServiceUpdate = true` in each
+# extension: route changes reach the running proxies in place (the demo ends by scaling an app
+# and showing the same proxy task serving both instances). It leaves everything running;
+# `deploy/lab/swarm-lab.sh down` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,12 +25,18 @@ step() { printf '\n== %s\n' "$*"; }
 run() { printf '$> %s\n' "$*"; "$@"; }
 
 step "clearing an earlier demo run"
+# The core deployed as a stack (this demo), or as the service `interlock` (earlier versions of
+# it, and tests/seed_scenario.rs). Its container reconciles until it has stopped.
+docker stack rm interlock >/dev/null 2>&1 || true
 docker service rm interlock >/dev/null 2>&1 || true
-# The operator's container reconciles until it has stopped.
-while [ -n "$(docker ps -q --filter label=com.docker.swarm.service.name=interlock)" ]; do sleep 0.5; done
+for core in interlock interlock_core; do
+  while [ -n "$(docker ps -q --filter "label=com.docker.swarm.service.name=$core")" ]; do sleep 0.5; done
+done
 docker service rm demo-east demo-west >/dev/null 2>&1 || true
-ids=$(docker service ls -q --filter label=com.docker.interlock.managed-by=interlock)
-[ -z "$ids" ] || docker service rm $ids >/dev/null
+mapfile -t ids < <(docker service ls -q --filter label=com.docker.interlock.managed-by=interlock)
+[ "${#ids[@]}" -eq 0 ] || docker service rm "${ids[@]}" >/dev/null
+mapfile -t ids < <(docker config ls -q --filter label=com.docker.stack.namespace=interlock)
+[ "${#ids[@]}" -eq 0 ] || docker config rm "${ids[@]}" >/dev/null 2>&1 || true
 docker config rm service.interlock.conf >/dev/null 2>&1 || true
 
 step "node labels"
@@ -37,21 +45,17 @@ run docker node update --label-add nodetype=loadbalancer --label-add region=us-w
 run docker node inspect -f '{{ .Spec.Labels  }}' lb-00
 run docker node inspect -f '{{ .Spec.Labels  }}' lb-01
 
-step "the config object for interlock ($config)"
-printf '$> cat %s | docker config create service.interlock.conf -\n' "$config"
-docker config create service.interlock.conf - <"$config"
+step "a network for interlock and the extensions (the stack declares it external)"
+run docker network create -d overlay --attachable interlock 2>/dev/null || echo "interlock exists"
 
-step "a network for interlock and the extensions"
-run docker network create -d overlay interlock 2>/dev/null || echo "interlock exists"
-
-step "the interlock service"
-run docker service create --detach \
-  --name interlock \
-  --mount src=/var/run/docker.sock,dst=/var/run/docker.sock,type=bind \
-  --network interlock \
-  --constraint node.role==manager \
-  --config src=service.interlock.conf,target=/config.toml \
-  local/interlock:lab -D run -c /config.toml
+step "interlock, deployed as a stack: its config object ($config) and the core on a manager"
+# A config object cannot change: its name carries the TOML's hash, so an edited TOML is a new
+# object, and the same `docker stack deploy` then restarts the core on it (README, "Deployment").
+# --resolve-image never: the lab has no registry to ask for the image's digest.
+run export INTERLOCK_IMAGE=local/interlock:lab INTERLOCK_CONFIG="$PWD/$config" \
+  INTERLOCK_CONFIG_VERSION="$(sha256sum "$config" | cut -c1-12)"
+run docker stack deploy --resolve-image never -c deploy/stack.yml interlock
+run docker stack services interlock
 
 step "configure proxy services: pin them to the load-balancer nodes"
 for region in us-east us-west; do
@@ -90,36 +94,47 @@ step "waiting for the routes (and the proxies on their pinned nodes)"
 deadline=$(($(date +%s) + 120))
 until [ "$(status lb-00 demo-east.local)" = 200 ] && [ "$(status lb-01 demo-west.local)" = 200 ] &&
   [ "$(status lb-00 demo-west.local)" = 404 ] && [ "$(status lb-01 demo-east.local)" = 404 ]; do
-  [ "$(date +%s)" -lt "$deadline" ] || { echo "demo: routes did not appear; see: docker service logs interlock" >&2; exit 1; }
+  [ "$(date +%s)" -lt "$deadline" ] || { echo "demo: routes did not appear; see: docker service logs interlock_core" >&2; exit 1; }
   sleep 0.5
 done
 
 step "requests to each service cluster (as in the walk-through)"
 for node in lb-00 lb-01; do
   for host in demo-east.local demo-west.local; do
+    # shellcheck disable=SC2016 # the command as the document writes it, not expanded
     printf '$> curl -H "Host: %s" http://$(docker node inspect -f '"'"'{{ .Status.Addr  }}'"'"' %s)/ping\n' "$host" "$node"
     curl -s -m 2 -H "Host: $host" "http://$(addr "$node")/ping"
     echo
   done
 done
 
-step "where the proxies run, and what interlock would change now"
+step "where the proxies run, and what interlock would change now (plan, in the core's container)"
 docker service ps --filter desired-state=running --format '{{.Name}} on {{.Node}}' interlock-proxy-us-east interlock-proxy-us-west
-target/release/interlock plan -c "$config" || true
+# There it knows its own service name, which its extensions are told to call (run on the host,
+# plan would want them to call `interlock`).
+core=$(docker ps -q --filter label=com.docker.swarm.service.name=interlock_core | head -n1)
+run docker exec "$core" interlock plan -c /config.toml || true
 
 step "hitless: scale demo-east; the same proxy task serves both instances, without a restart"
 tasks() { docker service ps -q --filter desired-state=running interlock-proxy-us-east; }
 before=$(tasks)
 run docker service scale --detach demo-east=2
-seen=""
+declare -A seen=()
 deadline=$(($(date +%s) + 60))
-until [ "$(printf '%s\n' $seen | sort -u | grep -c .)" -ge 2 ]; do
+until [ "${#seen[@]}" -ge 2 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || { echo "demo: the second instance did not appear" >&2; exit 1; }
-  seen="$seen $(curl -s -m 2 -H 'Host: demo-east.local' "http://$(addr lb-00)/ping" | sed -n 's/.*"instance":"\([^"]*\)".*/\1/p')"
+  instance=$(curl -s -m 2 -H 'Host: demo-east.local' "http://$(addr lb-00)/ping" | sed -n 's/.*"instance":"\([^"]*\)".*/\1/p')
+  [ -z "$instance" ] || seen[$instance]=1
   sleep 0.1
 done
-echo "instances answering through lb-00:" $(printf '%s\n' $seen | sort -u)
-[ "$(tasks)" = "$before" ] && echo "proxy task before and after: $before (not restarted)" ||
-  { echo "demo: the proxy task changed ($before -> $(tasks))" >&2; exit 1; }
+echo "instances answering through lb-00: ${!seen[*]}"
+if [ "$(tasks)" = "$before" ]; then
+  echo "proxy task before and after: $before (not restarted)"
+else
+  echo "demo: the proxy task changed ($before -> $(tasks))" >&2
+  exit 1
+fi
 echo
-echo "Try: docker service scale demo-east=3; docker service logs -f interlock; deploy/lab/swarm-lab.sh down"
+echo "Try: docker service scale demo-east=3; docker service logs -f interlock_core; deploy/lab/swarm-lab.sh down"
+echo "A changed TOML: edit $config, export INTERLOCK_CONFIG_VERSION=\$(sha256sum $config | cut -c1-12),"
+echo "and run the same docker stack deploy again (README, \"Deployment\")."

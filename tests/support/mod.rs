@@ -28,12 +28,13 @@ pub async fn lab() -> DockerClient {
     client
 }
 
-/// Removes the operator services other runs may have left: `interlock` (`deploy/demo.sh`, the
-/// walk-through) and `interlock-hitless` (the hitless test): a second operator in the lab would
-/// write the same objects as the one under test, and remove what its own TOML does not name.
+/// Removes the operator services other runs may have left: `interlock` (the walk-through's
+/// `docker service create`), `interlock-hitless` (the hitless test) and `interlock_core` (the
+/// stack's core: `deploy/demo.sh`, `tests/stack.rs`): a second operator in the lab would write the
+/// same objects as the one under test, and remove what its own TOML does not name.
 pub async fn stop_demo_operator(api: &DockerClient) {
     let mut services = Vec::new();
-    for name in ["interlock", "interlock-hitless"] {
+    for name in ["interlock", "interlock-hitless", "interlock_core"] {
         services.extend(api.inspect_service(name).await.expect("inspect service"));
     }
     for s in &services {
