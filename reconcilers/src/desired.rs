@@ -84,6 +84,9 @@ pub struct Environment {
     /// The Swarm service the operator runs as, when the shell could tell: extensions are told
     /// `<it>:<ListenAddr port>` when there is no `EndpointOverride`.
     pub core_service: Option<String>,
+    /// Whether `core_endpoint` is known (`EndpointOverride`, or the core's own service): else
+    /// an existing extension keeps the endpoint it was given.
+    pub endpoint_known: bool,
     /// The image the operator itself runs from, when the shell could tell (it runs as a Swarm
     /// task): what the statistics agent runs when there is no extension (whose `Image`, also
     /// interlock's, comes first).
@@ -102,6 +105,7 @@ impl Environment {
             extension_key: String::new(),
             core_image: None,
             core_service: None,
+            endpoint_known: config.endpoint_override.is_some(),
         }
     }
 
@@ -112,6 +116,7 @@ impl Environment {
             && let Some(service) = &service
         {
             self.core_endpoint = format!("{service}:{}", config.listen_addr.port);
+            self.endpoint_known = true;
         }
         self.core_service = service;
         self.core_image = image;
@@ -323,6 +328,17 @@ pub fn desired_state_excluding(
     let mut clusters = BTreeMap::new();
     for ext in config.extensions.values() {
         let routes = tables.get(&ext.service_cluster).cloned().unwrap_or_default();
+        // Run from elsewhere than the core's own task (a person's `plan`/`apply`), the shell does
+        // not know what the core is called: keep what the extension was told, rather than undo
+        // the running core's choice.
+        let told = (!env.endpoint_known)
+            .then(|| observed.services.iter().find(|s| s.def.name == ext.service_name && is_owned(&s.def.labels)))
+            .flatten()
+            .and_then(|s| s.def.env.iter().find_map(|e| e.strip_prefix("INTERLOCK_CORE_ENDPOINT=")));
+        let env = match told {
+            Some(endpoint) => &Environment { core_endpoint: endpoint.to_owned(), ..env.clone() },
+            None => env,
+        };
         let cluster = cluster_state(ext, routes, operator_network.map(|n| n.id.as_str()), env);
         clusters.insert(ext.name.clone(), cluster);
     }

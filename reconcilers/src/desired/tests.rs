@@ -20,6 +20,7 @@ fn env() -> Environment {
         extension_key: "SWMTKN-1-test-key".into(),
         core_image: None,
         core_service: None,
+        endpoint_known: false,
     }
 }
 
@@ -920,4 +921,20 @@ fn a_hand_edit_of_a_hitless_proxy_after_in_place_reloads_is_drift() {
     let east = &p.clusters["us-east"];
     assert!(east.actions.is_empty() && east.drift.len() == 1, "{east:#?}");
     assert!(east.delivery.is_some() && east.new_config.is_some(), "still served, and checked first");
+}
+
+#[test]
+fn a_plan_run_elsewhere_keeps_the_endpoint_the_running_core_gave_its_extensions() {
+    let config = seed();
+    let mut observed = seed_swarm();
+    let core = Environment::new(&config).running_as(&config, Some("interlock_core".into()), None);
+    for _ in 0..3 {
+        let p = plan(&desired_state(&config, &observed, &core), &observed);
+        apply(&mut observed, &all_actions(&p));
+    }
+    let ext = observed.services.iter().find(|s| s.def.name == "interlock-ext-us-east").unwrap();
+    assert!(ext.def.env.contains(&"INTERLOCK_CORE_ENDPOINT=interlock_core:8080".to_owned()));
+    // A person's `plan` on a manager's shell: the shell cannot tell the core's name.
+    let elsewhere = Environment::new(&config);
+    assert!(plan(&desired_state(&config, &observed, &elsewhere), &observed).is_empty());
 }
