@@ -92,9 +92,22 @@ addr() { docker node inspect -f '{{ .Status.Addr  }}' "$1"; }
 status() { curl -s -m 2 -o /dev/null -w '%{http_code}' -H "Host: $2" "http://$(addr "$1")/ping" || true; }
 step "waiting for the routes (and the proxies on their pinned nodes)"
 deadline=$(($(date +%s) + 120))
+nudged=""
 until [ "$(status lb-00 demo-east.local)" = 200 ] && [ "$(status lb-01 demo-west.local)" = 200 ] &&
   [ "$(status lb-00 demo-west.local)" = 404 ] && [ "$(status lb-01 demo-east.local)" = 404 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || { echo "demo: routes did not appear; see: docker service logs interlock_core" >&2; exit 1; }
+  # When both proxies move at once (pinned by hand, each onto the node where the other's first
+  # task held port 80), Swarm can leave one task pending on a port already freed: its scheduler
+  # does not look at a pending task again. Seen on the lab; one forced reschedule settles it.
+  if [ -z "$nudged" ] && [ "$(date +%s)" -gt "$((deadline - 90))" ]; then
+    for region in us-east us-west; do
+      if docker service ps --filter desired-state=running --format '{{.CurrentState}}' "interlock-proxy-$region" | grep -q '^Pending'; then
+        echo "interlock-proxy-$region has a task Swarm left pending; rescheduling it"
+        run docker service update --detach --force "interlock-proxy-$region" >/dev/null
+      fi
+    done
+    nudged=1
+  fi
   sleep 0.5
 done
 
