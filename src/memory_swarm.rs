@@ -119,6 +119,11 @@ impl MemorySwarm {
         change(&mut self.lock().observed);
     }
 
+    /// Every task, as the swarm holds it now.
+    pub fn tasks(&self) -> Vec<reconcilers::swarm::TaskFacts> {
+        self.lock().observed.tasks.clone()
+    }
+
     pub fn service(&self, name: &str) -> Option<ServiceFacts> {
         self.lock().observed.services.iter().find(|s| s.def.name == name).cloned()
     }
@@ -305,6 +310,31 @@ impl Swarm for MemorySwarm {
             state.observed.services.retain(|s| s.id != id);
             if state.observed.services.len() == before {
                 return Err(DockerError::NotFound { operation: format!("delete service {id}") });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A perfect scheduler: the service's tasks waiting for a port start at once.
+    async fn reschedule(&self, id: &str) -> Result<(), DockerError> {
+        let (name, extension) = {
+            let state = self.lock();
+            let service = state.observed.services.iter().find(|s| s.id == id);
+            (
+                service.map_or_else(|| id.to_owned(), |s| s.def.name.clone()),
+                service.and_then(|s| s.def.labels.get(LABEL_EXTENSION).cloned()),
+            )
+        };
+        self.write("reschedule service", &name, extension, |state| {
+            let service = state.observed.services.iter_mut().find(|s| s.id == id);
+            let Some(service) = service else {
+                return Err(DockerError::NotFound { operation: format!("reschedule service {id}") });
+            };
+            service.version += 1;
+            for task in state.observed.tasks.iter_mut().filter(|t| t.service_id == id && t.waiting_for_port) {
+                task.waiting_for_port = false;
+                task.running = true;
             }
             Ok(())
         })

@@ -120,7 +120,17 @@ pub struct Reconciler<S: Swarm> {
     node: Option<String>,
     /// The role of the last pass, to log changes.
     role: Option<leader::Role>,
+    /// Owned services with no running task and a task Swarm left waiting for a host port, by
+    /// ID: since when.
+    stranded: BTreeMap<String, Instant>,
+    /// When each was last rescheduled.
+    rescheduled: BTreeMap<String, Instant>,
 }
+
+/// A task waiting this long for a host port no task of its service holds is rescheduled...
+const STRANDED_AFTER: Duration = Duration::from_secs(10);
+/// ...at most this often per service.
+const RESCHEDULE_EVERY: Duration = Duration::from_secs(60);
 
 /// `1 s · 2^(n-1)`, at most 60 s, times a jitter in `[0.8, 1.2)`.
 pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
@@ -147,6 +157,8 @@ impl<S: Swarm> Reconciler<S> {
             drift_seen: BTreeSet::new(),
             node: None,
             role: None,
+            stranded: BTreeMap::new(),
+            rescheduled: BTreeMap::new(),
         }
     }
 
@@ -393,6 +405,7 @@ impl<S: Swarm> Reconciler<S> {
             }
         }
         self.collect(&mut report, Duration::ZERO).await;
+        self.reschedule_stranded(&observed, &mut report).await;
         self.serve_deliveries(&observed, &plan);
         let now = Instant::now();
         for (name, cluster) in &plan.clusters {
@@ -491,6 +504,43 @@ impl<S: Swarm> Reconciler<S> {
                     }
                 }
                 other => return other,
+            }
+        }
+    }
+
+    /// Swarm's scheduler can leave a task pending on a host-mode port it believes in use and not
+    /// look at it again once the port is freed (seen on the lab when two proxies swap nodes, or
+    /// a proxy replaces a removed one on the same port): the proxy then never runs. An owned
+    /// service with no running task whose task has waited so for [`STRANDED_AFTER`] is
+    /// rescheduled (`docker service update --force`: no task of it serves, so nothing is
+    /// interrupted), at most every [`RESCHEDULE_EVERY`], and never while its cluster writes.
+    async fn reschedule_stranded(&mut self, observed: &Observed, report: &mut PassReport) {
+        let now = Instant::now();
+        let stranded: Vec<&ServiceFacts> = observed
+            .services
+            .iter()
+            .filter(|s| desired::is_owned(&s.def.labels))
+            .filter(|s| !observed.tasks.iter().any(|t| t.service_id == s.id && t.running))
+            .filter(|s| observed.tasks.iter().any(|t| t.service_id == s.id && t.waiting_for_port))
+            .collect();
+        self.stranded.retain(|id, _| stranded.iter().any(|s| s.id == *id));
+        for service in stranded {
+            let since = *self.stranded.entry(service.id.clone()).or_insert(now);
+            let writing =
+                service.def.labels.get(desired::LABEL_EXTENSION).is_some_and(|e| self.in_flight.contains_key(e));
+            let due = now.duration_since(since) >= STRANDED_AFTER
+                && self.rescheduled.get(&service.id).is_none_or(|t| now.duration_since(*t) >= RESCHEDULE_EVERY);
+            if writing || !due {
+                continue;
+            }
+            warn!(
+                service = %service.def.name,
+                "Swarm left its task pending on a host port it reports in use, and no task of it runs: rescheduling it"
+            );
+            self.rescheduled.insert(service.id.clone(), now);
+            match self.ctx.swarm.reschedule(&service.id).await {
+                Ok(()) => report.writes += 1,
+                Err(e) => warn!(service = %service.def.name, "reschedule: {e}"),
             }
         }
     }
@@ -1186,5 +1236,38 @@ mod tests {
             assert!(cluster.conflicts[0].contains("could not be checked (cannot prepare the check in /tmp: Read-only"));
         }
         assert!(swarm.service("interlock-proxy-us-east").is_none(), "nothing unchecked is rolled out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_proxy_task_swarm_left_waiting_for_a_freed_port_is_rescheduled_once_due() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        let mut r = reconciler(&swarm, seed_config());
+        converge(&mut r).await;
+        let east = swarm.service("interlock-proxy-us-east").unwrap();
+        let west = swarm.service("interlock-proxy-us-west").unwrap();
+        swarm.edit(|o| {
+            let waiting = |id: &str, service: &str, running: bool| reconcilers::swarm::TaskFacts {
+                id: id.into(),
+                service_id: service.into(),
+                node_id: "lb-00".into(),
+                running,
+                addresses: vec![],
+                waiting_for_port: !running,
+            };
+            o.tasks.push(waiting("p-east", &east.id, false));
+            // us-west also has one waiting, but another of its tasks runs: it is left alone.
+            o.tasks.push(waiting("p-west", &west.id, false));
+            o.tasks.push(waiting("p-west-2", &west.id, true));
+        });
+        assert_eq!(r.pass().await.unwrap().writes, 0, "not yet: Swarm may still place it");
+        tokio::time::advance(STRANDED_AFTER + Duration::from_secs(1)).await;
+        let report = r.pass().await.unwrap();
+        assert_eq!(report.writes, 1, "{report:#?}");
+        assert!(swarm.tasks().iter().any(|t| t.id == "p-east" && t.running), "rescheduled and running");
+        assert!(
+            swarm.tasks().iter().any(|t| t.id == "p-west" && t.waiting_for_port),
+            "a running service is not touched"
+        );
+        assert_eq!(r.pass().await.unwrap().writes, 0, "once");
     }
 }

@@ -37,6 +37,8 @@ pub trait Swarm: Clone + Send + Sync + 'static {
         def: &ServiceDef,
     ) -> impl Future<Output = Result<(), DockerError>> + Send;
     fn delete_service(&self, id: &str) -> impl Future<Output = Result<(), DockerError>> + Send;
+    /// Schedules a service's tasks anew, its spec unchanged (`docker service update --force`).
+    fn reschedule(&self, id: &str) -> impl Future<Output = Result<(), DockerError>> + Send;
     fn delete_config(&self, id: &str) -> impl Future<Output = Result<(), DockerError>> + Send;
     /// An operator-owned secret (a hitless extension's token).
     fn create_secret(&self, def: &SecretDef) -> impl Future<Output = Result<(), DockerError>> + Send;
@@ -85,6 +87,10 @@ impl Swarm for DockerClient {
 
     async fn delete_service(&self, id: &str) -> Result<(), DockerError> {
         DockerClient::delete_service(self, id).await
+    }
+
+    async fn reschedule(&self, id: &str) -> Result<(), DockerError> {
+        DockerClient::force_update(self, id).await
     }
 
     async fn delete_config(&self, id: &str) -> Result<(), DockerError> {

@@ -424,6 +424,7 @@ mod tests {
             service_id: service_id.into(),
             node_id: "n".into(),
             running: true,
+            waiting_for_port: false,
             addresses: vec![(net.into(), ip.into())],
         }
     }

@@ -319,6 +319,9 @@ pub struct TaskFacts {
     pub running: bool,
     /// `(network ID, IP address without prefix length)` per attachment.
     pub addresses: Vec<(String, String)>,
+    /// Pending (`DesiredState == running`) because Swarm found a host-mode port in use: Swarm's
+    /// scheduler may not look at such a task again once the port is freed.
+    pub waiting_for_port: bool,
 }
 
 /// A network, as the routing rules need it.

@@ -348,6 +348,24 @@ impl DockerClient {
         Ok(())
     }
 
+    /// Makes Swarm schedule the service's tasks anew (`docker service update --force`): its
+    /// spec unchanged but `TaskTemplate.ForceUpdate` incremented, at its current version.
+    pub async fn force_update(&self, name_or_id: &str) -> Result<(), DockerError> {
+        let operation = format!("reschedule service {name_or_id}");
+        let inspect = format!("inspect service {name_or_id}");
+        let current = self.call_read(&inspect, self.docker.inspect_service(name_or_id, None)).await?;
+        let version = current.version.as_ref().and_then(|v| v.index).unwrap_or_default();
+        let api_version = i32::try_from(version)
+            .map_err(|_| DockerError::VersionOverflow { operation: operation.clone(), version })?;
+        let mut spec = current.spec.unwrap_or_default();
+        let task = spec.task_template.get_or_insert_with(Default::default);
+        task.force_update = Some(task.force_update.unwrap_or(0).wrapping_add(1));
+        let options =
+            UpdateServiceOptions { version: api_version, registry_auth_from: "spec".to_owned(), rollback: None };
+        self.call_write(&operation, self.docker.update_service(name_or_id, spec, options, None)).await?;
+        Ok(())
+    }
+
     /// IDs of the configs and secrets a definition mounts, looked up by name (before writes
     /// only; rare), keyed as [`convert::service_spec`] expects.
     async fn config_ids(&self, def: &ServiceDef) -> Result<BTreeMap<String, String>, DockerError> {

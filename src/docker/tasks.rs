@@ -135,6 +135,8 @@ struct RawTask {
 struct RawStatus {
     #[serde(default)]
     state: String,
+    #[serde(default)]
+    err: String,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +160,9 @@ pub(super) fn parse_tasks(body: &[u8]) -> Result<Vec<TaskFacts>, String> {
         .into_iter()
         .map(|t| TaskFacts {
             running: t.desired_state == "running" && t.status.state == "running",
+            waiting_for_port: t.desired_state == "running"
+                && t.status.state == "pending"
+                && t.status.err.contains("host-mode port already in use"),
             addresses: t
                 .networks_attachments
                 .into_iter()
@@ -188,13 +193,14 @@ mod tests {
          {"Network":{"ID":"ingress-id","Spec":{"Name":"ingress"}},"Addresses":["10.0.0.5/24"]},
          {"Network":{"ID":"net-1","Spec":{"Name":"demo-east"}},"Addresses":["10.0.2.3/24"]}]},
       {"ID":"t2","ServiceID":"s1","NodeID":"n2","Status":{"State":"shutdown"},"DesiredState":"shutdown"},
-      {"ID":"t3","ServiceID":"s1","NodeID":"n2","Status":{"State":"preparing"},"DesiredState":"running"}
+      {"ID":"t3","ServiceID":"s1","NodeID":"n2","Status":{"State":"preparing"},"DesiredState":"running"},
+      {"ID":"t4","ServiceID":"s1","Status":{"State":"pending","Err":"no suitable node (scheduling constraints not satisfied on 3 nodes; host-mode port already in use on 1 node)"},"DesiredState":"running"}
     ]"#;
 
     #[test]
     fn parses_task_addresses_without_prefix_length() {
         let tasks = parse_tasks(TASKS_JSON.as_bytes()).unwrap();
-        assert_eq!(tasks.len(), 3);
+        assert_eq!(tasks.len(), 4);
         assert!(tasks[0].running);
         assert_eq!(
             tasks[0].addresses,
@@ -202,5 +208,6 @@ mod tests {
         );
         assert!(!tasks[1].running && tasks[1].addresses.is_empty());
         assert!(!tasks[2].running, "a task still preparing does not serve");
+        assert!(tasks[3].waiting_for_port && !tasks[0].waiting_for_port);
     }
 }
