@@ -194,28 +194,7 @@ async fn deploy() -> Deployment {
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let config = format!("{CONFIG_PREFIX}{}-{stamp}", std::process::id());
     docker(&["config", "create", &config, CONFIG]).await;
-    docker(&[
-        "service",
-        "create",
-        "--detach",
-        "--quiet",
-        "--name",
-        CORE,
-        "--mount",
-        "type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock",
-        "--network",
-        "interlock",
-        "--constraint",
-        "node.role==manager",
-        "--config",
-        &format!("src={config},target=/config.toml"),
-        OPERATOR_IMAGE,
-        "-D",
-        "run",
-        "-c",
-        "/config.toml",
-    ])
-    .await;
+    support::create_core_service(CORE, &config);
     deployment
 }
 

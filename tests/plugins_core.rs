@@ -147,26 +147,7 @@ async fn the_core_runs_the_statistics_agent_and_a_carbon_outage_loses_no_route()
     std::fs::write(&toml, TOML).unwrap();
     let config = format!("{CONFIG_PREFIX}{}", std::process::id());
     docker(&["config", "create", &config, toml.to_str().unwrap()]);
-    docker(&[
-        "service",
-        "create",
-        "--detach",
-        "--quiet",
-        "--name",
-        CORE,
-        "--mount",
-        "type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock",
-        "--network",
-        "interlock",
-        "--constraint",
-        "node.role==manager",
-        "--config",
-        &format!("src={config},target=/config.toml"),
-        "local/interlock:lab",
-        "run",
-        "-c",
-        "/config.toml",
-    ]);
+    support::create_core_service(CORE, &config);
     create_app(APPS[0]);
     served(APPS[0], "the app is routed").await;
     let agent = eventually("the core wrote the statistics agent", Duration::from_secs(60), || async {

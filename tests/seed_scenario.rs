@@ -20,13 +20,11 @@ use std::time::Duration;
 use interlock::docker::DockerClient;
 use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
 use reconcilers::swarm::ServiceFacts;
-use support::{Answer, docker, docker_quiet, eventually, interlock, lab, node_addr, request};
+use support::walkthrough::{self, answer_becomes, answered_by, assert_demo_answer, pin_proxy, pinned, update_by_hand};
+use support::{docker, docker_quiet, eventually, interlock, lab};
 
-/// The lab's TOML, and the copy this test runs with (hitless updates on).
-const LAB_CONFIG: &str = "deploy/examples/service-clusters.lab.toml";
+/// The copy of the lab's TOML this test runs with (hitless updates on).
 const CONFIG: &str = "target/seed-scenario.hitless.toml";
-/// The walk-through's `ehazlett/docker-demo`, built by the lab from `src/bin/docker-demo.rs`.
-const DEMO_IMAGE: &str = "local/docker-demo:lab";
 const OPERATOR_IMAGE: &str = "local/interlock:lab";
 /// The TOML's PollInterval.
 const POLL: Duration = Duration::from_secs(3);
@@ -79,74 +77,9 @@ async fn running_on(api: &DockerClient, name: &str) -> Vec<String> {
     hosts
 }
 
-/// `curl -H "Host: HOST" http://$(docker node inspect -f '{{ .Status.Addr }}' NODE)/ping`.
-async fn ping(node: &str, host: &str) -> Option<Answer> {
-    let addr = docker(&["node", "inspect", "-f", "{{ .Status.Addr }}", node]).trim().to_owned();
-    assert_eq!(addr, node_addr(node), "the node's address is the lab's");
-    request(&addr, 80, host, "/ping", &[]).await
-}
-
-/// The answer for `host` through `node`, once its status is `status`.
-async fn answer_becomes(node: &str, host: &str, status: u16) -> Answer {
-    eventually(&format!("{host}/ping via {node} answers {status}"), Duration::from_secs(60), || async {
-        ping(node, host).await.filter(|a| a.status == status)
-    })
-    .await
-}
-
-/// The walk-through's app answers with its instance and its METADATA.
-fn assert_demo_answer(answer: &Answer, metadata: &str) {
-    let json: serde_json::Value = serde_json::from_str(answer.body.trim())
-        .unwrap_or_else(|e| panic!("/ping answers JSON ({e}): {:?}", answer.body));
-    assert_eq!(json["metadata"], metadata, "{json}");
-    assert_eq!(json["version"], "0.1", "{json}");
-    assert!(json["instance"].as_str().is_some_and(|i| !i.is_empty()), "{json}");
-    assert_eq!(json["request_id"].as_str().map(str::len), Some(32), "{json}");
-}
-
-fn pinned(region: &str) -> Vec<String> {
-    vec!["node.labels.nodetype==loadbalancer".to_owned(), format!("node.labels.region=={region}")]
-}
-
-/// `docker service update ARGS… SERVICE`, as an operator types it. A user whose command meets
-/// interlock's own update of the same service ("update out of sequence") runs it again; so
-/// does this.
-fn update_by_hand(args: &[&str], service: &str) {
-    for attempt in 0.. {
-        let output = std::process::Command::new("docker")
-            .args(["service", "update", "--detach"])
-            .args(args)
-            .arg(service)
-            .output()
-            .expect("run the docker CLI");
-        if output.status.success() {
-            return;
-        }
-        let err = String::from_utf8_lossy(&output.stderr);
-        assert!(err.contains("out of sequence") && attempt < 5, "docker service update {service}: {err}");
-    }
-}
-
-/// `docker service update --constraint-add … interlock-proxy-REGION`, as the document writes it.
-fn pin_proxy(region: &str) {
-    let region_label = format!("node.labels.region=={region}");
-    let args = ["--constraint-add", "node.labels.nodetype==loadbalancer", "--constraint-add", &region_label];
-    update_by_hand(&args, &format!("interlock-proxy-{region}"));
-}
-
 /// The lab's TOML with `HitlessServiceUpdate = true` in each extension, written to [`CONFIG`].
 fn write_hitless_config() {
-    let text = std::fs::read_to_string(LAB_CONFIG).unwrap();
-    let mut out = String::new();
-    for line in text.lines() {
-        out.push_str(line);
-        out.push('\n');
-        if line.trim_start().starts_with("ServiceCluster =") {
-            out.push_str("    HitlessServiceUpdate = true\n");
-        }
-    }
-    assert_eq!(out.matches("HitlessServiceUpdate").count(), 2);
-    std::fs::write(CONFIG, out).unwrap();
+    std::fs::write(CONFIG, walkthrough::hitless_config(str::to_owned)).unwrap();
 }
 
 /// IDs of the running tasks of a service: the same IDs later mean no task was restarted.
@@ -162,20 +95,6 @@ async fn running_tasks(api: &DockerClient, name: &str) -> Vec<String> {
         .collect();
     ids.sort();
     ids
-}
-
-/// Waits until a request through `node` for `host` has been answered by `n` instances.
-async fn answered_by(node: &str, host: &str, n: usize) {
-    let instances = std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let instances = &instances;
-    eventually(&format!("{n} {host} instances answer through {node}"), Duration::from_secs(60), || async move {
-        let answer = ping(node, host).await.filter(|a| a.status == 200)?;
-        let json: serde_json::Value = serde_json::from_str(answer.body.trim()).ok()?;
-        let mut seen = instances.lock().unwrap();
-        seen.insert(json["instance"].as_str()?.to_owned());
-        (seen.len() == n).then_some(())
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -240,32 +159,11 @@ async fn service_clusters_walkthrough_word_for_word() {
     docker_quiet(&["network", "create", "-d", "overlay", "demo-east"]);
     docker_quiet(&["network", "create", "-d", "overlay", "demo-west"]);
     for (name, region) in [("demo-east", "us-east"), ("demo-west", "us-west")] {
-        docker(&[
-            "service",
-            "create",
-            "--name",
-            name,
-            "--network",
-            name,
-            "--detach=true",
-            "--label",
-            &format!("com.docker.lb.hosts={name}.local"),
-            "--label",
-            "com.docker.lb.port=8080",
-            "--label",
-            &format!("com.docker.lb.service_cluster={region}"),
-            "--env",
-            // The shell of the document's `--env METADATA="us-east"` drops the quotes.
-            &format!("METADATA={region}"),
-            DEMO_IMAGE,
-        ]);
+        walkthrough::create_demo_app(name, region);
     }
 
     // us-east knows only the us-east app, us-west only the us-west app.
-    assert_demo_answer(&answer_becomes("lb-00", "demo-east.local", 200).await, "us-east");
-    answer_becomes("lb-00", "demo-west.local", 404).await;
-    assert_demo_answer(&answer_becomes("lb-01", "demo-west.local", 200).await, "us-west");
-    answer_becomes("lb-01", "demo-east.local", 404).await;
+    walkthrough::assert_clusters_isolated().await;
     for region in ["us-east", "us-west"] {
         let proxy = format!("interlock-proxy-{region}");
         assert_eq!(service(&api, &proxy).await.def.constraints, pinned(region), "{proxy} keeps its pins");

@@ -23,20 +23,18 @@ use std::time::{Duration, Instant};
 use interlock::docker::DockerClient;
 use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
 use reconcilers::swarm::ServiceFacts;
-use support::{Answer, docker, docker_quiet, eventually, lab, lab_env, node_addr, request};
+use support::walkthrough::{self, APPS, answer_becomes, answered_by, assert_demo_answer, pin_proxy, pinned};
+use support::{docker, docker_quiet, eventually, lab, lab_env};
 
 /// The stack's name, as the README deploys it; its core is `<stack>_core`.
 const STACK: &str = "interlock";
 const CORE: &str = "interlock_core";
 const STACK_FILE: &str = "deploy/stack.yml";
 /// The lab's TOML, and the copies this test deploys (hitless updates on, as in the walk-through).
-const LAB_CONFIG: &str = "deploy/examples/service-clusters.lab.toml";
 const CONFIG: &str = "target/stack.hitless.toml";
 const CHANGED_CONFIG: &str = "target/stack.hitless.changed.toml";
 const BROKEN_CONFIG: &str = "target/stack.broken.toml";
 const OPERATOR_IMAGE: &str = "local/interlock:lab";
-const DEMO_IMAGE: &str = "local/docker-demo:lab";
-const APPS: [&str; 2] = ["demo-east", "demo-west"];
 
 /// Removes the core (and any other operator in the lab), the stack, the demo apps and everything
 /// interlock owns, and waits until the core's container has stopped: until then it reconciles.
@@ -72,20 +70,13 @@ async fn clean(api: &DockerClient) {
 /// The lab's TOML with `HitlessServiceUpdate = true` in each extension and us-east's
 /// `proxy_region` set to `region`, written to `path`. Returns its absolute path.
 fn write_config(path: &str, east_proxy_region: &str) -> PathBuf {
-    let text = std::fs::read_to_string(LAB_CONFIG).unwrap();
-    let mut out = String::new();
-    for line in text.lines() {
+    let out = walkthrough::hitless_config(|line| {
         if line.trim() == r#"proxy_region = "us-east""# {
-            out.push_str(&line.replace(r#""us-east""#, &format!("{east_proxy_region:?}")));
+            line.replace(r#""us-east""#, &format!("{east_proxy_region:?}"))
         } else {
-            out.push_str(line);
+            line.to_owned()
         }
-        out.push('\n');
-        if line.trim_start().starts_with("ServiceCluster =") {
-            out.push_str("    HitlessServiceUpdate = true\n");
-        }
-    }
-    assert_eq!(out.matches("HitlessServiceUpdate").count(), 2);
+    });
     assert!(out.contains(&format!("proxy_region = {east_proxy_region:?}")), "{out}");
     std::fs::create_dir_all("target").unwrap();
     std::fs::write(path, out).unwrap();
@@ -172,63 +163,6 @@ async fn running(api: &DockerClient, name: &str) -> Vec<(String, String)> {
     tasks
 }
 
-/// `curl -H "Host: HOST" http://$(docker node inspect -f '{{ .Status.Addr }}' NODE)/ping`.
-async fn ping(node: &str, host: &str) -> Option<Answer> {
-    request(&node_addr(node), 80, host, "/ping", &[]).await
-}
-
-/// The answer for `host` through `node`, once its status is `status`.
-async fn answer_becomes(node: &str, host: &str, status: u16) -> Answer {
-    eventually(&format!("{host}/ping via {node} answers {status}"), Duration::from_secs(60), || async {
-        ping(node, host).await.filter(|a| a.status == status)
-    })
-    .await
-}
-
-/// The walk-through's app answers with its METADATA.
-fn assert_demo_answer(answer: &Answer, metadata: &str) {
-    let json: serde_json::Value = serde_json::from_str(answer.body.trim())
-        .unwrap_or_else(|e| panic!("/ping answers JSON ({e}): {:?}", answer.body));
-    assert_eq!(json["metadata"], metadata, "{json}");
-    assert!(json["instance"].as_str().is_some_and(|i| !i.is_empty()), "{json}");
-}
-
-/// Waits until requests through `node` for `host` have been answered by `n` instances.
-async fn answered_by(node: &str, host: &str, n: usize) {
-    let instances = std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let instances = &instances;
-    eventually(&format!("{n} {host} instances answer through {node}"), Duration::from_secs(60), || async move {
-        let answer = ping(node, host).await.filter(|a| a.status == 200)?;
-        let json: serde_json::Value = serde_json::from_str(answer.body.trim()).ok()?;
-        let mut seen = instances.lock().unwrap();
-        seen.insert(json["instance"].as_str()?.to_owned());
-        (seen.len() == n).then_some(())
-    })
-    .await;
-}
-
-/// `docker service update --constraint-add … interlock-proxy-REGION`, as the walk-through pins
-/// each proxy; run again when it meets interlock's own update ("update out of sequence").
-fn pin_proxy(region: &str) {
-    let service = format!("interlock-proxy-{region}");
-    for attempt in 0.. {
-        let output = std::process::Command::new("docker")
-            .args(["service", "update", "--detach", "--constraint-add", "node.labels.nodetype==loadbalancer"])
-            .args(["--constraint-add", &format!("node.labels.region=={region}"), &service])
-            .output()
-            .expect("run the docker CLI");
-        if output.status.success() {
-            return;
-        }
-        let err = String::from_utf8_lossy(&output.stderr);
-        assert!(err.contains("out of sequence") && attempt < 5, "docker service update {service}: {err}");
-    }
-}
-
-fn pinned(region: &str) -> Vec<String> {
-    vec!["node.labels.nodetype==loadbalancer".to_owned(), format!("node.labels.region=={region}")]
-}
-
 /// Prints a step with the time since the test started (`--nocapture` shows them).
 fn step(started: Instant, what: &str) {
     eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
@@ -283,29 +217,9 @@ async fn the_walkthrough_served_by_the_stack_and_a_replaced_toml_converges() {
     // The apps' networks and the apps, as the walk-through creates them.
     for (name, region) in [("demo-east", "us-east"), ("demo-west", "us-west")] {
         docker_quiet(&["network", "create", "-d", "overlay", name]);
-        docker(&[
-            "service",
-            "create",
-            "--name",
-            name,
-            "--network",
-            name,
-            "--detach=true",
-            "--label",
-            &format!("com.docker.lb.hosts={name}.local"),
-            "--label",
-            "com.docker.lb.port=8080",
-            "--label",
-            &format!("com.docker.lb.service_cluster={region}"),
-            "--env",
-            &format!("METADATA={region}"),
-            DEMO_IMAGE,
-        ]);
+        walkthrough::create_demo_app(name, region);
     }
-    assert_demo_answer(&answer_becomes("lb-00", "demo-east.local", 200).await, "us-east");
-    answer_becomes("lb-00", "demo-west.local", 404).await;
-    assert_demo_answer(&answer_becomes("lb-01", "demo-west.local", 200).await, "us-west");
-    answer_becomes("lb-01", "demo-east.local", 404).await;
+    walkthrough::assert_clusters_isolated().await;
     for (proxy, node) in [("interlock-proxy-us-east", "lb-00"), ("interlock-proxy-us-west", "lb-01")] {
         eventually(&format!("{proxy} runs on {node} only"), Duration::from_secs(60), || async {
             let tasks = running(&api, proxy).await;

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test binary uses its own subset.
 
 pub mod load;
+pub mod walkthrough;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +27,33 @@ pub async fn lab() -> DockerClient {
         );
     }
     client
+}
+
+/// Creates interlock's core as a Swarm service named `name`, as the walk-through runs it: on a
+/// manager, with its Docker socket, on the `interlock` network, its TOML from the config object
+/// `config`, `interlock -D run -c /config.toml` (the lab's image).
+pub fn create_core_service(name: &str, config: &str) {
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--quiet",
+        "--name",
+        name,
+        "--mount",
+        "type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock",
+        "--network",
+        "interlock",
+        "--constraint",
+        "node.role==manager",
+        "--config",
+        &format!("src={config},target=/config.toml"),
+        "local/interlock:lab",
+        "-D",
+        "run",
+        "-c",
+        "/config.toml",
+    ]);
 }
 
 /// Removes the operator services other runs may have left: `interlock` (the walk-through's
