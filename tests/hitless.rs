@@ -31,7 +31,6 @@ use support::{docker_quiet, lab, node_addr};
 const CONFIG: &str = "deploy/examples/hitless.lab.toml";
 /// The core's service name (the TOML's EndpointOverride names it).
 const CORE: &str = "interlock-hitless";
-const OPERATOR_IMAGE: &str = "local/interlock:lab";
 /// The walk-through's demo app: `GET /` answers `docker-demo <instance> <METADATA>`.
 const APP_IMAGE: &str = "local/docker-demo:lab";
 /// Every object this test names starts with this (services, the app network, the TOML's config).
