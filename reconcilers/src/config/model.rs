@@ -14,7 +14,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::Diagnostics;
 use super::proxy::{self, ProxyConfig};
-use super::reader::TableReader;
+use super::reader::{TableReader, describe};
 
 /// The whole config: the core's keys and one [`Extension`] per `[Extensions.NAME]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -569,18 +569,6 @@ fn read_node_labels(diagnostics: &Diagnostics<'_>, raw: &DeTable<'_>) -> Vec<Nod
 fn is_node_pattern(pattern: &str) -> bool {
     !pattern.is_empty()
         && pattern.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*' | '?'))
-}
-
-fn describe(value: &DeValue<'_>) -> &'static str {
-    match value {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a datetime",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
-    }
 }
 
 /// `[Plugins]` and `[Plugins.Carbon]`. An unknown name, a bad key and `carbon` enabled without

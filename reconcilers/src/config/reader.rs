@@ -269,7 +269,8 @@ impl<'d, 't, 'i> TableReader<'d, 't, 'i> {
     }
 }
 
-fn describe(value: &DeValue<'_>) -> &'static str {
+/// A TOML value's type, as messages name it ("a string").
+pub(crate) fn describe(value: &DeValue<'_>) -> &'static str {
     match value {
         DeValue::String(_) => "a string",
         DeValue::Integer(_) => "an integer",
