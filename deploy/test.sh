@@ -44,7 +44,22 @@ getent passwd nginx >/dev/null ||
 step "swarm lab up (manager + lb-00, lb-01, app-00)"
 deploy/lab/swarm-lab.sh up --interlock-binary target/debug/interlock
 
-step "cargo test (unit, property, lab integration)"
-cargo test --workspace
+step "high-availability lab up (a separate swarm of three managers, for the failover test)"
+deploy/lab/swarm-lab.sh ha-up
+
+# The failover test has a swarm of its own: it runs beside the rest (which share the main lab),
+# its output kept apart and printed after theirs. It is #[ignore]d in the plain run for that.
+step "cargo test (unit, property, lab integration); tests/failover.rs beside it on the HA lab"
+failover_log=target/failover-test.log
+cargo build --workspace --tests -q
+cargo test --test failover -- --ignored --nocapture >"$failover_log" 2>&1 &
+failover_pid=$!
+rc=0
+cargo test --workspace || rc=$?
+failover_rc=0
+wait "$failover_pid" || failover_rc=$?
+step "tests/failover.rs (run beside the others): exit $failover_rc"
+cat "$failover_log"
+[[ $rc -eq 0 && $failover_rc -eq 0 ]] || { echo "test.sh: failed (cargo test: exit $rc; failover: exit $failover_rc)" >&2; exit 1; }
 
 step "done"

@@ -45,6 +45,32 @@ use crate::swarm::Swarm;
 const FAST_POLL: Duration = Duration::from_millis(250);
 /// How long to gather a burst of triggers into one pass.
 const COALESCE: Duration = Duration::from_millis(20);
+/// How often a standby looks again while the swarm has no Raft leader (an election): the new
+/// leader's replica takes over on its first pass after the election, not a PollInterval later.
+const ELECTION_POLL: Duration = Duration::from_secs(1);
+
+/// What a pass left for the loop to decide when to look again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PassOutcome {
+    /// The pass read the swarm; `settling` app services are still starting tasks; `electing`:
+    /// this replica is a standby and no node is the Raft leader.
+    Read { settling: usize, electing: bool },
+    /// The swarm could not be read (the engine down, no Raft leader, a timeout).
+    Failed,
+}
+
+/// The delay before the next pass (pure): PollInterval, shorter while apps start or Raft elects,
+/// and after failed reads a backoff from 1 s (`reconcile::backoff_delay`: 1, 2, 4 s ...) that
+/// never exceeds PollInterval, so an engine that comes back (or a new leader) is seen soon and a
+/// failing one is not hammered. `failures` counts the failed passes in a row, this one included.
+fn poll_after(outcome: PassOutcome, poll: Duration, failures: u32, jitter: f64) -> Duration {
+    match outcome {
+        PassOutcome::Failed => crate::reconcile::backoff_delay(failures, jitter).min(poll),
+        PassOutcome::Read { settling, .. } if settling > 0 => FAST_POLL.min(poll),
+        PassOutcome::Read { electing: true, .. } => ELECTION_POLL.min(poll),
+        PassOutcome::Read { .. } => poll,
+    }
+}
 
 /// Why the loop was woken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +117,7 @@ pub async fn run<S: Swarm>(
     let mut file = FileState::read(&path);
     let mut next_poll = Instant::now();
     let mut pending = PendingEvent::default();
+    let mut failures = 0u32;
     loop {
         let now = Instant::now();
         if now >= next_poll {
@@ -98,10 +125,10 @@ pub async fn run<S: Swarm>(
             if file.changed(&path) {
                 reload(&path, &mut reconciler);
             }
-            let settling = pass(&mut reconciler, &ctx, &mut pending).await;
+            let outcome = pass(&mut reconciler, &ctx, &mut pending).await;
+            failures = if outcome == PassOutcome::Failed { failures.saturating_add(1) } else { 0 };
             let poll = reconciler.config().poll_interval;
-            let interval = if settling > 0 { FAST_POLL.min(poll) } else { poll };
-            next_poll = Instant::now() + interval;
+            next_poll = Instant::now() + poll_after(outcome, poll, failures, crate::reconcile::jitter());
             // A shutdown that arrived during the pass ends the loop now.
             if futures_util::poll!(&mut shutdown).is_ready() {
                 info!("stopping");
@@ -148,9 +175,9 @@ pub async fn run<S: Swarm>(
     Ok(status)
 }
 
-/// One pass; returns how many app services are still starting tasks. Records it in the status
-/// and the metrics, and stops the label-to-config clock when it changed a proxy config.
-async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>, pending: &mut PendingEvent) -> usize {
+/// One pass; returns what decides the next one's time. Records it in the status and the
+/// metrics, and stops the label-to-config clock when it changed a proxy config.
+async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>, pending: &mut PendingEvent) -> PassOutcome {
     let (reads_before, writes_before) = ctx.swarm.requests();
     let started = Instant::now();
     let result = reconciler.pass().await;
@@ -177,13 +204,13 @@ async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>, pendin
                     ctx.plugins.dispatch(event);
                 }
             }
-            report.apps_settling
+            PassOutcome::Read { settling: report.apps_settling, electing: report.standby.as_deref() == Some("") }
         }
         Err(e) => {
             error!("{e}");
             crate::status::record_failed_pass(&ctx.status, &e.to_string());
             ctx.metrics.record_failed_pass(took);
-            0
+            PassOutcome::Failed
         }
     }
 }
@@ -347,6 +374,23 @@ mod tests {
         let mut config = seed_config();
         config.listen_addr = ListenAddr { host: "127.0.0.1".into(), port: 0 };
         (path, config)
+    }
+
+    #[test]
+    fn failed_reads_back_off_within_the_poll_interval_and_an_election_is_watched_closely() {
+        let poll = Duration::from_secs(10);
+        let after = |outcome, failures| poll_after(outcome, poll, failures, 1.0);
+        let read = |settling, electing| PassOutcome::Read { settling, electing };
+        assert_eq!(after(read(0, false), 0), poll);
+        assert_eq!(after(read(2, false), 0), FAST_POLL);
+        assert_eq!(after(read(0, true), 0), ELECTION_POLL, "a standby with no leader in sight looks again soon");
+        let backoff: Vec<_> = (1..=6).map(|n| after(PassOutcome::Failed, n).as_secs()).collect();
+        assert_eq!(backoff, [1, 2, 4, 8, 10, 10], "1 s, doubling, never past PollInterval");
+        // A PollInterval shorter than any of these wins.
+        let short = Duration::from_millis(100);
+        for outcome in [read(0, false), read(1, false), read(0, true), PassOutcome::Failed] {
+            assert_eq!(poll_after(outcome, short, 3, 1.0), short);
+        }
     }
 
     /// A plug-in that records every event's name (and, for passes, the extension), after

@@ -139,7 +139,7 @@ pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
 }
 
 /// A cheap jitter source: the sub-second clock. Good enough to de-synchronise retries.
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     0.8 + f64::from(nanos % 400_000_000) / 1_000_000_000.0
 }

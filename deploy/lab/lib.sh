@@ -14,6 +14,17 @@ LAB_PREFIXLEN=24
 LAB_NODES=(lb-00 lb-01 app-00)
 declare -A LAB_NODE_ADDR=([lb-00]=10.99.0.11 [lb-01]=10.99.0.12 [app-00]=10.99.0.13)
 
+# The high-availability lab (`swarm-lab.sh ha-up`): a second, separate swarm of three managers,
+# so that a test can stop the Raft leader's engine without touching the main lab. Its own
+# bridge, whose host address is no node (every node is an extra dockerd in a namespace):
+#   host bridge ilab1 10.98.0.1/24
+#   netns ha-00 10.98.0.11, ha-01 10.98.0.12, ha-02 10.98.0.13; dockerd at unix:///run/docker-NODE.sock
+HA_BRIDGE=ilab1
+HA_HOST_ADDR=10.98.0.1
+HA_NODES=(ha-00 ha-01 ha-02)
+LAB_NODE_ADDR+=([ha-00]=10.98.0.11 [ha-01]=10.98.0.12 [ha-02]=10.98.0.13)
+HA_ENV=/run/interlock-lab/ha-env
+
 LAB_LOG_DIR=/var/log/interlock-lab
 LAB_RUN_DIR=/run/interlock-lab
 LAB_CACHE_DIR=/var/cache/interlock-lab
@@ -179,10 +190,17 @@ umount_under() {
 }
 
 # ---------------------------------------------------------------- network
+# is_ha_node NODE: true for the high-availability lab's nodes.
+is_ha_node() { [[ $1 == ha-* ]]; }
+node_bridge() { if is_ha_node "$1"; then echo "$HA_BRIDGE"; else echo "$LAB_BRIDGE"; fi; }
+node_gateway() { if is_ha_node "$1"; then echo "$HA_HOST_ADDR"; else echo "$LAB_MANAGER_ADDR"; fi; }
+
+# ensure_bridge [BRIDGE ADDR]: the lab's bridge (default: the main lab's, with the manager's address).
 ensure_bridge() {
-  ip link show "$LAB_BRIDGE" >/dev/null 2>&1 || ip link add "$LAB_BRIDGE" type bridge
-  ip addr replace "$LAB_MANAGER_ADDR/$LAB_PREFIXLEN" dev "$LAB_BRIDGE"
-  ip link set "$LAB_BRIDGE" up
+  local bridge=${1:-$LAB_BRIDGE} addr=${2:-$LAB_MANAGER_ADDR}
+  ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge
+  ip addr replace "$addr/$LAB_PREFIXLEN" dev "$bridge"
+  ip link set "$bridge" up
 }
 
 netns_ok() { mountpoint -q "/run/netns/$1" 2>/dev/null; }
@@ -201,11 +219,11 @@ ensure_node_netns() {
     ip -n "$n" link del eth0 2>/dev/null || true
     ip link add "$veth" type veth peer name eth0 netns "$n"
   fi
-  ip link set "$veth" master "$LAB_BRIDGE" up
+  ip link set "$veth" master "$(node_bridge "$n")" up
   ip -n "$n" link set lo up
   ip -n "$n" addr replace "${LAB_NODE_ADDR[$n]}/$LAB_PREFIXLEN" dev eth0
   ip -n "$n" link set eth0 up
-  ip -n "$n" route replace default via "$LAB_MANAGER_ADDR"
+  ip -n "$n" route replace default via "$(node_gateway "$n")"
 }
 
 # The host dockerd sets FORWARD to DROP and br_netfilter sends bridged frames
@@ -213,16 +231,17 @@ ensure_node_netns() {
 forward_rule_chain() {
   if iptables -n -L DOCKER-USER >/dev/null 2>&1; then echo DOCKER-USER; else echo FORWARD; fi
 }
+# ensure_forward_rule [BRIDGE], remove_forward_rule [BRIDGE]: default the main lab's bridge.
 ensure_forward_rule() {
-  local chain; chain=$(forward_rule_chain)
-  iptables -C "$chain" -i "$LAB_BRIDGE" -o "$LAB_BRIDGE" -j ACCEPT 2>/dev/null ||
-    iptables -I "$chain" -i "$LAB_BRIDGE" -o "$LAB_BRIDGE" -j ACCEPT
+  local chain bridge=${1:-$LAB_BRIDGE}; chain=$(forward_rule_chain)
+  iptables -C "$chain" -i "$bridge" -o "$bridge" -j ACCEPT 2>/dev/null ||
+    iptables -I "$chain" -i "$bridge" -o "$bridge" -j ACCEPT
 }
 remove_forward_rule() {
-  local chain
+  local chain bridge=${1:-$LAB_BRIDGE}
   for chain in DOCKER-USER FORWARD; do
-    while iptables -C "$chain" -i "$LAB_BRIDGE" -o "$LAB_BRIDGE" -j ACCEPT 2>/dev/null; do
-      iptables -D "$chain" -i "$LAB_BRIDGE" -o "$LAB_BRIDGE" -j ACCEPT
+    while iptables -C "$chain" -i "$bridge" -o "$bridge" -j ACCEPT 2>/dev/null; do
+      iptables -D "$chain" -i "$bridge" -o "$bridge" -j ACCEPT
     done
   done
 }

@@ -5,6 +5,11 @@
 #   swarm-lab.sh down [--purge]                 remove it (--purge: also the image cache)
 #   swarm-lab.sh status                         exit 0 only when the 4-node swarm is healthy
 #   swarm-lab.sh exec NODE CMD...               run CMD in a worker's network namespace
+#   swarm-lab.sh ha-up                          the high-availability lab: a separate swarm of
+#                                               three managers ha-00..ha-02 (after `up`: it takes
+#                                               the main lab's images)
+#   swarm-lab.sh ha-stop NODE | ha-start NODE   stop / start one of its engines (failover tests)
+#   swarm-lab.sh ha-down                        remove it (`down` does too)
 #
 # The manager is the host's dockerd (advertising 10.99.0.1 on bridge ilab0); the
 # workers lb-00, lb-01 and app-00 are extra dockerds, each in its own network and
@@ -62,7 +67,7 @@ IMG_CARBON=local/carbon:lab
 HASH_LABEL=com.docker.interlock.lab.hash
 BINARY_LABEL=com.docker.interlock.binary.sha256
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # ================================================================ packages
 ensure_packages() {
@@ -690,6 +695,179 @@ write_env() {
   log "wrote $f"
 }
 
+# ================================================================ the high-availability lab
+# A second swarm, apart from the main lab so that a test may stop its Raft leader's engine:
+# three managers, each an extra dockerd in its own namespaces (as the workers above), on bridge
+# ilab1 (lib.sh). Its images are the main lab's, copied from the host's engine.
+
+HA_LOCK=/run/interlock-lab-ha.lock
+
+# ha_answering: the first HA node whose engine answers (nothing if none does).
+ha_answering() {
+  local n
+  for n in "${HA_NODES[@]}"; do daemon_ok "$(node_host "$n")" && { echo "$n"; return; }; done
+  return 0
+}
+
+# ha_swarm_ready: the three nodes are Ready managers of one swarm, one of them its leader.
+ha_swarm_ready() {
+  local n out
+  n=$(ha_answering); [[ -n $n ]] || return 1
+  out=$(timeout 20 docker -H "$(node_host "$n")" node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}' 2>/dev/null) || return 1
+  [[ $(grep -c . <<<"$out") -eq 3 ]] || return 1
+  for n in "${HA_NODES[@]}"; do grep -qE "^$n Ready (Leader|Reachable)\$" <<<"$out" || return 1; done
+  grep -q ' Leader$' <<<"$out"
+}
+
+wait_ha_ready() {
+  local i
+  for ((i = 0; i < $1 * 2; i++)); do ha_swarm_ready && return 0; sleep 0.5; done
+  return 1
+}
+
+# ha_wipe: stops the HA dockerds and removes their state (the namespaces and bridge stay).
+ha_wipe() {
+  local n pids=()
+  for n in "${HA_NODES[@]}"; do mapfile -t -O "${#pids[@]}" pids < <(worker_dockerd_pids "$n"); done
+  if [[ ${#pids[@]} -gt 0 ]]; then log "stopping HA dockerds ${pids[*]}"; stop_pids 60 "${pids[@]}"; fi
+  for n in "${HA_NODES[@]}"; do
+    stop_worker_leftovers "$n"
+    umount_under "/run/docker-$n" "/var/lib/docker-$n"
+    rm -rf --one-file-system "/run/docker-$n" "/var/lib/docker-$n"
+    rm -f "/run/docker-$n.pid" "/run/docker-$n.sock"
+  done
+}
+
+# ha_start_daemon NODE: starts the node's engine (keeping its swarm state) and waits for it.
+ha_start_daemon() {
+  local pid
+  pid=$(start_worker "$1")
+  [[ -z $pid ]] && return 0
+  wait_daemon "$(node_host "$1")" 60 "$pid" "$LAB_LOG_DIR/dockerd-$1.log"
+  wait_sock_bound "$1" 10 || die "$1: /run/docker.sock in its dockerd's mount namespace is not its own after 10 s"
+  log "$1: dockerd up"
+}
+
+# ha_images: the main lab's proxy, app and operator images on every HA node that lacks them.
+ha_images() {
+  local refs=("$IMG_PROXY" "$IMG_APP" "$IMG_OPERATOR") ref n want need=() tar pids=() rc=0
+  for ref in "${refs[@]}"; do
+    dm image inspect "$ref" >/dev/null 2>&1 || die "$ref is not on the host's engine: run \`$0 up\` first"
+  done
+  for n in "${HA_NODES[@]}"; do
+    for ref in "${refs[@]}"; do
+      want=$(dm image inspect --format '{{.Id}}' "$ref")
+      if [[ $(dn "$n" image inspect --format '{{.Id}}' "$ref" 2>/dev/null) != "$want" ]]; then need+=("$n"); break; fi
+    done
+  done
+  if [[ ${#need[@]} -eq 0 ]]; then log "HA images: up to date"; return; fi
+  mkdir -p "$LAB_CACHE_DIR"
+  tar=$LAB_CACHE_DIR/ha-images.tar
+  dm save -o "$tar" "${refs[@]}"
+  for n in "${need[@]}"; do dn "$n" load -q -i "$tar" >/dev/null & pids+=($!); done
+  for n in "${pids[@]}"; do wait "$n" || rc=1; done
+  rm -f "$tar"
+  [[ $rc -eq 0 ]] || die "loading the HA images failed"
+  log "HA images loaded on ${need[*]}"
+}
+
+write_ha_env() {
+  local n v f=$HA_ENV
+  mkdir -p "$LAB_RUN_DIR"
+  {
+    echo "# written by deploy/lab/swarm-lab.sh ha-up, $(date -Is)"
+    echo "LAB_HA_NODES=\"${HA_NODES[*]}\""
+    for n in "${HA_NODES[@]}"; do
+      v=${n//-/_}
+      echo "LAB_HOST_$v=$(node_host "$n")"
+      echo "LAB_ADDR_$v=${LAB_NODE_ADDR[$n]}"
+    done
+  } >"$f.tmp"
+  mv "$f.tmp" "$f"
+  log "wrote $f"
+}
+
+cmd_ha_up() {
+  local t0 n token first=${HA_NODES[0]}; t0=$(now_ms)
+  phase ha-network
+  ensure_bridge "$HA_BRIDGE" "$HA_HOST_ADDR"
+  ensure_forward_rule "$HA_BRIDGE"
+  for n in "${HA_NODES[@]}"; do ensure_node_netns "$n"; done
+  phase_end
+  phase ha-swarm
+  if ha_swarm_ready && [[ -z $(for n in "${HA_NODES[@]}"; do worker_sock_bound "$n" || echo "$n"; done) ]]; then
+    log "reusing the HA swarm"
+  else
+    ha_wipe
+    MANAGER_CLUSTER_ID=
+    for n in "${HA_NODES[@]}"; do ha_start_daemon "$n"; done
+    dn "$first" swarm init --advertise-addr "${LAB_NODE_ADDR[$first]}" >/dev/null
+    token=$(dn "$first" swarm join-token -q manager)
+    for n in "${HA_NODES[@]:1}"; do
+      dn "$n" swarm join --token "$token" --advertise-addr "${LAB_NODE_ADDR[$n]}" "${LAB_NODE_ADDR[$first]}:2377" >/dev/null
+      log "$n: joined as a manager"
+    done
+    wait_ha_ready 60 || { dn "$first" node ls >&2 || true; die "the HA swarm's 3 managers did not become Ready"; }
+  fi
+  phase_end
+  phase ha-images; ha_images; phase_end
+  write_ha_env
+  docker -H "$(node_host "$(ha_answering)")" node ls
+  log "ha-up: done in $(fmt_ms $(($(now_ms) - t0)))"
+}
+
+# ha_node_arg NODE: NODE, checked to be one of the HA lab's.
+ha_node_arg() {
+  local n
+  for n in "${HA_NODES[@]}"; do [[ ${1:-} == "$n" ]] && return 0; done
+  die "expected one of: ${HA_NODES[*]} (got '${1:-}')"
+}
+
+# ha-stop NODE [--kill]: stops the node's engine (SIGTERM: its containers stop with it), or with
+# --kill, as a dying machine: SIGKILL to dockerd, then its containerd and containers. Its swarm
+# state stays, for ha-start.
+cmd_ha_stop() {
+  ha_node_arg "$1"
+  local pids
+  pids=$(worker_dockerd_pids "$1")
+  if [[ ${2:-} == --kill ]]; then
+    # shellcheck disable=SC2086
+    [[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
+  elif [[ -n ${2:-} ]]; then
+    die "ha-stop: unknown argument '$2' (usage: ha-stop NODE [--kill])"
+  else
+    # shellcheck disable=SC2086
+    [[ -z $pids ]] || stop_pids 30 $pids
+  fi
+  stop_worker_leftovers "$1"
+  log "$1: engine stopped${2:+ ($2)}"
+}
+
+# ha-start NODE: starts the node's engine again with its swarm state; waits until the swarm
+# shows all three managers Ready.
+cmd_ha_start() {
+  ha_node_arg "$1"
+  local other
+  other=$(ha_answering)
+  [[ -z $other ]] || MANAGER_CLUSTER_ID=$(dn "$other" info --format '{{.Swarm.Cluster.ID}}')
+  ha_start_daemon "$1"
+  wait_ha_ready 90 || { dn "$1" node ls >&2 || true; die "$1 did not rejoin the HA swarm as a Ready manager"; }
+  log "$1: back in the HA swarm"
+}
+
+cmd_ha_down() {
+  local n
+  ha_wipe
+  for n in "${HA_NODES[@]}"; do
+    if [[ -e /run/netns/$n ]]; then ip netns del "$n" 2>/dev/null || rm -f "/run/netns/$n"; fi
+    ip link del "$(veth_name "$n")" 2>/dev/null || true
+  done
+  remove_forward_rule "$HA_BRIDGE" 2>/dev/null || true
+  ip link del "$HA_BRIDGE" 2>/dev/null || true
+  rm -f "$HA_ENV"
+  log "ha-down: done"
+}
+
 # ================================================================ subcommands
 cmd_up() {
   INTERLOCK_BINARY=$REPO_ROOT/target/release/interlock
@@ -743,6 +921,7 @@ cmd_down() {
   local purge=0 n t0 veth
   case ${1:-} in --purge) purge=1 ;; '') ;; *) die "down: unknown argument '$1' (usage: down [--purge])" ;; esac
   t0=$(now_ms)
+  cmd_ha_down
   # The manager leaves first: with its workers still up that takes ~1 s (~8 s
   # after they are gone), and the workers then shut down faster too.
   if daemon_ok "$MANAGER_HOST" && [[ $(dm info --format '{{.Swarm.LocalNodeState}}') != inactive ]]; then
@@ -812,6 +991,11 @@ main() {
       exec 9>"$LAB_LOCK"
       flock -w 900 9 || die "another swarm-lab.sh up/down holds $LAB_LOCK"
       "cmd_$cmd" "$@" ;;
+    ha-up|ha-down|ha-stop|ha-start)
+      [[ $(id -u) -eq 0 ]] || die "$cmd must run as root"
+      exec 9>"$HA_LOCK"
+      flock -w 300 9 || die "another swarm-lab.sh $cmd holds $HA_LOCK"
+      "cmd_${cmd//-/_}" "$@" ;;
     status) cmd_status "$@" ;;
     exec) cmd_exec "$@" ;;
     -h|--help|help) usage ;;

@@ -1,0 +1,388 @@
+//! A standby core takes over when the active one's manager dies, on the high-availability lab
+//! (`deploy/lab/swarm-lab.sh ha-up`: a swarm of its own, three managers ha-00..ha-02, so that
+//! stopping an engine here disturbs no other lab test; `deploy/test.sh` runs this test beside
+//! the others).
+//!
+//! interlock is deployed as the README says, `docker stack deploy -c deploy/stack.yml` with
+//! `INTERLOCK_REPLICAS=3`: one core per manager, only the one on the Raft leader writes. With
+//! hitless updates on, one app is served under continuous load through a proxy placed (by
+//! `[NodeLabels]`) on a node that is not the leader. Then the leader's engine is killed
+//! (SIGKILL, then its containers: a manager that dies, not one that leaves). Proven:
+//! - within 3 × PollInterval of the kill, the core on the new Raft leader says `active` in its
+//!   `/status` (the other survivor's says `standby`), and it writes: a new app's route, created
+//!   as soon as Swarm takes writes again, is served within a PollInterval of its creation;
+//! - the loaded app lost no request: serving never depends on the core;
+//! - when the dead manager comes back, its core stands by, and the swarm holds exactly one
+//!   proxy and one extension service, no config object beyond what they mount, both routes,
+//!   and a pass of the active core writes nothing: no object duplicated or lost.
+//!
+//! Run it alone: `deploy/lab/swarm-lab.sh up && deploy/lab/swarm-lab.sh ha-up`, then
+//! `cargo test --test failover -- --ignored --nocapture`. It is `#[ignore]`d only so that a plain
+//! `cargo test` does not run it a second time while `deploy/test.sh` runs it beside the others.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::load::{Load, LoadSpec, Mode, time_to_served};
+
+const STACK: &str = "interlock";
+const CORE: &str = "interlock_core";
+const PROXY: &str = "interlock-proxy-ha";
+const EXTENSION: &str = "interlock-ext-ha";
+const PORT: u16 = 8090;
+const POLL: Duration = Duration::from_secs(10);
+const CONFIG: &str = "target/failover.toml";
+const APP_A: &str = "ha-app-a";
+const APP_B: &str = "ha-app-b";
+const OWNED: &str = "label=com.docker.interlock.managed-by=interlock";
+
+/// A value from `/run/interlock-lab/ha-env`, or a failure that says how to get the lab.
+fn ha_env(key: &str) -> String {
+    let env = std::fs::read_to_string("/run/interlock-lab/ha-env").unwrap_or_else(|e| {
+        panic!(
+            "\n\nThe high-availability lab is not running (/run/interlock-lab/ha-env: {e}).\nStart it with `deploy/lab/swarm-lab.sh up && deploy/lab/swarm-lab.sh ha-up` (as root), or run `deploy/test.sh`.\n\n"
+        )
+    });
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("no {key} in /run/interlock-lab/ha-env"))
+}
+
+fn host_of(node: &str) -> String {
+    ha_env(&format!("LAB_HOST_{}", node.replace('-', "_")))
+}
+
+fn addr_of(node: &str) -> String {
+    ha_env(&format!("LAB_ADDR_{}", node.replace('-', "_")))
+}
+
+/// The docker CLI against `node`'s engine: its output, or its error text.
+fn try_docker(node: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker").arg("-H").arg(host_of(node)).args(args).output().expect("run the docker CLI");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    }
+}
+
+fn docker(node: &str, args: &[&str]) -> String {
+    try_docker(node, args).unwrap_or_else(|e| panic!("docker -H {} {}: {e}", host_of(node), args.join(" ")))
+}
+
+fn lab_script(args: &[&str]) {
+    let status = Command::new("deploy/lab/swarm-lab.sh").args(args).status().expect("run swarm-lab.sh");
+    assert!(status.success(), "deploy/lab/swarm-lab.sh {}", args.join(" "));
+}
+
+/// The Raft leader's hostname, as `node` sees it (`None`: no leader, or no answer).
+fn leader_seen_by(node: &str) -> Option<String> {
+    let out = try_docker(node, &["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"]).ok()?;
+    out.lines().find_map(|l| l.strip_suffix(" Leader")).map(str::to_owned)
+}
+
+/// `GET /status` of the core replica running on `node` (inside its container's network
+/// namespace: the core publishes no port), as JSON.
+fn core_status(node: &str) -> Option<serde_json::Value> {
+    let filter = format!("label=com.docker.swarm.service.name={CORE}");
+    let ids = try_docker(node, &["ps", "-q", "--filter", &filter]).ok()?;
+    let id = ids.lines().next()?;
+    let pid = try_docker(node, &["inspect", "-f", "{{.State.Pid}}", id]).ok()?;
+    let out = Command::new("nsenter")
+        .args(["-t", pid.trim(), "-n", "curl", "-fsS", "--max-time", "3", "http://127.0.0.1:8080/status"])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn role_of(node: &str) -> Option<String> {
+    core_status(node)?.get("role")?.as_str().map(str::to_owned)
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The test's TOML: one hitless nginx cluster whose proxy is placed on `proxy_node` by a label
+/// the TOML declares; the extensions call the core by the stack's service name.
+fn write_config(proxy_node: &str) -> PathBuf {
+    let text = format!(
+        r#"ListenAddr = ":8080"
+DockerURL = "unix:///var/run/docker.sock"
+PollInterval = "{poll}s"
+
+[NodeLabels."{proxy_node}"]
+  ha-role = "lb"
+
+[Extensions]
+  [Extensions.ha]
+    Image = "local/interlock:lab"
+    Args = ["-D", "extension"]
+    ServiceName = "{EXTENSION}"
+    ProxyImage = "local/interlock-proxy:lab"
+    ProxyArgs = []
+    ProxyServiceName = "{PROXY}"
+    ProxyConfigPath = "/etc/nginx/nginx.conf"
+    ServiceCluster = "ha"
+    HitlessServiceUpdate = true
+    ProxyConstraints = ["node.labels.ha-role==lb"]
+    PublishMode = "host"
+    PublishedPort = {PORT}
+    TargetPort = 80
+    PublishedSSLPort = 8490
+    TargetSSLPort = 443
+    [Extensions.ha.Config]
+      User = "nginx"
+      PidPath = "/var/run/proxy.pid"
+      WorkerProcesses = 1
+      RlimitNoFile = 65535
+      MaxConnections = 2048
+"#,
+        poll = POLL.as_secs()
+    );
+    std::fs::create_dir_all("target").unwrap();
+    std::fs::write(CONFIG, text).unwrap();
+    std::fs::canonicalize(CONFIG).unwrap()
+}
+
+/// `docker stack deploy` as the README runs it, three replicas, against `node`.
+fn stack_deploy(node: &str, config: &PathBuf) {
+    let out = Command::new("docker")
+        .args(["-H", &host_of(node), "stack", "deploy", "--resolve-image", "never", "-c", "deploy/stack.yml", STACK])
+        .env("INTERLOCK_CONFIG", config)
+        .env("INTERLOCK_CONFIG_VERSION", "failover")
+        .env("INTERLOCK_REPLICAS", "3")
+        .output()
+        .expect("run the docker CLI");
+    assert!(out.status.success(), "docker stack deploy: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// An app of the cluster on `node`, serving busybox httpd's "interlock-app" page for `host`.
+fn create_app(on: &str, name: &str, host: &str, node: &str) -> Result<String, String> {
+    try_docker(
+        on,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--quiet",
+            "--name",
+            name,
+            "--network",
+            "ha-apps",
+            "--constraint",
+            &format!("node.hostname=={node}"),
+            "--label",
+            &format!("com.docker.lb.hosts={host}"),
+            "--label",
+            "com.docker.lb.port=80",
+            "--label",
+            "com.docker.lb.network=ha-apps",
+            "--label",
+            "com.docker.lb.service_cluster=ha",
+            "local/interlock-app:lab",
+        ],
+    )
+}
+
+/// Whatever an earlier run left: the stack, the apps, everything interlock owns.
+fn clean(node: &str) {
+    let _ = try_docker(node, &["stack", "rm", STACK]);
+    let _ = try_docker(node, &["service", "rm", APP_A, APP_B]);
+    wait_for("the stack's cores stopped", Duration::from_secs(60), || {
+        let filter = format!("label=com.docker.swarm.service.name={CORE}");
+        let all = ha_env("LAB_HA_NODES");
+        all.split_whitespace()
+            .all(|n| try_docker(n, &["ps", "-q", "--filter", &filter]).is_ok_and(|o| o.trim().is_empty()))
+            .then_some(())
+    });
+    for id in docker(node, &["service", "ls", "-q", "--filter", OWNED]).split_whitespace() {
+        let _ = try_docker(node, &["service", "rm", id]);
+    }
+    wait_for("owned services gone", Duration::from_secs(60), || {
+        docker(node, &["service", "ls", "-q", "--filter", OWNED]).trim().is_empty().then_some(())
+    });
+    for kind in ["config", "secret"] {
+        for id in docker(node, &[kind, "ls", "-q", "--filter", OWNED]).split_whitespace() {
+            let _ = try_docker(node, &[kind, "rm", id]);
+        }
+    }
+}
+
+fn step(started: Instant, what: &str) {
+    eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
+}
+
+/// Owned objects by kind: `(services by name, configs, secrets)`.
+fn owned(node: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = docker(node, args).lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    (
+        names(&["service", "ls", "--filter", OWNED, "--format", "{{.Name}}"]),
+        names(&["config", "ls", "--filter", OWNED, "--format", "{{.Name}}"]),
+        names(&["secret", "ls", "--filter", OWNED, "--format", "{{.Name}}"]),
+    )
+}
+
+/// The config objects the owned services mount.
+fn mounted_configs(node: &str) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for name in [PROXY, EXTENSION] {
+        let out = docker(
+            node,
+            &[
+                "service",
+                "inspect",
+                "-f",
+                "{{range .Spec.TaskTemplate.ContainerSpec.Configs}}{{.ConfigName}} {{end}}",
+                name,
+            ],
+        );
+        v.extend(out.split_whitespace().map(str::to_owned));
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "runs beside the other lab tests in deploy/test.sh (its own swarm): cargo test --test failover -- --ignored"]
+async fn a_standby_core_takes_over_when_the_leaders_manager_dies() {
+    let started = Instant::now();
+    let nodes: Vec<String> = ha_env("LAB_HA_NODES").split_whitespace().map(str::to_owned).collect();
+    assert_eq!(nodes.len(), 3, "three managers");
+    let leader = wait_for("a Raft leader", Duration::from_secs(60), || leader_seen_by(&nodes[0]));
+    // The proxy and the apps run on the two others: what dies is the writer, not the serving path.
+    let others: Vec<String> = nodes.iter().filter(|n| **n != leader).cloned().collect();
+    let (proxy_node, app_node) = (others[0].clone(), others[1].clone());
+    step(started, &format!("leader {leader}; proxy on {proxy_node}, apps on {app_node}"));
+    clean(&leader);
+    for n in &nodes {
+        let _ = try_docker(&leader, &["node", "update", "--label-rm", "ha-role", n]);
+    }
+    let _ = try_docker(&leader, &["network", "create", "-d", "overlay", "--attachable", "interlock"]);
+    let _ = try_docker(&leader, &["network", "create", "-d", "overlay", "ha-apps"]);
+
+    step(started, "docker stack deploy, three replicas");
+    stack_deploy(&leader, &write_config(&proxy_node));
+    wait_for("a core on each manager", Duration::from_secs(90), || {
+        let out = try_docker(&leader, &["service", "ps", "-q", "--filter", "desired-state=running", CORE]).ok()?;
+        let running =
+            try_docker(&leader, &["service", "ls", "--filter", &format!("name={CORE}"), "--format", "{{.Replicas}}"])
+                .ok()?;
+        // "3/3 (max 1 per node)"
+        (out.lines().count() == 3 && running.trim().starts_with("3/3")).then_some(())
+    });
+    create_app(&leader, APP_A, "a.ha.local", &app_node).expect("create app a");
+    let proxy_addr = addr_of(&proxy_node);
+    time_to_served(&proxy_addr, PORT, "a.ha.local", "interlock-app", Duration::from_secs(120))
+        .await
+        .expect("app a served through the proxy");
+    let roles = wait_for("the leader's core active, the others standby", Duration::from_secs(30), || {
+        let roles: Vec<_> = nodes.iter().map(|n| role_of(n)).collect();
+        let want = |n: &String| Some(if *n == leader { "active" } else { "standby" }.to_owned());
+        nodes.iter().zip(&roles).all(|(n, r)| *r == want(n)).then_some(roles)
+    });
+    step(started, &format!("app a served; roles {roles:?}"));
+
+    let load = Load::start(
+        LoadSpec::new(&proxy_addr, PORT, &["a.ha.local"], Mode::NewConnection, 4).expect_body("interlock-app"),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    step(started, &format!("killing {leader}'s engine"));
+    let killed = Instant::now();
+    lab_script(&["ha-stop", &leader, "--kill"]);
+    // The new leader, and the moment the survivors see it.
+    let (new_leader, elected) = wait_for("a new Raft leader", Duration::from_secs(60), || {
+        others.iter().find_map(|n| leader_seen_by(n).filter(|l| *l != leader)).map(|l| (l, killed.elapsed()))
+    });
+    step(started, &format!("{new_leader} leads, {:.1} s after the kill", elected.as_secs_f64()));
+    // The takeover: the new leader's core says it writes.
+    let bound = 3 * POLL;
+    let active = wait_for("the new leader's core active", bound.saturating_sub(killed.elapsed()), || {
+        (role_of(&new_leader).as_deref() == Some("active")).then(|| killed.elapsed())
+    });
+    step(started, &format!("{new_leader}'s core active, {:.1} s after the kill", active.as_secs_f64()));
+    // And it does write: a new app's route, once Swarm takes the service (it refuses writes for a
+    // while after an election), is served within a PollInterval.
+    let mut refusals = 0;
+    let accepted = wait_for("the swarm takes a service create", Duration::from_secs(90), || {
+        match create_app(&new_leader, APP_B, "b.ha.local", &app_node) {
+            Ok(_) => Some(Instant::now()),
+            Err(e) => {
+                refusals += 1;
+                if refusals == 1 {
+                    step(started, &format!("service create refused: {}", e.trim()));
+                }
+                None
+            }
+        }
+    });
+    let served = time_to_served(&proxy_addr, PORT, "b.ha.local", "interlock-app", POLL)
+        .await
+        .unwrap_or_else(|| panic!("app b not served within PollInterval ({POLL:?}) of its creation"));
+    let report = load.stop().await;
+    step(
+        started,
+        &format!(
+            "FIGURES failover: leader elected {:.1} s, standby active {:.1} s after the kill (bound {} s); swarm took a service create {:.1} s after the kill ({refusals} refusals), its route served {:.2} s later; load on app a: {} ok, {} failed",
+            elected.as_secs_f64(),
+            active.as_secs_f64(),
+            bound.as_secs(),
+            (accepted - killed).as_secs_f64(),
+            served.as_secs_f64(),
+            report.ok,
+            report.failed_total()
+        ),
+    );
+    assert_eq!(report.failed_total(), 0, "the loaded app lost requests while the leader died: {:#?}", report.failures);
+    assert!(report.ok > 0);
+    assert_eq!(role_of(&new_leader).as_deref(), Some("active"), "the new leader's core writes");
+    let survivor = others.iter().find(|n| **n != new_leader).unwrap();
+    assert_eq!(role_of(survivor).as_deref(), Some("standby"));
+
+    step(started, &format!("starting {leader}'s engine again"));
+    lab_script(&["ha-start", &leader]);
+    wait_for("three cores again, the returned one standing by", Duration::from_secs(120), || {
+        (role_of(&leader).as_deref() == Some("standby") && role_of(&new_leader).as_deref() == Some("active"))
+            .then_some(())
+    });
+    // Two passes of the active core after the return: whatever the dead one might have left is
+    // collected, and then nothing is written.
+    tokio::time::sleep(2 * POLL + Duration::from_secs(1)).await;
+    let writes_before = core_status(&new_leader).and_then(|s| s["writes"].as_u64()).expect("status of the active core");
+    tokio::time::sleep(POLL + Duration::from_secs(1)).await;
+    let status = core_status(&new_leader).expect("status of the active core");
+    assert_eq!(status["writes"].as_u64(), Some(writes_before), "a converged swarm gets no writes: {status:#}");
+
+    let (services, configs, secrets) = owned(&new_leader);
+    assert_eq!(services, [EXTENSION.to_owned(), PROXY.to_owned()], "one proxy and one extension service");
+    assert_eq!(configs, mounted_configs(&new_leader), "no config object beyond the ones mounted");
+    assert_eq!(secrets.len(), 1, "one extension token: {secrets:?}");
+    let proxy_tasks = docker(&new_leader, &["service", "ps", "-q", "--filter", "desired-state=running", PROXY]);
+    assert_eq!(proxy_tasks.lines().count(), 1, "one proxy task");
+    for host in ["a.ha.local", "b.ha.local"] {
+        time_to_served(&proxy_addr, PORT, host, "interlock-app", Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{host} still served"));
+    }
+    step(started, "no duplicate or lost object; cleaning up");
+    clean(&new_leader);
+}
