@@ -14,7 +14,9 @@
 //! - the loaded app lost no request: serving never depends on the core;
 //! - when the dead manager comes back, its core stands by, and the swarm holds exactly one
 //!   proxy and one extension service, no config object beyond what they mount, both routes,
-//!   and a pass of the active core writes nothing: no object duplicated or lost.
+//!   and a pass of the active core writes nothing: no object duplicated or lost;
+//! - the active core's container killed (its manager stays): Swarm restarts it on the leader's
+//!   node, it is active again within 3 × PollInterval and serves a new route.
 //!
 //! Run it alone: `deploy/lab/swarm-lab.sh up && deploy/lab/swarm-lab.sh ha-up`, then
 //! `cargo test --test failover -- --ignored --nocapture`. It is `#[ignore]`d only so that a plain
@@ -37,6 +39,7 @@ const POLL: Duration = Duration::from_secs(10);
 const CONFIG: &str = "target/failover.toml";
 const APP_A: &str = "ha-app-a";
 const APP_B: &str = "ha-app-b";
+const APP_C: &str = "ha-app-c";
 const OWNED: &str = "label=com.docker.interlock.managed-by=interlock";
 
 /// A value from `/run/interlock-lab/ha-env`, or a failure that says how to get the lab.
@@ -201,7 +204,7 @@ fn create_app(on: &str, name: &str, host: &str, node: &str) -> Result<String, St
 /// Whatever an earlier run left: the stack, the apps, everything interlock owns.
 fn clean(node: &str) {
     let _ = try_docker(node, &["stack", "rm", STACK]);
-    let _ = try_docker(node, &["service", "rm", APP_A, APP_B]);
+    let _ = try_docker(node, &["service", "rm", APP_A, APP_B, APP_C]);
     wait_for("the stack's cores stopped", Duration::from_secs(60), || {
         let filter = format!("label=com.docker.swarm.service.name={CORE}");
         let all = ha_env("LAB_HA_NODES");
@@ -383,6 +386,33 @@ async fn a_standby_core_takes_over_when_the_leaders_manager_dies() {
             .await
             .unwrap_or_else(|| panic!("{host} still served"));
     }
-    step(started, "no duplicate or lost object; cleaning up");
+    step(started, "no duplicate or lost object");
+
+    // The active replica itself dies (its manager stays): Swarm restarts it on the leader's node
+    // (the only one free of a replica), and it writes again within the bound.
+    let filter = format!("label=com.docker.swarm.service.name={CORE}");
+    let core = docker(&new_leader, &["ps", "-q", "--filter", &filter]);
+    let killed = Instant::now();
+    docker(&new_leader, &["kill", core.trim()]);
+    let back = wait_for("a new active core on the leader", 3 * POLL, || {
+        let now = docker(&new_leader, &["ps", "-q", "--filter", &filter]);
+        (!now.trim().is_empty() && now.trim() != core.trim() && role_of(&new_leader).as_deref() == Some("active"))
+            .then(|| killed.elapsed())
+    });
+    create_app(&new_leader, APP_C, "c.ha.local", &app_node).expect("create app c");
+    let served = time_to_served(&proxy_addr, PORT, "c.ha.local", "interlock-app", POLL)
+        .await
+        .expect("app c served within a PollInterval of its creation");
+    step(
+        started,
+        &format!(
+            "FIGURES active core killed: a new one active {:.1} s later, a new route served {:.2} s after its creation",
+            back.as_secs_f64(),
+            served.as_secs_f64()
+        ),
+    );
+    let (services, _, _) = owned(&new_leader);
+    assert_eq!(services, [EXTENSION.to_owned(), PROXY.to_owned()], "one proxy and one extension service");
+    step(started, "cleaning up");
     clean(&new_leader);
 }
