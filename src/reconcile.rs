@@ -368,7 +368,8 @@ impl<S: Swarm> Reconciler<S> {
             unsettled: plan::unsettled(&observed),
             ..PassReport::default()
         };
-        let role = leader::role(self.node.as_deref(), &observed.nodes);
+        let replicas = core_replica_nodes(&observed, self.ctx.core_service.as_deref());
+        let role = leader::role(self.node.as_deref(), &observed.nodes, &replicas);
         if self.role.as_ref() != Some(&role) {
             match &role {
                 leader::Role::Active => info!("active: this replica writes"),
@@ -683,6 +684,13 @@ pub async fn ensure_agent<S: Swarm>(ctx: &Context<S>, config: &Config) -> Result
         }
     }
     Ok(writes)
+}
+
+/// The nodes on which the core's own service (`core_service`, by name) has running tasks.
+fn core_replica_nodes<'a>(observed: &'a Observed, core_service: Option<&str>) -> Vec<&'a str> {
+    let Some(name) = core_service else { return Vec::new() };
+    let Some(service) = observed.services.iter().find(|s| s.def.name == name) else { return Vec::new() };
+    observed.tasks.iter().filter(|t| t.service_id == service.id && t.running).map(|t| t.node_id.as_str()).collect()
 }
 
 /// What the core is told about where the operator runs.
@@ -1186,16 +1194,31 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn only_the_replica_on_the_raft_leader_writes_and_a_standby_takes_over() {
-        use reconcilers::fixtures::manager;
+        use reconcilers::fixtures::{app, manager, task};
         let swarm = MemorySwarm::new(seed_swarm());
-        swarm.edit(|o| o.nodes = vec![manager("m1", true), manager("m2", false)]);
-        let config = hitless(&seed_config());
-        let mut standby = reconciler(&swarm, config.clone()).as_replica_on(Some("m2".into()));
+        // The core's own service, `interlock`, with a replica on each manager.
+        let core_task = |id: &str, node: &str| reconcilers::swarm::TaskFacts {
+            node_id: node.into(),
+            ..task(id, "svc-core", "net-interlock", "10.0.9.1")
+        };
+        swarm.edit(|o| {
+            o.nodes = vec![manager("m1", true), manager("m2", false)];
+            let mut core = app("svc-core", "interlock", "none", "net-interlock");
+            core.def.labels.clear();
+            o.services.push(core);
+            o.tasks.extend([core_task("t-core-1", "m1"), core_task("t-core-2", "m2")]);
+        });
+        let replica = |node: &str| {
+            let mut ctx = Context::new(swarm.clone(), ProxyChecker::unchecked());
+            ctx.core_service = Some("interlock".into());
+            Reconciler::new(ctx, hitless(&seed_config())).as_replica_on(Some(node.into()))
+        };
+        let mut standby = replica("m2");
         let report = standby.pass().await.unwrap();
         assert_eq!(report.writes, 0, "a standby writes nothing: {report:#?}");
         assert_eq!(report.standby.as_deref(), Some("manager-m1"));
         assert!(!report.plan.is_empty(), "it still plans");
-        let mut active = reconciler(&swarm, config).as_replica_on(Some("m1".into()));
+        let mut active = replica("m1");
         converge(&mut active).await;
         // The standby serves the same configs to extensions that reach it.
         let report = standby.pass().await.unwrap();
@@ -1207,6 +1230,7 @@ mod tests {
         // m1 is lost; Raft elects m2: its replica writes from its next pass.
         swarm.edit(|o| {
             o.nodes = vec![manager("m2", true)];
+            o.tasks.retain(|t| t.node_id != "m1");
             scale_demo_east(o, "10.0.1.9");
         });
         let report = standby.pass().await.unwrap();
@@ -1219,6 +1243,28 @@ mod tests {
             scale_demo_east(o, "10.0.1.10");
         });
         assert_eq!(standby.pass().await.unwrap().writes, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_core_on_a_follower_manager_writes() {
+        use reconcilers::fixtures::{app, manager, task};
+        let swarm = MemorySwarm::new(seed_swarm());
+        swarm.edit(|o| {
+            o.nodes = vec![manager("m1", true), manager("m2", false)];
+            let mut core = app("svc-core", "interlock", "none", "net-interlock");
+            core.def.labels.clear();
+            o.services.push(core);
+            o.tasks.push(reconcilers::swarm::TaskFacts {
+                node_id: "m2".into(),
+                ..task("t-core", "svc-core", "net-interlock", "10.0.9.1")
+            });
+        });
+        let mut ctx = Context::new(swarm.clone(), ProxyChecker::unchecked());
+        ctx.core_service = Some("interlock".into());
+        let mut lone = Reconciler::new(ctx, seed_config()).as_replica_on(Some("m2".into()));
+        let report = lone.pass().await.unwrap();
+        assert_eq!(report.standby, None, "no replica on the leader: the lone core writes");
+        assert!(report.writes > 0, "{report:#?}");
     }
 
     #[tokio::test(start_paused = true)]
