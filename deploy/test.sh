@@ -47,19 +47,20 @@ deploy/lab/swarm-lab.sh up --interlock-binary target/debug/interlock
 step "high-availability lab up (a separate swarm of three managers, for the failover test)"
 deploy/lab/swarm-lab.sh ha-up
 
-# The failover test has a swarm of its own: it runs beside the rest (which share the main lab),
-# its output kept apart and printed after theirs. It is #[ignore]d in the plain run for that.
-step "cargo test (unit, property, lab integration); tests/failover.rs beside it on the HA lab"
-failover_log=target/failover-test.log
+# The failover and fault tests have a swarm of their own: they run (one after the other) beside
+# the rest, which share the main lab, their output kept apart and printed after theirs. They are
+# #[ignore]d in the plain run for that.
+step "cargo test (unit, property, lab integration); tests/failover.rs and tests/faults.rs beside it on the HA lab"
+failover_log=target/ha-tests.log
 cargo build --workspace --tests -q
-cargo test --test failover -- --ignored --nocapture >"$failover_log" 2>&1 &
+cargo test --test failover --test faults -- --ignored --nocapture >"$failover_log" 2>&1 &
 failover_pid=$!
 rc=0
 cargo test --workspace || rc=$?
 failover_rc=0
 wait "$failover_pid" || failover_rc=$?
-step "tests/failover.rs (run beside the others): exit $failover_rc"
+step "tests/failover.rs and tests/faults.rs (run beside the others): exit $failover_rc"
 cat "$failover_log"
-[[ $rc -eq 0 && $failover_rc -eq 0 ]] || { echo "test.sh: failed (cargo test: exit $rc; failover: exit $failover_rc)" >&2; exit 1; }
+[[ $rc -eq 0 && $failover_rc -eq 0 ]] || { echo "test.sh: failed (cargo test: exit $rc; HA lab tests: exit $failover_rc)" >&2; exit 1; }
 
 step "done"

@@ -28,6 +28,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::ha::{
+    self, addr_of, docker, host_of, lab_script, leader_seen_by, mounted_configs, owned, step, try_docker, wait_for,
+};
 use support::load::{Load, LoadSpec, Mode, time_to_served};
 
 const STACK: &str = "interlock";
@@ -40,84 +43,6 @@ const CONFIG: &str = "target/failover.toml";
 const APP_A: &str = "ha-app-a";
 const APP_B: &str = "ha-app-b";
 const APP_C: &str = "ha-app-c";
-const OWNED: &str = "label=com.docker.interlock.managed-by=interlock";
-
-/// A value from `/run/interlock-lab/ha-env`, or a failure that says how to get the lab.
-fn ha_env(key: &str) -> String {
-    let env = std::fs::read_to_string("/run/interlock-lab/ha-env").unwrap_or_else(|e| {
-        panic!(
-            "\n\nThe high-availability lab is not running (/run/interlock-lab/ha-env: {e}).\nStart it with `deploy/lab/swarm-lab.sh up && deploy/lab/swarm-lab.sh ha-up` (as root), or run `deploy/test.sh`.\n\n"
-        )
-    });
-    env.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .map(|v| v.trim_matches('"').to_owned())
-        .unwrap_or_else(|| panic!("no {key} in /run/interlock-lab/ha-env"))
-}
-
-fn host_of(node: &str) -> String {
-    ha_env(&format!("LAB_HOST_{}", node.replace('-', "_")))
-}
-
-fn addr_of(node: &str) -> String {
-    ha_env(&format!("LAB_ADDR_{}", node.replace('-', "_")))
-}
-
-/// The docker CLI against `node`'s engine: its output, or its error text.
-fn try_docker(node: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker").arg("-H").arg(host_of(node)).args(args).output().expect("run the docker CLI");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    if out.status.success() {
-        Ok(text(&out.stdout))
-    } else {
-        Err(format!("{}{}", text(&out.stdout), text(&out.stderr)))
-    }
-}
-
-fn docker(node: &str, args: &[&str]) -> String {
-    try_docker(node, args).unwrap_or_else(|e| panic!("docker -H {} {}: {e}", host_of(node), args.join(" ")))
-}
-
-fn lab_script(args: &[&str]) {
-    let status = Command::new("deploy/lab/swarm-lab.sh").args(args).status().expect("run swarm-lab.sh");
-    assert!(status.success(), "deploy/lab/swarm-lab.sh {}", args.join(" "));
-}
-
-/// The Raft leader's hostname, as `node` sees it (`None`: no leader, or no answer).
-fn leader_seen_by(node: &str) -> Option<String> {
-    let out = try_docker(node, &["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"]).ok()?;
-    out.lines().find_map(|l| l.strip_suffix(" Leader")).map(str::to_owned)
-}
-
-/// `GET /status` of the core replica running on `node` (inside its container's network
-/// namespace: the core publishes no port), as JSON.
-fn core_status(node: &str) -> Option<serde_json::Value> {
-    let filter = format!("label=com.docker.swarm.service.name={CORE}");
-    let ids = try_docker(node, &["ps", "-q", "--filter", &filter]).ok()?;
-    let id = ids.lines().next()?;
-    let pid = try_docker(node, &["inspect", "-f", "{{.State.Pid}}", id]).ok()?;
-    let out = Command::new("nsenter")
-        .args(["-t", pid.trim(), "-n", "curl", "-fsS", "--max-time", "3", "http://127.0.0.1:8080/status"])
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn role_of(node: &str) -> Option<String> {
-    core_status(node)?.get("role")?.as_str().map(str::to_owned)
-}
-
-/// Polls `check` every 200 ms until it returns `Some`, or panics after `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// The test's TOML: one hitless nginx cluster whose proxy is placed on `proxy_node` by a label
 /// the TOML declares; the extensions call the core by the stack's service name.
@@ -173,102 +98,29 @@ fn stack_deploy(node: &str, config: &PathBuf) {
     assert!(out.status.success(), "docker stack deploy: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// An app of the cluster on `node`, serving busybox httpd's "interlock-app" page for `host`.
-fn create_app(on: &str, name: &str, host: &str, node: &str) -> Result<String, String> {
-    try_docker(
-        on,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--quiet",
-            "--name",
-            name,
-            "--network",
-            "ha-apps",
-            "--constraint",
-            &format!("node.hostname=={node}"),
-            "--label",
-            &format!("com.docker.lb.hosts={host}"),
-            "--label",
-            "com.docker.lb.port=80",
-            "--label",
-            "com.docker.lb.network=ha-apps",
-            "--label",
-            "com.docker.lb.service_cluster=ha",
-            "local/interlock-app:lab",
-        ],
-    )
-}
-
 /// Whatever an earlier run left: the stack, the apps, everything interlock owns.
 fn clean(node: &str) {
     let _ = try_docker(node, &["stack", "rm", STACK]);
-    let _ = try_docker(node, &["service", "rm", APP_A, APP_B, APP_C]);
-    wait_for("the stack's cores stopped", Duration::from_secs(60), || {
-        let filter = format!("label=com.docker.swarm.service.name={CORE}");
-        let all = ha_env("LAB_HA_NODES");
-        all.split_whitespace()
-            .all(|n| try_docker(n, &["ps", "-q", "--filter", &filter]).is_ok_and(|o| o.trim().is_empty()))
-            .then_some(())
-    });
-    for id in docker(node, &["service", "ls", "-q", "--filter", OWNED]).split_whitespace() {
-        let _ = try_docker(node, &["service", "rm", id]);
-    }
-    wait_for("owned services gone", Duration::from_secs(60), || {
-        docker(node, &["service", "ls", "-q", "--filter", OWNED]).trim().is_empty().then_some(())
-    });
-    for kind in ["config", "secret"] {
-        for id in docker(node, &[kind, "ls", "-q", "--filter", OWNED]).split_whitespace() {
-            let _ = try_docker(node, &[kind, "rm", id]);
-        }
-    }
+    ha::clean(node, &[CORE], &[APP_A, APP_B, APP_C]);
 }
 
-fn step(started: Instant, what: &str) {
-    eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
+fn create_app(on: &str, name: &str, host: &str, node: &str) -> Result<String, String> {
+    ha::create_app(on, name, host, node, "ha")
 }
 
-/// Owned objects by kind: `(services by name, configs, secrets)`.
-fn owned(node: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let names = |args: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = docker(node, args).lines().map(str::to_owned).collect();
-        v.sort();
-        v
-    };
-    (
-        names(&["service", "ls", "--filter", OWNED, "--format", "{{.Name}}"]),
-        names(&["config", "ls", "--filter", OWNED, "--format", "{{.Name}}"]),
-        names(&["secret", "ls", "--filter", OWNED, "--format", "{{.Name}}"]),
-    )
+fn role_of(node: &str) -> Option<String> {
+    ha::role_of(node, CORE)
 }
 
-/// The config objects the owned services mount.
-fn mounted_configs(node: &str) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
-    for name in [PROXY, EXTENSION] {
-        let out = docker(
-            node,
-            &[
-                "service",
-                "inspect",
-                "-f",
-                "{{range .Spec.TaskTemplate.ContainerSpec.Configs}}{{.ConfigName}} {{end}}",
-                name,
-            ],
-        );
-        v.extend(out.split_whitespace().map(str::to_owned));
-    }
-    v.sort();
-    v.dedup();
-    v
+fn core_status(node: &str) -> Option<serde_json::Value> {
+    ha::core_status(node, CORE)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "runs beside the other lab tests in deploy/test.sh (its own swarm): cargo test --test failover -- --ignored"]
 async fn a_standby_core_takes_over_when_the_leaders_manager_dies() {
     let started = Instant::now();
-    let nodes: Vec<String> = ha_env("LAB_HA_NODES").split_whitespace().map(str::to_owned).collect();
+    let nodes = ha::nodes();
     assert_eq!(nodes.len(), 3, "three managers");
     let leader = wait_for("a Raft leader", Duration::from_secs(60), || leader_seen_by(&nodes[0]));
     // The proxy and the apps run on the two others: what dies is the writer, not the serving path.
@@ -377,7 +229,7 @@ async fn a_standby_core_takes_over_when_the_leaders_manager_dies() {
 
     let (services, configs, secrets) = owned(&new_leader);
     assert_eq!(services, [EXTENSION.to_owned(), PROXY.to_owned()], "one proxy and one extension service");
-    assert_eq!(configs, mounted_configs(&new_leader), "no config object beyond the ones mounted");
+    assert_eq!(configs, mounted_configs(&new_leader, &[PROXY, EXTENSION]), "no config object beyond the ones mounted");
     assert_eq!(secrets.len(), 1, "one extension token: {secrets:?}");
     let proxy_tasks = docker(&new_leader, &["service", "ps", "-q", "--filter", "desired-state=running", PROXY]);
     assert_eq!(proxy_tasks.lines().count(), 1, "one proxy task");

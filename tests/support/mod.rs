@@ -3,7 +3,9 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+pub mod ha;
 pub mod load;
+pub mod relay;
 pub mod walkthrough;
 
 use std::path::{Path, PathBuf};
