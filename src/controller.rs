@@ -183,7 +183,12 @@ async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>, pendin
     let result = reconciler.pass().await;
     let took = started.elapsed();
     let (reads, writes) = ctx.swarm.requests();
-    debug!(reads = reads - reads_before, writes = writes - writes_before, "pass requests");
+    debug!(
+        reads = reads - reads_before,
+        writes = writes - writes_before,
+        took_ms = took.as_millis() as u64,
+        "pass requests"
+    );
     match result {
         Ok(report) => {
             if report.writes > 0 {

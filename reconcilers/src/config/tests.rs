@@ -650,6 +650,21 @@ mod hostile {
             Just("a.b.c = 1".to_owned()),
             Just("x = \"\\u0000\"".to_owned()),
             Just("Config = 3".to_owned()),
+            Just("[NodeLabels.\"lb-*\"]".to_owned()),
+            Just("[NodeLabels]".to_owned()),
+            Just("region = [1]".to_owned()),
+            Just("\"bad key!\" = \"v\"".to_owned()),
+            Just("[Plugins]".to_owned()),
+            Just("Enabled = [\"carbon\", \"nope\", 3]".to_owned()),
+            Just("[Plugins.Carbon]".to_owned()),
+            Just("Interval = \"1ms\"".to_owned()),
+            Just("DriftPolicy = \"sometimes\"".to_owned()),
+            Just("HitlessServiceUpdate = \"yes\"".to_owned()),
+            Just("SecretPolicy = 1".to_owned()),
+            Just("ListenAddr = \":99999\"".to_owned()),
+            Just("DockerURL = \"ftp://x\"".to_owned()),
+            Just("[Extensions.x.Config]".to_owned()),
+            Just("ProxyKind = \"caddy\"".to_owned()),
             "\\PC{0,40}",
         ];
         proptest::collection::vec(fragment, 0..40).prop_map(|lines| lines.join("\n"))
@@ -663,11 +678,43 @@ mod hostile {
             let line_count = text.lines().count().max(1);
             let diagnostics = match parse("hostile.toml", &text) {
                 Ok(loaded) => loaded.warnings,
-                Err(e) => e.diagnostics,
+                Err(e) => {
+                    prop_assert!(
+                        e.diagnostics.iter().any(|d| d.severity == Severity::Error),
+                        "a rejected file says why: {:?}", e.diagnostics
+                    );
+                    e.diagnostics
+                }
             };
             for d in &diagnostics {
                 prop_assert!(d.line >= 1 && d.line <= line_count + 1, "{d} (the file has {line_count} lines)");
                 prop_assert_eq!(&d.file, "hostile.toml");
+            }
+        }
+
+        /// The seed config with up to 8 random edits (a byte replaced, inserted or removed, at
+        /// a random place): near-valid files, where a reader's assumptions break first.
+        #[test]
+        fn edited_seed_parses_or_fails_with_lines(
+            edits in proptest::collection::vec((0usize..3, any::<prop::sample::Index>(), any::<u8>()), 1..8)
+        ) {
+            let mut bytes = SEED.as_bytes().to_vec();
+            for (kind, at, byte) in edits {
+                let i = at.index(bytes.len().max(1)).min(bytes.len());
+                match kind {
+                    0 if i < bytes.len() => bytes[i] = byte,
+                    1 => bytes.insert(i, byte),
+                    _ if i < bytes.len() => { bytes.remove(i); }
+                    _ => {}
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let line_count = text.lines().count().max(1);
+            if let Err(e) = parse("edited.toml", &text) {
+                prop_assert!(e.diagnostics.iter().any(|d| d.severity == Severity::Error), "{:?}", e.diagnostics);
+                for d in &e.diagnostics {
+                    prop_assert!(d.line >= 1 && d.line <= line_count + 1, "{d} (the file has {line_count} lines)");
+                }
             }
         }
 
