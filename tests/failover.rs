@@ -120,7 +120,7 @@ fn core_status(node: &str) -> Option<serde_json::Value> {
 #[ignore = "runs beside the other lab tests in deploy/test.sh (its own swarm): cargo test --test failover -- --ignored"]
 async fn a_standby_core_takes_over_when_the_leaders_manager_dies() {
     let started = Instant::now();
-    let nodes = ha::nodes();
+    let nodes = ha::managers();
     assert_eq!(nodes.len(), 3, "three managers");
     let leader = wait_for("a Raft leader", Duration::from_secs(60), || leader_seen_by(&nodes[0]));
     // The proxy and the apps run on the two others: what dies is the writer, not the serving path.

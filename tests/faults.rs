@@ -1,10 +1,12 @@
 //! Faults, on the high-availability lab (`deploy/lab/swarm-lab.sh ha-up`, three managers of its
 //! own; `deploy/test.sh` runs this after `tests/failover.rs`, beside the main lab's tests).
 //!
-//! One hitless nginx cluster: its proxy placed by `[NodeLabels]` on a follower manager (`lb`
+//! One hitless nginx cluster: its proxy placed by `[NodeLabels]` on the lab's worker (`lb`
 //! below), its apps on the leader, and the core a Swarm service on the leader whose Docker socket
 //! is a relay in this test ([`support::relay`]) to the *other* follower's engine (`engine`), so
-//! that engine can be restarted, made slow or failing while the core keeps running. An app is
+//! that engine can be restarted, made slow or failing while the core keeps running (the core,
+//! connected to a follower's engine and not finding its own container there, runs as a lone core,
+//! which writes). An app is
 //! under continuous load through the proxy the whole time (4 clients, a new connection per
 //! request), and each fault is counted apart:
 //! 1. the core's engine restarted in the middle of a pass (the relay slows the pass's reads so it
@@ -15,8 +17,9 @@
 //!    its answer is held), then restarted by Swarm;
 //! 4. a read-only filesystem (so `/tmp`) for the core's config check: the cluster is held with the
 //!    reason in `/status`, the new app is not rolled out unchecked; writable again, it is;
-//! 5. the proxy's node's engine restarted (the proxy task with it): it comes back serving;
-//! 6. the proxy's node's network cut for 30 s and restored.
+//! 5. the proxy's node's engine (a worker's) restarted, the proxy task with it: it comes back
+//!    serving;
+//! 6. the proxy's node's network (the load-balancer worker's link) cut for 30 s and restored.
 //!
 //! Faults 1–4 do not touch the serving path: 0 failed requests each. Faults 5 and 6 do (the
 //! proxy is stopped, or unreachable): their failed requests are counted, and after each the
@@ -169,10 +172,10 @@ fn core_container(node: &str) -> String {
 #[ignore = "runs on the HA lab in deploy/test.sh, after tests/failover.rs: cargo test --test faults -- --ignored"]
 async fn faults_lose_nothing_and_duplicate_nothing() {
     let started = Instant::now();
-    let nodes = ha::nodes();
-    let leader = wait_for("a Raft leader", Duration::from_secs(60), || leader_seen_by(&nodes[0]));
-    let followers: Vec<String> = nodes.iter().filter(|n| **n != leader).cloned().collect();
-    let (engine, lb) = (followers[0].clone(), followers[1].clone());
+    let managers = ha::managers();
+    let leader = wait_for("a Raft leader", Duration::from_secs(60), || leader_seen_by(&managers[0]));
+    let followers: Vec<String> = managers.iter().filter(|n| **n != leader).cloned().collect();
+    let (engine, lb) = (followers[0].clone(), ha::workers()[0].clone());
     step(started, &format!("core and apps on {leader} (the leader), its engine {engine}'s, proxy on {lb}"));
     clean(&leader);
     let _ = try_docker(&leader, &["network", "create", "-d", "overlay", "--attachable", "interlock"]);
@@ -222,13 +225,15 @@ async fn faults_lose_nothing_and_duplicate_nothing() {
 
     // 1. The core's engine restarted in the middle of a pass.
     step(started, &format!("1. {engine}'s engine restarted during a pass"));
-    // The pass the new app triggers waits 20 s at the relay for its reads: the engine stops under it.
-    relay.set(relay::Mode::Slow(Duration::from_secs(20)));
+    // The pass the new app triggers waits at the relay for its reads (longer than the engine's
+    // stop takes): the engine stops under it, and the relay then drops what it held.
+    relay.set(relay::Mode::Slow(Duration::from_secs(120)));
     let core_before = core_container(&leader);
     app_on(APPS[1]).expect("create app b");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stopped = Instant::now();
     lab_script(&["ha-stop", &engine]);
+    let stop_took = stopped.elapsed();
     assert!(!served(&lb, APPS[1]).await, "the pass was still in flight when the engine stopped");
     relay.set(relay::Mode::Pass);
     lab_script(&["ha-start", &engine]);
@@ -240,7 +245,8 @@ async fn faults_lose_nothing_and_duplicate_nothing() {
         "engine restarted mid-pass",
         &part,
         format!(
-            "; the new app served {:.1} s after the engine's stop began (stop and start included)",
+            "; the engine took {:.1} s to stop; the new app served {:.1} s after its stop began (stop and start included)",
+            stop_took.as_secs_f64(),
             took.as_secs_f64()
         ),
     );

@@ -14,15 +14,18 @@ LAB_PREFIXLEN=24
 LAB_NODES=(lb-00 lb-01 app-00)
 declare -A LAB_NODE_ADDR=([lb-00]=10.99.0.11 [lb-01]=10.99.0.12 [app-00]=10.99.0.13)
 
-# The high-availability lab (`swarm-lab.sh ha-up`): a second, separate swarm of three managers,
-# so that a test can stop the Raft leader's engine without touching the main lab. Its own
-# bridge, whose host address is no node (every node is an extra dockerd in a namespace):
+# The high-availability lab (`swarm-lab.sh ha-up`): a second, separate swarm of three managers
+# and a worker, so that a test can stop the Raft leader's engine without touching the main lab.
+# Its own bridge, whose host address is no node (every node is an extra dockerd in a namespace):
 #   host bridge ilab1 10.98.0.1/24
-#   netns ha-00 10.98.0.11, ha-01 10.98.0.12, ha-02 10.98.0.13; dockerd at unix:///run/docker-NODE.sock
+#   netns ha-00 10.98.0.11, ha-01 10.98.0.12, ha-02 10.98.0.13 (managers), ha-03 10.98.0.14
+#   (a worker); dockerd at unix:///run/docker-NODE.sock
 HA_BRIDGE=ilab1
 HA_HOST_ADDR=10.98.0.1
-HA_NODES=(ha-00 ha-01 ha-02)
-LAB_NODE_ADDR+=([ha-00]=10.98.0.11 [ha-01]=10.98.0.12 [ha-02]=10.98.0.13)
+HA_MANAGERS=(ha-00 ha-01 ha-02)
+HA_WORKERS=(ha-03)
+HA_NODES=("${HA_MANAGERS[@]}" "${HA_WORKERS[@]}")
+LAB_NODE_ADDR+=([ha-00]=10.98.0.11 [ha-01]=10.98.0.12 [ha-02]=10.98.0.13 [ha-03]=10.98.0.14)
 HA_ENV=/run/interlock-lab/ha-env
 
 LAB_LOG_DIR=/var/log/interlock-lab

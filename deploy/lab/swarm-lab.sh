@@ -6,8 +6,8 @@
 #   swarm-lab.sh status                         exit 0 only when the 4-node swarm is healthy
 #   swarm-lab.sh exec NODE CMD...               run CMD in a worker's network namespace
 #   swarm-lab.sh ha-up                          the high-availability lab: a separate swarm of
-#                                               three managers ha-00..ha-02 (after `up`: it takes
-#                                               the main lab's images)
+#                                               three managers ha-00..ha-02 and a worker ha-03
+#                                               (after `up`: it takes the main lab's images)
 #   swarm-lab.sh ha-stop NODE | ha-start NODE   stop / start one of its engines (failover tests)
 #   swarm-lab.sh ha-down                        remove it (`down` does too)
 #
@@ -697,25 +697,27 @@ write_env() {
 
 # ================================================================ the high-availability lab
 # A second swarm, apart from the main lab so that a test may stop its Raft leader's engine:
-# three managers, each an extra dockerd in its own namespaces (as the workers above), on bridge
+# three managers and a worker, each an extra dockerd in its own namespaces (as the workers above), on bridge
 # ilab1 (lib.sh). Its images are the main lab's, copied from the host's engine.
 
 HA_LOCK=/run/interlock-lab-ha.lock
 
-# ha_answering: the first HA node whose engine answers (nothing if none does).
+# ha_answering: the first HA manager whose engine answers (nothing if none does).
 ha_answering() {
   local n
-  for n in "${HA_NODES[@]}"; do daemon_ok "$(node_host "$n")" && { echo "$n"; return; }; done
+  for n in "${HA_MANAGERS[@]}"; do daemon_ok "$(node_host "$n")" && { echo "$n"; return; }; done
   return 0
 }
 
-# ha_swarm_ready: the three nodes are Ready managers of one swarm, one of them its leader.
+# ha_swarm_ready: the managers are Ready managers of one swarm, one of them its leader, and the
+# workers Ready workers of it.
 ha_swarm_ready() {
   local n out
   n=$(ha_answering); [[ -n $n ]] || return 1
   out=$(timeout 20 docker -H "$(node_host "$n")" node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}' 2>/dev/null) || return 1
-  [[ $(grep -c . <<<"$out") -eq 3 ]] || return 1
-  for n in "${HA_NODES[@]}"; do grep -qE "^$n Ready (Leader|Reachable)\$" <<<"$out" || return 1; done
+  [[ $(grep -c . <<<"$out") -eq ${#HA_NODES[@]} ]] || return 1
+  for n in "${HA_MANAGERS[@]}"; do grep -qE "^$n Ready (Leader|Reachable)\$" <<<"$out" || return 1; done
+  for n in "${HA_WORKERS[@]}"; do grep -qE "^$n Ready ?\$" <<<"$out" || return 1; done
   grep -q ' Leader$' <<<"$out"
 }
 
@@ -777,6 +779,8 @@ write_ha_env() {
   {
     echo "# written by deploy/lab/swarm-lab.sh ha-up, $(date -Is)"
     echo "LAB_HA_NODES=\"${HA_NODES[*]}\""
+    echo "LAB_HA_MANAGERS=\"${HA_MANAGERS[*]}\""
+    echo "LAB_HA_WORKERS=\"${HA_WORKERS[*]}\""
     for n in "${HA_NODES[@]}"; do
       v=${n//-/_}
       echo "LAB_HOST_$v=$(node_host "$n")"
@@ -803,11 +807,16 @@ cmd_ha_up() {
     for n in "${HA_NODES[@]}"; do ha_start_daemon "$n"; done
     dn "$first" swarm init --advertise-addr "${LAB_NODE_ADDR[$first]}" >/dev/null
     token=$(dn "$first" swarm join-token -q manager)
-    for n in "${HA_NODES[@]:1}"; do
+    for n in "${HA_MANAGERS[@]:1}"; do
       dn "$n" swarm join --token "$token" --advertise-addr "${LAB_NODE_ADDR[$n]}" "${LAB_NODE_ADDR[$first]}:2377" >/dev/null
       log "$n: joined as a manager"
     done
-    wait_ha_ready 60 || { dn "$first" node ls >&2 || true; die "the HA swarm's 3 managers did not become Ready"; }
+    token=$(dn "$first" swarm join-token -q worker)
+    for n in "${HA_WORKERS[@]}"; do
+      dn "$n" swarm join --token "$token" --advertise-addr "${LAB_NODE_ADDR[$n]}" "${LAB_NODE_ADDR[$first]}:2377" >/dev/null
+      log "$n: joined as a worker"
+    done
+    wait_ha_ready 60 || { dn "$first" node ls >&2 || true; die "the HA swarm's nodes did not all become Ready"; }
   fi
   phase_end
   phase ha-images; ha_images; phase_end
@@ -844,7 +853,7 @@ cmd_ha_stop() {
 }
 
 # ha-start NODE: starts the node's engine again with its swarm state; waits until the swarm
-# shows all three managers Ready.
+# shows all its nodes Ready.
 cmd_ha_start() {
   ha_node_arg "$1"
   local other

@@ -39,7 +39,7 @@ pub fn role(own: Option<&str>, nodes: &[NodeFacts], replicas: &[&str]) -> Role {
         Some(n) if replicas.contains(&n.id.as_str()) => standby(Some(n)),
         Some(n) => {
             let first = replicas.iter().copied().chain(std::iter::once(own)).min().unwrap_or(own);
-            if first == own { Role::Active } else { Role::Standby { leader: Some(n.hostname.clone()) } }
+            if first == own { Role::Active } else { standby(Some(n)) }
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The high-availability lab (`deploy/lab/swarm-lab.sh ha-up`: a swarm of three managers of its
-//! own) as the tests that stop its engines see it: its nodes, the docker CLI against one node's
+//! The high-availability lab (`deploy/lab/swarm-lab.sh ha-up`: a swarm of three managers and a
+//! worker of its own) as the tests that stop its engines see it: its nodes, the docker CLI against one node's
 //! engine, a core's `/status` read inside its container, apps of a cluster, and what interlock
 //! owns there. Shared by `tests/failover.rs` and `tests/faults.rs`.
 
@@ -24,9 +24,19 @@ pub fn ha_env(key: &str) -> String {
         .unwrap_or_else(|| panic!("no {key} in /run/interlock-lab/ha-env"))
 }
 
-/// The HA lab's node names.
+/// The HA lab's node names: its managers, then its workers.
 pub fn nodes() -> Vec<String> {
     ha_env("LAB_HA_NODES").split_whitespace().map(str::to_owned).collect()
+}
+
+/// Its three managers.
+pub fn managers() -> Vec<String> {
+    ha_env("LAB_HA_MANAGERS").split_whitespace().map(str::to_owned).collect()
+}
+
+/// Its workers.
+pub fn workers() -> Vec<String> {
+    ha_env("LAB_HA_WORKERS").split_whitespace().map(str::to_owned).collect()
 }
 
 /// `unix:///run/docker-NODE.sock`.
