@@ -87,7 +87,7 @@ EOF
 app_args() {
   local i=$1 replicas=0
   [ "$i" -lt "$RUNNING" ] && replicas=1
-  echo "--detach --quiet --name $PREFIX-$i --replicas $replicas --network soak-apps --constraint node.hostname==app-00 \
+  echo "--detach --quiet --no-resolve-image --name $PREFIX-$i --replicas $replicas --network soak-apps --constraint node.hostname==app-00 \
 --label com.docker.lb.hosts=app$i.soak.local --label com.docker.lb.port=80 --label com.docker.lb.network=soak-apps \
 --label com.docker.lb.service_cluster=soak$((i % CLUSTERS)) local/interlock-app:lab"
 }
