@@ -22,6 +22,7 @@
 //! each swarm event starts the label-to-config clock ([`PendingEvent`]) that the first pass
 //! changing a proxy config stops.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -49,10 +50,36 @@ const COALESCE: Duration = Duration::from_millis(20);
 /// leader's replica takes over on its first pass after the election, not a PollInterval later.
 const ELECTION_POLL: Duration = Duration::from_secs(1);
 
+/// How long the loop polls fast for one app service whose tasks are not all running: long
+/// enough for tasks to start, and bounded, so that an app Swarm cannot place (an image no node
+/// has, a constraint no node meets) does not keep the core reading the swarm four times a
+/// second for ever. Its events and PollInterval still wake the loop.
+const SETTLE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Since when each app service has been settling (its tasks not all running), to bound the
+/// fast polling each one earns (`SETTLE_WINDOW`).
+#[derive(Debug, Default)]
+struct Settling(BTreeMap<String, Instant>);
+
+impl Settling {
+    /// Records the services settling now (`ids`, from a pass); returns how many of them began
+    /// settling less than `SETTLE_WINDOW` ago. A service that settles and later starts tasks
+    /// again (a scale, an update) gets a new window.
+    fn fresh(&mut self, ids: &[String], now: Instant) -> usize {
+        let current: BTreeSet<&String> = ids.iter().collect();
+        self.0.retain(|id, _| current.contains(id));
+        for id in ids {
+            self.0.entry(id.clone()).or_insert(now);
+        }
+        self.0.values().filter(|since| now.saturating_duration_since(**since) < SETTLE_WINDOW).count()
+    }
+}
+
 /// What a pass left for the loop to decide when to look again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PassOutcome {
-    /// The pass read the swarm; `settling` app services are still starting tasks; `electing`:
+    /// The pass read the swarm; `settling` app services are still starting tasks (and have been
+    /// for less than `SETTLE_WINDOW`); `electing`:
     /// this replica is a standby and no node is the Raft leader.
     Read { settling: usize, electing: bool },
     /// The swarm could not be read (the engine down, no Raft leader, a timeout).
@@ -118,6 +145,7 @@ pub async fn run<S: Swarm>(
     let mut next_poll = Instant::now();
     let mut pending = PendingEvent::default();
     let mut failures = 0u32;
+    let mut settling = Settling::default();
     loop {
         let now = Instant::now();
         if now >= next_poll {
@@ -125,7 +153,7 @@ pub async fn run<S: Swarm>(
             if file.changed(&path) {
                 reload(&path, &mut reconciler);
             }
-            let outcome = pass(&mut reconciler, &ctx, &mut pending).await;
+            let outcome = pass(&mut reconciler, &ctx, &mut pending, &mut settling).await;
             failures = if outcome == PassOutcome::Failed { failures.saturating_add(1) } else { 0 };
             let poll = reconciler.config().poll_interval;
             next_poll = Instant::now() + poll_after(outcome, poll, failures, crate::reconcile::jitter());
@@ -177,7 +205,12 @@ pub async fn run<S: Swarm>(
 
 /// One pass; returns what decides the next one's time. Records it in the status and the
 /// metrics, and stops the label-to-config clock when it changed a proxy config.
-async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>, pending: &mut PendingEvent) -> PassOutcome {
+async fn pass<S: Swarm>(
+    reconciler: &mut Reconciler<S>,
+    ctx: &Context<S>,
+    pending: &mut PendingEvent,
+    settling: &mut Settling,
+) -> PassOutcome {
     let (reads_before, writes_before) = ctx.swarm.requests();
     let started = Instant::now();
     let result = reconciler.pass().await;
@@ -209,7 +242,10 @@ async fn pass<S: Swarm>(reconciler: &mut Reconciler<S>, ctx: &Context<S>, pendin
                     ctx.plugins.dispatch(event);
                 }
             }
-            PassOutcome::Read { settling: report.apps_settling, electing: report.standby.as_deref() == Some("") }
+            PassOutcome::Read {
+                settling: settling.fresh(&report.apps_settling, Instant::now()),
+                electing: report.standby.as_deref() == Some(""),
+            }
         }
         Err(e) => {
             error!("{e}");
@@ -379,6 +415,27 @@ mod tests {
         let mut config = seed_config();
         config.listen_addr = ListenAddr { host: "127.0.0.1".into(), port: 0 };
         (path, config)
+    }
+
+    #[test]
+    fn each_settling_app_earns_fast_polling_for_a_bounded_window() {
+        let t0 = Instant::now();
+        let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let mut settling = Settling::default();
+        assert_eq!(settling.fresh(&ids(&["stuck"]), t0), 1);
+        assert_eq!(
+            settling.fresh(&ids(&["stuck"]), t0 + SETTLE_WINDOW),
+            0,
+            "a service Swarm cannot place stops the fast polling"
+        );
+        assert_eq!(settling.fresh(&ids(&["stuck", "new"]), t0 + SETTLE_WINDOW), 1, "a new one earns its own window");
+        assert_eq!(settling.fresh(&ids(&["new"]), t0 + SETTLE_WINDOW * 2), 0);
+        assert_eq!(settling.fresh(&[], t0 + SETTLE_WINDOW * 2), 0);
+        assert_eq!(
+            settling.fresh(&ids(&["stuck"]), t0 + SETTLE_WINDOW * 3),
+            1,
+            "settled, then starting tasks again: a new window"
+        );
     }
 
     #[test]

@@ -443,7 +443,7 @@ impl PendingEvent {
             self.0 = None;
             return Some(now.saturating_duration_since(since));
         }
-        if report.apps_settling == 0 {
+        if report.apps_settling.is_empty() {
             self.0 = None;
         }
         None
@@ -607,11 +607,11 @@ mod tests {
         assert_eq!(pending.pass_done(&report(), start), None, "no event, nothing to time");
         pending.event(start + Duration::from_secs(2));
         pending.event(start + Duration::from_secs(1));
-        quiet.apps_settling = 1;
+        quiet.apps_settling = vec!["app".into()];
         assert_eq!(pending.pass_done(&quiet, start + Duration::from_secs(3)), None, "tasks still starting");
         assert_eq!(pending.pass_done(&report(), start + Duration::from_secs(5)), Some(Duration::from_secs(4)));
         pending.event(start + Duration::from_secs(6));
-        quiet.apps_settling = 0;
+        quiet.apps_settling = vec![];
         assert_eq!(pending.pass_done(&quiet, start + Duration::from_secs(7)), None);
         assert_eq!(pending.pass_done(&report(), start + Duration::from_secs(8)), None, "that event was dropped");
     }

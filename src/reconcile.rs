@@ -53,8 +53,8 @@ pub struct PassReport {
     pub backing_off: Vec<String>,
     /// Extensions skipped because their previous writes are still running.
     pub busy: Vec<String>,
-    /// App services still starting tasks when the swarm was read.
-    pub apps_settling: usize,
+    /// App services still starting tasks when the swarm was read (their IDs).
+    pub apps_settling: Vec<String>,
     /// This replica is a standby and wrote nothing: the leader's hostname ("" while Raft elects).
     pub standby: Option<String>,
     /// Owned services not yet running their spec when the swarm was read.

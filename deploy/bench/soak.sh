@@ -105,7 +105,9 @@ if [ "$existing" -ne "$SERVICES" ]; then
 fi
 log "created in $(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.0f", a - b }') s"
 
-RUST_LOG=interlock::controller=debug,interlock=info "$BIN" run -c "$CONFIG" >"$LOG" 2>&1 &
+# WRAP: a command to run interlock under (a heap profiler, say: WRAP="heaptrack -o /tmp/soak.heap").
+# shellcheck disable=SC2086
+RUST_LOG=interlock::controller=debug,interlock=info ${WRAP:-} "$BIN" run -c "$CONFIG" >"$LOG" 2>&1 &
 operator_pid=$!
 sample_rss() {
   local kb

@@ -789,18 +789,24 @@ pub fn unsettled(observed: &Observed) -> Vec<String> {
         .collect()
 }
 
-/// App services (not the operator's) with fewer running tasks than replicas. Swarm sends no task
-/// events, so while any exists the loop polls fast to route new tasks as soon as they run.
-pub fn apps_settling(observed: &Observed) -> usize {
+/// The IDs of app services (not the operator's) with fewer running tasks than replicas. Swarm
+/// sends no task events, so while any is new the loop polls fast to route new tasks as soon as
+/// they run.
+pub fn apps_settling(observed: &Observed) -> Vec<String> {
+    let mut running: BTreeMap<&str, u64> = BTreeMap::new();
+    for t in observed.tasks.iter().filter(|t| t.running) {
+        *running.entry(t.service_id.as_str()).or_default() += 1;
+    }
     observed
         .services
         .iter()
         .filter(|s| !is_owned(&s.def.labels) && labels::is_app_service(&s.def.labels))
         .filter(|s| {
-            let running = observed.tasks.iter().filter(|t| t.running && t.service_id == s.id).count() as u64;
+            let running = running.get(s.id.as_str()).copied().unwrap_or(0);
             if s.def.global { running == 0 } else { running != s.def.replicas }
         })
-        .count()
+        .map(|s| s.id.clone())
+        .collect()
 }
 
 #[cfg(test)]
