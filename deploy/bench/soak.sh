@@ -11,7 +11,8 @@
 # - pass time p50 / p99 / max (from the core's per-pass debug line), passes, requests per pass;
 # - interlock's RSS (VmRSS every 10 s): first, max and last after the initial convergence, and
 #   the slope of a least-squares line through the samples (flat means about 0 MB/min);
-# - Docker requests while idle: after the churn, IDLE seconds (default 60) without changes.
+# - Docker requests while idle: after the churn and 70 s to settle, IDLE seconds (default 60)
+#   without changes.
 #
 # Usage: deploy/bench/soak.sh   (root; SERVICES=… CLUSTERS=… RUNNING=… DURATION=… to change)
 set -euo pipefail
@@ -38,7 +39,8 @@ now() { date +%s.%N; }
 
 operator_pid=
 cleanup() {
-  [ -z "$operator_pid" ] || { kill "$operator_pid" 2>/dev/null; wait "$operator_pid" 2>/dev/null || true; }
+  # Its own process group (setsid below): a WRAP's children go with it.
+  [ -z "$operator_pid" ] || { kill -TERM -- "-$operator_pid" 2>/dev/null; wait "$operator_pid" 2>/dev/null || true; }
   log "removing the apps and what interlock made (log and samples stay in $WORK)"
   docker service ls -q --filter "name=$PREFIX-" | xargs -r -n 50 docker service rm >/dev/null 2>&1 || true
   docker service ls -q --filter label=com.docker.interlock.managed-by=interlock | xargs -r docker service rm >/dev/null 2>&1 || true
@@ -47,6 +49,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Other operators in the lab would fight over the same objects: a core an earlier soak left
+# running makes the figures meaningless.
+for f in /proc/[0-9]*; do
+  if [ "$(cat "$f/comm" 2>/dev/null)" = interlock ] && tr '\0' ' ' <"$f/cmdline" 2>/dev/null | grep -q 'interlock-soak\.'; then
+    log "an earlier soak's interlock still runs (pid ${f#/proc/}): stop it first"; exit 1
+  fi
+done
 # Other operators in the lab would fight over the same objects.
 for s in interlock interlock-hitless interlock_core il-fault-core; do docker service rm "$s" >/dev/null 2>&1 || true; done
 docker service ls -q --filter label=com.docker.interlock.managed-by=interlock | xargs -r docker service rm >/dev/null 2>&1 || true
@@ -107,11 +116,19 @@ log "created in $(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.0f", a - b }')
 
 # WRAP: a command to run interlock under (a heap profiler, say: WRAP="heaptrack -o /tmp/soak.heap").
 # shellcheck disable=SC2086
-RUST_LOG=interlock::controller=debug,interlock=info ${WRAP:-} "$BIN" run -c "$CONFIG" >"$LOG" 2>&1 &
+RUST_LOG=interlock::controller=debug,interlock=info setsid ${WRAP:-} "$BIN" run -c "$CONFIG" >"$LOG" 2>&1 &
 operator_pid=$!
+# The interlock process itself (under a WRAP, a child of it), found by its unique config path.
+interlock_pid() {
+  local f
+  for f in /proc/[0-9]*; do
+    [ "$(cat "$f/comm" 2>/dev/null)" = interlock ] && tr '\0' ' ' <"$f/cmdline" 2>/dev/null | grep -qF "$CONFIG" &&
+      { echo "${f#/proc/}"; return; }
+  done
+}
 sample_rss() {
   local kb
-  kb=$(awk '/VmRSS/ { print $2 }' "/proc/$operator_pid/status" 2>/dev/null) || return 0
+  kb=$(awk '/VmRSS/ { print $2 }' "/proc/$(interlock_pid)/status" 2>/dev/null) || return 0
   [ -z "$kb" ] || echo "$(date +%s) $(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }')" >>"$RSS"
 }
 
@@ -149,7 +166,10 @@ done
 sample_rss
 churn_line=$(wc -l <"$LOG")
 log "churn done ($changes changes); idle for $IDLE s"
-sleep 10 # let the last changes settle before measuring idle
+# Let the last changes settle, and any app's fast-polling window (60 s, controller::Settling) end.
+sleep 70
+unsettled=$(docker service ls --filter "name=$PREFIX-" --format '{{.Name}} {{.Replicas}}' |
+  awk '{ split($2, r, "/"); if (r[1] != r[2]) print }')
 idle_line=$(wc -l <"$LOG")
 sleep "$IDLE"
 sample_rss
@@ -175,4 +195,5 @@ awk '
     slope = (n * sxy - sx * sy) / (n * sxx - sx * sx)
     printf "interlock RSS: first %.1f MB, max %.1f MB, last %.1f MB; slope %.3f MB/min over %d samples\n", m[1], max, m[n], slope * 60, n
   }' "$RSS"
+[ -z "$unsettled" ] || echo "apps whose tasks were not all running when the idle phase began: $(echo "$unsettled" | tr '\n' ',' | sed 's/,$//')"
 awk -v secs="$IDLE" '{ n++; r += $1; w += $2 } END { printf "idle %d s: %d passes, %d reads, %d writes (%.1f requests/min)\n", secs, n, r, w, (r + w) * 60 / secs }' "$WORK/idle-passes.txt"
