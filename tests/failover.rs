@@ -47,40 +47,7 @@ const APP_C: &str = "ha-app-c";
 /// The test's TOML: one hitless nginx cluster whose proxy is placed on `proxy_node` by a label
 /// the TOML declares; the extensions call the core by the stack's service name.
 fn write_config(proxy_node: &str) -> PathBuf {
-    let text = format!(
-        r#"ListenAddr = ":8080"
-DockerURL = "unix:///var/run/docker.sock"
-PollInterval = "{poll}s"
-
-[NodeLabels."{proxy_node}"]
-  ha-role = "lb"
-
-[Extensions]
-  [Extensions.ha]
-    Image = "local/interlock:lab"
-    Args = ["-D", "extension"]
-    ServiceName = "{EXTENSION}"
-    ProxyImage = "local/interlock-proxy:lab"
-    ProxyArgs = []
-    ProxyServiceName = "{PROXY}"
-    ProxyConfigPath = "/etc/nginx/nginx.conf"
-    ServiceCluster = "ha"
-    HitlessServiceUpdate = true
-    ProxyConstraints = ["node.labels.ha-role==lb"]
-    PublishMode = "host"
-    PublishedPort = {PORT}
-    TargetPort = 80
-    PublishedSSLPort = 8490
-    TargetSSLPort = 443
-    [Extensions.ha.Config]
-      User = "nginx"
-      PidPath = "/var/run/proxy.pid"
-      WorkerProcesses = 1
-      RlimitNoFile = 65535
-      MaxConnections = 2048
-"#,
-        poll = POLL.as_secs()
-    );
+    let text = ha::hitless_cluster_toml("", POLL, "ha", "ha-role", proxy_node, PORT);
     std::fs::create_dir_all("target").unwrap();
     std::fs::write(CONFIG, text).unwrap();
     std::fs::canonicalize(CONFIG).unwrap()

@@ -58,41 +58,7 @@ fn host(app: &str) -> String {
 }
 
 fn config(lb: &str) -> String {
-    format!(
-        r#"ListenAddr = ":8080"
-DockerURL = "unix:///var/run/docker.sock"
-PollInterval = "{poll}s"
-EndpointOverride = "{CORE}:8080"
-
-[NodeLabels."{lb}"]
-  fault-role = "lb"
-
-[Extensions]
-  [Extensions.{CLUSTER}]
-    Image = "local/interlock:lab"
-    Args = ["extension"]
-    ServiceName = "{EXTENSION}"
-    ProxyImage = "local/interlock-proxy:lab"
-    ProxyArgs = []
-    ProxyServiceName = "{PROXY}"
-    ProxyConfigPath = "/etc/nginx/nginx.conf"
-    ServiceCluster = "{CLUSTER}"
-    HitlessServiceUpdate = true
-    ProxyConstraints = ["node.labels.fault-role==lb"]
-    PublishMode = "host"
-    PublishedPort = {PORT}
-    TargetPort = 80
-    PublishedSSLPort = 8491
-    TargetSSLPort = 443
-    [Extensions.{CLUSTER}.Config]
-      User = "nginx"
-      PidPath = "/var/run/proxy.pid"
-      WorkerProcesses = 1
-      RlimitNoFile = 65535
-      MaxConnections = 2048
-"#,
-        poll = POLL.as_secs()
-    )
+    ha::hitless_cluster_toml(&format!("EndpointOverride = \"{CORE}:8080\""), POLL, CLUSTER, "fault-role", lb, PORT)
 }
 
 /// The core as a Swarm service on `node`, its Docker socket the relay's.

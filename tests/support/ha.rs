@@ -198,3 +198,46 @@ pub fn mounted_configs(node: &str, services: &[&str]) -> Vec<String> {
     v.dedup();
     v
 }
+
+/// The TOML of one hitless nginx cluster `cluster` for the HA lab's tests: `top` (the core's own
+/// keys), a `PollInterval`, the node label `LABEL = "lb"` declared on `lb_node` by
+/// `[NodeLabels]` and the proxy placed by it, host-mode ports `port` (and `port + 400` for TLS),
+/// the services `interlock-ext-CLUSTER` and `interlock-proxy-CLUSTER`.
+pub fn hitless_cluster_toml(top: &str, poll: Duration, cluster: &str, label: &str, lb_node: &str, port: u16) -> String {
+    format!(
+        r#"ListenAddr = ":8080"
+DockerURL = "unix:///var/run/docker.sock"
+PollInterval = "{poll}s"
+{top}
+
+[NodeLabels."{lb_node}"]
+  {label} = "lb"
+
+[Extensions]
+  [Extensions.{cluster}]
+    Image = "local/interlock:lab"
+    Args = ["extension"]
+    ServiceName = "interlock-ext-{cluster}"
+    ProxyImage = "local/interlock-proxy:lab"
+    ProxyArgs = []
+    ProxyServiceName = "interlock-proxy-{cluster}"
+    ProxyConfigPath = "/etc/nginx/nginx.conf"
+    ServiceCluster = "{cluster}"
+    HitlessServiceUpdate = true
+    ProxyConstraints = ["node.labels.{label}==lb"]
+    PublishMode = "host"
+    PublishedPort = {port}
+    TargetPort = 80
+    PublishedSSLPort = {tls}
+    TargetSSLPort = 443
+    [Extensions.{cluster}.Config]
+      User = "nginx"
+      PidPath = "/var/run/proxy.pid"
+      WorkerProcesses = 1
+      RlimitNoFile = 65535
+      MaxConnections = 2048
+"#,
+        poll = poll.as_secs(),
+        tls = port + 400
+    )
+}
