@@ -154,6 +154,8 @@ pub async fn run<S: Swarm>(
                 reload(&path, &mut reconciler);
             }
             let outcome = pass(&mut reconciler, &ctx, &mut pending, &mut settling).await;
+            // What the pass freed would otherwise stay resident (`crate::memory`).
+            crate::memory::release_freed();
             failures = if outcome == PassOutcome::Failed { failures.saturating_add(1) } else { 0 };
             let poll = reconciler.config().poll_interval;
             next_poll = Instant::now() + poll_after(outcome, poll, failures, crate::reconcile::jitter());

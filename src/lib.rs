@@ -23,6 +23,7 @@
 //! - [`plugins`]: plug-ins fed with Docker's and interlock's events (Interlock 0.3's `example`,
 //!   `carbon`), each on its own task behind a bounded queue ([`plugins::Dispatcher`]).
 //! - [`report`]: the text that `validate` and `check` print, built from plain values.
+//! - [`memory`]: freed heap pages handed back to the kernel after each pass.
 //! - `main.rs`: the command line, logging set-up, exit codes (the only place `anyhow` is used).
 
 pub mod agent;
@@ -31,6 +32,7 @@ pub mod controller;
 pub mod delivery;
 pub mod docker;
 pub mod extension;
+pub mod memory;
 #[cfg(test)]
 mod memory_swarm;
 pub mod metrics;

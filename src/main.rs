@@ -178,7 +178,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    bound_malloc_arenas();
     let cli = Cli::parse();
     if let Some(flag) = cli.carina.given() {
         eprintln!("{}", carina_gone(flag));
@@ -297,22 +296,6 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         print!("{}", report.text);
         Ok(if report.problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
-}
-
-/// Keeps glibc's malloc to two arenas. Each pass of a long-running command allocates and frees
-/// the swarm's JSON (megabytes at 1,000 services) on whichever runtime thread polls it, and glibc
-/// gives threads arenas of their own that it rarely hands back: under churn the RSS climbed by
-/// about 3.5 MB a minute (`deploy/bench/soak.sh`) while the live heap stayed near 15 MB
-/// (heaptrack). Called first thing, before any thread exists; `MALLOC_ARENA_MAX` in the
-/// environment still wins.
-fn bound_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter, and no other thread runs yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
