@@ -178,6 +178,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    interlock::memory::tune_allocator();
     let cli = Cli::parse();
     if let Some(flag) = cli.carina.given() {
         eprintln!("{}", carina_gone(flag));

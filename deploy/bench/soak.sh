@@ -60,7 +60,11 @@ done
 for s in interlock interlock-hitless interlock_core il-fault-core; do docker service rm "$s" >/dev/null 2>&1 || true; done
 docker service ls -q --filter label=com.docker.interlock.managed-by=interlock | xargs -r docker service rm >/dev/null 2>&1 || true
 docker network create -d overlay interlock >/dev/null 2>&1 || true
-docker network create -d overlay soak-apps >/dev/null 2>&1 || true
+# A /16: every service takes an address (its VIP) on the network, and a /24 runs out at about 250.
+if [ "$(docker network inspect soak-apps -f '{{(index .IPAM.Config 0).Subnet}}' 2>/dev/null)" != 10.201.0.0/16 ]; then
+  docker network rm soak-apps >/dev/null 2>&1 || true
+  docker network create -d overlay --subnet 10.201.0.0/16 soak-apps >/dev/null
+fi
 
 {
   echo 'ListenAddr = "127.0.0.1:18089"'
