@@ -15,6 +15,11 @@
 #   without changes.
 #
 # Usage: deploy/bench/soak.sh   (root; SERVICES=… CLUSTERS=… RUNNING=… DURATION=… to change)
+#
+# Afterwards, reset the lab (`deploy/lab/swarm-lab.sh down`; the next `up` or `deploy/test.sh`
+# builds it again from the image cache): after several soaks on one swarm its allocator once ran
+# out of addresses on the `interlock` network ("could not find an available IP while allocating
+# VIP"), and the feature tests' proxies then never started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SERVICES=${SERVICES:-1000}
@@ -41,7 +46,7 @@ operator_pid=
 cleanup() {
   # Its own process group (setsid below): a WRAP's children go with it.
   [ -z "$operator_pid" ] || { kill -TERM -- "-$operator_pid" 2>/dev/null; wait "$operator_pid" 2>/dev/null || true; }
-  log "removing the apps and what interlock made (log and samples stay in $WORK)"
+  log "removing the apps and what interlock made (log and samples stay in $WORK); reset the lab before the tests: deploy/lab/swarm-lab.sh down"
   docker service ls -q --filter "name=$PREFIX-" | xargs -r -n 50 docker service rm >/dev/null 2>&1 || true
   docker service ls -q --filter label=com.docker.interlock.managed-by=interlock | xargs -r docker service rm >/dev/null 2>&1 || true
   sleep 5
