@@ -44,7 +44,7 @@ getent passwd nginx >/dev/null ||
 step "swarm lab up (manager + lb-00, lb-01, app-00)"
 deploy/lab/swarm-lab.sh up --interlock-binary target/debug/interlock
 
-step "high-availability lab up (a separate swarm of three managers, for the failover test)"
+step "high-availability lab up (a separate swarm of three managers and a worker, for the failover and fault tests)"
 deploy/lab/swarm-lab.sh ha-up
 
 # The failover and fault tests have a swarm of their own: they run (one after the other) beside
