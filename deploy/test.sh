@@ -52,7 +52,6 @@ deploy/lab/swarm-lab.sh ha-up
 # #[ignore]d in the plain run for that.
 step "cargo test (unit, property, lab integration); tests/failover.rs and tests/faults.rs beside it on the HA lab"
 failover_log=target/ha-tests.log
-cargo build --workspace --tests -q
 cargo test --test failover --test faults -- --ignored --nocapture >"$failover_log" 2>&1 &
 failover_pid=$!
 rc=0

@@ -148,6 +148,14 @@ fn proxy_settled(node: &str) -> Option<()> {
         .then_some(())
 }
 
+/// Waits until the proxy task has settled and every app is served through it again.
+async fn settled_and_served(leader: &str, lb: &str) {
+    wait_for("the proxy task settled", Duration::from_secs(120), || proxy_settled(leader));
+    for app in APPS {
+        wait_served(lb, app, Duration::from_secs(60)).await;
+    }
+}
+
 fn core_container(node: &str) -> String {
     wait_for("the core's container running", Duration::from_secs(60), || container_of(node, CORE))
 }
@@ -355,10 +363,7 @@ async fn faults_lose_nothing_and_duplicate_nothing() {
     let stopped = Instant::now();
     lab_script(&["ha-stop", &lb]);
     lab_script(&["ha-start", &lb]);
-    wait_for("the proxy task settled", Duration::from_secs(120), || proxy_settled(&leader));
-    for app in APPS {
-        wait_served(&lb, app, Duration::from_secs(60)).await;
-    }
+    settled_and_served(&leader, &lb).await;
     let outage = stopped.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let part = window(&load, &mut mark);
@@ -381,10 +386,7 @@ async fn faults_lose_nothing_and_duplicate_nothing() {
     let restored = Instant::now();
     // Swarm may have replaced the proxy's task while it could not see the node: it stops the
     // old one and starts the new one when the node is back, which the count includes.
-    wait_for("the proxy task settled", Duration::from_secs(120), || proxy_settled(&leader));
-    for app in APPS {
-        wait_served(&lb, app, Duration::from_secs(60)).await;
-    }
+    settled_and_served(&leader, &lb).await;
     let after = restored.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let part = window(&load, &mut mark);

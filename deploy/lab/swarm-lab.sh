@@ -671,8 +671,18 @@ ensure_images() {
 }
 
 # ================================================================ env file
+# node_env_lines NODE...: each node's LAB_HOST_<node> and LAB_ADDR_<node> line.
+node_env_lines() {
+  local n v
+  for n in "$@"; do
+    v=${n//-/_}
+    echo "LAB_HOST_$v=$(node_host "$n")"
+    echo "LAB_ADDR_$v=${LAB_NODE_ADDR[$n]}"
+  done
+}
+
 write_env() {
-  local n v f=$LAB_RUN_DIR/env
+  local f=$LAB_RUN_DIR/env
   mkdir -p "$LAB_RUN_DIR"
   {
     echo "# written by deploy/lab/swarm-lab.sh up, $(date -Is)"
@@ -680,11 +690,7 @@ write_env() {
     echo "LAB_MANAGER_ADDR=$LAB_MANAGER_ADDR"
     echo "LAB_MANAGER_NAME=$(uname -n)"
     echo "LAB_NODES=\"${LAB_NODES[*]}\""
-    for n in "${LAB_NODES[@]}"; do
-      v=${n//-/_}
-      echo "LAB_HOST_$v=$(node_host "$n")"
-      echo "LAB_ADDR_$v=${LAB_NODE_ADDR[$n]}"
-    done
+    node_env_lines "${LAB_NODES[@]}"
     echo "LAB_IMAGE_PROXY=$IMG_PROXY"
     echo "LAB_IMAGE_APP=$IMG_APP"
     echo "LAB_IMAGE_OPERATOR=$IMG_OPERATOR"
@@ -774,18 +780,14 @@ ha_images() {
 }
 
 write_ha_env() {
-  local n v f=$HA_ENV
+  local f=$HA_ENV
   mkdir -p "$LAB_RUN_DIR"
   {
     echo "# written by deploy/lab/swarm-lab.sh ha-up, $(date -Is)"
     echo "LAB_HA_NODES=\"${HA_NODES[*]}\""
     echo "LAB_HA_MANAGERS=\"${HA_MANAGERS[*]}\""
     echo "LAB_HA_WORKERS=\"${HA_WORKERS[*]}\""
-    for n in "${HA_NODES[@]}"; do
-      v=${n//-/_}
-      echo "LAB_HOST_$v=$(node_host "$n")"
-      echo "LAB_ADDR_$v=${LAB_NODE_ADDR[$n]}"
-    done
+    node_env_lines "${HA_NODES[@]}"
   } >"$f.tmp"
   mv "$f.tmp" "$f"
   log "wrote $f"

@@ -18,10 +18,7 @@ pub fn ha_env(key: &str) -> String {
             "\n\nThe high-availability lab is not running (/run/interlock-lab/ha-env: {e}).\nStart it with `deploy/lab/swarm-lab.sh up && deploy/lab/swarm-lab.sh ha-up` (as root), or run `deploy/test.sh`.\n\n"
         )
     });
-    env.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .map(|v| v.trim_matches('"').to_owned())
-        .unwrap_or_else(|| panic!("no {key} in /run/interlock-lab/ha-env"))
+    super::env_value(&env, key).unwrap_or_else(|| panic!("no {key} in /run/interlock-lab/ha-env"))
 }
 
 /// The HA lab's node names: its managers, then its workers.

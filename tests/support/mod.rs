@@ -83,7 +83,11 @@ pub async fn stop_demo_operator(api: &DockerClient) {
 
 /// A value from `/run/interlock-lab/env`.
 pub fn lab_env(key: &str) -> Option<String> {
-    let env = std::fs::read_to_string("/run/interlock-lab/env").ok()?;
+    env_value(&std::fs::read_to_string("/run/interlock-lab/env").ok()?, key)
+}
+
+/// `KEY=value` (quotes stripped) from the text of an env file `swarm-lab.sh` writes.
+pub fn env_value(env: &str, key: &str) -> Option<String> {
     env.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(|v| v.trim_matches('"').to_owned())
 }
 
