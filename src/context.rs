@@ -5,7 +5,7 @@
 //!
 //! Features that need shared state get a field here, not a global: the configs served to
 //! hitless extensions and their reports ([`Deliveries`]); the plug-ins' [`Dispatcher`]; the
-//! Prometheus [`Metrics`]; next, leadership.
+//! Prometheus [`Metrics`]; who this process is among the core's replicas ([`Replica`]).
 
 use std::sync::Arc;
 
@@ -34,9 +34,21 @@ pub struct Context<S> {
     pub core_image: Option<String>,
     /// The Swarm service interlock runs as, when it does (what extensions call it by).
     pub core_service: Option<String>,
-    /// The Swarm node (manager) this process talks to, for `interlock run`: only the replica on
-    /// the Raft leader writes. `None`: a lone core (the unit tests).
-    pub node_id: Option<String>,
+    /// Who this process is among the cores that may run (`reconcilers::leader`): a replica of
+    /// the core service (its task), a core run by hand, or a lone core (the unit tests).
+    pub identity: Replica,
+}
+
+/// Who this process is, as far as the shell could tell when it started.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Replica {
+    /// Writes whatever else runs: unit tests, and `run --writer` / `apply --writer`.
+    #[default]
+    Lone,
+    /// A task of the core service (its task ID, from its container's labels).
+    Task(String),
+    /// Run by hand (not a Swarm task): writes only while no core service runs.
+    ByHand,
 }
 
 impl<S: Swarm> Context<S> {
@@ -50,7 +62,7 @@ impl<S: Swarm> Context<S> {
             metrics: Arc::default(),
             core_image: None,
             core_service: None,
-            node_id: None,
+            identity: Replica::Lone,
         }
     }
 

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::context::Context;
+use crate::context::{Context, Replica};
 use crate::metrics::{Metrics, PendingEvent};
 use crate::plugins::{DRAIN_GRACE, Dispatcher, PluginEvent, now_nanos};
 use crate::reconcile::{PassReport, Reconciler};
@@ -137,12 +137,14 @@ pub async fn run<S: Swarm>(
         info!("loading plugin name={name} version={version}");
     }
     ctx.plugins.dispatch(PluginEvent::start());
-    // Several replicas may run; the one on the Raft leader writes (none known: a lone core).
-    let mut reconciler = Reconciler::new(ctx.clone(), config).as_replica_on(ctx.node_id.clone());
+    // Several replicas may run; exactly one writes (`reconcilers::leader`).
+    let mut reconciler = Reconciler::new(ctx.clone(), config).as_replica(ctx.identity.clone());
     let (tx, mut rx) = mpsc::channel::<Trigger>(256);
     let watcher = tokio::spawn(watch_events(ctx.swarm.clone(), tx, ctx.plugins.clone(), ctx.metrics.clone()));
     let mut file = FileState::read(&path);
+    crate::status::heartbeat(&ctx.status, crate::status::liveness_bound(poll_interval));
     let mut next_poll = Instant::now();
+    let mut last_pass = Instant::now();
     let mut pending = PendingEvent::default();
     let mut failures = 0u32;
     let mut settling = Settling::default();
@@ -153,11 +155,13 @@ pub async fn run<S: Swarm>(
             if file.changed(&path) {
                 reload(&path, &mut reconciler);
             }
+            last_pass = Instant::now();
             let outcome = pass(&mut reconciler, &ctx, &mut pending, &mut settling).await;
             // What the pass freed would otherwise stay resident (`crate::memory`).
             crate::memory::release_freed();
             failures = if outcome == PassOutcome::Failed { failures.saturating_add(1) } else { 0 };
             let poll = reconciler.config().poll_interval;
+            crate::status::heartbeat(&ctx.status, crate::status::liveness_bound(poll));
             next_poll = Instant::now() + poll_after(outcome, poll, failures, crate::reconcile::jitter());
             // A shutdown that arrived during the pass ends the loop now.
             if futures_util::poll!(&mut shutdown).is_ready() {
@@ -166,7 +170,11 @@ pub async fn run<S: Swarm>(
             }
             continue;
         }
-        let wake = reconciler.next_retry().map_or(next_poll, |retry| retry.min(next_poll));
+        // A cluster's retry time wakes the loop once: a retry time the last pass already saw
+        // (one that passed while the swarm could not be read, so the cluster never got to
+        // retry) would otherwise wake it at once, again and again, around the failed-pass
+        // backoff: about 2,000 requests a second against a failing engine.
+        let wake = reconciler.next_retry_after(last_pass).map_or(next_poll, |retry| retry.min(next_poll));
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {
                 if wake < next_poll { next_poll = Instant::now(); }
@@ -183,6 +191,11 @@ pub async fn run<S: Swarm>(
                     burst += 1;
                 }
                 debug!(?trigger, triggers = burst, "woken");
+                next_poll = Instant::now();
+            }
+            () = ctx.deliveries.behind() => {
+                // A proxy task runs a config as new as the served one: render a later one now.
+                debug!("an extension's task is ahead of the served config");
                 next_poll = Instant::now();
             }
             _ = hup.recv() => {
@@ -233,7 +246,7 @@ async fn pass<S: Swarm>(
                 warn!(extension = %extension, "{failure}");
             }
             crate::status::record(&ctx.status, &report.plan, &report.failures, report.writes);
-            crate::status::record_role(&ctx.status, report.standby.as_deref(), ctx.node_id.is_some());
+            crate::status::record_role(&ctx.status, report.standby.as_deref(), ctx.identity != Replica::Lone);
             ctx.metrics.record_pass(&report, took, crate::status::unix_now());
             if let Some(latency) = pending.pass_done(&report, Instant::now()) {
                 debug!(?latency, "event to proxy config");
@@ -455,6 +468,52 @@ mod tests {
         for outcome in [read(0, false), read(1, false), read(0, true), PassOutcome::Failed] {
             assert_eq!(poll_after(outcome, short, 3, 1.0), short);
         }
+    }
+
+    /// The fresh-machine failure: a cluster backing off whose retry time passes while the swarm
+    /// cannot be read made the loop pass again at once, for ever (about 2,000 requests a second
+    /// against a failing engine). Here us-west's writes always fail (it backs off) and then
+    /// every read fails: in 30 s the loop reads a handful of times, not thousands.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_engine_with_a_cluster_in_backoff_is_read_a_bounded_number_of_times() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        swarm.failing("interlock-proxy-us-west", u32::MAX);
+        let (path, config) = setup("failing-observe");
+        let ctx = Context::new(swarm.clone(), ProxyChecker::unchecked());
+        let watcher = swarm.clone();
+        let shutdown = async move {
+            // Long enough for us-west to fail a few times and hold a retry time.
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            watcher.failing_observe();
+            let (reads, _) = watcher.requests();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            let passes = (watcher.requests().0 - reads) / 6;
+            // Backoff from 1 s, doubling, capped at PollInterval (3 s): about 11 in 30 s.
+            assert!(passes <= 14, "{passes} reads of the swarm in 30 s while it fails");
+            assert!(passes >= 5, "it keeps looking: {passes}");
+        };
+        run(ctx, path, config, shutdown).await.unwrap();
+    }
+
+    /// The event watcher: a stream that fails at once on every subscription is resubscribed
+    /// with backoff (1 s doubling, at most 30 s), not in a loop.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_event_stream_is_resubscribed_with_backoff() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        swarm.failing_events();
+        let (tx, mut rx) = mpsc::channel(1024);
+        let metrics = Arc::new(Metrics::default());
+        let watcher = tokio::spawn(watch_events(swarm.clone(), tx, Arc::new(Dispatcher::none()), metrics.clone()));
+        let started = Instant::now();
+        let mut subscriptions = 0;
+        while let Ok(Some(trigger)) = tokio::time::timeout_at(started + Duration::from_secs(60), rx.recv()).await {
+            assert_eq!(trigger, Trigger::Resync);
+            subscriptions += 1;
+        }
+        watcher.abort();
+        // 1 + 2 + 4 + 8 + 16 + 30 > 60: at most 7 subscriptions in a minute.
+        assert!((4..=7).contains(&subscriptions), "{subscriptions} subscriptions in 60 s");
+        swarm.heal();
     }
 
     /// A plug-in that records every event's name (and, for passes, the extension), after

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use interlock::context::Context;
+use interlock::context::{Context, Replica};
 use interlock::docker::DockerClient;
 use interlock::plugins::carbon::CarbonError;
 use interlock::plugins::{self, Dispatcher, PluginSettings};
@@ -145,11 +145,23 @@ enum Command {
         /// How long to wait for services to settle.
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         timeout: u64,
+        /// Write even while a core service runs (which would then undo what differs).
+        #[arg(long)]
+        writer: bool,
     },
     /// Run the reconcile loop until SIGTERM or SIGINT (Interlock's `interlock -D run -c FILE`).
     Run {
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
+        /// Run by hand: write even while a core service runs (by default it then stands by).
+        #[arg(long)]
+        writer: bool,
+    },
+    /// Exit 0 when a running core's /health answers 200 (the stack's healthcheck), else 1.
+    Health {
+        /// The core's address (default http://127.0.0.1:8080).
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
     },
     /// Print a running core's /status as a table: per extension its quarantined services, held
     /// writes and failures; with hitless updates the config served and each proxy task's.
@@ -199,8 +211,9 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Check { config } => check(&config),
         Command::Plan { config } => plan(&config),
-        Command::Apply { config, timeout } => apply(&config, Duration::from_secs(timeout)),
-        Command::Run { config } => run(&config),
+        Command::Apply { config, timeout, writer } => apply(&config, Duration::from_secs(timeout), writer),
+        Command::Run { config, writer } => run(&config, writer),
+        Command::Health { url } => health(&url),
         Command::Status { url, config } => status(url, config.as_deref()),
         Command::Extension => extension(),
         Command::Agent => agent(),
@@ -304,7 +317,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// The composition root: connects to a manager and builds the shared context.
-async fn context(config: &Config) -> anyhow::Result<Context<DockerClient>> {
+/// `writer`: write whatever else runs (`--writer`); else this process writes only as
+/// `reconcilers::leader` decides.
+async fn context(config: &Config, writer: bool) -> anyhow::Result<Context<DockerClient>> {
     let docker = DockerClient::connect(config.docker_url.as_ref(), &config.tls)?;
     let engine = docker.require_manager().await?;
     tracing::debug!(engine = %engine.version, api = %engine.api_version, "connected to a swarm manager");
@@ -315,12 +330,21 @@ async fn context(config: &Config) -> anyhow::Result<Context<DockerClient>> {
     let own = if hostname.is_empty() { None } else { docker.own_container(&hostname).await? };
     let mut ctx = Context::new(docker, ProxyChecker::discover());
     ctx.deliveries.set_key(key);
-    if let reconcilers::swarm::SwarmMembership::Manager { node_id } = &engine.swarm {
-        ctx.node_id = Some(node_id.clone());
-    }
+    // Which replica this is: its own task (the stack sets INTERLOCK_TASK_ID from `{{.Task.ID}}`,
+    // which works whichever manager's engine it talks to; else its container's label).
+    let task = std::env::var("INTERLOCK_TASK_ID").ok().filter(|t| !t.is_empty() && !t.contains("{{"));
+    let task = task.or_else(|| own.as_ref().and_then(|o| o.task.clone()));
+    ctx.identity = match (writer, task) {
+        (true, _) => Replica::Lone,
+        (false, Some(task)) => Replica::Task(task),
+        (false, None) => Replica::ByHand,
+    };
     if let Some(own) = own {
         ctx.core_image = own.image;
         ctx.core_service = own.service;
+    }
+    if ctx.core_service.is_none() {
+        ctx.core_service = std::env::var("INTERLOCK_SERVICE_NAME").ok().filter(|s| !s.is_empty() && !s.contains("{{"));
     }
     Ok(ctx)
 }
@@ -328,18 +352,28 @@ async fn context(config: &Config) -> anyhow::Result<Context<DockerClient>> {
 fn plan(path: &Path) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
     runtime()?.block_on(async {
-        let reconciler = Reconciler::new(context(&loaded.config).await?, loaded.config);
+        let reconciler = Reconciler::new(context(&loaded.config, false).await?, loaded.config);
         let (_, plan) = reconciler.plan().await?;
         print!("{}", planner::render(&plan));
         Ok(if plan.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
     })
 }
 
-fn apply(path: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
+fn apply(path: &Path, timeout: Duration, writer: bool) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
     let config = loaded.config;
     runtime()?.block_on(async {
-        let mut reconciler = Reconciler::new(context(&config).await?, config);
+        let ctx = context(&config, writer).await?;
+        if ctx.identity == Replica::ByHand {
+            let observed = ctx.swarm.observe(&interlock::reconcile::managed_label()).await?;
+            if let Some(core) = interlock::reconcile::core_service_running(&observed) {
+                eprintln!(
+                    "interlock: the core service {core} runs and writes; this apply would fight it. Change its config instead (see README, \"Deployment\"), or pass --writer to write anyway"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        let mut reconciler = Reconciler::new(ctx.clone(), config).as_replica(ctx.identity.clone());
         let deadline = Instant::now() + timeout;
         // A pass may enable the next (the operator network before the extensions), so pass
         // until one plans nothing.
@@ -418,14 +452,26 @@ fn plugins_summary(config: &Config) -> Option<String> {
     Some(format!("  plug-ins   {}{detail}\n", config.plugins.enabled.join(", ")))
 }
 
-fn run(path: &Path) -> anyhow::Result<ExitCode> {
+/// `interlock health`: the stack's healthcheck (the image has no curl).
+fn health(url: &str) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match runtime.block_on(interlock::status::health(url)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("interlock: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn run(path: &Path, writer: bool) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load(path)? else { return Ok(ExitCode::FAILURE) };
     let config = loaded.config;
     check_plugin_settings(&config).map_err(|e| anyhow::anyhow!("{}: error: {e}", path.display()))?;
     runtime()?.block_on(async {
         // Before anything else: a SIGTERM during the first pass must finish that pass, not kill it.
         let shutdown = interlock::controller::termination()?;
-        let mut ctx = context(&config).await?;
+        let mut ctx = context(&config, writer).await?;
         if !config.plugins.enabled.is_empty() {
             let built = plugins::build(&config.plugins.enabled, &PluginSettings::from_config(&config))
                 .with_context(|| format!("{}: [Plugins]", path.display()))?;

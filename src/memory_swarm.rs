@@ -44,6 +44,10 @@ struct State {
     /// Every write attempted, as `"op name"`, in order.
     attempts: Vec<String>,
     observe_delay: Duration,
+    /// Reading the swarm fails (the engine answers 503).
+    observe_failing: bool,
+    /// Subscribing to events fails at once.
+    events_failing: bool,
 }
 
 /// A swarm in memory. Clones share it.
@@ -87,9 +91,22 @@ impl MemorySwarm {
         self.lock().observe_delay = delay;
     }
 
+    /// Reading the swarm fails (503) until [`MemorySwarm::heal`].
+    pub fn failing_observe(&self) {
+        self.lock().observe_failing = true;
+    }
+
+    /// The event stream fails at once on every subscription until [`MemorySwarm::heal`].
+    pub fn failing_events(&self) {
+        self.lock().events_failing = true;
+    }
+
     /// Removes every fault.
     pub fn heal(&self) {
-        self.lock().faults.clear();
+        let mut state = self.lock();
+        state.faults.clear();
+        state.observe_failing = false;
+        state.events_failing = false;
     }
 
     fn fault(&self, name_part: &str, set: impl FnOnce(&mut Fault)) {
@@ -197,8 +214,18 @@ impl MemorySwarm {
 impl Swarm for MemorySwarm {
     async fn observe(&self) -> Result<Observed, DockerError> {
         self.reads.fetch_add(6, Ordering::Relaxed);
-        let delay = self.lock().observe_delay;
+        let (delay, failing) = {
+            let state = self.lock();
+            (state.observe_delay, state.observe_failing)
+        };
         tokio::time::sleep(delay).await;
+        if failing {
+            return Err(DockerError::Rejected {
+                operation: "list services".into(),
+                status: 503,
+                message: "injected failure".into(),
+            });
+        }
         Ok(self.observed())
     }
 
@@ -432,10 +459,16 @@ impl Swarm for MemorySwarm {
     }
 
     fn events(&self, _kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, DockerError>> + Send + 'static {
-        futures_util::stream::unfold(self.events.subscribe(), |mut rx| async move {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let failing = self.lock().events_failing;
+        futures_util::stream::unfold((self.events.subscribe(), failing), |(mut rx, failing)| async move {
+            if failing {
+                let e = DockerError::Rejected { operation: "events".into(), status: 503, message: "injected failure".into() };
+                return Some((Err(e), (rx, false)));
+            }
             loop {
                 match rx.recv().await {
-                    Ok(event) => return Some((Ok(event), rx)),
+                    Ok(event) => return Some((Ok(event), (rx, false))),
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }

@@ -582,6 +582,7 @@ mod tests {
             node: "lb-00".into(),
             container: "c".into(),
             hash: "h".into(),
+            generation: 0,
             rejected: None,
             error: None,
             applied_at,

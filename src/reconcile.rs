@@ -23,11 +23,12 @@ use reconcilers::leader;
 use reconcilers::node_labels;
 use reconcilers::plan::{self, Action, Plan};
 use reconcilers::routes::{RouteTable, Timestamp};
-use reconcilers::swarm::ServiceFacts;
+use reconcilers::swarm::{ServiceFacts, TaskFacts};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::context::Context;
+use crate::context::{Context, Replica};
+use crate::delivery::Serving;
 use crate::docker::DockerError;
 use crate::proxycheck::Verdict;
 use crate::swarm::Swarm;
@@ -53,6 +54,9 @@ pub struct PassReport {
     pub backing_off: Vec<String>,
     /// Extensions skipped because their previous writes are still running.
     pub busy: Vec<String>,
+    /// Extensions whose write was refused because an object changed since it was read: they
+    /// are planned again from a fresh read shortly.
+    pub conflicts: Vec<String>,
     /// App services still starting tasks when the swarm was read (their IDs).
     pub apps_settling: Vec<String>,
     /// This replica is a standby and wrote nothing: the leader's hostname ("" while Raft elects).
@@ -61,11 +65,19 @@ pub struct PassReport {
     pub unsettled: Vec<String>,
 }
 
-/// Failure count and next allowed attempt, per cluster.
+/// Failure and conflict counts and next allowed attempt, per cluster.
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     failures: u32,
+    /// Writes refused in a row because the object changed since it was read: the cluster is
+    /// planned again soon (from 250 ms, doubling), not after a failure's backoff.
+    conflicts: u32,
     until: Instant,
+}
+
+/// The delay before re-planning a cluster after `conflicts` refused writes in a row.
+fn conflict_delay(conflicts: u32, jitter: f64) -> Duration {
+    (backoff_delay(conflicts, jitter) / 4).max(Duration::from_millis(100))
 }
 
 /// Why a cluster's write task stopped early.
@@ -115,9 +127,9 @@ pub struct Reconciler<S: Swarm> {
     culprits: std::sync::Mutex<BTreeMap<String, Culprit>>,
     /// The drift lines of the last pass: each is logged when it first appears.
     drift_seen: BTreeSet<String>,
-    /// The Swarm node this replica runs on, when several replicas may run (`interlock run`):
-    /// only the one on the Raft leader writes (`reconcilers::leader`).
-    node: Option<String>,
+    /// Who this process is among the cores that may run: exactly one writes
+    /// (`reconcilers::leader`).
+    identity: Replica,
     /// The role of the last pass, to log changes.
     role: Option<leader::Role>,
     /// Owned services with no running task and a task Swarm left waiting for a host port, by
@@ -155,17 +167,17 @@ impl<S: Swarm> Reconciler<S> {
             in_flight: BTreeMap::new(),
             culprits: std::sync::Mutex::default(),
             drift_seen: BTreeSet::new(),
-            node: None,
+            identity: Replica::Lone,
             role: None,
             stranded: BTreeMap::new(),
             rescheduled: BTreeMap::new(),
         }
     }
 
-    /// Makes this replica one of several (`interlock run`): it writes only while it runs on the
-    /// Swarm's Raft leader, `node` being its own node's ID.
-    pub fn as_replica_on(mut self, node: Option<String>) -> Self {
-        self.node = node;
+    /// Makes this process one of the cores that may run (`run`, `apply`): it writes only while
+    /// `reconcilers::leader::role` says so.
+    pub fn as_replica(mut self, identity: Replica) -> Self {
+        self.identity = identity;
         self
     }
 
@@ -189,7 +201,9 @@ impl<S: Swarm> Reconciler<S> {
     /// rejection no service explains (the operator's own TOML) holds the cluster: its writes are
     /// dropped and its proxy keeps its last good config.
     pub async fn plan(&self) -> Result<(Observed, Plan), ReconcileError> {
-        let observed = self.ctx.swarm.observe().await.map_err(ReconcileError::Observe)?;
+        let mut observed = self.ctx.swarm.observe().await.map_err(ReconcileError::Observe)?;
+        // The generations served and run: a new config's generation continues from them.
+        observed.delivered = self.ctx.deliveries.known();
         let mut excluded = self.remembered_culprits(&observed);
         for _round in 0..MAX_CULPRIT_ROUNDS {
             let desired = desired::desired_state_excluding(&self.config, &observed, &self.env, &excluded);
@@ -368,26 +382,25 @@ impl<S: Swarm> Reconciler<S> {
             unsettled: plan::unsettled(&observed),
             ..PassReport::default()
         };
-        let replicas = core_replica_nodes(&observed, self.ctx.core_service.as_deref());
-        let role = leader::role(self.node.as_deref(), &observed.nodes, &replicas);
+        let role = self.role(&observed);
         if self.role.as_ref() != Some(&role) {
             match &role {
                 leader::Role::Active => info!("active: this replica writes"),
-                leader::Role::Standby { leader } => info!(
-                    leader = leader.as_deref().unwrap_or("none yet"),
-                    "standby: the replica on the Raft leader writes; this one serves status and configs"
-                ),
+                leader::Role::Standby { leader, why } => {
+                    info!(leader = leader.as_deref().unwrap_or("none yet"), "standby: {}", standing(*why));
+                }
             }
             self.role = Some(role.clone());
         }
-        if let leader::Role::Standby { leader } = role {
-            // Read-only: what the active replica serves to hitless extensions is the same, so
-            // an extension reaching this replica gets it too.
-            self.serve_deliveries(&observed, &plan);
-            report.standby = Some(leader.unwrap_or_default());
+        if let leader::Role::Standby { leader, .. } = role {
+            // Read-only, and serving no config: extensions and their reports go to the writer.
+            let leader = leader.unwrap_or_default();
+            self.ctx.deliveries.set_serving(Serving::Standby(leader.clone()));
+            report.standby = Some(leader);
             report.plan = plan;
             return Ok(report);
         }
+        self.ctx.deliveries.set_serving(Serving::Writer);
         for action in &plan.shared {
             execute(&self.ctx.swarm, action).await.map_err(ReconcileError::Network)?;
             report.writes += 1;
@@ -557,9 +570,16 @@ impl<S: Swarm> Reconciler<S> {
         }
     }
 
-    /// When the earliest backing-off cluster may retry, if any is backing off.
+    /// When the earliest backing-off cluster may retry.
+    #[cfg(test)]
     pub fn next_retry(&self) -> Option<Instant> {
         self.backoff.values().map(|b| b.until).min()
+    }
+
+    /// When the earliest backing-off cluster may retry, among retry times later than `since`
+    /// (the start of the last pass: an earlier one was that pass's to take).
+    pub fn next_retry_after(&self, since: Instant) -> Option<Instant> {
+        self.backoff.values().map(|b| b.until).filter(|until| *until > since).min()
     }
 
     /// Extensions whose writes are still running.
@@ -611,11 +631,24 @@ impl<S: Swarm> Reconciler<S> {
             Ok(()) => {
                 self.backoff.remove(&name);
             }
+            // Someone wrote since the read: another replica (an object of the same name
+            // created, a version moved), a person, Swarm finishing a rollout. Plan again.
+            Err(WriteError::Docker(
+                DockerError::OutOfSequence { operation } | DockerError::Conflict { operation },
+            )) => {
+                let before = self.backoff.get(&name).copied();
+                let conflicts = before.map_or(0, |b| b.conflicts) + 1;
+                let delay = conflict_delay(conflicts, jitter());
+                info!(extension = %name, conflicts, replan_in = ?delay, "{operation}: changed since it was read; planning it again from a fresh read");
+                let failures = before.map_or(0, |b| b.failures);
+                self.backoff.insert(name.clone(), Backoff { failures, conflicts, until: Instant::now() + delay });
+                report.conflicts.push(name);
+            }
             Err(e) => {
                 let failures = self.backoff.get(&name).map_or(0, |b| b.failures) + 1;
                 let delay = backoff_delay(failures, jitter());
                 warn!(extension = %name, failures, retry_in = ?delay, "{e}");
-                self.backoff.insert(name.clone(), Backoff { failures, until: Instant::now() + delay });
+                self.backoff.insert(name.clone(), Backoff { failures, conflicts: 0, until: Instant::now() + delay });
                 report.failures.insert(name, e.to_string());
             }
         }
@@ -630,31 +663,10 @@ async fn execute<S: Swarm>(swarm: &S, action: &Action) -> Result<(), DockerError
         // with the same content, and a clash here is someone else's config.
         Action::CreateConfig(def) => swarm.create_config(def).await,
         Action::CreateService(def) => swarm.create_service(def).await,
-        Action::UpdateService { id, version, def, .. } => {
-            let mut version = *version;
-            let mut tries = 0;
-            loop {
-                match swarm.update_service(id, version, def).await {
-                    Err(DockerError::OutOfSequence { .. }) if tries < 3 => {
-                        tries += 1;
-                        // Someone (often Swarm itself, finishing a rollout) moved the version.
-                        let fresh = (|| swarm.inspect_service(id))
-                            .retry(
-                                ExponentialBuilder::default()
-                                    .with_min_delay(Duration::from_millis(50))
-                                    .with_max_times(3),
-                            )
-                            .when(DockerError::is_transient)
-                            .await?;
-                        let Some(fresh) = fresh else {
-                            return Err(DockerError::NotFound { operation: format!("update service {}", def.name) });
-                        };
-                        version = fresh.version;
-                    }
-                    other => return other,
-                }
-            }
-        }
+        // Carries the version it was planned from: when someone moved it since (another
+        // replica, a person, Swarm finishing a rollout), Swarm refuses it ("update out of
+        // sequence") and the cluster is planned afresh from a new read, never rewritten blind.
+        Action::UpdateService { id, version, def, .. } => swarm.update_service(id, *version, def).await,
         Action::DeleteService { id, .. } => ignore_missing(swarm.delete_service(id).await),
         Action::DeleteConfig { id, .. } => ignore_missing(swarm.delete_config(id).await),
         Action::CreateSecret(def) => swarm.create_secret(def).await,
@@ -686,11 +698,53 @@ pub async fn ensure_agent<S: Swarm>(ctx: &Context<S>, config: &Config) -> Result
     Ok(writes)
 }
 
-/// The nodes on which the core's own service (`core_service`, by name) has running tasks.
-fn core_replica_nodes<'a>(observed: &'a Observed, core_service: Option<&str>) -> Vec<&'a str> {
+impl<S: Swarm> Reconciler<S> {
+    /// This process's role in the pass that read `observed`.
+    fn role(&self, observed: &Observed) -> leader::Role {
+        let identity = match &self.identity {
+            Replica::Lone => leader::Identity::Lone,
+            Replica::Task(id) => leader::Identity::Task(id.clone()),
+            Replica::ByHand => leader::Identity::ByHand { core_running: core_service_running(observed).is_some() },
+        };
+        let replicas = core_replicas(observed, self.ctx.core_service.as_deref());
+        leader::role(&identity, &observed.nodes, &replicas)
+    }
+}
+
+/// Why a replica stands by, for its log line.
+pub fn standing(why: leader::Standing) -> &'static str {
+    match why {
+        leader::Standing::Replica => "another replica of the core writes (the one on the Raft leader, the oldest there)",
+        leader::Standing::Electing => "no manager is the Raft leader yet; nobody writes until one is",
+        leader::Standing::NotYetRunning => "this replica's task is not listed as running yet",
+        leader::Standing::BesideService => {
+            "a core service runs and writes; this core, run by hand, writes nothing (`--writer` makes it write anyway)"
+        }
+    }
+}
+
+/// The tasks of the core's own service (`core_service`, by name).
+fn core_replicas<'a>(observed: &'a Observed, core_service: Option<&str>) -> Vec<&'a TaskFacts> {
     let Some(name) = core_service else { return Vec::new() };
     let Some(service) = observed.services.iter().find(|s| s.def.name == name) else { return Vec::new() };
-    observed.tasks.iter().filter(|t| t.service_id == service.id && t.running).map(|t| t.node_id.as_str()).collect()
+    observed.tasks.iter().filter(|t| t.service_id == service.id).collect()
+}
+
+/// The core service that wrote the owned extension services, if one has running tasks.
+pub fn core_service_running(observed: &Observed) -> Option<&str> {
+    observed
+        .services
+        .iter()
+        .filter(|s| desired::is_owned(&s.def.labels))
+        .filter_map(|s| s.def.labels.get(desired::LABEL_CORE_SERVICE))
+        .find(|name| {
+            observed
+                .services
+                .iter()
+                .find(|s| s.def.name == **name)
+                .is_some_and(|core| observed.tasks.iter().any(|t| t.service_id == core.id && t.running))
+        })
+        .map(String::as_str)
 }
 
 /// What the core is told about where the operator runs.
@@ -845,7 +899,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_update_out_of_sequence_rereads_the_version_and_retries() {
+    async fn an_update_out_of_sequence_is_planned_again_from_a_fresh_read_not_rewritten() {
         let swarm = MemorySwarm::new(seed_swarm());
         let mut r = reconciler(&swarm, seed_config());
         converge(&mut r).await;
@@ -854,12 +908,50 @@ mod tests {
         swarm.edit(|o| scale_demo_east(o, "10.0.1.6"));
         let report = r.pass().await.unwrap();
         let settled = r.settle().await;
-        assert!(report.failures.is_empty() && settled.failures.is_empty(), "{settled:#?}");
-        let updates = swarm.attempts().iter().filter(|a| *a == "update service interlock-proxy-us-east").count();
-        assert_eq!(updates, 2, "the lost update, then the retry at the fresh version");
+        assert!(report.failures.is_empty() && settled.failures.is_empty(), "a conflict is no failure: {settled:#?}");
+        assert_eq!([report.conflicts, settled.conflicts].concat(), ["us-east"]);
+        let updates = || swarm.attempts().iter().filter(|a| *a == "update service interlock-proxy-us-east").count();
+        assert_eq!(updates(), 1, "the refused update is not sent again with the spec of the old read");
+        let retry = r.next_retry().expect("planned again soon");
+        assert!(retry - Instant::now() <= Duration::from_millis(300), "soon, not after a failure's backoff");
+        tokio::time::sleep_until(retry).await;
+        r.pass().await.unwrap();
+        r.settle().await;
+        assert_eq!(updates(), 2, "planned afresh, written once");
         let after = swarm.service("interlock-proxy-us-east").unwrap();
         assert_ne!(after.def.configs, before.def.configs, "the new config is rolled out");
         assert_eq!(after.version, before.version + 2, "someone else's write, then ours");
+    }
+
+    /// Two replicas that both believe they write (their reads a moment apart) with different
+    /// configs: the one whose write was planned from the older read loses Swarm's version check
+    /// and does not overwrite the newer spec.
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_replica_never_overwrites_a_newer_spec() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        let mut first = reconciler(&swarm, seed_config());
+        converge(&mut first).await;
+        let moved = with_us_east(&seed_config(), |e| e.proxy_image = "nginx:newer".into());
+        let mut stale = reconciler(&swarm, seed_config());
+        let mut fresh = reconciler(&swarm, moved);
+        // Both read the same swarm; each write takes 10 s; the fresh one's lands first.
+        swarm.slow("interlock-proxy-us-east", Duration::from_secs(10));
+        swarm.edit(|o| scale_demo_east(o, "10.0.1.6"));
+        let fresh_pass = fresh.pass();
+        let stale_pass = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stale.pass().await
+        };
+        let (a, b) = tokio::join!(fresh_pass, stale_pass);
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let (a2, b2) = (fresh.settle().await, stale.settle().await);
+        assert!(a.conflicts.is_empty() && a2.conflicts.is_empty() && a.failures.is_empty(), "{a:#?}");
+        assert!(b.failures.is_empty() && b2.failures.is_empty(), "{b:#?} {b2:#?}");
+        assert_eq!([b.conflicts, b2.conflicts].concat(), ["us-east"]);
+        let east = swarm.service("interlock-proxy-us-east").unwrap();
+        assert_eq!(east.def.image, "nginx:newer", "the newer spec stands");
+        let updates = swarm.attempts().iter().filter(|a| *a == "update service interlock-proxy-us-east").count();
+        assert_eq!(updates, 1, "the stale one stopped at its first refused write and wrote no spec from its old read");
     }
 
     #[tokio::test(start_paused = true)]
@@ -1065,6 +1157,7 @@ mod tests {
                 node: "lb-00".into(),
                 container: "c".into(),
                 hash: served.hash.clone(),
+                generation: served.generation,
                 rejected: Some(next),
                 error: Some("[emerg] unknown directive".into()),
                 applied_at: 1,
@@ -1192,44 +1285,54 @@ mod tests {
         assert_eq!(swarm.node("lb-00").unwrap().labels["region"], "elsewhere");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn only_the_replica_on_the_raft_leader_writes_and_a_standby_takes_over() {
+    /// A swarm whose managers are `nodes` (`(id, leader)`) running the core service `interlock`
+    /// with one task per `(task, node, created)`.
+    fn with_core_replicas(swarm: &MemorySwarm, nodes: &[(&str, bool)], replicas: &[(&str, &str, &str)]) {
         use reconcilers::fixtures::{app, manager, task};
-        let swarm = MemorySwarm::new(seed_swarm());
-        // The core's own service, `interlock`, with a replica on each manager.
-        let core_task = |id: &str, node: &str| reconcilers::swarm::TaskFacts {
-            node_id: node.into(),
-            ..task(id, "svc-core", "net-interlock", "10.0.9.1")
-        };
         swarm.edit(|o| {
-            o.nodes = vec![manager("m1", true), manager("m2", false)];
+            o.nodes = nodes.iter().map(|(id, leader)| manager(id, *leader)).collect();
             let mut core = app("svc-core", "interlock", "none", "net-interlock");
             core.def.labels.clear();
             o.services.push(core);
-            o.tasks.extend([core_task("t-core-1", "m1"), core_task("t-core-2", "m2")]);
+            for (id, node, created) in replicas {
+                o.tasks.push(reconcilers::swarm::TaskFacts {
+                    node_id: (*node).into(),
+                    created: (*created).into(),
+                    ..task(id, "svc-core", "net-interlock", "10.0.9.1")
+                });
+            }
         });
-        let replica = |node: &str| {
-            let mut ctx = Context::new(swarm.clone(), ProxyChecker::unchecked());
-            ctx.core_service = Some("interlock".into());
-            Reconciler::new(ctx, hitless(&seed_config())).as_replica_on(Some(node.into()))
-        };
-        let mut standby = replica("m2");
+    }
+
+    /// A replica of the core service `interlock` sharing `swarm`, its task `task`.
+    fn core_replica(swarm: &MemorySwarm, config: Config, task: &str) -> Reconciler<MemorySwarm> {
+        let mut ctx = Context::new(swarm.clone(), ProxyChecker::unchecked());
+        ctx.core_service = Some("interlock".into());
+        Reconciler::new(ctx, config).as_replica(Replica::Task(task.into()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_replica_on_the_raft_leader_writes_and_a_standby_takes_over() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        with_core_replicas(&swarm, &[("m1", true), ("m2", false)], &[("t1", "m1", "1"), ("t2", "m2", "1")]);
+        let mut standby = core_replica(&swarm, hitless(&seed_config()), "t2");
         let report = standby.pass().await.unwrap();
         assert_eq!(report.writes, 0, "a standby writes nothing: {report:#?}");
         assert_eq!(report.standby.as_deref(), Some("manager-m1"));
         assert!(!report.plan.is_empty(), "it still plans");
-        let mut active = replica("m1");
+        let mut active = core_replica(&swarm, hitless(&seed_config()), "t1");
         converge(&mut active).await;
-        // The standby serves the same configs to extensions that reach it.
+        // Only the writer serves configs; the standby names it.
         let report = standby.pass().await.unwrap();
         assert!(report.plan.is_empty() && report.standby.is_some());
-        assert_eq!(
-            standby.ctx.deliveries.current("us-east").unwrap().hash,
-            active.ctx.deliveries.current("us-east").unwrap().hash
-        );
-        // m1 is lost; Raft elects m2: its replica writes from its next pass.
+        assert!(standby.ctx.deliveries.current("us-east").is_none());
+        assert_eq!(standby.ctx.deliveries.serving(), Serving::Standby("manager-m1".into()));
+        assert_eq!(active.ctx.deliveries.serving(), Serving::Writer);
+        let served = active.ctx.deliveries.current("us-east").unwrap();
+        // m1 is lost; Raft elects m2: its replica writes from its next pass, and continues the
+        // generations the swarm recorded.
         swarm.edit(|o| {
-            o.nodes = vec![manager("m2", true)];
+            o.nodes = vec![reconcilers::fixtures::manager("m2", true)];
             o.tasks.retain(|t| t.node_id != "m1");
             scale_demo_east(o, "10.0.1.9");
         });
@@ -1237,31 +1340,67 @@ mod tests {
         standby.settle().await;
         assert_eq!(report.standby, None);
         assert_eq!(report.writes, 1, "the new active replica delivers the change: {report:#?}");
+        let next = standby.ctx.deliveries.current("us-east").unwrap();
+        assert!(next.generation > served.generation, "{} after {}", next.generation, served.generation);
         // While Raft elects (no leader), nobody writes.
         swarm.edit(|o| {
-            o.nodes = vec![manager("m2", false)];
+            o.nodes = vec![reconcilers::fixtures::manager("m2", false)];
             scale_demo_east(o, "10.0.1.10");
         });
         assert_eq!(standby.pass().await.unwrap().writes, 0);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_lone_core_on_a_follower_manager_writes() {
-        use reconcilers::fixtures::{app, manager, task};
+    async fn of_two_replicas_on_one_manager_exactly_one_writes_and_the_newer_never_takes_over() {
         let swarm = MemorySwarm::new(seed_swarm());
-        swarm.edit(|o| {
-            o.nodes = vec![manager("m1", true), manager("m2", false)];
-            let mut core = app("svc-core", "interlock", "none", "net-interlock");
-            core.def.labels.clear();
-            o.services.push(core);
-            o.tasks.push(reconcilers::swarm::TaskFacts {
-                node_id: "m2".into(),
-                ..task("t-core", "svc-core", "net-interlock", "10.0.9.1")
-            });
-        });
-        let mut ctx = Context::new(swarm.clone(), ProxyChecker::unchecked());
-        ctx.core_service = Some("interlock".into());
-        let mut lone = Reconciler::new(ctx, seed_config()).as_replica_on(Some("m2".into()));
+        let (old, new) = ("2026-12-04T10:00:00.000000000Z", "2026-12-04T11:00:00.000000000Z");
+        // The newer task has the lower ID: age decides, not the ID.
+        with_core_replicas(&swarm, &[("m1", true)], &[("t9", "m1", old), ("t1", "m1", new)]);
+        let mut older = core_replica(&swarm, hitless(&seed_config()), "t9");
+        let mut newer = core_replica(&swarm, hitless(&seed_config()), "t1");
+        for _ in 0..3 {
+            let (a, b) = tokio::join!(older.pass(), newer.pass());
+            let (a, b) = (a.unwrap(), b.unwrap());
+            older.settle().await;
+            assert_eq!(a.standby, None, "the older replica writes");
+            assert_eq!(b.standby.as_deref(), Some("manager-m1"));
+            assert_eq!(b.writes, 0);
+        }
+        assert_eq!(swarm.most_writers_at_once("us-east"), 1);
+        // The older one's task stops (a start-first update of the core): the newer one writes.
+        swarm.edit(|o| o.tasks.retain(|t| t.id != "t9"));
+        swarm.edit(|o| scale_demo_east(o, "10.0.1.9"));
+        let report = newer.pass().await.unwrap();
+        assert_eq!(report.standby, None);
+        newer.settle().await;
+        assert!(newer.pass().await.unwrap().plan.is_empty(), "it converged");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_core_run_by_hand_beside_a_core_service_writes_nothing() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        with_core_replicas(&swarm, &[("m1", true)], &[("t1", "m1", "1")]);
+        let mut service = core_replica(&swarm, seed_config(), "t1");
+        converge(&mut service).await;
+        let (_, writes) = swarm.requests();
+        let mut by_hand = Reconciler::new(Context::new(swarm.clone(), ProxyChecker::unchecked()), seed_config())
+            .as_replica(Replica::ByHand);
+        swarm.edit(|o| scale_demo_east(o, "10.0.1.9"));
+        let report = by_hand.pass().await.unwrap();
+        assert_eq!(report.standby.as_deref(), Some("manager-m1"), "{report:#?}");
+        assert_eq!(swarm.requests().1, writes, "nothing written");
+        // The core service gone, the core run by hand writes.
+        swarm.edit(|o| o.tasks.retain(|t| t.id != "t1"));
+        let report = by_hand.pass().await.unwrap();
+        assert_eq!(report.standby, None);
+        assert!(report.writes > 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_core_on_a_follower_manager_writes() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        with_core_replicas(&swarm, &[("m1", true), ("m2", false)], &[("t-core", "m2", "1")]);
+        let mut lone = core_replica(&swarm, seed_config(), "t-core");
         let report = lone.pass().await.unwrap();
         assert_eq!(report.standby, None, "no replica on the leader: the lone core writes");
         assert!(report.writes > 0, "{report:#?}");
@@ -1299,6 +1438,7 @@ mod tests {
                 running,
                 addresses: vec![],
                 waiting_for_port: !running,
+                created: String::new(),
             };
             o.tasks.push(waiting("p-east", &east.id, false));
             // us-west also has one waiting, but another of its tasks runs: it is left alone.

@@ -5,7 +5,7 @@
 //!
 //! | path | answer |
 //! | --- | --- |
-//! | `/health` | 200 while the process serves (liveness) |
+//! | `/health` | 200 while the loop finishes passes (liveness, [`liveness_bound`]); else 503 |
 //! | `/ready` | 200 once a pass has read the swarm and the last pass did; else 503 with the reason |
 //! | `/status` | [`Status`] as JSON (what `interlock status` prints as a table, [`table`]) |
 //! | `/metrics` | the [`Metrics`] in Prometheus text format (OpenMetrics when `Accept` asks for it) |
@@ -45,6 +45,39 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
     pub extensions: BTreeMap<String, ExtensionStatus>,
+    /// When the loop last finished a pass (or started, before the first): `/health` fails once
+    /// that is longer ago than `liveness_bound`.
+    #[serde(skip)]
+    pub heartbeat: Option<std::time::Instant>,
+    #[serde(skip)]
+    pub liveness_bound: Option<Duration>,
+}
+
+/// How long the loop may go without finishing a pass before `/health` fails and Swarm (the
+/// stack's healthcheck) replaces the core: five PollIntervals, and at least 90 s (a pass's
+/// Docker calls are each bounded at 30 s, so a slow engine alone never trips it).
+pub fn liveness_bound(poll: Duration) -> Duration {
+    (poll * 5).max(Duration::from_secs(90))
+}
+
+/// Whether the loop is alive at `now`: it finished a pass (whether or not it read the swarm:
+/// an engine that is down is no reason to restart the core) within its bound.
+pub fn liveness(status: &Status, now: std::time::Instant) -> Result<(), String> {
+    match (status.heartbeat, status.liveness_bound) {
+        (Some(beat), Some(bound)) if now.saturating_duration_since(beat) > bound => Err(format!(
+            "no pass has finished for {} s (bound {} s): the loop is stuck",
+            now.saturating_duration_since(beat).as_secs(),
+            bound.as_secs()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Records that the loop is alive now, with its bound.
+pub fn heartbeat(status: &SharedStatus, bound: Duration) {
+    let mut current = status.lock().expect("status lock");
+    current.heartbeat = Some(std::time::Instant::now());
+    current.liveness_bound = Some(bound);
 }
 
 /// Why an extension's routes are not all as the labels ask.
@@ -189,7 +222,10 @@ pub async fn serve_on(listener: tokio::net::TcpListener, endpoints: Endpoints) {
 fn respond(path: &str, accept: &str, endpoints: &Endpoints) -> Response<Full<Bytes>> {
     let status = || endpoints.status.lock().expect("status lock").clone();
     let (code, content_type, body) = match path {
-        "/health" => (200, "text/plain", "ok\n".to_owned()),
+        "/health" => match liveness(&status(), std::time::Instant::now()) {
+            Ok(()) => (200, "text/plain", "ok\n".to_owned()),
+            Err(reason) => (503, "text/plain", format!("not live: {reason}\n")),
+        },
         "/ready" => match readiness(&status()) {
             Ok(()) => (200, "text/plain", "ready\n".to_owned()),
             Err(reason) => (503, "text/plain", format!("not ready: {reason}\n")),
@@ -265,6 +301,17 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// `GET /status` from a running core at `url` (`http://HOST:PORT` or `HOST:PORT`; a path is
 /// ignored).
 pub async fn fetch(url: &str) -> Result<Status, StatusError> {
+    let (_, body) = get(url, "/status", true).await?;
+    serde_json::from_slice(&body).map_err(|source| StatusError::Json { url: format!("{url}/status"), source })
+}
+
+/// `GET /health` from a running core at `url`: `Ok` when it answers 200.
+pub async fn health(url: &str) -> Result<(), StatusError> {
+    get(url, "/health", true).await.map(|_| ())
+}
+
+/// `GET path` at `url`; with `ok_only`, an answer other than 200 is an error.
+async fn get(url: &str, path: &str, ok_only: bool) -> Result<(u16, Bytes), StatusError> {
     // `http://` may be left out; no other scheme is served.
     let authority = url
         .strip_prefix("http://")
@@ -273,7 +320,7 @@ pub async fn fetch(url: &str) -> Result<Status, StatusError> {
         .filter(|a| a.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()))
         .ok_or_else(|| StatusError::Url(url.to_owned()))?
         .to_owned();
-    let target = format!("http://{authority}/status");
+    let target = format!("http://{authority}{path}");
     let get = async {
         let stream = tokio::net::TcpStream::connect(&authority)
             .await
@@ -282,7 +329,7 @@ pub async fn fetch(url: &str) -> Result<Status, StatusError> {
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
         tokio::spawn(connection);
-        let request = Request::get("/status")
+        let request = Request::get(path)
             .header(hyper::header::HOST, &authority)
             .body(Full::new(Bytes::new()))
             .expect("a valid request");
@@ -293,11 +340,11 @@ pub async fn fetch(url: &str) -> Result<Status, StatusError> {
     };
     let (code, body) =
         tokio::time::timeout(TIMEOUT, get).await.map_err(|_| StatusError::Timeout { url: target.clone() })??;
-    if code != 200 {
+    if ok_only && code != 200 {
         let body = String::from_utf8_lossy(&body).trim().to_owned();
         return Err(StatusError::Code { url: target, code, body });
     }
-    serde_json::from_slice(&body).map_err(|source| StatusError::Json { url: target, source })
+    Ok((code, body))
 }
 
 /// The status as `interlock status` prints it: a summary line; per extension the number of

@@ -187,6 +187,7 @@ fn observed(case: &Case) -> Observed {
                     node_id: "node".into(),
                     running: true,
                     waiting_for_port: false,
+                    created: String::new(),
                     addresses: network_ids.iter().enumerate().map(|(n, net)| (net.clone(), address(n))).collect(),
                 });
             }

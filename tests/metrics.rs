@@ -377,6 +377,7 @@ async fn metrics_are_prometheus_text_with_the_documented_families() {
             node: "lb-00".into(),
             container: "c1".into(),
             hash: "3f2a9c1b7d0e55aa".into(),
+            generation: 0,
             rejected: None,
             error: None,
             applied_at: now - 30,

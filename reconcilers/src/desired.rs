@@ -45,6 +45,13 @@ pub const OWN_ENV_PREFIX: &str = "INTERLOCK_";
 /// On hitless proxy services: the hash of the config their running tasks are to serve. Written
 /// by a label-only update (no task restarts), so `plan` sees a delivered config as converged.
 pub const LABEL_CONFIG_HASH: &str = "com.docker.interlock.config-hash";
+/// On a hitless proxy service: the generation of the config its tasks serve
+/// ([`Delivery::generation`]), recorded with [`LABEL_CONFIG_HASH`] so that a new active replica
+/// (or a restarted core) continues the count instead of starting again.
+/// On an extension service written by a core running as a Swarm service: that service's name,
+/// so a core run by hand beside it knows a writer runs (`leader::Identity::ByHand`).
+pub const LABEL_CORE_SERVICE: &str = "com.docker.interlock.core-service";
+pub const LABEL_CONFIG_GENERATION: &str = "com.docker.interlock.config-generation";
 /// Where an extension's token secret is mounted (under `/run/secrets/`).
 pub const TOKEN_SECRET_TARGET: &str = "interlock-extension-token";
 /// The node's Docker socket, bind-mounted into hitless extensions.
@@ -67,6 +74,24 @@ pub struct Observed {
     pub secrets: Vec<String>,
     /// Labels of the secrets that have any, by name (for `SecretPolicy = "labelled"`).
     pub secret_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Not read from the swarm but from the hitless extensions (the shell fills it): by
+    /// extension, the newest config generation known to be served or run, and its hash.
+    pub delivered: BTreeMap<String, (u64, String)>,
+}
+
+/// The generation of a hitless cluster's config `hash` (pure): the newest generation known
+/// (recorded on the proxy service, or served or run by its tasks) when that one is `hash`,
+/// else one more. So generations only grow, a config keeps its generation from pass to pass,
+/// and a new active replica that renders another config than the old one served gives it a
+/// later generation, never the same one.
+pub fn config_generation(recorded: Option<(u64, &str)>, delivered: Option<(u64, &str)>, hash: &str) -> u64 {
+    let known = [recorded, delivered];
+    let newest = known.iter().flatten().map(|(generation, _)| *generation).max().unwrap_or(0);
+    if known.iter().flatten().any(|(generation, h)| *generation == newest && *h == hash) && newest > 0 {
+        newest
+    } else {
+        newest + 1
+    }
 }
 
 /// Facts about where the operator runs, supplied by the shell.
@@ -139,6 +164,12 @@ pub struct Delivery {
     pub proxy_service: String,
     /// sha256 of the whole rendered config: what tasks report having applied.
     pub hash: String,
+    /// Grows with every new config of the cluster and never goes back, across core replicas
+    /// and restarts (recorded on the proxy service, [`LABEL_CONFIG_GENERATION`]): an extension
+    /// never applies a delivery older than the one its task runs. 0: from a core that predates
+    /// generations.
+    #[serde(default)]
+    pub generation: u64,
     /// Absolute paths in the task, the main file first.
     pub files: Vec<DeliveredFile>,
     /// Directories to empty before writing (a split config's parts directory).
@@ -335,11 +366,31 @@ pub fn desired_state_excluding(
             .then(|| observed.services.iter().find(|s| s.def.name == ext.service_name && is_owned(&s.def.labels)))
             .flatten()
             .and_then(|s| s.def.env.iter().find_map(|e| e.strip_prefix("INTERLOCK_CORE_ENDPOINT=")));
-        let env = match told {
-            Some(endpoint) => &Environment { core_endpoint: endpoint.to_owned(), ..env.clone() },
-            None => env,
+        // Likewise the core service it names.
+        let named = env
+            .core_service
+            .is_none()
+            .then(|| observed.services.iter().find(|s| s.def.name == ext.service_name && is_owned(&s.def.labels)))
+            .flatten()
+            .and_then(|s| s.def.labels.get(LABEL_CORE_SERVICE));
+        let adjusted;
+        let env = if told.is_some() || named.is_some() {
+            adjusted = Environment {
+                core_endpoint: told.map_or_else(|| env.core_endpoint.clone(), str::to_owned),
+                core_service: named.cloned().or_else(|| env.core_service.clone()),
+                ..env.clone()
+            };
+            &adjusted
+        } else {
+            env
         };
-        let cluster = cluster_state(ext, routes, operator_network.map(|n| n.id.as_str()), env);
+        let proxy = observed.services.iter().find(|s| s.def.name == ext.proxy_service_name && is_owned(&s.def.labels));
+        let recorded = proxy.and_then(|p| {
+            let generation = p.def.labels.get(LABEL_CONFIG_GENERATION)?.parse().ok()?;
+            Some((generation, p.def.labels.get(LABEL_CONFIG_HASH)?.as_str()))
+        });
+        let known = Known { recorded, delivered: observed.delivered.get(&ext.name).map(|(g, h)| (*g, h.as_str())) };
+        let cluster = cluster_state(ext, routes, operator_network.map(|n| n.id.as_str()), env, known);
         clusters.insert(ext.name.clone(), cluster);
     }
     for ext in config.extensions.values() {
@@ -423,11 +474,19 @@ fn owned_labels(extension: Option<&str>, role: &str) -> BTreeMap<String, String>
     labels
 }
 
+/// What is known of a hitless cluster's config generations (see [`config_generation`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Known<'a> {
+    recorded: Option<(u64, &'a str)>,
+    delivered: Option<(u64, &'a str)>,
+}
+
 fn cluster_state(
     ext: &Extension,
     mut routes: RouteTable,
     operator_network: Option<&str>,
     env: &Environment,
+    known: Known<'_>,
 ) -> ClusterState {
     ext.proxy_kind.quarantine_unsupported(&mut routes);
     let site =
@@ -464,8 +523,10 @@ fn cluster_state(
     proxy_labels.extend(owned_labels(Some(&ext.name), "proxy"));
     proxy_labels.insert(LABEL_TYPE.to_owned(), TYPE_PROXY.to_owned());
     let hitless = ext.hitless_service_update;
+    let generation = config_generation(known.recorded, known.delivered, &content_hash);
     let (command, proxy_env) = if hitless {
         proxy_labels.insert(LABEL_CONFIG_HASH.to_owned(), content_hash.clone());
+        proxy_labels.insert(LABEL_CONFIG_GENERATION.to_owned(), generation.to_string());
         (
             ext.proxy_kind.hitless_command(&ext.proxy_config_path),
             vec![format!("{}={content_hash}", proxy::CONFIG_HASH_ENV)],
@@ -544,6 +605,9 @@ fn cluster_state(
         let mut labels = declared_labels(&ext.labels);
         labels.extend(owned_labels(Some(&ext.name), "extension"));
         labels.insert(LABEL_TYPE.to_owned(), TYPE_EXTENSION.to_owned());
+        if let Some(core) = &env.core_service {
+            labels.insert(LABEL_CORE_SERVICE.to_owned(), core.clone());
+        }
         with_managed(
             ServiceRole::Extension,
             ext,
@@ -577,6 +641,7 @@ fn cluster_state(
         extension: ext.name.clone(),
         proxy_service: ext.proxy_service_name.clone(),
         hash: content_hash.clone(),
+        generation,
         files: config_files
             .iter()
             .map(|(def, target)| DeliveredFile {

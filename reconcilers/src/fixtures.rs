@@ -63,6 +63,7 @@ pub fn task(id: &str, service_id: &str, net: &str, ip: &str) -> TaskFacts {
         node_id: "node".into(),
         running: true,
         waiting_for_port: false,
+        created: String::new(),
         addresses: vec![(net.into(), ip.into())],
     }
 }

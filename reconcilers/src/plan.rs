@@ -24,7 +24,7 @@ use std::fmt;
 
 use crate::config::{DriftPolicy, ProxyKind};
 use crate::desired::{
-    Delivery, Desired, LABEL_CONFIG_HASH, LABEL_EXTENSION, LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS, LABEL_ROLE,
+    Delivery, Desired, LABEL_CONFIG_GENERATION, LABEL_CONFIG_HASH, LABEL_EXTENSION, LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS, LABEL_ROLE,
     LABEL_SPEC_HASH, OWN_ENV_PREFIX, OWN_LABEL_PREFIX, Observed, ServiceRole, is_owned, managed_label_keys,
     with_spec_hash,
 };
@@ -436,10 +436,12 @@ fn sticky_config(want: &ServiceDef, have: &ServiceFacts) -> Option<ServiceDef> {
 /// interlock last wrote on a hitless proxy when nothing but the routes changed since.
 fn hitless_baseline(want: &ServiceDef, have: &ServiceFacts) -> Option<ServiceDef> {
     let mut unchanged = sticky_config(want, have)?;
-    match have.def.labels.get(LABEL_CONFIG_HASH) {
-        Some(served) => unchanged.labels.insert(LABEL_CONFIG_HASH.to_owned(), served.clone()),
-        None => unchanged.labels.remove(LABEL_CONFIG_HASH),
-    };
+    for label in [LABEL_CONFIG_HASH, LABEL_CONFIG_GENERATION] {
+        match have.def.labels.get(label) {
+            Some(served) => unchanged.labels.insert(label.to_owned(), served.clone()),
+            None => unchanged.labels.remove(label),
+        };
+    }
     Some(with_spec_hash(unchanged))
 }
 

@@ -425,6 +425,7 @@ mod tests {
             node_id: "n".into(),
             running: true,
             waiting_for_port: false,
+            created: String::new(),
             addresses: vec![(net.into(), ip.into())],
         }
     }

@@ -310,7 +310,7 @@ pub struct ServiceFacts {
 }
 
 /// A task of a service, with its addresses on overlay networks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFacts {
     pub id: String,
     pub service_id: String,
@@ -322,6 +322,9 @@ pub struct TaskFacts {
     /// Pending (`DesiredState == running`) because Swarm found a host-mode port in use: Swarm's
     /// scheduler may not look at such a task again once the port is freed.
     pub waiting_for_port: bool,
+    /// When Swarm created it: RFC 3339 in UTC with nine fraction digits, so that text order is
+    /// time order (the adapter normalises it; "" when unknown).
+    pub created: String,
 }
 
 /// A network, as the routing rules need it.

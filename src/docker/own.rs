@@ -11,6 +11,8 @@ pub struct OwnContainer {
     pub image: Option<String>,
     /// `com.docker.swarm.service.name`: set when it runs as a Swarm task.
     pub service: Option<String>,
+    /// `com.docker.swarm.task.id`: its own task, which tells which replica of the core it is.
+    pub task: Option<String>,
 }
 
 impl DockerClient {
@@ -21,8 +23,9 @@ impl DockerClient {
         match self.call_read(&operation, self.docker.inspect_container(id, None)).await {
             Ok(container) => {
                 let config = container.config.unwrap_or_default();
-                let service = config.labels.as_ref().and_then(|l| l.get("com.docker.swarm.service.name").cloned());
-                Ok(Some(OwnContainer { image: config.image, service }))
+                let label = |key: &str| config.labels.as_ref().and_then(|l| l.get(key).cloned());
+                let (service, task) = (label("com.docker.swarm.service.name"), label("com.docker.swarm.task.id"));
+                Ok(Some(OwnContainer { image: config.image, service, task }))
             }
             Err(DockerError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),

@@ -125,6 +125,8 @@ struct RawTask {
     #[serde(default)]
     desired_state: String,
     #[serde(default)]
+    created_at: String,
+    #[serde(default)]
     status: RawStatus,
     #[serde(default)]
     networks_attachments: Vec<RawAttachment>,
@@ -173,11 +175,24 @@ pub(super) fn parse_tasks(body: &[u8]) -> Result<Vec<TaskFacts>, String> {
                     })
                 })
                 .collect(),
+            created: sortable_time(&t.created_at),
             id: t.id,
             service_id: t.service_id,
             node_id: t.node_id,
         })
         .collect())
+}
+
+/// Docker's RFC 3339 times in UTC (`2026-12-04T21:05:59.1234Z`) drop trailing fraction zeros,
+/// so their text does not sort by time; this pads the fraction to nine digits so it does.
+/// Anything else is kept as it is.
+fn sortable_time(time: &str) -> String {
+    let Some(body) = time.strip_suffix('Z') else { return time.to_owned() };
+    let (seconds, fraction) = body.split_once('.').unwrap_or((body, ""));
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return time.to_owned();
+    }
+    format!("{seconds}.{fraction:0<9}Z")
 }
 
 #[cfg(test)]
@@ -209,5 +224,13 @@ mod tests {
         assert!(!tasks[1].running && tasks[1].addresses.is_empty());
         assert!(!tasks[2].running, "a task still preparing does not serve");
         assert!(tasks[3].waiting_for_port && !tasks[0].waiting_for_port);
+    }
+
+    #[test]
+    fn creation_times_sort_as_text() {
+        let times = ["2026-12-04T21:05:59.12Z", "2026-12-04T21:05:59.1Z", "2026-12-04T21:05:59Z"];
+        let mut sorted: Vec<String> = times.iter().map(|t| sortable_time(t)).collect();
+        sorted.sort();
+        assert_eq!(sorted, ["2026-12-04T21:05:59.000000000Z", "2026-12-04T21:05:59.100000000Z", "2026-12-04T21:05:59.120000000Z"]);
     }
 }
