@@ -39,9 +39,15 @@
 //! A Carbon outage never blocks a reading (the sink buffers, drops the oldest and resumes); a
 //! reading never overlaps the next (late ticks are skipped); a container that stopped between the
 //! list and its reading is skipped.
+//!
+//! **A failing engine** is never hammered: reading the node's name at start is retried after 1 s,
+//! doubling up to the interval (at most 30 s, [`start_backoff`]); after that every call waits for
+//! the next tick, so a failed list or reading is tried again one interval later. The engine is a
+//! [`NodeEngine`] ([`DockerClient`], or a fake in the tests).
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures_util::StreamExt;
@@ -49,7 +55,7 @@ use reconcilers::config::ProxyKind;
 use regex::Regex;
 use tracing::{debug, info, warn};
 
-use crate::docker::{ContainerStats, DockerClient, DockerError, RunningContainer};
+use crate::docker::{ContainerStats, DockerClient, DockerError, ExecOutput, RunningContainer};
 use crate::plugins::carbon::{CarbonError, CarbonSettings, CarbonSink, line, now_seconds, sanitize};
 
 /// The proxy services on the node and how to read them: a JSON list of
@@ -63,6 +69,45 @@ const CONCURRENCY: usize = 8;
 const STATUS_HOST: &str = "interlock_stats";
 const NGINX_STATUS_PATH: &str = "/nginx_status";
 const HAPROXY_STATUS_PATH: &str = "/haproxy?stats;csv";
+/// The longest wait between two attempts to read the node's name at start.
+const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the agent needs from its node's engine: [`DockerClient`] in production.
+pub trait NodeEngine: Send + Sync {
+    /// The engine's name (`docker info`'s `Name`, the Swarm node's hostname).
+    fn node_name(&self) -> impl Future<Output = Result<String, DockerError>> + Send;
+    /// Every running container on this engine.
+    fn running_containers(&self) -> impl Future<Output = Result<Vec<RunningContainer>, DockerError>> + Send;
+    /// One reading of a container's counters (`None`: no reading, the container stopped).
+    fn container_stats(&self, id: &str) -> impl Future<Output = Result<Option<ContainerStats>, DockerError>> + Send;
+    /// Runs `argv` in the container and waits for it.
+    fn exec(&self, container: &str, argv: &[String]) -> impl Future<Output = Result<ExecOutput, DockerError>> + Send;
+}
+
+impl NodeEngine for DockerClient {
+    async fn node_name(&self) -> Result<String, DockerError> {
+        Ok(self.engine().await?.name)
+    }
+
+    async fn running_containers(&self) -> Result<Vec<RunningContainer>, DockerError> {
+        self.list_running_containers().await
+    }
+
+    async fn container_stats(&self, id: &str) -> Result<Option<ContainerStats>, DockerError> {
+        DockerClient::container_stats(self, id).await
+    }
+
+    async fn exec(&self, container: &str, argv: &[String]) -> Result<ExecOutput, DockerError> {
+        DockerClient::exec(self, container, argv).await
+    }
+}
+
+/// The wait after the `failures`-th failed attempt to read the node's name: 1 s, doubling, up to
+/// the interval (at least 1 s, at most [`MAX_START_BACKOFF`]).
+pub fn start_backoff(failures: u32, interval: Duration) -> Duration {
+    let cap = interval.clamp(Duration::from_secs(1), MAX_START_BACKOFF);
+    Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(5)).min(cap)
+}
 
 /// Why the agent cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -149,28 +194,31 @@ pub fn parse_proxies(text: &str) -> Result<Vec<ProxyTarget>, AgentError> {
 }
 
 /// Runs until `shutdown` completes. `docker` is this node's engine (its socket mounted into the
-/// agent's task).
-pub async fn run(
+/// agent's task): a [`DockerClient`].
+pub async fn run<E: NodeEngine>(
     settings: AgentSettings,
-    docker: DockerClient,
-    shutdown: impl std::future::Future<Output = ()>,
+    docker: E,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     settings.carbon.validate()?;
     let filter = settings.carbon.image_filter()?;
     let sink = CarbonSink::spawn(&settings.carbon.address)?;
     tokio::pin!(shutdown);
     let interval = settings.carbon.interval;
-    // The node's name, from its engine: wait for the engine as long as it takes.
+    // The node's name, from its engine: wait for the engine as long as it takes, backing off.
+    let mut failures = 0;
     let node = loop {
         tokio::select! {
             () = &mut shutdown => return Ok(()),
-            engine = docker.engine() => match engine {
-                Ok(engine) => break engine.name,
+            name = docker.node_name() => match name {
+                Ok(name) => break name,
                 Err(e) => {
-                    warn!(error = %e, "cannot read this node's engine; retrying");
+                    failures += 1;
+                    let delay = start_backoff(failures, interval);
+                    warn!(error = %e, retry_in_s = delay.as_secs_f64(), "cannot read this node's engine; retrying");
                     tokio::select! {
                         () = &mut shutdown => return Ok(()),
-                        () = tokio::time::sleep(interval) => {}
+                        () = tokio::time::sleep(delay) => {}
                     }
                 }
             },
@@ -202,8 +250,8 @@ pub async fn run(
     Ok(())
 }
 
-struct Agent {
-    docker: DockerClient,
+struct Agent<E> {
+    docker: E,
     sink: CarbonSink,
     filter: Regex,
     /// This node's name, sanitised.
@@ -213,12 +261,13 @@ struct Agent {
     failing: BTreeSet<String>,
 }
 
-impl Agent {
+impl<E: NodeEngine> Agent<E> {
     /// One reading of every matching container and proxy task on the node, sent to the sink.
+    /// Each engine call is made once: whatever fails waits for the next call of `collect`.
     async fn collect(&mut self) {
         let started = Instant::now();
         let ts = now_seconds();
-        let containers = match self.docker.list_running_containers().await {
+        let containers = match self.docker.running_containers().await {
             Ok(containers) => containers,
             Err(e) => {
                 warn!(error = %e, "cannot list this node's containers; trying again next interval");
@@ -336,7 +385,7 @@ pub fn proxy_lines(prefix: &str, node: &str, container: &str, r: &ProxyReading, 
 }
 
 /// Fetches the proxy's status page from inside its container and parses it.
-async fn read_proxy(docker: &DockerClient, container: &str, proxy: &ProxyTarget) -> Result<ProxyReading, String> {
+async fn read_proxy(docker: &impl NodeEngine, container: &str, proxy: &ProxyTarget) -> Result<ProxyReading, String> {
     let argv = fetch_command(proxy);
     let out = docker.exec(container, &argv).await.map_err(|e| e.to_string())?;
     let parsed = match proxy.kind {
@@ -570,6 +619,133 @@ be_0,BACKEND,0,0,2,3,205,50,,UP\n";
         assert_eq!(argv[3..], ["interlock-stats", "8080", "/haproxy?stats;csv", "interlock_stats", "YWRtaW46cHc="]);
         let n = ProxyTarget { kind: ProxyKind::Nginx, credentials: None, port: 80, ..p };
         assert_eq!(fetch_command(&n)[4..], ["80", "/nginx_status", "interlock_stats", ""]);
+    }
+
+    /// An engine that counts its calls: `name` / `list` fail when set; each container's
+    /// reading and exec always fail.
+    #[derive(Default)]
+    struct FakeEngine {
+        name_fails: bool,
+        list_fails: bool,
+        containers: Vec<RunningContainer>,
+        calls: std::sync::Arc<Calls>,
+    }
+
+    #[derive(Default, Debug)]
+    struct Calls {
+        name: std::sync::atomic::AtomicU32,
+        list: std::sync::atomic::AtomicU32,
+        stats: std::sync::atomic::AtomicU32,
+        exec: std::sync::atomic::AtomicU32,
+    }
+
+    impl Calls {
+        /// (name, list, stats, exec).
+        fn counts(&self) -> (u32, u32, u32, u32) {
+            use std::sync::atomic::Ordering::SeqCst;
+            (self.name.load(SeqCst), self.list.load(SeqCst), self.stats.load(SeqCst), self.exec.load(SeqCst))
+        }
+    }
+
+    fn refused(operation: &str) -> DockerError {
+        DockerError::Unreachable {
+            endpoint: "unix:///var/run/docker.sock".into(),
+            reason: format!("{operation}: refused"),
+        }
+    }
+
+    impl NodeEngine for FakeEngine {
+        async fn node_name(&self) -> Result<String, DockerError> {
+            self.calls.name.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.name_fails { Err(refused("info")) } else { Ok("node-1".into()) }
+        }
+
+        async fn running_containers(&self) -> Result<Vec<RunningContainer>, DockerError> {
+            self.calls.list.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.list_fails { Err(refused("list")) } else { Ok(self.containers.clone()) }
+        }
+
+        async fn container_stats(&self, _id: &str) -> Result<Option<ContainerStats>, DockerError> {
+            self.calls.stats.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(refused("stats"))
+        }
+
+        async fn exec(&self, _container: &str, _argv: &[String]) -> Result<ExecOutput, DockerError> {
+            self.calls.exec.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(refused("exec"))
+        }
+    }
+
+    /// Settings with `interval`; nothing is ever sent, so the address is never dialled.
+    fn settings(interval: Duration, proxies: Vec<ProxyTarget>) -> AgentSettings {
+        AgentSettings {
+            carbon: CarbonSettings { address: "127.0.0.1:2003".into(), interval, ..CarbonSettings::default() },
+            proxies,
+        }
+    }
+
+    /// Runs the agent on `engine` for `for_` of paused time; returns its calls.
+    async fn run_for(settings: AgentSettings, engine: FakeEngine, for_: Duration) -> (u32, u32, u32, u32) {
+        let calls = engine.calls.clone();
+        let started = tokio::time::Instant::now();
+        run(settings, engine, tokio::time::sleep(for_)).await.unwrap();
+        assert_eq!(started.elapsed(), for_, "shutdown ends the agent at once");
+        calls.counts()
+    }
+
+    #[test]
+    fn the_start_backoff_doubles_from_1_s_up_to_the_interval_or_30_s() {
+        let secs = |interval: u64| -> Vec<u64> {
+            (1..=8).map(|n| start_backoff(n, Duration::from_secs(interval)).as_secs()).collect()
+        };
+        assert_eq!(secs(10), [1, 2, 4, 8, 10, 10, 10, 10]);
+        assert_eq!(secs(120), [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(secs(1), [1; 8]);
+        assert_eq!(start_backoff(u32::MAX, Duration::from_secs(60)), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_that_always_fails_is_retried_with_backoff_at_start() {
+        let engine = FakeEngine { name_fails: true, ..FakeEngine::default() };
+        let calls = run_for(settings(Duration::from_secs(10), vec![]), engine, Duration::from_secs(60)).await;
+        // Waits of 1, 2, 4, 8, then 10 s (the interval): attempts at 0, 1, 3, 7, 15, 25, 35,
+        // 45 and 55 s, the next one at 65 s. Nothing else is called before the name is known.
+        assert_eq!(calls, (9, 0, 0, 0));
+        // A long interval: the waits stop growing at 30 s (0, 1, 3, 7, 15, 31 s; then 61 s).
+        let engine = FakeEngine { name_fails: true, ..FakeEngine::default() };
+        let calls = run_for(settings(Duration::from_secs(300), vec![]), engine, Duration::from_secs(60)).await;
+        assert_eq!(calls, (6, 0, 0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_container_list_is_tried_once_per_interval() {
+        let engine = FakeEngine { list_fails: true, ..FakeEngine::default() };
+        let (name, list, ..) =
+            run_for(settings(Duration::from_secs(10), vec![]), engine, Duration::from_secs(60)).await;
+        // Ticks at 0, 10, .., 50 s, and 60 s when it comes before the shutdown.
+        assert_eq!(name, 1);
+        assert!((6..=7).contains(&list), "{list} lists in 60 s at one per 10 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_readings_are_tried_once_per_container_per_interval() {
+        let container = |id: &str, service: Option<&str>| RunningContainer {
+            id: id.into(),
+            name: format!("{id}.1.x"),
+            image: "app:1".into(),
+            service: service.map(str::to_owned),
+            labels: Default::default(),
+        };
+        let engine = FakeEngine {
+            containers: vec![container("web", None), container("proxy", Some("proxy"))],
+            ..FakeEngine::default()
+        };
+        let proxy = ProxyTarget { service: "proxy".into(), kind: ProxyKind::Nginx, port: 80, credentials: None };
+        let (name, list, stats, exec) =
+            run_for(settings(Duration::from_secs(10), vec![proxy]), engine, Duration::from_secs(60)).await;
+        assert_eq!(name, 1);
+        assert!((6..=7).contains(&list), "{list} lists in 60 s at one per 10 s");
+        assert_eq!((stats, exec), (2 * list, list), "one reading per container and one exec per proxy per list");
     }
 
     /// The script itself, run by the system's sh against a local server, through each client

@@ -49,7 +49,7 @@ use reconcilers::desired::{Delivery, TOKEN_SECRET_TARGET};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::delivery::TaskReport;
+use crate::delivery::{TaskReport, WRITER_HEADER};
 use crate::docker::{DockerClient, DockerError, LocalContainer};
 
 /// How often the proxy containers on this node are looked at without a trigger.
@@ -63,8 +63,6 @@ const REQUEST_FLOOR: Duration = Duration::from_millis(100);
 /// First delay after an error or an answer that is not progress; it doubles up to `BACKOFF_MAX`.
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// The header in which a standby core replica (answering 503) names the writer's node.
-const WRITER_HEADER: &str = "x-interlock-writer";
 
 /// Container start events of the proxy service on this node.
 type ContainerStarts = Pin<Box<dyn Stream<Item = Result<String, DockerError>> + Send>>;
@@ -247,7 +245,8 @@ async fn fetch_configs<S: ConfigSource>(source: Arc<S>, tx: watch::Sender<Option
             Ok(Some(delivery)) if have.is_progress(&delivery) => {
                 failures = 0;
                 not_progress = 0;
-                info!(hash = %short(&delivery.hash), generation = delivery.generation, "new proxy config from the core");
+                let generation = delivery.generation;
+                info!(hash = %short(&delivery.hash), generation, "new proxy config from the core");
                 have = Accepted { hash: delivery.hash.clone(), generation: delivery.generation };
                 tx.send_replace(Some(Arc::new(delivery)));
                 Duration::ZERO
@@ -887,7 +886,8 @@ mod tests {
         addr
     }
 
-    const STANDBY: &str = "HTTP/1.1 503 Service Unavailable\r\nx-interlock-writer: manager-2\r\ncontent-length: 8\r\nconnection: close\r\n\r\nstandby\n";
+    const STANDBY: &str = "HTTP/1.1 503 Service Unavailable\r\nx-interlock-writer: manager-2\r\n\
+                           content-length: 8\r\nconnection: close\r\n\r\nstandby\n";
     const STANDBY_NO_WRITER: &str =
         "HTTP/1.1 503 Service Unavailable\r\nx-interlock-writer: \r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
     const WRITER: &str = "HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n";
@@ -936,6 +936,20 @@ mod tests {
         let token = reconcilers::token::extension_token("key", "us-east");
         let core = CoreClient::new(&Settings { token: token.clone(), ..settings(&addr.to_string()) }).unwrap();
         let delivery = delivery("abc", 1);
+        // A replica that has not decided yet is a standby knowing no writer.
+        let mut answer = core.config("", 0).await;
+        for _ in 0..50 {
+            if !matches!(answer, Err(CoreError::Unreachable { .. })) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            answer = core.config("", 0).await;
+        }
+        assert!(
+            matches!(&answer, Err(CoreError::OnlyStandbys { writer, .. }) if writer.contains("not known")),
+            "{answer:?}"
+        );
+        deliveries.set_serving(crate::delivery::Serving::Writer);
         let mut got = None;
         for _ in 0..50 {
             deliveries.publish(&delivery);

@@ -65,10 +65,63 @@ fn stack_deploy(node: &str, config: &PathBuf) {
     assert!(out.status.success(), "docker stack deploy: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Apps created one after another under load before the leader dies.
+const NEW_APPS: usize = 10;
+
+fn new_app(n: usize) -> (String, String) {
+    (format!("ha-new-{n}"), format!("new-{n}.ha.local"))
+}
+
 /// Whatever an earlier run left: the stack, the apps, everything interlock owns.
 fn clean(node: &str) {
     let _ = try_docker(node, &["stack", "rm", STACK]);
-    ha::clean(node, &[CORE], &[APP_A, APP_B, APP_C]);
+    let new: Vec<String> = (0..NEW_APPS).map(|n| new_app(n).0).collect();
+    let mut apps = vec![APP_A, APP_B, APP_C];
+    apps.extend(new.iter().map(String::as_str));
+    ha::clean(node, &[CORE], &apps);
+}
+
+/// The generation of the config the proxy task on `node` runs (its applied file: `HASH GEN`).
+fn proxy_generation(node: &str) -> u64 {
+    let Some(id) = ha::container_of(node, PROXY) else { return 0 };
+    let applied = try_docker(node, &["exec", &id, "cat", "/interlock/applied"]).unwrap_or_default();
+    applied.split_whitespace().nth(1).and_then(|g| g.parse().ok()).unwrap_or(0)
+}
+
+/// Three replicas, hitless on: apps created one after another (each served before the next)
+/// while the load runs; after each, exactly the leader's replica says it writes, and the proxy
+/// task's config generation has gone forward.
+async fn new_apps_one_after_another(started: Instant, leader: &str, nodes: &[String], proxy: &str, apps_on: &str) {
+    let proxy_addr = addr_of(proxy);
+    let mut generations = vec![proxy_generation(proxy)];
+    let mut times = Vec::new();
+    for n in 0..NEW_APPS {
+        let (name, host) = new_app(n);
+        let created = Instant::now();
+        create_app(leader, &name, &host, apps_on).expect("create a new app");
+        time_to_served(&proxy_addr, PORT, &host, "interlock-app", Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("{host} not served within 30 s"));
+        times.push(created.elapsed().as_secs_f64());
+        let roles: Vec<_> = nodes.iter().map(|n| role_of(n)).collect();
+        let writers = roles.iter().filter(|r| r.as_deref() == Some("active")).count();
+        assert_eq!(writers, 1, "exactly one replica writes after app {n}: {roles:?}");
+        let last = *generations.last().expect("one");
+        let generation = wait_for("the proxy task records its config", Duration::from_secs(10), || {
+            let g = proxy_generation(proxy);
+            (g > last).then_some(g)
+        });
+        generations.push(generation);
+    }
+    let times: Vec<String> = times.iter().map(|t| format!("{t:.2}")).collect();
+    step(
+        started,
+        &format!(
+            "{NEW_APPS} new apps served after [{}] s; one writer throughout; proxy config generations {generations:?}",
+            times.join(", ")
+        ),
+    );
+    assert!(generations.windows(2).all(|w| w[0] < w[1]), "generations only go forward: {generations:?}");
 }
 
 fn create_app(on: &str, name: &str, host: &str, node: &str) -> Result<String, String> {
@@ -127,6 +180,7 @@ async fn a_standby_core_takes_over_when_the_leaders_manager_dies() {
         LoadSpec::new(&proxy_addr, PORT, &["a.ha.local"], Mode::NewConnection, 4).expect_body("interlock-app"),
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
+    new_apps_one_after_another(started, &leader, &nodes, &proxy_node, &app_node).await;
 
     step(started, &format!("killing {leader}'s engine"));
     let killed = Instant::now();

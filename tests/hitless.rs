@@ -648,6 +648,11 @@ fn report(o: &Outcome) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_changes_are_served_without_failing_other_requests() {
     let deployment = deploy().await;
+    // Two replicas of the core on the one manager (`docker service scale`, as a user of a small
+    // swarm would, and as a start-first update does for a moment): exactly one writes.
+    docker(&["service", "scale", "--detach", &format!("{CORE}=2")]).await;
+    let roles = one_writer("two replicas on one manager").await;
+    println!("core replicas: {roles:?}");
     prepare(&HITLESS).await;
     let outcome = run_changes(&HITLESS, CYCLES).await;
     let text = report(&outcome);
@@ -681,8 +686,84 @@ async fn route_changes_are_served_without_failing_other_requests() {
         "keep-alive requests to {} failed while other apps changed\n{text}\n{diag}",
         HITLESS.stable_host()
     );
+    new_apps_one_after_another(&HITLESS, 10).await;
     serving_does_not_depend_on_the_core().await;
     drop(deployment);
+}
+
+/// The roles the core's replicas report (`/status`'s `role`, read inside each one's network
+/// namespace: ListenAddr is not published), one per running container.
+fn core_roles() -> Vec<String> {
+    let filter = format!("label=com.docker.swarm.service.name={CORE}");
+    let mut roles = Vec::new();
+    for container in lines(docker_sync(&["ps", "-q", "--filter", &filter])) {
+        let pid = docker_sync(&["inspect", "--format", "{{.State.Pid}}", &container]).unwrap_or_default();
+        let out = std::process::Command::new("nsenter")
+            .args(["-t", pid.trim(), "-n", "curl", "-s", "-m", "2", "http://127.0.0.1:8080/status"])
+            .output();
+        let status: Option<serde_json::Value> = out.ok().and_then(|o| serde_json::from_slice(&o.stdout).ok());
+        let role = status.as_ref().and_then(|s| s["role"].as_str()).unwrap_or("unknown");
+        roles.push(role.to_owned());
+    }
+    roles.sort();
+    roles
+}
+
+/// Waits until both replicas run and have decided: one `active`, one `standby`.
+async fn one_writer(why: &str) -> Vec<String> {
+    support::eventually(why, Duration::from_secs(60), || async {
+        let roles = core_roles();
+        (roles == ["active", "standby"]).then_some(roles)
+    })
+    .await
+}
+
+/// The generation of the config the hitless proxy task runs (its applied file: `HASH GEN`).
+async fn proxy_generation(cluster: &Cluster) -> u64 {
+    let socket = format!("unix:///run/docker-{}.sock", cluster.node);
+    let applied = docker(&["-H", &socket, "exec", &proxy_container(cluster), "cat", "/interlock/applied"]).await;
+    applied.split_whitespace().nth(1).and_then(|g| g.parse().ok()).unwrap_or(0)
+}
+
+/// `count` new apps created one after another (each served before the next) under load on the
+/// stable app, the core's two replicas running: every one served, no request failed, exactly
+/// one replica writing throughout, and the proxy task's config generation only going forward.
+async fn new_apps_one_after_another(cluster: &Cluster, count: usize) {
+    let addr = node_addr(cluster.node);
+    let stable = cluster.stable_host();
+    let spec = LoadSpec::new(&addr, cluster.port, &[&stable], Mode::NewConnection, WORKERS)
+        .expect_body(&cluster.app("stable"));
+    let load = Load::start(spec);
+    let mut generations = vec![proxy_generation(cluster).await];
+    let mut times = Vec::new();
+    for n in 0..count {
+        let name = cluster.app(&format!("n{n}"));
+        let host = format!("{name}.local");
+        let started = Instant::now();
+        create_app(cluster, &name, &host, 1).await;
+        let served = load::time_to_served(&addr, cluster.port, &host, &name, LIVENESS).await;
+        assert!(served.is_some(), "{host} not served within {LIVENESS:?}\n{}", diagnostics().await);
+        times.push(started.elapsed());
+        let roles = core_roles();
+        assert_eq!(roles, ["active", "standby"], "exactly one replica writes, after app {n}");
+        // The applied file is written right after the reload that serves the new app.
+        let generation = support::eventually("the task records its config", Duration::from_secs(10), || async {
+            let g = proxy_generation(cluster).await;
+            (g > *generations.last().expect("one")).then_some(g)
+        })
+        .await;
+        generations.push(generation);
+    }
+    let report = load.stop().await;
+    let text: Vec<String> = times.iter().map(|t| format!("{:.2}", t.as_secs_f64())).collect();
+    println!(
+        "{count} new apps one after another: served after [{}] s; proxy config generations {generations:?}; {} requests to {stable}, {} failed",
+        text.join(", "),
+        report.ok + report.failed_total(),
+        report.failed_total()
+    );
+    assert!(generations.windows(2).all(|w| w[0] < w[1]), "generations only go forward: {generations:?}");
+    assert_eq!(report.failed_total(), 0, "requests to {stable} failed while apps were created\n{report:?}");
 }
 
 /// The proxy task's container on its node, through that node's engine.

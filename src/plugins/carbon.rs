@@ -34,6 +34,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -296,6 +297,16 @@ impl CarbonSink {
     }
 
     pub fn spawn_with(address: &str, options: SinkOptions) -> Result<Self, CarbonError> {
+        Self::spawn_connecting(address, options, |address| async move { connect(&address).await })
+    }
+
+    /// As [`spawn_with`](Self::spawn_with), opening connections with `connector` (given the
+    /// address; the tests' fake refuses).
+    fn spawn_connecting<C, F>(address: &str, options: SinkOptions, connector: C) -> Result<Self, CarbonError>
+    where
+        C: Fn(String) -> F + Send + 'static,
+        F: Future<Output = Result<TcpStream, String>> + Send + 'static,
+    {
         parse_address(address)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| CarbonError::NoRuntime)?;
         let shared = Arc::new(Shared {
@@ -309,7 +320,7 @@ impl CarbonSink {
             dropped: AtomicU64::new(0),
             connections: AtomicU64::new(0),
         });
-        runtime.spawn(write_loop(shared.clone()));
+        runtime.spawn(write_loop(shared.clone(), connector));
         Ok(Self { _close: Arc::new(CloseOnDrop(shared.clone())), shared })
     }
 
@@ -403,9 +414,15 @@ impl Shared {
     }
 }
 
-/// The writer: waits for lines, keeps one connection, puts a failed batch back and reconnects
-/// with backoff. Ends when the sink is closed and what is left was sent or could not be.
-async fn write_loop(shared: Arc<Shared>) {
+/// The writer: waits for lines, keeps one connection (opened by `connector`), puts a failed batch
+/// back and reconnects with backoff ([`SinkOptions`]: a failed connection waits 250 ms, doubling
+/// up to 5 s; new lines do not cut the wait short). Ends when the sink is closed and what is left
+/// was sent or could not be.
+async fn write_loop<C, F>(shared: Arc<Shared>, connector: C)
+where
+    C: Fn(String) -> F,
+    F: Future<Output = Result<TcpStream, String>>,
+{
     let address = shared.address.clone();
     let mut conn: Option<TcpStream> = None;
     let mut backoff = shared.options.min_backoff;
@@ -428,7 +445,7 @@ async fn write_loop(shared: Arc<Shared>) {
         }
         let stream = match conn.as_mut() {
             Some(stream) => stream,
-            None => match connect(&address).await {
+            None => match connector(address.clone()).await {
                 Ok(stream) => {
                     shared.connections.fetch_add(1, Ordering::Relaxed);
                     backoff = shared.options.min_backoff;
@@ -794,6 +811,28 @@ mod tests {
         let mut rest = String::new();
         let n = tokio::time::timeout(Duration::from_secs(5), conn.read_line(&mut rest)).await.unwrap().unwrap();
         assert_eq!(n, 0, "connection closed after the flush");
+    }
+
+    /// Carbon refusing every connection, in paused time: the writer dials at 0, 0.25, 0.75,
+    /// 1.75, 3.75 and 7.75 s (waits of 250 ms doubling), then every 5 s (12.75 .. 27.75 s): 10
+    /// dials in 30 s, however many lines keep coming.
+    #[tokio::test(start_paused = true)]
+    async fn a_carbon_that_refuses_every_connection_is_dialled_with_backoff() {
+        let dials = Arc::new(AtomicU64::new(0));
+        let counter = dials.clone();
+        let sink = CarbonSink::spawn_connecting("carbon:2003", SinkOptions::default(), move |address| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { Err(format!("{address}: connection refused")) }
+        })
+        .unwrap();
+        // A line every 100 ms for 30 s: each wakes the writer, none shortens its wait.
+        for i in 0..300 {
+            sink.send(format!("m {i} 1"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(dials.load(Ordering::SeqCst), 10);
+        let stats = sink.stats();
+        assert_eq!((stats.connections, stats.sent, stats.queued), (0, 0, 300), "{stats:?}");
     }
 
     #[test]
