@@ -283,7 +283,10 @@ pub async fn respond(deliveries: &Deliveries, request: Request<hyper::body::Inco
     if let Some(writer) = writer {
         let mut response = text(
             StatusCode::SERVICE_UNAVAILABLE,
-            &format!("a standby replica: the writer is on {}\n", if writer.is_empty() { "no node yet" } else { &writer }),
+            &format!(
+                "a standby replica: the writer is on {}\n",
+                if writer.is_empty() { "no node yet" } else { &writer }
+            ),
         );
         if let Ok(value) = hyper::header::HeaderValue::from_str(&writer) {
             response.headers_mut().insert(WRITER_HEADER, value);

@@ -463,7 +463,11 @@ impl Swarm for MemorySwarm {
         let failing = self.lock().events_failing;
         futures_util::stream::unfold((self.events.subscribe(), failing), |(mut rx, failing)| async move {
             if failing {
-                let e = DockerError::Rejected { operation: "events".into(), status: 503, message: "injected failure".into() };
+                let e = DockerError::Rejected {
+                    operation: "events".into(),
+                    status: 503,
+                    message: "injected failure".into(),
+                };
                 return Some((Err(e), (rx, false)));
             }
             loop {

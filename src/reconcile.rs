@@ -633,9 +633,7 @@ impl<S: Swarm> Reconciler<S> {
             }
             // Someone wrote since the read: another replica (an object of the same name
             // created, a version moved), a person, Swarm finishing a rollout. Plan again.
-            Err(WriteError::Docker(
-                DockerError::OutOfSequence { operation } | DockerError::Conflict { operation },
-            )) => {
+            Err(WriteError::Docker(DockerError::OutOfSequence { operation } | DockerError::Conflict { operation })) => {
                 let before = self.backoff.get(&name).copied();
                 let conflicts = before.map_or(0, |b| b.conflicts) + 1;
                 let delay = conflict_delay(conflicts, jitter());
@@ -714,7 +712,9 @@ impl<S: Swarm> Reconciler<S> {
 /// Why a replica stands by, for its log line.
 pub fn standing(why: leader::Standing) -> &'static str {
     match why {
-        leader::Standing::Replica => "another replica of the core writes (the one on the Raft leader, the oldest there)",
+        leader::Standing::Replica => {
+            "another replica of the core writes (the one on the Raft leader, the oldest there)"
+        }
         leader::Standing::Electing => "no manager is the Raft leader yet; nobody writes until one is",
         leader::Standing::NotYetRunning => "this replica's task is not listed as running yet",
         leader::Standing::BesideService => {

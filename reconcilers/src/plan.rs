@@ -24,9 +24,9 @@ use std::fmt;
 
 use crate::config::{DriftPolicy, ProxyKind};
 use crate::desired::{
-    Delivery, Desired, LABEL_CONFIG_GENERATION, LABEL_CONFIG_HASH, LABEL_EXTENSION, LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS, LABEL_ROLE,
-    LABEL_SPEC_HASH, OWN_ENV_PREFIX, OWN_LABEL_PREFIX, Observed, ServiceRole, is_owned, managed_label_keys,
-    with_spec_hash,
+    Delivery, Desired, LABEL_CONFIG_GENERATION, LABEL_CONFIG_HASH, LABEL_EXTENSION, LABEL_MANAGED_FIELDS,
+    LABEL_MANAGED_LABELS, LABEL_ROLE, LABEL_SPEC_HASH, OWN_ENV_PREFIX, OWN_LABEL_PREFIX, Observed, ServiceRole,
+    is_owned, managed_label_keys, with_spec_hash,
 };
 use crate::labels;
 use crate::routes::Quarantined;

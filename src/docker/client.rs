@@ -305,7 +305,16 @@ impl DockerClient {
         )?;
         let secret_labels = secrets.iter().filter(|(_, l)| !l.is_empty()).cloned().collect();
         let secrets = secrets.into_iter().map(|(name, _)| name).collect();
-        Ok(Observed { nodes, services, tasks, networks, configs, secrets, secret_labels, delivered: Default::default() })
+        Ok(Observed {
+            nodes,
+            services,
+            tasks,
+            networks,
+            configs,
+            secrets,
+            secret_labels,
+            delivered: Default::default(),
+        })
     }
 
     /// The service named `name`, if it exists.

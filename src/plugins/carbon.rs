@@ -13,12 +13,12 @@
 //! - **The sink** ([`CarbonSink`]): one long-lived connection to `STATS_CARBON_ADDRESS` (0.3
 //!   dialled once per metric), written by its own task. [`CarbonSink::send`] only appends to a
 //!   bounded buffer (10,000 lines by default): when Carbon is down the oldest lines are dropped and
-//!   counted, nothing waits, and the buffer is sent when Carbon is back. A connection Carbon
-//!   closed is noticed before the next write (a FIN is read), so sending resumes with the next
-//!   batch; lines the kernel accepted just before Carbon died are lost (the protocol has no
-//!   acknowledgement). A bare service name as host (`carbon:2003`) is tried as `tasks.carbon`
-//!   first, which Docker's DNS answers with the service's task addresses, so a Carbon service
-//!   works without IPVS and in VIP or dnsrr mode.
+//!   counted, nothing waits, and the buffer is sent when Carbon is back (dialled again after
+//!   250 ms, doubling up to 5 s). A connection Carbon closed is noticed before the next write (a
+//!   FIN is read), so sending resumes with the next batch; lines the kernel accepted just before
+//!   Carbon died are lost (the protocol has no acknowledgement). A bare service name as host
+//!   (`carbon:2003`) is tried as `tasks.carbon` first, which Docker's DNS answers with the
+//!   service's task addresses, so a Carbon service works without IPVS and in VIP or dnsrr mode.
 //! - **The plug-in** ([`Carbon`]): per Docker or interlock event `PREFIX.cluster.events 1`
 //!   (0.3's series), and per pass of each extension (`PluginEvent::Pass`)
 //!   `PREFIX.interlock.clusters.<extension>.{routes,backends,quarantined,pass_ms}`. Container

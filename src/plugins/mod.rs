@@ -792,6 +792,24 @@ mod tests {
         assert!(subscriptions.load(Ordering::SeqCst) >= 2);
     }
 
+    /// Streams that fail at once, every time: resubscribed after 1, 2, 4, 8, 16 s (then 30 s),
+    /// so at 0, 1, 3, 7, 15 and 31 s in 60 s, the next one at 61 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_always_fails_is_resubscribed_with_backoff() {
+        let dispatcher = Dispatcher::new(vec![]);
+        let subscriptions = Arc::new(AtomicU32::new(0));
+        let counter = subscriptions.clone();
+        let subscribe = move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            futures_util::stream::iter([Err::<PluginEvent, _>("connection refused")])
+        };
+        let started = Instant::now();
+        host(&dispatcher, subscribe, tokio::time::sleep(Duration::from_secs(60))).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(60), "shutdown ends the host at once");
+        let n = subscriptions.load(Ordering::SeqCst);
+        assert!((3..=6).contains(&n), "{n} subscriptions in 60 s");
+    }
+
     #[test]
     fn names_resolve_with_aliases_and_any_case() {
         assert_eq!(canonical_name("example"), Some("example"));

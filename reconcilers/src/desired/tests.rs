@@ -938,3 +938,18 @@ fn a_plan_run_elsewhere_keeps_the_endpoint_the_running_core_gave_its_extensions(
     let elsewhere = Environment::new(&config);
     assert!(plan(&desired_state(&config, &observed, &elsewhere), &observed).is_empty());
 }
+
+#[test]
+fn config_generations_only_grow_and_a_config_keeps_its_own() {
+    use crate::desired::config_generation as generation;
+    assert_eq!(generation(None, None, "a"), 1, "the first config");
+    assert_eq!(generation(Some((1, "a")), None, "a"), 1, "the same config, pass after pass");
+    assert_eq!(generation(Some((1, "a")), None, "b"), 2, "a new config");
+    // Served (or run by a task) but not yet recorded: the served one keeps its generation,
+    // and any other config comes after it, never beside it.
+    assert_eq!(generation(Some((1, "a")), Some((2, "b")), "b"), 2);
+    assert_eq!(generation(Some((1, "a")), Some((2, "b")), "c"), 3);
+    assert_eq!(generation(Some((1, "a")), Some((2, "b")), "a"), 3, "back to an old config: a new generation");
+    // A new writer whose tasks run an earlier writer's newer generation continues from it.
+    assert_eq!(generation(Some((4, "d")), Some((7, "x")), "y"), 8);
+}
