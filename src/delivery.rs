@@ -4,9 +4,24 @@
 //! The reconciler publishes a hitless cluster's config here once the proxy binary has accepted
 //! it ([`Deliveries::publish`]); each extension long-polls `GET /v1/extensions/NAME/config`
 //! (answered as soon as a config newer than the one it has exists) and reports every task it
-//! wrote to with `POST /v1/extensions/NAME/reports`. Both need the extension's token
-//! (`Authorization: Bearer`), derived from a manager-only key (`reconcilers::token`), so an
-//! extension can read only its own cluster's config. Served on `ListenAddr` beside `/status`.
+//! wrote to with `POST /v1/extensions/NAME/reports`. Served on `ListenAddr` beside `/status`.
+//!
+//! Every request is signed with the extension's token (`reconcilers::token`, derived from a
+//! manager-only key), which itself never crosses the network: `Authorization: Interlock-HMAC
+//! ts=…,nonce=…,mac=…` over the extension, method, path and query, time, nonce and body. The
+//! core accepts a request only when the MAC is that extension's, its time is within
+//! `MAX_SKEW_SECS` of the core's clock, and its nonce is new (remembered per extension for
+//! twice that window): so an extension reads only its own cluster's config, and a
+//! captured request can be neither changed nor replayed. Every answer to an authenticated
+//! request carries `x-interlock-mac` (`token::response_mac`, bound to the request's nonce), so
+//! the extension applies nothing a third party wrote or replayed. An extension still sending
+//! `Bearer` (older than the core) is told to update.
+//!
+//! Reports are bounded too: one is taken only for a running task of the extension's proxy
+//! service that the last pass saw ([`Deliveries::set_tasks`]), on the node the report names,
+//! so an extension cannot invent tasks (each is a `/status` row and a metrics series). A task's
+//! rejection of a config holds the cluster once the task reported it twice (the extension
+//! retries once first), so one failed write is not taken for the binary's verdict.
 //!
 //! Only the writer serves. A standby replica answers every request with 503 and
 //! `x-interlock-writer: HOST` (the node whose replica writes), so the extension tries the next
@@ -20,28 +35,40 @@
 //! Nothing here is needed for serving traffic: proxies keep their last config when the core is
 //! down, and a restarted core publishes again on its first pass.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use reconcilers::desired::Delivery;
+use reconcilers::token::{self, Authorization, MAX_SKEW_SECS, RESPONSE_MAC_HEADER, SignedRequest};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 /// How long a config request waits for a newer config before answering 204.
 pub const LONG_POLL: Duration = Duration::from_secs(25);
-/// Largest report body accepted.
+/// Largest request body accepted (a report; a config request has none).
 const MAX_REPORT: usize = 64 * 1024;
+/// How long a request's body may take to arrive (the headers are bounded by the listener).
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Nonces remembered per extension: far above what its tasks send in the nonce window (a
+/// config poll per node every `LONG_POLL` at most, and a report per write), so only a runaway
+/// extension meets it, and it is refused rather than let a nonce be forgotten early.
+const MAX_NONCES: usize = 100_000;
+/// How many times a task must report rejecting a config before the cluster is held.
+const REJECTIONS_TO_HOLD: u32 = 2;
+/// Rejected hashes counted per task (the oldest are forgotten beyond).
+const MAX_REJECTIONS_PER_TASK: usize = 16;
 
 /// What an extension says about one proxy task after writing a config into it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskReport {
     /// The Swarm task ID.
     pub task: String,
+    /// The Swarm node ID the task runs on.
     pub node: String,
     pub container: String,
     /// The config the task runs now (after a rejection: the one it kept).
@@ -66,6 +93,34 @@ pub struct TaskReport {
 struct Cluster {
     config: Option<watch::Sender<Option<Arc<Delivery>>>>,
     tasks: BTreeMap<String, TaskReport>,
+    /// The running tasks of the proxy service (task ID → node ID) as the last pass saw them;
+    /// `None` until a pass has listed them. Only these may report.
+    running: Option<BTreeMap<String, String>>,
+    /// Per task, how many times it reported rejecting each config hash.
+    rejections: BTreeMap<String, BTreeMap<String, u32>>,
+}
+
+impl Cluster {
+    fn record(&mut self, report: TaskReport) {
+        let counts = self.rejections.entry(report.task.clone()).or_default();
+        // The task runs that config: it took it, whatever it reported before.
+        counts.remove(&report.hash);
+        if let Some(rejected) = &report.rejected {
+            if counts.len() >= MAX_REJECTIONS_PER_TASK && !counts.contains_key(rejected) {
+                counts.pop_first();
+            }
+            *counts.entry(rejected.clone()).or_default() += 1;
+        }
+        if counts.is_empty() {
+            self.rejections.remove(&report.task);
+        }
+        self.tasks.insert(report.task.clone(), report);
+    }
+
+    fn retain_tasks(&mut self, keep: impl Fn(&str) -> bool) {
+        self.tasks.retain(|task, _| keep(task));
+        self.rejections.retain(|task, _| keep(task));
+    }
 }
 
 /// Whether this replica serves deliveries.
@@ -83,6 +138,51 @@ pub enum Serving {
 /// The header a standby names the writer's node in.
 pub const WRITER_HEADER: &str = "x-interlock-writer";
 
+/// The nonces of the requests accepted, per extension, for `2 × MAX_SKEW_SECS` by the core's
+/// clock: longer than a request's time passes the skew check, so a replayed request is always
+/// caught (by its nonce, or its time).
+#[derive(Default)]
+struct Nonces {
+    by_extension: HashMap<String, NonceWindow>,
+}
+
+#[derive(Default)]
+struct NonceWindow {
+    seen: HashSet<String>,
+    /// (when accepted, nonce), oldest first.
+    order: VecDeque<(u64, String)>,
+}
+
+/// Why a nonce was not admitted.
+#[derive(Debug, PartialEq, Eq)]
+enum NonceRefusal {
+    Replayed,
+    Full,
+}
+
+impl Nonces {
+    fn admit(&mut self, extension: &str, nonce: &str, now: u64) -> Result<(), NonceRefusal> {
+        let window = 2 * MAX_SKEW_SECS;
+        self.by_extension.retain(|_, w| {
+            while w.order.front().is_some_and(|(at, _)| now.saturating_sub(*at) > window) {
+                let (_, old) = w.order.pop_front().expect("a front");
+                w.seen.remove(&old);
+            }
+            !w.order.is_empty()
+        });
+        let entry = self.by_extension.entry(extension.to_owned()).or_default();
+        if entry.seen.contains(nonce) {
+            return Err(NonceRefusal::Replayed);
+        }
+        if entry.seen.len() >= MAX_NONCES {
+            return Err(NonceRefusal::Full);
+        }
+        entry.seen.insert(nonce.to_owned());
+        entry.order.push_back((now, nonce.to_owned()));
+        Ok(())
+    }
+}
+
 /// Configs served to extensions and their reports. Shared through `Context`.
 #[derive(Default)]
 pub struct Deliveries {
@@ -94,6 +194,7 @@ pub struct Deliveries {
     /// Woken when an extension's task runs a generation at least as new as the served one
     /// with another config: the loop passes at once.
     behind: tokio::sync::Notify,
+    nonces: Mutex<Nonces>,
 }
 
 impl Deliveries {
@@ -108,8 +209,13 @@ impl Deliveries {
 
     /// Whether `token` is `extension`'s. No key: nobody is.
     pub fn authorized(&self, extension: &str, token: &str) -> bool {
+        self.token(extension).is_some_and(|own| token::same_token(token, &own))
+    }
+
+    /// `extension`'s token; none without a key.
+    fn token(&self, extension: &str) -> Option<String> {
         let key = self.key();
-        !key.is_empty() && reconcilers::token::same_token(token, &reconcilers::token::extension_token(&key, extension))
+        (!key.is_empty()).then(|| token::extension_token(&key, extension))
     }
 
     /// Whether this replica serves (set by every pass).
@@ -120,7 +226,7 @@ impl Deliveries {
         }
         if serving != Serving::Writer {
             // What a standby served once must not be served again when it next writes: it
-            // publishes afresh from its first pass as the writer.
+            // publishes afresh from its first pass as the writer (and learns the tasks again).
             self.clusters.lock().expect("deliveries lock").clear();
         }
         *current = serving;
@@ -215,22 +321,66 @@ impl Deliveries {
         tokio::time::timeout(wait, changed).await.ok().flatten()
     }
 
-    /// Records a task's report.
+    /// Records a task's report as it is (the extensions' API takes them through
+    /// [`Deliveries::accept_report`]).
     pub fn report(&self, extension: &str, report: TaskReport) {
+        let (generation, hash) = (report.generation, report.hash.clone());
+        self.warn_rejection(extension, &report);
+        self.clusters.lock().expect("deliveries lock").entry(extension.to_owned()).or_default().record(report);
+        if self.learn(extension, generation, &hash) {
+            self.behind.notify_one();
+        }
+    }
+
+    /// Records an extension's report if it is about a running task of its proxy service, on
+    /// that task's node, as the last pass saw them; else why not (nothing is recorded).
+    pub fn accept_report(&self, extension: &str, report: TaskReport) -> Result<(), String> {
+        let (generation, hash) = (report.generation, report.hash.clone());
+        {
+            let mut clusters = self.clusters.lock().expect("deliveries lock");
+            let Some(cluster) = clusters.get_mut(extension).filter(|c| c.running.is_some()) else {
+                return Err(format!(
+                    "no pass yet has listed the proxy tasks of {extension} on this replica: report again after the next pass"
+                ));
+            };
+            match cluster.running.as_ref().and_then(|running| running.get(&report.task)) {
+                None => {
+                    return Err(format!("{} is not a running task of {extension}'s proxy service", report.task));
+                }
+                Some(node) if *node != report.node => {
+                    return Err(format!("task {} runs on node {node}, not on {}", report.task, report.node));
+                }
+                Some(_) => {}
+            }
+            self.warn_rejection(extension, &report);
+            cluster.record(report);
+        }
+        if self.learn(extension, generation, &hash) {
+            self.behind.notify_one();
+        }
+        Ok(())
+    }
+
+    fn warn_rejection(&self, extension: &str, report: &TaskReport) {
         if let Some(error) = &report.error {
             warn!(extension, task = %report.task, node = %report.node, "a proxy task did not take the config: {error}");
         }
-        if self.learn(extension, report.generation, &report.hash) {
-            self.behind.notify_one();
-        }
-        let mut clusters = self.clusters.lock().expect("deliveries lock");
-        clusters.entry(extension.to_owned()).or_default().tasks.insert(report.task.clone(), report);
     }
 
-    /// Forgets reports of tasks that no longer run.
+    /// The running tasks of `extension`'s proxy service (task ID → node ID), set by every
+    /// pass: only they may report from now on, and reports of tasks no longer listed go.
+    pub fn set_tasks(&self, extension: &str, running: BTreeMap<String, String>) {
+        let mut clusters = self.clusters.lock().expect("deliveries lock");
+        let cluster = clusters.entry(extension.to_owned()).or_default();
+        cluster.retain_tasks(|task| running.contains_key(task));
+        cluster.running = Some(running);
+    }
+
+    /// Forgets reports of tasks that no longer run (which tasks may report is
+    /// [`Deliveries::set_tasks`]'s).
     pub fn retain_tasks(&self, extension: &str, running: &BTreeSet<String>) {
         if let Some(cluster) = self.clusters.lock().expect("deliveries lock").get_mut(extension) {
-            cluster.tasks.retain(|task, _| running.contains(task));
+            cluster.retain_tasks(|task| running.contains(task));
         }
     }
 
@@ -239,17 +389,21 @@ impl Deliveries {
         self.clusters.lock().expect("deliveries lock").get(extension).map(|c| c.tasks.clone()).unwrap_or_default()
     }
 
-    /// Why a task's own binary rejected config `hash` of `extension`, if one did.
+    /// Why a task's own binary rejected config `hash` of `extension`, once one task has
+    /// reported rejecting it twice (a single failure may be the
+    /// write's, which the extension retries once before it reports again).
     pub fn rejected(&self, extension: &str, hash: &str) -> Option<String> {
         let clusters = self.clusters.lock().expect("deliveries lock");
-        clusters.get(extension)?.tasks.values().find(|r| r.rejected.as_deref() == Some(hash)).map(|r| {
-            format!(
-                "the proxy task {} on {} rejected it: {}",
-                r.task,
-                r.node,
-                r.error.as_deref().unwrap_or("no reason")
-            )
-        })
+        let cluster = clusters.get(extension)?;
+        let (task, _) =
+            cluster.rejections.iter().find(|(_, counts)| counts.get(hash).is_some_and(|n| *n >= REJECTIONS_TO_HOLD))?;
+        let last = cluster.tasks.get(task);
+        let error = last.filter(|r| r.rejected.as_deref() == Some(hash)).and_then(|r| r.error.as_deref());
+        Some(format!(
+            "the proxy task {task} on {} rejected it: {}",
+            last.map_or("?", |r| r.node.as_str()),
+            error.unwrap_or("no reason")
+        ))
     }
 
     /// `tasks` running proxy tasks that have not reported `hash` yet.
@@ -257,24 +411,116 @@ impl Deliveries {
         let reports = self.tasks(extension);
         tasks.iter().filter(|t| reports.get(*t).is_none_or(|r| r.hash != hash)).cloned().collect()
     }
+
+    /// Admits a signed request's nonce (see [`Nonces`]).
+    fn admit_nonce(&self, extension: &str, nonce: &str, now: u64) -> Result<(), NonceRefusal> {
+        self.nonces.lock().expect("nonces lock").admit(extension, nonce, now)
+    }
 }
 
 /// Answers a request under `/v1/extensions/`.
-pub async fn respond(deliveries: &Deliveries, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-    let path = request.uri().path().to_owned();
+pub async fn respond<B>(deliveries: &Deliveries, request: Request<B>) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    respond_at(deliveries, request, now).await
+}
+
+/// [`respond`] with the core's clock at `now` (Unix seconds).
+async fn respond_at<B>(deliveries: &Deliveries, request: Request<B>, now: u64) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
     let Some((extension, what)) = path.strip_prefix("/v1/extensions/").and_then(|rest| rest.split_once('/')) else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
-    let extension = extension.to_owned();
-    let token = request
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !deliveries.authorized(&extension, token) {
-        return text(StatusCode::UNAUTHORIZED, "this token is not the extension's\n");
+    let header = parts.headers.get(hyper::header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()));
+    let auth = match header.as_deref() {
+        Some(value) if value.starts_with("Bearer") => {
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "this extension is older than the core: it sends its token (Bearer), and the core takes only signed requests (Interlock-HMAC); update the extension's image to the core's\n",
+            );
+        }
+        Some(value) => match Authorization::parse(value) {
+            Some(auth) => auth,
+            None => {
+                return text(StatusCode::UNAUTHORIZED, "not a signed request (Interlock-HMAC ts=…,nonce=…,mac=…)\n");
+            }
+        },
+        None => return text(StatusCode::UNAUTHORIZED, "unsigned request: Authorization: Interlock-HMAC is needed\n"),
+    };
+    let Some(token) = deliveries.token(extension) else {
+        return text(StatusCode::UNAUTHORIZED, "this core has no key to check extensions with\n");
+    };
+    // The body is signed: read it (bounded in size and time) before checking.
+    let body = match tokio::time::timeout(BODY_TIMEOUT, http_body_util::Limited::new(body, MAX_REPORT).collect()).await
+    {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, &format!("a body is at most {MAX_REPORT} bytes\n"));
+        }
+        Ok(Err(e)) => return text(StatusCode::BAD_REQUEST, &format!("cannot read the body: {e}\n")),
+        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time\n"),
+    };
+    let signed = SignedRequest {
+        extension,
+        method: parts.method.as_str(),
+        // As received: the extension signed what it sent.
+        target: parts.uri.path_and_query().map_or(path, |pq| pq.as_str()),
+        timestamp: auth.timestamp,
+        nonce: &auth.nonce,
+        body: &body,
+    };
+    if !token::same_token(&auth.mac, &token::request_mac(&token, &signed)) {
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "the signature is not this extension's (another extension's token, or a changed request)\n",
+        );
     }
+    let skew = now.abs_diff(auth.timestamp);
+    if skew > MAX_SKEW_SECS {
+        return text(
+            StatusCode::UNAUTHORIZED,
+            &format!(
+                "the request's time is {skew} s from the core's clock (at most {MAX_SKEW_SECS} s): check the nodes' clocks\n"
+            ),
+        );
+    }
+    match deliveries.admit_nonce(extension, &auth.nonce, now) {
+        Ok(()) => {}
+        Err(NonceRefusal::Replayed) => {
+            return text(StatusCode::UNAUTHORIZED, "a replayed request: this nonce was already used\n");
+        }
+        Err(NonceRefusal::Full) => {
+            warn!(
+                extension,
+                "more than {MAX_NONCES} requests in {} s: refusing until older ones age out",
+                2 * MAX_SKEW_SECS
+            );
+            return text(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("more than {MAX_NONCES} requests in {} s from this extension\n", 2 * MAX_SKEW_SECS),
+            );
+        }
+    }
+    let answer = answer(deliveries, extension, what, &parts, &body).await;
+    sign(answer, &token, extension, &auth.nonce).await
+}
+
+/// The answer to an authenticated request.
+async fn answer(
+    deliveries: &Deliveries,
+    extension: &str,
+    what: &str,
+    request: &hyper::http::request::Parts,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
     let writer = match deliveries.serving() {
         Serving::Writer => None,
         Serving::Undecided => Some(String::new()),
@@ -293,11 +539,11 @@ pub async fn respond(deliveries: &Deliveries, request: Request<hyper::body::Inco
         }
         return response;
     }
-    match (request.method(), what) {
+    match (&request.method, what) {
         (&Method::GET, "config") => {
             let query = |key: &str| {
                 request
-                    .uri()
+                    .uri
                     .query()
                     .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')))
                     .unwrap_or_default()
@@ -305,7 +551,7 @@ pub async fn respond(deliveries: &Deliveries, request: Request<hyper::body::Inco
             };
             let after = query("after");
             let generation = query("generation").parse().unwrap_or(0);
-            match deliveries.newer_than(&extension, &after, generation, LONG_POLL).await {
+            match deliveries.newer_than(extension, &after, generation, LONG_POLL).await {
                 Some(delivery) => match serde_json::to_vec(&*delivery) {
                     Ok(json) => Response::builder()
                         .status(StatusCode::OK)
@@ -317,21 +563,27 @@ pub async fn respond(deliveries: &Deliveries, request: Request<hyper::body::Inco
                 None => text(StatusCode::NO_CONTENT, ""),
             }
         }
-        (&Method::POST, "reports") => {
-            let body = match http_body_util::Limited::new(request.into_body(), MAX_REPORT).collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, &format!("{e}\n")),
-            };
-            match serde_json::from_slice::<TaskReport>(&body) {
-                Ok(report) => {
-                    deliveries.report(&extension, report);
-                    text(StatusCode::NO_CONTENT, "")
-                }
-                Err(e) => text(StatusCode::BAD_REQUEST, &format!("not a task report: {e}\n")),
-            }
-        }
+        (&Method::POST, "reports") => match serde_json::from_slice::<TaskReport>(body) {
+            Ok(report) => match deliveries.accept_report(extension, report) {
+                Ok(()) => text(StatusCode::NO_CONTENT, ""),
+                Err(reason) => text(StatusCode::UNPROCESSABLE_ENTITY, &format!("report not taken: {reason}\n")),
+            },
+            Err(e) => text(StatusCode::BAD_REQUEST, &format!("not a task report: {e}\n")),
+        },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `response` with the core's MAC over its status and body, bound to the request's nonce.
+async fn sign(response: Response<Full<Bytes>>, token: &str, extension: &str, nonce: &str) -> Response<Full<Bytes>> {
+    let (mut parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(never) => match never {},
+    };
+    let mac = token::response_mac(token, extension, nonce, parts.status.as_u16(), &body);
+    parts.headers.insert(RESPONSE_MAC_HEADER, hyper::header::HeaderValue::from_str(&mac).expect("a hex MAC"));
+    Response::from_parts(parts, Full::new(body))
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
@@ -374,6 +626,59 @@ mod tests {
         }
     }
 
+    const NOW: u64 = 1_700_000_000;
+
+    /// A request as an extension signs it: `token` over `method`, `target`, `body`, at `ts`
+    /// with `nonce`.
+    fn signed(token: &str, method: &str, target: &str, body: &[u8], ts: u64, nonce: &str) -> Request<Full<Bytes>> {
+        let extension = target.strip_prefix("/v1/extensions/").and_then(|r| r.split('/').next()).unwrap();
+        let mac = token::request_mac(token, &SignedRequest { extension, method, target, timestamp: ts, nonce, body });
+        let auth = Authorization { timestamp: ts, nonce: nonce.into(), mac };
+        Request::builder()
+            .method(method)
+            .uri(target)
+            .header(hyper::header::AUTHORIZATION, auth.header())
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .unwrap()
+    }
+
+    fn nonce(n: u32) -> String {
+        format!("{n:032x}")
+    }
+
+    /// A writer keyed with `key`, serving `delivery("a")` to us-east.
+    fn writer() -> Deliveries {
+        let d = Deliveries::default();
+        d.set_key("key".into());
+        d.set_serving(Serving::Writer);
+        d.publish(&delivery("a"));
+        d
+    }
+
+    fn east() -> String {
+        token::extension_token("key", "us-east")
+    }
+
+    const CONFIG: &str = "/v1/extensions/us-east/config?after=&generation=0";
+    const REPORTS: &str = "/v1/extensions/us-east/reports";
+
+    /// The answer's status and body, after checking its MAC with `token` for `nonce`.
+    async fn verified(response: Response<Full<Bytes>>, token: &str, nonce: &str) -> (StatusCode, String) {
+        let status = response.status();
+        let mac =
+            response.headers().get(RESPONSE_MAC_HEADER).expect("a MAC on the answer").to_str().unwrap().to_owned();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(mac, token::response_mac(token, "us-east", nonce, status.as_u16(), &body), "the answer's MAC");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn refused(response: Response<Full<Bytes>>) -> (StatusCode, String) {
+        assert!(response.headers().get(RESPONSE_MAC_HEADER).is_none(), "a refusal is not signed");
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
     #[test]
     fn only_the_extensions_own_token_is_accepted() {
         let d = Deliveries::default();
@@ -383,6 +688,164 @@ mod tests {
         assert!(d.authorized("us-east", &token));
         assert!(!d.authorized("us-west", &token), "one extension's token opens no other cluster");
         assert!(!d.authorized("us-east", ""));
+    }
+
+    #[tokio::test]
+    async fn a_signed_request_is_answered_and_the_answer_is_signed() {
+        let d = writer();
+        let request = signed(&east(), "GET", CONFIG, b"", NOW, &nonce(1));
+        let (status, body) = verified(respond_at(&d, request, NOW).await, &east(), &nonce(1)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(serde_json::from_str::<Delivery>(&body).unwrap(), delivery("a"));
+        // Within the allowed skew either way.
+        let early = signed(&east(), "GET", "/v1/extensions/us-east/nope", b"", NOW + MAX_SKEW_SECS, &nonce(2));
+        assert_eq!(verified(respond_at(&d, early, NOW).await, &east(), &nonce(2)).await.0, StatusCode::NOT_FOUND);
+        // A standby's 503 and an empty 204 are signed too.
+        d.set_serving(Serving::Standby("manager-1".into()));
+        let request = signed(&east(), "GET", CONFIG, b"", NOW - MAX_SKEW_SECS, &nonce(3));
+        let response = respond_at(&d, request, NOW).await;
+        assert_eq!(response.headers()[WRITER_HEADER], "manager-1");
+        assert_eq!(verified(response, &east(), &nonce(3)).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        d.set_serving(Serving::Writer);
+        d.set_tasks("us-east", [("t1".to_owned(), "lb-00".to_owned())].into());
+        let body = serde_json::to_vec(&report("t1", "a")).unwrap();
+        let request = signed(&east(), "POST", REPORTS, &body, NOW, &nonce(4));
+        assert_eq!(verified(respond_at(&d, request, NOW).await, &east(), &nonce(4)).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(d.tasks("us-east")["t1"], report("t1", "a"));
+    }
+
+    #[tokio::test]
+    async fn forged_stale_replayed_and_bearer_requests_are_refused() {
+        let d = writer();
+        let west = token::extension_token("key", "us-west");
+        let unauthorized = async |request| {
+            let (status, body) = refused(respond_at(&d, request, NOW).await).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+            body
+        };
+        // A MAC over something else than what is sent.
+        let mut changed = signed(&east(), "GET", CONFIG, b"", NOW, &nonce(1));
+        *changed.uri_mut() = "/v1/extensions/us-east/config?after=&generation=9".parse().unwrap();
+        assert!(unauthorized(changed).await.contains("not this extension's"));
+        let mut garbled = signed(&east(), "GET", CONFIG, b"", NOW, &nonce(1));
+        let header = garbled.headers()[hyper::header::AUTHORIZATION].to_str().unwrap().replace("mac=", "mac=0");
+        let header = header[..header.len() - 1].to_owned();
+        garbled.headers_mut().insert(hyper::header::AUTHORIZATION, header.parse().unwrap());
+        assert!(unauthorized(garbled).await.contains("not this extension's"));
+        // Another extension's token, for this extension's config.
+        assert!(unauthorized(signed(&west, "GET", CONFIG, b"", NOW, &nonce(2))).await.contains("not this extension's"));
+        // Too old and too far ahead.
+        let stale = signed(&east(), "GET", CONFIG, b"", NOW - MAX_SKEW_SECS - 1, &nonce(3));
+        assert!(unauthorized(stale).await.contains("301 s from the core's clock"));
+        let ahead = signed(&east(), "GET", CONFIG, b"", NOW + 3_600, &nonce(4));
+        assert!(unauthorized(ahead).await.contains("3600 s"));
+        // Accepted once, refused again.
+        let first = signed(&east(), "GET", CONFIG, b"", NOW, &nonce(5));
+        assert_eq!(respond_at(&d, first, NOW).await.status(), StatusCode::OK);
+        let again = signed(&east(), "GET", CONFIG, b"", NOW, &nonce(5));
+        assert!(unauthorized(again).await.contains("replayed"));
+        // An extension from before signing, and none at all.
+        let bearer = Request::get(CONFIG)
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {}", east()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert!(unauthorized(bearer).await.contains("older than the core"));
+        let bare = Request::get(CONFIG).body(Full::new(Bytes::new())).unwrap();
+        assert!(unauthorized(bare).await.contains("Interlock-HMAC"));
+        // No key, nobody.
+        let keyless = Deliveries::default();
+        let request = signed(&east(), "GET", CONFIG, b"", NOW, &nonce(6));
+        assert_eq!(refused(respond_at(&keyless, request, NOW).await).await.0, StatusCode::UNAUTHORIZED);
+        // A body over the bound is not read.
+        let big = vec![b' '; MAX_REPORT + 1];
+        let request = signed(&east(), "POST", REPORTS, &big, NOW, &nonce(7));
+        assert_eq!(refused(respond_at(&d, request, NOW).await).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn nonces_are_kept_for_twice_the_skew_and_bounded() {
+        let mut nonces = Nonces::default();
+        assert_eq!(nonces.admit("us-east", "n1", NOW), Ok(()));
+        assert_eq!(nonces.admit("us-west", "n1", NOW), Ok(()), "per extension");
+        assert_eq!(nonces.admit("us-east", "n1", NOW + 2 * MAX_SKEW_SECS), Err(NonceRefusal::Replayed));
+        // Past the window the request's time alone refuses it; the nonce is forgotten.
+        assert_eq!(nonces.admit("us-east", "n2", NOW + 2 * MAX_SKEW_SECS + 1), Ok(()));
+        assert!(!nonces.by_extension["us-east"].seen.contains("n1"));
+        assert!(!nonces.by_extension.contains_key("us-west"), "an idle extension's window goes");
+        for n in 0..MAX_NONCES - 1 {
+            nonces.admit("us-east", &nonce(n as u32), NOW + 2 * MAX_SKEW_SECS + 1).unwrap();
+        }
+        assert_eq!(nonces.admit("us-east", "one more", NOW + 2 * MAX_SKEW_SECS + 1), Err(NonceRefusal::Full));
+        assert_eq!(nonces.admit("us-west", "n1", NOW + 2 * MAX_SKEW_SECS + 1), Ok(()), "others are not refused");
+        assert_eq!(nonces.admit("us-east", "one more", NOW + 5 * MAX_SKEW_SECS), Ok(()), "aged out");
+    }
+
+    #[tokio::test]
+    async fn reports_are_taken_only_for_known_running_tasks_on_their_node() {
+        let d = writer();
+        let mut n = 0;
+        let mut post = async |report: &TaskReport| {
+            n += 1;
+            let body = serde_json::to_vec(report).unwrap();
+            let request = signed(&east(), "POST", REPORTS, &body, NOW, &nonce(n));
+            verified(respond_at(&d, request, NOW).await, &east(), &nonce(n)).await
+        };
+        let (status, body) = post(&report("t1", "a")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(body.contains("no pass yet"), "{body}");
+        d.set_tasks("us-east", [("t1".to_owned(), "lb-00".to_owned()), ("t2".to_owned(), "lb-01".to_owned())].into());
+        let (status, body) = post(&report("invented", "a")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(body.contains("invented is not a running task of us-east's proxy service"), "{body}");
+        let (status, body) = post(&report("t2", "a")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(body.contains("task t2 runs on node lb-01, not on lb-00"), "{body}");
+        assert!(d.tasks("us-east").is_empty(), "nothing refused is recorded");
+        assert_eq!(post(&report("t1", "a")).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(post(&TaskReport { node: "lb-01".into(), ..report("t2", "a") }).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(d.tasks("us-east").len(), 2);
+        // A pass without t2: its report goes, and it may no longer report.
+        d.set_tasks("us-east", [("t1".to_owned(), "lb-00".to_owned())].into());
+        assert_eq!(d.tasks("us-east").keys().collect::<Vec<_>>(), ["t1"]);
+        assert_eq!(
+            post(&TaskReport { node: "lb-01".into(), ..report("t2", "a") }).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        // Another extension's tasks are not this one's.
+        assert!(d.accept_report("us-west", report("t1", "a")).unwrap_err().contains("no pass yet"));
+        // A standby forgets them: its first pass as the writer lists them again.
+        d.set_serving(Serving::Standby(String::new()));
+        d.set_serving(Serving::Writer);
+        assert!(d.accept_report("us-east", report("t1", "a")).unwrap_err().contains("no pass yet"));
+    }
+
+    #[test]
+    fn a_rejection_holds_once_the_same_task_reported_it_twice() {
+        let d = Deliveries::default();
+        d.set_tasks("us-east", [("t1", "lb-00"), ("t2", "lb-00")].map(|(t, n)| (t.to_owned(), n.to_owned())).into());
+        let rejecting = |task: &str, hash: &str| TaskReport {
+            rejected: Some(hash.into()),
+            error: Some("unknown directive".into()),
+            ..report(task, "old")
+        };
+        d.accept_report("us-east", rejecting("t1", "a")).unwrap();
+        assert!(d.rejected("us-east", "a").is_none(), "once may be the write's failure");
+        d.accept_report("us-east", rejecting("t2", "a")).unwrap();
+        assert!(d.rejected("us-east", "a").is_none(), "two tasks once each: not the same task twice");
+        d.accept_report("us-east", rejecting("t1", "b")).unwrap();
+        assert!(d.rejected("us-east", "a").is_none() && d.rejected("us-east", "b").is_none());
+        d.accept_report("us-east", rejecting("t1", "a")).unwrap();
+        let reason = d.rejected("us-east", "a").expect("t1 rejected a twice");
+        assert_eq!(reason, "the proxy task t1 on lb-00 rejected it: unknown directive");
+        assert!(d.rejected("us-east", "b").is_none(), "counted per hash");
+        // The task takes it after all: no longer held.
+        d.accept_report("us-east", report("t1", "a")).unwrap();
+        assert!(d.rejected("us-east", "a").is_none());
+        // Twice for t2, then t2 is gone.
+        d.accept_report("us-east", rejecting("t2", "a")).unwrap();
+        assert!(d.rejected("us-east", "a").is_some());
+        d.set_tasks("us-east", [("t1".to_owned(), "lb-00".to_owned())].into());
+        assert!(d.rejected("us-east", "a").is_none(), "a gone task holds nothing");
     }
 
     #[tokio::test(start_paused = true)]
@@ -443,6 +906,7 @@ mod tests {
         let mut bad = report("t2", "old");
         bad.rejected = Some("a".into());
         bad.error = Some("unknown directive".into());
+        d.report("us-east", bad.clone());
         d.report("us-east", bad);
         let tasks: BTreeSet<String> = ["t1".to_owned(), "t2".to_owned(), "t3".to_owned()].into();
         assert_eq!(d.pending("us-east", "a", &tasks), ["t2", "t3"]);

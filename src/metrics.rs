@@ -458,7 +458,7 @@ mod tests {
     use reconcilers::swarm::{ConfigDef, NetworkDef, SecretDef, ServiceDef};
 
     fn network() -> NetworkDef {
-        NetworkDef { name: "interlock".into(), labels: Default::default(), attachable: true }
+        NetworkDef { name: "interlock".into(), labels: Default::default(), attachable: true, encrypted: false }
     }
 
     fn config() -> ConfigDef {

@@ -127,6 +127,11 @@ pub struct Reconciler<S: Swarm> {
     culprits: std::sync::Mutex<BTreeMap<String, Culprit>>,
     /// The drift lines of the last pass: each is logged when it first appears.
     drift_seen: BTreeSet<String>,
+    /// The node warnings of the last pass (refused hostnames), likewise.
+    node_warnings_seen: BTreeSet<String>,
+    /// By lowercase hostname, the node that reported it when last seen on one node only
+    /// (`node_labels::remember_names`): this process's memory, gone with a restart.
+    node_names: BTreeMap<String, String>,
     /// Who this process is among the cores that may run: exactly one writes
     /// (`reconcilers::leader`).
     identity: Replica,
@@ -167,6 +172,8 @@ impl<S: Swarm> Reconciler<S> {
             in_flight: BTreeMap::new(),
             culprits: std::sync::Mutex::default(),
             drift_seen: BTreeSet::new(),
+            node_warnings_seen: BTreeSet::new(),
+            node_names: BTreeMap::new(),
             identity: Replica::Lone,
             role: None,
             stranded: BTreeMap::new(),
@@ -204,6 +211,7 @@ impl<S: Swarm> Reconciler<S> {
         let mut observed = self.ctx.swarm.observe().await.map_err(ReconcileError::Observe)?;
         // The generations served and run: a new config's generation continues from them.
         observed.delivered = self.ctx.deliveries.known();
+        observed.node_names.clone_from(&self.node_names);
         let mut excluded = self.remembered_culprits(&observed);
         for _round in 0..MAX_CULPRIT_ROUNDS {
             let desired = desired::desired_state_excluding(&self.config, &observed, &self.env, &excluded);
@@ -377,6 +385,7 @@ impl<S: Swarm> Reconciler<S> {
     /// One pass: observe, plan, write.
     pub async fn pass(&mut self) -> Result<PassReport, ReconcileError> {
         let (observed, plan) = self.plan().await?;
+        self.node_names = node_labels::remember_names(&observed.node_names, &self.config.node_labels, &observed.nodes);
         let mut report = PassReport {
             apps_settling: plan::apps_settling(&observed),
             unsettled: plan::unsettled(&observed),
@@ -406,10 +415,11 @@ impl<S: Swarm> Reconciler<S> {
             report.writes += 1;
         }
         self.log_drift(&plan);
+        self.log_node_warnings(&plan);
         // Node labels before the clusters: where their proxies may run depends on them.
         for action in &plan.nodes {
             info!("{action}");
-            match self.write_node(action).await {
+            match self.write_node(action, &observed).await {
                 Ok(()) => report.writes += 1,
                 Err(e) => {
                     let Action::UpdateNode { hostname, .. } = action else { continue };
@@ -488,10 +498,20 @@ impl<S: Swarm> Reconciler<S> {
         self.drift_seen = lines;
     }
 
+    /// Logs each refused hostname of the plan the first time it appears.
+    fn log_node_warnings(&mut self, plan: &Plan) {
+        let lines: BTreeSet<String> = plan.node_warnings.iter().cloned().collect();
+        for line in lines.difference(&self.node_warnings_seen) {
+            warn!("node labels: {line}");
+        }
+        self.node_warnings_seen = lines;
+    }
+
     /// One node label update. When the node changed since it was read ("update out of
-    /// sequence"), it is read again and its labels decided afresh from the config, so a label
-    /// someone else wrote meanwhile is kept; a few times at most.
-    async fn write_node(&self, action: &Action) -> Result<(), DockerError> {
+    /// sequence"), it is read again and its labels decided afresh from the config (with the
+    /// pass's other nodes, so a refused hostname stays refused), so a label someone else wrote
+    /// meanwhile is kept; a few times at most.
+    async fn write_node(&self, action: &Action, observed: &Observed) -> Result<(), DockerError> {
         let mut action = action.clone();
         let mut tries = 0;
         loop {
@@ -510,8 +530,11 @@ impl<S: Swarm> Reconciler<S> {
                     let Some(fresh) = fresh else {
                         return Err(DockerError::NotFound { operation: format!("update node {hostname}") });
                     };
-                    let declared = node_labels::declared_for(&self.config.node_labels, &fresh.hostname);
-                    match node_labels::node_update(&fresh, declared.as_ref(), self.config.drift_policy).action {
+                    let mut nodes = observed.nodes.clone();
+                    nodes.retain(|n| n.id != fresh.id);
+                    nodes.push(fresh.clone());
+                    let desired = node_labels::desired(&self.config.node_labels, &nodes, &observed.node_names);
+                    match node_labels::decide(&fresh, &desired, self.config.drift_policy).action {
                         Some(next) => action = next,
                         // Already as declared (or held by the drift policy): nothing left to do.
                         None => return Ok(()),
@@ -560,13 +583,13 @@ impl<S: Swarm> Reconciler<S> {
     }
 
     /// Serves each hitless cluster's accepted config to its extension (before any write: the
-    /// label recording it is bookkeeping, the tasks need only the config), and forgets reports
-    /// of proxy tasks that no longer run.
+    /// label recording it is bookkeeping, the tasks need only the config), and tells it which
+    /// proxy tasks run where: only they may report, and reports of tasks gone are forgotten.
     fn serve_deliveries(&self, observed: &Observed, plan: &Plan) {
         for (name, cluster) in &plan.clusters {
             let Some(delivery) = &cluster.delivery else { continue };
             self.ctx.deliveries.publish(delivery);
-            self.ctx.deliveries.retain_tasks(name, &proxy_tasks(observed, &delivery.proxy_service));
+            self.ctx.deliveries.set_tasks(name, proxy_tasks(observed, &delivery.proxy_service));
         }
     }
 
@@ -774,12 +797,17 @@ fn hold_unchecked(cluster: &mut plan::ClusterPlan, why: &str) {
     ));
 }
 
-/// IDs of the running tasks of the service named `service`.
-fn proxy_tasks(observed: &Observed, service: &str) -> BTreeSet<String> {
+/// The running tasks of the service named `service`: task ID → node ID.
+fn proxy_tasks(observed: &Observed, service: &str) -> BTreeMap<String, String> {
     let Some(id) = observed.services.iter().find(|s| s.def.name == service).map(|s| &s.id) else {
-        return BTreeSet::new();
+        return BTreeMap::new();
     };
-    observed.tasks.iter().filter(|t| t.running && t.service_id == *id).map(|t| t.id.clone()).collect()
+    observed
+        .tasks
+        .iter()
+        .filter(|t| t.running && t.service_id == *id)
+        .map(|t| (t.id.clone(), t.node_id.clone()))
+        .collect()
 }
 
 /// A delete of something already gone has done its job.
@@ -1150,20 +1178,20 @@ mod tests {
         // What the next config will be, and a task whose own binary rejects it.
         let (_, plan) = r.plan().await.unwrap();
         let next = plan.clusters["us-east"].delivery.clone().unwrap().hash;
-        r.ctx.deliveries.report(
-            "us-east",
-            crate::delivery::TaskReport {
-                task: "t-proxy".into(),
-                node: "lb-00".into(),
-                container: "c".into(),
-                hash: served.hash.clone(),
-                generation: served.generation,
-                rejected: Some(next),
-                error: Some("[emerg] unknown directive".into()),
-                applied_at: 1,
-                took_ms: 1,
-            },
-        );
+        let rejecting = crate::delivery::TaskReport {
+            task: "t-proxy".into(),
+            node: "lb-00".into(),
+            container: "c".into(),
+            hash: served.hash.clone(),
+            generation: served.generation,
+            rejected: Some(next),
+            error: Some("[emerg] unknown directive".into()),
+            applied_at: 1,
+            took_ms: 1,
+        };
+        // The extension retries once before reporting again: two reports hold the cluster.
+        r.ctx.deliveries.report("us-east", rejecting.clone());
+        r.ctx.deliveries.report("us-east", rejecting);
         let report = r.pass().await.unwrap();
         let east = &report.plan.clusters["us-east"];
         assert!(east.actions.is_empty() && east.delivery.is_none(), "{east:#?}");
@@ -1246,6 +1274,57 @@ mod tests {
         let lb = swarm.node("lb-00").unwrap();
         assert_eq!(lb.labels["someone-else"], "was-here", "the other writer's label is kept");
         assert_eq!(lb.labels["region"], "us-east");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_node_reporting_a_hostname_gets_nothing_and_the_first_is_left_alone_until_named_by_id() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        with_nodes(&swarm);
+        let mut r = reconciler(&swarm, seed_with_node_labels(""));
+        converge(&mut r).await;
+        let node_by_id = |id: &str| swarm.observed().nodes.into_iter().find(|n| n.id == id).unwrap();
+        let labelled = node_by_id("id-lb-00").labels;
+        assert_eq!(labelled["region"], "us-east");
+
+        // A worker joins calling itself lb-00.
+        swarm.edit(|o| {
+            let mut impostor = o.nodes.iter().find(|n| n.id == "id-lb-01").unwrap().clone();
+            (impostor.id, impostor.hostname, impostor.labels) = ("id-impostor".into(), "lb-00".into(), BTreeMap::new());
+            o.nodes.push(impostor);
+        });
+        let (_, writes) = swarm.requests();
+        for _ in 0..2 {
+            let report = r.pass().await.unwrap();
+            r.settle().await;
+            assert!(report.plan.nodes.is_empty(), "{:#?}", report.plan.nodes);
+            assert_eq!(report.plan.node_warnings.len(), 1, "{:#?}", report.plan.node_warnings);
+            assert!(
+                report.plan.node_warnings[0].starts_with("hostname lb-00 is reported by nodes id-lb-00, id-impostor")
+            );
+        }
+        assert_eq!(r.node_warnings_seen.len(), 1, "logged once");
+        assert_eq!(swarm.requests().1, writes, "nothing written");
+        assert_eq!(node_by_id("id-lb-00").labels, labelled, "not written, nothing removed");
+        assert!(node_by_id("id-impostor").labels.is_empty(), "the impostor gets nothing");
+
+        // The operator names the right node by ID; its write loses the lock once and is decided
+        // again from a fresh read, still refused the hostname tables.
+        let text = format!(
+            "{}\n[NodeLabels.\"lb-*\"]\nnodetype = \"loadbalancer\"\n[NodeLabels.lb-00]\nregion = \"us-east\"\n[NodeLabels.lb-01]\nregion = \"us-west\"\n[NodeLabels.\"id-lb-00\"]\nregion = \"us-east-1\"\nrack = \"r1\"\n",
+            reconcilers::fixtures::SEED
+        );
+        r.reconfigure(reconcilers::config::parse("t", &text).expect("valid").config);
+        swarm.out_of_sequence_once("lb-00");
+        let report = r.pass().await.unwrap();
+        r.settle().await;
+        assert!(report.failures.is_empty(), "{report:#?}");
+        assert_eq!(report.plan.node_warnings.len(), 1, "the clash lasts");
+        let lb = node_by_id("id-lb-00");
+        assert_eq!((lb.labels["region"].as_str(), lb.labels["rack"].as_str()), ("us-east-1", "r1"));
+        assert_eq!(lb.labels["nodetype"], "loadbalancer", "the hostname tables' keys stay as they were");
+        assert_eq!(lb.labels["someone-else"], "was-here");
+        assert!(node_by_id("id-impostor").labels.is_empty());
+        assert!(r.pass().await.unwrap().plan.nodes.is_empty(), "converged");
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use reconcilers::config::duration::format_go_duration;
 use reconcilers::config::{Config, Extension};
 use reconcilers::desired::{Environment, Observed, desired_state, is_owned};
-use reconcilers::node_labels;
 use reconcilers::placement::{Attribute, Constraint, Operator};
+use reconcilers::plan::{Action, Plan};
 use reconcilers::swarm::{EngineFacts, NodeAvailability, NodeFacts, NodeRole, PublishMode, SwarmMembership};
 
 /// The summary `validate` prints for a valid config.
@@ -100,17 +100,17 @@ pub fn proxy_nodes<'n>(constraints: &[Constraint], nodes: &'n [NodeFacts]) -> Ve
         .collect()
 }
 
-/// The nodes with the labels they will carry once `[NodeLabels]` is applied (as they are when
-/// the TOML declares nothing for them).
-fn nodes_after_apply(config: &Config, nodes: &[NodeFacts]) -> Vec<NodeFacts> {
+/// The nodes with the labels they will carry once the plan's node updates are applied (as they
+/// are when it writes nothing to them).
+fn nodes_after_apply(plan: &Plan, nodes: &[NodeFacts]) -> Vec<NodeFacts> {
     nodes
         .iter()
         .map(|n| {
-            let declared = node_labels::declared_for(&config.node_labels, &n.hostname);
-            match node_labels::node_update(n, declared.as_ref(), config.drift_policy).action {
-                Some(reconcilers::plan::Action::UpdateNode { labels, .. }) => NodeFacts { labels, ..n.clone() },
-                _ => n.clone(),
-            }
+            let update = plan.nodes.iter().find_map(|action| match action {
+                Action::UpdateNode { id, labels, .. } if *id == n.id => Some(labels),
+                _ => None,
+            });
+            update.map_or_else(|| n.clone(), |labels| NodeFacts { labels: labels.clone(), ..n.clone() })
         })
         .collect()
 }
@@ -148,17 +148,15 @@ pub fn label_fixes<'n>(
     fixes
 }
 
-/// `add node.labels region=us-east to lb-00 ([NodeLabels."lb-00"] region = "us-east")`.
-fn fix_text(node: &NodeFacts, labels: &[(String, String)]) -> String {
+/// `add node.labels region=us-east to lb-00 ([NodeLabels."lb-00"] region = "us-east")`; the
+/// table names the node by ID when another node reports its hostname too (a hostname table
+/// would be refused).
+fn fix_text(node: &NodeFacts, labels: &[(String, String)], nodes: &[NodeFacts]) -> String {
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let toml: Vec<String> = labels.iter().map(|(k, v)| format!("{} = {v:?}", toml_key(k))).collect();
-    format!(
-        "add node.labels {} to {} ([NodeLabels.{:?}] {})",
-        pairs.join(", "),
-        node.hostname,
-        node.hostname,
-        toml.join(", ")
-    )
+    let shared = nodes.iter().filter(|n| n.hostname.eq_ignore_ascii_case(&node.hostname)).count() > 1;
+    let table = if shared { &node.id } else { &node.hostname };
+    format!("add node.labels {} to {} ([NodeLabels.{table:?}] {})", pairs.join(", "), node.hostname, toml.join(", "))
 }
 
 /// A label key as a TOML key: bare when it can be, quoted when it has a dot.
@@ -213,11 +211,14 @@ pub fn check_report(engine: &EngineFacts, observed: &Observed, config: &Config) 
         );
     }
     let plan = reconcilers::plan::plan(&desired_state(config, observed, &Environment::new(config)), observed);
-    let labelled = nodes_after_apply(config, nodes);
-    if !plan.nodes.is_empty() || !plan.node_drift.is_empty() {
+    let labelled = nodes_after_apply(&plan, nodes);
+    if !plan.nodes.is_empty() || !plan.node_drift.is_empty() || !plan.node_warnings.is_empty() {
         let _ = writeln!(out, "node labels ([NodeLabels]; interlock apply writes them):");
         for line in &plan.nodes {
             let _ = writeln!(out, "  {line}");
+        }
+        for line in &plan.node_warnings {
+            let _ = writeln!(out, "  warning: {line}");
         }
         for line in &plan.node_drift {
             let _ = writeln!(out, "  drift: {line}{}", reconcilers::plan::drift_outcome(plan.drift_policy));
@@ -256,7 +257,7 @@ pub fn check_report(engine: &EngineFacts, observed: &Observed, config: &Config) 
                 }
             );
             for (node, labels) in &fixes {
-                let _ = writeln!(out, "    fix: {}", fix_text(node, labels));
+                let _ = writeln!(out, "    fix: {}", fix_text(node, labels, nodes));
             }
         } else {
             let _ = writeln!(
@@ -535,5 +536,23 @@ mod tests {
             "{}",
             report.text
         );
+    }
+
+    #[test]
+    fn check_says_a_hostname_two_nodes_report_is_refused_and_suggests_an_id_table() {
+        let mut impostor = node("lb-00", NodeRole::Worker, &[]);
+        impostor.id = "id-impostor".into();
+        let nodes = [node("mgr", NodeRole::Manager, &[]), node("lb-00", NodeRole::Worker, &[]), impostor];
+        let mut config = seed_with_constraints();
+        let text = format!("{SEED}\n[NodeLabels.lb-00]\nnodetype = \"loadbalancer\"\nregion = \"us-east\"\n");
+        config.node_labels = reconcilers::config::parse("t", &text).unwrap().config.node_labels;
+        let report = check_report(&engine(), &observed(&nodes), &config);
+        assert!(
+            report.text.contains("node labels ([NodeLabels]; interlock apply writes them):\n  warning: hostname lb-00 is reported by nodes id-lb-00, id-impostor: "),
+            "{}",
+            report.text
+        );
+        assert!(!report.text.contains("can run on lb-00"), "refused: not placed by it: {}", report.text);
+        assert!(report.text.contains("to lb-00 ([NodeLabels.\"id-lb-00\"] nodetype"), "{}", report.text);
     }
 }

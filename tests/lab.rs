@@ -266,6 +266,7 @@ async fn node_engine_drives_a_running_proxy_container() {
         name: network.clone(),
         labels: BTreeMap::from([(TEST_LABEL.to_owned(), name.clone())]),
         attachable: true,
+        encrypted: false,
     };
     api.create_network(&net).await.expect("create the test network");
     let node = node_engine("lb-00");

@@ -822,6 +822,7 @@ cmd_ha_up() {
   fi
   phase_end
   phase ha-images; ha_images; phase_end
+  ensure_operator_network dn "$(ha_answering)"
   write_ha_env
   docker -H "$(node_host "$(ha_answering)")" node ls
   log "ha-up: done in $(fmt_ms $(($(now_ms) - t0)))"
@@ -879,6 +880,18 @@ cmd_ha_down() {
   log "ha-down: done"
 }
 
+# The operator network, created as the walk-through creates it (plain overlay, attachable)
+# before any core runs: a core that has to create it makes it encrypted
+# (`OperatorNetworkEncrypted`), and IPsec carries nothing between this lab's nodes (worker
+# engines run without iptables), so the lab provides it, as a user following the walk-through
+# does. Args: the docker wrapper (and its node) to create it through.
+ensure_operator_network() {
+  if ! "$@" network inspect interlock >/dev/null 2>&1; then
+    "$@" network create -d overlay --attachable interlock >/dev/null
+    log "operator network interlock: created (unencrypted, as the walk-through does)"
+  fi
+}
+
 # ================================================================ subcommands
 cmd_up() {
   INTERLOCK_BINARY=$REPO_ROOT/target/release/interlock
@@ -908,6 +921,7 @@ cmd_up() {
   phase_end
   phase swarm; ensure_swarm; phase_end
   phase images; ensure_images; phase_end
+  ensure_operator_network dm
   write_env
   dm node ls
   local summary; summary=$(printf '%s, ' "${PHASE_TIMES[@]}")

@@ -77,6 +77,10 @@ pub struct Observed {
     /// Not read from the swarm but from the hitless extensions (the shell fills it): by
     /// extension, the newest config generation known to be served or run, and its hash.
     pub delivered: BTreeMap<String, (u64, String)>,
+    /// Not read from the swarm but remembered by the running core (the shell fills it): by
+    /// lowercase hostname, the node ID that reported it when last seen on one node only
+    /// (`crate::node_labels::remember_names`).
+    pub node_names: BTreeMap<String, String>,
 }
 
 /// The generation of a hitless cluster's config `hash` (pure): the newest generation known
@@ -230,10 +234,10 @@ pub struct Desired {
     /// The statistics agent (`interlock agent`, one task per node), while the `carbon` plug-in
     /// is enabled and the operator network exists.
     pub agent: Option<ServiceDef>,
-    /// `[NodeLabels]`: the labels declared for each node a table names, by node ID
-    /// (`crate::node_labels`). Nodes not here and without a record of managed keys are never
-    /// written.
-    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// `[NodeLabels]`: the labels declared for each node a table names, by node ID, and the
+    /// nodes refused their hostname tables (`crate::node_labels`). Nodes not named and without a
+    /// record of managed keys are never written.
+    pub node_labels: crate::node_labels::DesiredNodeLabels,
     /// `DriftPolicy`: whether the plan writes back hand edits of managed fields or only reports them.
     pub drift_policy: DriftPolicy,
 }
@@ -355,6 +359,7 @@ pub fn desired_state_excluding(
         name: env.operator_network.clone(),
         labels: owned_labels(None, "network"),
         attachable: true,
+        encrypted: config.operator_network_encrypted,
     });
     let mut clusters = BTreeMap::new();
     for ext in config.extensions.values() {
@@ -408,7 +413,7 @@ pub fn desired_state_excluding(
         })
         .collect();
     let agent = operator_network.and_then(|n| agent_service(config, env, &n.id));
-    let node_labels = crate::node_labels::desired(&config.node_labels, &observed.nodes);
+    let node_labels = crate::node_labels::desired(&config.node_labels, &observed.nodes, &observed.node_names);
     Desired { network, clusters, unserved, agent, node_labels, drift_policy: config.drift_policy }
 }
 
@@ -503,17 +508,19 @@ fn cluster_state(
     };
     let (config_files, config_error) = config_files(ext, &proxy_config);
 
-    // The proxy always joins the operator network too: a task with no overlay network falls
-    // back to the default bridge, which a node may not have (the lab's do not), and then its
-    // host-mode ports are not published.
+    // A proxy with no app network joins the operator network: a task with no overlay network
+    // falls back to the default bridge, which a node may not have (the lab's do not), and then
+    // its host-mode ports are not published.
     let mut networks: Vec<String> = match &ext.networks {
         Some(listed) => listed.clone(),
         None => routes.network_ids().into_iter().collect(),
     };
+    // Only when it has no other network: the operator network carries the core's and the
+    // extensions' API, which a proxy (what the internet talks to) has no business reaching.
     if let Some(id) = operator_network
-        && !networks.iter().any(|n| n == id)
+        && networks.is_empty()
     {
-        networks.insert(0, id.to_owned());
+        networks.push(id.to_owned());
     }
     let mut ports = vec![PortDef { published: ext.published_port, target: ext.target_port, mode: ext.publish_mode }];
     if ext.published_ssl_port != 0 {
@@ -595,6 +602,12 @@ fn cluster_state(
             // On every node (global), with that node's engine, so it can reach the proxy tasks
             // that run there: the Swarm API cannot write into a container.
             env_vars.push("INTERLOCK_HITLESS=1".to_owned());
+            // What it may touch, from its own spec, never from what the network says: the
+            // proxy service whose containers it writes into, the proxy kind (its check
+            // command, reload signal and directories) and where the config lives.
+            env_vars.push(format!("INTERLOCK_PROXY_SERVICE={}", ext.proxy_service_name));
+            env_vars.push(format!("INTERLOCK_PROXY_KIND={}", ext.proxy_kind));
+            env_vars.push(format!("INTERLOCK_PROXY_CONFIG_PATH={}", ext.proxy_config_path));
             bind_mounts.push(BindMount { source: DOCKER_SOCKET.to_owned(), target: DOCKER_SOCKET.to_owned() });
             secrets.extend(
                 token_secret

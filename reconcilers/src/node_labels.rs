@@ -6,6 +6,17 @@
 //!   a hostname (case-insensitive, as hostnames are) or a glob (`*` any run of characters, `?`
 //!   one). A node's labels are the union of its tables, key by key: an exact hostname's table
 //!   beats every glob, and among globs the one later in the file wins.
+//! - A pattern may also be a Swarm node ID (`docker node ls` shows it): that table applies to
+//!   the node with exactly that ID and beats its hostname and glob tables. A pattern equal to
+//!   an observed node's ID, or shaped like one (25 lowercase letters and digits), never matches
+//!   a hostname, so a node cannot take an ID table by calling itself that ID.
+//! - **Nodes by identity**: a hostname is what each node reports about itself, so tables by
+//!   hostname or glob are refused for a node whose hostname (case-insensitively) another node
+//!   also reports, or that was another node's when last seen on one node only
+//!   ([`crate::desired::Observed::node_names`], kept by the running core: a restart forgets it).
+//!   A refused node is written only for its ID tables; every other key interlock manages there
+//!   stays as it is, and the plan carries a warning ([`DesiredNodeLabels::warnings`]). A
+//!   hostname's new node is accepted once an ID table names it ([`remember_names`]).
 //! - Interlock records on the node itself which keys it manages ([`LABEL_MANAGED_NODE_LABELS`], a
 //!   JSON list) and a hash of what it wrote ([`LABEL_NODE_LABELS_HASH`]). So a key removed from
 //!   the TOML is removed from the node and nothing else is; a label set by hand on another key
@@ -17,7 +28,7 @@
 //!
 //! An update replaces the node's whole label map (Swarm has no partial label update), at the
 //! version it was read at: a concurrent edit fails the write ("update out of sequence"), and
-//! the shell re-reads the node and decides again with [`node_update`].
+//! the shell re-reads the node and decides again with [`decide`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -63,21 +74,125 @@ pub fn pattern_matches(pattern: &str, hostname: &str) -> bool {
     pattern[p..].iter().all(|c| *c == '*')
 }
 
-/// The labels the TOML declares for a node, or `None` when no table names it. Globs apply in
-/// file order (a later one overrides an earlier one's key), then the exact hostname's table.
+/// Whether `pattern` names a node by ID rather than a hostname: it is an observed node's ID, or
+/// has the shape of one (so it stays an ID table after that node left the swarm).
+fn is_node_id(pattern: &str, ids: &BTreeSet<&str>) -> bool {
+    let shaped = pattern.len() == 25 && pattern.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    shaped || ids.contains(pattern)
+}
+
+/// The labels the hostname and glob tables declare for `hostname`, or `None` when none names it.
+/// Globs apply in file order (a later one overrides an earlier one's key), then the exact
+/// hostname's table. Patterns shaped like node IDs are not hostname tables.
 pub fn declared_for(rules: &[NodeLabelRule], hostname: &str) -> Option<BTreeMap<String, String>> {
+    by_hostname(rules, hostname, &BTreeSet::new())
+}
+
+/// [`declared_for`], leaving out the tables naming one of `ids` too.
+fn by_hostname(rules: &[NodeLabelRule], hostname: &str, ids: &BTreeSet<&str>) -> Option<BTreeMap<String, String>> {
     let mut declared: Option<BTreeMap<String, String>> = None;
-    let globs = rules.iter().filter(|r| r.glob);
-    let exact = rules.iter().filter(|r| !r.glob);
-    for rule in globs.chain(exact).filter(|r| pattern_matches(&r.pattern, hostname)) {
+    let hostname_rules = rules.iter().filter(|r| !is_node_id(&r.pattern, ids));
+    let (globs, exact): (Vec<_>, Vec<_>) = hostname_rules.partition(|r| r.glob);
+    for rule in globs.into_iter().chain(exact).filter(|r| pattern_matches(&r.pattern, hostname)) {
         declared.get_or_insert_default().extend(rule.labels.clone());
     }
     declared
 }
 
-/// The declared labels of every node a table names, by node ID.
-pub fn desired(rules: &[NodeLabelRule], nodes: &[NodeFacts]) -> BTreeMap<String, BTreeMap<String, String>> {
-    nodes.iter().filter_map(|n| declared_for(rules, &n.hostname).map(|labels| (n.id.clone(), labels))).collect()
+/// The labels the ID table naming node `id` declares, if there is one.
+fn by_id<'r>(rules: &'r [NodeLabelRule], id: &str) -> Option<&'r BTreeMap<String, String>> {
+    rules.iter().find(|r| r.pattern == id).map(|r| &r.labels)
+}
+
+/// What `[NodeLabels]` declares for the observed nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredNodeLabels {
+    /// By node ID: the labels declared for each node a table names (a refused node's ID table's
+    /// only).
+    pub labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The IDs of the nodes whose hostname and glob tables are refused.
+    pub refused: BTreeSet<String>,
+    /// Why, one line per refused hostname.
+    pub warnings: Vec<String>,
+}
+
+/// The declared labels of every node a table names, and the nodes refused their hostname
+/// tables. `names`: by lowercase hostname, the ID of the node that reported it when it was last
+/// seen on one node only ([`remember_names`]).
+pub fn desired(rules: &[NodeLabelRule], nodes: &[NodeFacts], names: &BTreeMap<String, String>) -> DesiredNodeLabels {
+    let mut out = DesiredNodeLabels::default();
+    let ids: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    for (name, sharing) in by_name(nodes) {
+        let named: Vec<(&NodeFacts, Option<BTreeMap<String, String>>)> =
+            sharing.iter().map(|n| (*n, by_hostname(rules, &n.hostname, &ids))).collect();
+        let hostname_named = named.iter().any(|(_, declared)| declared.is_some());
+        let first = sharing[0];
+        let refusal = match (sharing.as_slice(), names.get(&name)) {
+            _ if !hostname_named => None,
+            ([_, _, ..], _) => {
+                let ids: Vec<&str> = sharing.iter().map(|n| n.id.as_str()).collect();
+                Some(format!(
+                    "hostname {} is reported by nodes {}: its [NodeLabels] hostname and glob tables are refused for them; name the right node by ID ([NodeLabels.\"ID\"])",
+                    first.hostname,
+                    ids.join(", ")
+                ))
+            }
+            ([node], Some(was)) if *was != node.id && by_id(rules, &node.id).is_none() => Some(format!(
+                "hostname {} was node {was}'s and is now node {}'s: name it by ID ([NodeLabels.\"{}\"]) to accept it",
+                node.hostname, node.id, node.id
+            )),
+            _ => None,
+        };
+        for (node, declared) in named {
+            let id_labels = by_id(rules, &node.id);
+            let labels = if refusal.is_some() {
+                out.refused.insert(node.id.clone());
+                id_labels.cloned()
+            } else {
+                // The ID table is the most specific: it beats the hostname's and the globs'.
+                match (declared, id_labels) {
+                    (Some(mut labels), Some(id_labels)) => {
+                        labels.extend(id_labels.clone());
+                        Some(labels)
+                    }
+                    (declared, id_labels) => declared.or_else(|| id_labels.cloned()),
+                }
+            };
+            if let Some(labels) = labels {
+                out.labels.insert(node.id.clone(), labels);
+            }
+        }
+        out.warnings.extend(refusal);
+    }
+    out
+}
+
+/// The nodes by lowercase hostname, in node order.
+fn by_name(nodes: &[NodeFacts]) -> BTreeMap<String, Vec<&NodeFacts>> {
+    let mut names: BTreeMap<String, Vec<&NodeFacts>> = BTreeMap::new();
+    for node in nodes {
+        names.entry(node.hostname.to_ascii_lowercase()).or_default().push(node);
+    }
+    names
+}
+
+/// The hostname memory after a pass over `nodes`: each hostname one node alone reports is that
+/// node's, unless it was another node's, which only an ID table naming the new node changes.
+/// A hostname two nodes report, or none, keeps its entry.
+pub fn remember_names(
+    names: &BTreeMap<String, String>,
+    rules: &[NodeLabelRule],
+    nodes: &[NodeFacts],
+) -> BTreeMap<String, String> {
+    let mut next = names.clone();
+    for (name, sharing) in by_name(nodes) {
+        let [node] = sharing.as_slice() else { continue };
+        let taken_over = names.get(&name).is_some_and(|was| *was != node.id);
+        if !taken_over || by_id(rules, &node.id).is_some() {
+            next.insert(name, node.id.clone());
+        }
+    }
+    next
 }
 
 /// The hash recorded in [`LABEL_NODE_LABELS_HASH`]: sha256 of the labels' canonical JSON.
@@ -177,15 +292,29 @@ fn changes(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) 
     changes
 }
 
+/// What a pass decides for `node` given [`desired`]. A refused node is written only for its ID
+/// table, keeping every other key interlock manages there as it is: a node that merely reports
+/// a contested hostname must not change what the rightful one carries.
+pub fn decide(node: &NodeFacts, desired: &DesiredNodeLabels, policy: DriftPolicy) -> NodeDecision {
+    let declared = desired.labels.get(&node.id);
+    if !desired.refused.contains(&node.id) {
+        return node_update(node, declared, policy);
+    }
+    let Some(id_labels) = declared.filter(|labels| !labels.is_empty()) else {
+        return NodeDecision::default();
+    };
+    let managed = managed_keys(&node.labels).unwrap_or_default();
+    let mut kept: BTreeMap<String, String> =
+        managed.iter().filter_map(|k| Some((k.clone(), node.labels.get(k)?.clone()))).collect();
+    kept.extend(id_labels.clone());
+    node_update(node, Some(&kept), policy)
+}
+
 /// Every node's decision: the writes and the drift lines, in node order.
-pub fn plan_nodes(
-    nodes: &[NodeFacts],
-    desired: &BTreeMap<String, BTreeMap<String, String>>,
-    policy: DriftPolicy,
-) -> (Vec<Action>, Vec<String>) {
+pub fn plan_nodes(nodes: &[NodeFacts], desired: &DesiredNodeLabels, policy: DriftPolicy) -> (Vec<Action>, Vec<String>) {
     let (mut actions, mut drift) = (Vec::new(), Vec::new());
     for node in nodes {
-        let decision = node_update(node, desired.get(&node.id), policy);
+        let decision = decide(node, desired, policy);
         actions.extend(decision.action);
         drift.extend(decision.drift);
     }
@@ -356,5 +485,159 @@ mod tests {
         let decision = pass(&edited, &mut lb, DriftPolicy::Report);
         assert_eq!(decision.drift, None);
         assert_eq!(lb.labels["region"], "eu-west");
+    }
+
+    fn with_id(id: &str, hostname: &str, labels: &[(&str, &str)]) -> NodeFacts {
+        NodeFacts { id: id.into(), ..node(hostname, labels) }
+    }
+
+    /// One pass over `nodes` as the shell runs it: decide each, apply the writes, remember names.
+    fn pass_all(
+        rules: &[NodeLabelRule],
+        nodes: &mut [NodeFacts],
+        names: &mut BTreeMap<String, String>,
+    ) -> (Vec<String>, Vec<String>) {
+        let desired = desired(rules, nodes, names);
+        let mut writes = Vec::new();
+        for node in nodes.iter_mut() {
+            let decision = decide(node, &desired, DriftPolicy::Revert);
+            writes.extend(decision.action.as_ref().map(ToString::to_string));
+            apply(node, &decision);
+        }
+        *names = remember_names(names, rules, nodes);
+        (writes, desired.warnings)
+    }
+
+    #[test]
+    fn an_id_table_names_one_node_and_beats_its_hostname_and_glob_tables() {
+        let rules = [
+            rule("id-lb-00", &[("region", "by-id"), ("rack", "r1")]),
+            rule("lb-00", &[("region", "by-hostname")]),
+            rule("lb-*", &[("nodetype", "loadbalancer"), ("rack", "glob")]),
+        ];
+        let nodes = [node("lb-00", &[]), node("lb-01", &[])];
+        let desired = desired(&rules, &nodes, &BTreeMap::new());
+        let lb = &desired.labels["id-lb-00"];
+        assert_eq!((lb["region"].as_str(), lb["rack"].as_str()), ("by-id", "r1"), "the ID table wins");
+        assert_eq!(lb["nodetype"], "loadbalancer");
+        assert_eq!(desired.labels["id-lb-01"]["rack"], "glob", "another node's ID table is not its own");
+        assert!(desired.warnings.is_empty() && desired.refused.is_empty());
+        // A node no hostname table names, named by ID alone.
+        let desired = desired_for(&[rule("id-app-00", &[("tier", "app")])], &[node("app-00", &[])]);
+        assert_eq!(desired.labels["id-app-00"]["tier"], "app");
+    }
+
+    fn desired_for(rules: &[NodeLabelRule], nodes: &[NodeFacts]) -> DesiredNodeLabels {
+        desired(rules, nodes, &BTreeMap::new())
+    }
+
+    #[test]
+    fn a_node_cannot_take_an_id_table_by_calling_itself_that_id() {
+        let id = "x8k2m4n6p8q0r2s4t6v8w0y2z";
+        let rules = [rule(id, &[("region", "us-east")]), rule("id-lb-00", &[("tier", "edge")])];
+        // The node with that ID left the swarm; one reports it as its hostname.
+        let impostors = [node(id, &[]), with_id("id-other", "id-lb-00", &[]), node("lb-00", &[])];
+        let desired = desired_for(&rules, &impostors);
+        assert_eq!(desired.labels.keys().collect::<Vec<_>>(), ["id-lb-00"], "{desired:?}");
+        assert_eq!(declared_for(&rules, id), None, "shaped like a node ID: never a hostname table");
+    }
+
+    #[test]
+    fn a_hostname_two_nodes_report_is_refused_for_both_and_nothing_of_it_is_written() {
+        let rules = [rule("lb-00", &[("region", "us-east")]), rule("lb-*", &[("nodetype", "loadbalancer")])];
+        let mut names = BTreeMap::new();
+        let mut nodes = vec![node("lb-00", &[("hand", "1")])];
+        pass_all(&rules, &mut nodes, &mut names);
+        let labelled = nodes[0].labels.clone();
+        assert_eq!(labelled["region"], "us-east");
+
+        // An impostor reports the same hostname (any case): neither is written.
+        nodes.push(with_id("id-impostor", "LB-00", &[]));
+        let (writes, warnings) = pass_all(&rules, &mut nodes, &mut names);
+        assert_eq!(writes, Vec::<String>::new());
+        assert_eq!(
+            warnings,
+            [
+                "hostname lb-00 is reported by nodes id-lb-00, id-impostor: its [NodeLabels] hostname and glob tables are refused for them; name the right node by ID ([NodeLabels.\"ID\"])"
+            ]
+        );
+        assert_eq!(nodes[0].labels, labelled, "the original keeps its labels: none removed");
+        assert!(nodes[1].labels.is_empty(), "the impostor gets nothing");
+        // No table names the hostname any more: nothing to refuse, and the TOML's removal (the
+        // node's own record, which no hostname can forge) applies.
+        assert_eq!(pass_all(&[], &mut nodes, &mut names).0, ["update node lb-00 (-nodetype, -region)"]);
+
+        // A glob alone is refused too.
+        let mut apps = vec![node("app-00", &[]), with_id("id-app-00b", "app-00", &[])];
+        let (writes, warnings) = pass_all(&[rule("app-*", &[("tier", "app")])], &mut apps, &mut names);
+        assert!(writes.is_empty() && warnings.len() == 1, "{writes:?} {warnings:?}");
+        // Names no table matches are no one's concern.
+        let mut others = vec![node("db", &[]), with_id("id-db-2", "db", &[])];
+        assert_eq!(pass_all(&rules, &mut others, &mut names), (vec![], vec![]));
+    }
+
+    #[test]
+    fn an_id_table_still_applies_to_a_node_whose_hostname_is_contested() {
+        let rules = [
+            rule("lb-00", &[("region", "us-east"), ("tier", "edge")]),
+            rule("id-lb-00", &[("region", "us-east-1"), ("rack", "r1")]),
+        ];
+        let mut names = BTreeMap::new();
+        let mut nodes = vec![node("lb-00", &[])];
+        pass_all(&rules[..1], &mut nodes, &mut names);
+        nodes.push(with_id("id-impostor", "lb-00", &[]));
+        let (writes, warnings) = pass_all(&rules, &mut nodes, &mut names);
+        assert_eq!(writes, ["update node lb-00 (+rack=r1, ~region=us-east-1 (was us-east))"]);
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(nodes[0].labels["tier"], "edge", "the hostname table's key stays as it was");
+        assert!(nodes[1].labels.is_empty());
+        assert_eq!(pass_all(&rules, &mut nodes, &mut names).0, Vec::<String>::new(), "converged");
+
+        // The impostor gone: the hostname table applies again, under the ID table.
+        nodes.pop();
+        let (writes, warnings) = pass_all(&rules, &mut nodes, &mut names);
+        assert!(writes.is_empty() && warnings.is_empty(), "{writes:?} {warnings:?}");
+        assert_eq!(nodes[0].labels["tier"], "edge");
+    }
+
+    #[test]
+    fn a_hostname_taken_over_by_another_node_is_refused_until_an_id_table_names_it() {
+        let rules = [rule("lb-00", &[("region", "us-east")])];
+        let mut names = BTreeMap::new();
+        let mut nodes = vec![node("lb-00", &[])];
+        pass_all(&rules, &mut nodes, &mut names);
+        assert_eq!(names["lb-00"], "id-lb-00");
+
+        // The node left; another joined calling itself lb-00.
+        nodes = vec![with_id("id-new", "lb-00", &[])];
+        let (writes, warnings) = pass_all(&rules, &mut nodes, &mut names);
+        assert_eq!(writes, Vec::<String>::new());
+        assert_eq!(
+            warnings,
+            [
+                "hostname lb-00 was node id-lb-00's and is now node id-new's: name it by ID ([NodeLabels.\"id-new\"]) to accept it"
+            ]
+        );
+        assert_eq!(names["lb-00"], "id-lb-00", "remembered until an ID table names the new node");
+        assert_eq!(pass_all(&rules, &mut nodes, &mut names).1.len(), 1, "still refused");
+
+        // Naming it by ID accepts it: its hostname tables apply, and the memory moves on.
+        let accepted = [rules[0].clone(), rule("id-new", &[])];
+        let (writes, warnings) = pass_all(&accepted, &mut nodes, &mut names);
+        assert_eq!((writes, warnings), (vec!["update node lb-00 (+region=us-east)".to_owned()], vec![]));
+        assert_eq!(names["lb-00"], "id-new");
+        // Then the ID table may go.
+        assert_eq!(pass_all(&rules, &mut nodes, &mut names), (vec![], vec![]));
+    }
+
+    #[test]
+    fn remembered_names_change_only_on_one_node_reports() {
+        let rules = [rule("lb-00", &[])];
+        let names = BTreeMap::from([("lb-00".to_owned(), "id-a".to_owned())]);
+        let shared = [with_id("id-b", "lb-00", &[]), with_id("id-c", "LB-00", &[])];
+        assert_eq!(remember_names(&names, &rules, &shared), names, "two nodes: kept");
+        assert_eq!(remember_names(&names, &rules, &[]), names, "none: kept");
+        let fresh = remember_names(&BTreeMap::new(), &rules, &[with_id("id-b", "LB-00", &[])]);
+        assert_eq!(fresh, BTreeMap::from([("lb-00".to_owned(), "id-b".to_owned())]), "by lowercase hostname");
     }
 }

@@ -13,7 +13,9 @@
 //! - Each cluster's actions depend only on that cluster, so one cluster's failure or slowness
 //!   never holds up another's.
 //! - Node labels (`[NodeLabels]`, [`crate::node_labels`]) are one [`Action::UpdateNode`] per
-//!   node, in [`Plan::nodes`]: written before the clusters, whose placement depends on them.
+//!   node, in [`Plan::nodes`]: written before the clusters, whose placement depends on them. A
+//!   hostname refused its tables (two nodes report it, or it changed node) is a line in
+//!   [`Plan::node_warnings`].
 //! - **Drift**: a managed field edited by hand since interlock wrote it (the object's spec-hash
 //!   label is still the desired one, yet the field differs) is named in [`Plan::drift`]. With
 //!   `DriftPolicy = "revert"` (the default) the object's update writes it back; with `"report"`
@@ -138,6 +140,9 @@ pub struct Plan {
     pub nodes: Vec<Action>,
     /// Nodes whose managed labels were edited by hand (see [`Plan::drift`]).
     pub node_drift: Vec<String>,
+    /// Hostnames whose `[NodeLabels]` tables are refused (shared, or taken over from another
+    /// node): those nodes get their ID tables only.
+    pub node_warnings: Vec<String>,
     /// The statistics agent's write (plug-ins): no cluster waits for it.
     pub agent: Vec<Action>,
     /// Why the agent is not written (a service of that name interlock does not own).
@@ -190,6 +195,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let mut plan = Plan { unserved: desired.unserved.clone(), drift_policy: desired.drift_policy, ..Plan::default() };
     (plan.nodes, plan.node_drift) =
         crate::node_labels::plan_nodes(&observed.nodes, &desired.node_labels, desired.drift_policy);
+    plan.node_warnings.clone_from(&desired.node_labels.warnings);
     let policy = desired.drift_policy;
     if let Some(network) = &desired.network {
         // Every service joins the operator network: nothing else can be written before it.
@@ -658,10 +664,13 @@ pub fn render(plan: &Plan) -> String {
     for action in &plan.shared {
         let _ = writeln!(out, "{} {action}", symbol(action));
     }
-    if !plan.nodes.is_empty() || !plan.node_drift.is_empty() {
+    if !plan.nodes.is_empty() || !plan.node_drift.is_empty() || !plan.node_warnings.is_empty() {
         let _ = writeln!(out, "node labels:");
         for action in &plan.nodes {
             let _ = writeln!(out, "  {} {action}", symbol(action));
+        }
+        for line in &plan.node_warnings {
+            let _ = writeln!(out, "  warning: {line}");
         }
         for line in &plan.node_drift {
             let _ = writeln!(out, "  drift: {line}{}", drift_outcome(plan.drift_policy));
@@ -832,5 +841,13 @@ mod tests {
         let text = render(&plan);
         assert!(!text.contains("secret"), "{text}");
         assert!(text.contains("stats auth (hidden)"), "{text}");
+    }
+
+    #[test]
+    fn plan_prints_refused_hostnames_under_node_labels() {
+        let plan = Plan { node_warnings: vec!["hostname lb-00 is reported by nodes a, b".into()], ..Plan::default() };
+        assert!(plan.is_empty(), "a warning is no write");
+        let text = render(&plan);
+        assert!(text.starts_with("node labels:\n  warning: hostname lb-00 is reported by nodes a, b\n"), "{text}");
     }
 }

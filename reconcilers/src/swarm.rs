@@ -347,6 +347,8 @@ pub struct NetworkDef {
     pub labels: BTreeMap<String, String>,
     /// Overlay, attachable.
     pub attachable: bool,
+    /// Traffic between nodes encrypted (IPsec: `--opt encrypted`).
+    pub encrypted: bool,
 }
 
 /// A Docker config object (immutable content, mutable labels).

@@ -314,6 +314,7 @@ impl DockerClient {
             secrets,
             secret_labels,
             delivered: Default::default(),
+            node_names: Default::default(),
         })
     }
 

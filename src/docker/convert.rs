@@ -76,6 +76,7 @@ pub(super) fn network_request(def: &NetworkDef) -> NetworkCreateRequest {
         driver: Some("overlay".to_owned()),
         attachable: Some(def.attachable),
         labels: Some(def.labels.clone().into_iter().collect()),
+        options: def.encrypted.then(|| [("encrypted".to_owned(), String::new())].into_iter().collect()),
         ..Default::default()
     }
 }

@@ -38,9 +38,13 @@ pub struct Config {
     pub node_labels: Vec<NodeLabelRule>,
     /// `DriftPolicy`: what a pass does with a hand edit of a field interlock manages.
     pub drift_policy: DriftPolicy,
+    /// `OperatorNetworkEncrypted` (default true): the operator network, when interlock creates
+    /// it, is an encrypted overlay (IPsec between nodes; `--opt encrypted`).
+    pub operator_network_encrypted: bool,
 }
 
-/// One `[NodeLabels."PATTERN"]` table: labels for the nodes whose hostname the pattern names.
+/// One `[NodeLabels."PATTERN"]` table: labels for the nodes whose hostname the pattern names, or
+/// for the node whose Swarm ID it is (`crate::node_labels`).
 ///
 /// ```toml
 /// [NodeLabels."lb-00"]
@@ -51,8 +55,8 @@ pub struct Config {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeLabelRule {
-    /// A hostname, or a glob over hostnames (`*` any run of characters, `?` one character).
-    /// Matched case-insensitively, as hostnames are.
+    /// A hostname, or a glob over hostnames (`*` any run of characters, `?` one character),
+    /// matched case-insensitively, as hostnames are; or a node ID, matched exactly.
     pub pattern: String,
     /// Whether `pattern` has a `*` or `?` (a glob), rather than naming one hostname.
     pub glob: bool,
@@ -362,6 +366,7 @@ pub(super) fn read_config(root: &TableReader<'_, '_, '_>, raw: &DeTable<'_>) -> 
         None => super::DEFAULT_POLL_INTERVAL,
     };
     let endpoint_override = non_empty(root.string("EndpointOverride"));
+    let operator_network_encrypted = root.bool("OperatorNetworkEncrypted").is_none_or(|(on, _)| on);
     let secret_policy = match root.string("SecretPolicy") {
         None => SecretPolicy::Any,
         Some((policy, span)) => match policy.to_ascii_lowercase().as_str() {
@@ -435,6 +440,7 @@ pub(super) fn read_config(root: &TableReader<'_, '_, '_>, raw: &DeTable<'_>) -> 
         plugins,
         node_labels,
         drift_policy,
+        operator_network_encrypted,
     })
 }
 

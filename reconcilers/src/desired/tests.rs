@@ -119,7 +119,7 @@ fn seed_clusters_route_only_their_own_apps() {
     let text = String::from_utf8(east.proxy_config.data.clone()).unwrap();
     assert!(text.contains("server_name demo-east.local;") && text.contains("server 10.0.1.5:8080;"), "{text}");
     assert!(!text.contains("demo-west"), "{text}");
-    assert_eq!(east.proxy_service.networks, ["n-op", "n-east"], "the operator network, then the app's");
+    assert_eq!(east.proxy_service.networks, ["n-east"], "the app's network; not the operator network, the control plane's");
     assert_eq!(east.proxy_service.configs[0].target, "/etc/nginx/nginx.conf");
     assert_eq!(east.proxy_service.ports.len(), 2);
     assert!(!east.proxy_service.update.start_first, "host-mode ports need stop-first");
@@ -952,4 +952,12 @@ fn config_generations_only_grow_and_a_config_keeps_its_own() {
     assert_eq!(generation(Some((1, "a")), Some((2, "b")), "a"), 3, "back to an old config: a new generation");
     // A new writer whose tasks run an earlier writer's newer generation continues from it.
     assert_eq!(generation(Some((4, "d")), Some((7, "x")), "y"), 8);
+}
+
+#[test]
+fn a_proxy_joins_the_operator_network_only_without_an_app_network() {
+    let mut swarm = seed_swarm();
+    swarm.services.retain(|s| !s.def.labels.contains_key(LABEL_HOSTS));
+    let d = desired_state(&seed(), &swarm, &env());
+    assert_eq!(d.clusters["us-east"].proxy_service.networks, ["n-op"], "a task needs an overlay network to publish");
 }

@@ -631,7 +631,11 @@ fn default_server(w: &mut String, p: &Plan<'_>) {
             line(w, 2, "}");
         }
     }
+    // For the statistics agent, which reads it from inside the task: not for the world.
     line(w, 2, "location /nginx_status {");
+    line(w, 3, "allow 127.0.0.1;");
+    line(w, 3, "allow ::1;");
+    line(w, 3, "deny all;");
     line(w, 3, "stub_status on;");
     line(w, 3, "access_log off;");
     line(w, 2, "}");
