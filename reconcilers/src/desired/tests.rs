@@ -119,7 +119,11 @@ fn seed_clusters_route_only_their_own_apps() {
     let text = String::from_utf8(east.proxy_config.data.clone()).unwrap();
     assert!(text.contains("server_name demo-east.local;") && text.contains("server 10.0.1.5:8080;"), "{text}");
     assert!(!text.contains("demo-west"), "{text}");
-    assert_eq!(east.proxy_service.networks, ["n-east"], "the app's network; not the operator network, the control plane's");
+    assert_eq!(
+        east.proxy_service.networks,
+        ["n-east"],
+        "the app's network; not the operator network, the control plane's"
+    );
     assert_eq!(east.proxy_service.configs[0].target, "/etc/nginx/nginx.conf");
     assert_eq!(east.proxy_service.ports.len(), 2);
     assert!(!east.proxy_service.update.start_first, "host-mode ports need stop-first");
