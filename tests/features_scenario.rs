@@ -306,6 +306,9 @@ async fn routing_features_through_a_real_proxy() {
     // The default backend answers unknown hosts, and the quarantined service's host.
     assert_eq!(body("unknown.local", "/").await, "catch\n");
     assert_eq!(body("broken.local", "/").await, "catch\n");
+    // nginx's status page is for the statistics agent inside the task, not for the world.
+    let status_page = get("unknown.local", "/nginx_status").await.unwrap();
+    assert_eq!(status_page.status, 403, "{status_page:?}");
 
     // Sticky sessions: one cookie, one task; both tasks are in the upstream.
     let mut seen = BTreeSet::new();
