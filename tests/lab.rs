@@ -57,6 +57,8 @@ fn app_service(name: &str) -> ServiceDef {
             start_first: false,
         },
         bind_mounts: vec![],
+        read_only: false,
+        no_new_privileges: false,
         managed: Default::default(),
     }
 }
@@ -228,6 +230,8 @@ fn lb00_service(name: &str, image: &str, networks: Vec<String>, bind_mounts: Vec
         stop_grace_period: Some(Duration::from_secs(2)),
         update: UpdatePolicy::default(),
         bind_mounts,
+        read_only: false,
+        no_new_privileges: false,
         managed: Default::default(),
     }
 }

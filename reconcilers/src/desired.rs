@@ -242,6 +242,13 @@ pub struct Desired {
     pub drift_policy: DriftPolicy,
 }
 
+/// The services that run interlock's own binary (the extensions and the statistics agent) run
+/// with least privilege: a read-only root filesystem (they write nothing of their own: the
+/// Docker socket is a bind mount, the token a secret) and no new privileges. Both are fields
+/// interlock always manages on them; a proxy (the operator's image, which writes its pid, logs
+/// and temporary files) has neither.
+pub const HARDENING: [Field; 2] = [Field::ReadOnly, Field::NoNewPrivileges];
+
 /// The statistics agent's service name.
 pub const AGENT_SERVICE: &str = "interlock-stats-agent";
 /// Its role label.
@@ -279,12 +286,13 @@ const EXTENSION_FIELD_KEYS: &[(Field, &[&str])] = &[
 ];
 
 impl ServiceRole {
-    /// Fields the operator always owns: what routing needs (image, config, secrets, networks).
+    /// Fields the operator always owns: what routing needs (image, config, secrets, networks),
+    /// and how interlock's own binary runs (see [`HARDENING`]).
     fn always_managed(self) -> &'static [Field] {
         match self {
             // The command is the hitless start script or the image's own: either way interlock's.
             ServiceRole::Proxy => &[Field::Image, Field::Command, Field::Networks, Field::Configs, Field::Secrets],
-            ServiceRole::Extension => &[Field::Image, Field::Networks],
+            ServiceRole::Extension => &[Field::Image, Field::Networks, Field::ReadOnly, Field::NoNewPrivileges],
         }
     }
 
@@ -461,9 +469,11 @@ fn agent_service(config: &Config, env: &Environment, operator_network: &str) -> 
         networks: vec![operator_network.to_owned()],
         bind_mounts: vec![BindMount { source: DOCKER_SOCKET.to_owned(), target: DOCKER_SOCKET.to_owned() }],
         update: UpdatePolicy { parallelism: 1, delay: None, rollback_on_failure: true, start_first: false },
+        read_only: true,
+        no_new_privileges: true,
         ..ServiceDef::default()
     };
-    def.managed = [Field::Image, Field::Args, Field::Networks, Field::Mounts].into_iter().collect();
+    def.managed = [Field::Image, Field::Args, Field::Networks, Field::Mounts].into_iter().chain(HARDENING).collect();
     def.labels.insert(LABEL_MANAGED_FIELDS.to_owned(), Field::join(&def.managed));
     Some(with_spec_hash(def))
 }
@@ -577,6 +587,8 @@ fn cluster_state(
                 start_first: ext.publish_mode == PublishMode::Ingress,
             },
             bind_mounts: vec![],
+            read_only: false,
+            no_new_privileges: false,
             managed: BTreeSet::new(),
         },
     );
@@ -645,6 +657,8 @@ fn cluster_state(
                 // A global service has one task per node: the new one can only follow the old.
                 update: UpdatePolicy { parallelism: 1, delay: None, rollback_on_failure: true, start_first: !hitless },
                 bind_mounts,
+                read_only: true,
+                no_new_privileges: true,
                 managed: BTreeSet::new(),
             },
         )

@@ -647,6 +647,10 @@ pub fn changed_fields(want: &ServiceDef, have: &ServiceDef) -> Vec<String> {
     check("mounts", want.bind_mounts != have.bind_mounts);
     check("command", want.command != have.command);
     check("secrets", want.secrets != have.secrets);
+    check("read-only root filesystem", want.read_only != have.read_only);
+    // Not `no_new_privileges`: an engine older than the API that added it drops it, and reads
+    // it back as false, which must not look like a change on every pass. The spec-hash label
+    // covers it (it is in the canonical form while managed): a change of it is written.
     changes
 }
 

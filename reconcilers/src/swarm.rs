@@ -141,10 +141,14 @@ pub enum Field {
     Mounts,
     /// The container's command (entrypoint): a hitless proxy's start script.
     Command,
+    /// The container's root filesystem mounted read-only: the extension's and the agent's.
+    ReadOnly,
+    /// The container's `no_new_privs` bit: the extension's and the agent's.
+    NoNewPrivileges,
 }
 
 impl Field {
-    pub const ALL: [Field; 18] = [
+    pub const ALL: [Field; 20] = [
         Field::Image,
         Field::Args,
         Field::ContainerLabels,
@@ -163,6 +167,8 @@ impl Field {
         Field::UpdateOrder,
         Field::Mounts,
         Field::Command,
+        Field::ReadOnly,
+        Field::NoNewPrivileges,
     ];
 
     /// The name used in the managed-fields label, `plan` and logs.
@@ -186,6 +192,8 @@ impl Field {
             Field::UpdateOrder => "update-order",
             Field::Mounts => "mounts",
             Field::Command => "command",
+            Field::ReadOnly => "read-only",
+            Field::NoNewPrivileges => "no-new-privileges",
         }
     }
 
@@ -241,6 +249,18 @@ pub struct ServiceDef {
     pub update: UpdatePolicy,
     /// Host paths bind-mounted read-write (the operator's own Docker socket).
     pub bind_mounts: Vec<BindMount>,
+    /// The container's root filesystem is mounted read-only (Swarm's `ReadOnly`); its bind
+    /// mounts, secrets and configs are not affected. Left out of the canonical form when false,
+    /// so spec hashes of services without it (the proxies) did not change.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// The container's processes cannot gain privileges (Swarm's `Privileges.NoNewPrivileges`:
+    /// setuid binaries and file capabilities give nothing). Left out of the canonical form when
+    /// false, like `read_only`. Engines older than the API that added it drop it and read it back
+    /// as false, so it is compared through the spec-hash label only, never field by field (see
+    /// `plan::changed_fields`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_new_privileges: bool,
     /// The fields an update writes (see [`Field`]). Empty on definitions read back from the
     /// swarm; the core reads what it recorded from the service's labels instead.
     pub managed: BTreeSet<Field>,
@@ -268,6 +288,8 @@ impl ServiceDef {
             Field::UpdateOrder => self.update.start_first = from.update.start_first,
             Field::Mounts => self.bind_mounts.clone_from(&from.bind_mounts),
             Field::Command => self.command.clone_from(&from.command),
+            Field::ReadOnly => self.read_only = from.read_only,
+            Field::NoNewPrivileges => self.no_new_privileges = from.no_new_privileges,
         }
     }
 

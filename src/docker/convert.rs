@@ -17,7 +17,8 @@ use bollard::models::{
     Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
     ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, SystemInfo, SystemVersion, TaskSpec,
     TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1,
-    TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
+    TaskSpecContainerSpecPrivileges, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecPlacementPreferences,
+    TaskSpecPlacementSpread,
 };
 use reconcilers::swarm::{
     BindMount, ConfigDef, ConfigFacts, ConfigMount, EngineFacts, Field, NetworkDef, NetworkFacts, NodeAvailability,
@@ -311,6 +312,10 @@ pub(super) fn service_spec(def: &ServiceDef, config_ids: &BTreeMap<String, Strin
                         })
                         .collect()
                 }),
+                read_only: def.read_only.then_some(true),
+                privileges: def
+                    .no_new_privileges
+                    .then(|| TaskSpecContainerSpecPrivileges { no_new_privileges: Some(true), ..Default::default() }),
                 ..Default::default()
             }),
             placement: Some(TaskSpecPlacement {
@@ -403,6 +408,14 @@ pub(super) fn overlay(mut current: ServiceSpec, wanted: ServiceSpec, def: &Servi
             Field::UpdateOrder => update.order = wanted_update.order,
             Field::Mounts => container.mounts.clone_from(&wanted_container.mounts),
             Field::Command => container.command.clone_from(&wanted_container.command),
+            Field::ReadOnly => container.read_only = wanted_container.read_only,
+            Field::NoNewPrivileges => {
+                // Only the bit: credential spec, SELinux, seccomp and AppArmor stay as they are.
+                let wanted = wanted_container.privileges.as_ref().and_then(|p| p.no_new_privileges);
+                if wanted.is_some() || container.privileges.is_some() {
+                    container.privileges.get_or_insert_with(Default::default).no_new_privileges = wanted;
+                }
+            }
         }
     }
     task.container_spec = Some(container);
@@ -500,6 +513,10 @@ pub(super) fn service_facts(service: Service) -> ServiceFacts {
             .filter(|m| m.typ == Some(MountType::BIND))
             .map(|m| BindMount { source: m.source.unwrap_or_default(), target: m.target.unwrap_or_default() })
             .collect(),
+        read_only: container.read_only.unwrap_or_default(),
+        // An engine older than the API that added it reads it back as absent: see
+        // `ServiceDef::no_new_privileges`.
+        no_new_privileges: container.privileges.as_ref().and_then(|p| p.no_new_privileges).unwrap_or_default(),
         managed: BTreeSet::new(),
     };
     ServiceFacts {
@@ -586,6 +603,8 @@ mod tests {
                 source: "/var/run/docker.sock".into(),
                 target: "/var/run/docker.sock".into(),
             }],
+            read_only: true,
+            no_new_privileges: true,
             managed: BTreeSet::from([Field::Image, Field::Configs]),
         }
     }
@@ -727,6 +746,46 @@ mod tests {
         assert_eq!(facts.network_ids, ["net-east"]);
         assert_eq!(facts.vips, [("net-east-id".to_owned(), "10.0.2.7".to_owned())]);
         assert_eq!(facts.update_state, None);
+    }
+
+    #[test]
+    fn the_hardening_fields_are_sent_only_when_set() {
+        let json = serde_json::to_value(service_spec(&proxy_def(), &ids())).unwrap();
+        let container = &json["TaskTemplate"]["ContainerSpec"];
+        assert_eq!(container["ReadOnly"], true);
+        assert_eq!(container["Privileges"], serde_json::json!({ "NoNewPrivileges": true }));
+        let def = ServiceDef { read_only: false, no_new_privileges: false, ..proxy_def() };
+        let json = serde_json::to_value(service_spec(&def, &ids())).unwrap();
+        let container = json["TaskTemplate"]["ContainerSpec"].as_object().unwrap();
+        assert!(!container.contains_key("ReadOnly") && !container.contains_key("Privileges"), "{container:?}");
+    }
+
+    #[test]
+    fn an_update_managing_no_new_privileges_sets_the_bit_and_keeps_other_privileges() {
+        let mut current =
+            service_spec(&ServiceDef { read_only: false, no_new_privileges: false, ..proxy_def() }, &ids());
+        let hand_set = TaskSpecContainerSpecPrivileges {
+            se_linux_context: Some(bollard::models::TaskSpecContainerSpecPrivilegesSeLinuxContext {
+                disable: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        current.task_template.as_mut().unwrap().container_spec.as_mut().unwrap().privileges = Some(hand_set.clone());
+        let def = next_def(&[]);
+        let unmanaged = overlay(current.clone(), service_spec(&def, &ids()), &def);
+        assert_eq!(container(&unmanaged).privileges, Some(hand_set.clone()), "unmanaged: left alone");
+        assert_eq!(container(&unmanaged).read_only, None);
+
+        let def = next_def(&[Field::ReadOnly, Field::NoNewPrivileges]);
+        let updated = overlay(current, service_spec(&def, &ids()), &def);
+        assert_eq!(
+            container(&updated).privileges,
+            Some(TaskSpecContainerSpecPrivileges { no_new_privileges: Some(true), ..hand_set })
+        );
+        assert_eq!(container(&updated).read_only, Some(true));
+        let read_back = service_facts(Service { spec: Some(updated), ..Default::default() }).def;
+        assert!(read_back.read_only && read_back.no_new_privileges);
     }
 
     #[test]

@@ -965,3 +965,119 @@ fn a_proxy_joins_the_operator_network_only_without_an_app_network() {
     let d = desired_state(&seed(), &swarm, &env());
     assert_eq!(d.clusters["us-east"].proxy_service.networks, ["n-op"], "a task needs an overlay network to publish");
 }
+
+/// The proxies' spec hashes, as interlock wrote them before the hardening fields (read-only
+/// root, no new privileges) existed: those fields are the extension's and the agent's only, and
+/// left out of a proxy's canonical form, so an upgrade does not roll a single proxy.
+#[test]
+fn the_hardening_fields_leave_proxy_spec_hashes_as_they_were() {
+    let hashes = |config: &Config| -> Vec<String> {
+        let d = desired_state(config, &seed_swarm(), &env());
+        d.clusters.values().map(|c| c.proxy_service.labels[LABEL_SPEC_HASH].clone()).collect()
+    };
+    let (plain, hitless) = (hashes(&seed()), hashes(&hitless()));
+    assert_eq!(
+        plain,
+        [
+            "df1e1b106de6bf4cdd8d891cbc12604f4164b65410b90ae7d48a1c0396ae521d",
+            "a9a8cd7cc69eaf97c9c5ce94ec38c5bc1e1bc1cdf4eabfb402dac1dfbbfba844"
+        ],
+        "plain proxies"
+    );
+    assert_eq!(
+        hitless,
+        [
+            "686ab93360b320a5457e1a87963d848c779974ceab6c1ca6dec12a6ac0cae88d",
+            "9ab6b104f3320e88ea81b2bf695423a213750f6fb9cca44c8e42d632b9536416"
+        ],
+        "hitless proxies"
+    );
+}
+
+#[test]
+fn interlocks_own_services_run_read_only_without_new_privileges_and_proxies_do_not() {
+    for config in [with_carbon(seed()), with_carbon(hitless())] {
+        let d = desired_state(&config, &seed_swarm(), &env());
+        let agent = d.agent.as_ref().expect("the carbon plug-in's agent");
+        let extensions = d.clusters.values().map(|c| c.extension_service.as_ref().expect("an extension"));
+        for def in extensions.chain([agent]) {
+            assert!(def.read_only && def.no_new_privileges, "{}", def.name);
+            assert!(HARDENING.iter().all(|f| def.managed.contains(f)), "{}: {:?}", def.name, def.managed);
+            let recorded = Field::split(&def.labels[LABEL_MANAGED_FIELDS]);
+            assert!(recorded.contains(&Field::ReadOnly) && recorded.contains(&Field::NoNewPrivileges));
+            let canonical = serde_json::to_string(def).unwrap();
+            assert!(canonical.contains("\"read_only\":true") && canonical.contains("\"no_new_privileges\":true"));
+        }
+        for cluster in d.clusters.values() {
+            let proxy = &cluster.proxy_service;
+            assert!(!proxy.read_only && !proxy.no_new_privileges, "{}", proxy.name);
+            assert!(!HARDENING.iter().any(|f| proxy.managed.contains(f)), "{:?}", proxy.managed);
+            let canonical = serde_json::to_string(proxy).unwrap();
+            assert!(!canonical.contains("read_only") && !canonical.contains("no_new_privileges"), "{canonical}");
+        }
+    }
+}
+
+/// An engine older than the API that added `Privileges.NoNewPrivileges` ignores it and reads it
+/// back as false: a converged swarm must still get no write, pass after pass.
+#[test]
+fn an_engine_that_drops_no_new_privileges_still_converges_to_no_writes() {
+    let config = with_carbon(hitless());
+    let mut observed = seed_swarm();
+    converge(&config, &mut observed);
+    let mut dropped = 0;
+    for service in &mut observed.services {
+        dropped += usize::from(service.def.no_new_privileges);
+        service.def.no_new_privileges = false;
+    }
+    assert_eq!(dropped, 3, "two extensions and the agent");
+    let p = plan_of(&config, &observed);
+    assert!(p.is_empty(), "{p:#?}");
+    assert!(p.drift().is_empty(), "{:?}", p.drift());
+}
+
+/// `docker service update --read-only=false` on an extension is drift: the engine echoes
+/// `ReadOnly` back, so it is compared field by field and written back.
+#[test]
+fn a_writable_root_set_by_hand_on_an_extension_is_drift_and_reverted() {
+    let config = hitless();
+    let mut observed = seed_swarm();
+    converge(&config, &mut observed);
+    service_mut(&mut observed, "interlock-ext-us-east").read_only = false;
+    let p = plan_of(&config, &observed);
+    assert_eq!(p.drift(), ["service interlock-ext-us-east: read-only root filesystem edited by hand"]);
+    let [Action::UpdateService { def, .. }] = p.clusters["us-east"].actions.as_slice() else {
+        panic!("{:#?}", p.clusters["us-east"].actions)
+    };
+    assert!(def.read_only && def.no_new_privileges);
+    converge(&config, &mut observed);
+    assert!(plan_of(&config, &observed).is_empty());
+}
+
+/// An extension written before the hardening fields existed is updated once (its spec hash
+/// changed), and keeps what was set by hand on it.
+#[test]
+fn an_extension_from_before_the_hardening_is_updated_once() {
+    let config = seed();
+    let mut observed = seed_swarm();
+    converge(&config, &mut observed);
+    let ext = service_mut(&mut observed, "interlock-ext-us-east");
+    // What interlock wrote then: neither field, neither recorded as managed.
+    let mut old = ext.clone();
+    (old.read_only, old.no_new_privileges) = (false, false);
+    old.managed.retain(|f| !HARDENING.contains(f));
+    old.labels.insert(LABEL_MANAGED_FIELDS.into(), Field::join(&old.managed));
+    let mut old = with_spec_hash(old);
+    old.managed.clear();
+    old.constraints = vec!["node.role==manager".into()];
+    *ext = old;
+    let p = plan_of(&config, &observed);
+    let [Action::UpdateService { def, changes, .. }] = p.clusters["us-east"].actions.as_slice() else {
+        panic!("{:#?}", p.clusters["us-east"].actions)
+    };
+    assert_eq!(changes, &["read-only root filesystem"]);
+    assert!(def.read_only && def.no_new_privileges);
+    assert_eq!(def.constraints, ["node.role==manager"], "set by hand, kept");
+    assert!(p.drift().is_empty(), "a new desired spec, not a hand edit: {:?}", p.drift());
+    assert_eq!(converge(&config, &mut observed), 1);
+}
