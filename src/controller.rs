@@ -44,6 +44,9 @@ use crate::swarm::Swarm;
 
 /// How often to look again while app tasks are starting.
 const FAST_POLL: Duration = Duration::from_millis(250);
+/// After this many passes in a row that could not read the swarm, a replica stops serving
+/// configs until one can.
+const STALE_AFTER_FAILURES: u32 = 3;
 /// How long to gather a burst of triggers into one pass.
 const COALESCE: Duration = Duration::from_millis(20);
 /// How often a standby looks again while the swarm has no Raft leader (an election): the new
@@ -160,6 +163,11 @@ pub async fn run<S: Swarm>(
             // What the pass freed would otherwise stay resident (`crate::memory`).
             crate::memory::release_freed();
             failures = if outcome == PassOutcome::Failed { failures.saturating_add(1) } else { 0 };
+            if failures == STALE_AFTER_FAILURES {
+                // It cannot see the swarm: another replica may be writing by now. Stop serving
+                // configs (extensions go elsewhere, proxies keep theirs) until a pass reads it.
+                ctx.deliveries.set_serving(crate::delivery::Serving::Undecided);
+            }
             let poll = reconciler.config().poll_interval;
             crate::status::heartbeat(&ctx.status, crate::status::liveness_bound(poll));
             next_poll = Instant::now() + poll_after(outcome, poll, failures, crate::reconcile::jitter());

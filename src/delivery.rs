@@ -53,7 +53,7 @@ pub const LONG_POLL: Duration = Duration::from_secs(25);
 /// Largest request body accepted (a report; a config request has none).
 const MAX_REPORT: usize = 64 * 1024;
 /// How long a request's body may take to arrive (the headers are bounded by the listener).
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Nonces remembered per extension: far above what its tasks send in the nonce window (a
 /// config poll per node every `LONG_POLL` at most, and a report per write), so only a runaway
 /// extension meets it, and it is refused rather than let a nonce be forgotten early.
@@ -135,6 +135,10 @@ pub enum Serving {
     Standby(String),
 }
 
+/// How far past the newest served or known generation a reported one may be (each change is
+/// one generation; an earlier writer may have served a few that were never recorded).
+const MAX_GENERATION_LEAD: u64 = 1_000;
+
 /// The header a standby names the writer's node in.
 pub const WRITER_HEADER: &str = "x-interlock-writer";
 
@@ -195,9 +199,17 @@ pub struct Deliveries {
     /// with another config: the loop passes at once.
     behind: tokio::sync::Notify,
     nonces: Mutex<Nonces>,
+    /// Requests signed before this (Unix seconds) are refused ([`Deliveries::refuse_signed_before`]).
+    not_before: std::sync::atomic::AtomicU64,
 }
 
 impl Deliveries {
+    /// Refuses requests signed before `unix_seconds` (the core's start: `main` sets it), since
+    /// the nonces of earlier requests were another process's to remember.
+    pub fn refuse_signed_before(&self, unix_seconds: u64) {
+        self.not_before.store(unix_seconds, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The key tokens derive from (the swarm's manager join token, read by `main`).
     pub fn set_key(&self, key: String) {
         *self.key.lock().expect("key lock") = key;
@@ -248,10 +260,23 @@ impl Deliveries {
         if generation == 0 || hash.is_empty() {
             return false;
         }
+        // A token holder's word is not taken beyond what a writer could have served since: a
+        // generation far past the newest served or known one is ignored (it could otherwise
+        // push the count to its end and freeze deliveries).
+        let served = self.current(extension).map_or(0, |d| d.generation);
         let mut known = self.known.lock().expect("known lock");
         let entry = known.entry(extension.to_owned()).or_insert((0, String::new()));
+        if generation > entry.0.max(served).saturating_add(MAX_GENERATION_LEAD) {
+            warn!(extension, generation, "ignoring a config generation far past any served");
+            return false;
+        }
         if generation > entry.0 {
             *entry = (generation, hash.to_owned());
+        } else if generation == entry.0 && entry.1 != hash {
+            // Two configs under one generation (two writers a moment apart, or a writer gone
+            // before recording its own): neither is the cluster's, so the next one must come
+            // after both. An empty hash says so to `desired::config_generation`.
+            entry.1.clear();
         }
         drop(known);
         self.current(extension).is_some_and(|served| served.generation <= generation && served.hash != hash)
@@ -491,6 +516,11 @@ where
                 "the request's time is {skew} s from the core's clock (at most {MAX_SKEW_SECS} s): check the nodes' clocks\n"
             ),
         );
+    }
+    // The nonce cache is this process's: a request signed before it started could be a replay
+    // of one an earlier core (a restart, another replica) already took.
+    if auth.timestamp < deliveries.not_before.load(std::sync::atomic::Ordering::Relaxed) {
+        return text(StatusCode::UNAUTHORIZED, "signed before this core started: sign it again\n");
     }
     match deliveries.admit_nonce(extension, &auth.nonce, now) {
         Ok(()) => {}
@@ -744,6 +774,11 @@ mod tests {
         assert_eq!(respond_at(&d, first, NOW).await.status(), StatusCode::OK);
         let again = signed(&east(), "GET", CONFIG, b"", NOW, &nonce(5));
         assert!(unauthorized(again).await.contains("replayed"));
+        // Signed before this core started: its nonce was an earlier process's to remember.
+        d.refuse_signed_before(NOW);
+        let before = signed(&east(), "GET", CONFIG, b"", NOW - 1, &nonce(8));
+        assert!(unauthorized(before).await.contains("before this core started"));
+        d.refuse_signed_before(0);
         // An extension from before signing, and none at all.
         let bearer = Request::get(CONFIG)
             .header(hyper::header::AUTHORIZATION, format!("Bearer {}", east()))
@@ -887,6 +922,13 @@ mod tests {
         assert_eq!(d.known()["us-east"], (6, "x".to_owned()));
         d.publish(&Delivery { generation: 7, ..delivery("f") });
         assert_eq!(d.newer_than("us-east", "x", 6, wait).await.unwrap().generation, 7);
+        // A task on another config at the served generation 7 (two writers a moment apart):
+        // the generation is marked split, so the next pass renders 8.
+        assert!(d.newer_than("us-east", "y", 7, wait).await.is_none());
+        assert_eq!(d.known()["us-east"], (7, String::new()));
+        // A generation far past anything served is not believed.
+        assert!(d.newer_than("us-east", "z", u64::MAX, wait).await.is_none());
+        assert_eq!(d.known()["us-east"], (7, String::new()));
     }
 
     #[tokio::test]

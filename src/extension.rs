@@ -404,11 +404,15 @@ pub async fn run(
         kept: None,
     };
     let mut starts: Option<ContainerStarts> = None;
+    // A start-event stream that keeps failing (the engine restarting) is resubscribed with
+    // backoff, not at once: the rescan still looks every few seconds meanwhile.
+    let mut stream_failures: u32 = 0;
+    let mut resubscribe_at = tokio::time::Instant::now();
     let mut rescan = tokio::time::interval(RESCAN);
     tokio::pin!(shutdown);
     loop {
         let current = rx.borrow().clone();
-        if current.is_some() && starts.is_none() {
+        if current.is_some() && starts.is_none() && tokio::time::Instant::now() >= resubscribe_at {
             // Its own proxy service's, whatever a delivery names.
             starts = Some(Box::pin(applier.docker.container_starts(&applier.own.service)));
         }
@@ -419,7 +423,13 @@ pub async fn run(
                 if let Some(delivery) = current { applier.apply_all(&delivery, false).await }
             }
             started = next_start(&mut starts) => {
-                if started.is_none() { starts = None }
+                if started.is_none() {
+                    starts = None;
+                    stream_failures = stream_failures.saturating_add(1);
+                    resubscribe_at = tokio::time::Instant::now() + stream_backoff(stream_failures);
+                } else {
+                    stream_failures = 0;
+                }
                 if let Some(delivery) = &current { applier.apply_all(delivery, false).await }
             }
             _ = rescan.tick() => {
@@ -430,6 +440,12 @@ pub async fn run(
     }
     fetcher.abort();
     Ok(())
+}
+
+/// The wait before subscribing again after `failures` ended or failed streams in a row: 1 s,
+/// doubling, at most 30 s.
+fn stream_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }
 
 /// The next container start, or never while there is no subscription. `None`: it ended.
@@ -916,7 +932,16 @@ impl CoreClient {
                     not_core.push(format!("{addr}: {reason}"));
                 }
                 Err(CallError::Connect(reason)) => last = format!("{addr}: {reason}"),
-                Err(CallError::Exchange(reason)) => return Err(self.unreachable(format!("{addr}: {reason}"))),
+                // Something that hangs or speaks no HTTP on the core's name must not stop the
+                // search for the core: the next address is tried, and this one is no longer
+                // taken for the writer.
+                Err(CallError::Exchange(reason)) => {
+                    let mut writer = self.writer.lock().expect("writer lock");
+                    if *writer == Some(addr) {
+                        *writer = None;
+                    }
+                    last = format!("{addr}: {reason}");
+                }
             }
         }
         if standbys.is_empty() {
@@ -1328,6 +1353,12 @@ mod tests {
         assert!(!have("a", 4).is_progress(&delivery("b", 4)));
         assert!(!have("a", 4).is_progress(&delivery("b", 3)));
         assert!(!have("a", 4).is_progress(&delivery("b", 0)), "an old core after a new one");
+    }
+
+    #[test]
+    fn a_failing_start_event_stream_is_resubscribed_with_backoff() {
+        let waits: Vec<u64> = (1..=7).map(|n| stream_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
     }
 
     #[test]

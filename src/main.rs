@@ -330,6 +330,7 @@ async fn context(config: &Config, writer: bool) -> anyhow::Result<Context<Docker
     let own = if hostname.is_empty() { None } else { docker.own_container(&hostname).await? };
     let mut ctx = Context::new(docker, ProxyChecker::discover());
     ctx.deliveries.set_key(key);
+    ctx.deliveries.refuse_signed_before(interlock::status::unix_now());
     // Which replica this is: its own task (the stack sets INTERLOCK_TASK_ID from `{{.Task.ID}}`,
     // which works whichever manager's engine it talks to; else its container's label).
     let task = std::env::var("INTERLOCK_TASK_ID").ok().filter(|t| !t.is_empty() && !t.contains("{{"));

@@ -274,12 +274,19 @@ impl<S: Swarm> Reconciler<S> {
     /// binary's reason when it is rejected (by the operator's binary, or by a proxy task's own,
     /// as a hitless extension reported), or why it could not be checked at all.
     async fn rejection(&self, extension: &str, cluster: &plan::ClusterPlan) -> Option<Refusal> {
-        let def = cluster.new_config.as_ref()?;
+        let Some(def) = cluster.new_config.as_ref() else {
+            // Converged on the served config (recorded on the proxy service as soon as it was
+            // served): its tasks' rejections arrive afterwards and still hold the cluster.
+            let delivery = cluster.delivery.as_ref()?;
+            return self.ctx.deliveries.rejected(extension, &delivery.hash).map(Refusal::Rejected);
+        };
         let hash = def.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
         if let Some(reason) = self.ctx.deliveries.rejected(extension, &hash) {
             return Some(Refusal::Rejected(reason));
         }
-        match self.ctx.checker.check(cluster.proxy_kind, &hash, &String::from_utf8_lossy(&def.data)).await {
+        let verdict = self.ctx.checker.check(cluster.proxy_kind, &hash, &String::from_utf8_lossy(&def.data)).await;
+        crate::status::beat(&self.ctx.status);
+        match verdict {
             Verdict::Rejected(reason) => Some(Refusal::Rejected(reason)),
             Verdict::Failed(reason) => Some(Refusal::NotChecked(reason)),
             Verdict::Accepted | Verdict::Unchecked => None,
@@ -297,7 +304,9 @@ impl<S: Swarm> Reconciler<S> {
         let desired = desired::desired_state_excluding(&self.config, observed, &self.env, excluded);
         let config = &desired.clusters.get(extension)?.proxy_config;
         let hash = config.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
-        match self.ctx.checker.check(kind, &hash, &String::from_utf8_lossy(&config.data)).await {
+        let verdict = self.ctx.checker.check(kind, &hash, &String::from_utf8_lossy(&config.data)).await;
+        crate::status::beat(&self.ctx.status);
+        match verdict {
             Verdict::Rejected(reason) => Some(reason),
             // The search is over configs the binary could judge; the caller held the cluster
             // before searching when it could not.
@@ -403,6 +412,11 @@ impl<S: Swarm> Reconciler<S> {
         }
         if let leader::Role::Standby { leader, .. } = role {
             // Read-only, and serving no config: extensions and their reports go to the writer.
+            // Writes it started while it wrote stop here (its creates and deletes carry no
+            // version to lose on).
+            for (_, task) in std::mem::take(&mut self.in_flight) {
+                task.abort();
+            }
             let leader = leader.unwrap_or_default();
             self.ctx.deliveries.set_serving(Serving::Standby(leader.clone()));
             report.standby = Some(leader);
@@ -587,9 +601,14 @@ impl<S: Swarm> Reconciler<S> {
     /// proxy tasks run where: only they may report, and reports of tasks gone are forgotten.
     fn serve_deliveries(&self, observed: &Observed, plan: &Plan) {
         for (name, cluster) in &plan.clusters {
-            let Some(delivery) = &cluster.delivery else { continue };
-            self.ctx.deliveries.publish(delivery);
-            self.ctx.deliveries.set_tasks(name, proxy_tasks(observed, &delivery.proxy_service));
+            // Which tasks may report: also while the cluster is held (no delivery), so that
+            // the reports of tasks started meanwhile are taken.
+            if let Some(ext) = self.config.extensions.get(name).filter(|e| e.hitless_service_update) {
+                self.ctx.deliveries.set_tasks(name, proxy_tasks(observed, &ext.proxy_service_name));
+            }
+            if let Some(delivery) = &cluster.delivery {
+                self.ctx.deliveries.publish(delivery);
+            }
         }
     }
 
@@ -1197,6 +1216,48 @@ mod tests {
         assert!(east.actions.is_empty() && east.delivery.is_none(), "{east:#?}");
         assert!(east.conflicts[0].contains("rejected it: [emerg] unknown directive"), "{east:#?}");
         assert_eq!(r.ctx.deliveries.current("us-east").unwrap().hash, served.hash, "the last good config stays served");
+    }
+
+    /// The order it happens in: the config is served and recorded on the proxy service in one
+    /// pass, and the task's two rejections arrive afterwards. They still hold the cluster.
+    #[tokio::test(start_paused = true)]
+    async fn a_rejection_reported_after_the_config_was_recorded_holds_the_cluster() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        let mut r = reconciler(&swarm, hitless(&seed_config()));
+        converge(&mut r).await;
+        swarm.edit(|o| scale_demo_east(o, "10.0.1.9"));
+        converge(&mut r).await;
+        let served = r.ctx.deliveries.current("us-east").unwrap();
+        // The proxy's task, which the core takes reports of.
+        let proxy = swarm.service("interlock-proxy-us-east").unwrap();
+        swarm.edit(|o| {
+            o.tasks.push(reconcilers::swarm::TaskFacts {
+                id: "t-proxy".into(),
+                service_id: proxy.id.clone(),
+                node_id: "lb-00".into(),
+                running: true,
+                ..Default::default()
+            })
+        });
+        assert!(r.pass().await.unwrap().plan.is_empty(), "served and recorded: converged");
+        let rejecting = crate::delivery::TaskReport {
+            task: "t-proxy".into(),
+            node: "lb-00".into(),
+            container: "c".into(),
+            hash: "the-previous-one".into(),
+            generation: served.generation - 1,
+            rejected: Some(served.hash.clone()),
+            error: Some("[emerg] unknown directive".into()),
+            applied_at: 1,
+            took_ms: 1,
+        };
+        r.ctx.deliveries.accept_report("us-east", rejecting.clone()).unwrap();
+        assert!(r.pass().await.unwrap().plan.clusters["us-east"].conflicts.is_empty(), "one report holds nothing");
+        r.ctx.deliveries.accept_report("us-east", rejecting).unwrap();
+        let report = r.pass().await.unwrap();
+        let east = &report.plan.clusters["us-east"];
+        assert!(east.delivery.is_none(), "{east:#?}");
+        assert!(east.conflicts[0].contains("rejected it: [emerg] unknown directive"), "{east:#?}");
     }
 
     /// The walk-through's nodes, unlabelled: a manager and two load balancers.

@@ -82,6 +82,12 @@ pub fn liveness(status: &Status, now: std::time::Instant) -> Result<(), String> 
     }
 }
 
+/// Records that the loop is alive now, bound unchanged: a pass calls it after each proxy
+/// config check, so a long culprit search over a large config is not taken for a stuck loop.
+pub fn beat(status: &SharedStatus) {
+    status.lock().expect("status lock").heartbeat = Some(std::time::Instant::now());
+}
+
 /// Records that the loop is alive now, with its bound.
 pub fn heartbeat(status: &SharedStatus, bound: Duration) {
     let mut current = status.lock().expect("status lock");
@@ -262,7 +268,9 @@ pub async fn serve_on_with(listener: tokio::net::TcpListener, endpoints: Endpoin
         };
         // The peer as the socket says (no header can claim loopback).
         let peer = peer.ip().to_canonical();
-        let Some(slot) = connections.admit() else {
+        // Loopback (the stack's healthcheck, `interlock status`) always gets in: filling the
+        // listener from the network must not fail the liveness check and restart the core.
+        let Some(slot) = connections.admit(peer.is_loopback()) else {
             drop(stream);
             continue;
         };
@@ -365,11 +373,12 @@ impl Connections {
         }
     }
 
-    /// A slot for a new connection: at the cap, the oldest waiting connection's, else none.
-    fn admit(self: &Arc<Self>) -> Option<Slot> {
+    /// A slot for a new connection: at the cap, the oldest waiting connection's, else none;
+    /// `exempt` (a loopback peer) always gets one, past the cap if need be.
+    fn admit(self: &Arc<Self>, exempt: bool) -> Option<Slot> {
         let mut open = self.open.lock().expect("connections lock");
         let (next, conns) = &mut *open;
-        if conns.len() >= self.limit {
+        if conns.len() >= self.limit && !exempt {
             let oldest = conns.iter().find(|(_, c)| c.waiting.load(Ordering::Relaxed)).map(|(id, _)| *id);
             match oldest.and_then(|id| conns.remove(&id)) {
                 Some(evicted) => {
@@ -816,19 +825,21 @@ us-east: proxy tasks
     #[tokio::test]
     async fn at_the_cap_the_oldest_waiting_connection_makes_room() {
         let connections = Arc::new(Connections::new(2));
-        let first = connections.admit().unwrap();
-        let second = connections.admit().unwrap();
-        let third = connections.admit().expect("the oldest waiting one makes room");
+        let first = connections.admit(false).unwrap();
+        let second = connections.admit(false).unwrap();
+        let third = connections.admit(false).expect("the oldest waiting one makes room");
         tokio::time::timeout(Duration::from_secs(1), first.conn.close.notified()).await.expect("told to close");
         assert_eq!(connections.open.lock().unwrap().1.keys().copied().collect::<Vec<_>>(), [second.id, third.id]);
         // In a request (a long poll): never closed to make room.
         second.conn.waiting.store(false, Ordering::Relaxed);
         third.conn.waiting.store(false, Ordering::Relaxed);
-        assert!(connections.admit().is_none(), "every connection busy: the new one is closed");
+        assert!(connections.admit(false).is_none(), "every connection busy: the new one is closed");
+        let healthcheck = connections.admit(true).expect("loopback gets in past the cap");
+        drop(healthcheck);
         drop(first);
         assert_eq!(connections.open.lock().unwrap().1.len(), 2);
         drop(third);
-        assert!(connections.admit().is_some(), "a slot freed");
+        assert!(connections.admit(false).is_some(), "a slot freed");
     }
 
     /// Raises this process's open files limit to its hard limit; returns the limit.

@@ -88,14 +88,16 @@ pub struct Observed {
 /// else one more. So generations only grow, a config keeps its generation from pass to pass,
 /// and a new active replica that renders another config than the old one served gives it a
 /// later generation, never the same one.
+///
+/// A known generation with an empty hash stands for two configs seen under it (two writers a
+/// moment apart): no config keeps it, the next is one more. At the end of the count (never
+/// reached in practice: one per change) it stays there.
 pub fn config_generation(recorded: Option<(u64, &str)>, delivered: Option<(u64, &str)>, hash: &str) -> u64 {
     let known = [recorded, delivered];
     let newest = known.iter().flatten().map(|(generation, _)| *generation).max().unwrap_or(0);
-    if known.iter().flatten().any(|(generation, h)| *generation == newest && *h == hash) && newest > 0 {
-        newest
-    } else {
-        newest + 1
-    }
+    let at_newest = || known.iter().flatten().filter(|(generation, _)| *generation == newest);
+    let split = at_newest().any(|(_, h)| h.is_empty());
+    if newest > 0 && !split && at_newest().any(|(_, h)| *h == hash) { newest } else { newest.saturating_add(1) }
 }
 
 /// Facts about where the operator runs, supplied by the shell.

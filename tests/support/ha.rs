@@ -126,8 +126,7 @@ pub fn create_app(on: &str, name: &str, host: &str, node: &str, cluster: &str) -
             "--quiet",
             // The lab's images are local: asking a registry for their digest (the CLI's default)
             // only waits for a timeout, about 20 s on these nodes.
-            "--resolve-image",
-            "never",
+            "--no-resolve-image",
             "--name",
             name,
             "--network",

@@ -956,6 +956,10 @@ fn config_generations_only_grow_and_a_config_keeps_its_own() {
     assert_eq!(generation(Some((1, "a")), Some((2, "b")), "a"), 3, "back to an old config: a new generation");
     // A new writer whose tasks run an earlier writer's newer generation continues from it.
     assert_eq!(generation(Some((4, "d")), Some((7, "x")), "y"), 8);
+    // Two configs seen under generation 7 (empty hash): whichever is rendered comes after both.
+    assert_eq!(generation(Some((7, "b")), Some((7, "")), "b"), 8);
+    assert_eq!(generation(None, Some((7, "")), "a"), 8);
+    assert_eq!(generation(Some((u64::MAX, "a")), None, "b"), u64::MAX, "no overflow");
 }
 
 #[test]
