@@ -88,6 +88,8 @@ use crate::docker::{DockerClient, DockerError, LocalContainer};
 /// How often the proxy containers on this node are looked at without a trigger.
 const RESCAN: Duration = Duration::from_secs(5);
 /// A config request waits this long at most (the core answers within `delivery::LONG_POLL`).
+/// The longest wait before asking again when only standby replicas answered.
+const STANDBY_RETRY: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Least time between the starts of two config requests, whatever the core answers: a core
@@ -529,7 +531,13 @@ async fn fetch_configs<S: ConfigSource>(source: Arc<S>, tx: watch::Sender<Option
                 if failures == 1 || failures.is_multiple_of(20) {
                     warn!(failures, "{e}");
                 }
-                backoff_delay(failures)
+                // Replicas that all say they do not write (a failover, a core that lost the
+                // swarm for a while) answer at once and cheaply: ask again within a second, so
+                // the writer, once there, is found soon.
+                match e {
+                    CoreError::OnlyStandbys { .. } => backoff_delay(failures).min(STANDBY_RETRY),
+                    _ => backoff_delay(failures),
+                }
             }
         };
         tokio::time::sleep_until((asked_at + REQUEST_FLOOR).max(tokio::time::Instant::now() + delay)).await;

@@ -852,7 +852,18 @@ cmd_ha_stop() {
     [[ -z $pids ]] || stop_pids 30 $pids
   fi
   stop_worker_leftovers "$1"
+  remove_stale_vxlans "$1"
   log "$1: engine stopped${2:+ ($2)}"
+}
+
+# An overlay's VXLAN device falls back into the node's namespace when its engine dies with the
+# overlay's sandbox; the restarted engine then cannot join that network again ("error creating
+# vxlan interface: file exists", Docker's bug, seen after `ha-stop`): remove such leftovers.
+remove_stale_vxlans() {
+  local dev
+  for dev in $(ip netns exec "$1" ip -o link show type vxlan 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+    ip netns exec "$1" ip link del "$dev" 2>/dev/null && log "$1: removed stale overlay device $dev"
+  done
 }
 
 # ha-start NODE: starts the node's engine again with its swarm state; waits until the swarm
@@ -862,6 +873,7 @@ cmd_ha_start() {
   local other
   other=$(ha_answering)
   [[ -z $other ]] || MANAGER_CLUSTER_ID=$(dn "$other" info --format '{{.Swarm.Cluster.ID}}')
+  remove_stale_vxlans "$1"
   ha_start_daemon "$1"
   wait_ha_ready 90 || { dn "$1" node ls >&2 || true; die "$1 did not rejoin the HA swarm as a Ready manager"; }
   log "$1: back in the HA swarm"
