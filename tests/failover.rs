@@ -38,7 +38,8 @@ const CORE: &str = "interlock_core";
 const PROXY: &str = "interlock-proxy-ha";
 const EXTENSION: &str = "interlock-ext-ha";
 const PORT: u16 = 8090;
-const POLL: Duration = Duration::from_secs(10);
+// 3 × PollInterval bounds the takeover; Swarm's own election took 9 to 25 s on this lab.
+const POLL: Duration = Duration::from_secs(15);
 const CONFIG: &str = "target/failover.toml";
 const APP_A: &str = "ha-app-a";
 const APP_B: &str = "ha-app-b";
