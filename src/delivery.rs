@@ -346,17 +346,6 @@ impl Deliveries {
         tokio::time::timeout(wait, changed).await.ok().flatten()
     }
 
-    /// Records a task's report as it is (the extensions' API takes them through
-    /// [`Deliveries::accept_report`]).
-    pub fn report(&self, extension: &str, report: TaskReport) {
-        let (generation, hash) = (report.generation, report.hash.clone());
-        self.warn_rejection(extension, &report);
-        self.clusters.lock().expect("deliveries lock").entry(extension.to_owned()).or_default().record(report);
-        if self.learn(extension, generation, &hash) {
-            self.behind.notify_one();
-        }
-    }
-
     /// Records an extension's report if it is about a running task of its proxy service, on
     /// that task's node, as the last pass saw them; else why not (nothing is recorded).
     pub fn accept_report(&self, extension: &str, report: TaskReport) -> Result<(), String> {
@@ -399,14 +388,6 @@ impl Deliveries {
         let cluster = clusters.entry(extension.to_owned()).or_default();
         cluster.retain_tasks(|task| running.contains_key(task));
         cluster.running = Some(running);
-    }
-
-    /// Forgets reports of tasks that no longer run (which tasks may report is
-    /// [`Deliveries::set_tasks`]'s).
-    pub fn retain_tasks(&self, extension: &str, running: &BTreeSet<String>) {
-        if let Some(cluster) = self.clusters.lock().expect("deliveries lock").get_mut(extension) {
-            cluster.retain_tasks(|task| running.contains(task));
-        }
     }
 
     /// The last report of each task of `extension`.
@@ -944,17 +925,19 @@ mod tests {
     #[test]
     fn reports_say_which_tasks_are_pending_and_what_a_task_rejected() {
         let d = Deliveries::default();
-        d.report("us-east", report("t1", "a"));
+        let on_lb = |tasks: &[&str]| tasks.iter().map(|t| ((*t).to_owned(), "lb-00".to_owned())).collect();
+        d.set_tasks("us-east", on_lb(&["t1", "t2", "t3"]));
+        d.accept_report("us-east", report("t1", "a")).unwrap();
         let mut bad = report("t2", "old");
         bad.rejected = Some("a".into());
         bad.error = Some("unknown directive".into());
-        d.report("us-east", bad.clone());
-        d.report("us-east", bad);
+        d.accept_report("us-east", bad.clone()).unwrap();
+        d.accept_report("us-east", bad).unwrap();
         let tasks: BTreeSet<String> = ["t1".to_owned(), "t2".to_owned(), "t3".to_owned()].into();
         assert_eq!(d.pending("us-east", "a", &tasks), ["t2", "t3"]);
         assert!(d.rejected("us-east", "a").unwrap().contains("unknown directive"));
         assert!(d.rejected("us-east", "b").is_none());
-        d.retain_tasks("us-east", &["t1".to_owned()].into());
+        d.set_tasks("us-east", on_lb(&["t1"]));
         assert_eq!(d.tasks("us-east").len(), 1);
     }
 }

@@ -588,13 +588,15 @@ mod tests {
             applied_at,
             took_ms: 5,
         };
-        deliveries.report("east", task("t1", 100));
-        deliveries.report("east", task("t2", 150));
+        let on_lb = |tasks: &[&str]| tasks.iter().map(|t| ((*t).to_owned(), "lb-00".to_owned())).collect();
+        deliveries.set_tasks("east", on_lb(&["t1", "t2"]));
+        deliveries.accept_report("east", task("t1", 100)).unwrap();
+        deliveries.accept_report("east", task("t2", 150)).unwrap();
         metrics.refresh_task_ages(&deliveries, ["east", "west"], 160);
         let labels = |id: &str| TaskLabels { extension: "east".into(), task: id.into(), node: "lb-00".into() };
         assert_eq!(metrics.config_age.get_or_create(&labels("t1")).get(), 60);
         assert_eq!(metrics.config_age.get_or_create(&labels("t2")).get(), 10);
-        deliveries.retain_tasks("east", &["t2".to_owned()].into());
+        deliveries.set_tasks("east", on_lb(&["t2"]));
         metrics.refresh_task_ages(&deliveries, ["east"], 170);
         assert!(metrics.config_age.get(&labels("t1")).is_none(), "a gone task loses its series");
         assert_eq!(metrics.config_age.get_or_create(&labels("t2")).get(), 20);

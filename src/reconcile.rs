@@ -1209,8 +1209,9 @@ mod tests {
             took_ms: 1,
         };
         // The extension retries once before reporting again: two reports hold the cluster.
-        r.ctx.deliveries.report("us-east", rejecting.clone());
-        r.ctx.deliveries.report("us-east", rejecting);
+        r.ctx.deliveries.set_tasks("us-east", [("t-proxy".to_owned(), "lb-00".to_owned())].into());
+        r.ctx.deliveries.accept_report("us-east", rejecting.clone()).unwrap();
+        r.ctx.deliveries.accept_report("us-east", rejecting).unwrap();
         let report = r.pass().await.unwrap();
         let east = &report.plan.clusters["us-east"];
         assert!(east.actions.is_empty() && east.delivery.is_none(), "{east:#?}");

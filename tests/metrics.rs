@@ -370,20 +370,25 @@ async fn metrics_are_prometheus_text_with_the_documented_families() {
     endpoints.metrics.record_pass(&report, Duration::from_millis(120), now);
     endpoints.metrics.record_reconnect();
     endpoints.metrics.label_to_config.observe(1.5);
-    endpoints.deliveries.report(
-        "us-east",
-        TaskReport {
-            task: "k3j2h1g0f9e8d7c6b5a4z3y2x".into(),
-            node: "lb-00".into(),
-            container: "c1".into(),
-            hash: "3f2a9c1b7d0e55aa".into(),
-            generation: 0,
-            rejected: None,
-            error: None,
-            applied_at: now - 30,
-            took_ms: 41,
-        },
-    );
+    let task = "k3j2h1g0f9e8d7c6b5a4z3y2x";
+    endpoints.deliveries.set_tasks("us-east", [(task.to_owned(), "lb-00".to_owned())].into());
+    endpoints
+        .deliveries
+        .accept_report(
+            "us-east",
+            TaskReport {
+                task: "k3j2h1g0f9e8d7c6b5a4z3y2x".into(),
+                node: "lb-00".into(),
+                container: "c1".into(),
+                hash: "3f2a9c1b7d0e55aa".into(),
+                generation: 0,
+                rejected: None,
+                error: None,
+                applied_at: now - 30,
+                took_ms: 41,
+            },
+        )
+        .expect("a known task's report");
     assert_eq!(get_text(port, "/ready").await.status, 200);
 
     let answer = get_text(port, "/metrics").await;
