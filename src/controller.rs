@@ -47,6 +47,8 @@ const FAST_POLL: Duration = Duration::from_millis(250);
 /// After this many passes in a row that could not read the swarm, a replica stops serving
 /// configs until one can.
 const STALE_AFTER_FAILURES: u32 = 3;
+/// The least time between two passes woken by an extension's task being ahead.
+const BEHIND_GAP: Duration = Duration::from_secs(1);
 /// How long to gather a burst of triggers into one pass.
 const COALESCE: Duration = Duration::from_millis(20);
 /// How often a standby looks again while the swarm has no Raft leader (an election): the new
@@ -202,9 +204,10 @@ pub async fn run<S: Swarm>(
                 next_poll = Instant::now();
             }
             () = ctx.deliveries.behind() => {
-                // A proxy task runs a config as new as the served one: render a later one now.
+                // A proxy task runs a config as new as the served one: render a later one soon,
+                // but at most one such pass a second, whatever extensions send.
                 debug!("an extension's task is ahead of the served config");
-                next_poll = Instant::now();
+                next_poll = next_poll.min((last_pass + BEHIND_GAP).max(Instant::now()));
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", path.display());
@@ -646,6 +649,29 @@ mod tests {
         assert!(last("us-east").is_some_and(|t| t > 0) && last("us-west").is_some_and(|t| t > 0));
         let encoded = metrics.encode();
         assert!(encoded.contains("interlock_quarantined_services{extension=\"us-west\"} 0\n"), "{encoded}");
+    }
+
+    /// Extensions saying, a hundred times a second, that a task is ahead of the served config
+    /// (what a token holder could send): at most one extra pass a second.
+    #[tokio::test(start_paused = true)]
+    async fn tasks_reported_ahead_wake_at_most_one_pass_a_second() {
+        let swarm = MemorySwarm::new(seed_swarm());
+        let (path, config) = setup("behind");
+        let ctx = Context::new(swarm.clone(), ProxyChecker::unchecked());
+        let deliveries = ctx.deliveries.clone();
+        let watcher = swarm.clone();
+        let shutdown = async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let (reads, _) = watcher.requests();
+            for _ in 0..1_000 {
+                deliveries.wake_behind();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let passes = (watcher.requests().0 - reads) / 6;
+            // 10 s: ten woken passes, and the PollInterval's (3 s) at most.
+            assert!(passes <= 14, "{passes} passes in 10 s");
+        };
+        run(ctx, path, config, shutdown).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -282,6 +282,12 @@ impl Deliveries {
         self.current(extension).is_some_and(|served| served.generation <= generation && served.hash != hash)
     }
 
+    /// Wakes [`Deliveries::behind`] as a task found ahead would.
+    #[cfg(test)]
+    pub fn wake_behind(&self) {
+        self.behind.notify_one();
+    }
+
     /// Completes when an extension's task was found ahead of the served config (see
     /// [`Deliveries::learn`]): the loop passes at once.
     pub async fn behind(&self) {
