@@ -48,8 +48,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// How long a config request waits for a newer config before answering 204.
-pub const LONG_POLL: Duration = Duration::from_secs(25);
+/// How long a config request waits for a newer config before answering 204. Short enough that
+/// an extension whose long poll sits on a writer that died (its address silent, not refusing)
+/// gives up and finds the new writer within a few seconds of an election.
+pub const LONG_POLL: Duration = Duration::from_secs(8);
 /// Largest request body accepted (a report; a config request has none).
 const MAX_REPORT: usize = 64 * 1024;
 /// How long a request's body may take to arrive (the headers are bounded by the listener).

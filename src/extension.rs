@@ -90,7 +90,7 @@ const RESCAN: Duration = Duration::from_secs(5);
 /// A config request waits this long at most (the core answers within `delivery::LONG_POLL`).
 /// The longest wait before asking again when only standby replicas answered.
 const STANDBY_RETRY: Duration = Duration::from_secs(1);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(11);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Least time between the starts of two config requests, whatever the core answers: a core
 /// answering at once every time costs it at most ~10 requests a second per node.
