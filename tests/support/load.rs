@@ -224,6 +224,8 @@ pub struct LoadReport {
     pub first_by_class: BTreeMap<FailureClass, Sample>,
     /// The earliest retried idle closes.
     pub keepalive_samples: Vec<Sample>,
+    /// The latest failures (what a window taken with [`LoadReport::since`] keeps as `failures`).
+    pub latest: Vec<Sample>,
     /// The slowest successful request (a retry included).
     pub max_latency: Duration,
     /// Successful requests that took over a second.
@@ -245,8 +247,12 @@ impl LoadReport {
         let sample = Sample { at, worker, host: host.to_owned(), what: failure.to_string() };
         self.first_by_class.entry(failure.class).or_insert_with(|| sample.clone());
         if self.failures.len() < SAMPLES {
-            self.failures.push(sample);
+            self.failures.push(sample.clone());
         }
+        if self.latest.len() == SAMPLES {
+            self.latest.remove(0);
+        }
+        self.latest.push(sample);
     }
 
     fn merge(&mut self, other: &LoadReport) {
@@ -270,9 +276,14 @@ impl LoadReport {
         self.keepalive_samples.extend(other.keepalive_samples.iter().cloned());
         self.keepalive_samples.sort_by_key(|s| s.at);
         self.keepalive_samples.truncate(SAMPLES);
+        self.latest.extend(other.latest.iter().cloned());
+        self.latest.sort_by_key(|s| s.at);
+        let extra = self.latest.len().saturating_sub(SAMPLES);
+        self.latest.drain(..extra);
     }
 
-    /// The counts added since `earlier` (a snapshot of the same load); samples are not kept.
+    /// The counts added since `earlier` (a snapshot of the same load); its `failures` are the
+    /// latest failures that fall inside the window (so a window's assertion can say what failed).
     pub fn since(&self, earlier: &LoadReport) -> LoadReport {
         let failed = self
             .failed
@@ -286,6 +297,7 @@ impl LoadReport {
             keepalive_closed: self.keepalive_closed - earlier.keepalive_closed,
             slow: self.slow - earlier.slow,
             elapsed: self.elapsed.saturating_sub(earlier.elapsed),
+            failures: self.latest.iter().filter(|s| s.at >= earlier.elapsed).cloned().collect(),
             ..LoadReport::default()
         }
     }
