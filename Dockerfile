@@ -12,7 +12,7 @@
 # The Swarm lab's local/interlock:lab has the same layout (deploy/lab/swarm-lab.sh: Debian
 # bookworm + nginx-light, libnginx-mod-stream, haproxy, ca-certificates, the user nginx, the
 # binary at /usr/local/bin/interlock as ENTRYPOINT), built there from a debootstrap rootfs and the
-# binary, since the lab cannot pull these base images; tests/stack.rs checks the two agree.
+# binary, since the lab cannot pull these base images; tests/lab/stack.rs checks the two agree.
 #
 # Reproducible: the toolchain is the project's (rustc 1.95.0) and the base images are named by
 # version (pin them by digest for bit-for-bit rebuilds: --build-arg

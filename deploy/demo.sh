@@ -2,7 +2,7 @@
 # The main job on a fresh machine (root): the service-clusters walk-through, for real.
 #
 # A local 4-node Swarm (manager + lb-00, lb-01, app-00), then the walk-through's commands in the
-# document's order (shared/seeds/002_…): node labels, the interlock network, interlock deployed
+# document's order (Docker's Interlock service-clusters walk-through): node labels, the interlock network, interlock deployed
 # with `docker stack deploy -c deploy/stack.yml interlock` (the stack holds its config object,
 # made from the TOML, and the core pinned to a manager: service interlock_core), the proxies
 # pinned by hand with `docker service update --constraint-add`, the apps' networks, the two demo
@@ -26,7 +26,7 @@ run() { printf '$> %s\n' "$*"; "$@"; }
 
 step "clearing an earlier demo run"
 # The core deployed as a stack (this demo), or as the service `interlock` (earlier versions of
-# it, and tests/seed_scenario.rs). Its container reconciles until it has stopped.
+# it, and tests/lab/walkthrough.rs). Its container reconciles until it has stopped.
 docker stack rm interlock >/dev/null 2>&1 || true
 docker service rm interlock >/dev/null 2>&1 || true
 for core in interlock interlock_core; do

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Every test the project has: formatting, lints, unit and property tests of the pure core, and
-# the integration tests against a real 4-node Swarm lab on this machine (started here, as root).
-# CI runs exactly this (see .ci/run). It fails if the lab cannot be started: lab tests never
-# pass without a real engine.
+# Every test the project has: formatting, lints, unit and property tests of the pure core, the
+# offline integration tests, the tests of rendered configs against the real nginx and HAProxy
+# binaries, and the integration tests against a real 4-node Swarm lab and a high-availability lab
+# on this machine (started here, as root). CI runs exactly this (see .ci/run). It fails if a lab
+# cannot be started: lab tests never pass without a real engine.
+#
+# The tests that need more than a fresh checkout are behind Cargo features (tests/README.md):
+# `lab` (tests/lab/), `ha-lab` (tests/ha/) and `proxy-binaries` (tests/proxy/). A plain
+# `cargo test` runs only the others; this script turns every feature on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,17 +22,25 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+step "cargo clippy --all-targets --all-features -- -D warnings (every test group linted)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "build the interlock binary (it goes into the lab's local/interlock:lab image)"
-cargo build --workspace --all-targets
+# Two test runs, side by side (below): the HA lab's tests in one, everything else in the other.
+# Features are part of what Cargo builds, so each run's set is a build of its own: both are built
+# here, before any lab test starts, so that neither run compiles beside the other's tests.
+main_features=lab,proxy-binaries
+ha_features=ha-lab
+ha_tests=(--test ha_failover --test ha_faults)
+
+step "build the HA lab's tests, then the interlock binary (it goes into the lab's local/interlock:lab image) and every other test"
+cargo test --no-run --features "$ha_features" "${ha_tests[@]}"
+cargo build --workspace --all-targets --features "$main_features"
 
 step "real proxy binaries for config checks (nginx with the stream module, HAProxy), openssl, curl"
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light libnginx-mod-stream)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-# The feature tests make a certificate and speak TLS with these.
+# The lab tests make certificates with openssl and send requests (TLS with SNI too) with curl.
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
@@ -47,19 +60,19 @@ deploy/lab/swarm-lab.sh up --interlock-binary target/debug/interlock
 step "high-availability lab up (a separate swarm of three managers and a worker, for the failover and fault tests)"
 deploy/lab/swarm-lab.sh ha-up
 
-# The failover and fault tests have a swarm of their own: they run (one after the other) beside
-# the rest, which share the main lab, their output kept apart and printed after theirs. They are
-# #[ignore]d in the plain run for that.
-step "cargo test (unit, property, lab integration); tests/failover.rs and tests/faults.rs beside it on the HA lab"
-failover_log=target/ha-tests.log
-cargo test --test failover --test faults -- --ignored --nocapture >"$failover_log" 2>&1 &
-failover_pid=$!
+# The failover and fault tests (tests/ha/, feature `ha-lab`) have a swarm of their own: they run
+# (one after the other) beside the rest, which share the main lab, their output kept apart and
+# printed after theirs. The main run does not build them: its features leave `ha-lab` out.
+step "cargo test (unit, property, offline, proxy binaries, lab integration); tests/ha/ beside it on the HA lab"
+ha_log=target/ha-tests.log
+cargo test --features "$ha_features" "${ha_tests[@]}" -- --nocapture >"$ha_log" 2>&1 &
+ha_pid=$!
 rc=0
-cargo test --workspace || rc=$?
-failover_rc=0
-wait "$failover_pid" || failover_rc=$?
-step "tests/failover.rs and tests/faults.rs (run beside the others): exit $failover_rc"
-cat "$failover_log"
-[[ $rc -eq 0 && $failover_rc -eq 0 ]] || { echo "test.sh: failed (cargo test: exit $rc; HA lab tests: exit $failover_rc)" >&2; exit 1; }
+cargo test --workspace --features "$main_features" || rc=$?
+ha_rc=0
+wait "$ha_pid" || ha_rc=$?
+step "tests/ha/failover.rs and tests/ha/faults.rs (run beside the others): exit $ha_rc"
+cat "$ha_log"
+[[ $rc -eq 0 && $ha_rc -eq 0 ]] || { echo "test.sh: failed (cargo test: exit $rc; HA lab tests: exit $ha_rc)" >&2; exit 1; }
 
 step "done"

@@ -10,7 +10,7 @@
 # docker command to served, median and p95 of the label changes and of all changes, the failed
 # requests on the stable app per mode (keep-alive requests on a connection the proxy closed while
 # idle are retried once, as clients do, and counted apart as keepalive_closed); then the ratios.
-# The scenario is tests/hitless.rs's (the test asserts no failures on the hitless cluster; this
+# The scenario is tests/lab/hitless.rs's (the test asserts no failures on the hitless cluster; this
 # compares): this script runs its ignored test `bench_hitless_vs_rolling`.
 #
 # The core runs the interlock binary baked into the lab's image (local/interlock:lab) when the lab
@@ -32,4 +32,4 @@ if ! status=$(deploy/lab/swarm-lab.sh status 2>&1) || ! grep -q 'swarm: healthy'
   exit 1
 fi
 
-HITLESS_CYCLES=$CYCLES cargo test --release --quiet --test hitless -- --ignored --nocapture --exact bench_hitless_vs_rolling
+HITLESS_CYCLES=$CYCLES cargo test --release --quiet --features lab --test lab_hitless -- --ignored --nocapture --exact bench_hitless_vs_rolling

@@ -22,10 +22,10 @@
 #                              (src/bin/docker-demo.rs), standing in for ehazlett/docker-demo
 #   local/carbon:lab           Debian bookworm minbase + graphite-carbon and python3-whisper:
 #                              carbon-cache in the foreground (plaintext on 2003), 1 s points
-#                              kept 2 h, whisper-fetch to read them back (tests/carbon.rs)
+#                              kept 2 h, whisper-fetch to read them back (tests/lab/carbon_agent.rs)
 # Connection details for tests land in /run/interlock-lab/env.
 #
-# Pitfalls it works around (shared/reference/swarm-lab-facts.md):
+# Pitfalls it works around:
 # - no systemd: the dockerds are started in the background and waited for;
 # - `ip netns exec` remounts /sys and dockerd then dies ("Devices cgroup isn't
 #   mounted"): workers are started with nsenter --net + unshare --uts instead;

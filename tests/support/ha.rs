@@ -1,7 +1,7 @@
 //! The high-availability lab (`deploy/lab/swarm-lab.sh ha-up`: a swarm of three managers and a
 //! worker of its own) as the tests that stop its engines see it: its nodes, the docker CLI against one node's
 //! engine, a core's `/status` read inside its container, apps of a cluster, and what interlock
-//! owns there. Shared by `tests/failover.rs` and `tests/faults.rs`.
+//! owns there. Shared by `tests/ha/failover.rs` and `tests/ha/faults.rs`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -117,33 +117,21 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
 /// An app of service cluster `cluster`, pinned to `node`, serving busybox httpd's
 /// "interlock-app" page for `host`; created through `on`'s engine.
 pub fn create_app(on: &str, name: &str, host: &str, node: &str, cluster: &str) -> Result<String, String> {
-    try_docker(
-        on,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--quiet",
-            // The lab's images are local: asking a registry for their digest (the CLI's default)
-            // only waits for a timeout, about 20 s on these nodes.
-            "--no-resolve-image",
-            "--name",
-            name,
-            "--network",
-            APPS_NETWORK,
-            "--constraint",
-            &format!("node.hostname=={node}"),
-            "--label",
-            &format!("com.docker.lb.hosts={host}"),
-            "--label",
-            "com.docker.lb.port=80",
-            "--label",
-            &format!("com.docker.lb.network={APPS_NETWORK}"),
-            "--label",
-            &format!("com.docker.lb.service_cluster={cluster}"),
-            "local/interlock-app:lab",
-        ],
-    )
+    super::service::Create::new()
+        .detach()
+        .quiet()
+        // The lab's images are local: asking a registry for their digest (the CLI's default)
+        // only waits for a timeout, about 20 s on these nodes.
+        .no_resolve_image()
+        .name(name)
+        .network(APPS_NETWORK)
+        .constraint(&format!("node.hostname=={node}"))
+        .label("com.docker.lb.hosts", host)
+        .label("com.docker.lb.port", "80")
+        .label("com.docker.lb.network", APPS_NETWORK)
+        .label("com.docker.lb.service_cluster", cluster)
+        .image("local/interlock-app:lab")
+        .run_with(|args| try_docker(on, args))
 }
 
 /// Removes `services` (cores first: a running core would recreate what it owns), waits until

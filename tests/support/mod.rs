@@ -1,11 +1,15 @@
-//! Shared by the lab test binaries: reaching the lab, plain HTTP requests through its proxies,
-//! and the docker CLI for what the operator deliberately does not do (node labels, app setup).
+//! Shared by the test binaries (tests/README.md): reaching the lab, plain HTTP requests through
+//! its proxies, and the docker CLI for what the operator deliberately does not do (node labels,
+//! app setup; services are created with [`service::Create`]). The binaries in `tests/lab/` and
+//! `tests/ha/` include it with `#[path = "../support/mod.rs"] mod support;`.
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
 pub mod ha;
 pub mod load;
+pub mod metrics;
 pub mod relay;
+pub mod service;
 pub mod walkthrough;
 
 use std::path::{Path, PathBuf};
@@ -35,32 +39,22 @@ pub async fn lab() -> DockerClient {
 /// manager, with its Docker socket, on the `interlock` network, its TOML from the config object
 /// `config`, `interlock -D run -c /config.toml` (the lab's image).
 pub fn create_core_service(name: &str, config: &str) {
-    docker(&[
-        "service",
-        "create",
-        "--detach",
-        "--quiet",
-        "--name",
-        name,
-        "--mount",
-        "type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock",
-        "--network",
-        "interlock",
-        "--constraint",
-        "node.role==manager",
-        "--config",
-        &format!("src={config},target=/config.toml"),
-        "local/interlock:lab",
-        "-D",
-        "run",
-        "-c",
-        "/config.toml",
-    ]);
+    service::Create::new()
+        .detach()
+        .quiet()
+        .name(name)
+        .mount("type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock")
+        .network("interlock")
+        .constraint("node.role==manager")
+        .config(&format!("src={config},target=/config.toml"))
+        .image("local/interlock:lab")
+        .command(&["-D", "run", "-c", "/config.toml"])
+        .run_with(docker);
 }
 
 /// Removes the operator services other runs may have left: `interlock` (the walk-through's
 /// `docker service create`), `interlock-hitless` (the hitless test) and `interlock_core` (the
-/// stack's core: `deploy/demo.sh`, `tests/stack.rs`): a second operator in the lab would write the
+/// stack's core: `deploy/demo.sh`, `tests/lab/stack.rs`): a second operator in the lab would write the
 /// same objects as the one under test, and remove what its own TOML does not name.
 pub async fn stop_demo_operator(api: &DockerClient) {
     let mut services = Vec::new();

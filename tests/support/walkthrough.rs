@@ -1,10 +1,11 @@
 //! The service-clusters walk-through's steps and checks, shared by the tests that run it
-//! (`seed_scenario.rs` by `docker service create`, `stack.rs` by `docker stack deploy`): its
+//! (`lab/walkthrough.rs` by `docker service create`, `lab/stack.rs` by `docker stack deploy`): its
 //! TOML with hitless updates on, the hand pins, the demo apps, and `/ping` through the
 //! load-balancer nodes.
 
 use std::time::Duration;
 
+use super::service::Create;
 use super::{Answer, docker, eventually, node_addr, request};
 
 /// The walk-through's TOML for the lab (images and the extension's Args changed, nothing else).
@@ -64,25 +65,17 @@ pub fn pinned(region: &str) -> Vec<String> {
 /// The document's `docker service create` of the demo app `name` (on the network of its name)
 /// in service cluster `region`.
 pub fn create_demo_app(name: &str, region: &str) {
-    docker(&[
-        "service",
-        "create",
-        "--name",
-        name,
-        "--network",
-        name,
-        "--detach=true",
-        "--label",
-        &format!("com.docker.lb.hosts={name}.local"),
-        "--label",
-        "com.docker.lb.port=8080",
-        "--label",
-        &format!("com.docker.lb.service_cluster={region}"),
-        "--env",
+    Create::new()
+        .name(name)
+        .network(name)
+        .option("--detach=true")
+        .label("com.docker.lb.hosts", &format!("{name}.local"))
+        .label("com.docker.lb.port", "8080")
+        .label("com.docker.lb.service_cluster", region)
         // The shell of the document's `--env METADATA="us-east"` drops the quotes.
-        &format!("METADATA={region}"),
-        DEMO_IMAGE,
-    ]);
+        .env("METADATA", region)
+        .image(DEMO_IMAGE)
+        .run_with(docker);
 }
 
 /// `curl -H "Host: HOST" http://$(docker node inspect -f '{{ .Status.Addr }}' NODE)/ping`.

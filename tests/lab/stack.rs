@@ -1,7 +1,7 @@
 //! `deploy/stack.yml` on the lab: interlock deployed with `docker stack deploy`, serving the
 //! service-clusters walk-through, and a replaced TOML converging.
 //!
-//! The walk-through as `tests/seed_scenario.rs` runs it (the lab's TOML with
+//! The walk-through as `tests/lab/walkthrough.rs` runs it (the lab's TOML with
 //! `HitlessServiceUpdate = true`, node labels, the proxies pinned by hand, the two demo apps,
 //! `/ping` through lb-00 and lb-01), except that interlock is the stack's service
 //! `interlock_core` (dnsrr, on a manager, its TOML from the stack's config object) instead of a
@@ -12,9 +12,11 @@
 //! is rolled back to the previous one. And `local/interlock:lab` is checked against the
 //! Dockerfile's layout.
 //!
-//! Run it alone against the lab: `cargo test --test stack` (`INTERLOCK_IMAGE=IMAGE` runs the core
-//! from another image on the manager, such as one built from the Dockerfile).
+//! Run it alone against the lab: `cargo test --features lab --test lab_stack`
+//! (`INTERLOCK_IMAGE=IMAGE` runs the core from another image on the manager, such as one built
+//! from the Dockerfile).
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
-//! The service-clusters walk-through (`shared/seeds/002_…`), word for word, on the project's
-//! lab: every command of the document in its order, through the docker CLI, with only the image
+//! The service-clusters walk-through (Docker's Interlock 2 walk-through of service clusters: two
+//! regions, each with its own proxy pinned to its load-balancer node), word for word, on the
+//! project's lab: every command of the document in its order, through the docker CLI, with only the image
 //! names changed (and the extension's Args, since the lab's extension image is interlock itself).
 //! interlock runs as the document runs it: a service pinned to a manager, its TOML in a Docker
 //! config. The document then pins each proxy by hand (`docker service update --constraint-add`),
@@ -12,6 +13,7 @@
 //!
 //! One test, in steps: the steps share one swarm, and their order is the walk-through's.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
@@ -21,7 +23,7 @@ use interlock::docker::DockerClient;
 use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
 use reconcilers::swarm::ServiceFacts;
 use support::walkthrough::{self, answer_becomes, answered_by, assert_demo_answer, pin_proxy, pinned, update_by_hand};
-use support::{docker, docker_quiet, eventually, interlock, lab};
+use support::{docker, docker_quiet, eventually, interlock, lab, service};
 
 /// The copy of the lab's TOML this test runs with (hitless updates on).
 const CONFIG: &str = "target/seed-scenario.hitless.toml";
@@ -119,26 +121,16 @@ async fn service_clusters_walkthrough_word_for_word() {
     // The config object, the interlock network, and interlock as a service on a manager.
     docker(&["config", "create", "service.interlock.conf", CONFIG]);
     docker_quiet(&["network", "create", "-d", "overlay", "interlock"]);
-    docker(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        "interlock",
-        "--mount",
-        "src=/var/run/docker.sock,dst=/var/run/docker.sock,type=bind",
-        "--network",
-        "interlock",
-        "--constraint",
-        "node.role==manager",
-        "--config",
-        "src=service.interlock.conf,target=/config.toml",
-        OPERATOR_IMAGE,
-        "-D",
-        "run",
-        "-c",
-        "/config.toml",
-    ]);
+    service::Create::new()
+        .detach()
+        .name("interlock")
+        .mount("src=/var/run/docker.sock,dst=/var/run/docker.sock,type=bind")
+        .network("interlock")
+        .constraint("node.role==manager")
+        .config("src=service.interlock.conf,target=/config.toml")
+        .image(OPERATOR_IMAGE)
+        .command(&["-D", "run", "-c", "/config.toml"])
+        .run_with(docker);
 
     // Configure proxy services: pin each region's proxy to its load-balancer node, by hand.
     for region in ["us-east", "us-west"] {

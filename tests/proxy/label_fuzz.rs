@@ -14,8 +14,8 @@
 //! too.
 //!
 //! Cases are generated from a seed (proptest strategies driven by a seeded RNG, one RNG per case),
-//! so a run is deterministic: a plain `cargo test --test label_fuzz` checks the same 2,000 cases
-//! every time, and a failure one person sees, everyone sees. `LABEL_FUZZ_SEED=random` explores
+//! so a run is deterministic: `cargo test --features proxy-binaries --test proxy_label_fuzz` checks
+//! the same 2,000 cases every time, and a failure one person sees, everyone sees. `LABEL_FUZZ_SEED=random` explores
 //! new cases (the seed is in the failure message). Cases are generated and rendered on a thread of
 //! their own while the distinct configs are checked concurrently, each once (by content hash).
 //! On failure, one case per failure class (the binary's message with names and numbers blanked)
@@ -50,7 +50,7 @@ use reconcilers::swarm::{NetworkFacts, ServiceDef, ServiceFacts, TaskFacts};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-/// The default seed: a plain `cargo test` checks the same cases every time.
+/// The default seed: a run without `LABEL_FUZZ_SEED` checks the same cases every time.
 const DEFAULT_SEED: u64 = 0x1abe_15ee_d008;
 const DEFAULT_CASES: usize = 2000;
 /// How long shrinking may take in all once something failed.
@@ -757,7 +757,7 @@ fn generate(strategy: &BoxedStrategy<Case>, seed: u64, index: usize) -> Case {
 
 /// The walk-through's config, us-west made HAProxy.
 fn walkthrough_config() -> Config {
-    let text = include_str!("../deploy/examples/service-clusters.toml");
+    let text = include_str!("../../deploy/examples/service-clusters.toml");
     let west = "ServiceCluster = \"us-west\"";
     assert_eq!(text.matches(west).count(), 1, "the walk-through's config changed shape");
     let text = text.replace(west, &format!("{west}\n    ProxyKind = \"haproxy\""));
@@ -1343,7 +1343,7 @@ async fn every_accepted_label_set_renders_a_config_the_real_proxy_accepts() {
         };
         report += &format!(
             "\n[{}] {class}\n    {kind} ({extension}): {configs} distinct config(s), {} case(s); first: case {first}\n    \
-             replay: LABEL_FUZZ_SEED={seed:#x} LABEL_FUZZ_CASE={first} cargo test --test label_fuzz -- --nocapture\n    \
+             replay: LABEL_FUZZ_SEED={seed:#x} LABEL_FUZZ_CASE={first} cargo test --features proxy-binaries --test proxy_label_fuzz -- --nocapture\n    \
              minimal input ({} service(s) in all, after {tried} shrink step(s)):\n{}    binary says: {}\n",
             n + 1,
             in_cases.len(),

@@ -12,6 +12,7 @@
 //!
 //! Ports 8093/8463 are used by no other test. Everything is removed at the end, also on failure.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::Duration;

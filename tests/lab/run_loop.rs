@@ -3,6 +3,7 @@
 //!
 //! The loop runs in-process so the test can count the Docker requests it sends.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::Duration;

@@ -17,12 +17,13 @@
 //! Everything the test creates is named `cb-*` (and the prefix `cbtest.stats`) and removed at the
 //! end, also when an assertion fails.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{docker, docker_quiet, eventually, lab};
+use support::{docker, docker_quiet, eventually, lab, service};
 
 const NET: &str = "cb-net";
 const CARBON: &str = "cb-carbon";
@@ -199,10 +200,9 @@ async fn series_dir(kind: &str, (service, node): (&str, &str), keys: &[&str]) ->
     .await
 }
 
-fn create(args: &[&str]) {
-    let mut all = vec!["service", "create", "-d", "--quiet"];
-    all.extend_from_slice(args);
-    docker(&all);
+/// `docker service create --detach --quiet`, the rest to be added.
+fn create() -> service::Create {
+    service::Create::new().detach().quiet()
 }
 
 #[tokio::test]
@@ -214,33 +214,29 @@ async fn statistics_from_every_node_reach_carbon_and_survive_its_outage() {
 
     docker(&["network", "create", "-d", "overlay", "--attachable", NET]);
     // Carbon on the manager, reached by its task addresses (dnsrr: the lab has no IPVS).
-    create(&[
-        "--name",
-        CARBON,
-        "--network",
-        NET,
-        "--endpoint-mode",
-        "dnsrr",
-        "--constraint",
-        "node.role==manager",
-        CARBON_IMAGE,
-    ]);
+    create()
+        .name(CARBON)
+        .network(NET)
+        .endpoint_mode("dnsrr")
+        .constraint("node.role==manager")
+        .image(CARBON_IMAGE)
+        .run_with(docker);
     for (name, node) in [APP_A, APP_B] {
-        create(&["--name", name, "--network", NET, "--constraint", &format!("node.hostname=={node}"), APP_IMAGE]);
+        create()
+            .name(name)
+            .network(NET)
+            .constraint(&format!("node.hostname=={node}"))
+            .image(APP_IMAGE)
+            .run_with(docker);
     }
-    create(&[
-        "--name",
-        OTHER.0,
-        "--network",
-        NET,
-        "--constraint",
-        &format!("node.hostname=={}", OTHER.1),
-        "--stop-signal",
-        "SIGKILL",
-        PROXY_IMAGE,
-        "sleep",
-        "infinity",
-    ]);
+    create()
+        .name(OTHER.0)
+        .network(NET)
+        .constraint(&format!("node.hostname=={}", OTHER.1))
+        .stop_signal("SIGKILL")
+        .image(PROXY_IMAGE)
+        .command(&["sleep", "infinity"])
+        .run_with(docker);
     let config_file = |name: &str, text: &str| {
         let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         std::fs::write(&path, text).unwrap();
@@ -249,67 +245,41 @@ async fn statistics_from_every_node_reach_carbon_and_survive_its_outage() {
     };
     config_file(NGINX_CONF, NGINX_CONFIG);
     config_file(HAPROXY_CONF, HAPROXY_CONFIG);
-    create(&[
-        "--name",
-        NGINX.0,
-        "--network",
-        NET,
-        "--constraint",
-        &format!("node.hostname=={}", NGINX.1),
-        "--config",
-        &format!("source={NGINX_CONF},target=/etc/cb/nginx.conf"),
-        PROXY_IMAGE,
-        "nginx",
-        "-c",
-        "/etc/cb/nginx.conf",
-        "-g",
-        "daemon off;",
-    ]);
-    create(&[
-        "--name",
-        HAPROXY.0,
-        "--network",
-        NET,
-        "--constraint",
-        &format!("node.hostname=={}", HAPROXY.1),
-        "--config",
-        &format!("source={HAPROXY_CONF},target=/etc/cb/haproxy.cfg"),
-        "--stop-signal",
-        "SIGTERM",
-        PROXY_IMAGE,
-        "haproxy",
-        "-W",
-        "-db",
-        "-f",
-        "/etc/cb/haproxy.cfg",
-    ]);
+    create()
+        .name(NGINX.0)
+        .network(NET)
+        .constraint(&format!("node.hostname=={}", NGINX.1))
+        .config(&format!("source={NGINX_CONF},target=/etc/cb/nginx.conf"))
+        .image(PROXY_IMAGE)
+        .command(&["nginx", "-c", "/etc/cb/nginx.conf", "-g", "daemon off;"])
+        .run_with(docker);
+    create()
+        .name(HAPROXY.0)
+        .network(NET)
+        .constraint(&format!("node.hostname=={}", HAPROXY.1))
+        .config(&format!("source={HAPROXY_CONF},target=/etc/cb/haproxy.cfg"))
+        .stop_signal("SIGTERM")
+        .image(PROXY_IMAGE)
+        .command(&["haproxy", "-W", "-db", "-f", "/etc/cb/haproxy.cfg"])
+        .run_with(docker);
     // The agent on every node, with that node's engine: what the core creates for the plug-in.
     let proxies = format!(
         r#"[{{"service":"{}","kind":"nginx","port":80}},{{"service":"{}","kind":"haproxy","port":80,"user":"admin","password":"cb-secret"}}]"#,
         NGINX.0, HAPROXY.0
     );
-    create(&[
-        "--name",
-        AGENT,
-        "--mode",
-        "global",
-        "--network",
-        NET,
-        "--mount",
-        "type=bind,source=/var/run/docker.sock,target=/var/run/docker.sock",
-        "-e",
-        &format!("STATS_CARBON_ADDRESS={CARBON}:2003"),
-        "-e",
-        &format!("STATS_PREFIX={STATS_PREFIX}"),
-        "-e",
-        &format!("STATS_IMAGE_NAME_FILTER={FILTER}"),
-        "-e",
-        &format!("STATS_INTERVAL={INTERVAL_S}"),
-        "-e",
-        &format!("INTERLOCK_STATS_PROXIES={proxies}"),
-        AGENT_IMAGE,
-        "agent",
-    ]);
+    create()
+        .name(AGENT)
+        .mode("global")
+        .network(NET)
+        .mount("type=bind,source=/var/run/docker.sock,target=/var/run/docker.sock")
+        .env("STATS_CARBON_ADDRESS", &format!("{CARBON}:2003"))
+        .env("STATS_PREFIX", STATS_PREFIX)
+        .env("STATS_IMAGE_NAME_FILTER", FILTER)
+        .env("STATS_INTERVAL", &INTERVAL_S.to_string())
+        .env("INTERLOCK_STATS_PROXIES", &proxies)
+        .image(AGENT_IMAGE)
+        .command(&["agent"])
+        .run_with(docker);
 
     // 0.3's series for containers on two nodes, with plausible values.
     let (carbon, dir_a) = series_dir("containers/nodes", APP_A, &KEYS).await;

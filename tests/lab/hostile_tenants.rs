@@ -6,12 +6,13 @@
 //! generated ones, very long hosts) are served or quarantined without touching anyone else; and
 //! an innocent app deployed while all of them are present is served.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, request};
+use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, request, service};
 
 const CONFIG: &str = "deploy/examples/tenants.lab.toml";
 const APPS: &[&str] = &[
@@ -37,18 +38,15 @@ fn app(name: &str, body: &str, labels: &[(&str, &str)]) {
     std::fs::write(&path, body).unwrap();
     docker(&["config", "create", &config, path.to_str().unwrap()]);
     std::fs::remove_file(path).ok();
-    let mut args: Vec<String> =
-        ["service", "create", "-q", "--detach", "--name", name, "--network", "tenant-apps", "--constraint"]
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-    args.push("node.hostname==app-00".into());
+    let mut create =
+        service::Create::new().quiet().detach().name(name).network("tenant-apps").constraint("node.hostname==app-00");
     for (k, v) in labels {
-        args.extend(["--label".to_owned(), format!("com.docker.lb.{k}={v}")]);
+        create = create.label(&format!("com.docker.lb.{k}"), v);
     }
-    args.extend(["--config".to_owned(), format!("source={config},target=/www/index.html,mode=0444")]);
-    args.push("local/interlock-app:lab".into());
-    docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    create
+        .config(&format!("source={config},target=/www/index.html,mode=0444"))
+        .image("local/interlock-app:lab")
+        .run_with(docker);
 }
 
 /// `GET /` on `node:port` with `Host: host`, once it answers `status`; the body.

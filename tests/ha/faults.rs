@@ -1,5 +1,5 @@
 //! Faults, on the high-availability lab (`deploy/lab/swarm-lab.sh ha-up`, three managers of its
-//! own; `deploy/test.sh` runs this after `tests/failover.rs`, beside the main lab's tests).
+//! own; `deploy/test.sh` runs this after `tests/ha/failover.rs`, beside the main lab's tests).
 //!
 //! One hitless nginx cluster: its proxy placed by `[NodeLabels]` on the lab's worker (`lb`
 //! below), its apps on the leader, and the core a Swarm service on the leader whose Docker socket
@@ -28,8 +28,10 @@
 //! untouched, and no write over two PollIntervals. Figures are printed (`FIGURES`), not asserted
 //! beyond these bounds.
 //!
-//! Run it alone: `cargo test --test faults -- --ignored --nocapture` with the HA lab up.
+//! Run it alone: `cargo test --features ha-lab --test ha_faults -- --nocapture` with the HA lab
+//! up (built only with the `ha-lab` feature: tests/README.md).
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::path::Path;
@@ -41,6 +43,7 @@ use support::ha::{
 };
 use support::load::{Load, LoadReport, LoadSpec, Mode, fetch, time_to_served};
 use support::relay::{self, Relay};
+use support::service;
 
 const CORE: &str = "il-fault-core";
 const CORE_CONFIG: &str = "il-fault-config";
@@ -63,34 +66,20 @@ fn config(lb: &str) -> String {
 
 /// The core as a Swarm service on `node`, its Docker socket the relay's.
 fn create_core(node: &str) {
-    docker(
-        node,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--quiet",
-            "--no-resolve-image",
-            "--name",
-            CORE,
-            "--endpoint-mode",
-            "dnsrr",
-            "--network",
-            "interlock",
-            "--constraint",
-            &format!("node.hostname=={node}"),
-            "--restart-delay",
-            "2s",
-            "--mount",
-            &format!("type=bind,src={RELAY_SOCKET},dst=/var/run/docker.sock"),
-            "--config",
-            &format!("src={CORE_CONFIG},target=/config.toml"),
-            "local/interlock:lab",
-            "run",
-            "-c",
-            "/config.toml",
-        ],
-    );
+    service::Create::new()
+        .detach()
+        .quiet()
+        .no_resolve_image()
+        .name(CORE)
+        .endpoint_mode("dnsrr")
+        .network("interlock")
+        .constraint(&format!("node.hostname=={node}"))
+        .restart_delay("2s")
+        .mount(&format!("type=bind,src={RELAY_SOCKET},dst=/var/run/docker.sock"))
+        .config(&format!("src={CORE_CONFIG},target=/config.toml"))
+        .image("local/interlock:lab")
+        .command(&["run", "-c", "/config.toml"])
+        .run_with(|args| docker(node, args));
 }
 
 fn clean(node: &str) {
@@ -164,7 +153,6 @@ fn core_container(node: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "runs on the HA lab in deploy/test.sh, after tests/failover.rs: cargo test --test faults -- --ignored"]
 async fn faults_lose_nothing_and_duplicate_nothing() {
     let started = Instant::now();
     let managers = ha::managers();

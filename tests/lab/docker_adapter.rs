@@ -16,6 +16,7 @@ use reconcilers::swarm::{
 };
 use support::{docker, docker_quiet, eventually, lab, lab_env};
 
+#[path = "../support/mod.rs"]
 mod support;
 
 const APP_IMAGE: &str = "local/interlock-app:lab";
@@ -153,7 +154,7 @@ async fn check_reports_the_lab_and_the_seed_config() {
     let docker = lab().await;
     let engine = docker.require_manager().await.expect("manager");
     let observed = docker.observe(&interlock::reconcile::managed_label()).await.expect("observe");
-    let text = include_str!("../deploy/examples/service-clusters.toml");
+    let text = include_str!("../../deploy/examples/service-clusters.toml");
     let config = reconcilers::config::parse("service-clusters.toml", text).expect("seed parses").config;
     let report = interlock::report::check_report(&engine, &observed, &config);
     assert!(report.text.contains("swarm: manager"), "{}", report.text);

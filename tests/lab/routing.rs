@@ -2,13 +2,20 @@
 //! lb-00: context roots with and without rewrite, a redirect, a default backend, sticky sessions
 //! by cookie, and a quarantined service while its neighbours keep answering; and a second
 //! service cluster on HAProxy (lb-01) beside the nginx one.
+//!
+//! Also, in the same test (the apps share one converged swarm): canary pooling (two services on
+//! one host), VIP mode (by the rendered config: the lab has no IPVS), websocket `Upgrade` headers
+//! reaching the app, nginx's status page closed to the world, **TLS** terminated with a
+//! certificate from Docker secrets chosen by SNI (nginx on lb-00, HAProxy on lb-01; `curl
+//! --cacert`), and **TLS passthrough** to an app terminating TLS itself.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, request};
+use support::{docker, docker_quiet, eventually, interlock, lab, node_addr, request, service};
 
 const CONFIG: &str = "deploy/examples/features.lab.toml";
 const PORT: u16 = 8090;
@@ -35,19 +42,20 @@ const APPS: &[&str] = &[
 /// `docker service create` of a busybox app on `edge-apps` serving `files` (config name, target,
 /// mode), with routing labels.
 fn app(name: &str, replicas: u32, labels: &[(&str, &str)], files: &[(&str, &str, &str)]) {
-    let mut args: Vec<String> = ["service", "create", "-q", "--detach", "--name", name, "--network", "edge-apps"]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    args.extend(["--replicas".to_owned(), replicas.to_string(), "--constraint".into(), "node.hostname==app-00".into()]);
+    let mut create = service::Create::new()
+        .quiet()
+        .detach()
+        .name(name)
+        .network("edge-apps")
+        .replicas(replicas)
+        .constraint("node.hostname==app-00");
     for (k, v) in labels {
-        args.extend(["--label".to_owned(), format!("{k}={v}")]);
+        create = create.label(k, v);
     }
     for (config, target, mode) in files {
-        args.extend(["--config".to_owned(), format!("source={config},target={target},mode={mode}")]);
+        create = create.config(&format!("source={config},target={target},mode={mode}"));
     }
-    args.push("local/interlock-app:lab".into());
-    docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    create.image("local/interlock-app:lab").run_with(docker);
 }
 
 fn body_config(name: &str, text: &str) {
@@ -214,31 +222,20 @@ async fn routing_features_through_a_real_proxy() {
         .concat(),
         &[("feat-hap-secure-body", "/www/index.html", "0444")],
     );
-    docker(&[
-        "service",
-        "create",
-        "-q",
-        "--detach",
-        "--name",
-        "pt-app",
-        "--network",
-        "edge-apps",
-        "--constraint",
-        "node.hostname==app-00",
-        "--label",
-        "com.docker.lb.hosts=pt.local",
-        "--label",
-        "com.docker.lb.port=443",
-        "--label",
-        "com.docker.lb.ssl_passthrough=true",
-        "--secret",
-        "feat-secure.crt",
-        "--secret",
-        "feat-secure.key",
-        "--config",
-        "source=feat-pt-nginx,target=/etc/nginx/nginx.conf",
-        "local/interlock-proxy:lab",
-    ]);
+    service::Create::new()
+        .quiet()
+        .detach()
+        .name("pt-app")
+        .network("edge-apps")
+        .constraint("node.hostname==app-00")
+        .label("com.docker.lb.hosts", "pt.local")
+        .label("com.docker.lb.port", "443")
+        .label("com.docker.lb.ssl_passthrough", "true")
+        .secret("feat-secure.crt")
+        .secret("feat-secure.key")
+        .config("source=feat-pt-nginx,target=/etc/nginx/nginx.conf")
+        .image("local/interlock-proxy:lab")
+        .run_with(docker);
     // The canary pattern: two services on one host pool into one upstream.
     for version in ["v1", "v2"] {
         let body = format!("feat-canary-{version}-body");

@@ -19,9 +19,10 @@
 //!   node, it is active again within 3 × PollInterval and serves a new route.
 //!
 //! Run it alone: `deploy/lab/swarm-lab.sh up && deploy/lab/swarm-lab.sh ha-up`, then
-//! `cargo test --test failover -- --ignored --nocapture`. It is `#[ignore]`d only so that a plain
-//! `cargo test` does not run it a second time while `deploy/test.sh` runs it beside the others.
+//! `cargo test --features ha-lab --test ha_failover -- --nocapture` (built only with the `ha-lab`
+//! feature: tests/README.md).
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::path::PathBuf;
@@ -138,7 +139,6 @@ fn core_status(node: &str) -> Option<serde_json::Value> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "runs beside the other lab tests in deploy/test.sh (its own swarm): cargo test --test failover -- --ignored"]
 async fn a_standby_core_takes_over_when_the_leaders_manager_dies() {
     let started = Instant::now();
     let nodes = ha::managers();

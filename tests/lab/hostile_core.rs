@@ -16,6 +16,7 @@
 //! restarted), and the extension logs its refusal; in (b) and (c) it reports it to the core as a
 //! rejection "refused by the extension: …".
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::io::{Read, Write};

@@ -3,13 +3,14 @@
 //! node), whose series reach a real carbon-cache; and stopping carbon-cache for 30 s loses no
 //! route: an app deployed during the outage is served, and sending resumes when Carbon is back.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::Duration;
 
 use interlock::docker::DockerClient;
 use reconcilers::desired::{AGENT_SERVICE, LABEL_MANAGED_BY, MANAGED_BY};
-use support::{docker, docker_quiet, eventually, lab, node_addr};
+use support::{docker, docker_quiet, eventually, lab, node_addr, service};
 
 /// The core's service name: the one the other lab tests also clear (`stop_demo_operator`).
 const CORE: &str = "interlock-hitless";
@@ -21,7 +22,7 @@ const PORT: u16 = 8099;
 const PROXY_NODE: &str = "lb-01";
 const WHISPER: &str = "/var/lib/graphite/whisper/pctest/stats";
 
-const TOML: &str = r#"# tests/plugins_core.rs: one nginx cluster on lb-01 and the carbon plug-in.
+const TOML: &str = r#"# tests/lab/carbon_plugin.rs: one nginx cluster on lb-01 and the carbon plug-in.
 ListenAddr = ":8080"
 DockerURL = "unix:///var/run/docker.sock"
 PollInterval = "3s"
@@ -74,27 +75,18 @@ async fn clean(api: &DockerClient) {
 }
 
 fn create_app(name: &str) {
-    docker(&[
-        "service",
-        "create",
-        "--detach",
-        "--quiet",
-        "--name",
-        name,
-        "--network",
-        APP_NET,
-        "--constraint",
-        "node.hostname==app-00",
-        "--label",
-        &format!("com.docker.lb.hosts={name}.local"),
-        "--label",
-        "com.docker.lb.port=8080",
-        "--label",
-        "com.docker.lb.service_cluster=pc",
-        "--env",
-        "METADATA=pc",
-        "local/docker-demo:lab",
-    ]);
+    service::Create::new()
+        .detach()
+        .quiet()
+        .name(name)
+        .network(APP_NET)
+        .constraint("node.hostname==app-00")
+        .label("com.docker.lb.hosts", &format!("{name}.local"))
+        .label("com.docker.lb.port", "8080")
+        .label("com.docker.lb.service_cluster", "pc")
+        .env("METADATA", "pc")
+        .image("local/docker-demo:lab")
+        .run_with(docker);
 }
 
 async fn served(name: &str, why: &str) {
@@ -128,21 +120,15 @@ async fn the_core_runs_the_statistics_agent_and_a_carbon_outage_loses_no_route()
     docker_quiet(&["network", "create", "-d", "overlay", "interlock"]);
     docker(&["network", "create", "-d", "overlay", APP_NET]);
     // Carbon on the operator network, where the core's agent joins; dnsrr: the lab has no IPVS.
-    docker(&[
-        "service",
-        "create",
-        "--detach",
-        "--quiet",
-        "--name",
-        CARBON,
-        "--network",
-        "interlock",
-        "--endpoint-mode",
-        "dnsrr",
-        "--constraint",
-        "node.role==manager",
-        "local/carbon:lab",
-    ]);
+    service::Create::new()
+        .detach()
+        .quiet()
+        .name(CARBON)
+        .network("interlock")
+        .endpoint_mode("dnsrr")
+        .constraint("node.role==manager")
+        .image("local/carbon:lab")
+        .run_with(docker);
     let toml = std::env::temp_dir().join(format!("plugins-core-{}.toml", std::process::id()));
     std::fs::write(&toml, TOML).unwrap();
     let config = format!("{CONFIG_PREFIX}{}", std::process::id());
