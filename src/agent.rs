@@ -55,8 +55,8 @@ use reconcilers::config::ProxyKind;
 use regex::Regex;
 use tracing::{debug, info, warn};
 
+use crate::core::plugins::carbon::{CarbonError, CarbonSettings, CarbonSink, line, now_seconds, sanitize};
 use crate::docker::{ContainerStats, DockerClient, DockerError, ExecOutput, RunningContainer};
-use crate::plugins::carbon::{CarbonError, CarbonSettings, CarbonSink, line, now_seconds, sanitize};
 
 /// The proxy services on the node and how to read them: a JSON list of
 /// `{"service": NAME, "kind": "nginx"|"haproxy", "port": TargetPort, "user": .., "password": ..}`

@@ -82,8 +82,8 @@ use reconcilers::token::{Authorization, RESPONSE_MAC_HEADER, SignedRequest, requ
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::delivery::{TaskReport, WRITER_HEADER};
 use crate::docker::{DockerClient, DockerError, LocalContainer};
+use crate::extension_api::{TaskReport, WRITER_HEADER};
 
 /// How often the proxy containers on this node are looked at without a trigger.
 const RESCAN: Duration = Duration::from_secs(5);
@@ -1676,12 +1676,12 @@ mod tests {
     /// The extension's client against the core's real server (`status::serve`), on loopback.
     #[tokio::test]
     async fn the_extension_fetches_its_config_and_reports_with_its_token() {
-        let deliveries = Arc::new(crate::delivery::Deliveries::default());
+        let deliveries = Arc::new(crate::core::delivery::Deliveries::default());
         deliveries.set_key("key".into());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let server = tokio::spawn(crate::status::serve(addr.to_string(), Default::default(), deliveries.clone()));
+        let server = tokio::spawn(crate::core::server::serve(addr.to_string(), Default::default(), deliveries.clone()));
         let token = reconcilers::token::extension_token("key", "us-east");
         let core = CoreClient::new(&Settings { token: token.clone(), ..settings(&addr.to_string()) }).unwrap();
         let delivery = delivery("abc", 1);
@@ -1698,7 +1698,7 @@ mod tests {
             matches!(&answer, Err(CoreError::OnlyStandbys { writer, .. }) if writer.contains("not known")),
             "{answer:?}"
         );
-        deliveries.set_serving(crate::delivery::Serving::Writer);
+        deliveries.set_serving(crate::core::delivery::Serving::Writer);
         let mut got = None;
         for _ in 0..50 {
             deliveries.publish(&delivery);

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use interlock::context::{Context, Replica};
+use interlock::core::context::{Context, Replica};
+use interlock::core::plugins::carbon::CarbonError;
+use interlock::core::plugins::{self, Dispatcher, PluginSettings};
+use interlock::core::proxycheck::ProxyChecker;
+use interlock::core::reconcile::Reconciler;
 use interlock::docker::DockerClient;
-use interlock::plugins::carbon::CarbonError;
-use interlock::plugins::{self, Dispatcher, PluginSettings};
-use interlock::proxycheck::ProxyChecker;
-use interlock::reconcile::Reconciler;
 use interlock::report;
 use reconcilers::config::{self, Config, DockerUrl, ListenAddr, Loaded, TlsFiles};
 use reconcilers::plan as planner;
@@ -190,7 +190,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    interlock::memory::tune_allocator();
+    interlock::allocator::tune_allocator();
     let cli = Cli::parse();
     if let Some(flag) = cli.carina.given() {
         eprintln!("{}", carina_gone(flag));
@@ -305,7 +305,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let docker = DockerClient::connect(config.docker_url.as_ref(), &config.tls)?;
         let engine = docker.require_manager().await?;
-        let observed = docker.observe(&interlock::reconcile::managed_label()).await?;
+        let observed = docker.observe(&interlock::docker::managed_label()).await?;
         let report = report::check_report(&engine, &observed, &config);
         print!("{}", report.text);
         Ok(if report.problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -330,7 +330,7 @@ async fn context(config: &Config, writer: bool) -> anyhow::Result<Context<Docker
     let own = if hostname.is_empty() { None } else { docker.own_container(&hostname).await? };
     let mut ctx = Context::new(docker, ProxyChecker::discover());
     ctx.deliveries.set_key(key);
-    ctx.deliveries.refuse_signed_before(interlock::status::unix_now());
+    ctx.deliveries.refuse_signed_before(interlock::core::status::unix_now());
     // Which replica this is: its own task (the stack sets INTERLOCK_TASK_ID from `{{.Task.ID}}`,
     // which works whichever manager's engine it talks to; else its container's label).
     let task = std::env::var("INTERLOCK_TASK_ID").ok().filter(|t| !t.is_empty() && !t.contains("{{"));
@@ -366,8 +366,8 @@ fn apply(path: &Path, timeout: Duration, writer: bool) -> anyhow::Result<ExitCod
     runtime()?.block_on(async {
         let ctx = context(&config, writer).await?;
         if ctx.identity == Replica::ByHand {
-            let observed = ctx.swarm.observe(&interlock::reconcile::managed_label()).await?;
-            if let Some(core) = interlock::reconcile::core_service_running(&observed) {
+            let observed = ctx.swarm.observe(&interlock::docker::managed_label()).await?;
+            if let Some(core) = interlock::core::reconcile::core_service_running(&observed) {
                 eprintln!(
                     "interlock: the core service {core} runs and writes; this apply would fight it. Change its config instead (see README, \"Deployment\"), or pass --writer to write anyway"
                 );
@@ -456,7 +456,7 @@ fn plugins_summary(config: &Config) -> Option<String> {
 /// `interlock health`: the stack's healthcheck (the image has no curl).
 fn health(url: &str) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    match runtime.block_on(interlock::status::health(url)) {
+    match runtime.block_on(interlock::core::status::health(url)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("interlock: {e}");
@@ -471,14 +471,14 @@ fn run(path: &Path, writer: bool) -> anyhow::Result<ExitCode> {
     check_plugin_settings(&config).map_err(|e| anyhow::anyhow!("{}: error: {e}", path.display()))?;
     runtime()?.block_on(async {
         // Before anything else: a SIGTERM during the first pass must finish that pass, not kill it.
-        let shutdown = interlock::controller::termination()?;
+        let shutdown = interlock::core::controller::termination()?;
         let mut ctx = context(&config, writer).await?;
         if !config.plugins.enabled.is_empty() {
             let built = plugins::build(&config.plugins.enabled, &PluginSettings::from_config(&config))
                 .with_context(|| format!("{}: [Plugins]", path.display()))?;
             ctx = ctx.with_plugins(Dispatcher::new(built));
         }
-        interlock::controller::run(ctx, path.to_owned(), config, shutdown).await?;
+        interlock::core::controller::run(ctx, path.to_owned(), config, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -497,8 +497,8 @@ fn status(url: Option<String>, config: Option<&Path>) -> anyhow::Result<ExitCode
         }
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let status = runtime.block_on(interlock::status::fetch(&url))?;
-    print!("{}", interlock::status::table(&status, interlock::status::unix_now()));
+    let status = runtime.block_on(interlock::core::status::fetch(&url))?;
+    print!("{}", interlock::core::status::table(&status, interlock::core::status::unix_now()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -517,7 +517,7 @@ fn local_url(addr: &ListenAddr) -> String {
 fn agent() -> anyhow::Result<ExitCode> {
     let settings = interlock::agent::AgentSettings::from_env()?;
     runtime()?.block_on(async {
-        let shutdown = interlock::controller::termination()?;
+        let shutdown = interlock::core::controller::termination()?;
         // The node's own engine: its socket is mounted into the agent's task.
         let docker = DockerClient::connect(None, &Default::default())?;
         interlock::agent::run(settings, docker, shutdown).await?;
@@ -528,7 +528,7 @@ fn agent() -> anyhow::Result<ExitCode> {
 fn extension() -> anyhow::Result<ExitCode> {
     let settings = interlock::extension::Settings::from_env()?;
     runtime()?.block_on(async {
-        let shutdown = interlock::controller::termination()?;
+        let shutdown = interlock::core::controller::termination()?;
         // The node's own engine (its socket is mounted into a hitless extension's task), not the
         // config's DockerURL; a rolling extension has none and needs none.
         let docker = if settings.hitless { Some(DockerClient::connect(None, &Default::default())?) } else { None };
@@ -578,7 +578,7 @@ fn start(legacy: &Legacy) -> anyhow::Result<ExitCode> {
         );
     }
     runtime()?.block_on(async {
-        let shutdown = interlock::controller::termination()?;
+        let shutdown = interlock::core::controller::termination()?;
         let docker = DockerClient::connect(url.as_ref(), &tls)?;
         let engine = docker.engine().await?;
         tracing::debug!(endpoint = %docker.endpoint(), engine = %engine.version, "connected");
@@ -638,7 +638,7 @@ async fn ensure_stats_agent(docker: &DockerClient, carbon: &plugins::carbon::Car
     };
     let mut ctx = Context::new(docker.clone(), ProxyChecker::unchecked());
     ctx.core_image = Some(core_image);
-    match interlock::reconcile::ensure_agent(&ctx, &config).await {
+    match interlock::core::reconcile::ensure_agent(&ctx, &config).await {
         Ok(writes) => tracing::info!(writes, "statistics agent on every node"),
         Err(e) => tracing::warn!("statistics from this engine only: {e}"),
     }

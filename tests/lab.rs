@@ -152,7 +152,7 @@ async fn service_changes_arrive_as_events() {
 async fn check_reports_the_lab_and_the_seed_config() {
     let docker = lab().await;
     let engine = docker.require_manager().await.expect("manager");
-    let observed = docker.observe(&interlock::reconcile::managed_label()).await.expect("observe");
+    let observed = docker.observe(&interlock::docker::managed_label()).await.expect("observe");
     let text = include_str!("../deploy/examples/service-clusters.toml");
     let config = reconcilers::config::parse("service-clusters.toml", text).expect("seed parses").config;
     let report = interlock::report::check_report(&engine, &observed, &config);

@@ -33,7 +33,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use interlock::proxycheck::{ProxyChecker, Verdict};
+use interlock::core::proxycheck::{ProxyChecker, Verdict};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::ValueTree;

@@ -1,6 +1,6 @@
 //! `/metrics`, `/ready` and `interlock status`.
 //!
-//! Without the lab: the real listener (`status::serve_on` on a loopback port) serving a
+//! Without the lab: the real listener (`server::serve_on` on a loopback port) serving a
 //! `Metrics` fed by a made-up pass, its `/metrics` read by two Prometheus text parsers (the
 //! `prometheus-parse` crate, and a strict one here that rejects anything the format does not
 //! allow), every family checked by name, type and labels; `/ready` before and after a pass; and
@@ -14,9 +14,10 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use interlock::delivery::TaskReport;
-use interlock::reconcile::PassReport;
-use interlock::status::{self, Endpoints};
+use interlock::core::pass_report::PassReport;
+use interlock::core::server::{self, Endpoints};
+use interlock::core::status;
+use interlock::extension_api::TaskReport;
 use reconcilers::plan::{Action, ClusterPlan, Plan};
 use reconcilers::routes::Quarantined;
 use reconcilers::swarm::{ConfigDef, ServiceDef};
@@ -351,7 +352,7 @@ async fn metrics_are_prometheus_text_with_the_documented_families() {
     let endpoints = Endpoints::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server = tokio::spawn(status::serve_on(listener, endpoints.clone()));
+    let server = tokio::spawn(server::serve_on(listener, endpoints.clone()));
 
     let health = get_text(port, "/health").await;
     assert_eq!(health.status, 200);
@@ -522,9 +523,10 @@ async fn run_on_the_lab_counts_passes_writes_and_quarantines() {
     std::fs::write(&path, LAB_TOML).unwrap();
     let config = reconcilers::config::parse("t", LAB_TOML).unwrap().config;
 
-    let ctx = interlock::context::Context::new(api.clone(), interlock::proxycheck::ProxyChecker::discover());
+    let ctx =
+        interlock::core::context::Context::new(api.clone(), interlock::core::proxycheck::ProxyChecker::discover());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let loop_task = tokio::spawn(interlock::controller::run(ctx, path.clone(), config, async {
+    let loop_task = tokio::spawn(interlock::core::controller::run(ctx, path.clone(), config, async {
         let _ = stopped.await;
     }));
     let lb_00 = node_addr("lb-00");

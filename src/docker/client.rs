@@ -29,14 +29,8 @@ use reconcilers::swarm::{
 
 use super::error::DockerError;
 use super::node::{self, ExecOutput, LocalContainer};
+use super::timeouts::{CALL_TIMEOUT, CLIENT_TIMEOUT_SECS, EXEC_TIMEOUT};
 use super::{convert, tasks};
-
-/// bollard's backstop timeout (seconds) for a response's headers.
-pub(super) const CLIENT_TIMEOUT_SECS: u64 = 60;
-/// Our bound on one short request (list, inspect, create, update, delete).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Our bound on a whole [`DockerClient::exec`]: create, start, the command's run, exit code.
-const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection to one Docker engine. Cheap to clone; share one.
 #[derive(Clone)]

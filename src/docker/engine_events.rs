@@ -1,7 +1,8 @@
 //! Every event of an engine, of every type (containers, images, networks, volumes, services,
-//! nodes, ...), as [`PluginEvent::Docker`]: what Interlock 0.3 dispatched to its plug-ins, for
-//! `interlock start`. Unlike [`DockerClient::events`] (swarm-scoped kinds, hints for the loop),
-//! nothing is filtered: a plug-in decides what it cares about.
+//! nodes, ...), as an [`EngineEvent`]: what Interlock 0.3 dispatched to its plug-ins, for
+//! `interlock start` (the plug-ins see it as a `PluginEvent::Docker`). Unlike
+//! [`DockerClient::events`] (swarm-scoped kinds, hints for the loop), nothing is filtered: a
+//! plug-in decides what it cares about.
 
 use bollard::models::EventMessage;
 use bollard::query_parameters::EventsOptions;
@@ -9,33 +10,47 @@ use futures_util::{Stream, StreamExt};
 
 use super::DockerClient;
 use super::error::DockerError;
-use crate::plugins::PluginEvent;
+
+/// One engine event, of any type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineEvent {
+    /// `container`, `service`, `node`, `network`, ...
+    pub kind: String,
+    /// `start`, `die`, `create`, `update`, ...
+    pub action: String,
+    /// The object's ID.
+    pub id: String,
+    /// The object's name, when the event carries one.
+    pub name: Option<String>,
+    /// Unix nanoseconds.
+    pub time: u128,
+}
 
 impl DockerClient {
     /// All events from the moment of this call (the engine replays those between this call and
     /// the first poll, as for [`events`](Self::events)). The stream ends when the engine closes
     /// it and has no idle timeout: the caller resubscribes. Not counted.
-    pub fn all_events(&self) -> impl Stream<Item = Result<PluginEvent, DockerError>> + Send + 'static + use<> {
+    pub fn all_events(&self) -> impl Stream<Item = Result<EngineEvent, DockerError>> + Send + 'static + use<> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
         let options = EventsOptions { since: Some(since), until: None, filters: None };
         let endpoint = self.endpoint().to_owned();
         self.docker
             .events(Some(options))
-            .map(move |item| item.map(plugin_event).map_err(|e| DockerError::classify("watch events", &endpoint, e)))
+            .map(move |item| item.map(engine_event).map_err(|e| DockerError::classify("watch events", &endpoint, e)))
     }
 }
 
-/// An engine event as plug-ins see it: type, action, actor ID and `name` attribute, and the
-/// event's time in nanoseconds (`timeNano`, else `time` in seconds, else now).
-fn plugin_event(message: EventMessage) -> PluginEvent {
+/// An engine event's type, action, actor ID and `name` attribute, and its time in nanoseconds
+/// (`timeNano`, else `time` in seconds, else now).
+fn engine_event(message: EventMessage) -> EngineEvent {
     let actor = message.actor.unwrap_or_default();
     let time = match (message.time_nano, message.time) {
         (Some(nanos), _) if nanos > 0 => nanos as u128,
         (_, Some(secs)) if secs > 0 => secs as u128 * 1_000_000_000,
-        _ => crate::plugins::now_nanos(),
+        _ => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
     };
-    PluginEvent::Docker {
+    EngineEvent {
         kind: message.typ.map(|t| t.to_string()).unwrap_or_default(),
         action: message.action.unwrap_or_default(),
         id: actor.id.unwrap_or_default(),
@@ -66,8 +81,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            plugin_event(message),
-            PluginEvent::Docker {
+            engine_event(message),
+            EngineEvent {
                 kind: "container".into(),
                 action: "start".into(),
                 id: "c1".into(),
@@ -76,6 +91,6 @@ mod tests {
             }
         );
         let seconds_only = EventMessage { time: Some(1_445_217_779), ..Default::default() };
-        assert_eq!(plugin_event(seconds_only).time(), 1_445_217_779_000_000_000);
+        assert_eq!(engine_event(seconds_only).time, 1_445_217_779_000_000_000);
     }
 }

@@ -1,4 +1,5 @@
-//! Plug-ins: code that reacts to what happens in the swarm and in interlock, beside routing.
+//! Plug-ins: code that reacts to what happens in the swarm and in interlock, beside routing
+//! (the core's plug-in dispatcher and its plug-ins).
 //!
 //! Interlock 0.3's model (`shared/reference/interlock.md` §5): every event is dispatched to every
 //! enabled plug-in. Here each plug-in gets its own task and its own bounded queue
@@ -10,9 +11,9 @@
 //! Two hosts feed a [`Dispatcher`]:
 //! - `interlock start` (Interlock 0.3's command line): [`host`] dispatches `interlock-start`,
 //!   then every event of the engine (all types), resubscribing on error, then `interlock-stop`.
-//! - `interlock run` with `[Plugins]` in the TOML: `controller::run` dispatches `interlock-start`,
-//!   the swarm events its loop watches, one [`PluginEvent::Pass`] per extension after each pass,
-//!   and `interlock-stop`.
+//! - `interlock run` with `[Plugins]` in the TOML: `core::controller::run` dispatches
+//!   `interlock-start`, the swarm events its loop watches, one [`PluginEvent::Pass`] per
+//!   extension after each pass, and `interlock-stop`.
 //!
 //! # Rules a plug-in can rely on
 //! - [`Plugin::handle`] is called for one event at a time, in order, on the plug-in's own task.
@@ -37,12 +38,17 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use crate::docker::EngineEvent;
+use crate::retry::{Backoff, RESUBSCRIBE};
+
 /// Events a plug-in's queue holds before the oldest are dropped.
 pub const QUEUE_CAPACITY: usize = 1024;
 /// Retries of a failed [`Plugin::handle`] before the event is skipped.
 pub const RETRIES: u32 = 3;
 /// The first retry's delay; each next one doubles it.
 pub const RETRY_BASE: Duration = Duration::from_millis(200);
+/// The waits between a failed event's attempts: [`RETRY_BASE`], doubling.
+const RETRY_BACKOFF: Backoff = Backoff::new(RETRY_BASE, Duration::MAX);
 /// A `handle` still running after this has failed.
 pub const HANDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a host lets the queues drain at shutdown.
@@ -120,6 +126,13 @@ impl PluginEvent {
     /// `interlock-stop`, now.
     pub fn stop() -> Self {
         Self::interlock(INTERLOCK_STOP)
+    }
+}
+
+impl From<EngineEvent> for PluginEvent {
+    fn from(event: EngineEvent) -> Self {
+        let EngineEvent { kind, action, id, name, time } = event;
+        PluginEvent::Docker { kind, action, id, name, time }
     }
 }
 
@@ -504,7 +517,7 @@ async fn deliver(plugin: &dyn Plugin, queue: &Queue, event: &PluginEvent) {
             error!("plugin {name}: event {} skipped after {} attempts: {reason}", event.name(), attempt + 1);
             return;
         }
-        let delay = RETRY_BASE * 2u32.pow(attempt);
+        let delay = RETRY_BACKOFF.delay(attempt + 1);
         warn!("plugin {name}: event {}: {reason}; retrying in {} ms", event.name(), delay.as_millis());
         attempt += 1;
         queue.retried.fetch_add(1, Ordering::Relaxed);
@@ -526,13 +539,14 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// Interlock 0.3's plug-in host: dispatches `interlock-start`, then every event of the streams
 /// `subscribe` returns (a new one after an error or an end, with backoff up to 30 s), until
 /// `shutdown`; then `interlock-stop`, and drains the queues for at most [`DRAIN_GRACE`].
-pub async fn host<S, E>(
+pub async fn host<S, T, E>(
     dispatcher: &Dispatcher,
     mut subscribe: impl FnMut() -> S,
     shutdown: impl Future<Output = ()>,
 ) -> Vec<(&'static str, PluginStats)>
 where
-    S: Stream<Item = Result<PluginEvent, E>>,
+    S: Stream<Item = Result<T, E>>,
+    T: Into<PluginEvent>,
     E: std::fmt::Display,
 {
     tokio::pin!(shutdown);
@@ -547,7 +561,7 @@ where
                 item = events.next() => match item {
                     Some(Ok(event)) => {
                         failures = 0;
-                        dispatcher.dispatch(event);
+                        dispatcher.dispatch(event.into());
                     }
                     Some(Err(e)) => {
                         warn!("event stream: {e}");
@@ -561,7 +575,7 @@ where
             }
         }
         failures += 1;
-        let delay = crate::reconcile::backoff_delay(failures, 1.0).min(Duration::from_secs(30));
+        let delay = RESUBSCRIBE.delay(failures);
         debug!(?delay, "resubscribing to events");
         tokio::select! {
             () = &mut shutdown => break 'subscribe,

@@ -1,7 +1,7 @@
 //! The operator's Prometheus metrics: one [`Metrics`] per process, held in
-//! [`Context`](crate::context::Context), updated by the loop after each pass
+//! [`Context`](crate::core::context::Context), updated by the loop after each pass
 //! ([`Metrics::record_pass`]) and by the event watcher, and served as `/metrics` on `ListenAddr`
-//! by [`crate::status::serve`] (Prometheus text format 0.0.4, or OpenMetrics when the scraper
+//! by [`crate::core::server`] (Prometheus text format 0.0.4, or OpenMetrics when the scraper
 //! asks for it).
 //!
 //! Every family is prefixed `interlock_`:
@@ -38,8 +38,8 @@ use reconcilers::config::DriftPolicy;
 use reconcilers::plan::Action;
 use tokio::time::Instant;
 
-use crate::delivery::Deliveries;
-use crate::reconcile::PassReport;
+use crate::core::delivery::Deliveries;
+use crate::core::pass_report::PassReport;
 
 /// `Content-Type` of the Prometheus text format (what `/metrics` answers by default).
 pub const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -577,7 +577,7 @@ mod tests {
     fn task_ages_follow_the_reports() {
         let metrics = Metrics::new();
         let deliveries = Deliveries::default();
-        let task = |id: &str, applied_at| crate::delivery::TaskReport {
+        let task = |id: &str, applied_at| crate::extension_api::TaskReport {
             task: id.into(),
             node: "lb-00".into(),
             container: "c".into(),

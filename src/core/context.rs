@@ -1,7 +1,7 @@
-//! What every part of the running operator shares, built once by the composition root
-//! (`main.rs`) and handed to the loop ([`crate::controller::run`]) and the reconciler: the swarm
-//! connection, the proxy config checker, and the status (the one set of loop counters, served on
-//! `ListenAddr` and logged).
+//! What every part of the running core shares, built once by the composition root
+//! (`main.rs`) and handed to the loop ([`crate::core::controller::run`]) and the reconciler: the
+//! swarm connection, the proxy config checker, and the status (the one set of loop counters,
+//! served on `ListenAddr` and logged).
 //!
 //! Features that need shared state get a field here, not a global: the configs served to
 //! hitless extensions and their reports ([`Deliveries`]); the plug-ins' [`Dispatcher`]; the
@@ -9,11 +9,14 @@
 
 use std::sync::Arc;
 
-use crate::delivery::Deliveries;
-use crate::metrics::Metrics;
-use crate::plugins::Dispatcher;
-use crate::proxycheck::ProxyChecker;
-use crate::status::SharedStatus;
+use reconcilers::config::Config;
+use reconcilers::desired::Environment;
+
+use crate::core::delivery::Deliveries;
+use crate::core::metrics::Metrics;
+use crate::core::plugins::Dispatcher;
+use crate::core::proxycheck::ProxyChecker;
+use crate::core::status::SharedStatus;
 use crate::swarm::Swarm;
 
 /// Shared by the loop, the reconciler and the status server. Cheap to clone.
@@ -70,5 +73,14 @@ impl<S: Swarm> Context<S> {
     pub fn with_plugins(mut self, plugins: Dispatcher) -> Self {
         self.plugins = Arc::new(plugins);
         self
+    }
+
+    /// What the core is told about where the operator runs, for `config`.
+    pub fn environment(&self, config: &Config) -> Environment {
+        Environment::new(config).with_extension_key(self.deliveries.key()).running_as(
+            config,
+            self.core_service.clone(),
+            self.core_image.clone(),
+        )
     }
 }

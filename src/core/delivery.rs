@@ -44,9 +44,10 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use reconcilers::desired::Delivery;
 use reconcilers::token::{self, Authorization, MAX_SKEW_SECS, RESPONSE_MAC_HEADER, SignedRequest};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{info, warn};
+
+use crate::extension_api::{TaskReport, WRITER_HEADER};
 
 /// How long a config request waits for a newer config before answering 204. Short enough that
 /// an extension whose long poll sits on a writer that died (its address silent, not refusing)
@@ -64,31 +65,6 @@ const MAX_NONCES: usize = 100_000;
 const REJECTIONS_TO_HOLD: u32 = 2;
 /// Rejected hashes counted per task (the oldest are forgotten beyond).
 const MAX_REJECTIONS_PER_TASK: usize = 16;
-
-/// What an extension says about one proxy task after writing a config into it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskReport {
-    /// The Swarm task ID.
-    pub task: String,
-    /// The Swarm node ID the task runs on.
-    pub node: String,
-    pub container: String,
-    /// The config the task runs now (after a rejection: the one it kept).
-    pub hash: String,
-    /// Its delivery's generation (0: the config the task was started with).
-    #[serde(default)]
-    pub generation: u64,
-    /// The config it was asked to take, when the task's binary rejected it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rejected: Option<String>,
-    /// The binary's or the write's error, with `rejected`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Unix time (seconds) the task took `hash`.
-    pub applied_at: u64,
-    /// Milliseconds from receiving the config to the reload signal.
-    pub took_ms: u64,
-}
 
 /// One extension's served config and its tasks' reports.
 #[derive(Default)]
@@ -140,9 +116,6 @@ pub enum Serving {
 /// How far past the newest served or known generation a reported one may be (each change is
 /// one generation; an earlier writer may have served a few that were never recorded).
 const MAX_GENERATION_LEAD: u64 = 1_000;
-
-/// The header a standby names the writer's node in.
-pub const WRITER_HEADER: &str = "x-interlock-writer";
 
 /// The nonces of the requests accepted, per extension, for `2 × MAX_SKEW_SECS` by the core's
 /// clock: longer than a request's time passes the skew check, so a replayed request is always

@@ -12,17 +12,19 @@
 //! Events are hints: every pass reads the swarm afresh. A burst of triggers gives one pass. An
 //! invalid config edit is reported and the last good config keeps running.
 //!
-//! Plug-ins (`[Plugins]`, [`crate::plugins`]): the loop dispatches `interlock-start` before the
-//! first pass, every swarm event it receives, one [`PluginEvent::Pass`] per extension after each
-//! pass, and `interlock-stop` at shutdown, then lets the plug-ins' queues drain for at most
+//! Plug-ins (`[Plugins]`, [`crate::core::plugins`]): the loop dispatches `interlock-start` before
+//! the first pass, every swarm event it receives, one [`PluginEvent::Pass`] per extension after
+//! each pass, and `interlock-stop` at shutdown, then lets the plug-ins' queues drain for at most
 //! [`DRAIN_GRACE`]. Dispatching never waits for a plug-in.
 //!
-//! Metrics ([`crate::metrics`]): after each pass the loop records it in `ctx.metrics` (passes,
-//! duration, writes by kind, per-extension gauges); the event watcher counts resubscriptions;
-//! each swarm event starts the label-to-config clock ([`PendingEvent`]) that the first pass
-//! changing a proxy config stops.
+//! Metrics ([`crate::core::metrics`]): after each pass the loop records it in `ctx.metrics`
+//! (passes, duration, writes by kind, per-extension gauges); the event watcher counts
+//! resubscriptions; each swarm event starts the label-to-config clock ([`PendingEvent`]) that the
+//! first pass changing a proxy config stops.
+//!
+//! Backoff ([`crate::retry`]): after failed reads ([`retry::AFTER_FAILURE`], within PollInterval)
+//! and before resubscribing to a failed event stream ([`retry::RESUBSCRIBE`]).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -35,11 +37,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::context::{Context, Replica};
-use crate::metrics::{Metrics, PendingEvent};
-use crate::plugins::{DRAIN_GRACE, Dispatcher, PluginEvent, now_nanos};
-use crate::reconcile::{PassReport, Reconciler};
-use crate::status::Status;
+use crate::allocator;
+use crate::core::context::{Context, Replica};
+use crate::core::delivery::Serving;
+use crate::core::metrics::{Metrics, PendingEvent};
+use crate::core::pass_report::PassReport;
+use crate::core::plugins::{DRAIN_GRACE, Dispatcher, PluginEvent, now_nanos};
+use crate::core::reconcile::Reconciler;
+use crate::core::server::{self, Endpoints};
+use crate::core::status::{self, Status};
+use crate::retry::{self, Windows};
 use crate::swarm::Swarm;
 
 /// How often to look again while app tasks are starting.
@@ -58,27 +65,10 @@ const ELECTION_POLL: Duration = Duration::from_secs(1);
 /// How long the loop polls fast for one app service whose tasks are not all running: long
 /// enough for tasks to start, and bounded, so that an app Swarm cannot place (an image no node
 /// has, a constraint no node meets) does not keep the core reading the swarm four times a
-/// second for ever. Its events and PollInterval still wake the loop.
+/// second for ever. Its events and PollInterval still wake the loop. The loop keeps since when
+/// each app service has been settling in a [`Windows`] of this length: a service that settles
+/// and later starts tasks again (a scale, an update) gets a new window.
 const SETTLE_WINDOW: Duration = Duration::from_secs(60);
-
-/// Since when each app service has been settling (its tasks not all running), to bound the
-/// fast polling each one earns (`SETTLE_WINDOW`).
-#[derive(Debug, Default)]
-struct Settling(BTreeMap<String, Instant>);
-
-impl Settling {
-    /// Records the services settling now (`ids`, from a pass); returns how many of them began
-    /// settling less than `SETTLE_WINDOW` ago. A service that settles and later starts tasks
-    /// again (a scale, an update) gets a new window.
-    fn fresh(&mut self, ids: &[String], now: Instant) -> usize {
-        let current: BTreeSet<&String> = ids.iter().collect();
-        self.0.retain(|id, _| current.contains(id));
-        for id in ids {
-            self.0.entry(id.clone()).or_insert(now);
-        }
-        self.0.values().filter(|since| now.saturating_duration_since(**since) < SETTLE_WINDOW).count()
-    }
-}
 
 /// What a pass left for the loop to decide when to look again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,12 +82,12 @@ enum PassOutcome {
 }
 
 /// The delay before the next pass (pure): PollInterval, shorter while apps start or Raft elects,
-/// and after failed reads a backoff from 1 s (`reconcile::backoff_delay`: 1, 2, 4 s ...) that
+/// and after failed reads a backoff from 1 s ([`retry::AFTER_FAILURE`]: 1, 2, 4 s ...) that
 /// never exceeds PollInterval, so an engine that comes back (or a new leader) is seen soon and a
 /// failing one is not hammered. `failures` counts the failed passes in a row, this one included.
 fn poll_after(outcome: PassOutcome, poll: Duration, failures: u32, jitter: f64) -> Duration {
     match outcome {
-        PassOutcome::Failed => crate::reconcile::backoff_delay(failures, jitter).min(poll),
+        PassOutcome::Failed => retry::AFTER_FAILURE.jittered(failures, jitter).min(poll),
         PassOutcome::Read { settling, .. } if settling > 0 => FAST_POLL.min(poll),
         PassOutcome::Read { electing: true, .. } => ELECTION_POLL.min(poll),
         PassOutcome::Read { .. } => poll,
@@ -130,12 +120,9 @@ pub async fn run<S: Swarm>(
 ) -> Result<Status, ControllerError> {
     tokio::pin!(shutdown);
     let mut hup = signal(SignalKind::hangup()).map_err(ControllerError::Signals)?;
-    let endpoints = crate::status::Endpoints {
-        status: ctx.status.clone(),
-        deliveries: ctx.deliveries.clone(),
-        metrics: ctx.metrics.clone(),
-    };
-    let server = tokio::spawn(crate::status::serve_endpoints(config.listen_addr.bind_addr(), endpoints));
+    let endpoints =
+        Endpoints { status: ctx.status.clone(), deliveries: ctx.deliveries.clone(), metrics: ctx.metrics.clone() };
+    let server = tokio::spawn(server::serve_endpoints(config.listen_addr.bind_addr(), endpoints));
     let poll_interval = config.poll_interval;
     info!(config = %path.display(), poll = ?poll_interval, "running");
     for (name, version) in ctx.plugins.plugins() {
@@ -147,12 +134,12 @@ pub async fn run<S: Swarm>(
     let (tx, mut rx) = mpsc::channel::<Trigger>(256);
     let watcher = tokio::spawn(watch_events(ctx.swarm.clone(), tx, ctx.plugins.clone(), ctx.metrics.clone()));
     let mut file = FileState::read(&path);
-    crate::status::heartbeat(&ctx.status, crate::status::liveness_bound(poll_interval));
+    status::heartbeat(&ctx.status, status::liveness_bound(poll_interval));
     let mut next_poll = Instant::now();
     let mut last_pass = Instant::now();
     let mut pending = PendingEvent::default();
     let mut failures = 0u32;
-    let mut settling = Settling::default();
+    let mut settling = Windows::new(SETTLE_WINDOW);
     loop {
         let now = Instant::now();
         if now >= next_poll {
@@ -162,17 +149,17 @@ pub async fn run<S: Swarm>(
             }
             last_pass = Instant::now();
             let outcome = pass(&mut reconciler, &ctx, &mut pending, &mut settling).await;
-            // What the pass freed would otherwise stay resident (`crate::memory`).
-            crate::memory::release_freed();
+            // What the pass freed would otherwise stay resident (`crate::allocator`).
+            allocator::release_freed();
             failures = if outcome == PassOutcome::Failed { failures.saturating_add(1) } else { 0 };
             if failures == STALE_AFTER_FAILURES {
                 // It cannot see the swarm: another replica may be writing by now. Stop serving
                 // configs (extensions go elsewhere, proxies keep theirs) until a pass reads it.
-                ctx.deliveries.set_serving(crate::delivery::Serving::Undecided);
+                ctx.deliveries.set_serving(Serving::Undecided);
             }
             let poll = reconciler.config().poll_interval;
-            crate::status::heartbeat(&ctx.status, crate::status::liveness_bound(poll));
-            next_poll = Instant::now() + poll_after(outcome, poll, failures, crate::reconcile::jitter());
+            status::heartbeat(&ctx.status, status::liveness_bound(poll));
+            next_poll = Instant::now() + poll_after(outcome, poll, failures, retry::jitter());
             // A shutdown that arrived during the pass ends the loop now.
             if futures_util::poll!(&mut shutdown).is_ready() {
                 info!("stopping");
@@ -235,7 +222,7 @@ async fn pass<S: Swarm>(
     reconciler: &mut Reconciler<S>,
     ctx: &Context<S>,
     pending: &mut PendingEvent,
-    settling: &mut Settling,
+    settling: &mut Windows,
 ) -> PassOutcome {
     let (reads_before, writes_before) = ctx.swarm.requests();
     let started = Instant::now();
@@ -256,9 +243,9 @@ async fn pass<S: Swarm>(
             for (extension, failure) in &report.failures {
                 warn!(extension = %extension, "{failure}");
             }
-            crate::status::record(&ctx.status, &report.plan, &report.failures, report.writes);
-            crate::status::record_role(&ctx.status, report.standby.as_deref(), ctx.identity != Replica::Lone);
-            ctx.metrics.record_pass(&report, took, crate::status::unix_now());
+            status::record(&ctx.status, &report.plan, &report.failures, report.writes);
+            status::record_role(&ctx.status, report.standby.as_deref(), ctx.identity != Replica::Lone);
+            ctx.metrics.record_pass(&report, took, status::unix_now());
             if let Some(latency) = pending.pass_done(&report, Instant::now()) {
                 debug!(?latency, "event to proxy config");
                 ctx.metrics.label_to_config.observe(latency.as_secs_f64());
@@ -275,7 +262,7 @@ async fn pass<S: Swarm>(
         }
         Err(e) => {
             error!("{e}");
-            crate::status::record_failed_pass(&ctx.status, &e.to_string());
+            status::record_failed_pass(&ctx.status, &e.to_string());
             ctx.metrics.record_failed_pass(took);
             PassOutcome::Failed
         }
@@ -403,7 +390,7 @@ async fn watch_events<S: Swarm>(swarm: S, tx: mpsc::Sender<Trigger>, plugins: Ar
             }
         }
         failures += 1;
-        let delay = crate::reconcile::backoff_delay(failures, 1.0).min(Duration::from_secs(30));
+        let delay = retry::RESUBSCRIBE.delay(failures);
         debug!(?delay, "event stream ended; reconnecting");
         tokio::time::sleep(delay).await;
     }
@@ -428,8 +415,8 @@ mod tests {
     //! The loop against the in-memory swarm (paused time).
 
     use super::*;
-    use crate::memory_swarm::{MemorySwarm, seed_config, seed_swarm};
-    use crate::proxycheck::ProxyChecker;
+    use crate::core::proxycheck::ProxyChecker;
+    use crate::swarm::memory::{MemorySwarm, seed_config, seed_swarm};
     use reconcilers::config::ListenAddr;
 
     /// The walk-through's config in a file of its own, its status endpoint on a free port.
@@ -437,7 +424,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("interlock-controller-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.toml");
-        std::fs::write(&path, include_str!("../deploy/examples/service-clusters.toml")).unwrap();
+        std::fs::write(&path, include_str!("../../deploy/examples/service-clusters.toml")).unwrap();
         let mut config = seed_config();
         config.listen_addr = ListenAddr { host: "127.0.0.1".into(), port: 0 };
         (path, config)
@@ -447,7 +434,7 @@ mod tests {
     fn each_settling_app_earns_fast_polling_for_a_bounded_window() {
         let t0 = Instant::now();
         let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        let mut settling = Settling::default();
+        let mut settling = Windows::new(SETTLE_WINDOW);
         assert_eq!(settling.fresh(&ids(&["stuck"]), t0), 1);
         assert_eq!(
             settling.fresh(&ids(&["stuck"]), t0 + SETTLE_WINDOW),
@@ -534,7 +521,7 @@ mod tests {
         seen: Arc<std::sync::Mutex<Vec<String>>>,
     }
 
-    impl crate::plugins::Plugin for Recorder {
+    impl crate::core::plugins::Plugin for Recorder {
         fn name(&self) -> &'static str {
             "recorder"
         }
@@ -543,7 +530,7 @@ mod tests {
             "test"
         }
 
-        fn handle<'a>(&'a self, event: &'a PluginEvent) -> crate::plugins::Handling<'a> {
+        fn handle<'a>(&'a self, event: &'a PluginEvent) -> crate::core::plugins::Handling<'a> {
             Box::pin(async move {
                 tokio::time::sleep(self.delay).await;
                 let line = match event {
@@ -619,7 +606,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_loop_records_its_passes_and_writes_in_the_metrics() {
-        use crate::metrics::{ExtensionLabels, ObjectKind, Operation, PassLabels, PassResult, WriteLabels};
+        use crate::core::metrics::{ExtensionLabels, ObjectKind, Operation, PassLabels, PassResult, WriteLabels};
         let swarm = MemorySwarm::new(seed_swarm());
         // us-west's first write fails: it backs off, then converges.
         swarm.failing("interlock-proxy-us-west", 1);

@@ -18,8 +18,7 @@ use reconcilers::swarm::{
 };
 use tokio::sync::broadcast;
 
-use crate::docker::DockerError;
-use crate::swarm::Swarm;
+use super::{Swarm, SwarmError};
 
 /// What goes wrong with writes to objects whose name (a node's: its hostname) contains
 /// `name_part`.
@@ -165,8 +164,8 @@ impl MemorySwarm {
         op: &str,
         name: &str,
         extension: Option<String>,
-        apply: impl FnOnce(&mut State) -> Result<T, DockerError>,
-    ) -> Result<T, DockerError> {
+        apply: impl FnOnce(&mut State) -> Result<T, SwarmError>,
+    ) -> Result<T, SwarmError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         let operation = format!("{op} {name}");
         let delay = {
@@ -190,7 +189,7 @@ impl MemorySwarm {
             if fault.failures != u32::MAX {
                 fault.failures -= 1;
             }
-            return Err(DockerError::Rejected { operation, status: 500, message: "injected failure".into() });
+            return Err(injected(&operation, 500));
         }
         let result = apply(&mut state);
         if result.is_ok() {
@@ -212,7 +211,7 @@ impl MemorySwarm {
 }
 
 impl Swarm for MemorySwarm {
-    async fn observe(&self) -> Result<Observed, DockerError> {
+    async fn observe(&self) -> Result<Observed, SwarmError> {
         self.reads.fetch_add(6, Ordering::Relaxed);
         let (delay, failing) = {
             let state = self.lock();
@@ -220,21 +219,17 @@ impl Swarm for MemorySwarm {
         };
         tokio::time::sleep(delay).await;
         if failing {
-            return Err(DockerError::Rejected {
-                operation: "list services".into(),
-                status: 503,
-                message: "injected failure".into(),
-            });
+            return Err(injected("list services", 503));
         }
         Ok(self.observed())
     }
 
-    async fn inspect_service(&self, id: &str) -> Result<Option<ServiceFacts>, DockerError> {
+    async fn inspect_service(&self, id: &str) -> Result<Option<ServiceFacts>, SwarmError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.lock().observed.services.iter().find(|s| s.id == id || s.def.name == id).cloned())
     }
 
-    async fn create_network(&self, def: &NetworkDef) -> Result<(), DockerError> {
+    async fn create_network(&self, def: &NetworkDef) -> Result<(), SwarmError> {
         self.write("create network", &def.name, None, |state| {
             let id = Self::next_id(state, "net");
             state.observed.networks.push(NetworkFacts {
@@ -250,11 +245,11 @@ impl Swarm for MemorySwarm {
         .await
     }
 
-    async fn create_config(&self, def: &ConfigDef) -> Result<(), DockerError> {
+    async fn create_config(&self, def: &ConfigDef) -> Result<(), SwarmError> {
         let extension = def.labels.get(LABEL_EXTENSION).cloned();
         self.write("create config", &def.name, extension, |state| {
             if state.observed.configs.iter().any(|c| c.name == def.name) {
-                return Err(DockerError::Conflict { operation: format!("create config {}", def.name) });
+                return Err(SwarmError::Conflict { operation: format!("create config {}", def.name) });
             }
             let id = Self::next_id(state, "cfg");
             state.observed.configs.push(ConfigFacts {
@@ -269,11 +264,11 @@ impl Swarm for MemorySwarm {
         .await
     }
 
-    async fn create_service(&self, def: &ServiceDef) -> Result<(), DockerError> {
+    async fn create_service(&self, def: &ServiceDef) -> Result<(), SwarmError> {
         let extension = def.labels.get(LABEL_EXTENSION).cloned();
         self.write("create service", &def.name, extension, |state| {
             if state.observed.services.iter().any(|s| s.def.name == def.name) {
-                return Err(DockerError::Conflict { operation: format!("create service {}", def.name) });
+                return Err(SwarmError::Conflict { operation: format!("create service {}", def.name) });
             }
             let id = Self::next_id(state, "svc");
             state.observed.services.push(ServiceFacts {
@@ -291,7 +286,7 @@ impl Swarm for MemorySwarm {
         .await
     }
 
-    async fn update_service(&self, id: &str, version: u64, def: &ServiceDef) -> Result<(), DockerError> {
+    async fn update_service(&self, id: &str, version: u64, def: &ServiceDef) -> Result<(), SwarmError> {
         let extension = def.labels.get(LABEL_EXTENSION).cloned();
         self.write("update service", &def.name, extension, |state| {
             let operation = format!("update service {}", def.name);
@@ -308,12 +303,12 @@ impl Swarm for MemorySwarm {
                 .services
                 .iter_mut()
                 .find(|s| s.id == id)
-                .ok_or_else(|| DockerError::NotFound { operation: operation.clone() })?;
+                .ok_or_else(|| SwarmError::NotFound { operation: operation.clone() })?;
             if lost_lock {
                 service.version += 1;
             }
             if service.version != version {
-                return Err(DockerError::OutOfSequence { operation });
+                return Err(SwarmError::OutOfSequence { operation });
             }
             service.def = ServiceDef { managed: Default::default(), ..def.clone() };
             service.version += 1;
@@ -323,7 +318,7 @@ impl Swarm for MemorySwarm {
         .await
     }
 
-    async fn delete_service(&self, id: &str) -> Result<(), DockerError> {
+    async fn delete_service(&self, id: &str) -> Result<(), SwarmError> {
         let (name, extension) = {
             let state = self.lock();
             let service = state.observed.services.iter().find(|s| s.id == id);
@@ -336,7 +331,7 @@ impl Swarm for MemorySwarm {
             let before = state.observed.services.len();
             state.observed.services.retain(|s| s.id != id);
             if state.observed.services.len() == before {
-                return Err(DockerError::NotFound { operation: format!("delete service {id}") });
+                return Err(SwarmError::NotFound { operation: format!("delete service {id}") });
             }
             Ok(())
         })
@@ -344,7 +339,7 @@ impl Swarm for MemorySwarm {
     }
 
     /// A perfect scheduler: the service's tasks waiting for a port start at once.
-    async fn reschedule(&self, id: &str) -> Result<(), DockerError> {
+    async fn reschedule(&self, id: &str) -> Result<(), SwarmError> {
         let (name, extension) = {
             let state = self.lock();
             let service = state.observed.services.iter().find(|s| s.id == id);
@@ -356,7 +351,7 @@ impl Swarm for MemorySwarm {
         self.write("reschedule service", &name, extension, |state| {
             let service = state.observed.services.iter_mut().find(|s| s.id == id);
             let Some(service) = service else {
-                return Err(DockerError::NotFound { operation: format!("reschedule service {id}") });
+                return Err(SwarmError::NotFound { operation: format!("reschedule service {id}") });
             };
             service.version += 1;
             for task in state.observed.tasks.iter_mut().filter(|t| t.service_id == id && t.waiting_for_port) {
@@ -368,7 +363,7 @@ impl Swarm for MemorySwarm {
         .await
     }
 
-    async fn delete_config(&self, id: &str) -> Result<(), DockerError> {
+    async fn delete_config(&self, id: &str) -> Result<(), SwarmError> {
         let (name, extension) = {
             let state = self.lock();
             let config = state.observed.configs.iter().find(|c| c.id == id);
@@ -381,18 +376,18 @@ impl Swarm for MemorySwarm {
             let before = state.observed.configs.len();
             state.observed.configs.retain(|c| c.id != id);
             if state.observed.configs.len() == before {
-                return Err(DockerError::NotFound { operation: format!("delete config {id}") });
+                return Err(SwarmError::NotFound { operation: format!("delete config {id}") });
             }
             Ok(())
         })
         .await
     }
 
-    async fn create_secret(&self, def: &SecretDef) -> Result<(), DockerError> {
+    async fn create_secret(&self, def: &SecretDef) -> Result<(), SwarmError> {
         let extension = def.labels.get(LABEL_EXTENSION).cloned();
         self.write("create secret", &def.name, extension, |state| {
             if state.observed.secrets.contains(&def.name) {
-                return Err(DockerError::Conflict { operation: format!("create secret {}", def.name) });
+                return Err(SwarmError::Conflict { operation: format!("create secret {}", def.name) });
             }
             state.observed.secrets.push(def.name.clone());
             state.observed.secret_labels.insert(def.name.clone(), def.labels.clone());
@@ -401,11 +396,11 @@ impl Swarm for MemorySwarm {
         .await
     }
 
-    async fn delete_secret(&self, name: &str) -> Result<(), DockerError> {
+    async fn delete_secret(&self, name: &str) -> Result<(), SwarmError> {
         let extension = self.lock().observed.secret_labels.get(name).and_then(|l| l.get(LABEL_EXTENSION).cloned());
         self.write("delete secret", name, extension, |state| {
             if !state.observed.secrets.iter().any(|s| s == name) {
-                return Err(DockerError::NotFound { operation: format!("delete secret {name}") });
+                return Err(SwarmError::NotFound { operation: format!("delete secret {name}") });
             }
             state.observed.secrets.retain(|s| s != name);
             state.observed.secret_labels.remove(name);
@@ -414,12 +409,12 @@ impl Swarm for MemorySwarm {
         .await
     }
 
-    async fn inspect_node(&self, id: &str) -> Result<Option<NodeFacts>, DockerError> {
+    async fn inspect_node(&self, id: &str) -> Result<Option<NodeFacts>, SwarmError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.lock().observed.nodes.iter().find(|n| n.id == id || n.hostname == id).cloned())
     }
 
-    async fn update_node(&self, id: &str, version: u64, labels: &BTreeMap<String, String>) -> Result<(), DockerError> {
+    async fn update_node(&self, id: &str, version: u64, labels: &BTreeMap<String, String>) -> Result<(), SwarmError> {
         let hostname = self
             .lock()
             .observed
@@ -442,14 +437,14 @@ impl Swarm for MemorySwarm {
                 .nodes
                 .iter_mut()
                 .find(|n| n.id == id)
-                .ok_or_else(|| DockerError::NotFound { operation: operation.clone() })?;
+                .ok_or_else(|| SwarmError::NotFound { operation: operation.clone() })?;
             if lost_lock {
                 // Someone else's write got there first: theirs is a hand label.
                 node.version += 1;
                 node.labels.insert("someone-else".to_owned(), "was-here".to_owned());
             }
             if node.version != version {
-                return Err(DockerError::OutOfSequence { operation });
+                return Err(SwarmError::OutOfSequence { operation });
             }
             node.labels.clone_from(labels);
             node.version += 1;
@@ -458,16 +453,12 @@ impl Swarm for MemorySwarm {
         .await
     }
 
-    fn events(&self, _kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, DockerError>> + Send + 'static {
+    fn events(&self, _kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let failing = self.lock().events_failing;
         futures_util::stream::unfold((self.events.subscribe(), failing), |(mut rx, failing)| async move {
             if failing {
-                let e = DockerError::Rejected {
-                    operation: "events".into(),
-                    status: 503,
-                    message: "injected failure".into(),
-                };
+                let e = injected("events", 503);
                 return Some((Err(e), (rx, false)));
             }
             loop {
@@ -486,6 +477,12 @@ impl Swarm for MemorySwarm {
 }
 
 pub use reconcilers::fixtures::{seed_config, seed_swarm};
+
+/// An injected failure of `operation`, worded as the engine's answer with HTTP `status` would
+/// be (a transient one).
+fn injected(operation: &str, status: u16) -> SwarmError {
+    SwarmError::failed(format!("{operation}: the engine answered {status}: injected failure"), true)
+}
 
 /// A new running task of demo-east: a route change in us-east only.
 pub fn scale_demo_east(observed: &mut Observed, ip: &str) {

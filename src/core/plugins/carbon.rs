@@ -46,6 +46,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::{Handling, Plugin, PluginError, PluginEvent};
+use crate::retry::Backoff;
 
 /// The plug-in's name, for `--plugin` and the TOML.
 pub const NAME: &str = "carbon";
@@ -425,7 +426,9 @@ where
 {
     let address = shared.address.clone();
     let mut conn: Option<TcpStream> = None;
-    let mut backoff = shared.options.min_backoff;
+    let reconnect = Backoff::new(shared.options.min_backoff, shared.options.max_backoff);
+    // Failed connections in a row.
+    let mut failures: u32 = 0;
     // Since when Carbon has been unreachable, and the dropped count then (for the log).
     let mut outage: Option<(std::time::Instant, u64)> = None;
     loop {
@@ -448,7 +451,7 @@ where
             None => match connector(address.clone()).await {
                 Ok(stream) => {
                     shared.connections.fetch_add(1, Ordering::Relaxed);
-                    backoff = shared.options.min_backoff;
+                    failures = 0;
                     match outage.take() {
                         Some((since, dropped)) => info!(
                             carbon = %address,
@@ -471,11 +474,11 @@ where
                     if closed {
                         break;
                     }
+                    failures = failures.saturating_add(1);
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(reconnect.delay(failures)) => {}
                         () = shared.closing.notified() => {}
                     }
-                    backoff = (backoff * 2).min(shared.options.max_backoff);
                     continue;
                 }
             },
