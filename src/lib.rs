@@ -17,12 +17,16 @@
 //!   `/metrics`.
 //! - [`delivery`]: the core's side of hitless updates: configs served to extensions (the API on
 //!   `ListenAddr`) and their proxy tasks' reports.
-//! - [`agent`]: `interlock agent`, the per-node statistics agent behind the `carbon` plug-in.
+//! - [`agent`]: `interlock agent`, the per-node statistics agent behind the `carbon` plug-in
+//!   (`agent/`: the loop and its settings, Interlock 0.3's series, the proxies' status pages).
 //! - [`extension`]: `interlock extension`, the node-local side: writes served configs into the
-//!   proxy tasks on its node, checks them with the task's binary, reloads them.
+//!   proxy tasks on its node, checks them with the task's binary, reloads them (`extension/`:
+//!   the loop, settings, vetting, the signed client of the core, fetching, applying, reports).
+//! - [`engine`]: the `NodeEngine` trait, what `agent` and `extension` ask of their node's
+//!   engine (implemented by the Docker adapter), with its plain types and error.
 //! - [`plugins`]: plug-ins fed with Docker's and interlock's events (Interlock 0.3's `example`,
 //!   `carbon`), each on its own task behind a bounded queue ([`plugins::Dispatcher`]).
-//! - [`report`]: the text that `validate` and `check` print, built from plain values.
+//! - [`preflight`]: the text that `validate` and `check` print, built from plain values.
 //! - [`memory`]: freed heap pages handed back to the kernel after each pass.
 //! - `main.rs`: the command line, logging set-up, exit codes (the only place `anyhow` is used).
 
@@ -31,14 +35,15 @@ pub mod context;
 pub mod controller;
 pub mod delivery;
 pub mod docker;
+pub mod engine;
 pub mod extension;
 pub mod memory;
 #[cfg(test)]
 mod memory_swarm;
 pub mod metrics;
 pub mod plugins;
+pub mod preflight;
 pub mod proxycheck;
 pub mod reconcile;
-pub mod report;
 pub mod status;
 pub mod swarm;
