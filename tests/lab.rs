@@ -155,7 +155,7 @@ async fn check_reports_the_lab_and_the_seed_config() {
     let observed = docker.observe(&interlock::docker::managed_label()).await.expect("observe");
     let text = include_str!("../deploy/examples/service-clusters.toml");
     let config = reconcilers::config::parse("service-clusters.toml", text).expect("seed parses").config;
-    let report = interlock::report::check_report(&engine, &observed, &config);
+    let report = interlock::preflight::check_report(&engine, &observed, &config);
     assert!(report.text.contains("swarm: manager"), "{}", report.text);
     for node in ["lb-00", "lb-01", "app-00"] {
         assert!(report.text.contains(node), "{}", report.text);

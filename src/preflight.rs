@@ -1,5 +1,7 @@
-//! Human-readable reports for `interlock validate` and `interlock check`. Plain functions from
-//! values to text, so they are tested without a terminal or an engine.
+//! The pre-flight text: what `interlock validate` prints of a config and what `interlock check`
+//! prints of a swarm and where each proxy can run, before anything is written. Plain functions
+//! from values to text, so they are tested without a terminal or an engine. (Not the loop's
+//! reports: a pass's is `reconcile::PassReport`, a proxy task's `delivery::TaskReport`.)
 //!
 //! `check` places each proxy by its constraints on the nodes as they will be once `[NodeLabels]`
 //! is applied, and, for a proxy no ready node can take, names the node labels that would let
