@@ -77,7 +77,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use reconcilers::config::ProxyKind;
 use reconcilers::desired::{Delivery, TOKEN_SECRET_TARGET};
-use reconcilers::proxy::HITLESS_APPLIED_FILE;
+use reconcilers::proxy::{self, HITLESS_APPLIED_FILE, HitlessLayout};
 use reconcilers::token::{Authorization, RESPONSE_MAC_HEADER, SignedRequest, request_mac, response_mac, same_token};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -250,19 +250,23 @@ impl ProxyTarget {
         }
     }
 
+    /// The hitless layout of its kind on its config path: what the core builds deliveries from.
+    fn layout(&self) -> HitlessLayout {
+        proxy::hitless_layout(self.kind, &self.config_path)
+    }
+
     /// The check command: the kind's, on the config path.
     fn check(&self) -> Vec<String> {
-        let check = self.kind.check_command(&self.config_path);
-        std::iter::once(check.program.to_owned()).chain(check.args).collect()
+        self.layout().check
     }
 
     fn reload_signal(&self) -> &'static str {
-        self.kind.reload_signal()
+        self.layout().reload_signal
     }
 
     /// The only directories a delivery may have emptied.
     fn parts_dirs(&self) -> Vec<String> {
-        self.kind.parts_dirs(&self.config_path)
+        self.layout().parts_dirs
     }
 
     /// Whether a delivered file may be written at `path`: a clean absolute path below the

@@ -18,12 +18,13 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use reconcilers::config::{Config, DriftPolicy, ProxyKind};
-use reconcilers::desired::{self, Environment, Observed};
+use reconcilers::desired::{self, Environment};
 use reconcilers::leader;
 use reconcilers::node_labels;
+use reconcilers::observed::{Observed, ServiceFacts, TaskFacts};
+use reconcilers::ownership;
 use reconcilers::plan::{self, Action, Plan};
 use reconcilers::routes::{RouteTable, Timestamp};
-use reconcilers::swarm::{ServiceFacts, TaskFacts};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -280,7 +281,7 @@ impl<S: Swarm> Reconciler<S> {
             let delivery = cluster.delivery.as_ref()?;
             return self.ctx.deliveries.rejected(extension, &delivery.hash).map(Refusal::Rejected);
         };
-        let hash = def.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
+        let hash = def.labels.get(ownership::LABEL_SPEC_HASH).cloned().unwrap_or_default();
         if let Some(reason) = self.ctx.deliveries.rejected(extension, &hash) {
             return Some(Refusal::Rejected(reason));
         }
@@ -303,7 +304,7 @@ impl<S: Swarm> Reconciler<S> {
     ) -> Option<String> {
         let desired = desired::desired_state_excluding(&self.config, observed, &self.env, excluded);
         let config = &desired.clusters.get(extension)?.proxy_config;
-        let hash = config.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
+        let hash = config.labels.get(ownership::LABEL_SPEC_HASH).cloned().unwrap_or_default();
         let verdict = self.ctx.checker.check(kind, &hash, &String::from_utf8_lossy(&config.data)).await;
         crate::status::beat(&self.ctx.status);
         match verdict {
@@ -548,8 +549,8 @@ impl<S: Swarm> Reconciler<S> {
                     nodes.retain(|n| n.id != fresh.id);
                     nodes.push(fresh.clone());
                     let desired = node_labels::desired(&self.config.node_labels, &nodes, &observed.node_names);
-                    match node_labels::decide(&fresh, &desired, self.config.drift_policy).action {
-                        Some(next) => action = next,
+                    match node_labels::decide(&fresh, &desired, self.config.drift_policy).update {
+                        Some(next) => action = Action::from(next),
                         // Already as declared (or held by the drift policy): nothing left to do.
                         None => return Ok(()),
                     }
@@ -570,7 +571,7 @@ impl<S: Swarm> Reconciler<S> {
         let stranded: Vec<&ServiceFacts> = observed
             .services
             .iter()
-            .filter(|s| desired::is_owned(&s.def.labels))
+            .filter(|s| ownership::is_owned(&s.def.labels))
             .filter(|s| !observed.tasks.iter().any(|t| t.service_id == s.id && t.running))
             .filter(|s| observed.tasks.iter().any(|t| t.service_id == s.id && t.waiting_for_port))
             .collect();
@@ -578,7 +579,7 @@ impl<S: Swarm> Reconciler<S> {
         for service in stranded {
             let since = *self.stranded.entry(service.id.clone()).or_insert(now);
             let writing =
-                service.def.labels.get(desired::LABEL_EXTENSION).is_some_and(|e| self.in_flight.contains_key(e));
+                service.def.labels.get(ownership::LABEL_EXTENSION).is_some_and(|e| self.in_flight.contains_key(e));
             let due = now.duration_since(since) >= STRANDED_AFTER
                 && self.rescheduled.get(&service.id).is_none_or(|t| now.duration_since(*t) >= RESCHEDULE_EVERY);
             if writing || !due {
@@ -777,8 +778,8 @@ pub fn core_service_running(observed: &Observed) -> Option<&str> {
     observed
         .services
         .iter()
-        .filter(|s| desired::is_owned(&s.def.labels))
-        .filter_map(|s| s.def.labels.get(desired::LABEL_CORE_SERVICE))
+        .filter(|s| ownership::is_owned(&s.def.labels))
+        .filter_map(|s| s.def.labels.get(ownership::LABEL_CORE_SERVICE))
         .find(|name| {
             observed
                 .services
@@ -839,7 +840,7 @@ fn ignore_missing(result: Result<(), DockerError>) -> Result<(), DockerError> {
 
 /// The list filter for objects the operator owns.
 pub fn managed_label() -> String {
-    format!("{}={}", desired::LABEL_MANAGED_BY, desired::MANAGED_BY)
+    format!("{}={}", ownership::LABEL_MANAGED_BY, ownership::MANAGED_BY)
 }
 
 #[cfg(test)]
@@ -1232,7 +1233,7 @@ mod tests {
         // The proxy's task, which the core takes reports of.
         let proxy = swarm.service("interlock-proxy-us-east").unwrap();
         swarm.edit(|o| {
-            o.tasks.push(reconcilers::swarm::TaskFacts {
+            o.tasks.push(reconcilers::observed::TaskFacts {
                 id: "t-proxy".into(),
                 service_id: proxy.id.clone(),
                 node_id: "lb-00".into(),
@@ -1263,11 +1264,11 @@ mod tests {
 
     /// The walk-through's nodes, unlabelled: a manager and two load balancers.
     fn with_nodes(swarm: &MemorySwarm) {
-        let node = |hostname: &str| reconcilers::swarm::NodeFacts {
+        let node = |hostname: &str| reconcilers::observed::NodeFacts {
             id: format!("id-{hostname}"),
             hostname: hostname.into(),
-            role: reconcilers::swarm::NodeRole::Worker,
-            availability: reconcilers::swarm::NodeAvailability::Active,
+            role: reconcilers::observed::NodeRole::Worker,
+            availability: reconcilers::observed::NodeAvailability::Active,
             ready: true,
             address: None,
             labels: BTreeMap::from([("hand".to_owned(), "1".to_owned())]),
@@ -1436,7 +1437,7 @@ mod tests {
             core.def.labels.clear();
             o.services.push(core);
             for (id, node, created) in replicas {
-                o.tasks.push(reconcilers::swarm::TaskFacts {
+                o.tasks.push(reconcilers::observed::TaskFacts {
                     node_id: (*node).into(),
                     created: (*created).into(),
                     ..task(id, "svc-core", "net-interlock", "10.0.9.1")
@@ -1572,7 +1573,7 @@ mod tests {
         let east = swarm.service("interlock-proxy-us-east").unwrap();
         let west = swarm.service("interlock-proxy-us-west").unwrap();
         swarm.edit(|o| {
-            let waiting = |id: &str, service: &str, running: bool| reconcilers::swarm::TaskFacts {
+            let waiting = |id: &str, service: &str, running: bool| reconcilers::observed::TaskFacts {
                 id: id.into(),
                 service_id: service.into(),
                 node_id: "lb-00".into(),

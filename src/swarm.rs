@@ -9,11 +9,10 @@
 use std::future::Future;
 
 use futures_util::Stream;
-use reconcilers::desired::Observed;
 use std::collections::BTreeMap;
 
-use reconcilers::swarm::{
-    ConfigDef, NetworkDef, NodeFacts, ObjectKind, SecretDef, ServiceDef, ServiceFacts, SwarmEvent,
+use reconcilers::observed::{
+    ConfigDef, NetworkDef, NodeFacts, ObjectKind, Observed, SecretDef, ServiceDef, ServiceFacts, SwarmEvent,
 };
 
 use crate::docker::{DockerClient, DockerError};

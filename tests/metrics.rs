@@ -17,9 +17,9 @@ use std::time::Duration;
 use interlock::delivery::TaskReport;
 use interlock::reconcile::PassReport;
 use interlock::status::{self, Endpoints};
+use reconcilers::observed::{ConfigDef, ServiceDef};
 use reconcilers::plan::{Action, ClusterPlan, Plan};
 use reconcilers::routes::Quarantined;
-use reconcilers::swarm::{ConfigDef, ServiceDef};
 use support::{docker, docker_quiet, eventually, lab, node_addr, request};
 
 /// One sample: its name, labels and value.
