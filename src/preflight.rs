@@ -11,10 +11,13 @@ use std::fmt::Write as _;
 
 use reconcilers::config::duration::format_go_duration;
 use reconcilers::config::{Config, Extension};
-use reconcilers::desired::{Environment, Observed, desired_state, is_owned};
+use reconcilers::desired::{Environment, desired_state};
+use reconcilers::observed::{
+    EngineFacts, NodeAvailability, NodeFacts, NodeRole, Observed, PublishMode, SwarmMembership,
+};
+use reconcilers::ownership::is_owned;
 use reconcilers::placement::{Attribute, Constraint, Operator};
 use reconcilers::plan::{Action, Plan};
-use reconcilers::swarm::{EngineFacts, NodeAvailability, NodeFacts, NodeRole, PublishMode, SwarmMembership};
 
 /// The summary `validate` prints for a valid config.
 pub fn config_summary(file: &str, config: &Config) -> String {
@@ -426,8 +429,8 @@ mod tests {
     /// which TOML key would manage them.
     #[test]
     fn check_follows_constraints_set_by_hand_and_names_the_key() {
-        use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
-        use reconcilers::swarm::{ServiceDef, ServiceFacts};
+        use reconcilers::observed::{ServiceDef, ServiceFacts};
+        use reconcilers::ownership::{LABEL_MANAGED_BY, MANAGED_BY};
         let nodes = [
             node("mgr", NodeRole::Manager, &[]),
             node("lb-00", NodeRole::Worker, &[("nodetype", "loadbalancer"), ("region", "us-east")]),

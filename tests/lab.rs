@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use interlock::docker::DockerClient;
 use reconcilers::config::DockerUrl;
-use reconcilers::swarm::{
+use reconcilers::observed::{
     BindMount, ConfigDef, NetworkDef, NodeRole, ObjectKind, PortDef, PublishMode, SecretDef, ServiceDef, UpdatePolicy,
 };
 use support::{docker, docker_quiet, eventually, lab, lab_env};

@@ -18,9 +18,9 @@ use interlock::core::pass_report::PassReport;
 use interlock::core::server::{self, Endpoints};
 use interlock::core::status;
 use interlock::extension_api::TaskReport;
+use reconcilers::observed::{ConfigDef, ServiceDef};
 use reconcilers::plan::{Action, ClusterPlan, Plan};
 use reconcilers::routes::Quarantined;
-use reconcilers::swarm::{ConfigDef, ServiceDef};
 use support::{docker, docker_quiet, eventually, lab, node_addr, request};
 
 /// One sample: its name, labels and value.

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
+use reconcilers::ownership::{LABEL_MANAGED_BY, MANAGED_BY};
 use support::{docker, docker_quiet, eventually, get, lab, node_addr};
 
 const LAB_CONFIG: &str = "deploy/examples/service-clusters.lab.toml";

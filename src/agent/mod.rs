@@ -65,8 +65,8 @@ use futures_util::StreamExt;
 use regex::Regex;
 use tracing::{debug, info, warn};
 
-use crate::engine::{ContainerStats, EngineError, NodeEngine, RunningContainer};
 use crate::core::plugins::carbon::{CarbonError, CarbonSink, now_seconds, sanitize};
+use crate::engine::{ContainerStats, EngineError, NodeEngine, RunningContainer};
 use proxies::read_proxy;
 pub use proxies::{ProxyReading, fetch_command, parse_haproxy_csv, parse_stub_status};
 pub use series::{container_lines, proxy_lines};
@@ -243,8 +243,8 @@ mod tests {
     use reconcilers::config::ProxyKind;
 
     use super::*;
-    use crate::engine::{ExecOutput, LocalContainer};
     use crate::core::plugins::carbon::CarbonSettings;
+    use crate::engine::{ExecOutput, LocalContainer};
 
     /// An engine that counts its calls: `name` / `list` fail when set; each container's
     /// reading and exec always fail.

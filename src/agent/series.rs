@@ -3,8 +3,8 @@
 //! reading, under `PREFIX.proxies.<node>.<container>.`. Pure.
 
 use super::ProxyReading;
-use crate::engine::ContainerStats;
 use crate::core::plugins::carbon::{line, sanitize};
+use crate::engine::ContainerStats;
 
 /// 0.3's series for one container reading.
 pub fn container_lines(prefix: &str, node: &str, container: &str, s: &ContainerStats, ts: u64) -> Vec<String> {

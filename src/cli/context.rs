@@ -6,8 +6,8 @@
 //! [`Swarm`](interlock::swarm::Swarm).
 
 use interlock::core::context::{Context, Replica};
-use interlock::docker::DockerClient;
 use interlock::core::proxycheck::ProxyChecker;
+use interlock::docker::DockerClient;
 use reconcilers::config::Config;
 
 /// The composition root: connects to a manager and builds the shared context.

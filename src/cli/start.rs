@@ -8,10 +8,10 @@
 use std::process::ExitCode;
 
 use interlock::core::context::Context;
-use interlock::docker::DockerClient;
-use interlock::engine::NodeEngine;
 use interlock::core::plugins::{self, Dispatcher, PluginSettings};
 use interlock::core::proxycheck::ProxyChecker;
+use interlock::docker::DockerClient;
+use interlock::engine::NodeEngine;
 use interlock::swarm::Swarm;
 use reconcilers::config::{self, DockerUrl, TlsFiles};
 

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use reconcilers::config::{self, Config};
-use reconcilers::swarm::{ObjectKind, SwarmEvent};
+use reconcilers::observed::{ObjectKind, SwarmEvent};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;

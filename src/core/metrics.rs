@@ -453,9 +453,9 @@ impl PendingEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reconcilers::observed::{ConfigDef, NetworkDef, SecretDef, ServiceDef};
     use reconcilers::plan::{ClusterPlan, Plan};
     use reconcilers::routes::Quarantined;
-    use reconcilers::swarm::{ConfigDef, NetworkDef, SecretDef, ServiceDef};
 
     fn network() -> NetworkDef {
         NetworkDef { name: "interlock".into(), labels: Default::default(), attachable: true, encrypted: false }

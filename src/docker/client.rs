@@ -21,10 +21,9 @@ use bollard::query_parameters::{
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{Stream, StreamExt};
 use reconcilers::config::{DockerUrl, TlsFiles};
-use reconcilers::desired::Observed;
-use reconcilers::swarm::{
-    ConfigDef, ConfigFacts, EngineFacts, NetworkDef, NetworkFacts, NodeFacts, ObjectKind, SecretDef, ServiceDef,
-    ServiceFacts, SwarmEvent, SwarmMembership, TaskFacts,
+use reconcilers::observed::{
+    ConfigDef, ConfigFacts, EngineFacts, NetworkDef, NetworkFacts, NodeFacts, ObjectKind, Observed, SecretDef,
+    ServiceDef, ServiceFacts, SwarmEvent, SwarmMembership, TaskFacts,
 };
 
 use super::error::DockerError;

@@ -1,5 +1,5 @@
 //! The Docker adapter: the only module that knows bollard (and, in `tasks`, the Engine's raw
-//! task JSON). Everything outside it sees `reconcilers::swarm` types and [`DockerError`]; the
+//! task JSON). Everything outside it sees `reconcilers::observed` types and [`DockerError`]; the
 //! core's loop sees only the [`Swarm`](crate::swarm::Swarm) seam it implements (`swarm.rs`).
 //!
 //! It connects to the engine named by the config (or `DOCKER_HOST`), translates between
@@ -10,7 +10,7 @@
 //! # Files
 //! - `client.rs`: [`DockerClient`] (connect, one method per call, the call timeout) and
 //!   [`RequestCounters`], which each call adds itself to as a read or a write.
-//! - `convert.rs`: bollard models to and from `reconcilers::swarm` types (nodes, services,
+//! - `convert.rs`: bollard models to and from `reconcilers::observed` types (nodes, services,
 //!   networks, configs, events), and `overlay`, which lays a definition's managed fields over a
 //!   service's current spec for an update. Pure.
 //! - `error.rs`: [`DockerError`] and the classification of bollard's errors (and the raw task

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use futures_util::{Stream, StreamExt};
-use reconcilers::desired::{self, Observed};
-use reconcilers::swarm::{
+use reconcilers::observed::Observed;
+use reconcilers::observed::{
     ConfigDef, NetworkDef, NodeFacts, ObjectKind, SecretDef, ServiceDef, ServiceFacts, SwarmEvent,
 };
 
@@ -15,7 +15,7 @@ use crate::swarm::{Swarm, SwarmError};
 
 /// The list filter for the objects the operator owns (`com.docker.interlock.managed-by`...).
 pub fn managed_label() -> String {
-    format!("{}={}", desired::LABEL_MANAGED_BY, desired::MANAGED_BY)
+    format!("{}={}", reconcilers::ownership::LABEL_MANAGED_BY, reconcilers::ownership::MANAGED_BY)
 }
 
 impl Swarm for DockerClient {

@@ -16,8 +16,8 @@ use super::ProxyTarget;
 use super::client::CoreClient;
 use super::short;
 use super::vet::{Refusal, Verdict, Vetted, vet};
-use crate::extension_api::TaskReport;
 use crate::engine::{EngineError, LocalContainer, NodeEngine};
+use crate::extension_api::TaskReport;
 
 /// How many times a config the task's binary rejects is tried on a container: the core holds
 /// the cluster only when a task reports the same rejection twice.

@@ -4,6 +4,7 @@
 
 use reconcilers::config::ProxyKind;
 use reconcilers::desired::TOKEN_SECRET_TARGET;
+use reconcilers::proxy::{self, HitlessLayout};
 
 use super::ExtensionError;
 
@@ -100,19 +101,23 @@ impl ProxyTarget {
         }
     }
 
+    /// The hitless layout of its kind on its config path: what the core builds deliveries from.
+    fn layout(&self) -> HitlessLayout {
+        proxy::hitless_layout(self.kind, &self.config_path)
+    }
+
     /// The check command: the kind's, on the config path.
     pub(super) fn check(&self) -> Vec<String> {
-        let check = self.kind.check_command(&self.config_path);
-        std::iter::once(check.program.to_owned()).chain(check.args).collect()
+        self.layout().check
     }
 
     pub(super) fn reload_signal(&self) -> &'static str {
-        self.kind.reload_signal()
+        self.layout().reload_signal
     }
 
     /// The only directories a delivery may have emptied.
     pub(super) fn parts_dirs(&self) -> Vec<String> {
-        self.kind.parts_dirs(&self.config_path)
+        self.layout().parts_dirs
     }
 
     /// Whether a delivered file may be written at `path`: a clean absolute path below the

@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::Stream;
-use reconcilers::desired::{LABEL_EXTENSION, Observed};
-use reconcilers::swarm::{
-    ConfigDef, ConfigFacts, NetworkDef, NetworkFacts, NodeFacts, ObjectKind, SecretDef, ServiceDef, ServiceFacts,
-    SwarmEvent,
+use reconcilers::observed::{
+    ConfigDef, ConfigFacts, NetworkDef, NetworkFacts, NodeFacts, ObjectKind, Observed, SecretDef, ServiceDef,
+    ServiceFacts, SwarmEvent,
 };
+use reconcilers::ownership::LABEL_EXTENSION;
 use tokio::sync::broadcast;
 
 use super::{Swarm, SwarmError};
@@ -136,7 +136,7 @@ impl MemorySwarm {
     }
 
     /// Every task, as the swarm holds it now.
-    pub fn tasks(&self) -> Vec<reconcilers::swarm::TaskFacts> {
+    pub fn tasks(&self) -> Vec<reconcilers::observed::TaskFacts> {
         self.lock().observed.tasks.clone()
     }
 

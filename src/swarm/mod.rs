@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use futures_util::Stream;
-use reconcilers::desired::Observed;
-use reconcilers::swarm::{
+use reconcilers::observed::Observed;
+use reconcilers::observed::{
     ConfigDef, NetworkDef, NodeFacts, ObjectKind, SecretDef, ServiceDef, ServiceFacts, SwarmEvent,
 };
 

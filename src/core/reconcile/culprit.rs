@@ -11,10 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use reconcilers::config::{Config, ProxyKind};
-use reconcilers::desired::{self, Environment, Observed};
+use reconcilers::desired::{self, Environment};
+use reconcilers::observed::Observed;
+use reconcilers::observed::ServiceFacts;
 use reconcilers::plan::{self, Plan};
 use reconcilers::routes::{RouteTable, Timestamp};
-use reconcilers::swarm::ServiceFacts;
 use tracing::warn;
 
 use crate::core::delivery::Deliveries;
@@ -171,7 +172,7 @@ impl Judge<'_> {
             let delivery = cluster.delivery.as_ref()?;
             return self.deliveries.rejected(extension, &delivery.hash).map(Refusal::Rejected);
         };
-        let hash = def.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
+        let hash = def.labels.get(reconcilers::ownership::LABEL_SPEC_HASH).cloned().unwrap_or_default();
         if let Some(reason) = self.deliveries.rejected(extension, &hash) {
             return Some(Refusal::Rejected(reason));
         }
@@ -194,7 +195,7 @@ impl Judge<'_> {
     ) -> Option<String> {
         let desired = desired::desired_state_excluding(self.config, observed, self.env, excluded);
         let config = &desired.clusters.get(extension)?.proxy_config;
-        let hash = config.labels.get(desired::LABEL_SPEC_HASH).cloned().unwrap_or_default();
+        let hash = config.labels.get(reconcilers::ownership::LABEL_SPEC_HASH).cloned().unwrap_or_default();
         let verdict = self.checker.check(kind, &hash, &String::from_utf8_lossy(&config.data)).await;
         status::beat(self.status);
         match verdict {

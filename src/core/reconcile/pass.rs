@@ -18,11 +18,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use reconcilers::config::{Config, DriftPolicy};
-use reconcilers::desired::{self, Environment, Observed};
+use reconcilers::desired::Environment;
 use reconcilers::leader;
 use reconcilers::node_labels;
+use reconcilers::observed::Observed;
+use reconcilers::observed::ServiceFacts;
 use reconcilers::plan::{self, Action, Plan};
-use reconcilers::swarm::ServiceFacts;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -268,14 +269,18 @@ impl<S: Swarm> Reconciler<S> {
         let stranded: Vec<&ServiceFacts> = observed
             .services
             .iter()
-            .filter(|s| desired::is_owned(&s.def.labels))
+            .filter(|s| reconcilers::ownership::is_owned(&s.def.labels))
             .filter(|s| !observed.tasks.iter().any(|t| t.service_id == s.id && t.running))
             .filter(|s| observed.tasks.iter().any(|t| t.service_id == s.id && t.waiting_for_port))
             .collect();
         self.stranded.retain(|id, _| stranded.iter().any(|s| s.id == *id));
         for service in stranded {
             let since = *self.stranded.entry(service.id.clone()).or_insert(now);
-            let writing = service.def.labels.get(desired::LABEL_EXTENSION).is_some_and(|e| self.writers.is_writing(e));
+            let writing = service
+                .def
+                .labels
+                .get(reconcilers::ownership::LABEL_EXTENSION)
+                .is_some_and(|e| self.writers.is_writing(e));
             let due = now.duration_since(since) >= STRANDED_AFTER
                 && self.rescheduled.get(&service.id).is_none_or(|t| now.duration_since(*t) >= RESCHEDULE_EVERY);
             if writing || !due {

@@ -1,9 +1,9 @@
 //! Which of the cores that may run writes, as this process sees it from a pass's read
 //! (`reconcilers::leader` decides): the core service's replicas, and the words a standby logs.
 
-use reconcilers::desired::{self, Observed};
 use reconcilers::leader;
-use reconcilers::swarm::TaskFacts;
+use reconcilers::observed::Observed;
+use reconcilers::observed::TaskFacts;
 
 use crate::core::context::Replica;
 
@@ -45,8 +45,8 @@ pub fn core_service_running(observed: &Observed) -> Option<&str> {
     observed
         .services
         .iter()
-        .filter(|s| desired::is_owned(&s.def.labels))
-        .filter_map(|s| s.def.labels.get(desired::LABEL_CORE_SERVICE))
+        .filter(|s| reconcilers::ownership::is_owned(&s.def.labels))
+        .filter_map(|s| s.def.labels.get(reconcilers::ownership::LABEL_CORE_SERVICE))
         .find(|name| {
             observed
                 .services

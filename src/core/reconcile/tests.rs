@@ -386,7 +386,7 @@ async fn a_rejection_reported_after_the_config_was_recorded_holds_the_cluster() 
     // The proxy's task, which the core takes reports of.
     let proxy = swarm.service("interlock-proxy-us-east").unwrap();
     swarm.edit(|o| {
-        o.tasks.push(reconcilers::swarm::TaskFacts {
+        o.tasks.push(reconcilers::observed::TaskFacts {
             id: "t-proxy".into(),
             service_id: proxy.id.clone(),
             node_id: "lb-00".into(),
@@ -417,11 +417,11 @@ async fn a_rejection_reported_after_the_config_was_recorded_holds_the_cluster() 
 
 /// The walk-through's nodes, unlabelled: a manager and two load balancers.
 fn with_nodes(swarm: &MemorySwarm) {
-    let node = |hostname: &str| reconcilers::swarm::NodeFacts {
+    let node = |hostname: &str| reconcilers::observed::NodeFacts {
         id: format!("id-{hostname}"),
         hostname: hostname.into(),
-        role: reconcilers::swarm::NodeRole::Worker,
-        availability: reconcilers::swarm::NodeAvailability::Active,
+        role: reconcilers::observed::NodeRole::Worker,
+        availability: reconcilers::observed::NodeAvailability::Active,
         ready: true,
         address: None,
         labels: BTreeMap::from([("hand".to_owned(), "1".to_owned())]),
@@ -588,7 +588,7 @@ fn with_core_replicas(swarm: &MemorySwarm, nodes: &[(&str, bool)], replicas: &[(
         core.def.labels.clear();
         o.services.push(core);
         for (id, node, created) in replicas {
-            o.tasks.push(reconcilers::swarm::TaskFacts {
+            o.tasks.push(reconcilers::observed::TaskFacts {
                 node_id: (*node).into(),
                 created: (*created).into(),
                 ..task(id, "svc-core", "net-interlock", "10.0.9.1")
@@ -724,7 +724,7 @@ async fn a_proxy_task_swarm_left_waiting_for_a_freed_port_is_rescheduled_once_du
     let east = swarm.service("interlock-proxy-us-east").unwrap();
     let west = swarm.service("interlock-proxy-us-west").unwrap();
     swarm.edit(|o| {
-        let waiting = |id: &str, service: &str, running: bool| reconcilers::swarm::TaskFacts {
+        let waiting = |id: &str, service: &str, running: bool| reconcilers::observed::TaskFacts {
             id: id.into(),
             service_id: service.into(),
             node_id: "lb-00".into(),

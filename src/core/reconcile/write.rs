@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use backon::Retryable;
 use reconcilers::config::Config;
-use reconcilers::desired::Observed;
 use reconcilers::node_labels;
+use reconcilers::observed::Observed;
 use reconcilers::plan::Action;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
@@ -224,8 +224,8 @@ pub(super) async fn write_node<S: Swarm>(
                 nodes.retain(|n| n.id != fresh.id);
                 nodes.push(fresh.clone());
                 let desired = node_labels::desired(&config.node_labels, &nodes, &observed.node_names);
-                match node_labels::decide(&fresh, &desired, config.drift_policy).action {
-                    Some(next) => action = next,
+                match node_labels::decide(&fresh, &desired, config.drift_policy).update {
+                    Some(next) => action = Action::from(next),
                     // Already as declared (or held by the drift policy): nothing left to do.
                     None => return Ok(()),
                 }

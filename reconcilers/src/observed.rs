@@ -1,5 +1,8 @@
-//! The Swarm as the core sees it: plain data read by the shell's Docker adapter, and the plain
+//! The Swarm as the core sees it: [`Observed`], everything the shell's Docker adapter read in
+//! one pass, as plain data (nodes, services, tasks, networks, configs, events), and the plain
 //! definitions the core asks the adapter to write. Nothing here knows how Docker is reached.
+//! (The shell's own `swarm` module is the adapter's interface; this is only data.)
+//! Uses no other module of the crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -420,4 +423,26 @@ pub struct SwarmEvent {
     pub action: String,
     pub id: String,
     pub name: Option<String>,
+}
+
+/// Everything read from the swarm in one pass. The truth: events only say when to read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub nodes: Vec<NodeFacts>,
+    pub services: Vec<ServiceFacts>,
+    pub tasks: Vec<TaskFacts>,
+    pub networks: Vec<NetworkFacts>,
+    /// Configs carrying interlock's ownership label (`com.docker.interlock.managed-by`).
+    pub configs: Vec<ConfigFacts>,
+    /// Names of every secret (TLS labels name them).
+    pub secrets: Vec<String>,
+    /// Labels of the secrets that have any, by name (for `SecretPolicy = "labelled"`).
+    pub secret_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Not read from the swarm but from the hitless extensions (the shell fills it): by
+    /// extension, the newest config generation known to be served or run, and its hash.
+    pub delivered: BTreeMap<String, (u64, String)>,
+    /// Not read from the swarm but remembered by the running core (the shell fills it): by
+    /// lowercase hostname, the node ID that reported it when last seen on one node only (the
+    /// `[NodeLabels]` decisions keep it up to date).
+    pub node_names: BTreeMap<String, String>,
 }
