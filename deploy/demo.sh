@@ -50,7 +50,7 @@ run docker network create -d overlay --attachable interlock 2>/dev/null || echo 
 
 step "interlock, deployed as a stack: its config object ($config) and the core on a manager"
 # A config object cannot change: its name carries the TOML's hash, so an edited TOML is a new
-# object, and the same `docker stack deploy` then restarts the core on it (README, "Deployment").
+# object, and the same `docker stack deploy` then restarts the core on it (docs/deployment.md).
 # --resolve-image never: the lab has no registry to ask for the image's digest.
 run export INTERLOCK_IMAGE=local/interlock:lab INTERLOCK_CONFIG="$PWD/$config" \
   INTERLOCK_CONFIG_VERSION="$(sha256sum "$config" | cut -c1-12)"
@@ -150,4 +150,4 @@ fi
 echo
 echo "Try: docker service scale demo-east=3; docker service logs -f interlock_core; deploy/lab/swarm-lab.sh down"
 echo "A changed TOML: edit $config, export INTERLOCK_CONFIG_VERSION=\$(sha256sum $config | cut -c1-12),"
-echo "and run the same docker stack deploy again (README, \"Deployment\")."
+echo "and run the same docker stack deploy again (docs/deployment.md)."

@@ -1,5 +1,5 @@
 //! `/metrics`, `/ready` and `interlock status`, without the lab: the real listener
-//! (`status::serve_on` on a loopback port) serving a `Metrics` fed by a made-up pass, its
+//! (`server::serve_on` on a loopback port) serving a `Metrics` fed by a made-up pass, its
 //! `/metrics` read by two Prometheus text parsers (the `prometheus-parse` crate, and a strict one
 //! in `support::metrics` that rejects anything the format does not allow), every family checked
 //! by name, type and labels; `/ready` before and after a pass; and the `interlock status` binary
@@ -10,12 +10,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use interlock::delivery::TaskReport;
-use interlock::reconcile::PassReport;
-use interlock::status::{self, Endpoints};
+use interlock::core::pass_report::PassReport;
+use interlock::core::server::{self, Endpoints};
+use interlock::core::status;
+use interlock::extension_api::TaskReport;
+use reconcilers::observed::{ConfigDef, ServiceDef};
 use reconcilers::plan::{Action, ClusterPlan, Plan};
 use reconcilers::routes::Quarantined;
-use reconcilers::swarm::{ConfigDef, ServiceDef};
 use support::metrics::{check_families, count, get_text, interlock_cli, parse, parse_strict, value};
 use support::request;
 
@@ -76,7 +77,7 @@ async fn metrics_are_prometheus_text_with_the_documented_families() {
     let endpoints = Endpoints::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server = tokio::spawn(status::serve_on(listener, endpoints.clone()));
+    let server = tokio::spawn(server::serve_on(listener, endpoints.clone()));
 
     let health = get_text(port, "/health").await;
     assert_eq!(health.status, 200);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak and scale on the project's Swarm lab, measured, not asserted (README, "Measured").
+# Soak and scale on the project's Swarm lab, measured, not asserted (docs/measured.md).
 #
 # SERVICES labelled app services (default 1,000) across CLUSTERS service clusters (default 10),
 # RUNNING of them with a task (the rest with 0 replicas: their labels are read, parsed and

@@ -10,9 +10,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use reconcilers::config;
-use reconcilers::desired::{Environment, Observed, desired_state};
+use reconcilers::desired::{Environment, desired_state};
+use reconcilers::observed::{NetworkFacts, Observed, ServiceDef, ServiceFacts, TaskFacts};
 use reconcilers::plan::plan;
-use reconcilers::swarm::{NetworkFacts, ServiceDef, ServiceFacts, TaskFacts};
 
 const CLUSTERS: usize = 100;
 const SERVICES: usize = 10_000;

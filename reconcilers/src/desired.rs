@@ -2,86 +2,33 @@
 //! exist. One [`ClusterState`] per extension: its extension service, its proxy service (ONE
 //! spec composing placement, ports, networks and the config mount), the proxy config object, the
 //! routes it was rendered from, and the proxy kind. What differs by kind (renderer, TLS secret
-//! layout, passthrough support) comes from [`crate::proxy`]. Beside the clusters: the labels
-//! `[NodeLabels]` declares per node ([`crate::node_labels`]) and the `DriftPolicy`.
+//! layout, passthrough support, the hitless layout) comes from [`crate::proxy`]. Beside the
+//! clusters: the labels `[NodeLabels]` declares per node ([`crate::node_labels`]) and the
+//! `DriftPolicy`. The ownership labels it writes are [`crate::ownership`]'s; what it reads is
+//! [`crate::observed`]'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::{Config, DriftPolicy, Extension, ProxyKind};
+use crate::node_labels::{self, DesiredNodeLabels};
+use crate::observed::{
+    BindMount, ConfigDef, ConfigMount, Field, NetworkDef, Observed, PortDef, PublishMode, SecretDef, SecretMount,
+    ServiceDef, ServiceFacts, UpdatePolicy,
+};
+use crate::ownership::{
+    LABEL_CONFIG_GENERATION, LABEL_CONFIG_HASH, LABEL_CORE_SERVICE, LABEL_EXTENSION, LABEL_MANAGED_BY,
+    LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS, LABEL_PROXY_KIND, LABEL_ROLE, LABEL_SPEC_HASH, LABEL_TYPE, MANAGED_BY,
+    MAX_CONFIG_SIZE, OWN_LABEL_PREFIX, TYPE_EXTENSION, TYPE_PROXY, is_owned, sha256_hex,
+};
 use crate::proxy;
 use crate::routes::{self, Quarantined, RouteTable};
-use crate::swarm::{
-    BindMount, ConfigDef, ConfigFacts, ConfigMount, Field, NetworkDef, NetworkFacts, NodeFacts, PortDef, PublishMode,
-    SecretDef, SecretMount, ServiceDef, ServiceFacts, TaskFacts, UpdatePolicy,
-};
 
-/// Marks every object the operator created. Objects without it are never changed or deleted.
-pub const LABEL_MANAGED_BY: &str = "com.docker.interlock.managed-by";
-pub const MANAGED_BY: &str = "interlock";
-/// Which extension an object belongs to.
-pub const LABEL_EXTENSION: &str = "com.docker.interlock.extension";
-/// `extension`, `proxy`, `proxy-config` or `network`.
-pub const LABEL_ROLE: &str = "com.docker.interlock.role";
-/// sha256 of the desired spec the object was written from.
-pub const LABEL_SPEC_HASH: &str = "com.docker.interlock.spec-hash";
-/// On proxy configs: `nginx` or `haproxy`, for people reading `docker config inspect`. Written,
-/// never parsed: the kind travels as [`ClusterState::proxy_kind`] and
-/// `plan::ClusterPlan::proxy_kind`.
-pub const LABEL_PROXY_KIND: &str = "com.docker.interlock.proxy-kind";
-/// On services: the [`Field`]s the operator manages (`Field::join`), for people and `check`;
-/// the spec hash covers them, so a change of the set is one update.
-pub const LABEL_MANAGED_FIELDS: &str = "com.docker.interlock.managed-fields";
-/// On services: a JSON list of the TOML-declared label keys (`Labels`, `ProxyLabels`) the
-/// operator wrote, so that a key removed from the TOML is removed from the service and labels
-/// added by hand are not.
-pub const LABEL_MANAGED_LABELS: &str = "com.docker.interlock.managed-labels";
-/// Every label key the operator owns outright starts with this.
-pub const OWN_LABEL_PREFIX: &str = "com.docker.interlock.";
-/// Environment variables the operator sets start with this; others are the operator's by hand.
-pub const OWN_ENV_PREFIX: &str = "INTERLOCK_";
-/// On hitless proxy services: the hash of the config their running tasks are to serve. Written
-/// by a label-only update (no task restarts), so `plan` sees a delivered config as converged.
-pub const LABEL_CONFIG_HASH: &str = "com.docker.interlock.config-hash";
-/// On a hitless proxy service: the generation of the config its tasks serve
-/// ([`Delivery::generation`]), recorded with [`LABEL_CONFIG_HASH`] so that a new active replica
-/// (or a restarted core) continues the count instead of starting again.
-/// On an extension service written by a core running as a Swarm service: that service's name,
-/// so a core run by hand beside it knows a writer runs (`leader::Identity::ByHand`).
-pub const LABEL_CORE_SERVICE: &str = "com.docker.interlock.core-service";
-pub const LABEL_CONFIG_GENERATION: &str = "com.docker.interlock.config-generation";
 /// Where an extension's token secret is mounted (under `/run/secrets/`).
 pub const TOKEN_SECRET_TARGET: &str = "interlock-extension-token";
 /// The node's Docker socket, bind-mounted into hitless extensions.
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
-/// Interlock's own marker on proxy services, kept so `docker service ls -f label=type=...` works.
-pub const LABEL_TYPE: &str = "type";
-pub const TYPE_PROXY: &str = "com.docker.interlock.core.proxy";
-pub const TYPE_EXTENSION: &str = "com.docker.interlock.core.extension";
-
-/// Everything read from the swarm in one pass. The truth: events only say when to read it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observed {
-    pub nodes: Vec<NodeFacts>,
-    pub services: Vec<ServiceFacts>,
-    pub tasks: Vec<TaskFacts>,
-    pub networks: Vec<NetworkFacts>,
-    /// Configs carrying [`LABEL_MANAGED_BY`].
-    pub configs: Vec<ConfigFacts>,
-    /// Names of every secret (TLS labels name them).
-    pub secrets: Vec<String>,
-    /// Labels of the secrets that have any, by name (for `SecretPolicy = "labelled"`).
-    pub secret_labels: BTreeMap<String, BTreeMap<String, String>>,
-    /// Not read from the swarm but from the hitless extensions (the shell fills it): by
-    /// extension, the newest config generation known to be served or run, and its hash.
-    pub delivered: BTreeMap<String, (u64, String)>,
-    /// Not read from the swarm but remembered by the running core (the shell fills it): by
-    /// lowercase hostname, the node ID that reported it when last seen on one node only
-    /// (`crate::node_labels::remember_names`).
-    pub node_names: BTreeMap<String, String>,
-}
 
 /// The generation of a hitless cluster's config `hash` (pure): the newest generation known
 /// (recorded on the proxy service, or served or run by its tasks) when that one is `hash`,
@@ -239,7 +186,7 @@ pub struct Desired {
     /// `[NodeLabels]`: the labels declared for each node a table names, by node ID, and the
     /// nodes refused their hostname tables (`crate::node_labels`). Nodes not named and without a
     /// record of managed keys are never written.
-    pub node_labels: crate::node_labels::DesiredNodeLabels,
+    pub node_labels: DesiredNodeLabels,
     /// `DriftPolicy`: whether the plan writes back hand edits of managed fields or only reports them.
     pub drift_policy: DriftPolicy,
 }
@@ -322,11 +269,6 @@ impl ServiceRole {
         }
         fields
     }
-}
-
-/// Whether the operator created this service.
-pub fn is_owned(labels: &BTreeMap<String, String>) -> bool {
-    labels.get(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGED_BY)
 }
 
 /// Computes the desired state. Pure: same inputs, same output, byte for byte.
@@ -423,7 +365,7 @@ pub fn desired_state_excluding(
         })
         .collect();
     let agent = operator_network.and_then(|n| agent_service(config, env, &n.id));
-    let node_labels = crate::node_labels::desired(&config.node_labels, &observed.nodes, &observed.node_names);
+    let node_labels = node_labels::desired(&config.node_labels, &observed.nodes, &observed.node_names);
     Desired { network, clusters, unserved, agent, node_labels, drift_policy: config.drift_policy }
 }
 
@@ -542,19 +484,19 @@ fn cluster_state(
     proxy_labels.extend(owned_labels(Some(&ext.name), "proxy"));
     proxy_labels.insert(LABEL_TYPE.to_owned(), TYPE_PROXY.to_owned());
     let hitless = ext.hitless_service_update;
+    let layout = hitless.then(|| proxy::hitless_layout(ext.proxy_kind, &ext.proxy_config_path));
     let generation = config_generation(known.recorded, known.delivered, &content_hash);
-    let (command, proxy_env) = if hitless {
-        proxy_labels.insert(LABEL_CONFIG_HASH.to_owned(), content_hash.clone());
-        proxy_labels.insert(LABEL_CONFIG_GENERATION.to_owned(), generation.to_string());
-        (
-            ext.proxy_kind.hitless_command(&ext.proxy_config_path),
-            vec![format!("{}={content_hash}", proxy::CONFIG_HASH_ENV)],
-        )
-    } else {
-        (vec![], vec![])
+    let (command, proxy_env) = match &layout {
+        Some(layout) => {
+            proxy_labels.insert(LABEL_CONFIG_HASH.to_owned(), content_hash.clone());
+            proxy_labels.insert(LABEL_CONFIG_GENERATION.to_owned(), generation.to_string());
+            (layout.command.clone(), vec![layout.hash_env(&content_hash)])
+        }
+        None => (vec![], vec![]),
     };
-    let mount_target = |target: &String| {
-        if hitless { proxy::hitless_mount_target(&ext.proxy_config_path, target) } else { target.clone() }
+    let mount_target = |target: &String| match &layout {
+        Some(layout) => layout.mount_target(target),
+        None => target.clone(),
     };
     let proxy_service = with_managed(
         ServiceRole::Proxy,
@@ -666,7 +608,7 @@ fn cluster_state(
         )
     });
 
-    let delivery = hitless.then(|| Delivery {
+    let delivery = layout.map(|layout| Delivery {
         extension: ext.name.clone(),
         proxy_service: ext.proxy_service_name.clone(),
         hash: content_hash.clone(),
@@ -678,13 +620,10 @@ fn cluster_state(
                 content: String::from_utf8_lossy(&def.data).into_owned(),
             })
             .collect(),
-        clear_dirs: if config_files.len() > 1 { ext.proxy_kind.parts_dirs(&ext.proxy_config_path) } else { vec![] },
-        check: {
-            let check = ext.proxy_kind.check_command(&ext.proxy_config_path);
-            std::iter::once(check.program.to_owned()).chain(check.args).collect()
-        },
-        reload_signal: ext.proxy_kind.reload_signal().to_owned(),
-        applied_file: proxy::HITLESS_APPLIED_FILE.to_owned(),
+        clear_dirs: if config_files.len() > 1 { layout.parts_dirs } else { vec![] },
+        check: layout.check,
+        reload_signal: layout.reload_signal.to_owned(),
+        applied_file: layout.applied_file.to_owned(),
     });
     ClusterState {
         extension: ext.name.clone(),
@@ -706,7 +645,7 @@ fn cluster_state(
 /// kind's split (main file first, under the whole config's name; parts `NAME-pN`).
 fn config_files(ext: &Extension, whole: &ConfigDef) -> (Vec<(ConfigDef, String)>, Option<String>) {
     let text = String::from_utf8_lossy(&whole.data);
-    match proxy::split(ext.proxy_kind, &text, &ext.proxy_config_path, crate::plan::MAX_CONFIG_SIZE) {
+    match proxy::split(ext.proxy_kind, &text, &ext.proxy_config_path, MAX_CONFIG_SIZE) {
         Ok(files) if files.len() == 1 => (vec![(whole.clone(), ext.proxy_config_path.clone())], None),
         Ok(files) => {
             let defs = files
@@ -724,7 +663,7 @@ fn config_files(ext: &Extension, whole: &ConfigDef) -> (Vec<(ConfigDef, String)>
             Some(format!(
                 "the proxy config is {} bytes, over Swarm's limit for a config object ({} bytes), and cannot be split: {reason}",
                 whole.data.len(),
-                crate::plan::MAX_CONFIG_SIZE
+                MAX_CONFIG_SIZE
             )),
         ),
     }
@@ -776,10 +715,6 @@ pub fn spec_hash(def: &ServiceDef) -> String {
     }
     let canonical = serde_json::to_vec(&view).expect("a ServiceDef always serializes");
     sha256_hex(&canonical)
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

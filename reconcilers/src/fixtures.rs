@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 
 use crate::config::{self, Config};
-use crate::desired::Observed;
 use crate::labels::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
-use crate::swarm::{NetworkFacts, NodeAvailability, NodeFacts, NodeRole, ServiceDef, ServiceFacts, TaskFacts};
+use crate::observed::{
+    NetworkFacts, NodeAvailability, NodeFacts, NodeRole, Observed, ServiceDef, ServiceFacts, TaskFacts,
+};
 
 /// `deploy/examples/service-clusters.toml`, verbatim.
 pub const SEED: &str = include_str!("../../deploy/examples/service-clusters.toml");

@@ -19,7 +19,7 @@
 //! conflict makes the writer read again and plan afresh, and config and secret names are
 //! content-derived.
 
-use crate::swarm::{NodeFacts, TaskFacts};
+use crate::observed::{NodeFacts, TaskFacts};
 
 /// What this replica does in a pass.
 #[derive(Debug, Clone, PartialEq, Eq)]

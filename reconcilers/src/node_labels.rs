@@ -13,7 +13,8 @@
 //! - **Nodes by identity**: a hostname is what each node reports about itself, so tables by
 //!   hostname or glob are refused for a node whose hostname (case-insensitively) another node
 //!   also reports, or that was another node's when last seen on one node only
-//!   ([`crate::desired::Observed::node_names`], kept by the running core: a restart forgets it).
+//!   ([`Observed::node_names`](crate::observed::Observed::node_names), kept by the running core: a
+//!   restart forgets it).
 //!   A refused node is written only for its ID tables; every other key interlock manages there
 //!   stays as it is, and the plan carries a warning ([`DesiredNodeLabels::warnings`]). A
 //!   hostname's new node is accepted once an ID table names it ([`remember_names`]).
@@ -32,17 +33,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{DriftPolicy, NodeLabelRule};
-use crate::desired::{OWN_LABEL_PREFIX, sha256_hex};
-use crate::plan::Action;
-use crate::swarm::NodeFacts;
+use std::fmt;
 
-/// On nodes: a JSON list of the label keys interlock manages there (the keys `[NodeLabels]`
-/// declared when it last wrote the node).
-pub const LABEL_MANAGED_NODE_LABELS: &str = "com.docker.interlock.managed-node-labels";
-/// On nodes: the hash of the labels interlock wrote ([`labels_hash`]), to tell a hand edit from
-/// a TOML edit.
-pub const LABEL_NODE_LABELS_HASH: &str = "com.docker.interlock.node-labels-hash";
+use crate::config::{DriftPolicy, NodeLabelRule};
+use crate::observed::NodeFacts;
+use crate::ownership::{LABEL_MANAGED_NODE_LABELS, LABEL_NODE_LABELS_HASH, OWN_LABEL_PREFIX, sha256_hex};
 
 /// Whether `pattern` (a hostname or a glob) names `hostname`, case-insensitively.
 pub fn pattern_matches(pattern: &str, hostname: &str) -> bool {
@@ -206,11 +201,30 @@ pub fn managed_keys(labels: &BTreeMap<String, String>) -> Option<BTreeSet<String
     labels.get(LABEL_MANAGED_NODE_LABELS).map(|v| serde_json::from_str(v).unwrap_or_default())
 }
 
+/// One node's label write: its whole new label map (interlock's keys as declared, every other
+/// label as read), at the version it was read at; role and availability stay as they are. The
+/// plan carries it as its `UpdateNode` action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeUpdate {
+    pub id: String,
+    pub version: u64,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    /// What changes, for people: `+key=value`, `~key=value (was old)`, `-key`.
+    pub changes: Vec<String>,
+}
+
+impl fmt::Display for NodeUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "update node {} ({})", self.hostname, self.changes.join(", "))
+    }
+}
+
 /// What a pass decides for one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeDecision {
     /// The write, if the node's labels are not as declared (and it is not held by the policy).
-    pub action: Option<Action>,
+    pub update: Option<NodeUpdate>,
     /// `node HOST: label KEY edited by hand`, when a managed label was edited since interlock
     /// wrote it.
     pub drift: Option<String>,
@@ -260,16 +274,16 @@ pub fn node_update(node: &NodeFacts, declared: Option<&BTreeMap<String, String>>
         format!("node {}: {what} {} edited by hand", node.hostname, drifted.join(", "))
     });
     if drift.is_some() && policy == DriftPolicy::Report {
-        return NodeDecision { action: None, drift };
+        return NodeDecision { update: None, drift };
     }
-    let action = Action::UpdateNode {
+    let update = NodeUpdate {
         id: node.id.clone(),
         version: node.version,
         hostname: node.hostname.clone(),
         changes: changes(&node.labels, &labels),
         labels,
     };
-    NodeDecision { action: Some(action), drift }
+    NodeDecision { update: Some(update), drift }
 }
 
 /// `+key=value`, `~key=value (was old)`, `-key` for every label but interlock's bookkeeping;
@@ -311,20 +325,24 @@ pub fn decide(node: &NodeFacts, desired: &DesiredNodeLabels, policy: DriftPolicy
 }
 
 /// Every node's decision: the writes and the drift lines, in node order.
-pub fn plan_nodes(nodes: &[NodeFacts], desired: &DesiredNodeLabels, policy: DriftPolicy) -> (Vec<Action>, Vec<String>) {
-    let (mut actions, mut drift) = (Vec::new(), Vec::new());
+pub fn decide_all(
+    nodes: &[NodeFacts],
+    desired: &DesiredNodeLabels,
+    policy: DriftPolicy,
+) -> (Vec<NodeUpdate>, Vec<String>) {
+    let (mut updates, mut drift) = (Vec::new(), Vec::new());
     for node in nodes {
         let decision = decide(node, desired, policy);
-        actions.extend(decision.action);
+        updates.extend(decision.update);
         drift.extend(decision.drift);
     }
-    (actions, drift)
+    (updates, drift)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::swarm::{NodeAvailability, NodeRole};
+    use crate::observed::{NodeAvailability, NodeRole};
 
     fn node(hostname: &str, labels: &[(&str, &str)]) -> NodeFacts {
         NodeFacts {
@@ -353,7 +371,7 @@ mod tests {
 
     /// What a perfect Swarm holds after the decision's write.
     fn apply(node: &mut NodeFacts, decision: &NodeDecision) {
-        if let Some(Action::UpdateNode { version, labels, .. }) = &decision.action {
+        if let Some(NodeUpdate { version, labels, .. }) = &decision.update {
             assert_eq!(*version, node.version, "the write carries the version it read");
             node.labels = labels.clone();
             node.version += 1;
@@ -401,10 +419,10 @@ mod tests {
         let rules = [rule("lb-00", &[("nodetype", "loadbalancer"), ("region", "us-east")])];
         let mut lb = node("lb-00", &[("hand", "1")]);
         let first = pass(&rules, &mut lb, DriftPolicy::Revert);
-        let Some(Action::UpdateNode { changes, .. }) = &first.action else { panic!("{first:?}") };
+        let Some(NodeUpdate { changes, .. }) = &first.update else { panic!("{first:?}") };
         assert_eq!(changes, &["+nodetype=loadbalancer", "+region=us-east"]);
         assert_eq!(
-            first.action.as_ref().unwrap().to_string(),
+            first.update.as_ref().unwrap().to_string(),
             "update node lb-00 (+nodetype=loadbalancer, +region=us-east)"
         );
         assert_eq!(first.drift, None);
@@ -420,7 +438,7 @@ mod tests {
         pass(&[rule("lb-00", &[("region", "us-east"), ("tier", "edge")])], &mut lb, DriftPolicy::Revert);
         let rules = [rule("lb-00", &[("region", "us-east")])];
         let decision = pass(&rules, &mut lb, DriftPolicy::Revert);
-        assert_eq!(decision.action.unwrap().to_string(), "update node lb-00 (-tier)");
+        assert_eq!(decision.update.unwrap().to_string(), "update node lb-00 (-tier)");
         assert_eq!(decision.drift, None, "a TOML edit is not drift");
         assert!(!lb.labels.contains_key("tier"));
         assert_eq!((lb.labels["region"].as_str(), lb.labels["hand"].as_str()), ("us-east", "1"));
@@ -429,7 +447,7 @@ mod tests {
         // The last table gone: its keys and the record go, the hand label stays, and then the
         // node is never written again.
         let decision = pass(&[], &mut lb, DriftPolicy::Revert);
-        assert_eq!(decision.action.unwrap().to_string(), "update node lb-00 (-region)");
+        assert_eq!(decision.update.unwrap().to_string(), "update node lb-00 (-region)");
         assert_eq!(lb.labels, BTreeMap::from([("hand".to_owned(), "1".to_owned())]));
         assert_eq!(pass(&[], &mut lb, DriftPolicy::Revert), NodeDecision::default());
     }
@@ -452,9 +470,9 @@ mod tests {
     fn a_hand_set_key_the_toml_then_declares_is_taken_over() {
         let mut lb = node("lb-00", &[("region", "us-east")]);
         let decision = pass(&[rule("lb-00", &[("region", "us-east")])], &mut lb, DriftPolicy::Revert);
-        assert_eq!(decision.action.unwrap().to_string(), "update node lb-00 (record the managed keys)");
+        assert_eq!(decision.update.unwrap().to_string(), "update node lb-00 (record the managed keys)");
         let decision = pass(&[], &mut lb, DriftPolicy::Revert);
-        assert_eq!(decision.action.unwrap().to_string(), "update node lb-00 (-region)");
+        assert_eq!(decision.update.unwrap().to_string(), "update node lb-00 (-region)");
     }
 
     #[test]
@@ -466,14 +484,14 @@ mod tests {
         lb.labels.remove("tier");
 
         let reported = pass(&rules, &mut lb, DriftPolicy::Report);
-        assert_eq!(reported.action, None, "report: not written");
+        assert_eq!(reported.update, None, "report: not written");
         assert_eq!(reported.drift.as_deref(), Some("node lb-00: labels region, tier edited by hand"));
         assert_eq!(lb.labels["region"], "us-west");
 
         let reverted = pass(&rules, &mut lb, DriftPolicy::Revert);
         assert_eq!(reverted.drift.as_deref(), Some("node lb-00: labels region, tier edited by hand"));
         assert_eq!(
-            reverted.action.unwrap().to_string(),
+            reverted.update.unwrap().to_string(),
             "update node lb-00 (~region=us-east (was us-west), +tier=edge)"
         );
         assert_eq!(lb.labels["region"], "us-east");
@@ -501,7 +519,7 @@ mod tests {
         let mut writes = Vec::new();
         for node in nodes.iter_mut() {
             let decision = decide(node, &desired, DriftPolicy::Revert);
-            writes.extend(decision.action.as_ref().map(ToString::to_string));
+            writes.extend(decision.update.as_ref().map(ToString::to_string));
             apply(node, &decision);
         }
         *names = remember_names(names, rules, nodes);

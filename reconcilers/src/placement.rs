@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::swarm::{NodeFacts, NodeRole};
+use crate::observed::{NodeFacts, NodeRole};
 
 /// Why a constraint or preference was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -215,7 +215,7 @@ mod tests {
             address: None,
             version: 1,
             leader: false,
-            availability: crate::swarm::NodeAvailability::Active,
+            availability: crate::observed::NodeAvailability::Active,
         }
     }
 

@@ -25,17 +25,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::config::{DriftPolicy, ProxyKind};
-use crate::desired::{
-    Delivery, Desired, LABEL_CONFIG_GENERATION, LABEL_CONFIG_HASH, LABEL_EXTENSION, LABEL_MANAGED_FIELDS,
-    LABEL_MANAGED_LABELS, LABEL_ROLE, LABEL_SPEC_HASH, OWN_ENV_PREFIX, OWN_LABEL_PREFIX, Observed, ServiceRole,
-    is_owned, managed_label_keys, with_spec_hash,
-};
+use crate::desired::{ClusterState, Delivery, Desired, ServiceRole, managed_label_keys, with_spec_hash};
 use crate::labels;
+use crate::node_labels::{self, NodeUpdate};
+use crate::observed::{ConfigDef, Field, NetworkDef, Observed, SecretDef, ServiceDef, ServiceFacts};
+use crate::ownership::{
+    LABEL_CONFIG_GENERATION, LABEL_CONFIG_HASH, LABEL_EXTENSION, LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS,
+    LABEL_ROLE, LABEL_SPEC_HASH, OWN_ENV_PREFIX, OWN_LABEL_PREFIX, is_owned,
+};
+use crate::proxy;
 use crate::routes::Quarantined;
-use crate::swarm::{ConfigDef, NetworkDef, SecretDef, ServiceDef, ServiceFacts};
-
-/// Swarm's limit on a config object's data (swarmkit's `MaxConfigSize`, 1000 KiB).
-pub const MAX_CONFIG_SIZE: usize = 1000 * 1024;
 
 /// One write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +69,14 @@ pub enum Action {
         labels: BTreeMap<String, String>,
         changes: Vec<String>,
     },
+}
+
+/// A node label update, as `[NodeLabels]` decided it.
+impl From<NodeUpdate> for Action {
+    fn from(update: NodeUpdate) -> Self {
+        let NodeUpdate { id, version, hostname, labels, changes } = update;
+        Action::UpdateNode { id, version, hostname, labels, changes }
+    }
 }
 
 impl fmt::Display for Action {
@@ -193,8 +200,9 @@ impl Plan {
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let by_name: BTreeMap<&str, &ServiceFacts> = observed.services.iter().map(|s| (s.def.name.as_str(), s)).collect();
     let mut plan = Plan { unserved: desired.unserved.clone(), drift_policy: desired.drift_policy, ..Plan::default() };
-    (plan.nodes, plan.node_drift) =
-        crate::node_labels::plan_nodes(&observed.nodes, &desired.node_labels, desired.drift_policy);
+    let (updates, drift) = node_labels::decide_all(&observed.nodes, &desired.node_labels, desired.drift_policy);
+    plan.nodes = updates.into_iter().map(Action::from).collect();
+    plan.node_drift = drift;
     plan.node_warnings.clone_from(&desired.node_labels.warnings);
     let policy = desired.drift_policy;
     if let Some(network) = &desired.network {
@@ -392,7 +400,7 @@ fn secret_referenced(observed: &Observed, secret_name: &str) -> bool {
 }
 
 /// The hash of the cluster's desired config.
-fn config_hash(cluster: &crate::desired::ClusterState) -> String {
+fn config_hash(cluster: &ClusterState) -> String {
     cluster.proxy_config.labels.get(LABEL_SPEC_HASH).cloned().unwrap_or_default()
 }
 
@@ -426,9 +434,8 @@ fn sticky_config(want: &ServiceDef, have: &ServiceFacts) -> Option<ServiceDef> {
     if !(is_owned(&have.def.labels) && have.def.command == want.command && !have.def.configs.is_empty()) {
         return None;
     }
-    let mounted_hash = |def: &ServiceDef| {
-        def.env.iter().find(|e| e.starts_with(&format!("{}=", crate::proxy::CONFIG_HASH_ENV))).cloned()
-    };
+    let mounted_hash =
+        |def: &ServiceDef| def.env.iter().find(|e| e.starts_with(&format!("{}=", proxy::CONFIG_HASH_ENV))).cloned();
     let mut sticky = want.clone();
     sticky.configs.clone_from(&have.def.configs);
     if let (Some(want_env), Some(have_env)) = (mounted_hash(want), mounted_hash(&have.def)) {
@@ -482,7 +489,7 @@ fn drift_held(
 /// hitless proxy's current config is the one its tasks serve, known by content only while it is
 /// the mounted one.
 fn config_change(
-    cluster: &crate::desired::ClusterState,
+    cluster: &ClusterState,
     proxy: Option<&ServiceFacts>,
     observed: &Observed,
 ) -> Option<(String, String)> {
@@ -583,7 +590,7 @@ fn hand_set(role: ServiceRole, want: &ServiceDef, have: &ServiceDef) -> Vec<Stri
     role.declarable()
         .iter()
         // The update order only follows PublishMode; declaring that would not manage it.
-        .filter(|(field, _)| *field != crate::swarm::Field::UpdateOrder)
+        .filter(|(field, _)| *field != Field::UpdateOrder)
         .filter(|(field, _)| !want.managed.contains(field) && !want.same_field(have, *field))
         .map(|(field, keys)| {
             let (value, what) = (field_text(have, *field), if keys.len() == 1 { "it" } else { "them" });
@@ -593,8 +600,8 @@ fn hand_set(role: ServiceRole, want: &ServiceDef, have: &ServiceDef) -> Vec<Stri
 }
 
 /// A field's value as `docker service inspect` users would recognise it.
-fn field_text(def: &ServiceDef, field: crate::swarm::Field) -> String {
-    use crate::swarm::Field as F;
+fn field_text(def: &ServiceDef, field: Field) -> String {
+    use Field as F;
     match field {
         F::Args => format!("{:?}", def.args),
         F::ContainerLabels => format!("{:?}", def.container_labels),

@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::labels::{self, LABEL_BACKEND_MODE, LABEL_NETWORK, RouteOptions, TlsSecrets};
-use crate::swarm::{NetworkFacts, ServiceFacts, TaskFacts};
+use crate::observed::{NetworkFacts, ServiceFacts, TaskFacts};
 
 /// Test-only route tables shared by the renderers' golden tests.
 #[cfg(test)]
-pub(crate) mod fixtures;
+pub(crate) mod test_tables;
 
 /// One `ip:port` an upstream sends traffic to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -388,7 +388,7 @@ fn names(networks: &[&NetworkFacts]) -> String {
 mod tests {
     use super::*;
     use crate::labels::{LABEL_HOSTS, LABEL_PORT, LABEL_SERVICE_CLUSTER};
-    use crate::swarm::ServiceDef;
+    use crate::observed::ServiceDef;
 
     pub(crate) fn network(id: &str, name: &str) -> NetworkFacts {
         NetworkFacts {

@@ -21,22 +21,15 @@ use bollard::query_parameters::{
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{Stream, StreamExt};
 use reconcilers::config::{DockerUrl, TlsFiles};
-use reconcilers::desired::Observed;
-use reconcilers::swarm::{
-    ConfigDef, ConfigFacts, EngineFacts, NetworkDef, NetworkFacts, NodeFacts, ObjectKind, SecretDef, ServiceDef,
-    ServiceFacts, SwarmEvent, SwarmMembership, TaskFacts,
+use reconcilers::observed::{
+    ConfigDef, ConfigFacts, EngineFacts, NetworkDef, NetworkFacts, NodeFacts, ObjectKind, Observed, SecretDef,
+    ServiceDef, ServiceFacts, SwarmEvent, SwarmMembership, TaskFacts,
 };
 
 use super::error::DockerError;
 use super::node::{self, ExecOutput, LocalContainer};
+use super::timeouts::{CALL_TIMEOUT, CLIENT_TIMEOUT_SECS, EXEC_TIMEOUT};
 use super::{convert, tasks};
-
-/// bollard's backstop timeout (seconds) for a response's headers.
-pub(super) const CLIENT_TIMEOUT_SECS: u64 = 60;
-/// Our bound on one short request (list, inspect, create, update, delete).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Our bound on a whole [`DockerClient::exec`]: create, start, the command's run, exit code.
-const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection to one Docker engine. Cheap to clone; share one.
 #[derive(Clone)]

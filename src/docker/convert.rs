@@ -1,5 +1,5 @@
 //! Translation between bollard's generated models and the core's plain types in
-//! `reconcilers::swarm`, both ways: what a list or inspect answer means to the core, and the
+//! `reconcilers::observed`, both ways: what a list or inspect answer means to the core, and the
 //! Swarm spec, request or query a core definition becomes; and, for the node-local calls, the
 //! queries and answers of `node`'s types. Pure functions, no requests.
 //!
@@ -20,7 +20,7 @@ use bollard::models::{
     TaskSpecContainerSpecPrivileges, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecPlacementPreferences,
     TaskSpecPlacementSpread,
 };
-use reconcilers::swarm::{
+use reconcilers::observed::{
     BindMount, ConfigDef, ConfigFacts, ConfigMount, EngineFacts, Field, NetworkDef, NetworkFacts, NodeAvailability,
     NodeFacts, NodeRole, ObjectKind, PortDef, PublishMode, SecretDef, SecretMount, ServiceDef, ServiceFacts,
     SwarmEvent, SwarmMembership, UpdatePolicy,
@@ -548,7 +548,7 @@ pub(super) fn previous_spec_hash(body: &[u8]) -> Result<Option<String>, String> 
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     Ok(value
         .pointer("/PreviousSpec/Labels")
-        .and_then(|labels| labels.get(reconcilers::desired::LABEL_SPEC_HASH))
+        .and_then(|labels| labels.get(reconcilers::ownership::LABEL_SPEC_HASH))
         .and_then(|hash| hash.as_str())
         .map(str::to_owned))
 }

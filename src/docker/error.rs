@@ -4,8 +4,8 @@
 //! Every bollard error variant is matched by name, so a bollard upgrade that adds one fails to
 //! compile here instead of landing in a catch-all.
 
-use super::client::CLIENT_TIMEOUT_SECS;
 use super::tasks::RawError;
+use super::timeouts::CLIENT_TIMEOUT_SECS;
 
 /// What went wrong talking to Docker, classified for the caller's error policy.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! The Docker adapter: the only module that knows bollard (and, in `tasks`, the Engine's raw
-//! task JSON). Everything outside it sees `reconcilers::swarm` types and [`DockerError`].
+//! task JSON). Everything outside it sees `reconcilers::observed` types and [`DockerError`]; the
+//! core's loop sees only the [`Swarm`](crate::swarm::Swarm) seam it implements (`swarm.rs`).
 //!
 //! It connects to the engine named by the config (or `DOCKER_HOST`), translates between
 //! bollard's generated models and the core's plain types, classifies errors into what the caller
@@ -9,7 +10,7 @@
 //! # Files
 //! - `client.rs`: [`DockerClient`] (connect, one method per call, the call timeout) and
 //!   [`RequestCounters`], which each call adds itself to as a read or a write.
-//! - `convert.rs`: bollard models to and from `reconcilers::swarm` types (nodes, services,
+//! - `convert.rs`: bollard models to and from `reconcilers::observed` types (nodes, services,
 //!   networks, configs, events), and `overlay`, which lays a definition's managed fields over a
 //!   service's current spec for an update. Pure.
 //! - `error.rs`: [`DockerError`] and the classification of bollard's errors (and the raw task
@@ -19,20 +20,32 @@
 //!   files into a container. Pure.
 //! - `stats.rs`: what `interlock agent` reads from its own node's engine: the running containers
 //!   and one reading of a container's counters ([`RunningContainer`], [`ContainerStats`]).
-//! - `own.rs`: interlock's own container (the image the core runs from).
+//! - `own_container.rs`: interlock's own container, when it runs as a Swarm task (the image
+//!   the core runs from, its service and task: which replica it is).
+//! - `engine_events.rs`: every event of an engine, unfiltered ([`EngineEvent`]), for the
+//!   plug-ins of `interlock start`.
+//! - `swarm.rs`: [`DockerClient`] as the loop's [`Swarm`](crate::swarm::Swarm), its errors as
+//!   [`SwarmError`](crate::swarm::SwarmError)s, and [`managed_label`], the filter for the
+//!   operator's own objects.
 //! - `tasks.rs`: `GET /tasks` without bollard, whose `Task` model drops the task IPs.
+//! - `timeouts.rs`: how long the adapter waits for the engine (bollard's backstop, each call's
+//!   bound).
 
 mod client;
 mod convert;
+mod engine_events;
 mod error;
 mod node;
-mod own;
-mod plugin_events;
+mod own_container;
 mod stats;
+mod swarm;
 mod tasks;
+mod timeouts;
 
 pub use client::{DockerClient, RequestCounters};
+pub use engine_events::EngineEvent;
 pub use error::DockerError;
 pub use node::{ExecOutput, LocalContainer};
-pub use own::OwnContainer;
+pub use own_container::OwnContainer;
 pub use stats::{ContainerStats, NetworkTotals, RunningContainer};
+pub use swarm::managed_label;

@@ -1,13 +1,22 @@
-//! What `interlock extension` does to the proxy containers on its own node: find them, write a
-//! config into them, check it with the proxy's own binary, signal a reload. Through the node's own
-//! engine (its Docker socket mounted into the extension's task), because the Swarm API cannot
-//! reach into a container.
+//! What `interlock extension` and `interlock agent` do to the containers on their own node,
+//! through that node's own engine (its Docker socket mounted into their task), because the Swarm
+//! API cannot reach into a container: [`DockerClient`]'s implementation of
+//! [`NodeEngine`](crate::engine::NodeEngine), the classification of [`DockerError`] into
+//! [`EngineError`], the container labels Swarm sets, and [`tar`], the archive `write_files`
+//! uploads.
 //!
-//! The requests are [`DockerClient`](super::DockerClient) methods (`running_containers`,
-//! `write_files`, `exec`, `signal`, `container_starts`); this file holds their plain types, the
-//! container labels Swarm sets, and [`tar`], the archive `write_files` uploads. Pure.
+//! The requests themselves are [`DockerClient`] methods (`running_containers`, `write_files`,
+//! `exec`, `signal`, `container_starts` in `client.rs`; `list_running_containers`,
+//! `container_stats` in `stats.rs`; `container_image` in `own.rs`); the plain types they answer
+//! in live beside the trait, in `crate::engine`.
 
 use std::collections::BTreeSet;
+
+use futures_util::{Stream, StreamExt};
+
+use super::{DockerClient, DockerError};
+use crate::engine::{ContainerStats, EngineError, NodeEngine, RunningContainer};
+pub use crate::engine::{ExecOutput, LocalContainer};
 
 /// The container label Swarm sets to the name of the service a task container belongs to.
 pub(super) const LABEL_SERVICE_NAME: &str = "com.docker.swarm.service.name";
@@ -19,25 +28,52 @@ pub(super) const LABEL_NODE_ID: &str = "com.docker.swarm.node.id";
 /// Most output [`DockerClient::exec`](super::DockerClient::exec) keeps (its start).
 pub(super) const EXEC_OUTPUT_CAP: usize = 64 * 1024;
 
-/// A running container on this node's engine, with the Swarm task it runs (from its labels).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalContainer {
-    pub id: String,
-    /// `com.docker.swarm.task.id`: absent on a container Swarm did not start.
-    pub task_id: Option<String>,
-    /// `com.docker.swarm.node.id`.
-    pub node_id: Option<String>,
-    /// `com.docker.swarm.service.name`.
-    pub service: String,
+impl NodeEngine for DockerClient {
+    async fn node_name(&self) -> Result<String, EngineError> {
+        Ok(self.engine().await?.name)
+    }
+
+    async fn running_containers(&self) -> Result<Vec<RunningContainer>, EngineError> {
+        Ok(self.list_running_containers().await?)
+    }
+
+    async fn service_containers(&self, service: &str) -> Result<Vec<LocalContainer>, EngineError> {
+        Ok(DockerClient::running_containers(self, service).await?)
+    }
+
+    async fn container_stats(&self, id: &str) -> Result<Option<ContainerStats>, EngineError> {
+        Ok(DockerClient::container_stats(self, id).await?)
+    }
+
+    async fn exec(&self, container: &str, argv: &[String]) -> Result<ExecOutput, EngineError> {
+        Ok(DockerClient::exec(self, container, argv).await?)
+    }
+
+    async fn write_files(&self, container: &str, files: &[(String, Vec<u8>)]) -> Result<(), EngineError> {
+        Ok(DockerClient::write_files(self, container, files).await?)
+    }
+
+    async fn signal(&self, container: &str, signal: &str) -> Result<(), EngineError> {
+        Ok(DockerClient::signal(self, container, signal).await?)
+    }
+
+    fn container_starts(&self, service: &str) -> impl Stream<Item = Result<String, EngineError>> + Send + 'static {
+        DockerClient::container_starts(self, service).map(|item| item.map_err(EngineError::from))
+    }
+
+    async fn container_image(&self, id: &str) -> Result<Option<String>, EngineError> {
+        Ok(DockerClient::container_image(self, id).await?)
+    }
 }
 
-/// What a command run in a container ended with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecOutput {
-    pub exit_code: i64,
-    /// Its stdout and stderr as they arrived, interleaved: the first 64 KiB, invalid UTF-8
-    /// replaced.
-    pub output: String,
+/// The adapter's words, whole; "not found" kept apart (a container gone since the list).
+impl From<DockerError> for EngineError {
+    fn from(e: DockerError) -> Self {
+        match e {
+            DockerError::NotFound { .. } => EngineError::NotFound(e.to_string()),
+            e => EngineError::Failed(e.to_string()),
+        }
+    }
 }
 
 /// Appends `chunk` to `out` up to [`EXEC_OUTPUT_CAP`] bytes; the rest is dropped.

@@ -1,13 +1,12 @@
 //! Container statistics from this node's engine, for `interlock agent` (the per-node stats
 //! agent, `crate::agent`): the running containers, and one reading of a container's counters
-//! (`GET /containers/{id}/stats?stream=false&one-shot=true`), as plain types.
+//! (`GET /containers/{id}/stats?stream=false&one-shot=true`), as the plain types of
+//! `crate::engine` (the agent reaches them through [`NodeEngine`](crate::engine::NodeEngine)).
 //!
 //! A manager's engine only knows its own containers, so the agent runs on every node with that
 //! node's Docker socket; these calls go to that engine. The counters are the engine's cumulative
 //! ones, as Interlock 0.3's stats plug-in sent them (`shared/reference/interlock.md` §5): CPU
 //! time in nanoseconds, memory in bytes, network totals summed over the container's interfaces.
-
-use std::collections::BTreeMap;
 
 use bollard::models::{ContainerStatsResponse, ContainerSummary};
 use bollard::query_parameters::{ListContainersOptions, StatsOptions};
@@ -16,56 +15,7 @@ use futures_util::StreamExt;
 use super::DockerClient;
 use super::error::DockerError;
 use super::node;
-
-/// A running container on this engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningContainer {
-    pub id: String,
-    /// Its name without the leading `/` (a Swarm task's is `SERVICE.SLOT.TASK_ID`).
-    pub name: String,
-    /// The image as the container was created from it (`local/interlock-app:lab`).
-    pub image: String,
-    /// `com.docker.swarm.service.name`: the Swarm service of a task's container.
-    pub service: Option<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// One reading of a container's counters. Absent values (a stopped container's, or memory
-/// counters cgroup v2 does not keep, such as `max_usage` and `failcnt`) are 0.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerStats {
-    /// CPU time, nanoseconds: total, in kernel mode, in user mode.
-    pub cpu_total: u64,
-    pub cpu_kernel: u64,
-    pub cpu_user: u64,
-    /// Memory, bytes (failcnt: times the limit was hit).
-    pub memory_usage: u64,
-    pub memory_max_usage: u64,
-    pub memory_failcnt: u64,
-    pub memory_limit: u64,
-    /// Summed over every interface of the container.
-    pub network: NetworkTotals,
-}
-
-/// Network counters summed over a container's interfaces.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NetworkTotals {
-    pub rx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_errors: u64,
-    pub rx_dropped: u64,
-    pub tx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_errors: u64,
-    pub tx_dropped: u64,
-}
-
-impl ContainerStats {
-    /// Usage as a percentage of the limit (0 without a limit), as Interlock 0.3 computed it.
-    pub fn memory_percent(&self) -> f64 {
-        if self.memory_limit == 0 { 0.0 } else { self.memory_usage as f64 / self.memory_limit as f64 * 100.0 }
-    }
-}
+pub use crate::engine::{ContainerStats, NetworkTotals, RunningContainer};
 
 /// Calls for the per-node stats agent, to the engine of the node it runs on.
 impl DockerClient {

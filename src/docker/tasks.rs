@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use reconcilers::config::{DockerUrl, TlsFiles};
-use reconcilers::swarm::TaskFacts;
+use reconcilers::observed::TaskFacts;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::{self, pki_types::ServerName};

@@ -9,7 +9,8 @@ mod support;
 use std::time::Duration;
 
 use interlock::docker::DockerClient;
-use reconcilers::desired::{AGENT_SERVICE, LABEL_MANAGED_BY, MANAGED_BY};
+use reconcilers::desired::AGENT_SERVICE;
+use reconcilers::ownership::{LABEL_MANAGED_BY, MANAGED_BY};
 use support::{docker, docker_quiet, eventually, lab, node_addr, service};
 
 /// The core's service name: the one the other lab tests also clear (`stop_demo_operator`).

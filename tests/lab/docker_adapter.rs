@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use interlock::docker::DockerClient;
 use reconcilers::config::DockerUrl;
-use reconcilers::swarm::{
+use reconcilers::observed::{
     BindMount, ConfigDef, NetworkDef, NodeRole, ObjectKind, PortDef, PublishMode, SecretDef, ServiceDef, UpdatePolicy,
 };
 use support::{docker, docker_quiet, eventually, lab, lab_env};
@@ -153,10 +153,10 @@ async fn service_changes_arrive_as_events() {
 async fn check_reports_the_lab_and_the_seed_config() {
     let docker = lab().await;
     let engine = docker.require_manager().await.expect("manager");
-    let observed = docker.observe(&interlock::reconcile::managed_label()).await.expect("observe");
+    let observed = docker.observe(&interlock::docker::managed_label()).await.expect("observe");
     let text = include_str!("../../deploy/examples/service-clusters.toml");
     let config = reconcilers::config::parse("service-clusters.toml", text).expect("seed parses").config;
-    let report = interlock::report::check_report(&engine, &observed, &config);
+    let report = interlock::preflight::check_report(&engine, &observed, &config);
     assert!(report.text.contains("swarm: manager"), "{}", report.text);
     for node in ["lb-00", "lb-01", "app-00"] {
         assert!(report.text.contains(node), "{}", report.text);

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
+use reconcilers::ownership::{LABEL_MANAGED_BY, MANAGED_BY};
 use support::load::{self, Failure, Load, LoadReport, LoadSpec, Mode, Response};
 use support::{docker_quiet, lab, node_addr, service};
 

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use interlock::status;
+use interlock::core::status;
 use support::metrics::{check_families, count, get_text, interlock_cli, parse, value};
 use support::{docker, docker_quiet, eventually, lab, node_addr, request, service};
 
@@ -64,9 +64,10 @@ async fn run_on_the_lab_counts_passes_writes_and_quarantines() {
     std::fs::write(&path, LAB_TOML).unwrap();
     let config = reconcilers::config::parse("t", LAB_TOML).unwrap().config;
 
-    let ctx = interlock::context::Context::new(api.clone(), interlock::proxycheck::ProxyChecker::discover());
+    let ctx =
+        interlock::core::context::Context::new(api.clone(), interlock::core::proxycheck::ProxyChecker::discover());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let loop_task = tokio::spawn(interlock::controller::run(ctx, path.clone(), config, async {
+    let loop_task = tokio::spawn(interlock::core::controller::run(ctx, path.clone(), config, async {
         let _ = stopped.await;
     }));
     let lb_00 = node_addr("lb-00");

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
+use reconcilers::ownership::{LABEL_MANAGED_BY, MANAGED_BY};
 use support::{docker, docker_quiet, eventually, get, lab, node_addr};
 
 const LAB_CONFIG: &str = "deploy/examples/service-clusters.lab.toml";
@@ -46,8 +46,9 @@ async fn run_converges_stays_quiet_and_follows_config_edits() {
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let counters_client = api.clone();
-    let ctx = interlock::context::Context::new(api.clone(), interlock::proxycheck::ProxyChecker::discover());
-    let loop_task = tokio::spawn(interlock::controller::run(ctx, path.clone(), config, async {
+    let ctx =
+        interlock::core::context::Context::new(api.clone(), interlock::core::proxycheck::ProxyChecker::discover());
+    let loop_task = tokio::spawn(interlock::core::controller::run(ctx, path.clone(), config, async {
         let _ = stopped.await;
     }));
 

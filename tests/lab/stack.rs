@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use interlock::docker::DockerClient;
-use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
-use reconcilers::swarm::ServiceFacts;
+use reconcilers::observed::ServiceFacts;
+use reconcilers::ownership::{LABEL_MANAGED_BY, MANAGED_BY};
 use support::walkthrough::{self, APPS, answer_becomes, answered_by, assert_demo_answer, pin_proxy, pinned};
 use support::{docker, docker_quiet, eventually, lab, lab_env};
 

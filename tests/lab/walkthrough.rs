@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use interlock::docker::DockerClient;
-use reconcilers::desired::{LABEL_MANAGED_BY, MANAGED_BY};
-use reconcilers::swarm::ServiceFacts;
+use reconcilers::observed::ServiceFacts;
+use reconcilers::ownership::{LABEL_MANAGED_BY, MANAGED_BY};
 use support::walkthrough::{self, answer_becomes, answered_by, assert_demo_answer, pin_proxy, pinned, update_by_hand};
 use support::{docker, docker_quiet, eventually, interlock, lab, service};
 

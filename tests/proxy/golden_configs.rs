@@ -2,7 +2,7 @@
 //! the same checker the operator uses before a rollout. `deploy/test.sh` installs the binaries;
 //! without them this test fails rather than passing unchecked.
 
-use interlock::proxycheck::{ProxyChecker, Verdict};
+use interlock::core::proxycheck::{ProxyChecker, Verdict};
 use reconcilers::config::ProxyKind;
 
 /// The rendered file inside an insta snapshot (after its front matter).

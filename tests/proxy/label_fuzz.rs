@@ -33,20 +33,21 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use interlock::proxycheck::{ProxyChecker, Verdict};
+use interlock::core::proxycheck::{ProxyChecker, Verdict};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
 use reconcilers::config::{Config, ProxyKind};
-use reconcilers::desired::{Environment, Observed, desired_state, sha256_hex};
+use reconcilers::desired::{Environment, desired_state};
 use reconcilers::labels::{
     LABEL_BACKEND_MODE, LABEL_CONTEXT_ROOT, LABEL_CONTEXT_ROOT_REWRITE, LABEL_DEFAULT_BACKEND, LABEL_HOSTS,
     LABEL_IP_HASH, LABEL_NETWORK, LABEL_PORT, LABEL_REDIRECTS, LABEL_SERVICE_CLUSTER, LABEL_SSL_CERT, LABEL_SSL_KEY,
     LABEL_SSL_PASSTHROUGH, LABEL_STICKY_SESSION_COOKIE, LABEL_WEBSOCKET_ENDPOINTS,
 };
+use reconcilers::observed::{NetworkFacts, Observed, ServiceDef, ServiceFacts, TaskFacts};
+use reconcilers::ownership::sha256_hex;
 use reconcilers::routes::RouteTable;
-use reconcilers::swarm::{NetworkFacts, ServiceDef, ServiceFacts, TaskFacts};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 

@@ -209,7 +209,7 @@ pub async fn fresh_lab(api: &DockerClient, apps: &[&str], networks: &[&str]) {
 
 /// Removes every service interlock owns.
 pub async fn remove_owned_services(api: &DockerClient) {
-    let owned = format!("{}={}", reconcilers::desired::LABEL_MANAGED_BY, reconcilers::desired::MANAGED_BY);
+    let owned = format!("{}={}", reconcilers::ownership::LABEL_MANAGED_BY, reconcilers::ownership::MANAGED_BY);
     for s in api.list_services(&owned).await.expect("list services") {
         docker_quiet(&["service", "rm", &s.id]);
     }

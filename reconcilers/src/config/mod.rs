@@ -21,11 +21,11 @@ mod validate;
 use std::time::Duration;
 
 pub use diagnostic::{Diagnostic, Severity};
-pub use model::{
-    CarbonConfig, Config, DECLARABLE_KEYS, DEFAULT_CARBON_INTERVAL, DEFAULT_CARBON_PREFIX, DockerUrl, DriftPolicy,
-    Extension, ListenAddr, NodeLabelRule, Plugins, ProxyKind, SecretPolicy, TlsFiles,
-};
-pub use proxy::{HaproxyConfig, NginxConfig, ProxyConfig};
+pub use model::extensions::{DECLARABLE_KEYS, Extension};
+pub use model::node_labels::NodeLabelRule;
+pub use model::plugins::{CarbonConfig, DEFAULT_CARBON_INTERVAL, DEFAULT_CARBON_PREFIX, Plugins};
+pub use model::{Config, DockerUrl, DriftPolicy, ListenAddr, SecretPolicy, TlsFiles};
+pub use proxy::{HaproxyConfig, NginxConfig, ProxyConfig, ProxyKind};
 
 use diagnostic::Diagnostics;
 use reader::TableReader;

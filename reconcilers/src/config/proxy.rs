@@ -1,9 +1,46 @@
-//! The `[Extensions.NAME.Config]` table: nginx's or HAProxy's settings, with Interlock's defaults
+//! Which proxy an extension drives ([`ProxyKind`], its `ProxyKind` key) and the
+//! `[Extensions.NAME.Config]` table: nginx's or HAProxy's settings, with Interlock's defaults
 //! (`shared/reference/interlock.md` §2.3). Keys of the other kind, and nginx's `SSLVerify`
 //! (which no nginx directive uses), are accepted with a warning that they have no effect.
 
-use super::model::ProxyKind;
+use std::fmt;
+
 use super::reader::TableReader;
+
+/// Which proxy an extension drives; decides the `Config` table's keys and the default
+/// `ProxyConfigPath`. What else differs by kind (renderer, TLS secret layout, passthrough,
+/// check and reload commands, the hitless layout) is in the `proxy` module, as methods on this
+/// type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// Also the kind when nothing names HAProxy.
+    #[default]
+    Nginx,
+    Haproxy,
+}
+
+impl ProxyKind {
+    /// Every kind.
+    pub const ALL: [ProxyKind; 2] = [ProxyKind::Nginx, ProxyKind::Haproxy];
+
+    /// Where the proxy reads its config when `ProxyConfigPath` is not set: where the nginx
+    /// images and the official haproxy image read theirs.
+    pub fn default_config_path(self) -> &'static str {
+        match self {
+            ProxyKind::Nginx => "/etc/nginx/nginx.conf",
+            ProxyKind::Haproxy => "/usr/local/etc/haproxy/haproxy.cfg",
+        }
+    }
+}
+
+impl fmt::Display for ProxyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProxyKind::Nginx => "nginx",
+            ProxyKind::Haproxy => "haproxy",
+        })
+    }
+}
 
 /// The proxy settings of one extension. One per extension, so the size difference between the
 /// variants costs nothing worth a box.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::swarm::PublishMode;
+use crate::observed::PublishMode;
 
 const SEED: &str = include_str!("../../../deploy/examples/service-clusters.toml");
 
@@ -736,7 +736,7 @@ fn with_plugins(plugins: &str) -> String {
 #[test]
 fn no_plugins_table_enables_none() {
     let c = parse_ok(&ext("")).config;
-    assert_eq!(c.plugins, model::Plugins::default());
+    assert_eq!(c.plugins, Plugins::default());
 }
 
 #[test]

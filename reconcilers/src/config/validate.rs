@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::swarm::PublishMode;
+use crate::observed::PublishMode;
 
 use super::diagnostic::Diagnostics;
-use super::model::{Config, Extension};
+use super::{Config, Extension};
 
 pub(super) fn check_extensions(diagnostics: &Diagnostics<'_>, config: &Config) {
     check_unique_service_names(diagnostics, config);

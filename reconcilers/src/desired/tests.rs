@@ -3,8 +3,8 @@
 use super::*;
 use crate::config;
 use crate::labels::{LABEL_HOSTS, LABEL_PORT};
+use crate::observed::{ConfigFacts, NetworkFacts, NodeFacts};
 use crate::plan::{self, Action, plan};
-use crate::swarm::NetworkFacts;
 
 use crate::fixtures::{SEED, app, seed_swarm, task};
 
@@ -415,8 +415,8 @@ fn desired_state_is_deterministic_and_hashes_ignore_map_insertion_order() {
     assert_eq!(spec_hash(&a), spec_hash(&b));
     b.image = "other".into();
     assert_eq!(spec_hash(&a), spec_hash(&b), "fields left to the operator take no part");
-    a.managed.insert(crate::swarm::Field::Image);
-    b.managed.insert(crate::swarm::Field::Image);
+    a.managed.insert(crate::observed::Field::Image);
+    b.managed.insert(crate::observed::Field::Image);
     assert_ne!(spec_hash(&a), spec_hash(&b));
 }
 
@@ -534,7 +534,7 @@ fn an_nginx_config_over_swarms_size_limit_is_split_into_included_parts() {
     oversized(&mut observed);
     let d = desired_state(&seed(), &observed, &env());
     let east = &d.clusters["us-east"];
-    assert!(east.proxy_config.data.len() >= crate::plan::MAX_CONFIG_SIZE);
+    assert!(east.proxy_config.data.len() >= crate::ownership::MAX_CONFIG_SIZE);
     assert_eq!(east.config_error, None);
     assert!(east.config_files.len() > 1, "{} file(s)", east.config_files.len());
     let (main, target) = &east.config_files[0];
@@ -542,7 +542,7 @@ fn an_nginx_config_over_swarms_size_limit_is_split_into_included_parts() {
     assert_eq!(target, "/etc/nginx/nginx.conf");
     assert!(String::from_utf8_lossy(&main.data).contains("include /etc/nginx/interlock.d/*.conf;"));
     for (file, target) in &east.config_files {
-        assert!(file.data.len() < crate::plan::MAX_CONFIG_SIZE, "{}: {} bytes", file.name, file.data.len());
+        assert!(file.data.len() < crate::ownership::MAX_CONFIG_SIZE, "{}: {} bytes", file.name, file.data.len());
         assert!(target.starts_with("/etc/nginx"), "{target}");
     }
     let mounts: Vec<&str> = east.proxy_service.configs.iter().map(|m| m.target.as_str()).collect();
@@ -773,8 +773,8 @@ fn with_nodes(mut observed: Observed) -> Observed {
     let node = |hostname: &str, labels: &[(&str, &str)]| NodeFacts {
         id: format!("id-{hostname}"),
         hostname: hostname.into(),
-        role: crate::swarm::NodeRole::Worker,
-        availability: crate::swarm::NodeAvailability::Active,
+        role: crate::observed::NodeRole::Worker,
+        availability: crate::observed::NodeAvailability::Active,
         ready: true,
         address: None,
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

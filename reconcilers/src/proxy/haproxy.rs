@@ -8,8 +8,8 @@
 //! each label-derived value is quoted for where it lands (see [`render`]).
 //!
 //! The module also holds HAProxy's other facts, which `ProxyKind` in the parent module
-//! dispatches to: its binary, default config path, passthrough support, TLS secret layout, check
-//! and reload commands.
+//! dispatches to: its binary, passthrough support, TLS secret layout, check, foreground and
+//! reload commands. (Its default config path is the config's, in `config/proxy.rs`.)
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -17,15 +17,13 @@ use std::fmt::Write as _;
 use super::{CommandLine, SECRETS_DIR, line};
 use crate::config::HaproxyConfig;
 use crate::labels::{RouteOptions, TlsSecrets};
+use crate::observed::SecretMount;
 use crate::routes::{Backend, RouteTable, Target};
-use crate::swarm::SecretMount;
 
 /// The kind's name in messages.
 pub const TITLE: &str = "HAProxy";
 /// The binary, found on `PATH`.
 pub const BINARY: &str = "haproxy";
-/// Where the official haproxy image reads its config; `ProxyConfigPath` overrides it.
-pub const DEFAULT_CONFIG_PATH: &str = "/usr/local/etc/haproxy/haproxy.cfg";
 /// No TCP passthrough yet: both frontends are `mode http`, so such services are quarantined.
 pub const SSL_PASSTHROUGH: bool = false;
 
@@ -468,7 +466,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::routes::fixtures::{backend, feature_table};
+    use crate::routes::test_tables::{backend, feature_table};
 
     fn site(config: &HaproxyConfig) -> HaproxySite<'_> {
         HaproxySite { config, http_port: 80, https_port: 443 }

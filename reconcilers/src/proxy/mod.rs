@@ -2,13 +2,16 @@
 //!
 //! One module per kind ([`nginx`], [`haproxy`]) holds its renderer (text in, text out: the same
 //! inputs always give the same bytes, so a content hash names them) and its facts: the binary,
-//! the default `ProxyConfigPath`, whether it passes TLS through, how it wants TLS secrets
-//! mounted, the command that checks a config file and the way a running task reloads. The
-//! methods on [`ProxyKind`] here dispatch to them, one `match` per fact, and [`render`] picks the
-//! renderer; nothing else in the crate matches on a kind to decide these.
+//! whether it passes TLS through, how it wants TLS secrets mounted, the command that checks a
+//! config file, how a task runs it in the foreground and the way a running task reloads. The
+//! methods on [`ProxyKind`] here dispatch to them, one `match` per fact, [`render`] picks the
+//! renderer, and [`hitless_layout`] gathers everything a hitless proxy task of a kind needs;
+//! nothing else in the crate matches on a kind to decide these. (The kind itself, its TOML
+//! spelling and its default `ProxyConfigPath` are the config's: `config/proxy.rs`.)
 //!
-//! Adding a kind: a module here, a variant of `config::ProxyKind` (with its TOML spelling in
-//! `Display`), its `Config` table in `config/proxy.rs`, and one arm per `match` in this file.
+//! Adding a kind: in `config/proxy.rs`, a variant of `ProxyKind` (its TOML spelling in
+//! `Display`, its default config path) and its `Config` table; here, a module and one arm per
+//! `match` in this file.
 
 pub mod haproxy;
 pub mod nginx;
@@ -17,8 +20,8 @@ use std::collections::BTreeSet;
 
 use crate::config::{ProxyConfig, ProxyKind};
 use crate::labels::LABEL_SSL_PASSTHROUGH;
+use crate::observed::SecretMount;
 use crate::routes::{Quarantined, RouteTable};
-use crate::swarm::SecretMount;
 
 /// Where Swarm mounts a service's secrets; a [`SecretMount`]'s target is a file name in it.
 pub const SECRETS_DIR: &str = "/run/secrets";
@@ -86,12 +89,59 @@ pub const HITLESS_APPLIED_FILE: &str = "/interlock/applied";
 /// The environment variable carrying the mounted config's hash into a hitless proxy task.
 pub const CONFIG_HASH_ENV: &str = "INTERLOCK_CONFIG_HASH";
 
-/// Where a file of a rendered config (at `target`, in `ProxyConfigPath`'s directory or below)
-/// is mounted on a hitless proxy: the same relative path under [`HITLESS_CONFIG_DIR`].
-pub fn hitless_mount_target(config_path: &str, target: &str) -> String {
-    let dir = config_dir(config_path);
-    let relative = target.strip_prefix(dir).unwrap_or(target).trim_start_matches('/');
-    format!("{HITLESS_CONFIG_DIR}/{relative}")
+/// Everything about a hitless proxy task (`HitlessServiceUpdate`) of one kind reading its
+/// config at one path: how the task starts, where its config objects are mounted, and how the
+/// extension writes a new config into it, checks it and reloads it. The core builds the proxy
+/// service and the deliveries from it; the extension vets deliveries against its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HitlessLayout {
+    /// The task's command, for any stock image of the kind (it needs `/bin/sh`, `cp` and the
+    /// binary, nothing of this project's): copy the mounted config (read-only, under
+    /// [`HITLESS_CONFIG_DIR`]) to the config path's directory, where the extension can rewrite
+    /// it, record its hash ([`CONFIG_HASH_ENV`]) in [`HITLESS_APPLIED_FILE`], and run the proxy
+    /// in the foreground as the task's main process, so that a signal to the task reaches its
+    /// master. The service's `Args` (`ProxyArgs`) follow as the binary's arguments.
+    pub command: Vec<String>,
+    /// The config path's directory (`/` for a file at the root): where the files live in the
+    /// task.
+    pub config_dir: String,
+    /// The command that checks the config file in the task (the program first); exit status 0:
+    /// the task's binary accepts the files.
+    pub check: Vec<String>,
+    /// Sent to the task's main process (the proxy's master) to reload gracefully.
+    pub reload_signal: &'static str,
+    /// Where the task records the hash of the config it runs.
+    pub applied_file: &'static str,
+    /// Directories a delivery empties before writing a split config's files (nginx's parts
+    /// directory), so parts of a longer earlier config are not included.
+    pub parts_dirs: Vec<String>,
+}
+
+impl HitlessLayout {
+    /// Where a file of a rendered config (at `target`, in the config path's directory or below)
+    /// is mounted: the same relative path under [`HITLESS_CONFIG_DIR`].
+    pub fn mount_target(&self, target: &str) -> String {
+        let relative = target.strip_prefix(self.config_dir.as_str()).unwrap_or(target).trim_start_matches('/');
+        format!("{HITLESS_CONFIG_DIR}/{relative}")
+    }
+
+    /// The task's environment entry carrying the hash of the config it is started with.
+    pub fn hash_env(&self, hash: &str) -> String {
+        format!("{CONFIG_HASH_ENV}={hash}")
+    }
+}
+
+/// The hitless layout of a `kind` proxy whose config is at `config_path`.
+pub fn hitless_layout(kind: ProxyKind, config_path: &str) -> HitlessLayout {
+    let check = kind.check_command(config_path);
+    HitlessLayout {
+        command: kind.hitless_command(config_path),
+        config_dir: config_dir(config_path).to_owned(),
+        check: std::iter::once(check.program.to_owned()).chain(check.args).collect(),
+        reload_signal: kind.reload_signal(),
+        applied_file: HITLESS_APPLIED_FILE,
+        parts_dirs: kind.parts_dirs(config_path),
+    }
 }
 
 /// The directory of `config_path` (`/` for a file at the root).
@@ -108,9 +158,6 @@ fn shell_quote(text: &str) -> String {
 }
 
 impl ProxyKind {
-    /// Every kind.
-    pub const ALL: [ProxyKind; 2] = [ProxyKind::Nginx, ProxyKind::Haproxy];
-
     /// The kind's name in messages for people (`nginx`, `HAProxy`); `Display` gives the TOML
     /// spelling.
     pub fn title(self) -> &'static str {
@@ -125,14 +172,6 @@ impl ProxyKind {
         match self {
             ProxyKind::Nginx => nginx::BINARY,
             ProxyKind::Haproxy => haproxy::BINARY,
-        }
-    }
-
-    /// Where the proxy reads its config when `ProxyConfigPath` is not set.
-    pub fn default_config_path(self) -> &'static str {
-        match self {
-            ProxyKind::Nginx => nginx::DEFAULT_CONFIG_PATH,
-            ProxyKind::Haproxy => haproxy::DEFAULT_CONFIG_PATH,
         }
     }
 
@@ -166,20 +205,16 @@ impl ProxyKind {
 
     /// The signal that makes a running task of this kind reload its config file gracefully
     /// (`HitlessServiceUpdate`): sent to the task's main process, which the start command
-    /// ([`ProxyKind::hitless_command`]) makes the proxy's master.
-    pub fn reload_signal(self) -> &'static str {
+    /// ([`ProxyKind::hitless_command`]) makes the proxy's master. Part of [`hitless_layout`].
+    fn reload_signal(self) -> &'static str {
         match self {
             ProxyKind::Nginx => nginx::RELOAD_SIGNAL,
             ProxyKind::Haproxy => haproxy::RELOAD_SIGNAL,
         }
     }
 
-    /// A hitless proxy task's command, for any stock image of the kind (it needs `/bin/sh`,
-    /// `cp` and the binary, nothing of this project's): copy the mounted config (read-only) to
-    /// `config_path`'s directory, where the extension can rewrite it, record its hash, and run
-    /// the proxy in the foreground as the task's main process, so that a signal to the task
-    /// reaches its master. The service's `Args` (`ProxyArgs`) follow as the binary's arguments.
-    pub fn hitless_command(self, config_path: &str) -> Vec<String> {
+    /// A hitless proxy task's command ([`HitlessLayout::command`]).
+    fn hitless_command(self, config_path: &str) -> Vec<String> {
         let run = match self {
             ProxyKind::Nginx => nginx::foreground_command(&shell_quote(config_path)),
             ProxyKind::Haproxy => haproxy::foreground_command(&shell_quote(config_path)),
@@ -192,9 +227,8 @@ impl ProxyKind {
         vec!["/bin/sh".to_owned(), "-c".to_owned(), script, "interlock-proxy".to_owned()]
     }
 
-    /// Directories a hitless delivery empties before writing a split config's files (nginx's
-    /// parts directory), so parts of a longer earlier config are not included.
-    pub fn parts_dirs(self, config_path: &str) -> Vec<String> {
+    /// A hitless delivery's parts directories ([`HitlessLayout::parts_dirs`]).
+    fn parts_dirs(self, config_path: &str) -> Vec<String> {
         match self {
             ProxyKind::Nginx => vec![format!("{}/{}", config_dir(config_path).trim_end_matches('/'), nginx::PARTS_DIR)],
             ProxyKind::Haproxy => vec![],
@@ -239,7 +273,7 @@ fn line(out: &mut String, indent: usize, text: &str) {
 mod tests {
     use super::*;
     use crate::labels::{RouteOptions, TlsSecrets};
-    use crate::routes::fixtures::backend;
+    use crate::routes::test_tables::backend;
 
     fn tls_table() -> RouteTable {
         let mut table = RouteTable::default();
@@ -304,5 +338,30 @@ mod tests {
         for kind in ProxyKind::ALL {
             assert_eq!(kind.check_command("x").program, kind.binary(), "{kind}");
         }
+    }
+
+    #[test]
+    fn the_hitless_layout_gathers_a_kinds_facts_on_its_config_path() {
+        let nginx = hitless_layout(ProxyKind::Nginx, "/etc/nginx/nginx.conf");
+        assert_eq!(nginx.check, ["nginx", "-t", "-q", "-c", "/etc/nginx/nginx.conf"]);
+        assert_eq!((nginx.reload_signal, nginx.applied_file), ("SIGHUP", "/interlock/applied"));
+        assert_eq!(nginx.parts_dirs, ["/etc/nginx/interlock.d"]);
+        assert_eq!(nginx.mount_target("/etc/nginx/nginx.conf"), "/interlock/config/nginx.conf");
+        assert_eq!(
+            nginx.mount_target("/etc/nginx/interlock.d/part-001.conf"),
+            "/interlock/config/interlock.d/part-001.conf"
+        );
+        assert_eq!(nginx.hash_env("abc"), "INTERLOCK_CONFIG_HASH=abc");
+        assert_eq!(nginx.command[..2], ["/bin/sh", "-c"]);
+        assert!(nginx.command[2].ends_with("exec nginx -c '/etc/nginx/nginx.conf' -g 'daemon off;' \"$@\""));
+        let haproxy = hitless_layout(ProxyKind::Haproxy, "/cfg/haproxy.cfg");
+        assert_eq!(haproxy.check, ["haproxy", "-c", "-f", "/cfg/haproxy.cfg"]);
+        assert_eq!(haproxy.reload_signal, "SIGUSR2");
+        assert!(haproxy.parts_dirs.is_empty());
+        assert_eq!(haproxy.mount_target("/cfg/haproxy.cfg"), "/interlock/config/haproxy.cfg");
+        assert_eq!(
+            hitless_layout(ProxyKind::Haproxy, "/haproxy.cfg").mount_target("/haproxy.cfg"),
+            "/interlock/config/haproxy.cfg"
+        );
     }
 }

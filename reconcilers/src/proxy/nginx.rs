@@ -22,8 +22,8 @@
 //! hold one (`labels` checks every value against a strict character set).
 //!
 //! The module also holds nginx's other facts, which `ProxyKind` in the parent module dispatches
-//! to: its binary, default config path, passthrough support, TLS secret layout, check and reload
-//! commands.
+//! to: its binary, passthrough support, TLS secret layout, check, foreground and reload
+//! commands. (Its default config path is the config's, in `config/proxy.rs`.)
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,8 +32,8 @@ use std::fmt::Write as _;
 use super::{CommandLine, SECRETS_DIR, line};
 use crate::config::NginxConfig;
 use crate::labels::{RouteOptions, TlsSecrets};
+use crate::observed::SecretMount;
 use crate::routes::{Backend, RouteTable, Target};
-use crate::swarm::SecretMount;
 
 /// `line(w, indent, &format!(...))` without the intermediate `String`.
 macro_rules! ln {
@@ -55,8 +55,6 @@ fn write_line(w: &mut String, indent: usize, text: std::fmt::Arguments<'_>) {
 pub const TITLE: &str = "nginx";
 /// The binary, found on `PATH`.
 pub const BINARY: &str = "nginx";
-/// Where the nginx images read their config; `ProxyConfigPath` overrides it.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/nginx/nginx.conf";
 /// Passed-through hosts are served by the `stream {}` SNI switch in front of the TLS servers.
 pub const SSL_PASSTHROUGH: bool = true;
 
@@ -832,7 +830,7 @@ fn server(w: &mut String, listen: &str, host: &str, locations: &[Location<'_>], 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::fixtures::{backend, feature_table};
+    use crate::routes::test_tables::{backend, feature_table};
 
     /// `(host, [(service, [task ip])])`.
     type HostSpec<'a> = (&'a str, &'a [(&'a str, &'a [&'a str])]);

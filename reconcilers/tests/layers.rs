@@ -1,0 +1,449 @@
+//! The core's modules are layers: a module uses its own items and those of strictly lower
+//! layers, never a module of its own layer or above, so the modules form no circle and a reader
+//! can learn them bottom up. This test reads every source file under `src/` and checks each
+//! `crate::` path (`use crate::a::b`, grouped `use crate::{a, b::c}`, inline `crate::a::f()`) and
+//! each `super::` path that climbs to the crate root against [`LAYERS`], the order `lib.rs`
+//! documents. Comments, strings and test code (`#[cfg(test)]` modules, inline or in their own
+//! files) are not checked: tests may use anything.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The layers, bottom first. A module may use modules of earlier entries only.
+const LAYERS: &[&[&str]] = &[
+    &["ownership", "observed", "token"],
+    &["labels", "placement", "leader"],
+    &["config"],
+    &["routes"],
+    &["proxy"],
+    &["node_labels"],
+    &["desired"],
+    &["plan"],
+    // Test data (tests and the `fixtures` feature only): above everything, so that no module of
+    // the operator uses it.
+    &["fixtures"],
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|layer| layer.contains(&module))
+}
+
+/// One `crate::` (or root-reaching `super::`) reference: the top-level module it names and the
+/// line it is on (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reference {
+    module: String,
+    line: usize,
+}
+
+/// `text` with comments, string and character literals blanked out (newlines kept, so line
+/// numbers stay), leaving the code's paths.
+fn code_only(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let blank = |out: &mut String, c: char| out.push(if c == '\n' { '\n' } else { ' ' });
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        let prev_ident = i > 0 && is_ident(chars[i - 1]);
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                blank(&mut out, chars[i]);
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    blank(&mut out, chars[i]);
+                    i += 1;
+                }
+            }
+        } else if (c == 'r' || (c == 'b' && next == Some('r'))) && !prev_ident && raw_string_start(&chars, i).is_some()
+        {
+            let (hashes, body) = raw_string_start(&chars, i).expect("checked");
+            for &c in &chars[i..body] {
+                blank(&mut out, c);
+            }
+            i = body;
+            let closing: Vec<char> = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
+            while i < chars.len() && !chars[i..].starts_with(&closing) {
+                blank(&mut out, chars[i]);
+                i += 1;
+            }
+            for _ in 0..closing.len().min(chars.len() - i) {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '"' {
+            out.push(' ');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    blank(&mut out, chars[i]);
+                    i += 1;
+                }
+                if i < chars.len() {
+                    blank(&mut out, chars[i]);
+                    i += 1;
+                }
+            }
+            if i < chars.len() {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '\'' && char_literal_end(&chars, i).is_some() {
+            let end = char_literal_end(&chars, i).expect("checked");
+            for &c in &chars[i..end] {
+                blank(&mut out, c);
+            }
+            i = end;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// At `r"`, `r#"`, `br#"`...: the number of `#` and where the string's body starts.
+fn raw_string_start(chars: &[char], at: usize) -> Option<(usize, usize)> {
+    let mut i = at + if chars[at] == 'b' { 2 } else { 1 };
+    let mut hashes = 0;
+    while chars.get(i) == Some(&'#') {
+        hashes += 1;
+        i += 1;
+    }
+    (chars.get(i) == Some(&'"')).then_some((hashes, i + 1))
+}
+
+/// At `'`: the end (exclusive) of a character literal (`'x'`, `'\n'`, `'\u{1F600}'`), or `None`
+/// for a lifetime or label (`'a`).
+fn char_literal_end(chars: &[char], at: usize) -> Option<usize> {
+    match (chars.get(at + 1), chars.get(at + 2)) {
+        (Some('\\'), _) => {
+            let close = chars.get(at + 3..)?.iter().position(|c| *c == '\'')?;
+            Some(at + 3 + close + 1)
+        }
+        (Some(_), Some('\'')) => Some(at + 3),
+        _ => None,
+    }
+}
+
+/// `code` without its `#[cfg(test)]` inline modules (`mod tests { ... }` up to the `}` at the
+/// same indentation, as rustfmt writes it), kept as blank lines.
+fn without_test_modules(code: &str) -> String {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let item = after_attributes(&lines, i + 1);
+        if line.trim() == "#[cfg(test)]"
+            && let Some(next) = lines.get(item)
+            && let Some(indent) = inline_module_indent(next)
+        {
+            let close = format!("{}}}", " ".repeat(indent));
+            let end = (item + 1..lines.len()).find(|&j| lines[j].trim_end() == close).unwrap_or(lines.len() - 1);
+            out.extend(std::iter::repeat_n("", end + 1 - i));
+            i = end + 1;
+            continue;
+        }
+        out.push(line);
+        i += 1;
+    }
+    out.join("\n")
+}
+
+/// The first line from `from` on that is not an attribute (`#[...]`).
+fn after_attributes(lines: &[&str], from: usize) -> usize {
+    (from..lines.len()).find(|&i| !lines[i].trim_start().starts_with("#[")).unwrap_or(lines.len())
+}
+
+/// The indentation of `line` when it opens an inline module (`mod name {`).
+fn inline_module_indent(line: &str) -> Option<usize> {
+    let trimmed = line.trim_start();
+    let rest = strip_visibility(trimmed).strip_prefix("mod ")?;
+    rest.trim_end().ends_with('{').then_some(line.len() - trimmed.len())
+}
+
+/// `line` without a leading `pub`, `pub(crate)`, `pub(super)`, `pub(in ...)`.
+fn strip_visibility(line: &str) -> &str {
+    if let Some(rest) = line.strip_prefix("pub(") {
+        return rest.split_once(')').map_or(line, |(_, rest)| rest.trim_start());
+    }
+    line.strip_prefix("pub ").unwrap_or(line)
+}
+
+/// The module names declared `#[cfg(test)] mod name;` in `code` (files of their own).
+fn test_module_files(code: &str) -> Vec<String> {
+    let lines: Vec<&str> = code.lines().collect();
+    (0..lines.len())
+        .filter(|&i| lines[i].trim() == "#[cfg(test)]")
+        .filter_map(|i| {
+            let item = lines.get(after_attributes(&lines, i + 1))?;
+            let declared = strip_visibility(item.trim()).strip_prefix("mod ")?.strip_suffix(';')?;
+            Some(declared.trim().to_owned())
+        })
+        .collect()
+}
+
+/// The identifier at the start of `text` (after spaces).
+fn leading_ident(text: &str) -> &str {
+    let text = text.trim_start();
+    let end = text.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(text.len());
+    &text[..end]
+}
+
+/// The first identifier of each top-level item of the group `{...}` that `text` starts with,
+/// with its offset in `text`.
+fn group_heads(text: &str) -> Vec<(usize, String)> {
+    let mut heads = Vec::new();
+    let mut depth = 0;
+    let mut item_start = true;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => {
+                depth += 1;
+                if depth == 1 {
+                    item_start = true;
+                    continue;
+                }
+            }
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            ',' if depth == 1 => {
+                item_start = true;
+                continue;
+            }
+            _ => {}
+        }
+        if depth == 1 && item_start && !c.is_whitespace() {
+            item_start = false;
+            let head = leading_ident(&text[i..]);
+            if !head.is_empty() {
+                heads.push((i, head.to_owned()));
+            }
+        }
+    }
+    heads
+}
+
+/// The top-level modules `code` names through `crate::` paths, and through `super::` paths that
+/// climb `depth` levels (the file's depth below the crate root) or more.
+fn references(code: &str, depth: usize) -> Vec<Reference> {
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let before_is_path_start =
+        |at: usize| !code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$' || c == ':');
+    let mut found = Vec::new();
+    // The path's first segment, or each first segment of a group, from `start` on.
+    let mut add = |start: usize| {
+        let after = &code[start..];
+        let start = start + (after.len() - after.trim_start().len());
+        let after = after.trim_start();
+        if after.starts_with('{') {
+            for (offset, module) in group_heads(after) {
+                found.push(Reference { module, line: line_of(start + offset) });
+            }
+        } else {
+            let module = leading_ident(after);
+            if !module.is_empty() {
+                found.push(Reference { module: module.to_owned(), line: line_of(start) });
+            }
+        }
+    };
+    for (at, _) in code.match_indices("crate::") {
+        if before_is_path_start(at) {
+            add(at + "crate::".len());
+        }
+    }
+    for (at, _) in code.match_indices("super::") {
+        if !before_is_path_start(at) {
+            continue;
+        }
+        let mut end = at;
+        let mut climbs = 0;
+        while code[end..].starts_with("super::") {
+            climbs += 1;
+            end += "super::".len();
+            end += code[end..].len() - code[end..].trim_start().len();
+        }
+        if climbs >= depth {
+            add(end);
+        }
+    }
+    found
+}
+
+/// Every `.rs` file under `dir`, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The module path of the file at `relative` (below `src/`): `config/model/mod.rs` is
+/// `config::model`, `desired/tests.rs` is `desired::tests`.
+fn module_path(relative: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let file = parts.pop().expect("a file name");
+    if file != "mod.rs" && file != "lib.rs" {
+        parts.push(file.trim_end_matches(".rs").to_owned());
+    }
+    parts
+}
+
+/// The directory holding the child modules of the file at `relative`.
+fn child_dir(relative: &Path) -> PathBuf {
+    let parent = relative.parent().unwrap_or(Path::new("")).to_path_buf();
+    match relative.file_name().and_then(|f| f.to_str()) {
+        Some("mod.rs" | "lib.rs") => parent,
+        Some(file) => parent.join(file.trim_end_matches(".rs")),
+        None => parent,
+    }
+}
+
+/// Every reference from a module to one not strictly below it, as `file:line: ...` lines.
+fn violations(files: &[(PathBuf, String)]) -> Vec<String> {
+    let mut test_only: BTreeSet<PathBuf> = BTreeSet::new();
+    for (relative, text) in files {
+        for name in test_module_files(&code_only(text)) {
+            let dir = child_dir(relative);
+            test_only.insert(dir.join(format!("{name}.rs")));
+            test_only.insert(dir.join(&name).join("mod.rs"));
+            // Their own children too.
+            test_only
+                .extend(files.iter().map(|(path, _)| path).filter(|path| path.starts_with(dir.join(&name))).cloned());
+        }
+    }
+    let mut problems = Vec::new();
+    for (relative, text) in files {
+        if test_only.contains(relative) {
+            continue;
+        }
+        let path = module_path(relative);
+        let Some(module) = path.first() else { continue }; // lib.rs declares the modules.
+        let Some(own_layer) = layer_of(module) else {
+            problems.push(format!("{}: module {module} is in no layer: add it to LAYERS", relative.display()));
+            continue;
+        };
+        let code = without_test_modules(&code_only(text));
+        for reference in references(&code, path.len()) {
+            if reference.module == *module {
+                continue;
+            }
+            match layer_of(&reference.module) {
+                Some(layer) if layer < own_layer => {}
+                Some(layer) => problems.push(format!(
+                    "src/{}:{}: {module} (layer {}) uses {} (layer {}): a module may use only lower layers",
+                    relative.display(),
+                    reference.line,
+                    own_layer + 1,
+                    reference.module,
+                    layer + 1
+                )),
+                None => problems.push(format!(
+                    "src/{}:{}: {module} uses crate::{}, which is in no layer",
+                    relative.display(),
+                    reference.line,
+                    reference.module
+                )),
+            }
+        }
+    }
+    problems
+}
+
+fn source_files() -> Vec<(PathBuf, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    rust_files(&src)
+        .into_iter()
+        .map(|path| {
+            let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (path.strip_prefix(&src).expect("under src").to_path_buf(), text)
+        })
+        .collect()
+}
+
+#[test]
+fn every_module_uses_only_lower_layers() {
+    let problems = violations(&source_files());
+    assert!(problems.is_empty(), "{} reference(s) against the layers:\n{}", problems.len(), problems.join("\n"));
+}
+
+#[test]
+fn every_top_level_module_has_a_layer_and_every_layer_a_module() {
+    let files = source_files();
+    let modules: BTreeSet<String> = files.iter().filter_map(|(path, _)| module_path(path).first().cloned()).collect();
+    let listed: BTreeSet<String> = LAYERS.iter().flat_map(|l| l.iter().map(|m| (*m).to_owned())).collect();
+    assert_eq!(modules, listed, "the modules under src/ and the modules in LAYERS");
+}
+
+/// The checker itself: it finds upward references in every form, and ignores what it must.
+#[test]
+fn the_check_finds_references_against_the_layers() {
+    let file = |path: &str, text: &str| (PathBuf::from(path), text.to_owned());
+    let files = [
+        file(
+            "node_labels.rs",
+            r#"//! Uses [`crate::plan::Action`] in a comment only: fine.
+use crate::{
+    config::DriftPolicy,
+    plan::{self, Action},
+};
+use crate::observed::NodeFacts;
+/* crate::desired in a block comment */
+fn f() -> String {
+    let _ = "crate::desired::x"; // in a string
+    let _ = 'c';
+    fn g<'a>(x: &'a str) -> &'a str { x }
+    crate::desired::sha256_hex(b"")
+}
+#[cfg(test)]
+mod tests {
+    use crate::plan::plan;
+}
+"#,
+        ),
+        file("config/model/mod.rs", "use super::super::desired::Environment;\nuse super::reader::TableReader;\n"),
+        file("routes.rs", "#[cfg(test)]\npub(crate) mod test_tables;\n"),
+        file("routes/test_tables.rs", "use crate::plan::Plan;\n"),
+        file("ownership.rs", "use crate::token::x;\n"),
+        file("shiny.rs", ""),
+    ];
+    let problems = violations(&files);
+    let expected = [
+        "src/node_labels.rs:4: node_labels (layer 6) uses plan (layer 8): a module may use only lower layers",
+        "src/node_labels.rs:12: node_labels (layer 6) uses desired (layer 7): a module may use only lower layers",
+        "src/config/model/mod.rs:1: config (layer 3) uses desired (layer 7): a module may use only lower layers",
+        "src/ownership.rs:1: ownership (layer 1) uses token (layer 1): a module may use only lower layers",
+        "shiny.rs: module shiny is in no layer: add it to LAYERS",
+    ];
+    assert_eq!(problems, expected);
+}

@@ -1,0 +1,353 @@
+//! One reconcile pass: read the swarm fresh, ask the core what to write (every new proxy config
+//! checked, `culprit`), write it (`write`), as the replica that writes (`role`).
+//!
+//! Clusters are written concurrently and independently: each cluster's writes run as their own
+//! task, at most one per cluster at a time, and a pass does not wait for a slow one (it waits a
+//! moment, then moves on; the outcome is collected by a later pass). So a failing or slow cluster
+//! holds up no other. A cluster whose writes failed waits out an exponential backoff with jitter
+//! before its next attempt; success resets it. A write that loses Swarm's optimistic lock ("update
+//! out of sequence") has its cluster planned again soon from a fresh read.
+//!
+//! Node labels (`[NodeLabels]`) are written first, one update per node, awaited: the clusters'
+//! placement depends on them. A node whose update fails is reported and retried on the next
+//! pass; it holds up no cluster. A node that changed since it was read is read again and
+//! decided afresh (someone else's label on it stays). Drift, a hand edit of a managed field,
+//! is logged at warn once per occurrence, reverted or only reported as `DriftPolicy` says.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use reconcilers::config::{Config, DriftPolicy};
+use reconcilers::desired::Environment;
+use reconcilers::leader;
+use reconcilers::node_labels;
+use reconcilers::observed::Observed;
+use reconcilers::observed::ServiceFacts;
+use reconcilers::plan::{self, Action, Plan};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::culprit::{Culprits, Judge};
+use super::role::{self, standing};
+use super::write::{Writers, execute, write_node};
+use crate::core::context::{Context, Replica};
+use crate::core::delivery::Serving;
+use crate::core::pass_report::PassReport;
+use crate::swarm::{Swarm, SwarmError};
+
+/// Why a pass could not run at all (a cluster's own failure is reported, not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("reading the swarm failed: {0}")]
+    Observe(#[source] SwarmError),
+    #[error("writing the operator network (or, for `start`, the statistics agent) failed: {0}")]
+    Network(#[source] SwarmError),
+}
+
+/// How long a pass waits for its clusters' writes before leaving them running.
+pub(super) const PASS_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs passes; keeps the config, the per-cluster backoff and the write tasks between them. A
+/// config reload ([`Reconciler::reconfigure`]) swaps the config inside, so in-flight writes and
+/// backoff survive it: there is never a second writer for a cluster.
+pub struct Reconciler<S: Swarm> {
+    pub(super) ctx: Context<S>,
+    config: Config,
+    env: Environment,
+    /// The clusters' write tasks and their backoff.
+    writers: Writers,
+    /// The services found to make a proxy reject its config, until their labels change.
+    culprits: Culprits,
+    /// The drift lines of the last pass: each is logged when it first appears.
+    drift_seen: BTreeSet<String>,
+    /// The node warnings of the last pass (refused hostnames), likewise.
+    pub(super) node_warnings_seen: BTreeSet<String>,
+    /// By lowercase hostname, the node that reported it when last seen on one node only
+    /// (`node_labels::remember_names`): this process's memory, gone with a restart.
+    node_names: BTreeMap<String, String>,
+    /// Who this process is among the cores that may run: exactly one writes
+    /// (`reconcilers::leader`).
+    identity: Replica,
+    /// The role of the last pass, to log changes.
+    role: Option<leader::Role>,
+    /// Owned services with no running task and a task Swarm left waiting for a host port, by
+    /// ID: since when.
+    stranded: BTreeMap<String, Instant>,
+    /// When each was last rescheduled.
+    rescheduled: BTreeMap<String, Instant>,
+}
+
+/// A task waiting this long for a host port no task of its service holds is rescheduled...
+pub(super) const STRANDED_AFTER: Duration = Duration::from_secs(10);
+/// ...at most this often per service.
+const RESCHEDULE_EVERY: Duration = Duration::from_secs(60);
+
+impl<S: Swarm> Reconciler<S> {
+    pub fn new(ctx: Context<S>, config: Config) -> Self {
+        let env = ctx.environment(&config);
+        Self {
+            ctx,
+            config,
+            env,
+            writers: Writers::default(),
+            culprits: Culprits::default(),
+            drift_seen: BTreeSet::new(),
+            node_warnings_seen: BTreeSet::new(),
+            node_names: BTreeMap::new(),
+            identity: Replica::Lone,
+            role: None,
+            stranded: BTreeMap::new(),
+            rescheduled: BTreeMap::new(),
+        }
+    }
+
+    /// Makes this process one of the cores that may run (`run`, `apply`): it writes only while
+    /// `reconcilers::leader::role` says so.
+    pub fn as_replica(mut self, identity: Replica) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Converges to `config` from the next pass on. Write tasks still running keep running and
+    /// are collected as before; backoff is kept for extensions that remain.
+    pub fn reconfigure(&mut self, config: Config) {
+        self.env = self.ctx.environment(&config);
+        self.writers.keep_extensions_of(&config);
+        self.config = config;
+    }
+
+    /// Reads the swarm and computes the plan, writing nothing.
+    ///
+    /// Every new proxy config is checked by the real proxy binary first; the services that make
+    /// it rejected are quarantined, and a rejection no service explains holds the cluster (see
+    /// `culprit`).
+    pub async fn plan(&self) -> Result<(Observed, Plan), ReconcileError> {
+        let mut observed = self.ctx.swarm.observe().await.map_err(ReconcileError::Observe)?;
+        // The generations served and run: a new config's generation continues from them.
+        observed.delivered = self.ctx.deliveries.known();
+        observed.node_names.clone_from(&self.node_names);
+        let judge = Judge {
+            config: &self.config,
+            env: &self.env,
+            checker: &self.ctx.checker,
+            deliveries: &self.ctx.deliveries,
+            status: &self.ctx.status,
+            culprits: &self.culprits,
+        };
+        let plan = judge.checked_plan(&observed).await;
+        Ok((observed, plan))
+    }
+
+    /// One pass: observe, plan, write.
+    pub async fn pass(&mut self) -> Result<PassReport, ReconcileError> {
+        let (observed, plan) = self.plan().await?;
+        self.node_names = node_labels::remember_names(&observed.node_names, &self.config.node_labels, &observed.nodes);
+        let mut report = PassReport {
+            apps_settling: plan::apps_settling(&observed),
+            unsettled: plan::unsettled(&observed),
+            ..PassReport::default()
+        };
+        let role = role::role(&self.identity, self.ctx.core_service.as_deref(), &observed);
+        if self.role.as_ref() != Some(&role) {
+            match &role {
+                leader::Role::Active => info!("active: this replica writes"),
+                leader::Role::Standby { leader, why } => {
+                    info!(leader = leader.as_deref().unwrap_or("none yet"), "standby: {}", standing(*why));
+                }
+            }
+            self.role = Some(role.clone());
+        }
+        if let leader::Role::Standby { leader, .. } = role {
+            // Read-only, and serving no config: extensions and their reports go to the writer.
+            // Writes it started while it wrote stop here (its creates and deletes carry no
+            // version to lose on).
+            self.writers.abort_all();
+            let leader = leader.unwrap_or_default();
+            self.ctx.deliveries.set_serving(Serving::Standby(leader.clone()));
+            report.standby = Some(leader);
+            report.plan = plan;
+            return Ok(report);
+        }
+        self.ctx.deliveries.set_serving(Serving::Writer);
+        for action in &plan.shared {
+            execute(&self.ctx.swarm, action).await.map_err(ReconcileError::Network)?;
+            report.writes += 1;
+        }
+        self.log_drift(&plan);
+        self.log_node_warnings(&plan);
+        // Node labels before the clusters: where their proxies may run depends on them.
+        for action in &plan.nodes {
+            info!("{action}");
+            match write_node(&self.ctx.swarm, &self.config, action, &observed).await {
+                Ok(()) => report.writes += 1,
+                Err(e) => {
+                    let Action::UpdateNode { hostname, .. } = action else { continue };
+                    warn!(node = %hostname, "{action}: {e}");
+                    report.failures.insert(format!("node {hostname}"), e.to_string());
+                }
+            }
+        }
+        self.writers.collect(&mut report, Duration::ZERO).await;
+        self.reschedule_stranded(&observed, &mut report).await;
+        self.serve_deliveries(&observed, &plan);
+        let now = Instant::now();
+        for (name, cluster) in &plan.clusters {
+            if cluster.actions.is_empty() {
+                continue;
+            }
+            if self.writers.is_writing(name) {
+                report.busy.push(name.clone());
+                continue;
+            }
+            if self.writers.is_backing_off(name, now) {
+                report.backing_off.push(name.clone());
+                continue;
+            }
+            self.writers.start(self.ctx.swarm.clone(), name, cluster.actions.clone());
+        }
+        self.writers.collect(&mut report, PASS_WAIT).await;
+        // The statistics agent serves plug-ins, not routes: its failure is reported, retried on
+        // the next pass, and holds up nothing.
+        for action in &plan.agent {
+            info!("{action} (statistics agent)");
+            match execute(&self.ctx.swarm, action).await {
+                Ok(()) => report.writes += 1,
+                Err(e) => {
+                    warn!("{action}: {e}");
+                    report.failures.insert("statistics agent".to_owned(), e.to_string());
+                }
+            }
+        }
+        for action in &plan.orphans {
+            info!("{action} (its extension is gone)");
+            match execute(&self.ctx.swarm, action).await {
+                Ok(()) => report.writes += 1,
+                Err(e) => {
+                    warn!("{action}: {e}");
+                    report.failures.insert(format!("orphan: {action}"), e.to_string());
+                }
+            }
+        }
+        report.plan = plan;
+        Ok(report)
+    }
+
+    /// Logs each drift line of the plan the first time it appears (it stays in the plan while
+    /// a write is pending, and for good with `DriftPolicy = "report"`).
+    fn log_drift(&mut self, plan: &Plan) {
+        let lines: BTreeSet<String> = plan.drift().into_iter().collect();
+        for line in lines.difference(&self.drift_seen) {
+            match plan.drift_policy {
+                DriftPolicy::Revert => warn!("drift: {line}; reverted"),
+                DriftPolicy::Report => warn!("drift: {line}; not reverted (DriftPolicy = \"report\")"),
+            }
+        }
+        self.drift_seen = lines;
+    }
+
+    /// Logs each refused hostname of the plan the first time it appears.
+    fn log_node_warnings(&mut self, plan: &Plan) {
+        let lines: BTreeSet<String> = plan.node_warnings.iter().cloned().collect();
+        for line in lines.difference(&self.node_warnings_seen) {
+            warn!("node labels: {line}");
+        }
+        self.node_warnings_seen = lines;
+    }
+
+    /// Swarm's scheduler can leave a task pending on a host-mode port it believes in use and not
+    /// look at it again once the port is freed (seen on the lab when two proxies swap nodes, or
+    /// a proxy replaces a removed one on the same port): the proxy then never runs. An owned
+    /// service with no running task whose task has waited so for [`STRANDED_AFTER`] is
+    /// rescheduled (`docker service update --force`: no task of it serves, so nothing is
+    /// interrupted), at most every [`RESCHEDULE_EVERY`], and never while its cluster writes.
+    async fn reschedule_stranded(&mut self, observed: &Observed, report: &mut PassReport) {
+        let now = Instant::now();
+        let stranded: Vec<&ServiceFacts> = observed
+            .services
+            .iter()
+            .filter(|s| reconcilers::ownership::is_owned(&s.def.labels))
+            .filter(|s| !observed.tasks.iter().any(|t| t.service_id == s.id && t.running))
+            .filter(|s| observed.tasks.iter().any(|t| t.service_id == s.id && t.waiting_for_port))
+            .collect();
+        self.stranded.retain(|id, _| stranded.iter().any(|s| s.id == *id));
+        for service in stranded {
+            let since = *self.stranded.entry(service.id.clone()).or_insert(now);
+            let writing = service
+                .def
+                .labels
+                .get(reconcilers::ownership::LABEL_EXTENSION)
+                .is_some_and(|e| self.writers.is_writing(e));
+            let due = now.duration_since(since) >= STRANDED_AFTER
+                && self.rescheduled.get(&service.id).is_none_or(|t| now.duration_since(*t) >= RESCHEDULE_EVERY);
+            if writing || !due {
+                continue;
+            }
+            warn!(
+                service = %service.def.name,
+                "Swarm left its task pending on a host port it reports in use, and no task of it runs: rescheduling it"
+            );
+            self.rescheduled.insert(service.id.clone(), now);
+            match self.ctx.swarm.reschedule(&service.id).await {
+                Ok(()) => report.writes += 1,
+                Err(e) => warn!(service = %service.def.name, "reschedule: {e}"),
+            }
+        }
+    }
+
+    /// Serves each hitless cluster's accepted config to its extension (before any write: the
+    /// label recording it is bookkeeping, the tasks need only the config), and tells it which
+    /// proxy tasks run where: only they may report, and reports of tasks gone are forgotten.
+    fn serve_deliveries(&self, observed: &Observed, plan: &Plan) {
+        for (name, cluster) in &plan.clusters {
+            // Which tasks may report: also while the cluster is held (no delivery), so that
+            // the reports of tasks started meanwhile are taken.
+            if let Some(ext) = self.config.extensions.get(name).filter(|e| e.hitless_service_update) {
+                self.ctx.deliveries.set_tasks(name, proxy_tasks(observed, &ext.proxy_service_name));
+            }
+            if let Some(delivery) = &cluster.delivery {
+                self.ctx.deliveries.publish(delivery);
+            }
+        }
+    }
+
+    /// When the earliest backing-off cluster may retry.
+    #[cfg(test)]
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.writers.next_retry()
+    }
+
+    /// When the earliest backing-off cluster may retry, among retry times later than `since`
+    /// (the start of the last pass: an earlier one was that pass's to take).
+    pub fn next_retry_after(&self, since: Instant) -> Option<Instant> {
+        self.writers.next_retry_after(since)
+    }
+
+    /// Extensions whose writes are still running.
+    pub fn busy(&self) -> Vec<String> {
+        self.writers.busy()
+    }
+
+    /// Waits for every cluster's writes to finish (for `apply`); reports them.
+    pub async fn settle(&mut self) -> PassReport {
+        let mut report = PassReport::default();
+        self.writers.collect(&mut report, Duration::MAX).await;
+        report
+    }
+}
+
+/// The running tasks of the service named `service`: task ID → node ID.
+fn proxy_tasks(observed: &Observed, service: &str) -> BTreeMap<String, String> {
+    let Some(id) = observed.services.iter().find(|s| s.def.name == service).map(|s| &s.id) else {
+        return BTreeMap::new();
+    };
+    observed
+        .tasks
+        .iter()
+        .filter(|t| t.running && t.service_id == *id)
+        .map(|t| (t.id.clone(), t.node_id.clone()))
+        .collect()
+}

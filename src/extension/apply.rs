@@ -1,0 +1,387 @@
+//! Bringing this node's proxy containers to a config: for each, what it runs (remembered, or read
+//! from its applied file), whether the config is newer ([`decide`]), then write the files, check
+//! them with the task's own binary, reload, and record it; a rejected config is written back and
+//! tried once more at a rescan ([`may_try`]). Each container's outcome is reported to the core,
+//! once per change ([`said`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use reconcilers::desired::Delivery;
+use reconcilers::proxy::HITLESS_APPLIED_FILE;
+use tracing::{debug, info, warn};
+
+use super::ProxyTarget;
+use super::client::CoreClient;
+use super::short;
+use super::vet::{Refusal, Verdict, Vetted, vet};
+use crate::engine::{EngineError, LocalContainer, NodeEngine};
+use crate::extension_api::TaskReport;
+
+/// How many times a config the task's binary rejects is tried on a container: the core holds
+/// the cluster only when a task reports the same rejection twice.
+const REJECTION_ATTEMPTS: u32 = 2;
+
+/// What a proxy container runs, as its applied file records it (`HASH` or `HASH GENERATION`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RunningConfig {
+    /// "" when the file is missing: nothing known.
+    hash: String,
+    /// 0: the config the task was started with, or unknown.
+    generation: u64,
+}
+
+impl RunningConfig {
+    /// Parses the applied file; a missing or unreadable generation is 0.
+    fn parse(text: &str) -> Self {
+        let mut words = text.split_whitespace();
+        let hash = words.next().unwrap_or_default().to_owned();
+        let generation = words.next().and_then(|g| g.parse().ok()).unwrap_or(0);
+        Self { hash, generation }
+    }
+
+    /// The applied file's content once the config `hash` at `generation` runs.
+    fn marker(hash: &str, generation: u64) -> String {
+        format!("{hash} {generation}\n")
+    }
+}
+
+/// What to do with a delivery for one container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// The container runs it already.
+    AlreadyApplied,
+    /// It is older than what the container runs (a stale replica's answer): write nothing.
+    Older,
+    Apply,
+}
+
+/// Configs only go forward: equal generations above 0 with different hashes cannot both be the
+/// cluster's, so the one running wins; generation 0 is "unknown" and never outranks anything.
+fn decide(running: &RunningConfig, hash: &str, generation: u64) -> Decision {
+    if hash == running.hash {
+        Decision::AlreadyApplied
+    } else if generation < running.generation || (generation == running.generation && running.generation > 0) {
+        Decision::Older
+    } else {
+        Decision::Apply
+    }
+}
+
+/// A config a container's binary rejected, and how many times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rejection {
+    hash: String,
+    attempts: u32,
+}
+
+/// Whether to try a config on a container whose binary rejected it `before` times: once more,
+/// at a rescan (a few seconds on; the core acts on a second rejection only), then never.
+fn may_try(before: u32, rescan: bool) -> bool {
+    before == 0 || (before < REJECTION_ATTEMPTS && rescan)
+}
+
+/// Applies configs to this node's proxy containers, remembering what each runs.
+pub(super) struct Applier<E> {
+    pub(super) docker: E,
+    core: Arc<CoreClient>,
+    extension: String,
+    /// The only service, commands, signal and paths it uses.
+    pub(super) own: ProxyTarget,
+    /// The last delivery vetted, and the verdict (kept: it is asked again every rescan).
+    vetted: Option<(Arc<Delivery>, Verdict)>,
+    /// The hash of the last delivery refused (logged once).
+    refused_delivery: Option<String>,
+    /// Container → what it runs.
+    applied: BTreeMap<String, RunningConfig>,
+    /// Container → the config its binary rejected last, tried `REJECTION_ATTEMPTS` times.
+    rejected: BTreeMap<String, Rejection>,
+    /// Container → the hash last not applied as older than what it runs (warned about once).
+    older: BTreeMap<String, String>,
+    /// Container → what was last reported to the core for it ([`said`]).
+    reported: BTreeMap<String, String>,
+    /// The last config this process applied anywhere: written back into a container whose
+    /// binary rejects a newer one, so the files on disk stay what the task runs.
+    kept: Option<Arc<Vetted>>,
+}
+
+/// What a report says, to send it once: with a rejection's attempt, so the second rejection of
+/// the same config on the same task is reported too.
+fn said(report: &TaskReport, attempt: u32) -> String {
+    format!("{}|{}|{}|{attempt}", report.hash, report.generation, report.rejected.as_deref().unwrap_or_default())
+}
+
+impl<E: NodeEngine> Applier<E> {
+    pub(super) fn new(docker: E, core: Arc<CoreClient>, extension: String, own: ProxyTarget) -> Self {
+        Self {
+            docker,
+            core,
+            extension,
+            own,
+            vetted: None,
+            refused_delivery: None,
+            applied: BTreeMap::new(),
+            rejected: BTreeMap::new(),
+            older: BTreeMap::new(),
+            reported: BTreeMap::new(),
+            kept: None,
+        }
+    }
+
+    /// `rescan`: called by the periodic rescan, the only time a rejected config is retried.
+    pub(super) async fn apply_all(&mut self, delivery: &Arc<Delivery>, rescan: bool) {
+        let verdict = match &self.vetted {
+            Some((seen, verdict)) if Arc::ptr_eq(seen, delivery) => verdict.clone(),
+            _ => {
+                let verdict = vet(&self.extension, &self.own, delivery).map(Arc::new);
+                self.vetted = Some((delivery.clone(), verdict.clone()));
+                verdict
+            }
+        };
+        if let Err(refusal) = &verdict
+            && self.refused_delivery.as_deref() != Some(delivery.hash.as_str())
+        {
+            warn!(hash = %short(&delivery.hash), generation = delivery.generation, "refused a delivery: {refusal}");
+            self.refused_delivery = Some(delivery.hash.clone());
+        }
+        let containers = match self.docker.service_containers(&self.own.service).await {
+            Ok(containers) => containers,
+            Err(e) => {
+                warn!("cannot list this node's proxy containers: {e}");
+                return;
+            }
+        };
+        let here: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+        self.applied.retain(|id, _| here.contains(id.as_str()));
+        self.rejected.retain(|id, _| here.contains(id.as_str()));
+        self.older.retain(|id, _| here.contains(id.as_str()));
+        self.reported.retain(|id, _| here.contains(id.as_str()));
+        let mut any_applied = false;
+        for container in &containers {
+            let outcome = match &verdict {
+                Ok(vetted) => self.apply(container, vetted, rescan).await,
+                Err(refusal) => self.refuse(container, &delivery.hash, refusal).await,
+            };
+            let Some((report, attempt)) = outcome else { continue };
+            if let Ok(vetted) = &verdict {
+                any_applied |= report.hash == vetted.hash && report.error.is_none();
+            }
+            if self.reported.get(&container.id) != Some(&said(&report, attempt)) {
+                match self.core.report(&report).await {
+                    Ok(()) => {
+                        self.reported.insert(container.id.clone(), said(&report, attempt));
+                    }
+                    Err(e) => warn!("cannot report to the core: {e}"),
+                }
+            }
+        }
+        if any_applied && let Ok(vetted) = verdict {
+            self.kept = Some(vetted);
+        }
+    }
+
+    /// What the container runs: remembered, else read from its applied file. `None` while
+    /// Docker cannot say (applying blind could take the task backwards).
+    async fn running(&self, id: &str) -> Option<RunningConfig> {
+        if let Some(running) = self.applied.get(id) {
+            return Some(running.clone());
+        }
+        match self.read_applied(id).await {
+            Ok(running) => Some(running),
+            Err(e) => {
+                debug!("cannot read {HITLESS_APPLIED_FILE} in {}: {e}", short(id));
+                None
+            }
+        }
+    }
+
+    /// The report for a container of a refused delivery: it keeps what it runs.
+    async fn refuse(&mut self, container: &LocalContainer, hash: &str, refusal: &Refusal) -> Option<(TaskReport, u32)> {
+        let running = self.running(&container.id).await?;
+        self.applied.insert(container.id.clone(), running.clone());
+        let error = format!("refused by the extension: {refusal}");
+        Some((task_report(container, &running, Some(hash.to_owned()), Some(error), Instant::now()), 0))
+    }
+
+    /// Brings one container to `delivery`; the report to send, if any, with its rejection's
+    /// attempt (0: not a rejection).
+    async fn apply(
+        &mut self,
+        container: &LocalContainer,
+        delivery: &Arc<Vetted>,
+        rescan: bool,
+    ) -> Option<(TaskReport, u32)> {
+        let started = Instant::now();
+        let id = container.id.as_str();
+        let running = self.running(id).await?;
+        let report = |running: &RunningConfig, rejected: Option<String>, error: Option<String>| {
+            task_report(container, running, rejected, error, started)
+        };
+        match decide(&running, &delivery.hash, delivery.generation) {
+            Decision::AlreadyApplied => {
+                // Same files: it runs this generation too (a task started on the rolled-out
+                // config records no generation), and an older one must not outrank it.
+                let running =
+                    RunningConfig { hash: running.hash, generation: running.generation.max(delivery.generation) };
+                self.applied.insert(id.to_owned(), running.clone());
+                return Some((report(&running, None, None), 0));
+            }
+            Decision::Older => {
+                if self.older.get(id) != Some(&delivery.hash) {
+                    warn!(
+                        container = %short(id),
+                        hash = %short(&delivery.hash),
+                        generation = delivery.generation,
+                        running_hash = %short(&running.hash),
+                        running_generation = running.generation,
+                        "not applied: older than the config the task runs"
+                    );
+                    self.older.insert(id.to_owned(), delivery.hash.clone());
+                }
+                self.applied.insert(id.to_owned(), running.clone());
+                return Some((report(&running, None, None), 0));
+            }
+            Decision::Apply => {}
+        }
+        let before = self.rejected.get(id).filter(|r| r.hash == delivery.hash).map_or(0, |r| r.attempts);
+        if !may_try(before, rescan) {
+            return None;
+        }
+        match self.write_check_reload(id, delivery, &running.hash).await {
+            Ok(()) => {
+                info!(container = %short(id), hash = %short(&delivery.hash), generation = delivery.generation, took_ms = started.elapsed().as_millis(), "proxy reloaded in place");
+                let now = RunningConfig { hash: delivery.hash.clone(), generation: delivery.generation };
+                self.applied.insert(id.to_owned(), now.clone());
+                self.rejected.remove(id);
+                Some((report(&now, None, None), 0))
+            }
+            Err(error) => {
+                let attempt = before + 1;
+                warn!(container = %short(id), hash = %short(&delivery.hash), attempt, "not applied: {error}");
+                self.applied.insert(id.to_owned(), running.clone());
+                self.rejected.insert(id.to_owned(), Rejection { hash: delivery.hash.clone(), attempts: attempt });
+                Some((report(&running, Some(delivery.hash.clone()), Some(error)), attempt))
+            }
+        }
+    }
+
+    /// What the container's start command or an earlier reload recorded (nothing known if the
+    /// file is missing); an error when Docker cannot say.
+    async fn read_applied(&self, container: &str) -> Result<RunningConfig, EngineError> {
+        let out = self.docker.exec(container, &["cat".to_owned(), HITLESS_APPLIED_FILE.to_owned()]).await?;
+        Ok(if out.exit_code == 0 { RunningConfig::parse(&out.output) } else { RunningConfig::default() })
+    }
+
+    /// `running`: the hash the container runs now, whose files are written back if `delivery`'s
+    /// are rejected (when this process has them).
+    async fn write_check_reload(&self, container: &str, delivery: &Vetted, running: &str) -> Result<(), String> {
+        self.write(container, delivery).await?;
+        let check = self.own.check();
+        let checked = self.docker.exec(container, &check).await.map_err(|e| e.to_string())?;
+        if checked.exit_code != 0 {
+            let reason = format!("{} rejects it: {}", check.join(" "), checked.output.trim());
+            // Put back what the task runs, when this process has it.
+            if let Some(kept) = self.kept.as_ref().filter(|k| k.hash == running)
+                && let Err(e) = self.write(container, kept).await
+            {
+                warn!("cannot write the previous config back: {e}");
+            }
+            return Err(reason);
+        }
+        self.docker.signal(container, self.own.reload_signal()).await.map_err(|e| e.to_string())?;
+        let marker = vec![(
+            HITLESS_APPLIED_FILE.to_owned(),
+            RunningConfig::marker(&delivery.hash, delivery.generation).into_bytes(),
+        )];
+        self.docker.write_files(container, &marker).await.map_err(|e| e.to_string())
+    }
+
+    async fn write(&self, container: &str, delivery: &Vetted) -> Result<(), String> {
+        if !delivery.clear_dirs.is_empty() {
+            let mut rm = vec!["rm".to_owned(), "-rf".to_owned(), "--".to_owned()];
+            rm.extend(delivery.clear_dirs.iter().cloned());
+            self.docker.exec(container, &rm).await.map_err(|e| e.to_string())?;
+        }
+        self.docker.write_files(container, &delivery.files).await.map_err(|e| e.to_string())
+    }
+}
+
+/// A container's report: it runs `running`; `rejected` with `error` when it did not take one.
+fn task_report(
+    container: &LocalContainer,
+    running: &RunningConfig,
+    rejected: Option<String>,
+    error: Option<String>,
+    started: Instant,
+) -> TaskReport {
+    TaskReport {
+        task: container.task_id.clone().unwrap_or_else(|| container.id.clone()),
+        node: container.node_id.clone().unwrap_or_default(),
+        container: container.id.clone(),
+        hash: running.hash.clone(),
+        generation: running.generation,
+        rejected,
+        error,
+        applied_at: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+        took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extension::fixtures::delivery;
+
+    #[test]
+    fn a_rejected_config_is_tried_twice_at_most_the_second_time_at_a_rescan() {
+        assert!(may_try(0, false) && may_try(0, true), "never rejected");
+        assert!(!may_try(1, false), "not at once again (a new config, a container start)");
+        assert!(may_try(1, true), "once more at the next rescan");
+        assert!(!may_try(2, true) && !may_try(2, false), "then never");
+        let report = |rejected: Option<&str>| TaskReport {
+            task: "t".into(),
+            node: "n".into(),
+            container: "c".into(),
+            hash: "a".into(),
+            generation: 1,
+            rejected: rejected.map(str::to_owned),
+            error: Some("nginx rejects it".into()),
+            applied_at: 1,
+            took_ms: 1,
+        };
+        assert_ne!(said(&report(Some("b")), 1), said(&report(Some("b")), 2), "the second rejection is reported too");
+        assert_eq!(said(&report(Some("b")), 2), said(&report(Some("b")), 2));
+        assert_ne!(said(&report(None), 0), said(&report(Some("b")), 0));
+    }
+
+    #[test]
+    fn the_applied_file_is_a_hash_and_maybe_a_generation() {
+        let parse = |text: &str| {
+            let r = RunningConfig::parse(text);
+            (r.hash, r.generation)
+        };
+        assert_eq!(parse("abc\n"), ("abc".to_owned(), 0), "as the start command writes it");
+        assert_eq!(parse("abc 7\n"), ("abc".to_owned(), 7));
+        assert_eq!(parse("  abc\t7  \n"), ("abc".to_owned(), 7));
+        assert_eq!(parse(""), (String::new(), 0));
+        assert_eq!(parse("abc x"), ("abc".to_owned(), 0), "an unreadable generation is unknown");
+        let written = RunningConfig::marker("def", 12);
+        assert_eq!(written, "def 12\n");
+        assert_eq!(parse(&written), ("def".to_owned(), 12));
+    }
+
+    #[test]
+    fn a_container_only_takes_configs_newer_than_the_one_it_runs() {
+        let running = |hash: &str, generation| RunningConfig { hash: hash.into(), generation };
+        let decide = |r: RunningConfig, d: Delivery| decide(&r, &d.hash, d.generation);
+        assert_eq!(decide(running("a", 5), delivery("a", 5)), Decision::AlreadyApplied);
+        assert_eq!(decide(running("a", 0), delivery("a", 5)), Decision::AlreadyApplied, "started on it");
+        assert_eq!(decide(running("a", 5), delivery("b", 6)), Decision::Apply);
+        assert_eq!(decide(running("a", 5), delivery("b", 3)), Decision::Older, "older");
+        assert_eq!(decide(running("a", 5), delivery("b", 5)), Decision::Older, "same generation, other files");
+        assert_eq!(decide(running("a", 5), delivery("b", 0)), Decision::Older, "an old core's config");
+        assert_eq!(decide(running("a", 0), delivery("b", 0)), Decision::Apply, "an old core and an old task");
+        assert_eq!(decide(running("a", 0), delivery("b", 1)), Decision::Apply);
+        assert_eq!(decide(running("", 0), delivery("b", 1)), Decision::Apply, "nothing recorded");
+    }
+}

@@ -1,0 +1,103 @@
+//! The seam between the reconcile loop and a swarm: the reads of a pass and every write, as a
+//! trait, and the errors it answers with. The Docker adapter implements it for real
+//! (`crate::docker`, over the Engine API); an in-memory swarm with fault injection implements it
+//! for the loop's unit tests (`memory`, test-only), so busy clusters, backoff, retries and
+//! reloads are proven without a lab.
+//!
+//! Errors are [`SwarmError`]s either way: the classification the loop's error policy acts on
+//! (transient or not, out of sequence, not found, conflict), with the implementation's words for
+//! what went wrong. The seam knows no implementation: it depends on the core's types alone.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use futures_util::Stream;
+use reconcilers::observed::Observed;
+use reconcilers::observed::{
+    ConfigDef, NetworkDef, NodeFacts, ObjectKind, SecretDef, ServiceDef, ServiceFacts, SwarmEvent,
+};
+
+#[cfg(test)]
+pub(crate) mod memory;
+
+/// What went wrong reading or writing the swarm, classified for the loop's error policy.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    /// The object is gone (a delete of it has done its job).
+    #[error("{operation}: not found")]
+    NotFound { operation: String },
+    /// A name already in use: someone else created an object of that name since the read.
+    #[error("{operation}: name already in use")]
+    Conflict { operation: String },
+    /// Swarm's optimistic lock: the object changed since it was read (its version moved).
+    #[error("{operation}: update out of sequence (the object changed since it was read)")]
+    OutOfSequence { operation: String },
+    /// Anything else, in the implementation's words; `transient`: worth retrying after a pause
+    /// (the swarm may answer differently next time).
+    #[error("{message}")]
+    Failed {
+        message: String,
+        transient: bool,
+        /// What the implementation's own error was caused by, when it says.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl SwarmError {
+    /// A failure with no cause to chain: `message` as it should be read.
+    pub fn failed(message: impl Into<String>, transient: bool) -> Self {
+        SwarmError::Failed { message: message.into(), transient, source: None }
+    }
+
+    /// Worth retrying after a pause: the swarm may answer differently next time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SwarmError::OutOfSequence { .. } => true,
+            SwarmError::Failed { transient, .. } => *transient,
+            SwarmError::NotFound { .. } | SwarmError::Conflict { .. } => false,
+        }
+    }
+}
+
+/// What the loop needs from a swarm. Cheap to clone; clones share one connection and one set of
+/// request counters.
+pub trait Swarm: Clone + Send + Sync + 'static {
+    /// Everything a pass reads (nodes, services, tasks, networks, the operator's configs, secret
+    /// names).
+    fn observe(&self) -> impl Future<Output = Result<Observed, SwarmError>> + Send;
+    /// One service, by ID or name, for a fresh version after "update out of sequence".
+    fn inspect_service(&self, id: &str) -> impl Future<Output = Result<Option<ServiceFacts>, SwarmError>> + Send;
+    fn create_network(&self, def: &NetworkDef) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    fn create_config(&self, def: &ConfigDef) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    fn create_service(&self, def: &ServiceDef) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    /// Writes `def.managed` (plus labels and environment) over the current spec, at `version`.
+    fn update_service(
+        &self,
+        id: &str,
+        version: u64,
+        def: &ServiceDef,
+    ) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    fn delete_service(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    /// Schedules a service's tasks anew, its spec unchanged (`docker service update --force`).
+    fn reschedule(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    fn delete_config(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    /// An operator-owned secret (a hitless extension's token).
+    fn create_secret(&self, def: &SecretDef) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    fn delete_secret(&self, name: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    /// One node, by ID or hostname, for a fresh version and labels after "update out of
+    /// sequence".
+    fn inspect_node(&self, id: &str) -> impl Future<Output = Result<Option<NodeFacts>, SwarmError>> + Send;
+    /// Replaces the node's labels with `labels`, at `version`; its role and availability stay as
+    /// they are (`[NodeLabels]`).
+    fn update_node(
+        &self,
+        id: &str,
+        version: u64,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    /// Events about these kinds of object, from now on. Hints only: a pass reads afresh.
+    fn events(&self, kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static;
+    /// Requests sent so far: `(reads, writes)`.
+    fn requests(&self) -> (u64, u64);
+}
