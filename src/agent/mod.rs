@@ -67,6 +67,7 @@ use tracing::{debug, info, warn};
 
 use crate::core::plugins::carbon::{CarbonError, CarbonSink, now_seconds, sanitize};
 use crate::engine::{ContainerStats, EngineError, NodeEngine, RunningContainer};
+use crate::retry::Backoff;
 use proxies::read_proxy;
 pub use proxies::{ProxyReading, fetch_command, parse_haproxy_csv, parse_stub_status};
 pub use series::{container_lines, proxy_lines};
@@ -80,8 +81,7 @@ const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
 /// The wait after the `failures`-th failed attempt to read the node's name: 1 s, doubling, up to
 /// the interval (at least 1 s, at most [`MAX_START_BACKOFF`]).
 pub fn start_backoff(failures: u32, interval: Duration) -> Duration {
-    let cap = interval.clamp(Duration::from_secs(1), MAX_START_BACKOFF);
-    Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(5)).min(cap)
+    Backoff::new(Duration::from_secs(1), interval.clamp(Duration::from_secs(1), MAX_START_BACKOFF)).delay(failures)
 }
 
 /// Why the agent cannot run.
