@@ -32,6 +32,7 @@
 
 pub mod agent;
 pub mod allocator;
+pub mod carbon;
 pub mod core;
 pub mod docker;
 pub mod engine;
@@ -39,4 +40,5 @@ pub mod extension;
 pub mod extension_api;
 pub mod preflight;
 pub mod retry;
+pub mod shutdown;
 pub mod swarm;

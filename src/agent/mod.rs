@@ -65,7 +65,7 @@ use futures_util::StreamExt;
 use regex::Regex;
 use tracing::{debug, info, warn};
 
-use crate::core::plugins::carbon::{CarbonError, CarbonSink, now_seconds, sanitize};
+use crate::carbon::{CarbonError, CarbonSink, now_seconds, sanitize};
 use crate::engine::{ContainerStats, EngineError, NodeEngine, RunningContainer};
 use crate::retry::Backoff;
 use proxies::read_proxy;
@@ -243,7 +243,7 @@ mod tests {
     use reconcilers::config::ProxyKind;
 
     use super::*;
-    use crate::core::plugins::carbon::CarbonSettings;
+    use crate::carbon::CarbonSettings;
     use crate::engine::{ExecOutput, LocalContainer};
 
     /// An engine that counts its calls: `name` / `list` fail when set; each container's

@@ -3,7 +3,7 @@
 //! reading, under `PREFIX.proxies.<node>.<container>.`. Pure.
 
 use super::ProxyReading;
-use crate::core::plugins::carbon::{line, sanitize};
+use crate::carbon::{line, sanitize};
 use crate::engine::ContainerStats;
 
 /// 0.3's series for one container reading.

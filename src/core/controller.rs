@@ -110,7 +110,7 @@ pub enum ControllerError {
     Signals(#[source] std::io::Error),
 }
 
-/// Runs until `shutdown` completes (the binary passes [`termination`]), then finishes the
+/// Runs until `shutdown` completes (the binary passes [`crate::shutdown::termination`]), then finishes the
 /// current pass and returns the final status (passes, writes, per-extension state).
 pub async fn run<S: Swarm>(
     ctx: Context<S>,
@@ -394,20 +394,6 @@ async fn watch_events<S: Swarm>(swarm: S, tx: mpsc::Sender<Trigger>, plugins: Ar
         debug!(?delay, "event stream ended; reconnecting");
         tokio::time::sleep(delay).await;
     }
-}
-
-/// Installs the SIGTERM and SIGINT handlers now (so a signal during the first pass is not
-/// lost: without a handler it would kill the process mid-write), and returns a future that
-/// completes on the first of them.
-pub fn termination() -> Result<impl std::future::Future<Output = ()>, ControllerError> {
-    let mut term = signal(SignalKind::terminate()).map_err(ControllerError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(ControllerError::Signals)?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM"),
-            _ = int.recv() => info!("SIGINT"),
-        }
-    })
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use crate::carbon::CarbonSettings;
 use crate::docker::EngineEvent;
 use crate::retry::{Backoff, RESUBSCRIBE};
 
@@ -211,13 +212,13 @@ pub fn canonical_name(name: &str) -> Option<&'static str> {
 #[derive(Debug, Clone, Default)]
 pub struct PluginSettings {
     /// `carbon`: where and what to send. `None`: not configured (carbon cannot run).
-    pub carbon: Option<carbon::CarbonSettings>,
+    pub carbon: Option<CarbonSettings>,
 }
 
 impl PluginSettings {
     /// The settings `[Plugins]` gives.
     pub fn from_config(config: &reconcilers::config::Config) -> Self {
-        let carbon = config.plugins.carbon.as_ref().map(|c| carbon::CarbonSettings {
+        let carbon = config.plugins.carbon.as_ref().map(|c| CarbonSettings {
             address: c.address.clone(),
             prefix: c.prefix.clone(),
             image_name_filter: c.image_name_filter.clone(),
