@@ -68,10 +68,9 @@ use tracing::{debug, info, warn};
 use crate::carbon::{CarbonError, CarbonSink, now_seconds, sanitize};
 use crate::engine::{ContainerStats, EngineError, NodeEngine, RunningContainer};
 use crate::retry::Backoff;
-use proxies::read_proxy;
-pub use proxies::{ProxyReading, fetch_command, parse_haproxy_csv, parse_stub_status};
-pub use series::{container_lines, proxy_lines};
-pub use settings::{AgentSettings, ENV_PROXIES, ProxyTarget, parse_proxies};
+use proxies::{ProxyReading, read_proxy};
+use series::{container_lines, proxy_lines};
+pub use settings::{AgentSettings, ENV_PROXIES, ProxyTarget};
 
 /// Stats readings (and proxy status fetches) in flight at once.
 const CONCURRENCY: usize = 8;

@@ -402,8 +402,9 @@ mod tests {
 
     use super::*;
     use crate::core::proxycheck::ProxyChecker;
-    use crate::swarm::memory::{MemorySwarm, seed_config, seed_swarm};
+    use crate::swarm::memory::MemorySwarm;
     use reconcilers::config::ListenAddr;
+    use reconcilers::fixtures::{seed_config, seed_swarm};
 
     /// The walk-through's config in a file of its own, its status endpoint on a free port.
     fn setup(name: &str) -> (PathBuf, Config) {

@@ -15,11 +15,15 @@
 //!   service's current spec for an update. Pure.
 //! - `error.rs`: [`DockerError`] and the classification of bollard's errors (and the raw task
 //!   reader's) into it, every case named.
-//! - `node.rs`: what `interlock extension` does to the proxy containers on its own node, through
-//!   that node's engine: [`LocalContainer`], [`ExecOutput`], and the tar archive that writes
-//!   files into a container. Pure.
+//! - `node.rs`: [`DockerClient`] as the node-local programs'
+//!   [`NodeEngine`](crate::engine::NodeEngine) (what `interlock extension` and `interlock agent`
+//!   do to the containers on their own node), its errors as
+//!   [`EngineError`](crate::engine::EngineError)s, the container labels Swarm sets, and the tar
+//!   archive that writes files into a container.
 //! - `stats.rs`: what `interlock agent` reads from its own node's engine: the running containers
-//!   and one reading of a container's counters ([`RunningContainer`], [`ContainerStats`]).
+//!   and one reading of a container's counters (as `crate::engine`'s
+//!   [`RunningContainer`](crate::engine::RunningContainer) and
+//!   [`ContainerStats`](crate::engine::ContainerStats)).
 //! - `own_container.rs`: interlock's own container, when it runs as a Swarm task (the image
 //!   the core runs from, its service and task: which replica it is).
 //! - `engine_events.rs`: every event of an engine, unfiltered ([`EngineEvent`]), for the
@@ -45,7 +49,5 @@ mod timeouts;
 pub use client::{DockerClient, RequestCounters};
 pub use engine_events::EngineEvent;
 pub use error::DockerError;
-pub use node::{ExecOutput, LocalContainer};
 pub use own_container::OwnContainer;
-pub use stats::{ContainerStats, NetworkTotals, RunningContainer};
 pub use swarm::managed_label;

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use super::DockerClient;
 use super::error::DockerError;
 use super::node;
-pub use crate::engine::{ContainerStats, NetworkTotals, RunningContainer};
+use crate::engine::{ContainerStats, NetworkTotals, RunningContainer};
 
 /// Calls for the per-node stats agent, to the engine of the node it runs on.
 impl DockerClient {

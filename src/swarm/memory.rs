@@ -476,8 +476,6 @@ impl Swarm for MemorySwarm {
     }
 }
 
-pub use reconcilers::fixtures::{seed_config, seed_swarm};
-
 /// An injected failure of `operation`, worded as the engine's answer with HTTP `status` would
 /// be (a transient one).
 fn injected(operation: &str, status: u16) -> SwarmError {
