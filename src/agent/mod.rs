@@ -43,7 +43,7 @@
 //! **A failing engine** is never hammered: reading the node's name at start is retried after 1 s,
 //! doubling up to the interval (at most 30 s, [`start_backoff`]); after that every call waits for
 //! the next tick, so a failed list or reading is tried again one interval later. The engine is a
-//! [`NodeEngine`] ([`DockerClient`](crate::docker::DockerClient), or a fake in the tests).
+//! [`NodeEngine`] (the Docker adapter's, [`crate::docker`], or a fake in the tests).
 //!
 //! # Files
 //! - `mod.rs`: the loop ([`run`]): the node's name with backoff, then one collection per
@@ -93,7 +93,7 @@ pub enum AgentError {
 }
 
 /// Runs until `shutdown` completes. `docker` is this node's engine (its socket mounted into the
-/// agent's task): a [`DockerClient`](crate::docker::DockerClient).
+/// agent's task), through the Docker adapter ([`crate::docker`]).
 pub async fn run<E: NodeEngine>(
     settings: AgentSettings,
     docker: E,

@@ -60,30 +60,40 @@ pub fn run(legacy: &Legacy) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(async {
         let shutdown = interlock::shutdown::termination()?;
         let docker = DockerClient::connect(url.as_ref(), &tls)?;
-        let engine = docker.engine().await?;
-        tracing::debug!(endpoint = %docker.endpoint(), engine = %engine.version, "connected");
-        let built = plugins::build(&legacy.plugins, &settings)?;
-        for plugin in &built {
-            tracing::info!("loading plugin name={} version={}", plugin.name(), plugin.version());
-        }
-        if let Some(carbon) = &settings.carbon {
-            ensure_stats_agent(&docker, carbon).await;
-        }
-        let dispatcher = Dispatcher::new(built);
-        let stats = plugins::host(&dispatcher, || docker.all_events(), shutdown).await;
-        for (name, s) in stats {
-            if s.dropped + s.skipped + s.panicked > 0 {
-                tracing::warn!(
-                    "plugin {name}: {} event(s) handled, {} dropped, {} skipped after retries, {} panicked",
-                    s.handled,
-                    s.dropped,
-                    s.skipped,
-                    s.panicked
-                );
-            }
-        }
-        Ok(ExitCode::SUCCESS)
+        host(&docker, &legacy.plugins, &settings, shutdown).await
     })
+}
+
+/// Dispatches every event of `docker`'s engine to the plug-ins `names` until `shutdown`.
+async fn host<D: Swarm + NodeEngine>(
+    docker: &D,
+    names: &[String],
+    settings: &PluginSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<ExitCode> {
+    let engine = docker.engine().await?;
+    tracing::debug!(endpoint = %docker.endpoint(), engine = %engine.version, "connected");
+    let built = plugins::build(names, settings)?;
+    for plugin in &built {
+        tracing::info!("loading plugin name={} version={}", plugin.name(), plugin.version());
+    }
+    if let Some(carbon) = &settings.carbon {
+        ensure_stats_agent(docker, carbon).await;
+    }
+    let dispatcher = Dispatcher::new(built);
+    let stats = plugins::host(&dispatcher, || docker.all_events(), shutdown).await;
+    for (name, s) in stats {
+        if s.dropped + s.skipped + s.panicked > 0 {
+            tracing::warn!(
+                "plugin {name}: {} event(s) handled, {} dropped, {} skipped after retries, {} panicked",
+                s.handled,
+                s.dropped,
+                s.skipped,
+                s.panicked
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Interlock 0.3's `stats` sent what one engine saw; statistics from every node need the agent

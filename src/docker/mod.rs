@@ -1,6 +1,9 @@
 //! The Docker adapter: the only module that knows bollard (and, in `tasks`, the Engine's raw
-//! task JSON). Everything outside it sees `reconcilers::observed` types and [`DockerError`]; the
-//! core's loop sees only the [`Swarm`](crate::swarm::Swarm) seam it implements (`swarm.rs`).
+//! task JSON). Everything outside it sees `reconcilers::observed` types and the seams' plain
+//! types: the core's loop and the commands' set-up go through the [`Swarm`](crate::swarm::Swarm)
+//! seam it implements (`swarm.rs`), the node-local programs through
+//! [`NodeEngine`](crate::engine::NodeEngine) (`node.rs`); outside the adapter, the command line
+//! only connects ([`DockerClient::connect`]).
 //!
 //! It connects to the engine named by the config (or `DOCKER_HOST`), translates between
 //! bollard's generated models and the core's plain types, classifies errors into what the caller
@@ -25,10 +28,13 @@
 //!   [`RunningContainer`](crate::engine::RunningContainer) and
 //!   [`ContainerStats`](crate::engine::ContainerStats)).
 //! - `own_container.rs`: interlock's own container, when it runs as a Swarm task (the image
-//!   the core runs from, its service and task: which replica it is).
-//! - `engine_events.rs`: every event of an engine, unfiltered ([`EngineEvent`]), for the
-//!   plug-ins of `interlock start`.
-//! - `swarm.rs`: [`DockerClient`] as the loop's [`Swarm`](crate::swarm::Swarm), its errors as
+//!   the core runs from, its service and task: which replica it is), as the seam's
+//!   [`OwnContainer`](crate::swarm::OwnContainer).
+//! - `engine_events.rs`: every event of an engine, unfiltered (the seam's
+//!   [`EngineEvent`](crate::swarm::EngineEvent)), for the plug-ins of `interlock start`.
+//! - `swarm.rs`: [`DockerClient`] as the [`Swarm`](crate::swarm::Swarm) (the loop's seam, and
+//!   the manager-side facts the commands set up with: engine, join token, own container, every
+//!   event), its errors as
 //!   [`SwarmError`](crate::swarm::SwarmError)s, and [`managed_label`], the filter for the
 //!   operator's own objects.
 //! - `tasks.rs`: `GET /tasks` without bollard, whose `Task` model drops the task IPs.
@@ -47,7 +53,5 @@ mod tasks;
 mod timeouts;
 
 pub use client::{DockerClient, RequestCounters};
-pub use engine_events::EngineEvent;
 pub use error::DockerError;
-pub use own_container::OwnContainer;
 pub use swarm::managed_label;

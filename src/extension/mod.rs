@@ -73,7 +73,7 @@
 //! - `apply.rs`: bringing each proxy container to a config (write, check, reload, record), what
 //!   it runs, and the reports to the core.
 //!
-//! The node's engine is a [`NodeEngine`] ([`DockerClient`](crate::docker::DockerClient), the
+//! The node's engine is a [`NodeEngine`] (the Docker adapter's, [`crate::docker`], over the
 //! node's socket); the core is a `client::CoreClient`.
 
 mod apply;

@@ -39,8 +39,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::carbon::CarbonSettings;
-use crate::docker::EngineEvent;
 use crate::retry::{Backoff, RESUBSCRIBE};
+use crate::swarm::EngineEvent;
 
 /// Events a plug-in's queue holds before the oldest are dropped.
 pub const QUEUE_CAPACITY: usize = 1024;
