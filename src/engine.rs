@@ -4,8 +4,9 @@
 //! it answers in and its own error, [`EngineError`].
 //!
 //! The Docker adapter ([`crate::docker`]) implements it for real (in `docker/node.rs`); the
-//! programs' unit tests implement it with fakes. Nothing here knows bollard: a Docker call made outside
-//! the adapter goes through this trait (or, for the core loop, [`crate::swarm::Swarm`]).
+//! programs' unit tests implement it with fakes. Nothing here knows bollard: a Docker call made
+//! outside the adapter goes through this trait (or, on the manager's side,
+//! [`crate::swarm::Swarm`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -7,8 +7,8 @@
 //!
 //! The requests themselves are [`DockerClient`] methods (`running_containers`, `write_files`,
 //! `exec`, `signal`, `container_starts` in `client.rs`; `list_running_containers`,
-//! `container_stats` in `stats.rs`; `container_image` in `own_container.rs`); the plain types they answer
-//! in live beside the trait, in `crate::engine`.
+//! `container_stats` in `stats.rs`; `container_image` in `own_container.rs`); the plain types
+//! they answer in live beside the trait, in `crate::engine`.
 
 use std::collections::BTreeSet;
 
