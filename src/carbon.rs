@@ -3,7 +3,7 @@
 //! ([`crate::agent`]): both send through a [`CarbonSink`] configured by [`CarbonSettings`].
 //!
 //! Everything goes to Carbon in its plaintext protocol, one line per value
-//! ([`line`]: `PATH VALUE UNIX_SECONDS\n`).
+//! ([`line()`]: `PATH VALUE UNIX_SECONDS\n`).
 //!
 //! ```text
 //!  plug-in (core) ──send(line)──┐                          (never blocks, never awaits)

@@ -25,7 +25,7 @@
 //! 3. [`carbon`]: the Carbon (Graphite) sink, its settings and line protocol, shared by the
 //!    core's `carbon` plug-in and the agent.
 //! 4. The three programs and the Docker adapter, none of which uses another:
-//!    - [`core`]: the core's program (`interlock run`, `plan`, `apply`, `start`'s plug-in host),
+//!    - [`core`]: the core's program (`interlock run`, `plan`, `apply`; `start`'s plug-ins),
 //!      over `swarm`. Its own modules are layers too: `pass_report`, `proxycheck`, `delivery`,
 //!      `status`, `plugins` → `metrics` → `server` → `context` → `reconcile` (pass, culprit,
 //!      write, role, agent_service) → `controller`.

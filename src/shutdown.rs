@@ -1,6 +1,6 @@
 //! How every long-running program of interlock is told to stop: [`termination`], a future that
-//! completes on SIGTERM or SIGINT, which `main` hands to the core's loop, the extension, the
-//! agent and `interlock start`'s plug-in host.
+//! completes on SIGTERM or SIGINT, which the binary's commands (`cli/`) hand to the core's loop,
+//! the extension, the agent and `interlock start`'s plug-in host.
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;

@@ -1,4 +1,4 @@
-//! The service-clusters walk-through (`shared/seeds/002_…`), word for word, on the project's
+//! The service-clusters walk-through (Interlock's documentation), word for word, on the project's
 //! lab: every command of the document in its order, through the docker CLI, with only the image
 //! names changed (and the extension's Args, since the lab's extension image is interlock itself).
 //! interlock runs as the document runs it: a service pinned to a manager, its TOML in a Docker

@@ -12,7 +12,7 @@
 //!                                                  127.0.0.1 ─▶ PREFIX.proxies.NODE.CONTAINER.*
 //! ```
 //!
-//! **Series.** Interlock 0.3's (`shared/reference/interlock.md` §5), with the node as the
+//! **Series.** Interlock 0.3's (`docs/plugins.md`, "Plug-ins: carbon"), with the node as the
 //! engine's name (`docker info`'s `Name`, the Swarm node's hostname): under
 //! `PREFIX.containers.nodes.<node>.<container>.`: `cpu.totalUsage`, `cpu.usageInKernelmode`,
 //! `cpu.usageInUsermode` (nanoseconds, cumulative), `memory.usage`, `memory.maxUsage`,

@@ -1,4 +1,4 @@
-//! Interlock 0.3's Carbon series (`shared/reference/interlock.md` §5): the lines of one
+//! Interlock 0.3's Carbon series (`docs/plugins.md`, "Plug-ins: carbon"): the lines of one
 //! container reading, under `PREFIX.containers.nodes.<node>.<container>.`, and of one proxy
 //! reading, under `PREFIX.proxies.<node>.<container>.`. Pure.
 

@@ -110,8 +110,8 @@ pub enum ControllerError {
     Signals(#[source] std::io::Error),
 }
 
-/// Runs until `shutdown` completes (the binary passes [`crate::shutdown::termination`]), then finishes the
-/// current pass and returns the final status (passes, writes, per-extension state).
+/// Runs until `shutdown` completes (the binary passes [`crate::shutdown::termination`]), then
+/// finishes the current pass and returns the final status (passes, writes, per-extension state).
 pub async fn run<S: Swarm>(
     ctx: Context<S>,
     path: PathBuf,

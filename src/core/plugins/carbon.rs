@@ -3,8 +3,9 @@
 //! protocol are [`crate::carbon`]'s, which `interlock agent` shares).
 //!
 //! Per Docker or interlock event `PREFIX.cluster.events 1` (0.3's series), and per pass of each
-//! extension (`PluginEvent::Pass`) `PREFIX.interlock.clusters.<extension>.{routes,backends,quarantined,pass_ms}`
-//! (the extension's name through [`sanitize`]). Container statistics are not the core's job: a
+//! extension (`PluginEvent::Pass`)
+//! `PREFIX.interlock.clusters.<extension>.{routes,backends,quarantined,pass_ms}` (the
+//! extension's name through [`sanitize`]). Container statistics are not the core's job: a
 //! manager's engine only knows its own containers, so `interlock agent` runs on every node and
 //! sends them through its own sink.
 

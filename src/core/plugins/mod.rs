@@ -1,7 +1,7 @@
 //! Plug-ins: code that reacts to what happens in the swarm and in interlock, beside routing
 //! (the core's plug-in dispatcher and its plug-ins).
 //!
-//! Interlock 0.3's model (`shared/reference/interlock.md` §5): every event is dispatched to every
+//! Interlock 0.3's model (`docs/plugins.md`): every event is dispatched to every
 //! enabled plug-in. Here each plug-in gets its own task and its own bounded queue
 //! ([`Dispatcher`]), so a slow or failing plug-in is logged and retried, and never delays a
 //! pass, a route or another plug-in: when its queue is full, the oldest events are dropped and
