@@ -2,16 +2,16 @@
 # The main job on a fresh machine (root): the service-clusters walk-through, for real.
 #
 # A local 4-node Swarm (manager + lb-00, lb-01, app-00), then the walk-through's commands in the
-# document's order (Docker's Interlock service-clusters walk-through): node labels, the interlock network, interlock deployed
-# with `docker stack deploy -c deploy/stack.yml interlock` (the stack holds its config object,
-# made from the TOML, and the core pinned to a manager: service interlock_core), the proxies
-# pinned by hand with `docker service update --constraint-add`, the apps' networks, the two demo
-# apps, and the document's `curl … /ping` through each region's load-balancer node. Only the
-# image names differ (the lab has no registry: local/interlock:lab, local/interlock-proxy:lab,
-# local/docker-demo:lab), the extension's Args, and `HitlessServiceUpdate = true` in each
-# extension: route changes reach the running proxies in place (the demo ends by scaling an app
-# and showing the same proxy task serving both instances). It leaves everything running;
-# `deploy/lab/swarm-lab.sh down` removes it.
+# order of Interlock's documentation of service clusters: node labels, the interlock network,
+# interlock deployed with `docker stack deploy -c deploy/stack.yml interlock` (the stack holds its
+# config object, made from the TOML, and the core pinned to a manager: service interlock_core),
+# the proxies pinned by hand with `docker service update --constraint-add`, the apps' networks,
+# the two demo apps, and the document's `curl … /ping` through each region's load-balancer node.
+# Only the image names differ (the lab has no registry: local/interlock:lab,
+# local/interlock-proxy:lab, local/docker-demo:lab), the extension's Args, and
+# `HitlessServiceUpdate = true` in each extension: route changes reach the running proxies in
+# place (the demo ends by scaling an app and showing the same proxy task serving both instances).
+# It leaves everything running; `deploy/lab/swarm-lab.sh down` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -3,9 +3,10 @@
 //! the engine of the node they run on (its socket mounted into their task), with the plain types
 //! it answers in and its own error, [`EngineError`].
 //!
-//! [`crate::docker::DockerClient`] implements it for real (in `docker/node.rs`); the programs'
-//! unit tests implement it with fakes. Nothing here knows bollard: a Docker call made outside
-//! the adapter goes through this trait (or, for the core loop, [`crate::swarm::Swarm`]).
+//! The Docker adapter ([`crate::docker`]) implements it for real (in `docker/node.rs`); the
+//! programs' unit tests implement it with fakes. Nothing here knows bollard: a Docker call made
+//! outside the adapter goes through this trait (or, on the manager's side,
+//! [`crate::swarm::Swarm`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -34,7 +34,7 @@ wait_code() { # host code timeout-seconds
 }
 operator_pid=
 start_operator() {
-  RUST_LOG=interlock::controller=debug,interlock=info "$BIN" run -c "$CONFIG" >>"$LOG" 2>&1 &
+  RUST_LOG=interlock::core::controller=debug,interlock=info "$BIN" run -c "$CONFIG" >>"$LOG" 2>&1 &
   operator_pid=$!
 }
 stop_operator() { [ -z "$operator_pid" ] || { kill "$operator_pid"; wait "$operator_pid" || true; operator_pid=; }; }

@@ -125,7 +125,7 @@ log "created in $(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.0f", a - b }')
 
 # WRAP: a command to run interlock under (a heap profiler, say: WRAP="heaptrack -o /tmp/soak.heap").
 # shellcheck disable=SC2086
-RUST_LOG=interlock::controller=debug,interlock=info setsid ${WRAP:-} "$BIN" run -c "$CONFIG" >"$LOG" 2>&1 &
+RUST_LOG=interlock::core::controller=debug,interlock=info setsid ${WRAP:-} "$BIN" run -c "$CONFIG" >"$LOG" 2>&1 &
 operator_pid=$!
 # The interlock process itself (under a WRAP, a child of it), found by its unique config path.
 interlock_pid() {
@@ -175,7 +175,7 @@ done
 sample_rss
 churn_line=$(wc -l <"$LOG")
 log "churn done ($changes changes); idle for $IDLE s"
-# Let the last changes settle, and any app's fast-polling window (60 s, controller::Settling) end.
+# Let the last changes settle, and any app's fast-polling window (60 s, core::controller's SETTLE_WINDOW) end.
 sleep 70
 unsettled=$(docker service ls --filter "name=$PREFIX-" --format '{{.Name}} {{.Replicas}}' |
   awk '{ split($2, r, "/"); if (r[1] != r[2]) print }')

@@ -25,7 +25,7 @@
 #                              kept 2 h, whisper-fetch to read them back (tests/lab/carbon_agent.rs)
 # Connection details for tests land in /run/interlock-lab/env.
 #
-# Pitfalls it works around:
+# Pitfalls it works around (docs/lab.md, "The Swarm lab"):
 # - no systemd: the dockerds are started in the background and waited for;
 # - `ip netns exec` remounts /sys and dockerd then dies ("Devices cgroup isn't
 #   mounted"): workers are started with nsenter --net + unshare --uts instead;

@@ -1,4 +1,4 @@
-//! Every `com.docker.lb.*` label of an app service (`shared/reference/interlock.md` §3), parsed
+//! Every `com.docker.lb.*` label of an app service (`docs/labels-and-tenants.md`), parsed
 //! and validated: which service cluster it joins, its hosts, port and network, and the per-route
 //! options (context root, rewrite, websocket endpoints, sticky cookie, ip_hash, redirects, default
 //! backend, backend mode, TLS secrets, passthrough). Every value that can reach a generated file

@@ -45,7 +45,7 @@ pub struct NodeFacts {
     /// `Version.Index`, required to update the node.
     pub version: u64,
     /// `ManagerStatus.Leader`: the manager that holds the Raft leadership now. The core replica
-    /// on this node is the one that writes (see the shell's `leader` module).
+    /// on this node is the one that writes (see the `leader` module).
     pub leader: bool,
 }
 

@@ -12,7 +12,7 @@
 //!                                                  127.0.0.1 ─▶ PREFIX.proxies.NODE.CONTAINER.*
 //! ```
 //!
-//! **Series.** Interlock 0.3's (`shared/reference/interlock.md` §5), with the node as the
+//! **Series.** Interlock 0.3's (`docs/plugins.md`, "Plug-ins: carbon"), with the node as the
 //! engine's name (`docker info`'s `Name`, the Swarm node's hostname): under
 //! `PREFIX.containers.nodes.<node>.<container>.`: `cpu.totalUsage`, `cpu.usageInKernelmode`,
 //! `cpu.usageInUsermode` (nanoseconds, cumulative), `memory.usage`, `memory.maxUsage`,
@@ -43,7 +43,7 @@
 //! **A failing engine** is never hammered: reading the node's name at start is retried after 1 s,
 //! doubling up to the interval (at most 30 s, [`start_backoff`]); after that every call waits for
 //! the next tick, so a failed list or reading is tried again one interval later. The engine is a
-//! [`NodeEngine`] ([`DockerClient`](crate::docker::DockerClient), or a fake in the tests).
+//! [`NodeEngine`] (the Docker adapter's, [`crate::docker`], or a fake in the tests).
 //!
 //! # Files
 //! - `mod.rs`: the loop ([`run`]): the node's name with backoff, then one collection per
@@ -65,12 +65,12 @@ use futures_util::StreamExt;
 use regex::Regex;
 use tracing::{debug, info, warn};
 
-use crate::core::plugins::carbon::{CarbonError, CarbonSink, now_seconds, sanitize};
+use crate::carbon::{CarbonError, CarbonSink, now_seconds, sanitize};
 use crate::engine::{ContainerStats, EngineError, NodeEngine, RunningContainer};
-use proxies::read_proxy;
-pub use proxies::{ProxyReading, fetch_command, parse_haproxy_csv, parse_stub_status};
-pub use series::{container_lines, proxy_lines};
-pub use settings::{AgentSettings, ENV_PROXIES, ProxyTarget, parse_proxies};
+use crate::retry::Backoff;
+use proxies::{ProxyReading, read_proxy};
+use series::{container_lines, proxy_lines};
+pub use settings::{AgentSettings, ENV_PROXIES, ProxyTarget};
 
 /// Stats readings (and proxy status fetches) in flight at once.
 const CONCURRENCY: usize = 8;
@@ -80,8 +80,7 @@ const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
 /// The wait after the `failures`-th failed attempt to read the node's name: 1 s, doubling, up to
 /// the interval (at least 1 s, at most [`MAX_START_BACKOFF`]).
 pub fn start_backoff(failures: u32, interval: Duration) -> Duration {
-    let cap = interval.clamp(Duration::from_secs(1), MAX_START_BACKOFF);
-    Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(5)).min(cap)
+    Backoff::new(Duration::from_secs(1), interval.clamp(Duration::from_secs(1), MAX_START_BACKOFF)).delay(failures)
 }
 
 /// Why the agent cannot run.
@@ -94,7 +93,7 @@ pub enum AgentError {
 }
 
 /// Runs until `shutdown` completes. `docker` is this node's engine (its socket mounted into the
-/// agent's task): a [`DockerClient`](crate::docker::DockerClient).
+/// agent's task), through the Docker adapter ([`crate::docker`]).
 pub async fn run<E: NodeEngine>(
     settings: AgentSettings,
     docker: E,
@@ -243,7 +242,7 @@ mod tests {
     use reconcilers::config::ProxyKind;
 
     use super::*;
-    use crate::core::plugins::carbon::CarbonSettings;
+    use crate::carbon::CarbonSettings;
     use crate::engine::{ExecOutput, LocalContainer};
 
     /// An engine that counts its calls: `name` / `list` fail when set; each container's

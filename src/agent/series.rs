@@ -1,9 +1,9 @@
-//! Interlock 0.3's Carbon series (`shared/reference/interlock.md` §5): the lines of one
+//! Interlock 0.3's Carbon series (`docs/plugins.md`, "Plug-ins: carbon"): the lines of one
 //! container reading, under `PREFIX.containers.nodes.<node>.<container>.`, and of one proxy
 //! reading, under `PREFIX.proxies.<node>.<container>.`. Pure.
 
-use super::ProxyReading;
-use crate::core::plugins::carbon::{line, sanitize};
+use super::proxies::ProxyReading;
+use crate::carbon::{line, sanitize};
 use crate::engine::ContainerStats;
 
 /// 0.3's series for one container reading.
@@ -47,7 +47,7 @@ mod tests {
 
     #[test]
     fn a_stats_answer_becomes_0_3s_series() {
-        let stats = crate::docker::ContainerStats {
+        let stats = crate::engine::ContainerStats {
             cpu_total: 123456789,
             cpu_kernel: 20000000,
             cpu_user: 90000000,
@@ -55,7 +55,7 @@ mod tests {
             memory_max_usage: 4194304,
             memory_failcnt: 2,
             memory_limit: 8388608,
-            network: crate::docker::NetworkTotals {
+            network: crate::engine::NetworkTotals {
                 rx_bytes: 1024,
                 rx_packets: 11,
                 rx_errors: 1,

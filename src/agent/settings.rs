@@ -5,7 +5,7 @@
 use reconcilers::config::ProxyKind;
 
 use super::AgentError;
-use crate::core::plugins::carbon::CarbonSettings;
+use crate::carbon::CarbonSettings;
 
 /// The proxy services on the node and how to read them: a JSON list of
 /// `{"service": NAME, "kind": "nginx"|"haproxy", "port": TargetPort, "user": .., "password": ..}`

@@ -9,7 +9,7 @@ use interlock::docker::DockerClient;
 pub fn run() -> anyhow::Result<ExitCode> {
     let settings = interlock::agent::AgentSettings::from_env()?;
     super::runtime()?.block_on(async {
-        let shutdown = interlock::core::controller::termination()?;
+        let shutdown = interlock::shutdown::termination()?;
         // The node's own engine: its socket is mounted into the agent's task.
         let docker = DockerClient::connect(None, &Default::default())?;
         interlock::agent::run(settings, docker, shutdown).await?;

@@ -21,7 +21,7 @@ pub fn run(path: &Path, timeout: Duration, writer: bool) -> anyhow::Result<ExitC
             let observed = Swarm::observe(&ctx.swarm).await?;
             if let Some(core) = interlock::core::reconcile::core_service_running(&observed) {
                 eprintln!(
-                    "interlock: the core service {core} runs and writes; this apply would fight it. Change its config instead (see README, \"Deployment\"), or pass --writer to write anyway"
+                    "interlock: the core service {core} runs and writes; this apply would fight it. Change its config instead (see docs/deployment.md), or pass --writer to write anyway"
                 );
                 return Ok(ExitCode::FAILURE);
             }

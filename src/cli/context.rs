@@ -1,13 +1,14 @@
 //! The composition root of the core's commands (`plan`, `apply`, `run`): the one place that
 //! connects to a swarm manager and builds the [`Context`] the loop and the reconciler share
 //! (Docker connection, proxy checker, the extensions' key, which replica this is, its own image
-//! and service). Setting up the connection (is it a manager, the key, its own container) is
-//! done here on the adapter itself; everything after goes through [`Context::swarm`], a
-//! [`Swarm`](interlock::swarm::Swarm).
+//! and service). Only the connection is made here on the adapter itself ([`DockerClient`]);
+//! setting it up (is it a manager, the key, its own container) and everything after goes
+//! through the [`Swarm`] seam ([`Context::swarm`]).
 
 use interlock::core::context::{Context, Replica};
 use interlock::core::proxycheck::ProxyChecker;
 use interlock::docker::DockerClient;
+use interlock::swarm::Swarm;
 use reconcilers::config::Config;
 
 /// The composition root: connects to a manager and builds the shared context.
@@ -15,6 +16,11 @@ use reconcilers::config::Config;
 /// `reconcilers::leader` decides.
 pub async fn context(config: &Config, writer: bool) -> anyhow::Result<Context<DockerClient>> {
     let docker = DockerClient::connect(config.docker_url.as_ref(), &config.tls)?;
+    set_up(docker, writer).await
+}
+
+/// The shared context over `docker`, once it is known to be a manager.
+async fn set_up<S: Swarm>(docker: S, writer: bool) -> anyhow::Result<Context<S>> {
     let engine = docker.require_manager().await?;
     tracing::debug!(engine = %engine.version, api = %engine.api_version, "connected to a swarm manager");
     // Hitless extensions' tokens derive from a key only managers can read.

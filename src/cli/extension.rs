@@ -9,7 +9,7 @@ use interlock::docker::DockerClient;
 pub fn run() -> anyhow::Result<ExitCode> {
     let settings = interlock::extension::Settings::from_env()?;
     super::runtime()?.block_on(async {
-        let shutdown = interlock::core::controller::termination()?;
+        let shutdown = interlock::shutdown::termination()?;
         // The node's own engine (its socket is mounted into a hitless extension's task), not the
         // config's DockerURL; a rolling extension has none and needs none.
         let docker = if settings.hitless { Some(DockerClient::connect(None, &Default::default())?) } else { None };

@@ -13,7 +13,7 @@ pub fn run(path: &Path, writer: bool) -> anyhow::Result<ExitCode> {
     super::validate::check_plugin_settings(&config).map_err(|e| anyhow::anyhow!("{}: error: {e}", path.display()))?;
     super::runtime()?.block_on(async {
         // Before anything else: a SIGTERM during the first pass must finish that pass, not kill it.
-        let shutdown = interlock::core::controller::termination()?;
+        let shutdown = interlock::shutdown::termination()?;
         let mut ctx = super::context::context(&config, writer).await?;
         if !config.plugins.enabled.is_empty() {
             let built = plugins::build(&config.plugins.enabled, &PluginSettings::from_config(&config))

@@ -7,6 +7,7 @@
 
 use std::process::ExitCode;
 
+use interlock::carbon::CarbonSettings;
 use interlock::core::context::Context;
 use interlock::core::plugins::{self, Dispatcher, PluginSettings};
 use interlock::core::proxycheck::ProxyChecker;
@@ -42,8 +43,7 @@ pub fn run(legacy: &Legacy) -> anyhow::Result<ExitCode> {
     }
     // Interlock 0.3's variables configure carbon (`stats`), read only when it is asked for.
     let wants_carbon = legacy.plugins.iter().any(|n| plugins::canonical_name(n) == Some(plugins::carbon::NAME));
-    let settings =
-        PluginSettings { carbon: if wants_carbon { Some(plugins::carbon::CarbonSettings::from_env()?) } else { None } };
+    let settings = PluginSettings { carbon: if wants_carbon { Some(CarbonSettings::from_env()?) } else { None } };
     tracing::info!(
         "interlock running version={} ({})",
         env!("CARGO_PKG_VERSION"),
@@ -58,38 +58,48 @@ pub fn run(legacy: &Legacy) -> anyhow::Result<ExitCode> {
         );
     }
     super::runtime()?.block_on(async {
-        let shutdown = interlock::core::controller::termination()?;
+        let shutdown = interlock::shutdown::termination()?;
         let docker = DockerClient::connect(url.as_ref(), &tls)?;
-        let engine = docker.engine().await?;
-        tracing::debug!(endpoint = %docker.endpoint(), engine = %engine.version, "connected");
-        let built = plugins::build(&legacy.plugins, &settings)?;
-        for plugin in &built {
-            tracing::info!("loading plugin name={} version={}", plugin.name(), plugin.version());
-        }
-        if let Some(carbon) = &settings.carbon {
-            ensure_stats_agent(&docker, carbon).await;
-        }
-        let dispatcher = Dispatcher::new(built);
-        let stats = plugins::host(&dispatcher, || docker.all_events(), shutdown).await;
-        for (name, s) in stats {
-            if s.dropped + s.skipped + s.panicked > 0 {
-                tracing::warn!(
-                    "plugin {name}: {} event(s) handled, {} dropped, {} skipped after retries, {} panicked",
-                    s.handled,
-                    s.dropped,
-                    s.skipped,
-                    s.panicked
-                );
-            }
-        }
-        Ok(ExitCode::SUCCESS)
+        host(&docker, &legacy.plugins, &settings, shutdown).await
     })
+}
+
+/// Dispatches every event of `docker`'s engine to the plug-ins `names` until `shutdown`.
+async fn host<D: Swarm + NodeEngine>(
+    docker: &D,
+    names: &[String],
+    settings: &PluginSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<ExitCode> {
+    let engine = docker.engine().await?;
+    tracing::debug!(endpoint = %docker.endpoint(), engine = %engine.version, "connected");
+    let built = plugins::build(names, settings)?;
+    for plugin in &built {
+        tracing::info!("loading plugin name={} version={}", plugin.name(), plugin.version());
+    }
+    if let Some(carbon) = &settings.carbon {
+        ensure_stats_agent(docker, carbon).await;
+    }
+    let dispatcher = Dispatcher::new(built);
+    let stats = plugins::host(&dispatcher, || docker.all_events(), shutdown).await;
+    for (name, s) in stats {
+        if s.dropped + s.skipped + s.panicked > 0 {
+            tracing::warn!(
+                "plugin {name}: {} event(s) handled, {} dropped, {} skipped after retries, {} panicked",
+                s.handled,
+                s.dropped,
+                s.skipped,
+                s.panicked
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Interlock 0.3's `stats` sent what one engine saw; statistics from every node need the agent
 /// on every node: `start` writes the statistics agent service (and the operator network) as `run`
 /// would, and nothing else. Without a manager, or without an image to run it from, it says so.
-async fn ensure_stats_agent<D: Swarm + NodeEngine>(docker: &D, carbon: &plugins::carbon::CarbonSettings) {
+async fn ensure_stats_agent<D: Swarm + NodeEngine>(docker: &D, carbon: &CarbonSettings) {
     let hostname = std::env::var("HOSTNAME").unwrap_or_default();
     let core_image = match docker.container_image(&hostname).await {
         Ok(image) => image,

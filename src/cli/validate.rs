@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use interlock::carbon::CarbonError;
 use interlock::core::plugins::PluginSettings;
-use interlock::core::plugins::carbon::CarbonError;
 use interlock::preflight;
 use reconcilers::config::Config;
 

@@ -1,7 +1,7 @@
-//! What every part of the running core shares, built once by the composition root
-//! (`main.rs`) and handed to the loop ([`crate::core::controller::run`]) and the reconciler: the
-//! swarm connection, the proxy config checker, and the status (the one set of loop counters,
-//! served on `ListenAddr` and logged).
+//! What every part of the running core shares, built once by the composition root (the
+//! binary's `cli/context.rs`) and handed to the loop ([`crate::core::controller::run`]) and the
+//! reconciler: the swarm connection, the proxy config checker, and the status (the one set of
+//! loop counters, served on `ListenAddr` and logged).
 //!
 //! Features that need shared state get a field here, not a global: the configs served to
 //! hitless extensions and their reports ([`Deliveries`]); the plug-ins' [`Dispatcher`]; the

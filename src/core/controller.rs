@@ -110,8 +110,8 @@ pub enum ControllerError {
     Signals(#[source] std::io::Error),
 }
 
-/// Runs until `shutdown` completes (the binary passes [`termination`]), then finishes the
-/// current pass and returns the final status (passes, writes, per-extension state).
+/// Runs until `shutdown` completes (the binary passes [`crate::shutdown::termination`]), then
+/// finishes the current pass and returns the final status (passes, writes, per-extension state).
 pub async fn run<S: Swarm>(
     ctx: Context<S>,
     path: PathBuf,
@@ -396,28 +396,15 @@ async fn watch_events<S: Swarm>(swarm: S, tx: mpsc::Sender<Trigger>, plugins: Ar
     }
 }
 
-/// Installs the SIGTERM and SIGINT handlers now (so a signal during the first pass is not
-/// lost: without a handler it would kill the process mid-write), and returns a future that
-/// completes on the first of them.
-pub fn termination() -> Result<impl std::future::Future<Output = ()>, ControllerError> {
-    let mut term = signal(SignalKind::terminate()).map_err(ControllerError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(ControllerError::Signals)?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM"),
-            _ = int.recv() => info!("SIGINT"),
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     //! The loop against the in-memory swarm (paused time).
 
     use super::*;
     use crate::core::proxycheck::ProxyChecker;
-    use crate::swarm::memory::{MemorySwarm, seed_config, seed_swarm};
+    use crate::swarm::memory::MemorySwarm;
     use reconcilers::config::ListenAddr;
+    use reconcilers::fixtures::{seed_config, seed_swarm};
 
     /// The walk-through's config in a file of its own, its status endpoint on a free port.
     fn setup(name: &str) -> (PathBuf, Config) {

@@ -27,9 +27,10 @@ use reconcilers::observed::{
 };
 
 use super::error::DockerError;
-use super::node::{self, ExecOutput, LocalContainer};
+use super::node;
 use super::timeouts::{CALL_TIMEOUT, CLIENT_TIMEOUT_SECS, EXEC_TIMEOUT};
 use super::{convert, tasks};
+use crate::engine::{ExecOutput, LocalContainer};
 
 /// A connection to one Docker engine. Cheap to clone; share one.
 #[derive(Clone)]

@@ -26,7 +26,8 @@ use reconcilers::observed::{
     SwarmEvent, SwarmMembership, UpdatePolicy,
 };
 
-use super::node::{self, LocalContainer};
+use super::node;
+use crate::engine::LocalContainer;
 
 /// The engine's version answer and info answer, as the core sees the engine.
 pub(super) fn engine_facts(version: SystemVersion, info: SystemInfo) -> EngineFacts {

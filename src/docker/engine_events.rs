@@ -10,21 +10,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::DockerClient;
 use super::error::DockerError;
-
-/// One engine event, of any type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineEvent {
-    /// `container`, `service`, `node`, `network`, ...
-    pub kind: String,
-    /// `start`, `die`, `create`, `update`, ...
-    pub action: String,
-    /// The object's ID.
-    pub id: String,
-    /// The object's name, when the event carries one.
-    pub name: Option<String>,
-    /// Unix nanoseconds.
-    pub time: u128,
-}
+use crate::swarm::EngineEvent;
 
 impl DockerClient {
     /// All events from the moment of this call (the engine replays those between this call and

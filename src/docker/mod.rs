@@ -1,6 +1,9 @@
 //! The Docker adapter: the only module that knows bollard (and, in `tasks`, the Engine's raw
-//! task JSON). Everything outside it sees `reconcilers::observed` types and [`DockerError`]; the
-//! core's loop sees only the [`Swarm`](crate::swarm::Swarm) seam it implements (`swarm.rs`).
+//! task JSON). Everything outside it sees `reconcilers::observed` types and the seams' plain
+//! types: the core's loop and the commands' set-up go through the [`Swarm`](crate::swarm::Swarm)
+//! seam it implements (`swarm.rs`), the node-local programs through
+//! [`NodeEngine`](crate::engine::NodeEngine) (`node.rs`); outside the adapter, the command line
+//! only connects ([`DockerClient::connect`]).
 //!
 //! It connects to the engine named by the config (or `DOCKER_HOST`), translates between
 //! bollard's generated models and the core's plain types, classifies errors into what the caller
@@ -15,16 +18,23 @@
 //!   service's current spec for an update. Pure.
 //! - `error.rs`: [`DockerError`] and the classification of bollard's errors (and the raw task
 //!   reader's) into it, every case named.
-//! - `node.rs`: what `interlock extension` does to the proxy containers on its own node, through
-//!   that node's engine: [`LocalContainer`], [`ExecOutput`], and the tar archive that writes
-//!   files into a container. Pure.
+//! - `node.rs`: [`DockerClient`] as the node-local programs'
+//!   [`NodeEngine`](crate::engine::NodeEngine) (what `interlock extension` and `interlock agent`
+//!   do to the containers on their own node), its errors as
+//!   [`EngineError`](crate::engine::EngineError)s, the container labels Swarm sets, and the tar
+//!   archive that writes files into a container.
 //! - `stats.rs`: what `interlock agent` reads from its own node's engine: the running containers
-//!   and one reading of a container's counters ([`RunningContainer`], [`ContainerStats`]).
+//!   and one reading of a container's counters (as `crate::engine`'s
+//!   [`RunningContainer`](crate::engine::RunningContainer) and
+//!   [`ContainerStats`](crate::engine::ContainerStats)).
 //! - `own_container.rs`: interlock's own container, when it runs as a Swarm task (the image
-//!   the core runs from, its service and task: which replica it is).
-//! - `engine_events.rs`: every event of an engine, unfiltered ([`EngineEvent`]), for the
-//!   plug-ins of `interlock start`.
-//! - `swarm.rs`: [`DockerClient`] as the loop's [`Swarm`](crate::swarm::Swarm), its errors as
+//!   the core runs from, its service and task: which replica it is), as the seam's
+//!   [`OwnContainer`](crate::swarm::OwnContainer).
+//! - `engine_events.rs`: every event of an engine, unfiltered (the seam's
+//!   [`EngineEvent`](crate::swarm::EngineEvent)), for the plug-ins of `interlock start`.
+//! - `swarm.rs`: [`DockerClient`] as the [`Swarm`](crate::swarm::Swarm) (the loop's seam, and
+//!   the manager-side facts the commands set up with: engine, join token, own container, every
+//!   event), its errors as
 //!   [`SwarmError`](crate::swarm::SwarmError)s, and [`managed_label`], the filter for the
 //!   operator's own objects.
 //! - `tasks.rs`: `GET /tasks` without bollard, whose `Task` model drops the task IPs.
@@ -43,9 +53,5 @@ mod tasks;
 mod timeouts;
 
 pub use client::{DockerClient, RequestCounters};
-pub use engine_events::EngineEvent;
 pub use error::DockerError;
-pub use node::{ExecOutput, LocalContainer};
-pub use own_container::OwnContainer;
-pub use stats::{ContainerStats, NetworkTotals, RunningContainer};
 pub use swarm::managed_label;

@@ -7,16 +7,15 @@
 //!
 //! The requests themselves are [`DockerClient`] methods (`running_containers`, `write_files`,
 //! `exec`, `signal`, `container_starts` in `client.rs`; `list_running_containers`,
-//! `container_stats` in `stats.rs`; `container_image` in `own.rs`); the plain types they answer
-//! in live beside the trait, in `crate::engine`.
+//! `container_stats` in `stats.rs`; `container_image` in `own_container.rs`); the plain types
+//! they answer in live beside the trait, in `crate::engine`.
 
 use std::collections::BTreeSet;
 
 use futures_util::{Stream, StreamExt};
 
 use super::{DockerClient, DockerError};
-use crate::engine::{ContainerStats, EngineError, NodeEngine, RunningContainer};
-pub use crate::engine::{ExecOutput, LocalContainer};
+use crate::engine::{ContainerStats, EngineError, ExecOutput, LocalContainer, NodeEngine, RunningContainer};
 
 /// The container label Swarm sets to the name of the service a task container belongs to.
 pub(super) const LABEL_SERVICE_NAME: &str = "com.docker.swarm.service.name";

@@ -1,19 +1,10 @@
 //! Facts about interlock's own container, when it runs as a Swarm task: the image it runs from
 //! (which the core gives the services it runs its own code in: the statistics agent) and the
-//! Swarm service it belongs to (the name its extensions call it by).
+//! Swarm service it belongs to (the name its extensions call it by), as the seam's
+//! [`OwnContainer`].
 
 use super::{DockerClient, DockerError};
-
-/// Interlock's own container, as its engine describes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OwnContainer {
-    /// As the spec names it (`local/interlock:lab`, not a digest).
-    pub image: Option<String>,
-    /// `com.docker.swarm.service.name`: set when it runs as a Swarm task.
-    pub service: Option<String>,
-    /// `com.docker.swarm.task.id`: its own task, which tells which replica of the core it is.
-    pub task: Option<String>,
-}
+use crate::swarm::OwnContainer;
 
 impl DockerClient {
     /// The container `id` (interlock's own: the container ID is its hostname). `None` when no

@@ -5,7 +5,7 @@
 //!
 //! A manager's engine only knows its own containers, so the agent runs on every node with that
 //! node's Docker socket; these calls go to that engine. The counters are the engine's cumulative
-//! ones, as Interlock 0.3's stats plug-in sent them (`shared/reference/interlock.md` §5): CPU
+//! ones, as Interlock 0.3's stats plug-in sent them (`docs/plugins.md`, "Plug-ins: carbon"): CPU
 //! time in nanoseconds, memory in bytes, network totals summed over the container's interfaces.
 
 use bollard::models::{ContainerStatsResponse, ContainerSummary};
@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use super::DockerClient;
 use super::error::DockerError;
 use super::node;
-pub use crate::engine::{ContainerStats, NetworkTotals, RunningContainer};
+use crate::engine::{ContainerStats, NetworkTotals, RunningContainer};
 
 /// Calls for the per-node stats agent, to the engine of the node it runs on.
 impl DockerClient {

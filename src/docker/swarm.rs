@@ -1,17 +1,17 @@
-//! The Docker adapter as the loop's [`Swarm`]: each call of the seam is one of
-//! [`DockerClient`]'s, and each [`DockerError`] is told to the loop as the [`SwarmError`] its
-//! error policy acts on.
+//! The Docker adapter as the [`Swarm`] (the loop's seam, and the manager-side facts the commands
+//! set up with): each call of the seam is one of [`DockerClient`]'s, and each [`DockerError`] is
+//! told to the loop as the [`SwarmError`] its error policy acts on (with the same words).
 
 use std::collections::BTreeMap;
 
 use futures_util::{Stream, StreamExt};
-use reconcilers::observed::Observed;
 use reconcilers::observed::{
     ConfigDef, NetworkDef, NodeFacts, ObjectKind, SecretDef, ServiceDef, ServiceFacts, SwarmEvent,
 };
+use reconcilers::observed::{EngineFacts, Observed};
 
 use super::{DockerClient, DockerError};
-use crate::swarm::{Swarm, SwarmError};
+use crate::swarm::{EngineEvent, OwnContainer, Swarm, SwarmError};
 
 /// The list filter for the objects the operator owns (`com.docker.interlock.managed-by`...).
 pub fn managed_label() -> String {
@@ -77,6 +77,30 @@ impl Swarm for DockerClient {
 
     fn requests(&self) -> (u64, u64) {
         (self.counters().reads(), self.counters().writes())
+    }
+
+    fn endpoint(&self) -> &str {
+        DockerClient::endpoint(self)
+    }
+
+    async fn engine(&self) -> Result<EngineFacts, SwarmError> {
+        DockerClient::engine(self).await.map_err(SwarmError::from)
+    }
+
+    async fn require_manager(&self) -> Result<EngineFacts, SwarmError> {
+        DockerClient::require_manager(self).await.map_err(SwarmError::from)
+    }
+
+    async fn manager_join_token(&self) -> Result<String, SwarmError> {
+        DockerClient::manager_join_token(self).await.map_err(SwarmError::from)
+    }
+
+    async fn own_container(&self, id: &str) -> Result<Option<OwnContainer>, SwarmError> {
+        DockerClient::own_container(self, id).await.map_err(SwarmError::from)
+    }
+
+    fn all_events(&self) -> impl Stream<Item = Result<EngineEvent, SwarmError>> + Send + 'static {
+        DockerClient::all_events(self).map(|event| event.map_err(SwarmError::from))
     }
 }
 

@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::client::CoreError;
 use super::short;
+use crate::retry::Backoff;
 
 /// The longest wait before asking again when only standby replicas answered.
 const STANDBY_RETRY: Duration = Duration::from_secs(1);
@@ -44,9 +45,12 @@ impl Accepted {
     }
 }
 
+/// After errors and non-progress: `BACKOFF_START`, doubling, at most `BACKOFF_MAX`.
+const BACKOFF: Backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
+
 /// `BACKOFF_START` doubled `doublings` times, at most `BACKOFF_MAX`.
 fn backoff_delay(doublings: u32) -> Duration {
-    BACKOFF_START.saturating_mul(2u32.saturating_pow(doublings.min(6))).min(BACKOFF_MAX)
+    BACKOFF.delay(doublings.saturating_add(1))
 }
 
 /// Long-polls `source` for configs newer than the last, forever, sending each one forward into

@@ -73,7 +73,7 @@
 //! - `apply.rs`: bringing each proxy container to a config (write, check, reload, record), what
 //!   it runs, and the reports to the core.
 //!
-//! The node's engine is a [`NodeEngine`] ([`DockerClient`](crate::docker::DockerClient), the
+//! The node's engine is a [`NodeEngine`] (the Docker adapter's, [`crate::docker`], over the
 //! node's socket); the core is a `client::CoreClient`.
 
 mod apply;
@@ -92,6 +92,7 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::engine::{EngineError, NodeEngine};
+use crate::retry::RESUBSCRIBE;
 use apply::Applier;
 use client::CoreClient;
 use fetch::fetch_configs;
@@ -169,7 +170,7 @@ pub async fn run<E: NodeEngine>(
                 if started.is_none() {
                     starts = None;
                     stream_failures = stream_failures.saturating_add(1);
-                    resubscribe_at = tokio::time::Instant::now() + stream_backoff(stream_failures);
+                    resubscribe_at = tokio::time::Instant::now() + RESUBSCRIBE.delay(stream_failures);
                 } else {
                     stream_failures = 0;
                 }
@@ -183,12 +184,6 @@ pub async fn run<E: NodeEngine>(
     }
     fetcher.abort();
     Ok(())
-}
-
-/// The wait before subscribing again after `failures` ended or failed streams in a row: 1 s,
-/// doubling, at most 30 s.
-fn stream_backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }
 
 /// The next container start, or never while there is no subscription. `None`: it ended.
@@ -259,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_failing_start_event_stream_is_resubscribed_with_backoff() {
-        let waits: Vec<u64> = (1..=7).map(|n| stream_backoff(n).as_secs()).collect();
+        let waits: Vec<u64> = (1..=7).map(|n| RESUBSCRIBE.delay(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
     }
 }

@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use reconcilers::observed::{
-    ConfigDef, ConfigFacts, NetworkDef, NetworkFacts, NodeFacts, ObjectKind, Observed, SecretDef, ServiceDef,
-    ServiceFacts, SwarmEvent,
+    ConfigDef, ConfigFacts, EngineFacts, NetworkDef, NetworkFacts, NodeFacts, ObjectKind, Observed, SecretDef,
+    ServiceDef, ServiceFacts, SwarmEvent, SwarmMembership,
 };
 use reconcilers::ownership::LABEL_EXTENSION;
 use tokio::sync::broadcast;
 
-use super::{Swarm, SwarmError};
+use super::{EngineEvent, OwnContainer, Swarm, SwarmError};
 
 /// What goes wrong with writes to objects whose name (a node's: its hostname) contains
 /// `name_part`.
@@ -474,9 +474,44 @@ impl Swarm for MemorySwarm {
     fn requests(&self) -> (u64, u64) {
         (self.reads.load(Ordering::Relaxed), self.writes.load(Ordering::Relaxed))
     }
-}
 
-pub use reconcilers::fixtures::{seed_config, seed_swarm};
+    fn endpoint(&self) -> &str {
+        "memory"
+    }
+
+    /// A manager, always.
+    async fn engine(&self) -> Result<EngineFacts, SwarmError> {
+        self.reads.fetch_add(2, Ordering::Relaxed);
+        Ok(EngineFacts {
+            version: "memory".into(),
+            api_version: "memory".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            name: "memory".into(),
+            swarm: SwarmMembership::Manager { node_id: "memory".into() },
+        })
+    }
+
+    async fn require_manager(&self) -> Result<EngineFacts, SwarmError> {
+        self.engine().await
+    }
+
+    async fn manager_join_token(&self) -> Result<String, SwarmError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok("SWMTKN-1-memory".into())
+    }
+
+    /// Interlock runs as a plain process beside a memory swarm.
+    async fn own_container(&self, _id: &str) -> Result<Option<OwnContainer>, SwarmError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(None)
+    }
+
+    /// No engine events: the stream ends at once.
+    fn all_events(&self) -> impl Stream<Item = Result<EngineEvent, SwarmError>> + Send + 'static {
+        futures_util::stream::empty()
+    }
+}
 
 /// An injected failure of `operation`, worded as the engine's answer with HTTP `status` would
 /// be (a transient one).

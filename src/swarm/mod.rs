@@ -7,15 +7,20 @@
 //! Errors are [`SwarmError`]s either way: the classification the loop's error policy acts on
 //! (transient or not, out of sequence, not found, conflict), with the implementation's words for
 //! what went wrong. The seam knows no implementation: it depends on the core's types alone.
+//!
+//! Beside the loop's reads and writes, the trait answers what the commands set up with before
+//! any pass (the composition root, `interlock check`, `interlock start`): the engine and its
+//! place in the swarm, the manager join token, interlock's own container ([`OwnContainer`]) and
+//! every event of the engine for `start`'s plug-ins ([`EngineEvent`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
 use futures_util::Stream;
-use reconcilers::observed::Observed;
 use reconcilers::observed::{
     ConfigDef, NetworkDef, NodeFacts, ObjectKind, SecretDef, ServiceDef, ServiceFacts, SwarmEvent,
 };
+use reconcilers::observed::{EngineFacts, Observed};
 
 #[cfg(test)]
 pub(crate) mod memory;
@@ -100,4 +105,48 @@ pub trait Swarm: Clone + Send + Sync + 'static {
     fn events(&self, kinds: &[ObjectKind]) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static;
     /// Requests sent so far: `(reads, writes)`.
     fn requests(&self) -> (u64, u64);
+
+    /// The engine's address as given, for messages.
+    fn endpoint(&self) -> &str;
+    /// Engine version and this node's place in the swarm.
+    fn engine(&self) -> impl Future<Output = Result<EngineFacts, SwarmError>> + Send;
+    /// [`engine`](Self::engine), failing unless this engine manages the swarm (the error says
+    /// what it is instead and what to do).
+    fn require_manager(&self) -> impl Future<Output = Result<EngineFacts, SwarmError>> + Send;
+    /// The token that joins a node to this swarm as a manager (only a manager answers), from
+    /// which the hitless extensions' tokens derive. A credential: never log it.
+    fn manager_join_token(&self) -> impl Future<Output = Result<String, SwarmError>> + Send;
+    /// The container `id` on this engine (interlock's own: its hostname, when it runs as a Swarm
+    /// task); `None` when no such container runs there (interlock runs as a plain process).
+    fn own_container(&self, id: &str) -> impl Future<Output = Result<Option<OwnContainer>, SwarmError>> + Send;
+    /// Every event of the engine, of every type, unfiltered, from now on (`interlock start`'s
+    /// plug-ins). It ends when the engine closes it: the caller resubscribes. Not counted.
+    fn all_events(&self) -> impl Stream<Item = Result<EngineEvent, SwarmError>> + Send + 'static;
+}
+
+/// Interlock's own container, as its engine describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnContainer {
+    /// As the spec names it (`local/interlock:lab`, not a digest).
+    pub image: Option<String>,
+    /// `com.docker.swarm.service.name`: set when it runs as a Swarm task.
+    pub service: Option<String>,
+    /// `com.docker.swarm.task.id`: its own task, which tells which replica of the core it is.
+    pub task: Option<String>,
+}
+
+/// One engine event, of any type: what Interlock 0.3 dispatched to its plug-ins (they see it as
+/// a `PluginEvent::Docker`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineEvent {
+    /// `container`, `service`, `node`, `network`, ...
+    pub kind: String,
+    /// `start`, `die`, `create`, `update`, ...
+    pub action: String,
+    /// The object's ID.
+    pub id: String,
+    /// The object's name, when the event carries one.
+    pub name: Option<String>,
+    /// Unix nanoseconds.
+    pub time: u128,
 }

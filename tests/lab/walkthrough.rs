@@ -1,6 +1,5 @@
-//! The service-clusters walk-through (Docker's Interlock 2 walk-through of service clusters: two
-//! regions, each with its own proxy pinned to its load-balancer node), word for word, on the
-//! project's lab: every command of the document in its order, through the docker CLI, with only the image
+//! The service-clusters walk-through (Interlock's documentation), word for word, on the project's
+//! lab: every command of the document in its order, through the docker CLI, with only the image
 //! names changed (and the extension's Args, since the lab's extension image is interlock itself).
 //! interlock runs as the document runs it: a service pinned to a manager, its TOML in a Docker
 //! config. The document then pins each proxy by hand (`docker service update --constraint-add`),

@@ -1,7 +1,7 @@
 //! Interlock 2's TOML configuration, accepted unchanged.
 //!
 //! [`parse`] reads every key of the core table, `[Extensions.NAME]` and the proxy `Config`
-//! tables (see `shared/reference/interlock.md` §2.1–2.3) into typed values with Interlock's
+//! tables (see `docs/configuration.md`) into typed values with Interlock's
 //! defaults, then checks the rules that span extensions. It never stops at the first problem:
 //! the caller gets every error and warning, each with file, line, column and key.
 //!

@@ -1,6 +1,6 @@
 //! Which proxy an extension drives ([`ProxyKind`], its `ProxyKind` key) and the
 //! `[Extensions.NAME.Config]` table: nginx's or HAProxy's settings, with Interlock's defaults
-//! (`shared/reference/interlock.md` §2.3). Keys of the other kind, and nginx's `SSLVerify`
+//! (`docs/configuration.md`). Keys of the other kind, and nginx's `SSLVerify`
 //! (which no nginx directive uses), are accepted with a warning that they have no effect.
 
 use std::fmt;

@@ -1,7 +1,7 @@
 //! haproxy.cfg for one service cluster: an HTTP and a TLS frontend sharing one set of rules that
 //! route by Host header (exact names, then `*.` wildcards, port ignored) and path (context roots,
 //! longest first) to one backend per host and path, or per redirected host, in the spirit of
-//! Interlock's HAProxy template (`shared/reference/interlock.md` §4.4), written for HAProxy 2.x.
+//! Interlock's HAProxy template (as Interlock's documentation gives it), written for HAProxy 2.x.
 //!
 //! Every value reaching the file was validated before (`labels`), but labels are untrusted
 //! input, so the file does not rely on it: names are generated, never derived from labels, and

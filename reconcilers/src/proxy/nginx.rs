@@ -1,5 +1,5 @@
 //! nginx.conf for one service cluster, in the shape of Interlock 2's built-in template
-//! (`shared/reference/interlock.md` §4.2): a default server answering 404 for hosts no route
+//! (as Interlock's documentation gives it): a default server answering 404 for hosts no route
 //! claims (as the service-clusters walk-through shows; UCP 3.0.2 made it 503), then one upstream
 //! and one server per host. A route whose every task is down answers 503.
 //!

@@ -1,7 +1,7 @@
 //! Plug-ins: code that reacts to what happens in the swarm and in interlock, beside routing
 //! (the core's plug-in dispatcher and its plug-ins).
 //!
-//! Interlock 0.3's model (`shared/reference/interlock.md` §5): every event is dispatched to every
+//! Interlock 0.3's model (`docs/plugins.md`): every event is dispatched to every
 //! enabled plug-in. Here each plug-in gets its own task and its own bounded queue
 //! ([`Dispatcher`]), so a slow or failing plug-in is logged and retried, and never delays a
 //! pass, a route or another plug-in: when its queue is full, the oldest events are dropped and
@@ -38,8 +38,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::docker::EngineEvent;
+use crate::carbon::CarbonSettings;
 use crate::retry::{Backoff, RESUBSCRIBE};
+use crate::swarm::EngineEvent;
 
 /// Events a plug-in's queue holds before the oldest are dropped.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -211,13 +212,13 @@ pub fn canonical_name(name: &str) -> Option<&'static str> {
 #[derive(Debug, Clone, Default)]
 pub struct PluginSettings {
     /// `carbon`: where and what to send. `None`: not configured (carbon cannot run).
-    pub carbon: Option<carbon::CarbonSettings>,
+    pub carbon: Option<CarbonSettings>,
 }
 
 impl PluginSettings {
     /// The settings `[Plugins]` gives.
     pub fn from_config(config: &reconcilers::config::Config) -> Self {
-        let carbon = config.plugins.carbon.as_ref().map(|c| carbon::CarbonSettings {
+        let carbon = config.plugins.carbon.as_ref().map(|c| CarbonSettings {
             address: c.address.clone(),
             prefix: c.prefix.clone(),
             image_name_filter: c.image_name_filter.clone(),

@@ -14,7 +14,8 @@ use crate::core::context::{Context, Replica};
 use crate::core::delivery::Serving;
 use crate::core::proxycheck::{ProxyChecker, Verdict};
 use crate::swarm::Swarm;
-use crate::swarm::memory::{MemorySwarm, scale_demo_east, seed_config, seed_swarm};
+use crate::swarm::memory::{MemorySwarm, scale_demo_east};
+use reconcilers::fixtures::{seed_config, seed_swarm};
 
 fn reconciler(swarm: &MemorySwarm, config: Config) -> Reconciler<MemorySwarm> {
     Reconciler::new(Context::new(swarm.clone(), ProxyChecker::unchecked()), config)
