@@ -4,6 +4,7 @@
 //! are passed over). Used for configs ([`ConfigSource`]) and reports.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,6 @@ use reconcilers::desired::Delivery;
 use reconcilers::token::{Authorization, RESPONSE_MAC_HEADER, SignedRequest, request_mac, response_mac, same_token};
 use tracing::{debug, warn};
 
-use super::fetch::ConfigSource;
 use super::{ExtensionError, Settings};
 use crate::extension_api::{TaskReport, WRITER_HEADER};
 
@@ -305,6 +305,12 @@ enum CallError {
     NotCore(String),
     /// It took the request and failed it.
     Exchange(String),
+}
+
+/// Where configs come from: the core ([`CoreClient`]), or a fake in tests.
+pub(super) trait ConfigSource {
+    /// A config newer than `after` (hash) at `generation`; `None` when there is none yet.
+    fn config(&self, after: &str, generation: u64) -> impl Future<Output = Result<Option<Delivery>, CoreError>> + Send;
 }
 
 impl ConfigSource for CoreClient {

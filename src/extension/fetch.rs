@@ -3,7 +3,6 @@
 //! at least [`REQUEST_FLOOR`] between two requests, and a doubling delay (to 10 s) after errors
 //! and after answers that are not progress.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use reconcilers::desired::Delivery;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::client::CoreError;
+use super::client::{ConfigSource, CoreError};
 use super::short;
 use crate::retry::Backoff;
 
@@ -23,12 +22,6 @@ const REQUEST_FLOOR: Duration = Duration::from_millis(100);
 /// First delay after an error or an answer that is not progress; it doubles up to `BACKOFF_MAX`.
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-/// Where configs come from: the core (`CoreClient`), or a fake in tests.
-pub(super) trait ConfigSource {
-    /// A config newer than `after` (hash) at `generation`; `None` when there is none yet.
-    fn config(&self, after: &str, generation: u64) -> impl Future<Output = Result<Option<Delivery>, CoreError>> + Send;
-}
 
 /// The newest config the fetcher accepted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
