@@ -1,4 +1,4 @@
-# interlock's image, for registries (README, "Deployment"):
+# interlock's image, for registries (docs/deployment.md):
 #
 #   docker build -t registry.example/interlock:0.1.0 --build-arg INTERLOCK_GIT_COMMIT=$(git rev-parse --short HEAD) .
 #   docker push registry.example/interlock:0.1.0

@@ -6,8 +6,8 @@
 # cannot be started: lab tests never pass without a real engine.
 #
 # The tests that need more than a fresh checkout are behind Cargo features (tests/README.md):
-# `lab` (tests/lab/), `ha-lab` (tests/ha/) and `proxy-binaries` (tests/proxy/). A plain
-# `cargo test` runs only the others; this script turns every feature on.
+# `lab` (tests/lab/ and tests/ha/) and `proxy-binaries` (tests/proxy/). A plain `cargo test`
+# runs only the others; this script turns every feature on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,15 +26,13 @@ step "cargo clippy --all-targets --all-features -- -D warnings (every test group
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 # Two test runs, side by side (below): the HA lab's tests in one, everything else in the other.
-# Features are part of what Cargo builds, so each run's set is a build of its own: both are built
-# here, before any lab test starts, so that neither run compiles beside the other's tests.
-main_features=lab,proxy-binaries
-ha_features=ha-lab
+# Both use one feature set, so they share one build (and one target/debug/interlock, which the
+# lab tests run): it is built here, before any lab test starts.
+features=lab,proxy-binaries
 ha_tests=(--test ha_failover --test ha_faults)
 
-step "build the HA lab's tests, then the interlock binary (it goes into the lab's local/interlock:lab image) and every other test"
-cargo test --no-run --features "$ha_features" "${ha_tests[@]}"
-cargo build --workspace --all-targets --features "$main_features"
+step "build the interlock binary (it goes into the lab's local/interlock:lab image) and every test"
+cargo build --workspace --all-targets --features "$features"
 
 step "real proxy binaries for config checks (nginx with the stream module, HAProxy), openssl, curl"
 need=()
@@ -60,15 +58,15 @@ deploy/lab/swarm-lab.sh up --interlock-binary target/debug/interlock
 step "high-availability lab up (a separate swarm of three managers and a worker, for the failover and fault tests)"
 deploy/lab/swarm-lab.sh ha-up
 
-# The failover and fault tests (tests/ha/, feature `ha-lab`) have a swarm of their own: they run
-# (one after the other) beside the rest, which share the main lab, their output kept apart and
-# printed after theirs. The main run does not build them: its features leave `ha-lab` out.
+# The failover and fault tests (tests/ha/) have a swarm of their own: they run (one after the
+# other) beside the rest, which share the main lab, their output kept apart and printed after
+# theirs. They are #[ignore]d, so the main run leaves them out.
 step "cargo test (unit, property, offline, proxy binaries, lab integration); tests/ha/ beside it on the HA lab"
 ha_log=target/ha-tests.log
-cargo test --features "$ha_features" "${ha_tests[@]}" -- --nocapture >"$ha_log" 2>&1 &
+cargo test --features "$features" "${ha_tests[@]}" -- --ignored --nocapture >"$ha_log" 2>&1 &
 ha_pid=$!
 rc=0
-cargo test --workspace --features "$main_features" || rc=$?
+cargo test --workspace --features "$features" || rc=$?
 ha_rc=0
 wait "$ha_pid" || ha_rc=$?
 step "tests/ha/failover.rs and tests/ha/faults.rs (run beside the others): exit $ha_rc"

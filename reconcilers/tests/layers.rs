@@ -447,3 +447,38 @@ mod tests {
     ];
     assert_eq!(problems, expected);
 }
+
+/// What would make the core do I/O or depend on the moment it runs: the file system, sockets,
+/// processes, the environment, the clock, an async runtime. The shell reads such facts and passes
+/// them in. Test code may use them (golden files, timing).
+const IO: &[&str] = &[
+    "std::fs",
+    "std::net",
+    "std::process",
+    "std::env",
+    "std::io::stdin",
+    "std::thread",
+    "SystemTime::now",
+    "Instant::now",
+    "tokio",
+    "bollard",
+];
+
+#[test]
+fn the_core_does_no_io() {
+    let mut problems = Vec::new();
+    for (path, text) in source_files() {
+        let code = code_only(&without_test_modules(&text));
+        for (n, line) in code.lines().enumerate() {
+            for needle in IO.iter().filter(|needle| line.contains(*needle)) {
+                problems.push(format!("src/{}:{}: {needle}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "the core does no I/O, yet:\n{}", problems.join("\n"));
+    let manifest = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let dependencies = manifest.split("[dependencies]").nth(1).unwrap_or("").split("\n[").next().unwrap_or("");
+    for runtime in ["tokio", "bollard", "hyper", "reqwest"] {
+        assert!(!dependencies.contains(runtime), "the core depends on {runtime}: {dependencies}");
+    }
+}

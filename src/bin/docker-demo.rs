@@ -1,7 +1,7 @@
 //! `docker-demo`: the lab's stand-in for the image `ehazlett/docker-demo`, the app of Docker's
 //! Interlock "service clusters" walk-through. The lab has no registry, so `deploy/lab/swarm-lab.sh`
 //! builds this binary into `local/docker-demo:lab`, which `deploy/demo.sh` and
-//! `tests/seed_scenario.rs` deploy where the walk-through deploys `ehazlett/docker-demo`.
+//! `tests/lab/walkthrough.rs` deploy where the walk-through deploys `ehazlett/docker-demo`.
 //!
 //! Like the original it listens on port 8080 (`PORT` overrides it) and answers
 //! `GET /ping` with

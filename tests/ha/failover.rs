@@ -19,8 +19,8 @@
 //!   node, it is active again within 3 × PollInterval and serves a new route.
 //!
 //! Run it alone: `deploy/lab/swarm-lab.sh up && deploy/lab/swarm-lab.sh ha-up`, then
-//! `cargo test --features ha-lab --test ha_failover -- --nocapture` (built only with the `ha-lab`
-//! feature: tests/README.md).
+//! `cargo test --features lab --test ha_failover -- --ignored --nocapture` (built with the `lab`
+//! feature, and #[ignore]d so that the main lab's run leaves it out: tests/README.md).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -139,6 +139,7 @@ fn core_status(node: &str) -> Option<serde_json::Value> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "on the HA lab, beside the main lab's tests: deploy/test.sh; alone: cargo test --features lab --test ha_failover -- --ignored --nocapture"]
 async fn a_standby_core_takes_over_when_the_leaders_manager_dies() {
     let started = Instant::now();
     let nodes = ha::managers();

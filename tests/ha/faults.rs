@@ -28,8 +28,9 @@
 //! untouched, and no write over two PollIntervals. Figures are printed (`FIGURES`), not asserted
 //! beyond these bounds.
 //!
-//! Run it alone: `cargo test --features ha-lab --test ha_faults -- --nocapture` with the HA lab
-//! up (built only with the `ha-lab` feature: tests/README.md).
+//! Run it alone: `cargo test --features lab --test ha_faults -- --ignored --nocapture` with the HA lab
+//! up (built with the `lab` feature, and #[ignore]d so that the main lab's run leaves it out:
+//! tests/README.md).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -153,6 +154,7 @@ fn core_container(node: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "on the HA lab, beside the main lab's tests: deploy/test.sh; alone: cargo test --features lab --test ha_faults -- --ignored --nocapture"]
 async fn faults_lose_nothing_and_duplicate_nothing() {
     let started = Instant::now();
     let managers = ha::managers();
@@ -195,8 +197,15 @@ async fn faults_lose_nothing_and_duplicate_nothing() {
         figures.push(line);
     };
 
-    // Idle: what the core asks of Docker when nothing changes.
+    // The first moments of the load are not any fault's: app a is "served" at its first 200, yet
+    // for some milliseconds after the reload that brought its route, a few connections still
+    // reach the proxy's old workers, whose config has no route for it (seen: 7 answers 503 within
+    // 65 ms). So the faults are counted from 2 s after the load starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let start = window(&load, &mut mark);
+    step(started, &format!("load start (a's route 2 s old): {start}"));
+
+    // Idle: what the core asks of Docker when nothing changes.
     let before = relay.counts();
     tokio::time::sleep(Duration::from_secs(30)).await;
     let idle = relay.counts() - before;
@@ -205,6 +214,8 @@ async fn faults_lose_nothing_and_duplicate_nothing() {
         &format!("FIGURES idle: {} reads and {} writes in 30 s (PollInterval {POLL:?})", idle.reads, idle.writes),
     );
     assert_eq!(idle.writes, 0, "a converged swarm gets no writes");
+    let part = window(&load, &mut mark);
+    assert_eq!(part.failed_total(), 0, "idle, nothing fails: {:#?}", part.failures);
 
     // 1. The core's engine restarted in the middle of a pass.
     step(started, &format!("1. {engine}'s engine restarted during a pass"));

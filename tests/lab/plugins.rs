@@ -13,7 +13,7 @@
 //! ```
 //!
 //! interlock prints the same lines, with its version, and `event=interlock-start` where 0.3.2
-//! left the name empty (see `src/plugins/example.rs`). Like every lab test, these fail (never
+//! left the name empty (see `src/core/plugins/example.rs`). Like every lab test, these fail (never
 //! pass) without the lab.
 
 use std::io::{BufRead, BufReader};

@@ -5,7 +5,7 @@
 //! defaults, then checks the rules that span extensions. It never stops at the first problem:
 //! the caller gets every error and warning, each with file, line, column and key.
 //!
-//! Deliberate differences from Interlock, documented in the README:
+//! Deliberate differences from Interlock:
 //! - `ServiceName` and `ProxyServiceName` default to `interlock-ext-NAME` and
 //!   `interlock-proxy-NAME` instead of names Swarm picks at random, so that a re-apply finds them.
 //! - `ProxyKind` (`nginx` or `haproxy`) is an addition; without it the kind follows Interlock's

@@ -684,7 +684,7 @@ mod tests {
 
     /// Values no label accepts today (`labels` validates every one), rendered anyway: the file
     /// must stay well-formed by construction. The golden is checked by the real haproxy in
-    /// `tests/proxy_binaries.rs`.
+    /// `tests/proxy/golden_configs.rs`.
     #[test]
     fn hostile_values() {
         let mut routes = table(&[

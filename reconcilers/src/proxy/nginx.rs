@@ -871,7 +871,7 @@ mod tests {
         insta::assert_snapshot!("nginx_hosts", render(&site(&config), &table));
     }
 
-    /// One golden file per routing feature set; `tests/proxy_binaries.rs` runs each through nginx.
+    /// One golden file per routing feature set; `tests/proxy/golden_configs.rs` runs each through nginx.
     #[test]
     fn routing_features() {
         let config = NginxConfig::default();
@@ -995,7 +995,7 @@ mod tests {
     }
 
     /// The whole table of hostile inputs, as a golden file checked by the real nginx
-    /// (`tests/proxy_binaries.rs`).
+    /// (`tests/proxy/golden_configs.rs`).
     fn hostile_table() -> RouteTable {
         let mut table = RouteTable::default();
         let mut add = |host: &str, b: Backend| table.hosts.entry(host.to_owned()).or_default().push(b);
