@@ -87,7 +87,10 @@ for i in $(seq 1 "$RUNS"); do
   current=$(docker service inspect interlock-proxy-us-east --format '{{(index .Spec.TaskTemplate.ContainerSpec.Configs 0).ConfigName}}')
   data=$(docker config inspect "$current" --format '{{printf "%s" .Spec.Data}}')
   new="bench-floor-$i-$$"
-  printf '%s\n' "${data/server_name demo-east.local/server_name demo-east.local floor-$i.local}" | docker config create "$new" - >/dev/null
+  # The host's server_name, and its entry in the shared map when it is a shared host (issue 21).
+  data="${data/server_name demo-east.local/server_name demo-east.local floor-$i.local}"
+  data="${data/ demo-east.local up-demo-east.local;/ demo-east.local up-demo-east.local; floor-$i.local up-demo-east.local;}"
+  printf '%s\n' "$data" | docker config create "$new" - >/dev/null
   floor_configs+=("$new")
   t0=$(now)
   docker service update --detach --quiet --config-rm "$current" \

@@ -78,3 +78,47 @@ fn a_split_nginx_config_is_accepted_by_nginx() {
     std::fs::remove_dir_all(&dir).ok();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 21's shape beyond the golden files: shared hosts in several chunks (2,000 hosts of up to
+/// 253 characters, half of them TLS with a certificate each, keyword and wildcard hosts among
+/// them, some without a running task), beside own-server hosts, is accepted by the real nginx.
+#[tokio::test]
+async fn shared_hosts_in_several_chunks_pass_the_check() {
+    use reconcilers::config::NginxConfig;
+    use reconcilers::labels::{RouteOptions, TlsSecrets};
+    use reconcilers::proxy::nginx::{NginxSite, render};
+    use reconcilers::routes::{Backend, RouteTable, Target};
+
+    let checker = ProxyChecker::discover();
+    assert!(checker.can_check(), "nginx is not installed: run deploy/test.sh, which installs it");
+    let backend = |i: usize, options: RouteOptions| Backend {
+        service: format!("s{i}"),
+        network_id: "net".into(),
+        targets: (0..i % 3).map(|t| Target { ip: format!("10.{t}.{}.{}", i / 250, i % 250), port: 8080 }).collect(),
+        options,
+    };
+    let label = "l".repeat(63);
+    let long = format!("{label}.{label}.{label}.{}", "t".repeat(61));
+    assert_eq!(long.len(), 253);
+    let mut table = RouteTable::default();
+    for i in 0..2000 {
+        let host = match i % 4 {
+            0 => format!("{i}{}", &long[i.to_string().len()..]),
+            1 => format!("*.w{i}.example.com"),
+            _ => format!("h{i}.example.com"),
+        };
+        let tls = (i % 2 == 0).then(|| TlsSecrets { cert: format!("c{i}.crt"), key: format!("c{i}.key") });
+        table.hosts.insert(host, vec![backend(i, RouteOptions { tls, ..Default::default() })]);
+    }
+    for keyword in ["default", "hostnames", "include", "volatile"] {
+        table.hosts.insert(keyword.into(), vec![backend(1, RouteOptions::default())]);
+    }
+    let path = RouteOptions { context_root: Some("/api".into()), rewrite: true, ..Default::default() };
+    table.hosts.insert("h3.example.com".into(), vec![backend(7, path)]);
+    let config = NginxConfig::default();
+    let site = NginxSite { config: &config, http_port: 80, https_port: 443, server_info: "interlock/test" };
+    let text = render(&site, &table);
+    assert!(text.matches("    map $host $interlock_up_").count() >= 2, "several chunks");
+    let verdict = checker.check(ProxyKind::Nginx, "chunks", &text).await;
+    assert_eq!(verdict, Verdict::Accepted);
+}

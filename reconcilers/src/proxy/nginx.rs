@@ -1,7 +1,15 @@
-//! nginx.conf for one service cluster, in the shape of Interlock 2's built-in template
-//! (as Interlock's documentation gives it): a default server answering 404 for hosts no route
-//! claims (as the service-clusters walk-through shows; UCP 3.0.2 made it 503), then one upstream
-//! and one server per host. A route whose every task is down answers 503.
+//! nginx.conf for one service cluster: a default server answering 404 for hosts no route claims
+//! (as the service-clusters walk-through shows; UCP 3.0.2 made it 503), one upstream per host and
+//! path, and a shape that scales to 10,000 hosts (`docs/design/nginx-at-scale.md`, issue 21):
+//! - **shared hosts** (every backend on `/`, no websocket endpoint, no redirect, no passthrough:
+//!   the common case) are one `server_name` line and one `map $host` entry each in a shared
+//!   server that passes to `$interlock_up_N` (hosts in chunks, one map and server per chunk);
+//!   their TLS is one shared TLS server per chunk with the certificate and key chosen by SNI
+//!   (`map $ssl_server_name`), behind a default TLS server refusing unknown names;
+//! - **own-server hosts** (context roots, rewrites, websocket endpoints, redirects) keep a server
+//!   block each (and a TLS one with the certificate in the file), as in Interlock 2's template;
+//! - passed-through hosts are the `stream {}` SNI switch in front of the TLS servers.
+//! A route whose every task is down answers 503. Upstreams share one zone (`UPSTREAM_ZONE`).
 //!
 //! Labels are untrusted (any tenant who can create a service sets them), so every label set that
 //! `labels` accepts must give a file `nginx -t` accepts, whatever the values and however many:
@@ -111,6 +119,37 @@ struct Plan<'a> {
     sticky: BTreeMap<&'a str, usize>,
     /// How many `$interlock_redirect_N` variables the longest redirect target needs.
     redirect_variables: usize,
+    /// The shared hosts (indexes into `hosts`) in chunks: one map and one shared server each.
+    http_chunks: Vec<Vec<usize>>,
+    /// The shared hosts that terminate TLS, in chunks: three maps and one shared TLS server each.
+    tls_chunks: Vec<Vec<usize>>,
+    /// Some server terminates TLS (then the TLS port gets a default server refusing unknown names).
+    terminates_tls: bool,
+    /// The size of the one zone every upstream shares ([`zone_kb`]).
+    zone_kb: usize,
+}
+
+/// The shared-memory zone every upstream shares: their run-time state (round-robin position,
+/// failure marks) is shared by all workers, as with a zone per upstream, in one mapping.
+const UPSTREAM_ZONE: &str = "interlock_upstreams";
+
+/// Bytes of zone per upstream and per server in it. nginx copies each upstream's peers into the
+/// zone: 10,000 upstreams of 1, 2 and 4 servers needed 10, 18 and 32 MB with nginx 1.22 (about
+/// 0.3 KB per upstream and 0.7 KB per server), and an upstream's name is copied too (up to 256
+/// bytes); about twice that here, since a zone too small fails the check ("no memory in upstream
+/// zone").
+const ZONE_PER_UPSTREAM: usize = 1536;
+const ZONE_PER_SERVER: usize = 1536;
+
+/// The zone's size in KB: room for every upstream and server the routes can give (a backend is at
+/// most one upstream), in whole MB, and at least `UpstreamZoneSize`. Pages of the zone nothing
+/// uses are never touched, so the margin costs address space, not memory.
+fn zone_kb(config: &NginxConfig, routes: &RouteTable) -> usize {
+    let backends = routes.hosts.values().flatten().chain(&routes.default_backend);
+    let (upstreams, servers) = backends.fold((0, 0), |(u, s), b| (u + 1, s + b.targets.len()));
+    let needed = (upstreams * ZONE_PER_UPSTREAM + servers * ZONE_PER_SERVER).div_ceil(1024);
+    let floor = config.upstream_zone_size as usize;
+    if needed <= floor { floor } else { needed.next_multiple_of(1024) }
 }
 
 /// A host of the table and what its backends agree on.
@@ -119,18 +158,37 @@ struct Host<'a> {
     backends: &'a [Backend],
     passthrough: bool,
     tls: Option<&'a TlsSecrets>,
+    /// Served by the shared servers (a `server_name` line and a map entry) rather than by a
+    /// server block of its own: every backend serves `/`, with no websocket endpoint, and the
+    /// host is neither redirected nor passed through.
+    shared: bool,
+    /// Some backend has a running task.
+    up: bool,
 }
+
+/// Longest text of one shared map (a chunk's), so that a map and its server stay well under one
+/// config object's size when a large config is split (`split` keeps each block whole).
+const MAX_MAP_TEXT: usize = 256 * 1024;
 
 impl<'a> Plan<'a> {
     fn new(site: &'a NginxSite<'a>, routes: &'a RouteTable) -> Self {
+        let redirects = routes.redirects();
         let hosts: Vec<Host<'a>> = routes
             .hosts
             .iter()
-            .map(|(name, backends)| Host {
-                name,
-                backends,
-                passthrough: routes.passthrough(name),
-                tls: routes.tls(name),
+            .map(|(name, backends)| {
+                let passthrough = routes.passthrough(name);
+                let shared = !passthrough
+                    && !redirects.contains_key(name.as_str())
+                    && backends.iter().all(|b| b.path() == "/" && b.options.websocket_endpoints.is_empty());
+                Host {
+                    name,
+                    backends,
+                    passthrough,
+                    tls: routes.tls(name),
+                    shared,
+                    up: backends.iter().any(|b| !b.targets.is_empty()),
+                }
             })
             .collect();
         // Cookie names `$cookie_` cannot spell, of upstreams that hash on them (`IPHash` pins
@@ -142,17 +200,44 @@ impl<'a> Plan<'a> {
                 cookies.insert(cookie);
             }
         }
-        let redirects = routes.redirects();
         let redirect_variables = redirects.values().map(|t| redirect_pieces(t).len()).max().unwrap_or(0);
+        let tls_port = site.https_port != 0;
+        // The longest of a host's map lines: its upstream (or `503`), and for TLS its
+        // certificate and key.
+        let http_chunks = chunks(hosts.iter().enumerate().filter(|(_, h)| h.shared), |h| map_value(h).len());
+        let tls_chunks =
+            chunks(hosts.iter().enumerate().filter(|(_, h)| h.shared && h.tls.is_some() && tls_port), |h| {
+                let tls = h.tls.expect("filtered");
+                map_value(h).len().max(certificate_path(&tls.cert).len()).max(certificate_path(&tls.key).len())
+            });
+        let terminates_tls =
+            tls_port && hosts.iter().any(|h| h.tls.is_some() && !h.passthrough && !redirects.contains_key(h.name));
         Plan {
             site,
             routes,
-            stream: site.https_port != 0 && hosts.iter().any(|h| h.passthrough),
+            stream: tls_port && hosts.iter().any(|h| h.passthrough),
             hosts,
             sticky: cookies.into_iter().enumerate().map(|(i, c)| (c, i)).collect(),
             redirects,
             redirect_variables: if redirect_variables > 1 { redirect_variables } else { 0 },
+            http_chunks,
+            tls_chunks,
+            terminates_tls,
+            zone_kb: zone_kb(site.config, routes),
         }
+    }
+
+    /// The variables the shared maps declare.
+    fn map_variables(&self) -> usize {
+        self.http_chunks.len() + 3 * self.tls_chunks.len()
+    }
+
+    /// `(entries of the largest shared map, longest key)`, for the `map_hash_*` sizes.
+    fn map_sizes(&self) -> (usize, usize) {
+        let chunks = self.http_chunks.iter().chain(&self.tls_chunks);
+        let count = chunks.clone().map(Vec::len).max().unwrap_or(0);
+        let longest = chunks.flatten().map(|&i| self.hosts[i].name.len()).max().unwrap_or(0);
+        (count, longest)
     }
 
     /// The variable a sticky upstream hashes on.
@@ -167,8 +252,46 @@ impl<'a> Plan<'a> {
     /// at most), for the server names hash.
     fn server_names(&self) -> impl Iterator<Item = &'a str> + '_ {
         let hosts = self.hosts.iter().filter(|h| !h.passthrough).map(|h| h.name);
-        hosts.chain(self.redirects.keys().copied().filter(|h| !self.routes.hosts.contains_key(*h)))
+        // Each shared TLS server's first name (`shared_server`).
+        let markers = std::iter::repeat_n("_tls_0", self.tls_chunks.len());
+        hosts.chain(self.redirects.keys().copied().filter(|h| !self.routes.hosts.contains_key(*h))).chain(markers)
     }
+}
+
+/// The shared hosts in chunks of at most [`MAX_MAP_TEXT`] bytes of map lines each (at least one
+/// host each), in order. `value_len`: the length of a host's longest map value.
+fn chunks<'a, 'h: 'a>(
+    hosts: impl Iterator<Item = (usize, &'a Host<'h>)>,
+    value_len: impl Fn(&Host<'_>) -> usize,
+) -> Vec<Vec<usize>> {
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    let mut size = 0;
+    for (i, host) in hosts {
+        // `        KEY VALUE;\n`, the key with a `\` at most.
+        let line = 8 + host.name.len() + 1 + 1 + value_len(host) + 2;
+        match chunks.last_mut() {
+            Some(chunk) if size + line <= MAX_MAP_TEXT => {
+                chunk.push(i);
+                size += line;
+            }
+            _ => {
+                chunks.push(vec![i]);
+                size = line;
+            }
+        }
+    }
+    chunks
+}
+
+/// What a shared host's map entry says: its upstream, or `503` when no task runs (an upstream
+/// name starts with `up`, so it is never a number).
+fn map_value(host: &Host<'_>) -> String {
+    if host.up { upstream_name(host.name, "/") } else { "503".to_owned() }
+}
+
+/// A TLS secret where the proxy mounts it, as a word.
+fn certificate_path(secret: &str) -> String {
+    word(&format!("{SECRETS_DIR}/{secret}")).into_owned()
 }
 
 /// The whole nginx.conf.
@@ -207,6 +330,7 @@ pub fn render(site: &NginxSite<'_>, routes: &RouteTable) -> String {
         comment(w, 1, &format!("redirect {host} -> {target}"));
         redirect_server(w, p, host, target);
     }
+    shared_servers(w, p);
     line(w, 0, "}");
     if p.stream {
         stream_block(w, p);
@@ -578,7 +702,17 @@ fn hash_limits(w: &mut String, p: &Plan<'_>, server_names_max: usize) {
     if server_names_max > SERVER_NAMES_HASH_MAX && ours("server_names_hash_max_size") {
         ln!(w, 1, "server_names_hash_max_size {server_names_max};");
     }
-    let variables = p.sticky.len() + p.redirect_variables;
+    let (count, longest) = p.map_sizes();
+    if count > 0 {
+        let (bucket, max) = hash_sizes(count, longest);
+        if bucket > MAP_HASH_BUCKET && ours("map_hash_bucket_size") {
+            ln!(w, 1, "map_hash_bucket_size {bucket};");
+        }
+        if max > MAP_HASH_MAX && ours("map_hash_max_size") {
+            ln!(w, 1, "map_hash_max_size {max};");
+        }
+    }
+    let variables = p.sticky.len() + p.redirect_variables + p.map_variables();
     if variables > 0 && ours("variables_hash_bucket_size") && ours("variables_hash_max_size") {
         // `interlock_sticky_N`, `interlock_redirect_N` and nginx's own names are short.
         let (bucket, max) = hash_sizes(NGINX_VARIABLES + variables, 32);
@@ -650,7 +784,7 @@ fn upstream(w: &mut String, p: &Plan<'_>, name: &str, targets: &[Target], option
     } else if let Some(cookie) = &options.sticky_cookie {
         ln!(w, 2, "hash {} consistent;", p.sticky_variable(cookie));
     }
-    ln!(w, 2, "zone {name}_backend {}k;", p.site.config.upstream_zone_size);
+    ln!(w, 2, "zone {UPSTREAM_ZONE} {}k;", p.zone_kb);
     for target in targets {
         ln!(w, 2, "server {target};");
     }
@@ -759,6 +893,16 @@ fn host_blocks(w: &mut String, p: &Plan<'_>, h: &Host<'_>) {
         redirect_server(w, p, host, target);
         return;
     }
+    if h.shared {
+        // Served by the shared servers (`shared_servers`); its backends pool into one upstream.
+        if !h.up {
+            line(w, 1, "# no running task: the shared server answers 503");
+        }
+        let targets: BTreeSet<&Target> = backends.iter().flat_map(|b| &b.targets).collect();
+        let targets: Vec<Target> = targets.into_iter().cloned().collect();
+        upstream(w, p, &upstream_name(host, "/"), &targets, &backends[0].options);
+        return;
+    }
     let paths = p.routes.paths(host);
     let mut locations: Vec<Location<'_>> = Vec::with_capacity(paths.len());
     for (path, backends) in &paths {
@@ -787,6 +931,129 @@ fn host_blocks(w: &mut String, p: &Plan<'_>, h: &Host<'_>) {
         };
         server(w, &listen, host, &locations, &certificate);
     }
+}
+
+/// The shared servers: each chunk of shared hosts (`Plan::http_chunks`) is one `map $host` to
+/// their upstreams and one server listing them in `server_name` lines, so nginx picks the server
+/// by name exactly as it would pick a server of the host's own (exact name first, then the
+/// longest wildcard; a map with `hostnames` matches by the same rules, over the names that
+/// selected the server). Then, when TLS is terminated, a default TLS server refusing unknown
+/// names, and each chunk of shared TLS hosts (`Plan::tls_chunks`): its certificate and key by
+/// SNI (`map $ssl_server_name`, loaded per handshake) and its upstream by a TLS-only map.
+fn shared_servers(w: &mut String, p: &Plan<'_>) {
+    let site = p.site;
+    for (n, chunk) in p.http_chunks.iter().enumerate() {
+        let variable = format!("$interlock_up_{n}");
+        line(w, 0, "");
+        comment(w, 1, &format!("Shared hosts ({} of {}): the host picks its upstream.", n + 1, p.http_chunks.len()));
+        shared_map(w, "$host", &variable, chunk.iter().map(|&i| (p.hosts[i].name, map_value(&p.hosts[i]))), true);
+        let listen = format!("listen {};", site.http_port);
+        shared_server(w, p, &listen, None, chunk, &variable, &[]);
+    }
+    if !p.terminates_tls {
+        return;
+    }
+    let listen = if p.stream {
+        format!("listen 127.0.0.1:{INTERNAL_TLS_PORT} ssl")
+    } else {
+        format!("listen {} ssl", site.https_port)
+    };
+    line(w, 0, "");
+    comment(w, 1, "TLS for names no server claims: refused at the handshake; unknown hosts get 404.");
+    line(w, 1, "server {");
+    ln!(w, 2, "{listen} default_server;");
+    line(w, 2, "ssl_reject_handshake on;");
+    line(w, 2, "location / {");
+    line(w, 3, "return 404;");
+    line(w, 2, "}");
+    line(w, 1, "}");
+    for (n, chunk) in p.tls_chunks.iter().enumerate() {
+        let hosts = || chunk.iter().map(|&i| &p.hosts[i]);
+        let tls = |h: &Host<'_>| h.tls.cloned().expect("a TLS chunk holds TLS hosts");
+        let variable = format!("$interlock_tls_up_{n}");
+        line(w, 0, "");
+        comment(
+            w,
+            1,
+            &format!("Shared TLS hosts ({} of {}): certificate by SNI, upstream by host.", n + 1, p.tls_chunks.len()),
+        );
+        shared_map(
+            w,
+            "$ssl_server_name",
+            &format!("$interlock_cert_{n}"),
+            hosts().map(|h| (h.name, certificate_path(&tls(h).cert))),
+            false,
+        );
+        shared_map(
+            w,
+            "$ssl_server_name",
+            &format!("$interlock_key_{n}"),
+            hosts().map(|h| (h.name, certificate_path(&tls(h).key))),
+            false,
+        );
+        shared_map(w, "$host", &variable, hosts().map(|h| (h.name, map_value(h))), true);
+        let certificate =
+            [format!("ssl_certificate $interlock_cert_{n};"), format!("ssl_certificate_key $interlock_key_{n};")];
+        shared_server(w, p, &format!("{listen};"), Some(&format!("_tls_{n}")), chunk, &variable, &certificate);
+    }
+}
+
+/// `map SOURCE VARIABLE { hostnames; KEY VALUE; ... }`, keys escaped by [`map_key`]. An upstream
+/// map (`not_found`) ends with `default 404;`, for a name its server was not selected by (a TLS
+/// server's first name, taken as `$host` by a request without `Host`). A certificate map has no
+/// default: only the marker, sent as SNI, reaches the server with another name, and its
+/// handshake fails.
+fn shared_map<'a>(
+    w: &mut String,
+    source: &str,
+    variable: &str,
+    entries: impl Iterator<Item = (&'a str, String)>,
+    not_found: bool,
+) {
+    ln!(w, 1, "map {source} {variable} {{");
+    line(w, 2, "hostnames;");
+    for (host, value) in entries {
+        ln!(w, 2, "{} {value};", map_key(host));
+    }
+    if not_found {
+        line(w, 2, "default 404;");
+    }
+    line(w, 1, "}");
+}
+
+/// One shared server: a `server_name` line per host. A TLS one is first named `marker`, no
+/// host's name (host names hold no `_`): a request over TLS without `Host` (selected by its SNI)
+/// has the server's first name as `$host`, and gets 404 rather than the first host's upstream.
+/// (Over plain HTTP such a request goes to the default server.)
+fn shared_server(
+    w: &mut String,
+    p: &Plan<'_>,
+    listen: &str,
+    marker: Option<&str>,
+    chunk: &[usize],
+    variable: &str,
+    extra: &[String],
+) {
+    line(w, 1, "server {");
+    line(w, 2, listen);
+    if let Some(marker) = marker {
+        ln!(w, 2, "server_name {marker};");
+    }
+    for &i in chunk {
+        ln!(w, 2, "server_name {};", word(p.hosts[i].name));
+    }
+    for text in extra {
+        line(w, 2, text);
+    }
+    line(w, 2, "location / {");
+    for status in ["404", "503"] {
+        ln!(w, 3, "if ({variable} = {status}) {{");
+        ln!(w, 4, "return {status};");
+        line(w, 3, "}");
+    }
+    ln!(w, 3, "proxy_pass http://{variable};");
+    line(w, 2, "}");
+    line(w, 1, "}");
 }
 
 /// `(path, upstream, options, has running targets)` per location of a host.
@@ -989,6 +1256,33 @@ mod tests {
             .collect()
     }
 
+    /// The `(key, value)` lines of the map declaring `variable`, without `hostnames` and
+    /// `default`.
+    fn map_entries(text: &str, variable: &str) -> Vec<(String, String)> {
+        text.lines()
+            .skip_while(|l| !(l.trim().starts_with("map ") && l.trim().ends_with(&format!(" {variable} {{"))))
+            .skip(1)
+            .take_while(|l| l.trim() != "}")
+            .filter_map(|l| l.trim().strip_suffix(';')?.split_once(' '))
+            .filter(|(k, _)| *k != "default")
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// The host names (`server_name` lines but a `_` marker) of the server passing to `variable`.
+    fn server_names(text: &str, variable: &str) -> Vec<String> {
+        let pass = format!("proxy_pass http://{variable};");
+        let server = text.split("\n    server {\n").find(|s| s.split("\n    }\n").next().unwrap().contains(&pass));
+        let server =
+            server.unwrap_or_else(|| panic!("no server passes to {variable}")).split("\n    }\n").next().unwrap();
+        server
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("server_name ")?.strip_suffix(';'))
+            .filter(|n| !n.starts_with('_'))
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn assert_unique(names: &[String]) {
         let set: BTreeSet<&String> = names.iter().collect();
         assert_eq!(set.len(), names.len(), "duplicates in {names:?}");
@@ -1065,16 +1359,26 @@ mod tests {
         let text = render(&stream_site(&config), &hostile_table());
         let upstreams = declared(&text, "upstream ");
         assert_unique(&upstreams);
-        assert_unique(&declared(&text, "zone "));
+        assert!(declared(&text, "zone ").iter().all(|z| z == UPSTREAM_ZONE), "one zone, shared");
         // nginx compares upstream names without case.
         assert_unique(&upstreams.iter().map(|u| u.to_ascii_lowercase()).collect::<Vec<_>>());
         assert!(upstreams.contains(&"up_default".to_owned()) && upstreams.contains(&"up-default-backend".to_owned()));
         for path in ["_2fx_2fy", "_2fx_5fy", "_2fx_7ey", "_2f_58_5f_59", "_2fv1.2"] {
             assert!(upstreams.contains(&format!("up-paths.local{path}")), "{path}: {upstreams:?}");
         }
-        // Every proxy_pass names a declared upstream.
+        // Every proxy_pass names a declared upstream, or a shared map whose every value is one
+        // (or a status).
         for target in text.lines().filter_map(|l| l.trim().strip_prefix("proxy_pass http://")) {
-            assert!(upstreams.contains(&target.trim_end_matches(';').to_owned()), "{target}");
+            let target = target.trim_end_matches(';');
+            if target.starts_with('$') {
+                let values = map_entries(&text, target);
+                assert!(!values.is_empty(), "{target}");
+                for (_, value) in values.iter().filter(|(_, v)| !["404", "503"].contains(&v.as_str())) {
+                    assert!(upstreams.contains(value), "{target}: {value}");
+                }
+            } else {
+                assert!(upstreams.contains(&target.to_owned()), "{target}");
+            }
         }
         // Injective over inputs a lossy replacement merges.
         let pairs = [
@@ -1142,10 +1446,12 @@ mod tests {
         assert_eq!(map.iter().filter(|l| l.starts_with("default ")).count(), 1);
         assert_eq!(map.iter().filter(|l| l.starts_with("hostnames")).count(), 1);
         assert!(!map.iter().any(|l| l.starts_with("include ") || l.starts_with("volatile ")));
-        // On the HTTP side they are plain server names.
+        // On the HTTP side they are plain server names, and escaped keys of the shared map.
         let table = routes(&[("default", &[("a", &["10.0.0.2"])]), ("include", &[("b", &["10.0.0.3"])])]);
         let text = render(&site(&NginxConfig::default()), &table);
         assert!(text.contains("        server_name default;\n") && text.contains("        server_name include;\n"));
+        assert!(text.contains("        \\default up-default;\n") && text.contains("        \\include up-include;\n"));
+        assert_eq!(text.matches("        default 404;\n").count(), 1, "the map's own default only");
     }
 
     #[test]
@@ -1160,6 +1466,85 @@ mod tests {
         assert!(!text.contains("        *.wild.local 127.0.0.1"));
         assert!(text.contains("        server_name *.wild.local;\n"));
         assert!(text.contains("        server_name b.pt.local;\n"));
+    }
+
+    // ---- Issue 21: 10,000 routes at the speed of 10 ----------------------------------------
+
+    #[test]
+    fn plain_hosts_share_a_map_driven_server() {
+        let config = NginxConfig::default();
+        let text = render(&site(&config), &feature_table());
+        // Shared: one path, `/`, no websocket endpoint, no redirect.
+        let shared = map_entries(&text, "$interlock_up_0");
+        let keys: Vec<&str> = shared.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["down.local", "new.local", "pinned.local", "secure.local", "sticky.local"]);
+        assert_eq!(shared[0].1, "503", "no running task");
+        assert_eq!(server_names(&text, "$interlock_up_0"), keys);
+        // Their own server blocks: paths, websockets, the redirect.
+        for own in ["app.local", "only-ctx.local", "old.local"] {
+            assert!(text.contains(&format!("        server_name {own};\n")), "{own}");
+            assert!(!keys.contains(&own), "{own}");
+        }
+        // TLS: certificate by SNI, behind a default server refusing unknown names.
+        assert_eq!(
+            map_entries(&text, "$interlock_cert_0"),
+            [("secure.local".to_owned(), "/run/secrets/secure.crt".to_owned())]
+        );
+        assert_eq!(server_names(&text, "$interlock_tls_up_0"), ["secure.local"]);
+        assert!(text.contains("        listen 443 ssl default_server;\n        ssl_reject_handshake on;\n"));
+        // One zone for every upstream, at least `UpstreamZoneSize`.
+        assert_eq!(text.matches("zone interlock_upstreams 64k;").count(), text.matches("    upstream ").count());
+    }
+
+    #[test]
+    fn server_selection_is_unchanged_by_the_shared_servers() {
+        // A shared exact name beside an own-server wildcard (and the reverse) keeps its own
+        // `server_name`: nginx picks the exact name first whichever server holds it.
+        let mut table = RouteTable::default();
+        table.hosts.insert("b.a.com".into(), vec![backend("b", &["10.0.0.2"], RouteOptions::default())]);
+        table.hosts.insert("*.a.com".into(), vec![backend("wild", &["10.0.0.3"], ctx("/x"))]);
+        table.hosts.insert("*.c.com".into(), vec![backend("wild-c", &["10.0.0.4"], tls("c"))]);
+        table.hosts.insert("d.c.com".into(), vec![backend("d", &["10.0.0.5"], ctx("/y"))]);
+        table.hosts.insert("e.c.com".into(), vec![backend("e", &["10.0.0.6"], RouteOptions::default())]);
+        let config = NginxConfig::default();
+        let text = render(&site(&config), &table);
+        assert_eq!(server_names(&text, "$interlock_up_0"), ["*.c.com", "b.a.com", "e.c.com"]);
+        assert!(text.contains("        server_name *.a.com;\n") && text.contains("        server_name d.c.com;\n"));
+        // The TLS map is TLS-only: over TLS, e.c.com is *.c.com's, as its server_name says.
+        assert_eq!(server_names(&text, "$interlock_tls_up_0"), ["*.c.com"]);
+        let tls_keys: Vec<String> = map_entries(&text, "$interlock_tls_up_0").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(tls_keys, ["*.c.com"]);
+    }
+
+    #[test]
+    fn many_long_hosts_are_cut_into_chunks_that_split_whole() {
+        // 2,000 hosts of 253 characters (2,000 certificates): over 1 MB of map text.
+        let mut table = RouteTable::default();
+        for i in 0..2000 {
+            let host = format!("{i:04}{}", &long_host(253, 'c')[4..]);
+            table.hosts.insert(host, vec![backend(&format!("s{i}"), &["10.0.0.2"], tls(&format!("c{i}")))]);
+        }
+        let config = NginxConfig::default();
+        let text = render(&site(&config), &table);
+        let chunks = text.matches("    map $host $interlock_up_").count();
+        assert!(chunks >= 4, "{chunks} chunks");
+        assert_eq!(
+            text.matches("    map $ssl_server_name $interlock_cert_").count(),
+            text.matches("listen 443 ssl;").count()
+        );
+        let mut all = Vec::new();
+        for n in 0..chunks {
+            let keys: Vec<String> =
+                map_entries(&text, &format!("$interlock_up_{n}")).into_iter().map(|(k, _)| k).collect();
+            assert_eq!(server_names(&text, &format!("$interlock_up_{n}")), keys, "chunk {n}");
+            all.extend(keys);
+        }
+        assert_eq!(all.len(), 2000);
+        assert_unique(&all);
+        assert!(text.contains("    map_hash_bucket_size 1024;\n"), "three keys of 253 bytes a bucket");
+        // Every block fits a config object when the file is split.
+        let files = split(&text, "/etc/nginx/nginx.conf", crate::ownership::MAX_CONFIG_SIZE).unwrap();
+        assert!(files.len() > 2, "{} files", files.len());
     }
 
     #[test]
@@ -1178,11 +1563,15 @@ mod tests {
         // Plain names need no map (the features golden: `$cookie_session`).
         let plain = render(&site(&NginxConfig::default()), &feature_table());
         assert!(plain.contains("hash $cookie_session consistent;") && !plain.contains("$http_cookie"));
-        assert!(!plain.contains("variables_hash"));
         // With IPHash nothing hashes on a cookie, so no map is declared.
         let pinned = NginxConfig { ip_hash: true, ..stream_config() };
         let text = render(&stream_site(&pinned), &hostile_table());
-        assert!(!text.contains("$http_cookie") && !text.contains("hash $") && !text.contains("variables_hash"));
+        assert!(!text.contains("$http_cookie") && !text.contains("hash $") && !text.contains("interlock_sticky"));
+        // Without any variable of the file's own, nginx's defaults stay.
+        let one = routes(&[("a.local", &[("a", &["10.0.0.2"])])]);
+        let own = NginxConfig { http_options: vec![], ..NginxConfig::default() };
+        assert!(render(&site(&own), &RouteTable::default()).lines().all(|l| !l.contains("variables_hash")));
+        assert!(render(&site(&own), &one).contains("variables_hash_max_size"), "the shared map's variable");
     }
 
     #[test]
@@ -1251,8 +1640,13 @@ mod tests {
         let text = render(&stream_site(&config), &plain);
         assert_eq!(text.matches("    upstream up-h").count(), N);
         assert!(text.contains("server_names_hash_max_size 65536;"));
+        // Issue 21: one map entry and one `server_name` line per host, a few servers in all.
+        assert_eq!(text.matches("        server_name h").count(), N);
+        assert!(text.matches("    server {").count() <= 3, "{}", text.matches("    server {").count());
         let text = render(&stream_site(&config), &tls_hosts);
-        assert_eq!(text.matches("listen 443 ssl;").count(), N);
+        assert!((1..=2).contains(&text.matches("listen 443 ssl;").count()), "shared TLS servers");
+        assert_eq!(text.matches(" /run/secrets/site.crt;").count(), N);
+        assert_eq!(text.matches(" /run/secrets/site.key;").count(), N);
         let text = render(&stream_site(&config), &passed);
         assert_eq!(
             text.matches(" 127.0.0.1:10443;\n").count(),
