@@ -34,7 +34,8 @@ use std::sync::Mutex;
 use reconcilers::config::ProxyKind;
 use tracing::warn;
 
-/// How long one check may run (nginx takes about 23 s at 10,000 hosts here).
+/// How long one check may run (nginx took about 23 s at 10,000 hosts here in the per-host shape,
+/// about 1 s in today's, `docs/design/nginx-at-scale.md`).
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Verdicts remembered at most (then forgotten all at once: a later check just runs again).

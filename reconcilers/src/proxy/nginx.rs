@@ -9,6 +9,7 @@
 //! - **own-server hosts** (context roots, rewrites, websocket endpoints, redirects) keep a server
 //!   block each (and a TLS one with the certificate in the file), as in Interlock 2's template;
 //! - passed-through hosts are the `stream {}` SNI switch in front of the TLS servers.
+//!
 //! A route whose every task is down answers 503. Upstreams share one zone (`UPSTREAM_ZONE`).
 //!
 //! Labels are untrusted (any tenant who can create a service sets them), so every label set that
