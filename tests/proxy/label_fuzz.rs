@@ -11,7 +11,9 @@
 //! own pre-rollout check. Each case is one swarm holding the same services twice, once per
 //! cluster, so each case gives one nginx and one HAProxy config. Services the core quarantines
 //! never reach a config; everything it routes must be accepted. A panic in the core is a failure
-//! too.
+//! too. On nginx most hosts become keys of the shared servers' maps (`map $host`, and
+//! `map $ssl_server_name` for their certificates; issue 21): the coverage counts those keys, the
+//! keyword and wildcard ones among them, and a run of 500 cases or more must reach each.
 //!
 //! Cases are generated from a seed (proptest strategies driven by a seeded RNG, one RNG per case),
 //! so a run is deterministic: `cargo test --features proxy-binaries --test proxy_label_fuzz` checks

@@ -1493,6 +1493,11 @@ mod tests {
         );
         assert_eq!(server_names(&text, "$interlock_tls_up_0"), ["secure.local"]);
         assert!(text.contains("        listen 443 ssl default_server;\n        ssl_reject_handshake on;\n"));
+        // A request over TLS without `Host` takes the server's first name: a marker, no host's.
+        assert!(
+            text.contains("        listen 443 ssl;\n        server_name _tls_0;\n        server_name secure.local;\n")
+        );
+        assert!(crate::labels::parse_hosts("_tls_0").is_err());
         // One zone for every upstream, at least `UpstreamZoneSize`.
         assert_eq!(text.matches("zone interlock_upstreams 64k;").count(), text.matches("    upstream ").count());
     }
