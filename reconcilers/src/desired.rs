@@ -492,7 +492,10 @@ fn cluster_state(
             proxy_labels.insert(LABEL_CONFIG_GENERATION.to_owned(), generation.to_string());
             (layout.command.clone(), vec![layout.hash_env(&content_hash)])
         }
-        None => (vec![], vec![]),
+        None => {
+            let targets: Vec<&str> = config_files.iter().map(|(_, target)| target.as_str()).collect();
+            (proxy::plain_command(ext.proxy_kind, &ext.proxy_config_path, &targets), vec![])
+        }
     };
     let mount_target = |target: &String| match &layout {
         Some(layout) => layout.mount_target(target),
