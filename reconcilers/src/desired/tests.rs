@@ -592,6 +592,27 @@ fn an_haproxy_config_over_swarms_size_limit_is_split_into_parts_and_maps() {
 }
 
 #[test]
+fn a_hitless_haproxy_delivery_rewrites_its_parts_directory_with_the_maps() {
+    let text =
+        SEED.replace("ServiceCluster = \"us-east\"", "ServiceCluster = \"us-east\"\n    ProxyKind = \"haproxy\"");
+    let mut config = config::parse("seed", &text).unwrap().config;
+    for ext in config.extensions.values_mut() {
+        ext.hitless_service_update = true;
+    }
+    let d = desired_state(&config, &seed_swarm(), &env());
+    let east = &d.clusters["us-east"];
+    let delivery = east.delivery.clone().unwrap();
+    let paths: Vec<&str> = delivery.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths[0], "/etc/nginx/nginx.conf", "the seed's ProxyConfigPath");
+    assert!(paths.contains(&"/etc/nginx/interlock.d/hosts.map"), "{paths:?}");
+    assert_eq!(delivery.clear_dirs, ["/etc/nginx/interlock.d"], "no part of an earlier config stays");
+    assert_eq!(delivery.check, ["haproxy", "-c", "-f", "/etc/nginx/nginx.conf", "-f", "/etc/nginx/interlock.d"]);
+    // New tasks start from the same files, mounted under the hitless config directory.
+    let mounts: Vec<&str> = east.proxy_service.configs.iter().map(|m| m.target.as_str()).collect();
+    assert!(mounts.contains(&"/interlock/config/interlock.d/hosts.map"), "{mounts:?}");
+}
+
+#[test]
 fn an_haproxy_config_whose_map_is_over_swarms_size_limit_holds_its_cluster_with_the_reason() {
     let text =
         SEED.replace("ServiceCluster = \"us-east\"", "ServiceCluster = \"us-east\"\n    ProxyKind = \"haproxy\"");

@@ -76,7 +76,7 @@ pub fn foreground_command(config_path: &str, parts_dir: &str) -> String {
 /// ([`parts_dir`]), their listing out of the main file (its header stays, as a comment); and when
 /// the rest does not fit, the backends that do not fit the main file go to `part-NNN.cfg` files
 /// there, which HAProxy reads after the main file (`-f DIR`: a backend may be defined after the
-/// frontend naming it). A text with neither is one file.
+/// frontend naming it). There is always a hosts.map, so always two files at least.
 pub fn split(text: &str, config_path: &str, limit: usize) -> Result<Vec<(String, String)>, String> {
     let parts = parts_dir(config_path);
     let mut main = String::with_capacity(text.len());
@@ -97,8 +97,12 @@ pub fn split(text: &str, config_path: &str, limit: usize) -> Result<Vec<(String,
             main.push_str(l);
         }
     }
-    if maps.is_empty() && text.len() < limit {
-        return Ok(vec![(config_path.to_owned(), text.to_owned())]);
+    // Always a hosts.map, a comment when no host is mapped: the parts directory is then part of
+    // every config, emptied and rewritten by each hitless delivery, so no part of a larger
+    // earlier config stays there to be read by `-f DIR`.
+    let hosts_map = format!("{parts}/{HOSTS_MAP}");
+    if !maps.iter().any(|(path, _)| *path == hosts_map) {
+        maps.push((hosts_map, "# No exact host is mapped.\n".to_owned()));
     }
     if let Some((path, map)) = maps.iter().find(|(_, map)| map.len() >= limit) {
         return Err(format!("the map file {path} ({} bytes) does not fit a config object", map.len()));
@@ -982,9 +986,16 @@ mod tests {
         let main = &files[0].1;
         assert!(main.contains("frontend https-default") || !text.contains("frontend https-default"));
         assert!(main.contains("default_backend be_no_route"));
-        // One text without maps that fits stays whole.
+        // A text without maps still has its hosts.map, a comment: the parts directory is always
+        // rewritten, never left with parts of a larger earlier config.
         let empty = rendered(&RouteTable::default());
-        assert_eq!(split(&empty, "/cfg/haproxy.cfg", usize::MAX).unwrap(), [("/cfg/haproxy.cfg".to_owned(), empty)]);
+        assert_eq!(
+            split(&empty, "/cfg/haproxy.cfg", usize::MAX).unwrap(),
+            [
+                ("/cfg/haproxy.cfg".to_owned(), empty),
+                ("/cfg/interlock.d/hosts.map".to_owned(), "# No exact host is mapped.\n".to_owned())
+            ]
+        );
         // Maps too large for one object: refused, with the reason.
         assert!(split(&text, "/cfg/haproxy.cfg", 2_000).unwrap_err().contains("map file"));
     }
