@@ -789,7 +789,10 @@ fn map_files(text: &str) -> Vec<(String, String)> {
 fn map_keys(text: &str) -> Vec<String> {
     map_files(text)
         .iter()
-        .flat_map(|(_, data)| data.lines().map(|l| l.split(' ').next().unwrap_or_default().to_owned()))
+        // A line starting with `#` is a comment to HAProxy (an empty map's only line).
+        .flat_map(|(_, data)| {
+            data.lines().filter(|l| !l.starts_with('#')).map(|l| l.split(' ').next().unwrap_or_default().to_owned())
+        })
         .collect()
 }
 
@@ -807,7 +810,7 @@ fn routed_key(routes: &RouteTable, key: &str) -> bool {
 /// backend name. (HAProxy has no escape in map files: this is what keeps a line one line.)
 fn map_lines_are_well_formed(text: &str) -> Result<(), String> {
     for (target, data) in map_files(text) {
-        for line in data.split('\n').filter(|l| !l.is_empty()) {
+        for line in data.split('\n').filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let words: Vec<&str> = line.split(' ').collect();
             let [key, backend] = words.as_slice() else { return Err(format!("{target}: not two words: {line:?}")) };
             let (host, path) = key.find('/').map_or((*key, ""), |i| key.split_at(i));
