@@ -125,8 +125,9 @@ pub struct HitlessLayout {
     pub reload_signal: &'static str,
     /// Where the task records the hash of the config it runs.
     pub applied_file: &'static str,
-    /// Directories a delivery empties before writing a split config's files (nginx's parts
-    /// directory), so parts of a longer earlier config are not included.
+    /// Directories a delivery empties before writing a split config's files (the kind's parts
+    /// directory, `interlock.d` beside the config: nginx's included parts, HAProxy's parts and
+    /// map files), so parts of a longer earlier config are not read.
     pub parts_dirs: Vec<String>,
 }
 
