@@ -154,8 +154,9 @@ pub struct ClusterState {
     /// The whole rendered config: what is checked, hashed and shown.
     pub proxy_config: ConfigDef,
     /// The config objects the proxy mounts, with their targets: `proxy_config` itself, or, when
-    /// it is over Swarm's size limit (nginx), a main file and the parts it includes. The main
-    /// file is first and keeps `proxy_config`'s name.
+    /// it is over Swarm's size limit (nginx), a main file and the parts it includes; HAProxy's
+    /// main file, its map files and, over the limit, its parts (`proxy::split`). The main file is
+    /// first and keeps `proxy_config`'s name.
     pub config_files: Vec<(ConfigDef, String)>,
     /// Why the config cannot be held in config objects at all (too large to split).
     pub config_error: Option<String>,
@@ -492,7 +493,10 @@ fn cluster_state(
             proxy_labels.insert(LABEL_CONFIG_GENERATION.to_owned(), generation.to_string());
             (layout.command.clone(), vec![layout.hash_env(&content_hash)])
         }
-        None => (vec![], vec![]),
+        None => {
+            let targets: Vec<&str> = config_files.iter().map(|(_, target)| target.as_str()).collect();
+            (proxy::plain_command(ext.proxy_kind, &ext.proxy_config_path, &targets), vec![])
+        }
     };
     let mount_target = |target: &String| match &layout {
         Some(layout) => layout.mount_target(target),

@@ -306,11 +306,26 @@ async fn run_check(
         tokio::fs::write(dir.join("check.key"), CHECK_KEY).await.map_err(prepare)?;
         tokio::fs::write(dir.join("check.pem"), CHECK_CERT).await.map_err(prepare)?;
         tokio::fs::write(dir.join("check.pem.key"), CHECK_KEY).await.map_err(prepare)?;
-        let text = for_check(kind, text, &dir, temp_paths) + "\n";
-        tokio::fs::write(&file, text).await.map_err(prepare)?;
+        let checked = for_check(kind, text, &dir, temp_paths) + "\n";
+        tokio::fs::write(&file, checked).await.map_err(prepare)?;
         let path = file.to_str().ok_or_else(|| {
             CheckError::CouldNotRun(format!("cannot prepare the check: {} is not UTF-8", file.display()))
         })?;
+        if kind == ProxyKind::Haproxy {
+            // The parts directory the check command reads (`-f DIR`), with the map files the
+            // config lists; its backends stay in the one file checked.
+            let parts = dir.join(reconcilers::proxy::haproxy::PARTS_DIR);
+            tokio::fs::create_dir(&parts).await.map_err(prepare)?;
+            let files = reconcilers::proxy::split(kind, text, path, usize::MAX)
+                .map_err(|e| CheckError::CouldNotRun(format!("cannot prepare the check: {e}")))?;
+            for (target, data) in files.iter().skip(1) {
+                let target = Path::new(target);
+                // Only map files, only in the parts directory.
+                if target.parent() == Some(parts.as_path()) && target.extension().is_some_and(|e| e == "map") {
+                    tokio::fs::write(target, data).await.map_err(prepare)?;
+                }
+            }
+        }
         let command = kind.check_command(path);
         let mut run = tokio::process::Command::new(binary);
         run.args(&command.args).stdin(Stdio::null()).kill_on_drop(true);
@@ -487,7 +502,13 @@ unsafe fn keep_only_capability(mask: u32) -> std::io::Result<()> {
 /// files first, the directory last. Removing it afterwards does not follow links.
 fn hand_over(dir: &Path, user: CheckUser) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
-        std::os::unix::fs::lchown(entry?.path(), Some(user.uid), Some(user.gid))?;
+        let entry = entry?;
+        // A directory the check made (HAProxy's parts), handed over the same way; never a link.
+        if entry.file_type()?.is_dir() {
+            hand_over(&entry.path(), user)?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), Some(user.uid), Some(user.gid))?;
+        }
     }
     std::os::unix::fs::lchown(dir, Some(user.uid), Some(user.gid))
 }

@@ -118,20 +118,38 @@ mod tests {
         // What the core renders for HAProxy passes too.
         let haproxy =
             ProxyTarget::new("hap".into(), ProxyKind::Haproxy, "/usr/local/etc/haproxy/haproxy.cfg".into()).unwrap();
+        let file = |path: &str| DeliveredFile { path: path.into(), content: "x".into() };
         let d = Delivery {
             proxy_service: "hap".into(),
-            files: vec![DeliveredFile { path: "/usr/local/etc/haproxy/haproxy.cfg".into(), content: "x".into() }],
-            check: ["haproxy", "-c", "-f", "/usr/local/etc/haproxy/haproxy.cfg"].map(String::from).to_vec(),
+            files: vec![
+                file("/usr/local/etc/haproxy/haproxy.cfg"),
+                file("/usr/local/etc/haproxy/interlock.d/part-001.cfg"),
+                file("/usr/local/etc/haproxy/interlock.d/hosts.map"),
+                file("/usr/local/etc/haproxy/interlock.d/paths.map"),
+            ],
+            clear_dirs: vec!["/usr/local/etc/haproxy/interlock.d".into()],
+            check: [
+                "haproxy",
+                "-c",
+                "-f",
+                "/usr/local/etc/haproxy/haproxy.cfg",
+                "-f",
+                "/usr/local/etc/haproxy/interlock.d",
+            ]
+            .map(String::from)
+            .to_vec(),
             reload_signal: "SIGUSR2".into(),
             ..delivery(HASH, 1)
         };
-        assert!(vet("us-east", &haproxy, &d).is_ok());
+        let vetted = vet("us-east", &haproxy, &d).unwrap();
+        assert_eq!(vetted.files.len(), 4, "the main file, a part and the map files beside it");
+        assert_eq!(vetted.clear_dirs, ["/usr/local/etc/haproxy/interlock.d"]);
         assert!(
             matches!(
                 vet("us-east", &haproxy, &Delivery { clear_dirs: vec!["/usr/local/etc/haproxy".into()], ..d }),
                 Err(Refusal::ClearDir { .. })
             ),
-            "HAProxy has no directory to empty"
+            "only its parts directory is emptied"
         );
     }
 

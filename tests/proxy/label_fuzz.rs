@@ -780,6 +780,55 @@ fn quicker_haproxy_check(text: &str) -> String {
     format!("{text}\nglobal\n    httpclient.ssl.verify none\n")
 }
 
+/// The map files of a rendered HAProxy config, as HAProxy reads them (`proxy::split`).
+fn map_files(text: &str) -> Vec<(String, String)> {
+    let files = reconcilers::proxy::split(ProxyKind::Haproxy, text, "/c/haproxy.cfg", usize::MAX)
+        .expect("a split without a limit");
+    files.into_iter().filter(|(target, _)| target.ends_with(".map")).collect()
+}
+
+/// Every key of every map file.
+fn map_keys(text: &str) -> Vec<String> {
+    map_files(text)
+        .iter()
+        // A line starting with `#` is a comment to HAProxy (an empty map's only line).
+        .flat_map(|(_, data)| {
+            data.lines().filter(|l| !l.starts_with('#')).map(|l| l.split(' ').next().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+/// A map key comes from one routed (or redirected) host, lowercased, and for `paths.map` one
+/// of its paths: a hostile host cannot add a key of its own, nor another host's.
+fn routed_key(routes: &RouteTable, key: &str) -> bool {
+    let hosts = routes.hosts.keys().map(String::as_str).chain(routes.redirects().into_keys());
+    hosts.into_iter().any(|host| {
+        let host_key = host.to_ascii_lowercase();
+        key == host_key || key.strip_prefix(host_key.as_str()).is_some_and(|path| routes.paths(host).contains_key(path))
+    })
+}
+
+/// Each map line is `KEY BACKEND`: two words, a key of the map's character set, a generated
+/// backend name. (HAProxy has no escape in map files: this is what keeps a line one line.)
+fn map_lines_are_well_formed(text: &str) -> Result<(), String> {
+    for (target, data) in map_files(text) {
+        for line in data.split('\n').filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let words: Vec<&str> = line.split(' ').collect();
+            let [key, backend] = words.as_slice() else { return Err(format!("{target}: not two words: {line:?}")) };
+            let (host, path) = key.find('/').map_or((*key, ""), |i| key.split_at(i));
+            let key_ok = !host.is_empty()
+                && host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-~/%".contains(&b));
+            let backend_ok = ["be_no_route", "be_default_backend"].contains(backend)
+                || backend.strip_prefix("be_").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if !key_ok || !backend_ok {
+                return Err(format!("{target}: {line:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One rendered proxy config, as the check gets it.
 struct Rendered {
     extension: String,
@@ -819,7 +868,7 @@ impl Ctx {
         let rendered = desired
             .clusters
             .values()
-            .map(|cluster| {
+            .map(|cluster| -> Result<Rendered, String> {
                 coverage.add(cluster.proxy_kind, &cluster.routes);
                 // `ProxyChecker` loads nginx's stream module itself for a `stream {}` block (the
                 // stock image has it built in, Debian's nginx as a dynamic module).
@@ -827,15 +876,26 @@ impl Ctx {
                 coverage.add_text(cluster.proxy_kind, &text);
                 let text = match cluster.proxy_kind {
                     ProxyKind::Nginx => text,
-                    ProxyKind::Haproxy => quicker_haproxy_check(&text),
+                    ProxyKind::Haproxy => {
+                        let keys = map_keys(&text);
+                        coverage.bump(ProxyKind::Haproxy, "map lines", keys.len());
+                        if let Some(stray) = keys.iter().find(|k| !routed_key(&cluster.routes, k)) {
+                            // Not a panic, but as grave: a map line no route asked for.
+                            return Err(format!("a map key no routed host and path gives: {stray:?}"));
+                        }
+                        quicker_haproxy_check(&text)
+                    }
                 };
-                Rendered { extension: cluster.extension.clone(), kind: cluster.proxy_kind, text }
+                Ok(Rendered { extension: cluster.extension.clone(), kind: cluster.proxy_kind, text })
             })
-            .collect();
+            .collect::<Result<Vec<_>, String>>()?;
         Ok((rendered, coverage))
     }
 
     async fn check(&self, kind: ProxyKind, text: &str) -> Result<(), String> {
+        if kind == ProxyKind::Haproxy {
+            map_lines_are_well_formed(text).map_err(|e| format!("[ALERT] map file: {e}"))?;
+        }
         let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
         match self.checker.check(kind, &sha256_hex(text.as_bytes()), text).await {
             Verdict::Accepted => Ok(()),

@@ -523,7 +523,12 @@ fn a_config_planted_under_the_predicted_name_is_not_adopted() {
 
 /// demo-east with thousands of long host names: a config over Swarm's limit for one object.
 fn oversized(observed: &mut Observed) {
-    let hosts: Vec<String> = (0..4_000).map(|i| format!("host-{i}.a-rather-long-domain-name.example.com")).collect();
+    oversized_by(observed, 4_000);
+}
+
+/// demo-east with `n` long host names.
+fn oversized_by(observed: &mut Observed, n: usize) {
+    let hosts: Vec<String> = (0..n).map(|i| format!("host-{i}.a-rather-long-domain-name.example.com")).collect();
     let east = observed.services.iter_mut().find(|s| s.def.name == "demo-east").unwrap();
     east.def.labels.insert(LABEL_HOSTS.into(), hosts.join(","));
 }
@@ -554,18 +559,76 @@ fn an_nginx_config_over_swarms_size_limit_is_split_into_included_parts() {
 }
 
 #[test]
-fn an_haproxy_config_over_swarms_size_limit_holds_its_cluster_with_the_reason() {
+fn an_haproxy_config_over_swarms_size_limit_is_split_into_parts_and_maps() {
     let text =
         SEED.replace("ServiceCluster = \"us-east\"", "ServiceCluster = \"us-east\"\n    ProxyKind = \"haproxy\"");
     let config = config::parse("seed", &text).unwrap().config;
     let mut observed = seed_swarm();
-    oversized(&mut observed);
+    oversized_by(&mut observed, 6_000);
     let d = desired_state(&config, &observed, &env());
-    assert!(d.clusters["us-east"].config_error.as_deref().is_some_and(|e| e.contains("cannot be split")));
+    let east = &d.clusters["us-east"];
+    assert!(east.proxy_config.data.len() >= crate::ownership::MAX_CONFIG_SIZE);
+    assert_eq!(east.config_error, None);
+    let targets: Vec<&str> = east.config_files.iter().map(|(_, t)| t.as_str()).collect();
+    // The seed sets ProxyConfigPath.
+    let (main, dir) = ("/etc/nginx/nginx.conf", "/etc/nginx");
+    assert_eq!(targets[0], main);
+    assert_eq!(east.config_files[0].0.name, east.proxy_config.name, "the main file keeps the config's name");
+    assert!(targets.contains(&format!("{dir}/interlock.d/hosts.map").as_str()), "{targets:?}");
+    assert!(targets.contains(&format!("{dir}/interlock.d/part-001.cfg").as_str()), "{targets:?}");
+    for (file, target) in &east.config_files {
+        assert!(file.data.len() < crate::ownership::MAX_CONFIG_SIZE, "{}: {} bytes", file.name, file.data.len());
+        assert!(target.starts_with(&format!("{dir}/")), "{target}");
+    }
+    // Every backend is in exactly one file.
+    let backends = |data: &[u8]| String::from_utf8_lossy(data).matches("\nbackend ").count();
+    let whole = backends(&east.proxy_config.data);
+    assert_eq!(east.config_files.iter().map(|(f, _)| backends(&f.data)).sum::<usize>(), whole);
+    // Mounted where they are read, the parts read with `-f DIR`.
+    let mounts: Vec<&str> = east.proxy_service.configs.iter().map(|m| m.target.as_str()).collect();
+    assert_eq!(mounts, targets);
+    assert_eq!(east.proxy_service.command, ["haproxy", "-W", "-db", "-f", main, "-f", &format!("{dir}/interlock.d")]);
+    assert_eq!(converge(&config, &mut observed), 1);
+}
+
+#[test]
+fn a_hitless_haproxy_delivery_rewrites_its_parts_directory_with_the_maps() {
+    let text =
+        SEED.replace("ServiceCluster = \"us-east\"", "ServiceCluster = \"us-east\"\n    ProxyKind = \"haproxy\"");
+    let mut config = config::parse("seed", &text).unwrap().config;
+    for ext in config.extensions.values_mut() {
+        ext.hitless_service_update = true;
+    }
+    let d = desired_state(&config, &seed_swarm(), &env());
+    let east = &d.clusters["us-east"];
+    let delivery = east.delivery.clone().unwrap();
+    let paths: Vec<&str> = delivery.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths[0], "/etc/nginx/nginx.conf", "the seed's ProxyConfigPath");
+    assert!(paths.contains(&"/etc/nginx/interlock.d/hosts.map"), "{paths:?}");
+    assert_eq!(delivery.clear_dirs, ["/etc/nginx/interlock.d"], "no part of an earlier config stays");
+    assert_eq!(delivery.check, ["haproxy", "-c", "-f", "/etc/nginx/nginx.conf", "-f", "/etc/nginx/interlock.d"]);
+    // New tasks start from the same files, mounted under the hitless config directory.
+    let mounts: Vec<&str> = east.proxy_service.configs.iter().map(|m| m.target.as_str()).collect();
+    assert!(mounts.contains(&"/interlock/config/interlock.d/hosts.map"), "{mounts:?}");
+}
+
+#[test]
+fn an_haproxy_config_whose_map_is_over_swarms_size_limit_has_it_in_several_files() {
+    let text =
+        SEED.replace("ServiceCluster = \"us-east\"", "ServiceCluster = \"us-east\"\n    ProxyKind = \"haproxy\"");
+    let config = config::parse("seed", &text).unwrap().config;
+    let mut observed = seed_swarm();
+    oversized_by(&mut observed, 20_000);
+    let d = desired_state(&config, &observed, &env());
+    let east = &d.clusters["us-east"];
+    assert_eq!(east.config_error, None);
+    let targets: Vec<&str> = east.config_files.iter().map(|(_, t)| t.as_str()).collect();
+    assert!(targets.contains(&"/etc/nginx/interlock.d/hosts-2.map"), "{targets:?}");
+    for (file, target) in &east.config_files {
+        assert!(file.data.len() < crate::ownership::MAX_CONFIG_SIZE, "{target}: {} bytes", file.data.len());
+    }
     let p = plan(&d, &observed);
-    assert!(p.clusters["us-east"].actions.is_empty());
-    assert!(p.clusters["us-east"].conflicts[0].contains("over Swarm's limit"), "{p:#?}");
-    assert!(!p.clusters["us-west"].actions.is_empty(), "the other cluster goes on");
+    assert!(p.clusters["us-east"].conflicts.is_empty(), "{:?}", p.clusters["us-east"].conflicts);
 }
 
 /// The walk-through's config with `HitlessServiceUpdate = true` in both extensions.

@@ -3,6 +3,13 @@
 //! longest first) to one backend per host and path, or per redirected host, in the spirit of
 //! Interlock's HAProxy template (as Interlock's documentation gives it), written for HAProxy 2.x.
 //!
+//! At scale (docs/design/haproxy-at-scale.md): exact hosts are looked up in two map files,
+//! `interlock.d/hosts.map` (`map_str`) and `interlock.d/paths.map` (host and context root,
+//! `map_beg`), instead of one `acl` each; wildcards, and any host or path a map line could
+//! misread, keep their quoted `acl`s. The maps are listed at the end of the rendered text, as
+//! comments, and [`split`] writes them beside the config, with the backends that do not fit one
+//! config object in `interlock.d/part-NNN.cfg` (read with `-f DIR`).
+//!
 //! Every value reaching the file was validated before (`labels`), but labels are untrusted
 //! input, so the file does not rely on it: names are generated, never derived from labels, and
 //! each label-derived value is quoted for where it lands (see [`render`]).
@@ -38,9 +45,19 @@ pub fn tls_mounts(tls: &TlsSecrets) -> [SecretMount; 2] {
     ]
 }
 
-/// `haproxy -c -f PATH`: checks the file.
+/// `haproxy -c -f PATH -f DIR/interlock.d`: checks the file and the parts beside it.
 pub fn check_command(config_path: &str) -> CommandLine {
-    CommandLine::new(BINARY, ["-c", "-f", config_path])
+    let parts = parts_dir(config_path);
+    CommandLine::new(BINARY, ["-c", "-f", config_path, "-f", parts.as_str()])
+}
+
+/// The parts directory of a config at `config_path`: [`PARTS_DIR`] in its directory. HAProxy
+/// reads every `*.cfg` in it after the main file (`-f DIR`), in name order.
+pub fn parts_dir(config_path: &str) -> String {
+    match config_path.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{PARTS_DIR}"),
+        None => PARTS_DIR.to_owned(),
+    }
 }
 
 /// SIGUSR2 to the task's main process, the master in master-worker mode: it re-reads the file
@@ -48,9 +65,97 @@ pub fn check_command(config_path: &str) -> CommandLine {
 /// connections and exit.
 pub const RELOAD_SIGNAL: &str = "SIGUSR2";
 
-/// Master-worker mode (`-W`) in the foreground (`-db`), on `config_path` (already shell-quoted).
-pub fn foreground_command(config_path: &str) -> String {
-    format!("haproxy -W -db -f {config_path}")
+/// Master-worker mode (`-W`) in the foreground (`-db`), on `config_path` then the parts
+/// directory (both already shell-quoted).
+pub fn foreground_command(config_path: &str, parts_dir: &str) -> String {
+    format!("haproxy -W -db -f {config_path} -f {parts_dir}")
+}
+
+/// A rendered config as files of under `limit` bytes each, the main file first (at
+/// `config_path`): the map files listed at the end of the text go to the parts directory
+/// ([`parts_dir`]), their listing out of the main file (its header stays, as a comment); and when
+/// the rest does not fit, the backends that do not fit the main file go to `part-NNN.cfg` files
+/// there, which HAProxy reads after the main file (`-f DIR`: a backend may be defined after the
+/// frontend naming it). There is always a hosts.map, so always two files at least.
+pub fn split(text: &str, config_path: &str, limit: usize) -> Result<Vec<(String, String)>, String> {
+    let parts = parts_dir(config_path);
+    let mut main = String::with_capacity(text.len());
+    let mut maps: Vec<(String, String)> = Vec::new();
+    let mut in_map = false;
+    for l in text.split_inclusive('\n') {
+        let listed = l
+            .strip_prefix(MAP_HEADER)
+            .and_then(|rest| rest.strip_prefix(&format!("{PARTS_DIR}/")))
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(name, _)| name)
+            .filter(|name| is_map_name(name));
+        if let Some(name) = listed {
+            maps.push((format!("{parts}/{name}"), String::new()));
+            in_map = true;
+            main.push_str(l);
+        } else if let (true, Some(entry), Some((_, map))) = (in_map, l.strip_prefix(MAP_LINE), maps.last_mut()) {
+            map.push_str(entry);
+        } else {
+            in_map = false;
+            main.push_str(l);
+        }
+    }
+    // Always a hosts.map, a comment when no host is mapped: the parts directory is then part of
+    // every config, emptied and rewritten by each hitless delivery, so no part of a larger
+    // earlier config stays there to be read by `-f DIR`.
+    let hosts_map = format!("{parts}/{HOSTS_MAP}");
+    if !maps.iter().any(|(path, _)| *path == hosts_map) {
+        maps.push((hosts_map, "# No exact host is mapped.\n".to_owned()));
+    }
+    if let Some((path, map)) = maps.iter().find(|(_, map)| map.len() >= limit) {
+        return Err(format!("the map file {path} ({} bytes) does not fit a config object", map.len()));
+    }
+    let mut files = vec![(config_path.to_owned(), main)];
+    if files[0].1.len() >= limit {
+        let main = std::mem::take(&mut files[0].1);
+        // The head: global, defaults and the frontends, up to the blank line before the first
+        // backend (and its comment).
+        let first = main
+            .find("\nbackend ")
+            .map(|i| main[..i].rfind("\n\n").map_or(i, |b| b + 1))
+            .ok_or("no backend to move out of the main file")?;
+        let (head, rest) = main.split_at(first);
+        // Room left in the main file for backends, with some slack under the limit.
+        let budget = limit - limit / 10;
+        if head.len() >= budget {
+            return Err(format!("{} bytes before the backends do not fit a config object", head.len()));
+        }
+        // Sections: each starts at a blank line.
+        let mut units: Vec<&str> = Vec::new();
+        let mut start = 0;
+        while let Some(i) = rest[start + 1..].find("\n\n") {
+            let end = start + 1 + i + 1;
+            units.push(&rest[start..end]);
+            start = end;
+        }
+        units.push(&rest[start..]);
+        let mut kept = head.to_owned();
+        let mut units = units.into_iter().peekable();
+        while let Some(next) = units.next_if(|u| kept.len() + u.len() <= budget) {
+            kept.push_str(next);
+        }
+        let mut moved: Vec<String> = Vec::new();
+        for unit in units {
+            if unit.len() >= budget {
+                return Err(format!("one section of {} bytes does not fit a config object", unit.len()));
+            }
+            match moved.last_mut() {
+                Some(part) if part.len() + unit.len() < budget => part.push_str(unit),
+                _ => moved.push(unit.to_owned()),
+            }
+        }
+        files[0].1 = kept;
+        for (n, part) in moved.into_iter().enumerate() {
+            files.push((format!("{parts}/part-{:03}.cfg", n + 1), part));
+        }
+    }
+    files.extend(maps);
+    Ok(files)
 }
 
 /// The loopback port of the statistics frontend inside the task: 8404 (HAProxy's customary
@@ -110,7 +215,16 @@ fn precedence(host: &str) -> (bool, std::cmp::Reverse<usize>, &str) {
 /// ([`regex_literal`]), a log-format string ([`log_format_literal`]) or a sample-fetch argument
 /// ([`fetch_arg`]). Work is O(n log n) in hosts and routes.
 pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
+    render_with(site, routes, MAP_BUDGET)
+}
+
+/// A map file's most bytes: Swarm's limit for a config object, with some slack.
+const MAP_BUDGET: usize = crate::ownership::MAX_CONFIG_SIZE - crate::ownership::MAX_CONFIG_SIZE / 10;
+
+/// [`render`], with map files of at most `map_budget` bytes.
+fn render_with(site: &HaproxySite<'_>, routes: &RouteTable, map_budget: usize) -> String {
     let c = site.config;
+    let routing = routing(routes, map_budget);
     let mut out = String::with_capacity(4096 + routes.hosts.len() * 640);
     let w = &mut out;
     line(
@@ -119,6 +233,10 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
         &format!("# Generated by interlock for {} host(s). Do not edit: changes are overwritten.", routes.hosts.len()),
     );
     line(w, 0, "global");
+    if !routing.hosts_maps.is_empty() || !routing.paths_maps.is_empty() {
+        // The map files' paths are relative to this file's directory.
+        line(w, 1, "default-path config");
+    }
     line(w, 1, &format!("maxconn {}", c.max_connections));
     line(w, 1, &format!("pidfile {}", c.pid_path));
     line(w, 1, &format!("ssl-server-verify {}", c.ssl_verify));
@@ -170,7 +288,7 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
         line(w, 1, &format!("stats auth {}:{}", c.admin_user, c.admin_pass));
     }
     let rules_start = w.len();
-    let backends = routing(w, routes);
+    w.push_str(&routing.rules);
     let rules = rules_start..w.len();
     // TLS: every certificate in the secrets folder, chosen by SNI among the names each holds.
     // Each certificate's key is mounted beside it as `<cert>.key` ([`tls_mounts`]), which HAProxy
@@ -190,15 +308,97 @@ pub fn render(site: &HaproxySite<'_>, routes: &RouteTable) -> String {
         line(w, 0, &format!("backend {NO_ROUTE_BACKEND}"));
         line(w, 1, "http-request return status 404 content-type text/plain string \"no route\"");
     }
-    for (n, block) in backends.iter().enumerate() {
+    for (n, block) in routing.blocks.iter().enumerate() {
         write_backend(w, n, block);
+    }
+    let about = |n: &str| {
+        if n.starts_with("paths") {
+            "exact host and context root -> backend (map_beg)"
+        } else {
+            "exact host -> backend (map_str)"
+        }
+    };
+    for (name, entries) in routing.paths_maps.iter().chain(&routing.hosts_maps) {
+        let about = about(name);
+        w.push('\n');
+        w.push_str(MAP_HEADER);
+        w.push_str(PARTS_DIR);
+        w.push('/');
+        w.push_str(name);
+        w.push_str(": ");
+        w.push_str(about);
+        w.push_str(", written beside this file\n");
+        for (key, backend) in entries {
+            w.push_str(MAP_LINE);
+            w.push_str(key);
+            w.push(' ');
+            w.push_str(backend);
+            w.push('\n');
+        }
     }
     out
 }
 
-/// Writes the routing rules both frontends share (`acl`s and `use_backend`s, then
-/// `default_backend`); returns the backends they name, `be_<n>` being the n-th.
-fn routing<'a>(r: &mut String, routes: &'a RouteTable) -> Vec<Block<'a>> {
+/// Whether `name` is one the renderer gives a map file: `hosts.map`, `paths.map`, or a further
+/// file of either (`hosts-2.map`, ...).
+fn is_map_name(name: &str) -> bool {
+    [HOSTS_MAP, PATHS_MAP].iter().any(|base| {
+        let stem = base.trim_end_matches(".map");
+        name == *base
+            || name
+                .strip_prefix(stem)
+                .and_then(|r| r.strip_prefix('-'))
+                .and_then(|r| r.strip_suffix(".map"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// The parts directory, beside the config file: backends that do not fit the main file
+/// (`part-NNN.cfg`, read by `-f DIR`) and the map files (not `.cfg`, so not read as config).
+pub const PARTS_DIR: &str = "interlock.d";
+/// Exact host (lowercased) → backend name: `map_str`, a tree.
+pub const HOSTS_MAP: &str = "hosts.map";
+/// Exact host (lowercased) and context root → backend name: `map_beg`, a prefix tree, so the
+/// longest context root wins.
+pub const PATHS_MAP: &str = "paths.map";
+/// The comment line that starts a map file's listing at the end of the rendered text; its lines
+/// follow, each after [`MAP_LINE`]. [`split`] writes them out as the file.
+const MAP_HEADER: &str = "# ---- file ";
+/// The prefix of each line of a map file's listing.
+const MAP_LINE: &str = "#| ";
+
+/// The routing of both frontends: the map files' lines and the rules both frontends share.
+struct Routing<'a> {
+    /// The rules (map lookups, then `acl`s and `use_backend`s, then `default_backend`).
+    rules: String,
+    /// The backends the rules and maps name, `be_<n>` being the n-th.
+    blocks: Vec<Block<'a>>,
+    /// [`HOSTS_MAP`]'s lines, `KEY BACKEND`, sorted by key, as files ([`shard`]).
+    hosts_maps: Vec<(String, Vec<(String, String)>)>,
+    /// [`PATHS_MAP`]'s lines, `KEYPATH BACKEND`, sorted by key, as files ([`shard`]).
+    paths_maps: Vec<(String, Vec<(String, String)>)>,
+}
+
+/// Whether `host` can be a map key as it is (lowercased): exact, and only characters a map
+/// line cannot misread (no white space, no `#`, no quote, nothing outside ASCII). Anything else
+/// stays a quoted `acl`.
+fn map_host_key(host: &str) -> Option<String> {
+    let ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    ok.then(|| host.to_ascii_lowercase())
+}
+
+/// Whether a context root can follow a host in a map key: it starts with `/` (so `host + path`
+/// cannot be another host's key), and has only characters a map line cannot misread.
+fn map_path_ok(path: &str) -> bool {
+    path.starts_with('/')
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~' | b'/' | b'%'))
+}
+
+/// Computes the rules both frontends share and the map files: exact hosts whose host and paths
+/// can be map keys go into [`HOSTS_MAP`] and [`PATHS_MAP`], looked up first (exact hosts come
+/// before wildcards); every other claim (wildcards, longest suffix first, and values a map
+/// cannot hold) gets `acl`s and `use_backend`s as before, then `default_backend`.
+fn routing(routes: &RouteTable, map_budget: usize) -> Routing<'_> {
     let fallback = if routes.default_backend.is_some() { DEFAULT_BACKEND } else { NO_ROUTE_BACKEND };
     // Both sorted by host: merged in one pass, a redirect winning over routes on its host.
     let redirects = routes.redirects();
@@ -216,26 +416,65 @@ fn routing<'a>(r: &mut String, routes: &'a RouteTable) -> Vec<Block<'a>> {
     // Stable: exact hosts stay in name order.
     claims.sort_by(|(a, _), (b, _)| precedence(a).cmp(&precedence(b)));
 
+    let mut r = String::new();
     let mut blocks: Vec<Block<'_>> = Vec::with_capacity(claims.len() + 1);
-    for (i, (host, claim)) in claims.into_iter().enumerate() {
+    let mut hosts_map: Vec<(String, String)> = Vec::new();
+    let mut paths_map: Vec<(String, String)> = Vec::new();
+    let mut mapped: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut acls = 0;
+    for (host, claim) in claims {
+        // Longest path first, so /api/v2 wins over /api and both over /; services on one path
+        // pool, in the table's order.
+        let by_path: Vec<&Backend> = match &claim {
+            Claim::Redirect(_) => Vec::new(),
+            Claim::Routes(backends) => {
+                let mut by_path: Vec<&Backend> = backends.iter().collect();
+                by_path.sort_by(|a, b| (b.path().len(), a.path()).cmp(&(a.path().len(), b.path())));
+                by_path
+            }
+        };
+        let key = map_host_key(host)
+            .filter(|k| !mapped.contains(k))
+            .filter(|_| by_path.iter().all(|b| b.path() == "/" || map_path_ok(b.path())));
+        if let Some(key) = key {
+            mapped.insert(key.clone());
+            match claim {
+                Claim::Redirect(target) => {
+                    hosts_map.push((key, backend_name(blocks.len())));
+                    blocks.push(Block::Redirect { host, target });
+                }
+                Claim::Routes(_) => {
+                    for pooled in by_path.chunk_by(|a, b| a.path() == b.path()) {
+                        let path = pooled[0].path();
+                        let entry = if path == "/" { key.clone() } else { format!("{key}{path}") };
+                        let map = if path == "/" { &mut hosts_map } else { &mut paths_map };
+                        map.push((entry, backend_name(blocks.len())));
+                        blocks.push(Block::Route { host, path, pooled: pooled.to_vec() });
+                    }
+                    if by_path.last().is_some_and(|b| b.path() != "/") {
+                        // The host's other paths: what unknown hosts get, never a wildcard's routes.
+                        hosts_map.push((key, fallback.to_owned()));
+                    }
+                }
+            }
+            continue;
+        }
+        let i = acls;
+        acls += 1;
         r.push_str("    acl host_");
-        push_number(r, i);
+        push_number(&mut r, i);
         r.push(' ');
-        push_host_match(r, host);
+        push_host_match(&mut r, host);
         r.push('\n');
         match claim {
             Claim::Redirect(target) => {
-                use_backend(r, blocks.len(), i, "/");
+                use_backend(&mut r, blocks.len(), i, "/");
                 blocks.push(Block::Redirect { host, target });
             }
-            Claim::Routes(backends) => {
-                // Longest path first, so /api/v2 wins over /api and both over /; services on one
-                // path pool, in the table's order.
-                let mut by_path: Vec<&Backend> = backends.iter().collect();
-                by_path.sort_by(|a, b| (b.path().len(), a.path()).cmp(&(a.path().len(), b.path())));
+            Claim::Routes(_) => {
                 for pooled in by_path.chunk_by(|a, b| a.path() == b.path()) {
                     let path = pooled[0].path();
-                    use_backend(r, blocks.len(), i, path);
+                    use_backend(&mut r, blocks.len(), i, path);
                     blocks.push(Block::Route { host, path, pooled: pooled.to_vec() });
                 }
                 if by_path.last().is_some_and(|b| b.path() != "/") {
@@ -243,15 +482,74 @@ fn routing<'a>(r: &mut String, routes: &'a RouteTable) -> Vec<Block<'a>> {
                     r.push_str("    use_backend ");
                     r.push_str(fallback);
                     r.push_str(" if host_");
-                    push_number(r, i);
+                    push_number(&mut r, i);
                     r.push('\n');
                 }
             }
         }
     }
-    line(r, 1, &format!("default_backend {fallback}"));
+    line(&mut r, 1, &format!("default_backend {fallback}"));
     blocks.extend(routes.default_backend.iter().map(Block::Default));
-    blocks
+    hosts_map.sort();
+    paths_map.sort();
+    let hosts_maps = shard(hosts_map, HOSTS_MAP, map_budget);
+    let paths_maps = shard(paths_map, PATHS_MAP, map_budget);
+
+    // The map lookups come first: exact hosts before wildcards. A map over one config object's
+    // size is several files, each looked up until one finds the host (their keys are disjoint).
+    let mut lookups = String::new();
+    if !hosts_maps.is_empty() || !paths_maps.is_empty() {
+        let l = &mut lookups;
+        line(l, 1, &format!("# Exact hosts: {PARTS_DIR}/{PATHS_MAP} (host and context root, the longest wins),"));
+        line(l, 1, &format!("# then {PARTS_DIR}/{HOSTS_MAP} (host); both are listed at the end of this file."));
+        line(l, 1, "http-request set-var(txn.host) req.hdr(host),field(1,:),lower");
+        if !paths_maps.is_empty() {
+            line(l, 1, "http-request set-var(txn.path) path");
+            line(l, 1, "http-request set-var(txn.hostpath) var(txn.host),concat(,txn.path)");
+        }
+        let mut first = true;
+        for (maps, var, converter) in [(&paths_maps, "txn.hostpath", "map_beg"), (&hosts_maps, "txn.host", "map_str")] {
+            for (name, _) in maps.iter() {
+                let unless = if first { "" } else { " unless { var(txn.backend) -m found }" };
+                first = false;
+                line(
+                    l,
+                    1,
+                    &format!("http-request set-var(txn.backend) var({var}),{converter}({PARTS_DIR}/{name}){unless}"),
+                );
+            }
+        }
+        line(l, 1, "use_backend %[var(txn.backend)] if { var(txn.backend) -m found }");
+    }
+    lookups.push_str(&r);
+    Routing { rules: lookups, blocks, hosts_maps, paths_maps }
+}
+
+/// A map's lines (sorted by key) as files of at most `budget` bytes each: `NAME.map`, then
+/// `NAME-2.map`, `NAME-3.map`, ...; a host's lines stay in one file (its context roots must be
+/// compared in one `map_beg`, longest first).
+fn shard(entries: Vec<(String, String)>, name: &str, budget: usize) -> Vec<(String, Vec<(String, String)>)> {
+    let host = |key: &str| key.split('/').next().unwrap_or_default().to_owned();
+    let line_len = |(key, value): &(String, String)| MAP_LINE.len() + key.len() + 1 + value.len() + 1;
+    let mut shards: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let mut size = 0;
+    for group in entries.chunk_by(|a, b| host(&a.0) == host(&b.0)) {
+        let len: usize = group.iter().map(line_len).sum();
+        if shards.is_empty() || size + len > budget {
+            let n = shards.len() + 1;
+            let file = if n == 1 { name.to_owned() } else { name.replace(".map", &format!("-{n}.map")) };
+            shards.push((file, Vec::new()));
+            size = 0;
+        }
+        size += len;
+        shards.last_mut().expect("pushed").1.extend_from_slice(group);
+    }
+    shards
+}
+
+/// `be_<n>`.
+fn backend_name(n: usize) -> String {
+    format!("be_{n}")
 }
 
 /// `use_backend be_<backend> if host_<acl>`, and `{ path_beg -- PATH }` unless the path is `/`.
@@ -509,8 +807,31 @@ mod tests {
         assert_eq!(unique.len(), defined.len(), "a backend is defined twice: {defined:?}");
         for rule in lines_starting(text, "use_backend ").into_iter().chain(lines_starting(text, "default_backend ")) {
             let name = rule.split(' ').nth(1).unwrap();
+            if name == "%[var(txn.backend)]" {
+                continue;
+            }
             assert!(unique.contains(name), "{rule}: {name} is not defined");
         }
+        for (_, entries) in map_files(text) {
+            for entry in entries {
+                let words: Vec<&str> = entry.split_whitespace().collect();
+                assert_eq!(words.len(), 2, "a map line is a key and a backend: {entry:?}");
+                assert!(unique.contains(words[1]), "{entry}: {} is not defined", words[1]);
+            }
+        }
+    }
+
+    /// The map files listed at the end of `text`: (name, lines).
+    fn map_files(text: &str) -> Vec<(String, Vec<&str>)> {
+        let mut files: Vec<(String, Vec<&str>)> = Vec::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix(MAP_HEADER) {
+                files.push((rest.split(':').next().unwrap().to_owned(), Vec::new()));
+            } else if let Some(entry) = l.strip_prefix(MAP_LINE) {
+                files.last_mut().expect("a map line after a header").1.push(entry);
+            }
+        }
+        files
     }
 
     /// The text of the rules of the HTTP frontend.
@@ -576,12 +897,12 @@ mod tests {
         ]);
         let text = rendered(&routes);
         for expected in [
-            "acl host_0 req.hdr(host),field(1,:) -m str -i -- 'app.local'",
-            "use_backend be_0 if host_0 { path_beg -- '/v1.0' }",
+            "#| app.local/v1.0 be_0",
+            "#| app.local be_1",
+            "#| old.local be_2",
             "http-request redirect location '/v1.0/' code 301 if { path -- '/v1.0' }",
             "http-request replace-path '^/v1\\.0/(.*)' '/\\1'",
             "balance hash 'req.cook(\"session_id\")'",
-            "acl host_1 req.hdr(host),field(1,:) -m str -i -- 'old.local'",
             "http-request redirect location 'https://new.local/x%[capture.req.uri]' code 302",
         ] {
             assert!(text.lines().any(|l| l.trim_start() == expected), "missing {expected:?} in\n{text}");
@@ -599,21 +920,25 @@ mod tests {
         ]);
         let text = rendered(&routes);
         assert_eq!(
-            http_rules(&text),
+            http_rules(&text)[7..],
             [
-                "acl host_0 req.hdr(host),field(1,:) -m str -i -- 'a.com'",
-                "use_backend be_0 if host_0",
-                "acl host_1 req.hdr(host),field(1,:) -m str -i -- 'x.a.com'",
-                "use_backend be_1 if host_1 { path_beg -- '/only' }",
-                // x.a.com's other paths are not the wildcard's.
-                "use_backend be_no_route if host_1",
-                "acl host_2 req.hdr(host),field(1,:) -m end -i -- '.b.a.com'",
-                "use_backend be_2 if host_2",
-                "acl host_3 req.hdr(host),field(1,:) -m end -i -- '.old.com'",
-                "use_backend be_3 if host_3",
-                "acl host_4 req.hdr(host),field(1,:) -m end -i -- '.a.com'",
-                "use_backend be_4 if host_4",
+                // Exact hosts first, from the maps.
+                "use_backend %[var(txn.backend)] if { var(txn.backend) -m found }",
+                "acl host_0 req.hdr(host),field(1,:) -m end -i -- '.b.a.com'",
+                "use_backend be_2 if host_0",
+                "acl host_1 req.hdr(host),field(1,:) -m end -i -- '.old.com'",
+                "use_backend be_3 if host_1",
+                "acl host_2 req.hdr(host),field(1,:) -m end -i -- '.a.com'",
+                "use_backend be_4 if host_2",
                 "default_backend be_no_route",
+            ]
+        );
+        assert_eq!(
+            map_files(&text),
+            [
+                ("interlock.d/paths.map".to_owned(), vec!["x.a.com/only be_1"]),
+                // x.a.com's other paths are not the wildcard's.
+                ("interlock.d/hosts.map".to_owned(), vec!["a.com be_0", "x.a.com be_no_route"]),
             ]
         );
         assert!(text.contains("# be_4: *.a.com / (wild)\nbackend be_4\n"), "{text}");
@@ -672,7 +997,10 @@ mod tests {
         let text = render(&site(&config), &routes);
         let took = start.elapsed();
         eprintln!("rendered 10k hosts and 10k TLS hosts ({} bytes) in {took:?}", text.len());
-        assert_eq!(lines_starting(&text, "acl host_").len(), 2 * 20_000);
+        // Only the 1,000 wildcards are ACLs (in both frontends); exact hosts are map lines.
+        assert_eq!(lines_starting(&text, "acl host_").len(), 2 * 1_000);
+        let maps = map_files(&text);
+        assert_eq!(maps.iter().map(|(_, lines)| lines.len()).sum::<usize>(), 31_571);
         assert!(text.contains("\n    bind *:443 ssl crt /run/secrets/\n"));
         // A release build renders these 10 MB in about 10 ms on an idle 2-core machine (40 to
         // 70 ms while it builds other things), a debug build in 100 to 400 ms. The bounds are
@@ -680,6 +1008,116 @@ mod tests {
         // exceed them.
         let limit = if cfg!(debug_assertions) { 3_000 } else { 500 };
         assert!(took.as_millis() < limit, "rendering 20k hosts took {took:?}");
+    }
+
+    #[test]
+    fn split_writes_the_maps_beside_the_config_and_moves_backends_into_parts() {
+        let hosts: Vec<(String, RouteOptions)> = (0..300)
+            .map(|n| (format!("h{n}.local"), if n % 3 == 0 { at("/api") } else { RouteOptions::default() }))
+            .collect();
+        let text = rendered(&table(&hosts.iter().map(|(h, o)| (h.as_str(), "s", o.clone())).collect::<Vec<_>>()));
+        // Under the limit: the main file and the maps.
+        let files = split(&text, "/cfg/haproxy.cfg", usize::MAX).unwrap();
+        let targets: Vec<&str> = files.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(targets, ["/cfg/haproxy.cfg", "/cfg/interlock.d/paths.map", "/cfg/interlock.d/hosts.map"]);
+        assert!(!files[0].1.contains(MAP_LINE), "the listing leaves the main file");
+        assert!(files[0].1.contains("# ---- file interlock.d/hosts.map: "), "its header stays");
+        assert_eq!(files[2].1.lines().count(), 300);
+        assert!(files[1].1.starts_with("h0.local/api be_0\n"), "{}", files[1].1);
+        // Over it: backends move into parts, each under the limit, each defined once.
+        let limit = 16 * 1024;
+        let files = split(&text, "/cfg/haproxy.cfg", limit).unwrap();
+        assert!(files.len() > 4, "{}", files.len());
+        for (target, data) in &files {
+            assert!(data.len() < limit, "{target}: {}", data.len());
+        }
+        assert!(files[1].0.starts_with("/cfg/interlock.d/part-0"), "{}", files[1].0);
+        let defined = |data: &str| lines_starting(data, "backend ").len();
+        assert_eq!(files.iter().map(|(_, d)| defined(d)).sum::<usize>(), defined(&text));
+        let main = &files[0].1;
+        assert!(main.contains("frontend https-default") || !text.contains("frontend https-default"));
+        assert!(main.contains("default_backend be_no_route"));
+        // A text without maps still has its hosts.map, a comment: the parts directory is always
+        // rewritten, never left with parts of a larger earlier config.
+        let empty = rendered(&RouteTable::default());
+        assert_eq!(
+            split(&empty, "/cfg/haproxy.cfg", usize::MAX).unwrap(),
+            [
+                ("/cfg/haproxy.cfg".to_owned(), empty),
+                ("/cfg/interlock.d/hosts.map".to_owned(), "# No exact host is mapped.\n".to_owned())
+            ]
+        );
+        // Maps too large for one object: refused, with the reason.
+        assert!(split(&text, "/cfg/haproxy.cfg", 2_000).unwrap_err().contains("map file"));
+    }
+
+    #[test]
+    fn a_map_over_one_config_object_is_several_files_looked_up_in_turn_a_hosts_paths_in_one() {
+        let routes: Vec<(String, RouteOptions)> = (0..300)
+            .flat_map(|n| {
+                let host = format!("h{n}.local");
+                [(host.clone(), RouteOptions::default()), (host.clone(), at("/api")), (host, at("/api/v2"))]
+            })
+            .collect();
+        let routes = table(&routes.iter().map(|(h, o)| (h.as_str(), "s", o.clone())).collect::<Vec<_>>());
+        let text = render_with(&site(&HaproxyConfig::default()), &routes, 2_000);
+        assert_names_consistent(&text);
+        let maps = map_files(&text);
+        let names: Vec<&str> = maps.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.len() > 6, "{names:?}");
+        assert_eq!(names[0], "interlock.d/paths.map");
+        assert!(names.contains(&"interlock.d/paths-2.map") && names.contains(&"interlock.d/hosts-2.map"), "{names:?}");
+        let mut seen = BTreeSet::new();
+        for (name, lines) in &maps {
+            assert!(lines.iter().map(|l| l.len() + 4).sum::<usize>() <= 2_000, "{name}");
+            let hosts: BTreeSet<&str> =
+                lines.iter().map(|l| l.split('/').next().unwrap().split(' ').next().unwrap()).collect();
+            if name.contains("paths") {
+                assert!(hosts.iter().all(|h| seen.insert(*h)), "a host's context roots are in one file: {name}");
+            }
+        }
+        // One lookup per file, each after the first only when nothing was found yet.
+        let lookups = lines_starting(&text, "http-request set-var(txn.backend) ");
+        assert_eq!(lookups.len(), maps.len(), "one frontend: no TLS route");
+        assert!(
+            !lookups[0].contains("unless")
+                && lookups[1..maps.len()].iter().all(|l| l.ends_with("unless { var(txn.backend) -m found }"))
+        );
+        // The split writes each one out.
+        let files = split(&text, "/cfg/haproxy.cfg", usize::MAX).unwrap();
+        assert_eq!(files.len(), 1 + maps.len());
+        assert!(files.iter().any(|(t, d)| t == "/cfg/interlock.d/hosts-2.map" && d.starts_with("h")));
+    }
+
+    #[test]
+    fn a_hostile_host_never_reaches_a_map() {
+        let routes = table(&[
+            ("evil.local\nbad.local be_0", "a", RouteOptions::default()),
+            ("sp ace.local", "b", RouteOptions::default()),
+            ("#hash.local", "c", RouteOptions::default()),
+            ("Mixed.Local", "d", RouteOptions::default()),
+            ("mixed.local", "e", RouteOptions::default()),
+            ("ok.local", "f", at("/a b")),
+            ("ok2.local", "g", at("no-slash")),
+            ("fine.local", "h", at("/v1.0/x_y-z~%20")),
+        ]);
+        let text = rendered(&routes);
+        assert_names_consistent(&text);
+        let maps = map_files(&text);
+        let keys: Vec<&str> = maps.iter().flat_map(|(_, l)| l.iter().map(|e| e.split(' ').next().unwrap())).collect();
+        assert_eq!(keys, ["fine.local/v1.0/x_y-z~%20", "fine.local", "mixed.local"], "{text}");
+        // The first of two hosts equal but for case keeps the key; the rest stay quoted ACLs.
+        assert!(text.contains("#| mixed.local be_"), "{text}");
+        for acl in [
+            "'evil.local'\\x0a'bad.local be_0'",
+            "'sp ace.local'",
+            "'#hash.local'",
+            "'mixed.local'",
+            "'ok.local'",
+            "'ok2.local'",
+        ] {
+            assert!(text.contains(&format!("-m str -i -- {acl}\n")), "{acl} in\n{text}");
+        }
     }
 
     /// Values no label accepts today (`labels` validates every one), rendered anyway: the file

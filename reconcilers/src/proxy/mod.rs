@@ -58,12 +58,25 @@ pub fn render(config: &ProxyConfig, site: &Site<'_>, routes: &RouteTable) -> Str
 
 /// A rendered config as `(target path, text)` files of under `limit` bytes each, the main file
 /// first (at `config_path`): what Swarm config objects can hold. nginx splits its `http {}`
-/// servers into included parts; HAProxy 2.6 has no include, so its config must fit whole.
+/// servers into included parts; HAProxy writes its map files beside the config and moves
+/// backends into parts it reads with `-f DIR` (it has no include).
 pub fn split(kind: ProxyKind, text: &str, config_path: &str, limit: usize) -> Result<Vec<(String, String)>, String> {
     match kind {
         ProxyKind::Nginx => nginx::split(text, config_path, limit),
-        ProxyKind::Haproxy if text.len() < limit => Ok(vec![(config_path.to_owned(), text.to_owned())]),
-        ProxyKind::Haproxy => Err("HAProxy reads one config file (no include), and it does not fit".to_owned()),
+        ProxyKind::Haproxy => haproxy::split(text, config_path, limit),
+    }
+}
+
+/// The command of a proxy task that mounts its config objects where it reads them (no hitless
+/// updates): the image's own (empty), unless the files need one: an HAProxy config with parts
+/// (`part-NNN.cfg`) is read with `-f DIR` too.
+pub fn plain_command(kind: ProxyKind, config_path: &str, targets: &[&str]) -> Vec<String> {
+    match kind {
+        ProxyKind::Haproxy if targets.iter().skip(1).any(|t| t.ends_with(".cfg")) => {
+            let parts = haproxy::parts_dir(config_path);
+            ["haproxy", "-W", "-db", "-f", config_path, "-f", parts.as_str()].map(str::to_owned).to_vec()
+        }
+        _ => vec![],
     }
 }
 
@@ -112,8 +125,9 @@ pub struct HitlessLayout {
     pub reload_signal: &'static str,
     /// Where the task records the hash of the config it runs.
     pub applied_file: &'static str,
-    /// Directories a delivery empties before writing a split config's files (nginx's parts
-    /// directory), so parts of a longer earlier config are not included.
+    /// Directories a delivery empties before writing a split config's files (the kind's parts
+    /// directory, `interlock.d` beside the config: nginx's included parts, HAProxy's parts and
+    /// map files), so parts of a longer earlier config are not read.
     pub parts_dirs: Vec<String>,
 }
 
@@ -217,11 +231,19 @@ impl ProxyKind {
     fn hitless_command(self, config_path: &str) -> Vec<String> {
         let run = match self {
             ProxyKind::Nginx => nginx::foreground_command(&shell_quote(config_path)),
-            ProxyKind::Haproxy => haproxy::foreground_command(&shell_quote(config_path)),
+            ProxyKind::Haproxy => {
+                haproxy::foreground_command(&shell_quote(config_path), &shell_quote(&haproxy::parts_dir(config_path)))
+            }
         };
+        // HAProxy's parts directory must exist (it refuses a missing `-f DIR`).
+        let mut dirs = vec![config_dir(config_path).to_owned()];
+        if self == ProxyKind::Haproxy {
+            dirs.extend(self.parts_dirs(config_path));
+        }
         let script = format!(
-            "set -e; mkdir -p {dir}; cp -R {HITLESS_CONFIG_DIR}/. {dir}/; \
+            "set -e; mkdir -p {dirs}; cp -R {HITLESS_CONFIG_DIR}/. {dir}/; \
              printf '%s\\n' \"${CONFIG_HASH_ENV}\" > {HITLESS_APPLIED_FILE}; exec {run} \"$@\"",
+            dirs = dirs.iter().map(|d| shell_quote(d)).collect::<Vec<_>>().join(" "),
             dir = shell_quote(config_dir(config_path)),
         );
         vec!["/bin/sh".to_owned(), "-c".to_owned(), script, "interlock-proxy".to_owned()]
@@ -231,7 +253,7 @@ impl ProxyKind {
     fn parts_dirs(self, config_path: &str) -> Vec<String> {
         match self {
             ProxyKind::Nginx => vec![format!("{}/{}", config_dir(config_path).trim_end_matches('/'), nginx::PARTS_DIR)],
-            ProxyKind::Haproxy => vec![],
+            ProxyKind::Haproxy => vec![haproxy::parts_dir(config_path)],
         }
     }
 
@@ -332,7 +354,10 @@ mod tests {
         let check = ProxyKind::Nginx.check_command("/tmp/p.conf");
         assert_eq!((check.program, check.args.join(" ").as_str()), ("nginx", "-t -q -c /tmp/p.conf"));
         let check = ProxyKind::Haproxy.check_command("/tmp/p.conf");
-        assert_eq!((check.program, check.args.join(" ").as_str()), ("haproxy", "-c -f /tmp/p.conf"));
+        assert_eq!(
+            (check.program, check.args.join(" ").as_str()),
+            ("haproxy", "-c -f /tmp/p.conf -f /tmp/interlock.d")
+        );
         assert_eq!(ProxyKind::Nginx.reload_signal(), "SIGHUP");
         assert_eq!(ProxyKind::Haproxy.reload_signal(), "SIGUSR2");
         for kind in ProxyKind::ALL {
@@ -355,9 +380,16 @@ mod tests {
         assert_eq!(nginx.command[..2], ["/bin/sh", "-c"]);
         assert!(nginx.command[2].ends_with("exec nginx -c '/etc/nginx/nginx.conf' -g 'daemon off;' \"$@\""));
         let haproxy = hitless_layout(ProxyKind::Haproxy, "/cfg/haproxy.cfg");
-        assert_eq!(haproxy.check, ["haproxy", "-c", "-f", "/cfg/haproxy.cfg"]);
+        assert_eq!(haproxy.check, ["haproxy", "-c", "-f", "/cfg/haproxy.cfg", "-f", "/cfg/interlock.d"]);
         assert_eq!(haproxy.reload_signal, "SIGUSR2");
-        assert!(haproxy.parts_dirs.is_empty());
+        assert_eq!(haproxy.parts_dirs, ["/cfg/interlock.d"]);
+        assert!(
+            haproxy.command[2].starts_with("set -e; mkdir -p '/cfg' '/cfg/interlock.d'; "),
+            "{}",
+            haproxy.command[2]
+        );
+        assert!(haproxy.command[2].ends_with("exec haproxy -W -db -f '/cfg/haproxy.cfg' -f '/cfg/interlock.d' \"$@\""));
+        assert_eq!(haproxy.mount_target("/cfg/interlock.d/hosts.map"), "/interlock/config/interlock.d/hosts.map");
         assert_eq!(haproxy.mount_target("/cfg/haproxy.cfg"), "/interlock/config/haproxy.cfg");
         assert_eq!(
             hitless_layout(ProxyKind::Haproxy, "/haproxy.cfg").mount_target("/haproxy.cfg"),
