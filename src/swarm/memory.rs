@@ -65,6 +65,16 @@ impl MemorySwarm {
         Self { state: Arc::new(Mutex::new(state)), reads: Arc::default(), writes: Arc::default(), events }
     }
 
+    /// A service's name (its ID when unknown) and extension label: what a write is recorded by.
+    fn service_name_and_extension(&self, id: &str) -> (String, Option<String>) {
+        let state = self.lock();
+        let service = state.observed.services.iter().find(|s| s.id == id);
+        (
+            service.map_or_else(|| id.to_owned(), |s| s.def.name.clone()),
+            service.and_then(|s| s.def.labels.get(LABEL_EXTENSION).cloned()),
+        )
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("memory swarm lock")
     }
@@ -319,14 +329,7 @@ impl Swarm for MemorySwarm {
     }
 
     async fn delete_service(&self, id: &str) -> Result<(), SwarmError> {
-        let (name, extension) = {
-            let state = self.lock();
-            let service = state.observed.services.iter().find(|s| s.id == id);
-            (
-                service.map_or_else(|| id.to_owned(), |s| s.def.name.clone()),
-                service.and_then(|s| s.def.labels.get(LABEL_EXTENSION).cloned()),
-            )
-        };
+        let (name, extension) = self.service_name_and_extension(id);
         self.write("delete service", &name, extension, |state| {
             let before = state.observed.services.len();
             state.observed.services.retain(|s| s.id != id);
@@ -340,14 +343,7 @@ impl Swarm for MemorySwarm {
 
     /// A perfect scheduler: the service's tasks waiting for a port start at once.
     async fn reschedule(&self, id: &str) -> Result<(), SwarmError> {
-        let (name, extension) = {
-            let state = self.lock();
-            let service = state.observed.services.iter().find(|s| s.id == id);
-            (
-                service.map_or_else(|| id.to_owned(), |s| s.def.name.clone()),
-                service.and_then(|s| s.def.labels.get(LABEL_EXTENSION).cloned()),
-            )
-        };
+        let (name, extension) = self.service_name_and_extension(id);
         self.write("reschedule service", &name, extension, |state| {
             let service = state.observed.services.iter_mut().find(|s| s.id == id);
             let Some(service) = service else {
