@@ -922,8 +922,8 @@ fn host_blocks(w: &mut String, p: &Plan<'_>, h: &Host<'_>) {
     server(w, &format!("listen {};", site.http_port), host, &locations, &[]);
     if let Some(tls) = h.tls.filter(|_| site.https_port != 0) {
         let certificate = [
-            format!("ssl_certificate {};", word(&format!("{SECRETS_DIR}/{}", tls.cert))),
-            format!("ssl_certificate_key {};", word(&format!("{SECRETS_DIR}/{}", tls.key))),
+            format!("ssl_certificate {};", certificate_path(&tls.cert)),
+            format!("ssl_certificate_key {};", certificate_path(&tls.key)),
         ];
         let listen = if p.stream {
             format!("listen 127.0.0.1:{INTERNAL_TLS_PORT} ssl;")
