@@ -133,6 +133,11 @@ pub struct Delivery {
     pub reload_signal: String,
     /// Where the task records the hash it runs.
     pub applied_file: String,
+    /// The identity of the core's binary that accepted this very config, checked as the task
+    /// reads it ([`crate::proxy::check_reuse`]); "" when the core did not check it so. Set by
+    /// the shell after its check, never by the plan.
+    #[serde(default)]
+    pub checked_with: String,
 }
 
 /// One file of a [`Delivery`].
@@ -628,6 +633,7 @@ fn cluster_state(
         check: layout.check,
         reload_signal: layout.reload_signal.to_owned(),
         applied_file: layout.applied_file.to_owned(),
+        checked_with: String::new(),
     });
     ClusterState {
         extension: ext.name.clone(),

@@ -601,6 +601,7 @@ mod tests {
             check: vec!["nginx".into(), "-t".into()],
             reload_signal: "SIGHUP".into(),
             applied_file: "/interlock/applied".into(),
+            checked_with: String::new(),
         }
     }
 

@@ -32,6 +32,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 
 use reconcilers::config::ProxyKind;
+use reconcilers::proxy::check_reuse;
 use tracing::warn;
 
 /// How long one check may run (nginx took about 23 s at 10,000 hosts here in the per-host shape,
@@ -73,6 +74,9 @@ pub struct ProxyChecker {
     nginx_temp_paths: Vec<&'static str>,
     /// Who runs the checks when not the core's own user: `nobody`, under a root core.
     user: Option<CheckUser>,
+    /// Each found binary's build, named by [`check_reuse::binary_identity`]: what a delivery
+    /// says accepted it, so a task running the same build may skip its own check.
+    identities: Vec<(ProxyKind, String)>,
     verdicts: Mutex<BTreeMap<String, Verdict>>,
     /// Unit tests judge configs by a rule instead of a binary.
     judge: Option<fn(ProxyKind, &str) -> Verdict>,
@@ -96,7 +100,25 @@ impl ProxyChecker {
         let nginx_stream_module = nginx_build.as_deref().and_then(dynamic_stream_module);
         let nginx_temp_paths = nginx_build.as_deref().map(temp_path_directives).unwrap_or_default();
         let user = check_user(binaries.iter().find_map(|(_, found)| found.as_deref()));
-        Self { binaries, nginx_stream_module, nginx_temp_paths, user, verdicts: Mutex::default(), judge: None }
+        let identities = binaries
+            .iter()
+            .filter_map(|(kind, found)| {
+                let output = match kind {
+                    ProxyKind::Nginx => nginx_build.clone(),
+                    ProxyKind::Haproxy => version_output(found.as_deref()?, *kind),
+                }?;
+                Some((*kind, check_reuse::binary_identity(&output)))
+            })
+            .collect();
+        Self {
+            binaries,
+            nginx_stream_module,
+            nginx_temp_paths,
+            user,
+            identities,
+            verdicts: Mutex::default(),
+            judge: None,
+        }
     }
 
     /// A checker that checks nothing (every verdict `Unchecked`): for the loop's unit tests,
@@ -108,6 +130,7 @@ impl ProxyChecker {
             nginx_stream_module: None,
             nginx_temp_paths: Vec::new(),
             user: None,
+            identities: Vec::new(),
             verdicts: Mutex::default(),
             judge: None,
         }
@@ -117,6 +140,41 @@ impl ProxyChecker {
     #[cfg(test)]
     pub(crate) fn judging(judge: fn(ProxyKind, &str) -> Verdict) -> Self {
         Self { judge: Some(judge), ..Self::unchecked() }
+    }
+
+    /// A judging checker whose binaries claim `identity`: for tests of what a delivery says.
+    #[cfg(test)]
+    pub(crate) fn judging_as(judge: fn(ProxyKind, &str) -> Verdict, identity: &str) -> Self {
+        let identities = ProxyKind::ALL.into_iter().map(|kind| (kind, identity.to_owned())).collect();
+        Self { identities, ..Self::judging(judge) }
+    }
+
+    /// The identity of the build that accepted the config of `kind` hashed `hash`, whose files
+    /// are `texts`, when it was checked as the task reads it: accepted (remembered), by a binary
+    /// whose identity is known, and with nothing added to the text but what the check swaps for
+    /// its own files (a stream module the check loads itself is not the task's). `None`
+    /// otherwise: the task checks it itself.
+    pub fn accepted_as_is<'a>(
+        &self,
+        kind: ProxyKind,
+        hash: &str,
+        texts: impl IntoIterator<Item = &'a str>,
+    ) -> Option<String> {
+        let texts: Vec<&str> = texts.into_iter().collect();
+        let accepted = match self.judge {
+            Some(judge) => judge(kind, &texts.concat()) == Verdict::Accepted,
+            None => {
+                self.verdicts.lock().expect("verdict cache").get(&format!("{kind}:{hash}")) == Some(&Verdict::Accepted)
+            }
+        };
+        let loads_its_own_module = kind == ProxyKind::Nginx
+            && self.nginx_stream_module.is_some()
+            && texts.iter().any(|t| t.contains("stream {"))
+            && !texts.iter().any(|t| t.contains("ngx_stream_module"));
+        if !accepted || loads_its_own_module {
+            return None;
+        }
+        self.identities.iter().find(|(k, id)| *k == kind && !id.is_empty()).map(|(_, id)| id.clone())
     }
 
     /// Whether every kind's binary was found.
@@ -159,6 +217,13 @@ impl ProxyChecker {
 /// What `nginx -V` says about the build (its configure arguments).
 fn nginx_build(nginx: &Path) -> Option<String> {
     let output = std::process::Command::new(nginx).arg("-V").stdin(Stdio::null()).output().ok()?;
+    Some(String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout))
+}
+
+/// What the kind's version command prints (stderr, then stdout).
+fn version_output(binary: &Path, kind: ProxyKind) -> Option<String> {
+    let command = kind.version_command();
+    let output = std::process::Command::new(binary).args(&command.args).stdin(Stdio::null()).output().ok()?;
     Some(String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout))
 }
 

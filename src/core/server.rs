@@ -544,6 +544,7 @@ mod tests {
             check: vec![],
             reload_signal: "SIGHUP".into(),
             applied_file: "/interlock/applied".into(),
+            checked_with: String::new(),
         });
         let (polled, polled_after) =
             tokio::time::timeout(Duration::from_secs(5), poll).await.expect("the long poll answered").unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use reconcilers::desired::Delivery;
-use reconcilers::proxy::HITLESS_APPLIED_FILE;
+use reconcilers::proxy::{HITLESS_APPLIED_FILE, check_reuse};
 use tracing::{debug, info, warn};
 
 use super::ProxyTarget;
@@ -101,9 +101,33 @@ pub(super) struct Applier<E> {
     older: BTreeMap<String, String>,
     /// Container → what was last reported to the core for it ([`said`]).
     reported: BTreeMap<String, String>,
+    /// Container → its proxy binary's build ([`check_reuse::binary_identity`]), read once.
+    builds: BTreeMap<String, String>,
+    /// Container → the environment fingerprint of the last config its own check accepted
+    /// ([`check_reuse::environment_fingerprint`]): a later config with the same fingerprint,
+    /// accepted by the core's binary of the same build, needs no check of its own.
+    checked_environment: BTreeMap<String, String>,
     /// The last config this process applied anywhere: written back into a container whose
     /// binary rejects a newer one, so the files on disk stay what the task runs.
     kept: Option<Arc<Vetted>>,
+}
+
+/// Who checked a config a container reloaded onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CheckedBy {
+    /// The task's own binary, by exec.
+    Task,
+    /// The core's binary of the same build, on the same text ([`check_reuse`]).
+    Core,
+}
+
+impl CheckedBy {
+    fn said(self) -> &'static str {
+        match self {
+            CheckedBy::Task => "by the task",
+            CheckedBy::Core => "by the core, same build",
+        }
+    }
 }
 
 /// What a report says, to send it once: with a rejection's attempt, so the second rejection of
@@ -125,6 +149,8 @@ impl<E: NodeEngine> Applier<E> {
             rejected: BTreeMap::new(),
             older: BTreeMap::new(),
             reported: BTreeMap::new(),
+            builds: BTreeMap::new(),
+            checked_environment: BTreeMap::new(),
             kept: None,
         }
     }
@@ -157,6 +183,8 @@ impl<E: NodeEngine> Applier<E> {
         self.rejected.retain(|id, _| here.contains(id.as_str()));
         self.older.retain(|id, _| here.contains(id.as_str()));
         self.reported.retain(|id, _| here.contains(id.as_str()));
+        self.builds.retain(|id, _| here.contains(id.as_str()));
+        self.checked_environment.retain(|id, _| here.contains(id.as_str()));
         let mut any_applied = false;
         for container in &containers {
             let outcome = match &verdict {
@@ -249,8 +277,8 @@ impl<E: NodeEngine> Applier<E> {
             return None;
         }
         match self.write_check_reload(id, delivery, &running.hash).await {
-            Ok(()) => {
-                info!(container = %short(id), hash = %short(&delivery.hash), generation = delivery.generation, took_ms = started.elapsed().as_millis(), "proxy reloaded in place");
+            Ok(checked) => {
+                info!(container = %short(id), hash = %short(&delivery.hash), generation = delivery.generation, checked = checked.said(), took_ms = started.elapsed().as_millis(), "proxy reloaded in place");
                 let now = RunningConfig { hash: delivery.hash.clone(), generation: delivery.generation };
                 self.applied.insert(id.to_owned(), now.clone());
                 self.rejected.remove(id);
@@ -274,27 +302,69 @@ impl<E: NodeEngine> Applier<E> {
     }
 
     /// `running`: the hash the container runs now, whose files are written back if `delivery`'s
-    /// are rejected (when this process has them).
-    async fn write_check_reload(&self, container: &str, delivery: &Vetted, running: &str) -> Result<(), String> {
+    /// are rejected (when this process has them). Says who checked the config.
+    async fn write_check_reload(
+        &mut self,
+        container: &str,
+        delivery: &Vetted,
+        running: &str,
+    ) -> Result<CheckedBy, String> {
         self.write(container, delivery).await?;
-        let check = self.own.check();
-        let checked = self.docker.exec(container, &check).await.map_err(|e| e.to_string())?;
-        if checked.exit_code != 0 {
-            let reason = format!("{} rejects it: {}", check.join(" "), checked.output.trim());
-            // Put back what the task runs, when this process has it.
-            if let Some(kept) = self.kept.as_ref().filter(|k| k.hash == running)
-                && let Err(e) = self.write(container, kept).await
-            {
-                warn!("cannot write the previous config back: {e}");
+        let environment = check_reuse::environment_fingerprint(
+            self.own.kind,
+            delivery
+                .files
+                .iter()
+                .map(|(path, content)| (path.as_str(), std::str::from_utf8(content).unwrap_or_default())),
+        );
+        let checked = if self.core_check_holds(container, delivery, &environment).await {
+            CheckedBy::Core
+        } else {
+            let check = self.own.check();
+            let checked = self.docker.exec(container, &check).await.map_err(|e| e.to_string())?;
+            if checked.exit_code != 0 {
+                let reason = format!("{} rejects it: {}", check.join(" "), checked.output.trim());
+                // Put back what the task runs, when this process has it.
+                if let Some(kept) = self.kept.as_ref().filter(|k| k.hash == running)
+                    && let Err(e) = self.write(container, kept).await
+                {
+                    warn!("cannot write the previous config back: {e}");
+                }
+                return Err(reason);
             }
-            return Err(reason);
-        }
+            self.checked_environment.insert(container.to_owned(), environment);
+            CheckedBy::Task
+        };
         self.docker.signal(container, self.own.reload_signal()).await.map_err(|e| e.to_string())?;
         let marker = vec![(
             HITLESS_APPLIED_FILE.to_owned(),
             RunningConfig::marker(&delivery.hash, delivery.generation).into_bytes(),
         )];
-        self.docker.write_files(container, &marker).await.map_err(|e| e.to_string())
+        self.docker.write_files(container, &marker).await.map_err(|e| e.to_string())?;
+        Ok(checked)
+    }
+
+    /// Whether the core's check of `delivery` stands for the task's own ([`check_reuse`]): the
+    /// core's binary accepted it as the task reads it, that binary is the task's build, and
+    /// what the config reads or binds in the task (`environment`) is what the task's own check
+    /// accepted last in this very container, whose files cannot have changed since.
+    async fn core_check_holds(&mut self, container: &str, delivery: &Vetted, environment: &str) -> bool {
+        if delivery.checked_with.is_empty()
+            || self.checked_environment.get(container).map(String::as_str) != Some(environment)
+        {
+            return false;
+        }
+        if !self.builds.contains_key(container) {
+            let version = self.own.kind.version_command();
+            let argv: Vec<String> = std::iter::once(version.program.to_owned()).chain(version.args).collect();
+            match self.docker.exec(container, &argv).await {
+                Ok(out) if out.exit_code == 0 => {
+                    self.builds.insert(container.to_owned(), check_reuse::binary_identity(&out.output));
+                }
+                Ok(_) | Err(_) => return false,
+            }
+        }
+        self.builds.get(container) == Some(&delivery.checked_with)
     }
 
     async fn write(&self, container: &str, delivery: &Vetted) -> Result<(), String> {
@@ -331,6 +401,123 @@ fn task_report(
 mod tests {
     use super::*;
     use crate::extension::fixtures::delivery;
+
+    /// A proxy container's engine: one container; `nginx -V` answers `build`; every exec is
+    /// recorded.
+    #[derive(Clone, Default)]
+    struct ProxyEngine {
+        build: String,
+        execs: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    }
+
+    impl ProxyEngine {
+        fn checks(&self) -> usize {
+            self.execs.lock().unwrap().iter().filter(|a| a.contains(&"-t".to_owned())).count()
+        }
+    }
+
+    impl NodeEngine for ProxyEngine {
+        async fn node_name(&self) -> Result<String, EngineError> {
+            Ok("lb-00".into())
+        }
+        async fn running_containers(&self) -> Result<Vec<crate::engine::RunningContainer>, EngineError> {
+            Ok(vec![])
+        }
+        async fn service_containers(&self, service: &str) -> Result<Vec<LocalContainer>, EngineError> {
+            Ok(vec![LocalContainer {
+                id: "c1".into(),
+                task_id: Some("t1".into()),
+                node_id: Some("n1".into()),
+                service: service.into(),
+            }])
+        }
+        async fn container_stats(&self, _id: &str) -> Result<Option<crate::engine::ContainerStats>, EngineError> {
+            Ok(None)
+        }
+        async fn exec(&self, _container: &str, argv: &[String]) -> Result<crate::engine::ExecOutput, EngineError> {
+            self.execs.lock().unwrap().push(argv.to_vec());
+            let output = if argv.get(1).is_some_and(|a| a == "-V") { self.build.clone() } else { String::new() };
+            // No applied file yet: the task runs its start config.
+            let exit_code = i64::from(argv[0] == "cat");
+            Ok(crate::engine::ExecOutput { exit_code, output })
+        }
+        async fn write_files(&self, _container: &str, _files: &[(String, Vec<u8>)]) -> Result<(), EngineError> {
+            Ok(())
+        }
+        async fn signal(&self, _container: &str, _signal: &str) -> Result<(), EngineError> {
+            Ok(())
+        }
+        fn container_starts(
+            &self,
+            _service: &str,
+        ) -> impl futures_util::Stream<Item = Result<String, EngineError>> + Send + 'static {
+            futures_util::stream::empty()
+        }
+        async fn container_image(&self, _id: &str) -> Result<Option<String>, EngineError> {
+            Ok(None)
+        }
+    }
+
+    /// Delivery `n` (a new hash and generation each) with `conf` as nginx.conf, accepted by the
+    /// core's build `checked_with`.
+    fn numbered(n: u64, conf: &str, checked_with: &str) -> Arc<Delivery> {
+        let mut d = delivery(&format!("{n:064x}"), n);
+        d.files[0].content = conf.to_owned();
+        d.checked_with = checked_with.to_owned();
+        Arc::new(d)
+    }
+
+    #[tokio::test]
+    async fn a_task_of_the_cores_build_skips_its_check_while_its_environment_is_one_it_checked() {
+        const BUILD: &str = "nginx version: nginx/1.22.1\nconfigure arguments: --with-stream\n";
+        let core_build = check_reuse::binary_identity(BUILD);
+        let engine = ProxyEngine { build: BUILD.into(), ..ProxyEngine::default() };
+        let settings = crate::extension::fixtures::settings("127.0.0.1:1");
+        let core = Arc::new(CoreClient::new(&settings).unwrap());
+        let mut applier = Applier::new(engine.clone(), core, "us-east".into(), settings.proxy.clone().unwrap());
+        let routes = |hosts: &str| {
+            format!(
+                "events {{}}\nhttp {{\n    server {{\n        listen 80;\n        server_name {hosts};\n    }}\n}}\n"
+            )
+        };
+
+        // The first config: checked by the task, whatever the core says.
+        applier.apply_all(&numbered(1, &routes("a.local"), &core_build), false).await;
+        assert_eq!(engine.checks(), 1);
+        // Routes change, same build, same environment: the core's check stands.
+        applier.apply_all(&numbered(2, &routes("a.local b.local"), &core_build), false).await;
+        assert_eq!(engine.checks(), 1);
+        // The build is read once per container.
+        applier.apply_all(&numbered(3, &routes("b.local"), &core_build), false).await;
+        let versions = engine.execs.lock().unwrap().iter().filter(|a| a.get(1).is_some_and(|x| x == "-V")).count();
+        assert_eq!((engine.checks(), versions), (1, 1));
+        // Another build accepted it: the task checks.
+        let other = check_reuse::binary_identity("nginx version: nginx/1.25.0\n");
+        applier.apply_all(&numbered(4, &routes("c.local"), &other), false).await;
+        assert_eq!(engine.checks(), 2);
+        // The core did not check it as the task reads it: the task checks.
+        applier.apply_all(&numbered(5, &routes("d.local"), ""), false).await;
+        assert_eq!(engine.checks(), 3);
+        // A new port (the environment changed): the task checks, then the new one stands.
+        let port = |hosts: &str| routes(hosts).replace("listen 80;", "listen 80;\n        listen 8443;");
+        applier.apply_all(&numbered(6, &port("e.local"), &core_build), false).await;
+        assert_eq!(engine.checks(), 4);
+        applier.apply_all(&numbered(7, &port("f.local"), &core_build), false).await;
+        assert_eq!(engine.checks(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_task_of_another_build_always_checks() {
+        let engine = ProxyEngine { build: "nginx version: nginx/1.25.0\n".into(), ..ProxyEngine::default() };
+        let settings = crate::extension::fixtures::settings("127.0.0.1:1");
+        let core = Arc::new(CoreClient::new(&settings).unwrap());
+        let mut applier = Applier::new(engine.clone(), core, "us-east".into(), settings.proxy.clone().unwrap());
+        let core_build = check_reuse::binary_identity("nginx version: nginx/1.22.1\n");
+        for n in 1..=3 {
+            applier.apply_all(&numbered(n, &format!("events {{}}\n# {n}\n"), &core_build), false).await;
+        }
+        assert_eq!(engine.checks(), 3);
+    }
 
     #[test]
     fn a_rejected_config_is_tried_twice_at_most_the_second_time_at_a_rescan() {

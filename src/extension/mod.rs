@@ -242,6 +242,7 @@ mod fixtures {
             check: ["nginx", "-t", "-q", "-c", "/etc/nginx/nginx.conf"].map(String::from).to_vec(),
             reload_signal: "SIGHUP".into(),
             applied_file: "/interlock/applied".into(),
+            checked_with: String::new(),
         }
     }
 

@@ -30,6 +30,8 @@ pub(super) enum Refusal {
     AppliedFile { got: String },
     #[error("it would empty {got:?}, which is not among {own:?}")]
     ClearDir { got: String, own: Vec<String> },
+    #[error("its core check {0:?} is not a build identity")]
+    CheckedWith(String),
     #[error("it has {0} files, more than {MAX_FILES}")]
     TooManyFiles(usize),
     #[error("it would write {got:?}, not a clean absolute path under the config's directory ({config_path})")]
@@ -45,6 +47,9 @@ pub(super) struct Vetted {
     pub(super) files: Vec<(String, Vec<u8>)>,
     /// Its parts directories to empty first (the extension's own, when the delivery asks).
     pub(super) clear_dirs: Vec<String>,
+    /// The build of the proxy binary that accepted it in the core ("" when none did so as the
+    /// task reads it): compared with the task's own build, never run.
+    pub(super) checked_with: String,
 }
 
 /// What [`vet`] says of a delivery.
@@ -77,6 +82,10 @@ pub(super) fn vet(extension: &str, own: &ProxyTarget, delivery: &Delivery) -> Re
     if let Some(dir) = delivery.clear_dirs.iter().find(|d| !dirs.contains(d)) {
         return Err(Refusal::ClearDir { got: dir.clone(), own: dirs });
     }
+    let checked_with = &delivery.checked_with;
+    if !checked_with.is_empty() && (checked_with.len() != 64 || !checked_with.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(Refusal::CheckedWith(checked_with.chars().take(80).collect()));
+    }
     if delivery.files.len() > MAX_FILES {
         return Err(Refusal::TooManyFiles(delivery.files.len()));
     }
@@ -88,6 +97,7 @@ pub(super) fn vet(extension: &str, own: &ProxyTarget, delivery: &Delivery) -> Re
         generation: delivery.generation,
         files: delivery.files.iter().map(|f| (f.path.clone(), f.content.clone().into_bytes())).collect(),
         clear_dirs: dirs.into_iter().filter(|d| delivery.clear_dirs.contains(d)).collect(),
+        checked_with: checked_with.clone(),
     })
 }
 #[cfg(test)]
@@ -197,6 +207,11 @@ mod tests {
                     ..base.clone()
                 },
                 |r| matches!(r, Refusal::Check { .. }),
+            ),
+            (
+                "a core check that is no build identity",
+                Delivery { checked_with: "$(id)".into(), ..base.clone() },
+                |r| matches!(r, Refusal::CheckedWith(_)),
             ),
             ("SIGKILL", Delivery { reload_signal: "SIGKILL".into(), ..base.clone() }, |r| {
                 matches!(r, Refusal::ReloadSignal { .. })

@@ -250,6 +250,7 @@ fn malicious(proxy_service: &str) -> Delivery {
         check: ["sh", "-c", "echo pwned > /pwned"].map(String::from).to_vec(),
         reload_signal: "SIGKILL".into(),
         applied_file: "/pwned-applied".into(),
+        checked_with: String::new(),
     }
 }
 

@@ -51,6 +51,36 @@ async fn a_broken_config_is_rejected_with_nginx_own_reason() {
     assert!(reason.contains("bogus_keyword") || reason.contains("proxy.conf:3"), "{reason}");
 }
 
+/// A delivery names the local build that accepted it, as a task of that build names its own
+/// (`reconcilers::proxy::check_reuse`): the version command's output read the way the
+/// extension reads it (stderr and stdout together) gives the checker's identity. Where the
+/// checker loads nginx's stream module itself, a config with a `stream {}` block is not
+/// claimed (the task does not read it so).
+#[tokio::test]
+async fn an_accepted_config_names_the_build_a_task_of_the_same_build_computes() {
+    use reconcilers::proxy::check_reuse::binary_identity;
+    let checker = ProxyChecker::discover();
+    assert!(checker.can_check(), "nginx or haproxy is not installed: run deploy/test.sh, which installs them");
+    for (kind, text) in [
+        (
+            ProxyKind::Nginx,
+            "pid /run/proxy.pid;\nerror_log stderr;\nevents {}\nhttp {\n    access_log off;\n    server {\n        listen 18080;\n    }\n}\n",
+        ),
+        (
+            ProxyKind::Haproxy,
+            "defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\nfrontend f\n    bind 127.0.0.1:18081\n    default_backend b\nbackend b\n    server s 127.0.0.1:1\n",
+        ),
+    ] {
+        assert_eq!(checker.check(kind, "reuse", text).await, Verdict::Accepted, "{kind}");
+        let version = kind.version_command();
+        let out = std::process::Command::new(version.program).args(&version.args).output().expect("version command");
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let claimed = checker.accepted_as_is(kind, "reuse", [text]);
+        assert_eq!(claimed.as_deref(), Some(binary_identity(&printed).as_str()), "{kind}");
+        assert_eq!(checker.accepted_as_is(kind, "never-checked", [text]), None, "{kind}");
+    }
+}
+
 /// A config split into a main file and included parts (what a config over Swarm's size limit
 /// becomes) is accepted by the real nginx as a whole: the parts land where the main file
 /// includes them.

@@ -64,6 +64,8 @@ pub fn parts_dir(config_path: &str) -> String {
 /// and starts new workers, which take over the listening sockets; the old workers finish their
 /// connections and exit.
 pub const RELOAD_SIGNAL: &str = "SIGUSR2";
+/// What prints the build (version, build options, TLS library, the machine it runs on).
+pub const VERSION_ARGS: [&str; 1] = ["-vv"];
 
 /// Master-worker mode (`-W`) in the foreground (`-db`), on `config_path` then the parts
 /// directory (both already shell-quoted).

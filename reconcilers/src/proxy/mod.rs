@@ -13,6 +13,7 @@
 //! `Display`, its default config path) and its `Config` table; here, a module and one arm per
 //! `match` in this file.
 
+pub mod check_reuse;
 pub mod haproxy;
 pub mod nginx;
 
@@ -214,6 +215,15 @@ impl ProxyKind {
         match self {
             ProxyKind::Nginx => nginx::check_command(config_path),
             ProxyKind::Haproxy => haproxy::check_command(config_path),
+        }
+    }
+
+    /// The command that prints the build of the kind's binary, for
+    /// [`check_reuse::binary_identity`] (`nginx -V` on stderr, `haproxy -vv` on stdout).
+    pub fn version_command(self) -> CommandLine {
+        match self {
+            ProxyKind::Nginx => CommandLine::new(nginx::BINARY, nginx::VERSION_ARGS),
+            ProxyKind::Haproxy => CommandLine::new(haproxy::BINARY, haproxy::VERSION_ARGS),
         }
     }
 

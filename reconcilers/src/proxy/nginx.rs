@@ -85,6 +85,8 @@ pub fn check_command(config_path: &str) -> CommandLine {
 /// the old workers finish their connections and exit. (`nginx -s reload` sends the same signal,
 /// but needs an exec and the pid file.)
 pub const RELOAD_SIGNAL: &str = "SIGHUP";
+/// What prints the build (version, TLS library, configure arguments), on stderr.
+pub const VERSION_ARGS: [&str; 1] = ["-V"];
 
 /// The master in the foreground, on `config_path` (already shell-quoted).
 pub fn foreground_command(config_path: &str) -> String {

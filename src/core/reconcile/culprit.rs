@@ -2,9 +2,11 @@
 //! labels make the proxy binary reject one (its culprits), so that they are quarantined and the
 //! rest of the cluster converges without them.
 //!
-//! The search is a bisection over the cluster's routed services, oldest first (see
-//! [`Judge::find_culprits`]); culprits are remembered until their labels change
-//! ([`Culprits`]). A rejection no service explains (the operator's own TOML), or a config that
+//! The search checks first each service new or changed since the cluster's last accepted config
+//! on its own (a small config), then, when none is rejected alone, bisects over the cluster's
+//! routed services, oldest first (see [`Judge::find_culprits`]); culprits are remembered until
+//! their labels change ([`Culprits`]). The search only decides who is quarantined: the config
+//! rolled out is always the whole one, checked whole. A rejection no service explains (the operator's own TOML), or a config that
 //! could not be checked at all, holds the cluster: its proxy keeps its last good config.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,16 +44,36 @@ fn route_fingerprint(service: &ServiceFacts) -> String {
     format!("{}:{labels:?}", service.id)
 }
 
-/// The culprits found so far, by service name. A plan takes `&self` (the `plan` command), hence
-/// the lock.
+/// The services in a cluster's last config the check accepted: who is new or changed since
+/// (the suspects of the next rejection).
+#[derive(Debug, Clone)]
+struct AcceptedRoutes {
+    /// The extension's TOML section it was rendered under: another one makes every service a
+    /// suspect.
+    extension_config: String,
+    /// The accepted config's content hash: the same config is not recorded again.
+    hash: String,
+    /// Service name → its [`route_fingerprint`].
+    services: BTreeMap<String, String>,
+}
+
+/// At most this many suspects are checked each on its own before the bisection.
+const MAX_SUSPECTS: usize = 8;
+
+/// The culprits found so far, by service name, and each cluster's last accepted routes. A plan
+/// takes `&self` (the `plan` command), hence the locks.
 #[derive(Debug, Default)]
-pub(super) struct Culprits(Mutex<BTreeMap<String, Culprit>>);
+pub(super) struct Culprits {
+    found: Mutex<BTreeMap<String, Culprit>>,
+    /// By extension.
+    accepted: Mutex<BTreeMap<String, AcceptedRoutes>>,
+}
 
 impl Culprits {
     /// Culprits found earlier whose labels have not changed since: excluded again without a new
     /// search. A changed service is judged afresh.
     fn remembered(&self, observed: &Observed) -> BTreeMap<String, String> {
-        let mut culprits = self.0.lock().expect("culprits lock");
+        let mut culprits = self.found.lock().expect("culprits lock");
         culprits.retain(|name, culprit| {
             observed.services.iter().any(|s| s.def.name == *name && route_fingerprint(s) == culprit.fingerprint)
         });
@@ -60,11 +82,47 @@ impl Culprits {
 
     fn remember(&self, observed: &Observed, service: &str, reason: &str) {
         let Some(facts) = observed.services.iter().find(|s| s.def.name == service) else { return };
-        self.0
+        self.found
             .lock()
             .expect("culprits lock")
             .insert(service.to_owned(), Culprit { fingerprint: route_fingerprint(facts), reason: reason.to_owned() });
     }
+
+    /// Records the services `routes` holds as those of `extension`'s last accepted config.
+    fn accept(&self, extension: &str, extension_config: String, state: &desired::ClusterState, observed: &Observed) {
+        let hash = state.proxy_config.labels.get(reconcilers::ownership::LABEL_SPEC_HASH).cloned().unwrap_or_default();
+        let mut accepted = self.accepted.lock().expect("accepted lock");
+        if accepted.get(extension).is_some_and(|a| a.hash == hash && a.extension_config == extension_config) {
+            return;
+        }
+        let routed = routed_services(&state.routes);
+        let services = observed
+            .services
+            .iter()
+            .filter(|s| routed.contains(s.def.name.as_str()))
+            .map(|s| (s.def.name.clone(), route_fingerprint(s)))
+            .collect();
+        accepted.insert(extension.to_owned(), AcceptedRoutes { extension_config, hash, services });
+    }
+
+    /// Of `candidates`, those not in `extension`'s last accepted config as they are now (new, or
+    /// their labels changed); `None` when nothing was accepted under this TOML section yet.
+    fn suspects(&self, extension: &str, extension_config: &str, candidates: &[&ServiceFacts]) -> Option<Vec<String>> {
+        let accepted = self.accepted.lock().expect("accepted lock");
+        let accepted = accepted.get(extension).filter(|a| a.extension_config == extension_config)?;
+        Some(
+            candidates
+                .iter()
+                .filter(|s| accepted.services.get(&s.def.name) != Some(&route_fingerprint(s)))
+                .map(|s| s.def.name.clone())
+                .collect(),
+        )
+    }
+}
+
+/// The services a route table routes to.
+fn routed_services(routes: &RouteTable) -> BTreeSet<&str> {
+    routes.hosts.values().flatten().chain(&routes.default_backend).map(|b| b.service.as_str()).collect()
 }
 
 /// Why a new proxy config is not rolled out.
@@ -111,7 +169,12 @@ impl Judge<'_> {
             let mut found = false;
             for (name, cluster) in &mut plan.clusters {
                 let reason = match self.rejection(name, cluster).await {
-                    None => continue,
+                    None => {
+                        if let Some(state) = desired.clusters.get(name) {
+                            self.culprits.accept(name, self.extension_config(name), state, observed);
+                        }
+                        continue;
+                    }
                     Some(Refusal::NotChecked(why)) => {
                         hold_unchecked(cluster, &why);
                         continue;
@@ -139,6 +202,7 @@ impl Judge<'_> {
                 }
             }
             if !found {
+                self.stamp_core_checks(&mut plan);
                 return plan;
             }
         }
@@ -159,7 +223,25 @@ impl Judge<'_> {
                 None => {}
             }
         }
+        self.stamp_core_checks(&mut plan);
         plan
+    }
+
+    /// The extension's TOML section, as text: what its accepted routes were checked under.
+    fn extension_config(&self, extension: &str) -> String {
+        format!("{:?}", self.config.extensions.get(extension))
+    }
+
+    /// Says on each delivery which build of the proxy binary accepted it as the task reads it
+    /// (`Delivery::checked_with`), so a task of the same build may skip its own check.
+    fn stamp_core_checks(&self, plan: &mut Plan) {
+        for cluster in plan.clusters.values_mut() {
+            let kind = cluster.proxy_kind;
+            if let Some(delivery) = cluster.delivery.as_mut() {
+                let texts = delivery.files.iter().map(|f| f.content.as_str());
+                delivery.checked_with = self.checker.accepted_as_is(kind, &delivery.hash, texts).unwrap_or_default();
+            }
+        }
     }
 
     /// Why the config a cluster's plan would create or deliver may not be rolled out: the
@@ -220,8 +302,7 @@ impl Judge<'_> {
         observed: &Observed,
         excluded: &BTreeMap<String, String>,
     ) -> Option<Vec<(String, String)>> {
-        let routed: BTreeSet<&str> =
-            routes.hosts.values().flatten().chain(&routes.default_backend).map(|b| b.service.as_str()).collect();
+        let routed = routed_services(routes);
         let mut candidates: Vec<&ServiceFacts> =
             observed.services.iter().filter(|s| routed.contains(s.def.name.as_str())).collect();
         candidates.sort_by_key(|s| (Timestamp::parse(&s.created_at), s.id.clone()));
@@ -236,6 +317,31 @@ impl Judge<'_> {
             || self.rejected_without(extension, kind, observed, &keeping(excluded, &remaining, &[])).await.is_some()
         {
             return None;
+        }
+        // The services new or changed since the last accepted config, each checked alone (the
+        // TOML's settings and that service's routes: a small config): one rejected alone is a
+        // culprit whatever else the cluster holds. Most rejections are one service's own labels,
+        // so this costs a few small checks instead of log2(services) checks of configs up to the
+        // cluster's size. Only when none is rejected alone (services that clash only together)
+        // does the bisection run.
+        let suspects = self.culprits.suspects(extension, &self.extension_config(extension), &candidates);
+        if let Some(suspects) = suspects.filter(|s| !s.is_empty() && s.len() <= MAX_SUSPECTS) {
+            let mut culprits = Vec::new();
+            for suspect in suspects {
+                let alone = keeping(excluded, &remaining, std::slice::from_ref(&suspect));
+                if let Some(reason) = self.rejected_without(extension, kind, observed, &alone).await {
+                    culprits.push((
+                        suspect,
+                        format!("the proxy config is rejected by {kind} with this service's routes: {reason}"),
+                    ));
+                    if culprits.len() == MAX_CULPRITS {
+                        break;
+                    }
+                }
+            }
+            if !culprits.is_empty() {
+                return Some(culprits);
+            }
         }
         let mut base = excluded.clone();
         let mut culprits = Vec::new();

@@ -316,6 +316,58 @@ async fn a_rejection_no_service_explains_holds_the_cluster() {
     assert!(swarm.service("interlock-proxy-us-east").is_none());
 }
 
+/// A new bad service in a cluster whose config was accepted is found by checking it alone: a
+/// few small checks, not a bisection over the cluster's configs.
+#[tokio::test(start_paused = true)]
+async fn a_new_culprit_in_an_accepted_cluster_is_found_by_checking_it_alone() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Every check, and how many tenants' hosts the largest search check held.
+    static CHECKS: AtomicUsize = AtomicUsize::new(0);
+    static SEARCHED_HOSTS: AtomicUsize = AtomicUsize::new(0);
+    fn counting(kind: ProxyKind, text: &str) -> Verdict {
+        let verdict = picky(kind, text);
+        CHECKS.fetch_add(1, Ordering::SeqCst);
+        let hosts = (0..40).filter(|i| text.contains(&format!("t{i}.local"))).count();
+        if hosts < 40 {
+            SEARCHED_HOSTS.fetch_max(hosts, Ordering::SeqCst);
+        }
+        verdict
+    }
+    let swarm = MemorySwarm::new(seed_swarm());
+    for i in 0..40 {
+        tenant(&swarm, &format!("t{i}"), &format!("t{i}.local"), &format!("2026-01-02T00:00:{i:02}Z"));
+    }
+    let mut r = Reconciler::new(Context::new(swarm.clone(), ProxyChecker::judging(counting)), seed_config());
+    converge(&mut r).await;
+    tenant(&swarm, "bad", "bad.local", "2026-01-03T00:00:00Z");
+    CHECKS.store(0, Ordering::SeqCst);
+    SEARCHED_HOSTS.store(0, Ordering::SeqCst);
+    let (_, plan) = r.plan().await.unwrap();
+    assert!(reason(&plan, "us-east", "bad").is_some_and(|w| w.contains("not welcome")), "{plan:#?}");
+    // us-east: the whole config (rejected), no service, "bad" alone, the whole config without
+    // it; us-west: one check. A bisection over 41 services needs about 8 for us-east.
+    let checks = CHECKS.load(Ordering::SeqCst);
+    assert!(checks <= 6, "{checks} checks");
+    assert_eq!(SEARCHED_HOSTS.load(Ordering::SeqCst), 0, "no search check held another tenant");
+}
+
+/// Each delivery says which build accepted it, so a task of the same build may skip its check;
+/// a checker that knows no build says nothing.
+#[tokio::test(start_paused = true)]
+async fn a_delivery_names_the_build_that_accepted_it() {
+    fn accept(_: ProxyKind, _: &str) -> Verdict {
+        Verdict::Accepted
+    }
+    let swarm = MemorySwarm::new(seed_swarm());
+    let checker = ProxyChecker::judging_as(accept, "build-1");
+    let r = Reconciler::new(Context::new(swarm.clone(), checker), hitless(&seed_config()));
+    let (_, plan) = r.plan().await.unwrap();
+    assert_eq!(plan.clusters["us-east"].delivery.as_ref().unwrap().checked_with, "build-1");
+    let r = Reconciler::new(Context::new(swarm.clone(), ProxyChecker::judging(accept)), hitless(&seed_config()));
+    let (_, plan) = r.plan().await.unwrap();
+    assert_eq!(plan.clusters["us-east"].delivery.as_ref().unwrap().checked_with, "");
+}
+
 fn hitless(config: &Config) -> Config {
     let mut config = config.clone();
     for ext in config.extensions.values_mut() {
