@@ -131,7 +131,7 @@ async fn shared_hosts_in_several_chunks_pass_the_check() {
     let long = format!("{label}.{label}.{label}.{}", "t".repeat(61));
     assert_eq!(long.len(), 253);
     let mut table = RouteTable::default();
-    for i in 0..2000 {
+    for i in 0..5000 {
         let host = match i % 4 {
             0 => format!("{i}{}", &long[i.to_string().len()..]),
             1 => format!("*.w{i}.example.com"),

@@ -167,6 +167,13 @@ struct Host<'a> {
     shared: bool,
     /// Some backend has a running task.
     up: bool,
+    /// A shared host's map value ([`Plan::new`]): `503` when no task runs; the task's address
+    /// when one task serves it (no upstream block: nginx finds a variable `proxy_pass`'s
+    /// upstream by a linear scan of every upstream's name, per request); else the upstream of
+    /// its pool, written once for all the hosts whose tasks and pinning agree.
+    value: String,
+    /// The shared host whose block writes the upstream `value` names (the first host of its pool).
+    writes_upstream: bool,
 }
 
 /// Longest text of one shared map (a chunk's), so that a map and its server stay well under one
@@ -191,9 +198,33 @@ impl<'a> Plan<'a> {
                     tls: routes.tls(name),
                     shared,
                     up: backends.iter().any(|b| !b.targets.is_empty()),
+                    value: String::new(),
+                    writes_upstream: false,
                 }
             })
             .collect();
+        let mut hosts = hosts;
+        // Shared hosts' map values: one upstream per distinct pool (tasks and pinning), none for
+        // one task.
+        let mut pools: BTreeMap<(Vec<Target>, bool, Option<&str>), String> = BTreeMap::new();
+        for host in hosts.iter_mut().filter(|h| h.shared) {
+            let targets = shared_targets(host.backends);
+            host.value = match targets.as_slice() {
+                [] => "503".to_owned(),
+                [one] => one.to_string(),
+                _ => {
+                    let options = &host.backends[0].options;
+                    let pinning = (options.ip_hash, options.sticky_cookie.as_deref());
+                    match pools.entry((targets, pinning.0, pinning.1)) {
+                        std::collections::btree_map::Entry::Occupied(pool) => pool.get().clone(),
+                        std::collections::btree_map::Entry::Vacant(pool) => {
+                            host.writes_upstream = true;
+                            pool.insert(upstream_name(host.name, "/")).clone()
+                        }
+                    }
+                }
+            };
+        }
         // Cookie names `$cookie_` cannot spell, of upstreams that hash on them (`IPHash` pins
         // every upstream by address instead).
         let mut cookies: BTreeSet<&str> = BTreeSet::new();
@@ -286,10 +317,16 @@ fn chunks<'a, 'h: 'a>(
     chunks
 }
 
-/// What a shared host's map entry says: its upstream, or `503` when no task runs (an upstream
-/// name starts with `up`, so it is never a number).
-fn map_value(host: &Host<'_>) -> String {
-    if host.up { upstream_name(host.name, "/") } else { "503".to_owned() }
+/// What a shared host's map entry says: its upstream, its one task's address, or `503` when no
+/// task runs (an upstream name starts with `up`, an address holds a `:`: neither is a number).
+fn map_value<'h>(host: &'h Host<'_>) -> &'h str {
+    &host.value
+}
+
+/// The tasks of a shared host's backends, pooled: each once, in order.
+fn shared_targets(backends: &[Backend]) -> Vec<Target> {
+    let targets: BTreeSet<&Target> = backends.iter().flat_map(|b| &b.targets).collect();
+    targets.into_iter().cloned().collect()
 }
 
 /// A TLS secret where the proxy mounts it, as a word.
@@ -367,7 +404,9 @@ pub fn split(text: &str, config_path: &str, limit: usize) -> Result<Vec<(String,
         let code = line.split('#').next().unwrap_or("");
         depth += code.matches('{').count();
         depth = depth.saturating_sub(code.matches('}').count());
-        if depth == 0 && code.trim_end().ends_with('}') {
+        // A block ends a unit, and so does a blank line between blocks: comment lines of their
+        // own (a passed-through host's) never pile up into one unit too large for an object.
+        if depth == 0 && (code.trim_end().ends_with('}') || line.trim().is_empty()) {
             units.push(std::mem::take(&mut unit));
         }
     }
@@ -880,6 +919,11 @@ const MAX_COMMENT_SERVICES: usize = 8;
 
 fn host_blocks(w: &mut String, p: &Plan<'_>, h: &Host<'_>) {
     let (site, host, backends) = (p.site, h.name, h.backends);
+    if h.shared && !h.writes_upstream {
+        // Its map entry says it all (an address, a pooled upstream, or 503): nothing here, so
+        // 10,000 one-task hosts add no line beyond their map entry and `server_name`.
+        return;
+    }
     let mut services: Vec<&str> =
         backends.iter().take(MAX_COMMENT_SERVICES).map(|b| b.service.as_str()).collect::<Vec<_>>();
     let more = format!("(+{} more)", backends.len().saturating_sub(MAX_COMMENT_SERVICES));
@@ -897,13 +941,9 @@ fn host_blocks(w: &mut String, p: &Plan<'_>, h: &Host<'_>) {
         return;
     }
     if h.shared {
-        // Served by the shared servers (`shared_servers`); its backends pool into one upstream.
-        if !h.up {
-            line(w, 1, "# no running task: the shared server answers 503");
-        }
-        let targets: BTreeSet<&Target> = backends.iter().flat_map(|b| &b.targets).collect();
-        let targets: Vec<Target> = targets.into_iter().cloned().collect();
-        upstream(w, p, &upstream_name(host, "/"), &targets, &backends[0].options);
+        // Served by the shared servers (`shared_servers`); the first host of a pool writes its
+        // upstream.
+        upstream(w, p, &h.value, &shared_targets(backends), &backends[0].options);
         return;
     }
     let paths = p.routes.paths(host);
@@ -948,8 +988,22 @@ fn shared_servers(w: &mut String, p: &Plan<'_>) {
     for (n, chunk) in p.http_chunks.iter().enumerate() {
         let variable = format!("$interlock_up_{n}");
         line(w, 0, "");
-        comment(w, 1, &format!("Shared hosts ({} of {}): the host picks its upstream.", n + 1, p.http_chunks.len()));
-        shared_map(w, "$host", &variable, chunk.iter().map(|&i| (p.hosts[i].name, map_value(&p.hosts[i]))), true);
+        comment(
+            w,
+            1,
+            &format!(
+                "Shared hosts ({} of {}): the host picks its task's address (one task), its upstream (several) or 503 (none).",
+                n + 1,
+                p.http_chunks.len()
+            ),
+        );
+        shared_map(
+            w,
+            "$host",
+            &variable,
+            chunk.iter().map(|&i| (p.hosts[i].name, map_value(&p.hosts[i]).to_owned())),
+            true,
+        );
         let listen = format!("listen {};", site.http_port);
         shared_server(w, p, &listen, None, chunk, &variable, &[]);
     }
@@ -994,7 +1048,7 @@ fn shared_servers(w: &mut String, p: &Plan<'_>) {
             hosts().map(|h| (h.name, certificate_path(&tls(h).key))),
             false,
         );
-        shared_map(w, "$host", &variable, hosts().map(|h| (h.name, map_value(h))), true);
+        shared_map(w, "$host", &variable, hosts().map(|h| (h.name, map_value(h).to_owned())), true);
         let certificate =
             [format!("ssl_certificate $interlock_cert_{n};"), format!("ssl_certificate_key $interlock_key_{n};")];
         shared_server(w, p, &format!("{listen};"), Some(&format!("_tls_{n}")), chunk, &variable, &certificate);
@@ -1202,7 +1256,7 @@ mod tests {
             http_options: vec!["server_tokens off;".into()],
             ..NginxConfig::default()
         };
-        let text = render(&site(&config), &routes(&[("a.local", &[("a", &["10.0.0.2"])])]));
+        let text = render(&site(&config), &routes(&[("a.local", &[("a", &["10.0.0.2", "10.0.0.3"])])]));
         assert!(text.contains("\nworker_shutdown_timeout 10s;\n"));
         assert!(text.contains("    server_tokens off;\n"));
         assert!(text.contains("        ip_hash;\n"));
@@ -1297,7 +1351,7 @@ mod tests {
         let mut table = RouteTable::default();
         let mut add = |host: &str, b: Backend| table.hosts.entry(host.to_owned()).or_default().push(b);
         // A host named like the default backend's upstream, beside a default backend.
-        add("default-backend", backend("named-default", &["10.0.1.2"], RouteOptions::default()));
+        add("default-backend", backend("named-default", &["10.0.1.2", "10.0.1.3"], RouteOptions::default()));
         // Paths that a lossy replacement (or nginx's case-insensitive names) would merge.
         for (service, path, ip) in [
             ("slash", "/x/y", "10.0.2.2"),
@@ -1312,9 +1366,9 @@ mod tests {
         // Cookie names `$cookie_` cannot spell, one shared by two hosts, and a plain one.
         let sticky = |c: &str| RouteOptions { sticky_cookie: Some(c.into()), ..Default::default() };
         add("dash.local", backend("dash", &["10.0.3.2", "10.0.3.3"], sticky("session-id")));
-        add("dash2.local", backend("dash2", &["10.0.3.4"], sticky("session-id")));
-        add("dot.local", backend("dot", &["10.0.3.5"], sticky("a-b-c")));
-        add("plain.local", backend("plain", &["10.0.3.6"], sticky("JSESSIONID")));
+        add("dash2.local", backend("dash2", &["10.0.3.4", "10.0.3.7"], sticky("session-id")));
+        add("dot.local", backend("dot", &["10.0.3.5", "10.0.3.8"], sticky("a-b-c")));
+        add("plain.local", backend("plain", &["10.0.3.6", "10.0.3.9"], sticky("JSESSIONID")));
         // The map keywords as passed-through hosts, a wildcard, a 60-character one.
         for (i, host) in ["default", "hostnames", "include", "volatile", "*.pt.local"].into_iter().enumerate() {
             add(host, backend(&format!("pt{i}"), &[&format!("10.0.4.{}", i + 2)], passthrough()));
@@ -1370,14 +1424,16 @@ mod tests {
             assert!(upstreams.contains(&format!("up-paths.local{path}")), "{path}: {upstreams:?}");
         }
         // Every proxy_pass names a declared upstream, or a shared map whose every value is one
-        // (or a status).
+        // (or a status, or a task's address).
         for target in text.lines().filter_map(|l| l.trim().strip_prefix("proxy_pass http://")) {
             let target = target.trim_end_matches(';');
             if target.starts_with('$') {
                 let values = map_entries(&text, target);
                 assert!(!values.is_empty(), "{target}");
                 for (_, value) in values.iter().filter(|(_, v)| !["404", "503"].contains(&v.as_str())) {
-                    assert!(upstreams.contains(value), "{target}: {value}");
+                    // A one-task host's value is its task's address.
+                    let address = value.parse::<std::net::SocketAddr>().is_ok();
+                    assert!(address || upstreams.contains(value), "{target}: {value}");
                 }
             } else {
                 assert!(upstreams.contains(&target.to_owned()), "{target}");
@@ -1450,7 +1506,10 @@ mod tests {
         assert_eq!(map.iter().filter(|l| l.starts_with("hostnames")).count(), 1);
         assert!(!map.iter().any(|l| l.starts_with("include ") || l.starts_with("volatile ")));
         // On the HTTP side they are plain server names, and escaped keys of the shared map.
-        let table = routes(&[("default", &[("a", &["10.0.0.2"])]), ("include", &[("b", &["10.0.0.3"])])]);
+        let table = routes(&[
+            ("default", &[("a", &["10.0.0.2", "10.0.0.4"])]),
+            ("include", &[("b", &["10.0.0.3", "10.0.0.5"])]),
+        ]);
         let text = render(&site(&NginxConfig::default()), &table);
         assert!(text.contains("        server_name default;\n") && text.contains("        server_name include;\n"));
         assert!(text.contains("        \\default up-default;\n") && text.contains("        \\include up-include;\n"));
@@ -1530,7 +1589,7 @@ mod tests {
         let mut table = RouteTable::default();
         for i in 0..2000 {
             let host = format!("{i:04}{}", &long_host(253, 'c')[4..]);
-            table.hosts.insert(host, vec![backend(&format!("s{i}"), &["10.0.0.2"], tls(&format!("c{i}")))]);
+            table.hosts.insert(host, vec![backend(&format!("s{i}"), &["10.0.0.2", "10.0.0.3"], tls(&format!("c{i}")))]);
         }
         let config = NginxConfig::default();
         let text = render(&site(&config), &table);
@@ -1646,7 +1705,10 @@ mod tests {
         passed.hosts.insert("*.example.com".into(), vec![backend("wild", &["10.0.0.5"], passthrough())]);
         passed.hosts.extend(tls_hosts.hosts.clone());
         let text = render(&stream_site(&config), &plain);
-        assert_eq!(text.matches("    upstream up-h").count(), N);
+        // One task: each host's map entry is its address, no upstream (nginx would scan them all
+        // by name on every request).
+        assert_eq!(text.matches("    upstream ").count(), 0);
+        assert_eq!(text.matches(" 10.0.0.2:8080;\n").count(), N);
         assert!(text.contains("server_names_hash_max_size 65536;"));
         // Issue 21: one map entry and one `server_name` line per host, a few servers in all.
         assert_eq!(text.matches("        server_name h").count(), N);
@@ -1673,7 +1735,10 @@ mod tests {
         let path: String = format!("/{}", "~".repeat(1023));
         let host = long_host(253, 'w');
         let pooled: Vec<Backend> = (0..200)
-            .map(|i| backend(&format!("{}{i}", "s".repeat(60)), &["10.0.0.2"], RouteOptions::default()))
+            .map(|i| {
+                let ip = format!("10.0.{}.{}", i / 200, i % 200 + 1);
+                backend(&format!("{}{i}", "s".repeat(60)), &[ip.as_str()], RouteOptions::default())
+            })
             .collect();
         table.hosts.insert("pool.local".into(), pooled);
         table.hosts.insert(
