@@ -165,8 +165,6 @@ struct Host<'a> {
     /// server block of its own: every backend serves `/`, with no websocket endpoint, and the
     /// host is neither redirected nor passed through.
     shared: bool,
-    /// Some backend has a running task.
-    up: bool,
     /// A shared host's map value ([`Plan::new`]): `503` when no task runs; the task's address
     /// when one task serves it (no upstream block: nginx finds a variable `proxy_pass`'s
     /// upstream by a linear scan of every upstream's name, per request); else the upstream of
@@ -197,7 +195,6 @@ impl<'a> Plan<'a> {
                     passthrough,
                     tls: routes.tls(name),
                     shared,
-                    up: backends.iter().any(|b| !b.targets.is_empty()),
                     value: String::new(),
                     writes_upstream: false,
                 }
