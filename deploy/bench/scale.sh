@@ -298,11 +298,11 @@ sample_memory() {
 start_load() {
   : >"$STEP/load.stop"; rm -f "$STEP/load.stop"
   local w i urls=()
-  for ((i = 0; i < 20; i++)); do urls+=("http://$LB/"); done
+  for ((i = 0; i < 20; i++)); do urls+=(-o /dev/null "http://$LB/"); done
   for w in 1 2 3 4; do
     (
       while [ ! -e "$STEP/load.stop" ]; do
-        curl -s -o /dev/null -m 2 --rate 20/s -H 'Host: stable.sc' -H 'Connection: close' \
+        curl -s -m 2 --rate 20/s -H 'Host: stable.sc' -H 'Connection: close' \
           -w '%{http_code}\n' "${urls[@]}" >>"$STEP/load-$w.txt" 2>/dev/null || true
       done
     ) &
