@@ -90,7 +90,9 @@ if ! status=$(deploy/lab/swarm-lab.sh status 2>&1) || ! grep -q 'swarm: healthy'
 fi
 # shellcheck disable=SC1091
 source /run/interlock-lab/env
+# shellcheck disable=SC2154 # from /run/interlock-lab/env
 LB=$LAB_ADDR_lb_00:$PORT
+# shellcheck disable=SC2154
 APP_ADDR=$LAB_ADDR_app_00
 
 log() { echo "scale: $*" >&2; }
@@ -244,14 +246,13 @@ EOF
   fi
 }
 
-# deploy_core KIND: a fresh core of that kind; its log streamed to $STEP/core.log.
+# deploy_core KIND: a core of that kind (after remove_core); its log streamed to $STEP/core.log.
 deploy_core() {
-  remove_core
   toml "$1" >"$WORK/$1.toml"
   local config
   config="sc-config-$1-$(date +%s%N)"
   docker config create "$config" "$WORK/$1.toml" >/dev/null
-  docker service create --detach --quiet --name "$CORE" \
+  docker service create --detach --quiet --no-resolve-image --name "$CORE" \
     --mount type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock --network interlock \
     --constraint node.role==manager --config "src=$config,target=/config.toml" \
     --env RUST_LOG=interlock::core::controller=debug,interlock=info \
@@ -269,7 +270,7 @@ stream_core_log() {
 
 # sample_memory: every ~75 ms, "epoch pss_kb rss_kb processes core_rss_kb" into $STEP/mem.txt.
 sample_memory() {
-  local c pid cg procs core_pid
+  local c pid cg procs core_pid p files
   c=$(proxy_container)
   pid=$(docker -H "$LB00" inspect -f '{{.State.Pid}}' "$c")
   cg=/sys/fs/cgroup/memory$(awk -F: '$2 == "memory" { print $3 }' "/proc/$pid/cgroup")/cgroup.procs
@@ -282,10 +283,10 @@ sample_memory() {
       if [ -n "$cg" ]; then procs=$(cat "$cg" 2>/dev/null)
       elif [ $((n % 10)) = 0 ]; then procs=$(docker -H "$LB00" top "$c" -eo pid 2>/dev/null | tail -n +2); fi
       n=$((n + 1))
-      # shellcheck disable=SC2086
-      set -- $procs
-      { printf '%s ' "$(now)"; awk -v k="$#" '/^Rss:/ { r += $2 } /^Pss:/ { p += $2 } END { printf "%d %d %d ", p, r, k }' \
-          $(printf '/proc/%s/smaps_rollup ' "$@") 2>/dev/null
+      files=()
+      for p in $procs; do files+=("/proc/$p/smaps_rollup"); done
+      { printf '%s ' "$(now)"; awk -v k="${#files[@]}" '/^Rss:/ { r += $2 } /^Pss:/ { p += $2 } END { printf "%d %d %d ", p, r, k }' \
+          "${files[@]}" /dev/null 2>/dev/null
         awk '/^VmRSS/ { print $2 }' "/proc/$core_pid/status" 2>/dev/null || echo 0
       } >>"$STEP/mem.txt"
       sleep 0.075
@@ -388,8 +389,9 @@ step() {
   log "== $KIND, shape $SHAPE, $N hosts"
   if [ "$SHAPE" = A ]; then
     rm_prefix sc-a
-    wait_until 60 bash -c '[ -z "$(docker service ls -q --filter name=sc-a)" ]' || true
+    wait_until 60 bash -c "[ -z \"\$(docker service ls -q --filter name=sc-a)\" ]" || true
   fi
+  remove_core
   t0=$(now)
   deploy_core "$KIND"
   stream_core_log
@@ -430,7 +432,7 @@ step() {
   done
   # (b) create-to-served, and the app's own answer on its published port.
   for ((r = 1; r <= REPS; r++)); do
-    host="fresh-$tag-$r.sc" port=$((8140 + r)) tp= ta=
+    host="fresh-$tag-$r.sc" port=$((8140 + r)) tp='' ta=
     t0=$(now)
     # shellcheck disable=SC2046
     app "sc-fresh-$r" 1 --publish "mode=host,target=80,published=$port" $(routed "$host")
