@@ -10,7 +10,7 @@
 # (shape, N, kind) step the core, its proxy and extension services and their configs are removed
 # and a new core is created, so each step starts from a fresh proxy.
 #
-# Apps (local/interlock-app:lab, busybox httpd on 80, on app-00) on the overlay network
+# Apps (local/interlock-app:lab, busybox httpd on 80, on app-00; one shape's at a time) on the overlay network
 # `sc-net` (a /16: every service takes a VIP on it), routed by com.docker.lb.* labels:
 # - `sc-stable` (stable.sc): the app under steady load;
 # - shape A: `sc-a`, one task carrying all N hosts (a0.sc ... a<N-1>.sc) in com.docker.lb.hosts;
@@ -513,6 +513,8 @@ report_step() {
 log "work dir: $WORK (SIZES=\"$SIZES\" KINDS=\"$KINDS\" SHAPES=\"$SHAPES\" REPS=$REPS)"
 t_all=$(now)
 for SHAPE in $SHAPES; do
+  # One shape's apps at a time: A's N-host service would otherwise stay in B's cluster.
+  if [ "$SHAPE" = B ]; then rm_prefix sc-a; else rm_prefix sc-b-; fi
   for N in $SIZES; do
     if [ "$SHAPE" = B ] && ! grow_b "$N"; then
       for KIND in $KINDS; do record not_reached 1; done
