@@ -558,13 +558,33 @@ fn an_nginx_config_over_swarms_size_limit_is_split_into_included_parts() {
     assert!(observed.configs.iter().filter(|c| c.name.starts_with(&main.name)).count() == east.config_files.len());
 }
 
+/// `n` services like demo-east, each with one long host and a task of its own: as many backends.
+fn many_services(observed: &mut Observed, n: usize) {
+    let east = observed.services.iter().find(|s| s.def.name == "demo-east").unwrap().clone();
+    let task = observed.tasks.iter().find(|t| t.service_id == east.id).unwrap().clone();
+    for i in 0..n {
+        let mut service = east.clone();
+        service.id = format!("s-many-{i}");
+        service.def.name = format!("many-{i}");
+        service.def.labels.insert(LABEL_HOSTS.into(), format!("host-{i}.a-rather-long-domain-name.example.com"));
+        let mut task = task.clone();
+        task.id = format!("t-many-{i}");
+        task.service_id = service.id.clone();
+        for (_, ip) in &mut task.addresses {
+            *ip = format!("10.9.{}.{}", i / 250, i % 250 + 1);
+        }
+        observed.services.push(service);
+        observed.tasks.push(task);
+    }
+}
+
 #[test]
 fn an_haproxy_config_over_swarms_size_limit_is_split_into_parts_and_maps() {
     let text =
         SEED.replace("ServiceCluster = \"us-east\"", "ServiceCluster = \"us-east\"\n    ProxyKind = \"haproxy\"");
     let config = config::parse("seed", &text).unwrap().config;
     let mut observed = seed_swarm();
-    oversized_by(&mut observed, 6_000);
+    many_services(&mut observed, 6_000);
     let d = desired_state(&config, &observed, &env());
     let east = &d.clusters["us-east"];
     assert!(east.proxy_config.data.len() >= crate::ownership::MAX_CONFIG_SIZE);

@@ -423,6 +423,8 @@ fn routing(routes: &RouteTable, map_budget: usize) -> Routing<'_> {
     let mut hosts_map: Vec<(String, String)> = Vec::new();
     let mut paths_map: Vec<(String, String)> = Vec::new();
     let mut mapped: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Route backends by their text: routes whose backends would read the same share one.
+    let mut bodies: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut acls = 0;
     for (host, claim) in claims {
         // Longest path first, so /api/v2 wins over /api and both over /; services on one path
@@ -450,8 +452,8 @@ fn routing(routes: &RouteTable, map_budget: usize) -> Routing<'_> {
                         let path = pooled[0].path();
                         let entry = if path == "/" { key.clone() } else { format!("{key}{path}") };
                         let map = if path == "/" { &mut hosts_map } else { &mut paths_map };
-                        map.push((entry, backend_name(blocks.len())));
-                        blocks.push(Block::Route { host, path, pooled: pooled.to_vec() });
+                        let n = route_block(&mut blocks, &mut bodies, host, path, pooled);
+                        map.push((entry, backend_name(n)));
                     }
                     if by_path.last().is_some_and(|b| b.path() != "/") {
                         // The host's other paths: what unknown hosts get, never a wildcard's routes.
@@ -476,8 +478,8 @@ fn routing(routes: &RouteTable, map_budget: usize) -> Routing<'_> {
             Claim::Routes(_) => {
                 for pooled in by_path.chunk_by(|a, b| a.path() == b.path()) {
                     let path = pooled[0].path();
-                    use_backend(&mut r, blocks.len(), i, path);
-                    blocks.push(Block::Route { host, path, pooled: pooled.to_vec() });
+                    let n = route_block(&mut blocks, &mut bodies, host, path, pooled);
+                    use_backend(&mut r, n, i, path);
                 }
                 if by_path.last().is_some_and(|b| b.path() != "/") {
                     // The host's other paths: what unknown hosts get, never a wildcard's routes.
@@ -549,6 +551,39 @@ fn shard(entries: Vec<(String, String)>, name: &str, budget: usize) -> Vec<(Stri
     shards
 }
 
+/// The backend of `host`'s `path`, served by `pooled`: a new block, or the block of an earlier
+/// route whose backend would read the same (its tasks, balancing and rewrite), so 10,000 hosts
+/// of one service are one backend with one set of servers and health checks, not 10,000.
+fn route_block<'a>(
+    blocks: &mut Vec<Block<'a>>,
+    bodies: &mut std::collections::HashMap<String, usize>,
+    host: &'a str,
+    path: &'a str,
+    pooled: &[&'a Backend],
+) -> usize {
+    let mut body = String::new();
+    route_body(&mut body, pooled);
+    *bodies.entry(body).or_insert_with(|| {
+        blocks.push(Block::Route { host, path, pooled: pooled.to_vec() });
+        blocks.len() - 1
+    })
+}
+
+/// A route backend's lines after `backend NAME`.
+fn route_body(w: &mut String, pooled: &[&Backend]) {
+    // Pooled backends agree on their options (routes::RouteTable::add).
+    let options = &pooled[0].options;
+    if let [only] = pooled
+        && only.targets.is_sorted_by(|a, b| a < b)
+    {
+        route_backend(w, &only.targets, options);
+    } else {
+        let targets: BTreeSet<&Target> = pooled.iter().flat_map(|b| &b.targets).collect();
+        let targets: Vec<Target> = targets.into_iter().cloned().collect();
+        route_backend(w, &targets, options);
+    }
+}
+
 /// `be_<n>`.
 fn backend_name(n: usize) -> String {
     format!("be_{n}")
@@ -615,19 +650,7 @@ fn write_backend(w: &mut String, n: usize, block: &Block<'_>) {
             push_word(w, &(log_format_literal(target) + "%[capture.req.uri]"));
             w.push_str(" code 302\n");
         }
-        Block::Route { pooled, .. } => {
-            // Pooled backends agree on their options (routes::RouteTable::add).
-            let options = &pooled[0].options;
-            if let [only] = pooled.as_slice()
-                && only.targets.is_sorted_by(|a, b| a < b)
-            {
-                route_backend(w, &only.targets, options);
-            } else {
-                let targets: BTreeSet<&Target> = pooled.iter().flat_map(|b| &b.targets).collect();
-                let targets: Vec<Target> = targets.into_iter().cloned().collect();
-                route_backend(w, &targets, options);
-            }
-        }
+        Block::Route { pooled, .. } => route_body(w, pooled),
         Block::Default(backend) => route_backend(w, &backend.targets, &backend.options),
     }
 }
@@ -784,6 +807,26 @@ mod tests {
             table.hosts.entry(host.to_string()).or_default().push(backend(service, &[ip.as_str()], options.clone()));
         }
         table
+    }
+
+    /// Hosts whose backends would read the same share one backend (one set of servers and
+    /// health checks), by map and by `acl` alike; other tasks or another balancing do not.
+    #[test]
+    fn hosts_of_one_service_share_one_backend() {
+        let mut routes = RouteTable::default();
+        let many = backend("many", &["10.0.0.2", "10.0.0.3"], RouteOptions::default());
+        for n in 0..100 {
+            routes.hosts.insert(format!("h{n}.local"), vec![many.clone()]);
+        }
+        routes.hosts.insert("*.w.local".into(), vec![many.clone()]);
+        routes.hosts.insert("other.local".into(), vec![backend("other", &["10.0.0.4"], RouteOptions::default())]);
+        let sticky = RouteOptions { ip_hash: true, ..Default::default() };
+        routes.hosts.insert("pinned.local".into(), vec![backend("many", &["10.0.0.2", "10.0.0.3"], sticky)]);
+        let text = rendered(&routes);
+        assert_eq!(text.matches("\nbackend be_").count(), 4, "be_no_route and three: {text}");
+        assert_eq!(text.matches("server s0 10.0.0.2:8080").count(), 2);
+        assert!(text.contains("\n#| h99.local be_0\n") && text.contains("\n#| h0.local be_0\n"), "{text}");
+        assert!(text.contains("use_backend be_0 if host_0"), "the wildcard's acl names the same backend: {text}");
     }
 
     fn at(root: &str) -> RouteOptions {

@@ -1725,6 +1725,28 @@ mod tests {
         assert_eq!(text.matches("return 503;").count(), N);
     }
 
+    /// nginx finds a variable `proxy_pass`'s upstream by scanning every upstream's name per
+    /// request: a one-task host needs none (its map value is the address), and hosts whose tasks
+    /// and pinning agree share the first one's.
+    #[test]
+    fn one_task_hosts_map_to_the_address_and_pools_share_an_upstream() {
+        let mut table = RouteTable::default();
+        let two = backend("two", &["10.0.0.2", "10.0.0.3"], RouteOptions::default());
+        for n in 0..50 {
+            table.hosts.insert(format!("p{n}.local"), vec![two.clone()]);
+            let ip = format!("10.1.0.{}", n + 1);
+            table.hosts.insert(format!("o{n}.local"), vec![backend("one", &[ip.as_str()], RouteOptions::default())]);
+        }
+        let pinned = RouteOptions { ip_hash: true, ..Default::default() };
+        table.hosts.insert("pinned.local".into(), vec![backend("two", &["10.0.0.2", "10.0.0.3"], pinned)]);
+        let text = render(&site(&NginxConfig::default()), &table);
+        assert_eq!(declared(&text, "upstream "), ["up-p0.local", "up-pinned.local"]);
+        assert!(
+            text.contains("        p49.local up-p0.local;\n") && text.contains("        o7.local 10.1.0.8:8080;\n")
+        );
+        assert_eq!(text.matches("# o").count(), 0, "a one-task host adds no block");
+    }
+
     #[test]
     fn no_word_reaches_nginx_limit() {
         // nginx reads a word (a comment too) of at most 4095 bytes.
