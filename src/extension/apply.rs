@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reconcilers::desired::Delivery;
 use reconcilers::proxy::{HITLESS_APPLIED_FILE, check_reuse};
@@ -22,6 +22,14 @@ use crate::extension_api::TaskReport;
 /// How many times a config the task's binary rejects is tried on a container: the core holds
 /// the cluster only when a task reports the same rejection twice.
 const REJECTION_ATTEMPTS: u32 = 2;
+
+/// Where the kernel lists the children of a container's main process (the proxy's master).
+const MASTER_CHILDREN: &str = "/proc/1/task/1/children";
+/// How long a reload may take before it counts as refused (nginx parses 10,000 hosts in about
+/// 1 s; a loaded machine takes several).
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Without a children list, how long to leave a reload before the files may change again.
+const RELOAD_SETTLE: Duration = Duration::from_secs(2);
 
 /// What a proxy container runs, as its applied file records it (`HASH` or `HASH GENERATION`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -335,13 +343,55 @@ impl<E: NodeEngine> Applier<E> {
             self.checked_environment.insert(container.to_owned(), environment);
             CheckedBy::Task
         };
-        self.docker.signal(container, self.own.reload_signal()).await.map_err(|e| e.to_string())?;
+        self.reload(container).await?;
         let marker = vec![(
             HITLESS_APPLIED_FILE.to_owned(),
             RunningConfig::marker(&delivery.hash, delivery.generation).into_bytes(),
         )];
         self.docker.write_files(container, &marker).await.map_err(|e| e.to_string())?;
         Ok(checked)
+    }
+
+    /// Signals the proxy's master to reload, and waits until it has: a new child process (nginx's
+    /// new workers, HAProxy's new worker after the master's re-exec) appears once the master has
+    /// read every file. Until then the files must not change: a master reading a parts
+    /// directory while the next delivery empties and rewrites it loads half a map (hosts
+    /// unknown: 404s on apps that did not change). A master that never starts one (the running
+    /// binary refused the files) is an error: the config is not recorded as applied.
+    async fn reload(&self, container: &str) -> Result<(), String> {
+        let before = self.children(container).await;
+        self.docker.signal(container, self.own.reload_signal()).await.map_err(|e| e.to_string())?;
+        let Some(before) = before else {
+            // No children list in this kernel (`CONFIG_PROC_CHILDREN`): give the reload a moment.
+            tokio::time::sleep(RELOAD_SETTLE).await;
+            return Ok(());
+        };
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(25);
+        loop {
+            tokio::time::sleep(pause).await;
+            if let Some(now) = self.children(container).await
+                && now.iter().any(|pid| !before.contains(pid))
+            {
+                return Ok(());
+            }
+            if started.elapsed() >= RELOAD_TIMEOUT {
+                return Err(format!(
+                    "the proxy did not reload within {} s of {} (no new worker: its binary may refuse the files)",
+                    RELOAD_TIMEOUT.as_secs(),
+                    self.own.reload_signal()
+                ));
+            }
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// The child processes of the container's main process (the proxy's master), or `None` when
+    /// they cannot be read.
+    async fn children(&self, container: &str) -> Option<BTreeSet<u32>> {
+        let argv = ["cat".to_owned(), MASTER_CHILDREN.to_owned()];
+        let out = self.docker.exec(container, &argv).await.ok().filter(|o| o.exit_code == 0)?;
+        Some(out.output.split_whitespace().filter_map(|pid| pid.parse().ok()).collect())
     }
 
     /// Whether the core's check of `delivery` stands for the task's own ([`check_reuse`]): the
@@ -400,7 +450,7 @@ fn task_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extension::fixtures::delivery;
+    use crate::extension::fixtures::{delivery, target};
 
     /// A proxy container's engine: one container; `nginx -V` answers `build`; every exec is
     /// recorded.
@@ -408,6 +458,12 @@ mod tests {
     struct ProxyEngine {
         build: String,
         execs: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+        /// Reload signals so far: each starts a new worker (child PID 100 + signals)...
+        signals: Arc<std::sync::atomic::AtomicU32>,
+        /// ...unless the master refuses the files: no new worker.
+        refuses: bool,
+        /// Every file written, by path.
+        written: Arc<std::sync::Mutex<Vec<String>>>,
     }
 
     impl ProxyEngine {
@@ -436,15 +492,22 @@ mod tests {
         }
         async fn exec(&self, _container: &str, argv: &[String]) -> Result<crate::engine::ExecOutput, EngineError> {
             self.execs.lock().unwrap().push(argv.to_vec());
-            let output = if argv.get(1).is_some_and(|a| a == "-V") { self.build.clone() } else { String::new() };
-            // No applied file yet: the task runs its start config.
-            let exit_code = i64::from(argv[0] == "cat");
+            let signals = self.signals.load(std::sync::atomic::Ordering::SeqCst);
+            let (exit_code, output) = match argv.get(1).map(String::as_str) {
+                Some("-V") => (0, self.build.clone()),
+                Some(MASTER_CHILDREN) => (0, format!("{} ", 100 + if self.refuses { 0 } else { signals })),
+                // No applied file yet: the task runs its start config.
+                Some(HITLESS_APPLIED_FILE) => (1, String::new()),
+                _ => (0, String::new()),
+            };
             Ok(crate::engine::ExecOutput { exit_code, output })
         }
-        async fn write_files(&self, _container: &str, _files: &[(String, Vec<u8>)]) -> Result<(), EngineError> {
+        async fn write_files(&self, _container: &str, files: &[(String, Vec<u8>)]) -> Result<(), EngineError> {
+            self.written.lock().unwrap().extend(files.iter().map(|(path, _)| path.clone()));
             Ok(())
         }
         async fn signal(&self, _container: &str, _signal: &str) -> Result<(), EngineError> {
+            self.signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(())
         }
         fn container_starts(
@@ -504,6 +567,24 @@ mod tests {
         assert_eq!(engine.checks(), 4);
         applier.apply_all(&numbered(7, &port("f.local"), &core_build), false).await;
         assert_eq!(engine.checks(), 4);
+    }
+
+    /// The applied file is written only once the master has a new worker: a reload that never
+    /// completes is reported, and the task still runs what it ran.
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_that_starts_no_new_worker_is_not_recorded_as_applied() {
+        let engine = ProxyEngine { refuses: true, ..ProxyEngine::default() };
+        let settings = crate::extension::fixtures::settings("127.0.0.1:1");
+        let core = Arc::new(CoreClient::new(&settings).unwrap());
+        let mut applier = Applier::new(engine.clone(), core, "us-east".into(), settings.proxy.clone().unwrap());
+        let started = tokio::time::Instant::now();
+        let error = applier
+            .write_check_reload("c1", &vet("us-east", &target(), &numbered(1, "events {}\n", "")).unwrap(), "")
+            .await
+            .unwrap_err();
+        assert!(error.contains("did not reload within 60 s"), "{error}");
+        assert!(started.elapsed() >= RELOAD_TIMEOUT);
+        assert_eq!(*engine.written.lock().unwrap(), ["/etc/nginx/nginx.conf"], "no applied file");
     }
 
     #[tokio::test]
