@@ -41,8 +41,10 @@
 #   workers; the RSS sum is printed beside it), sampled every ~75 ms: steady = median over 9 s
 #   idle before the changes, reload = max while the changes go through (processes the extension
 #   execs in the container, `nginx -t` and `haproxy -c`, count: they are the proxy's memory too);
-# - the core: pass time (its `pass requests ... took_ms=` debug lines), median / max over the idle
-#   window and over the changes, and its VmRSS (steady median, max);
+# - the core: pass time (its `pass requests ... took_ms= check_ms=` debug lines) without the time
+#   its proxy checks took (`nginx -t`/`haproxy -c` on the whole config: the proxy binary's cost,
+#   printed apart), median / max over the idle window and over the changes, and its VmRSS
+#   (steady median, max);
 # - failed requests on stable.sc: 4 curl workers, a new connection per request
 #   (`Connection: close`, 20 requests/s each), during all the changes above (5 x REPS: label
 #   added, fresh created, label changed, fresh removed, labels removed): requests, non-200
@@ -482,10 +484,15 @@ step() {
   record mem_samples "$(wc -l <"$STEP/mem.txt")"
   passes "$il" "$cl" | while read -r v; do record pass_idle "$v"; done
   passes "$cl" "$ce_l" | while read -r v; do record pass_changes "$v"; done
+  checks "$cl" "$ce_l" | while read -r v; do record check_changes "$v"; done
   record step_seconds "$(since "$t_start")"
   report_step
 }
-passes() { sed -n "$(($1 + 1)),$2p" "$STEP/core.log" | sed -nE 's/.*pass requests.*took_ms=([0-9]+).*/\1/p'; }
+# passes FROM TO: each pass's own time, without the proxy binary's checks it ran (check_ms);
+# checks FROM TO: the checks' time of the passes that ran any.
+pass_lines() { sed -n "$(($1 + 1)),$2p" "$STEP/core.log" | sed -nE 's/.*pass requests.*took_ms=([0-9]+)( check_ms=([0-9]+))?.*/\1 \3/p'; }
+passes() { pass_lines "$@" | awk '{ print $1 - ($2 == "" ? 0 : $2) }'; }
+checks() { pass_lines "$@" | awk '$2 != "" && $2 > 0 { print $2 }'; }
 median() { sort -n | awk '$1 != "NA" { a[++n] = $1 } END { if (n) print a[int((n + 1) / 2)]; else print "NA" }'; }
 max() { sort -n | awk '$1 != "NA" { m = $1; n++ } END { if (n) print m; else print "NA" }'; }
 # vals KEY [KIND SHAPE N]: the recorded values of KEY for the step.
@@ -501,7 +508,8 @@ report_step() {
   echo "new app, create-to-served: median $(fmt "$(vals create_served | median)"), max $(fmt "$(vals create_served | max)"); the app itself answered after median $(fmt "$(vals create_app | median)"), max $(fmt "$(vals create_app | max)")"
   echo "existing app's label change: median $(fmt "$(vals label_change | median)"), max $(fmt "$(vals label_change | max)") (never served: $(nas label_change))"
   echo "proxy memory (MB): Pss steady $(fmt "$(vals pss_steady)"), max during the changes $(fmt "$(vals pss_reload)"); RSS sum steady $(fmt "$(vals rss_steady)"), max $(fmt "$(vals rss_reload)") ($(vals mem_samples) samples)"
-  echo "core pass (ms): idle median $(vals pass_idle | median), max $(vals pass_idle | max) ($(vals pass_idle | wc -l) passes); during the changes median $(vals pass_changes | median), max $(vals pass_changes | max) ($(vals pass_changes | wc -l) passes)"
+  echo "the core's proxy checks during the changes (ms, per pass that ran one): median $(vals check_changes | median), max $(vals check_changes | max)"
+  echo "core pass without its proxy checks (ms): idle median $(vals pass_idle | median), max $(vals pass_idle | max) ($(vals pass_idle | wc -l) passes); during the changes median $(vals pass_changes | median), max $(vals pass_changes | max) ($(vals pass_changes | wc -l) passes)"
   echo "core RSS (MB): steady $(fmt "$(vals core_rss)"), max $(fmt "$(vals core_rss_max)")"
   echo "stable.sc under load during $(vals changes) changes: $(vals requests) requests, $(vals failed) failed ($(vals conn_errors) connection errors)"
   echo "step took $(fmt "$(vals step_seconds)") s; raw samples in $STEP"
@@ -542,7 +550,7 @@ echo "== scale on the lab: $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/d
 [ ! -s "$WORK/notes.txt" ] || sed 's/^/note: /' "$WORK/notes.txt"
 echo "figures: median / max of $REPS; (×r) = against the same kind and shape at $first hosts"
 echo
-echo "| kind | shape | hosts | first convergence s | new app label-to-served s (target ≤ 1 median) | create-to-served s / app itself s | label change s (target ≤ 0.5 median) | proxy Pss MB steady (target ≤ 150) | proxy Pss MB max at reload (target ≤ 2× steady) | core pass ms idle / changes (target ≤ 100) | core RSS MB (target ≤ 50) | stable app: failed / requests (target 0) |"
+echo "| kind | shape | hosts | first convergence s | new app label-to-served s (target ≤ 1 median) | create-to-served s / app itself s | label change s (target ≤ 0.5 median) | proxy Pss MB steady (target ≤ 150) | proxy Pss MB max at reload (target ≤ 2× steady) | core pass ms without checks, idle / changes (target ≤ 100) | core RSS MB (target ≤ 50) | stable app: failed / requests (target 0) |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for SHAPE in $SHAPES; do
   for N in $SIZES; do

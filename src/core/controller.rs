@@ -225,14 +225,18 @@ async fn pass<S: Swarm>(
     settling: &mut Windows,
 ) -> PassOutcome {
     let (reads_before, writes_before) = ctx.swarm.requests();
+    let checking_before = ctx.checker.time_spent();
     let started = Instant::now();
     let result = reconciler.pass().await;
     let took = started.elapsed();
     let (reads, writes) = ctx.swarm.requests();
+    // The proxy binary's checks apart: they cost what the config's size costs nginx or HAProxy.
+    let checking = ctx.checker.time_spent().saturating_sub(checking_before);
     debug!(
         reads = reads - reads_before,
         writes = writes - writes_before,
         took_ms = took.as_millis() as u64,
+        check_ms = checking.as_millis() as u64,
         "pass requests"
     );
     match result {

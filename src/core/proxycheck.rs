@@ -78,6 +78,9 @@ pub struct ProxyChecker {
     /// says accepted it, so a task running the same build may skip its own check.
     identities: Vec<(ProxyKind, String)>,
     verdicts: Mutex<BTreeMap<String, Verdict>>,
+    /// Time spent running check commands since start, in microseconds: a pass's own time is
+    /// told apart from the proxy binary's (`controller`'s pass line).
+    spent_us: std::sync::atomic::AtomicU64,
     /// Unit tests judge configs by a rule instead of a binary.
     judge: Option<fn(ProxyKind, &str) -> Verdict>,
 }
@@ -117,6 +120,7 @@ impl ProxyChecker {
             user,
             identities,
             verdicts: Mutex::default(),
+            spent_us: Default::default(),
             judge: None,
         }
     }
@@ -132,6 +136,7 @@ impl ProxyChecker {
             user: None,
             identities: Vec::new(),
             verdicts: Mutex::default(),
+            spent_us: Default::default(),
             judge: None,
         }
     }
@@ -177,6 +182,11 @@ impl ProxyChecker {
         self.identities.iter().find(|(k, id)| *k == kind && !id.is_empty()).map(|(_, id)| id.clone())
     }
 
+    /// Time spent running check commands since start.
+    pub fn time_spent(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.spent_us.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Whether every kind's binary was found.
     pub fn can_check(&self) -> bool {
         self.binaries.iter().all(|(_, found)| found.is_some())
@@ -199,7 +209,11 @@ impl ProxyChecker {
             }
             _ => text.to_owned(),
         };
-        let verdict = match run_check(kind, binary, &text, &self.nginx_temp_paths, self.user).await {
+        let started = std::time::Instant::now();
+        let outcome = run_check(kind, binary, &text, &self.nginx_temp_paths, self.user).await;
+        let spent = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.spent_us.fetch_add(spent, std::sync::atomic::Ordering::Relaxed);
+        let verdict = match outcome {
             Ok(()) => Verdict::Accepted,
             Err(CheckError::Rejected(reason)) => Verdict::Rejected(reason),
             Err(CheckError::CouldNotRun(reason)) => return Verdict::Failed(reason),
