@@ -454,8 +454,12 @@ fn cluster_state(
     known: Known<'_>,
 ) -> ClusterState {
     ext.proxy_kind.quarantine_unsupported(&mut routes);
-    let site =
-        proxy::Site { http_port: ext.target_port, https_port: ext.target_ssl_port, server_info: &env.server_info };
+    let site = proxy::Site {
+        http_port: ext.target_port,
+        https_port: ext.target_ssl_port,
+        server_info: &env.server_info,
+        acme: &crate::acme::NO_ACME,
+    };
     let text = proxy::render(&ext.config, &site, &routes);
     let content_hash = sha256_hex(text.as_bytes());
     let mut config_labels = owned_labels(Some(&ext.name), "proxy-config");
