@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::acme::{self, ClusterAcme, ProxyAcme, Retire};
 use crate::config::{Config, DriftPolicy, Extension, ProxyKind};
 use crate::node_labels::{self, DesiredNodeLabels};
 use crate::observed::{
@@ -23,7 +24,7 @@ use crate::ownership::{
     MAX_CONFIG_SIZE, OWN_LABEL_PREFIX, TYPE_EXTENSION, TYPE_PROXY, is_owned, sha256_hex,
 };
 use crate::proxy;
-use crate::routes::{self, Quarantined, RouteTable};
+use crate::routes::{self, Quarantined, RouteTable, Timestamp};
 
 /// Where an extension's token secret is mounted (under `/run/secrets/`).
 pub const TOKEN_SECRET_TARGET: &str = "interlock-extension-token";
@@ -69,6 +70,17 @@ pub struct Environment {
     /// task): what the statistics agent runs when there is no extension (whose `Image`, also
     /// interlock's, comes first).
     pub core_image: Option<String>,
+    /// The time of the pass (the shell's clock): what ACME certificates' expiry is judged
+    /// against. The epoch until the shell sets it (nothing is then due for renewal).
+    pub now: Timestamp,
+    /// ACME HTTP-01 answers the shell publishes while an order waits for its challenge: token →
+    /// key authorization. Served by the proxies of every cluster with a host wanting a
+    /// certificate; only well-formed ones are rendered (`acme::valid_answer`).
+    pub acme_answers: BTreeMap<String, String>,
+    /// The content (chain then key, PEM) of the ACME certificates the shell could read back
+    /// (their sealed copies), by object name: what a hitless delivery writes into the tasks. A
+    /// hitless cluster serves only certificates whose content is here.
+    pub acme_certificates: BTreeMap<String, Vec<u8>>,
 }
 
 impl Environment {
@@ -84,7 +96,24 @@ impl Environment {
             core_image: None,
             core_service: None,
             endpoint_known: config.endpoint_override.is_some(),
+            now: Timestamp::UNIX_EPOCH,
+            acme_answers: BTreeMap::new(),
+            acme_certificates: BTreeMap::new(),
         }
+    }
+
+    /// The same, at `now` (the pass's time), with the ACME answers being published and the
+    /// certificates' contents the shell read back.
+    pub fn with_acme(
+        mut self,
+        now: Timestamp,
+        answers: BTreeMap<String, String>,
+        certificates: BTreeMap<String, Vec<u8>>,
+    ) -> Self {
+        self.now = now;
+        self.acme_answers = answers;
+        self.acme_certificates = certificates;
+        self
     }
 
     /// The same, for an operator running as the Swarm service `service` (from `image`): without
@@ -175,6 +204,9 @@ pub struct ClusterState {
     pub delivery: Option<Delivery>,
     /// The extension's token, as a secret mounted on it (hitless only, with a key).
     pub token_secret: Option<SecretDef>,
+    /// ACME: per host wanting a certificate, order, renew or keep, and the warnings about the
+    /// cluster's `ssl_acme` labels. `routes` already serves the current certificates.
+    pub acme: ClusterAcme,
 }
 
 /// The whole desired state.
@@ -195,6 +227,9 @@ pub struct Desired {
     pub node_labels: DesiredNodeLabels,
     /// `DriftPolicy`: whether the plan writes back hand edits of managed fields or only reports them.
     pub drift_policy: DriftPolicy,
+    /// ACME certificate objects no cluster needs any more (the shell removes them once no
+    /// proxy service names them).
+    pub acme_retire: Vec<Retire>,
 }
 
 /// The services that run interlock's own binary (the extensions and the statistics agent) run
@@ -320,8 +355,14 @@ pub fn desired_state_excluding(
         encrypted: config.operator_network_encrypted,
     });
     let mut clusters = BTreeMap::new();
+    let certificates = acme::certificates(observed);
     for ext in config.extensions.values() {
-        let routes = tables.get(&ext.service_cluster).cloned().unwrap_or_default();
+        let mut routes = tables.get(&ext.service_cluster).cloned().unwrap_or_default();
+        // A rolling proxy mounts a certificate's secret; a hitless one is delivered its content.
+        let hitless = ext.hitless_service_update;
+        let usable = |name: &str| !hitless || env.acme_certificates.contains_key(name);
+        let decisions = acme::decide(config.acme.as_ref(), &routes, &certificates, env.now, &usable);
+        acme::amend(&mut routes, &decisions);
         // Run from elsewhere than the core's own task (a person's `plan`/`apply`), the shell does
         // not know what the core is called: keep what the extension was told, rather than undo
         // the running core's choice.
@@ -353,9 +394,10 @@ pub fn desired_state_excluding(
             Some((generation, p.def.labels.get(LABEL_CONFIG_HASH)?.as_str()))
         });
         let known = Known { recorded, delivered: observed.delivered.get(&ext.name).map(|(g, h)| (*g, h.as_str())) };
-        let cluster = cluster_state(ext, routes, operator_network.map(|n| n.id.as_str()), env, known);
+        let cluster = cluster_state(ext, routes, decisions, operator_network.map(|n| n.id.as_str()), env, known);
         clusters.insert(ext.name.clone(), cluster);
     }
+    let acme_retire = acme::retire(&certificates, clusters.values().map(|c| &c.acme), env.now);
     for ext in config.extensions.values() {
         tables.remove(&ext.service_cluster);
     }
@@ -372,7 +414,7 @@ pub fn desired_state_excluding(
         .collect();
     let agent = operator_network.and_then(|n| agent_service(config, env, &n.id));
     let node_labels = node_labels::desired(&config.node_labels, &observed.nodes, &observed.node_names);
-    Desired { network, clusters, unserved, agent, node_labels, drift_policy: config.drift_policy }
+    Desired { network, clusters, unserved, agent, node_labels, drift_policy: config.drift_policy, acme_retire }
 }
 
 /// The statistics agent: `interlock agent` on every node, with that node's Docker socket (a
@@ -446,16 +488,40 @@ struct Known<'a> {
     delivered: Option<(u64, &'a str)>,
 }
 
+/// What a cluster's renderer gets of ACME: the answers, when some host wants a certificate;
+/// for a hitless proxy, each certificate served as a file of the delivery
+/// (`<parts dir>/acme/NAME.pem`, emptied with the parts directory by every delivery).
+fn proxy_acme(ext: &Extension, decisions: &ClusterAcme, env: &Environment) -> ProxyAcme {
+    let answers = if decisions.wanted() { acme::valid_answers(&env.acme_answers) } else { BTreeMap::new() };
+    let mut files = BTreeMap::new();
+    if ext.hitless_service_update {
+        let layout = proxy::hitless_layout(ext.proxy_kind, &ext.proxy_config_path);
+        if let Some(parts) = layout.parts_dirs.first() {
+            let dir = acme::certificates_dir(parts);
+            for name in decisions.serving().into_values() {
+                files.insert(name.to_owned(), format!("{dir}/{name}.pem"));
+            }
+        }
+    }
+    ProxyAcme { answers, files }
+}
+
 fn cluster_state(
     ext: &Extension,
     mut routes: RouteTable,
+    decisions: ClusterAcme,
     operator_network: Option<&str>,
     env: &Environment,
     known: Known<'_>,
 ) -> ClusterState {
     ext.proxy_kind.quarantine_unsupported(&mut routes);
-    let site =
-        proxy::Site { http_port: ext.target_port, https_port: ext.target_ssl_port, server_info: &env.server_info };
+    let acme_files = proxy_acme(ext, &decisions, env);
+    let site = proxy::Site {
+        http_port: ext.target_port,
+        https_port: ext.target_ssl_port,
+        server_info: &env.server_info,
+        acme: &acme_files,
+    };
     let text = proxy::render(&ext.config, &site, &routes);
     let content_hash = sha256_hex(text.as_bytes());
     let mut config_labels = owned_labels(Some(&ext.name), "proxy-config");
@@ -507,6 +573,22 @@ fn cluster_state(
         Some(layout) => layout.mount_target(target),
         None => target.clone(),
     };
+    // A delivered certificate is also mounted where the start command copies it from, so a task
+    // started later finds the file its mounted config reads (the plan keeps these mounts as it
+    // keeps the mounted config: a renewal is a delivery, not a roll).
+    let mut secrets: Vec<SecretMount> = ext
+        .proxy_kind
+        .secret_mounts(&routes)
+        .into_iter()
+        .filter(|m| !acme_files.files.contains_key(&m.secret_name))
+        .collect();
+    secrets.extend(
+        acme_files
+            .files
+            .iter()
+            .map(|(name, path)| SecretMount { secret_name: name.clone(), target: mount_target(path) }),
+    );
+    secrets.sort();
     let proxy_service = with_managed(
         ServiceRole::Proxy,
         ext,
@@ -528,7 +610,7 @@ fn cluster_state(
                 .iter()
                 .map(|(def, target)| ConfigMount { config_name: def.name.clone(), target: mount_target(target) })
                 .collect(),
-            secrets: ext.proxy_kind.secret_mounts(&routes),
+            secrets,
             stop_signal: Some(ext.proxy_stop_signal.clone()),
             stop_grace_period: Some(ext.proxy_stop_grace_period),
             update: UpdatePolicy {
@@ -617,19 +699,28 @@ fn cluster_state(
         )
     });
 
-    let delivery = layout.map(|layout| Delivery {
-        extension: ext.name.clone(),
-        proxy_service: ext.proxy_service_name.clone(),
-        hash: content_hash.clone(),
-        generation,
-        files: config_files
+    let delivery = layout.map(|layout| {
+        let mut files: Vec<DeliveredFile> = config_files
             .iter()
             .map(|(def, target)| DeliveredFile {
                 path: target.clone(),
                 content: String::from_utf8_lossy(&def.data).into_owned(),
             })
-            .collect(),
-        clear_dirs: if config_files.len() > 1 { layout.parts_dirs } else { vec![] },
+            .collect();
+        // The certificates (known: `usable` served only those), in the parts directory.
+        files.extend(acme_files.files.iter().filter_map(|(name, path)| {
+            let pem = env.acme_certificates.get(name)?;
+            Some(DeliveredFile { path: path.clone(), content: String::from_utf8_lossy(pem).into_owned() })
+        }));
+        (files, layout)
+    });
+    let delivery = delivery.map(|(files, layout)| Delivery {
+        extension: ext.name.clone(),
+        proxy_service: ext.proxy_service_name.clone(),
+        hash: content_hash.clone(),
+        generation,
+        clear_dirs: if files.len() > 1 { layout.parts_dirs } else { vec![] },
+        files,
         check: layout.check,
         reload_signal: layout.reload_signal.to_owned(),
         applied_file: layout.applied_file.to_owned(),
@@ -648,6 +739,7 @@ fn cluster_state(
         hitless,
         delivery,
         token_secret,
+        acme: decisions,
     }
 }
 

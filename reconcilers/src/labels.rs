@@ -1,7 +1,7 @@
 //! Every `com.docker.lb.*` label of an app service (`docs/labels-and-tenants.md`), parsed
 //! and validated: which service cluster it joins, its hosts, port and network, and the per-route
 //! options (context root, rewrite, websocket endpoints, sticky cookie, ip_hash, redirects, default
-//! backend, backend mode, TLS secrets, passthrough). Every value that can reach a generated file
+//! backend, backend mode, TLS secrets, passthrough, ACME certificates). Every value that can reach a generated file
 //! is checked here against a strict character set, so no label can inject configuration; a bad
 //! value is an error that quarantines its service alone. What the labels route to (networks,
 //! tasks, VIPs) is `routes`' business: this module reads labels only.
@@ -25,6 +25,13 @@ pub const LABEL_BACKEND_MODE: &str = "com.docker.lb.backend_mode";
 pub const LABEL_SSL_CERT: &str = "com.docker.lb.ssl_cert";
 pub const LABEL_SSL_KEY: &str = "com.docker.lb.ssl_key";
 pub const LABEL_SSL_PASSTHROUGH: &str = "com.docker.lb.ssl_passthrough";
+/// Ask for certificates for the service's hosts from the `[ACME]` server (automatic HTTPS).
+pub const LABEL_SSL_ACME: &str = "com.docker.lb.ssl_acme";
+
+/// The path prefix ACME HTTP-01 challenges are answered under, by the proxies themselves: no
+/// route may claim it (a tenant serving it could answer another's challenge for a host it
+/// shares).
+pub const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge";
 
 /// Whether a service carries any routing label (an app service, unless the operator owns it).
 pub fn is_app_service(labels: &BTreeMap<String, String>) -> bool {
@@ -143,6 +150,9 @@ pub struct RouteOptions {
     pub vip: bool,
     /// Pass TLS connections for the service's hosts through, by SNI, to its tasks' TLS port.
     pub passthrough: bool,
+    /// `ssl_acme`: certificates for the service's hosts from the `[ACME]` server. A host-level
+    /// property: only the host's owner's counts (`acme`).
+    pub acme: bool,
 }
 
 /// Reads the options from a service's labels, or says which value is wrong.
@@ -190,7 +200,11 @@ pub fn route_options(labels: &BTreeMap<String, String>) -> Result<RouteOptions, 
             .map(|v| boolean(LABEL_SSL_PASSTHROUGH, v))
             .transpose()?
             .unwrap_or(false),
+        acme: get(LABEL_SSL_ACME).map(|v| boolean(LABEL_SSL_ACME, v)).transpose()?.unwrap_or(false),
     };
+    if options.passthrough && options.acme {
+        return Err(format!("{LABEL_SSL_PASSTHROUGH} cannot be combined with {LABEL_SSL_ACME}"));
+    }
     if options.passthrough && (options.tls.is_some() || options.context_root.is_some()) {
         // The proxy never sees inside a passed-through connection.
         return Err(format!("{LABEL_SSL_PASSTHROUGH} cannot be combined with ssl_cert or context_root"));
@@ -232,7 +246,11 @@ fn path(key: &str, value: &str) -> Result<String, String> {
         && value.len() <= 1024
         && !value.contains("//")
         && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~'));
-    if valid {
+    let reserved =
+        value.trim_end_matches('/') == ACME_CHALLENGE_PATH || value.starts_with(&format!("{ACME_CHALLENGE_PATH}/"));
+    if valid && reserved {
+        Err(format!("{key}={value:?}: {ACME_CHALLENGE_PATH} is the proxies' own (ACME challenges)"))
+    } else if valid {
         Ok(value.trim_end_matches('/').to_owned()).map(|p: String| if p.is_empty() { "/".to_owned() } else { p })
     } else {
         Err(format!("{key}={value:?} is not a path (a '/' then letters, digits, '-', '_', '.', '~', '/')"))
@@ -332,6 +350,16 @@ mod tests {
         assert_eq!(opts(&[]).unwrap(), RouteOptions::default());
         assert!(opts(&[(LABEL_BACKEND_MODE, "vip")]).unwrap().vip);
         assert_eq!(opts(&[(LABEL_CONTEXT_ROOT, "/")]).unwrap().context_root, None);
+        for (value, acme) in [("true", true), ("YES", true), ("1", true), ("false", false), (" no ", false)] {
+            assert_eq!(opts(&[(LABEL_SSL_ACME, value)]).unwrap().acme, acme, "{value}");
+        }
+        // Beside its own certificate it is only a warning (the certificate wins: `acme`).
+        let both = opts(&[(LABEL_SSL_ACME, "true"), (LABEL_SSL_CERT, "c"), (LABEL_SSL_KEY, "k")]).unwrap();
+        assert!(both.acme && both.tls.is_some());
+        assert_eq!(
+            opts(&[(LABEL_CONTEXT_ROOT, "/.well-known")]).unwrap().context_root.as_deref(),
+            Some("/.well-known")
+        );
     }
 
     #[test]
@@ -359,6 +387,11 @@ mod tests {
             (vec![(LABEL_SSL_CERT, "../etc/passwd"), (LABEL_SSL_KEY, "k")], "not a secret name"),
             (vec![(LABEL_SSL_CERT, "victim.crt.ocsp"), (LABEL_SSL_KEY, "k")], "may not end in .ocsp"),
             (vec![(LABEL_SSL_CERT, "other.crt.key"), (LABEL_SSL_KEY, "k")], "may not end in .key"),
+            (vec![(LABEL_SSL_ACME, "please")], "com.docker.lb.ssl_acme=\"please\" is not true or false"),
+            (vec![(LABEL_SSL_ACME, "true"), (LABEL_SSL_PASSTHROUGH, "true")], "cannot be combined with"),
+            (vec![(LABEL_CONTEXT_ROOT, "/.well-known/acme-challenge")], "the proxies' own"),
+            (vec![(LABEL_CONTEXT_ROOT, "/.well-known/acme-challenge/x")], "the proxies' own"),
+            (vec![(LABEL_WEBSOCKET_ENDPOINTS, "/ws,/.well-known/acme-challenge/")], "the proxies' own"),
         ] {
             let err = opts(&pairs).expect_err(needle);
             assert!(err.contains(needle), "{err} !~ {needle}");

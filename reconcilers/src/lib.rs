@@ -8,8 +8,8 @@
 //! Layers, bottom to top; a module uses only modules of lower layers, never one of its own layer
 //! or above (`tests/layers.rs` checks it):
 //!
-//! `ownership, observed, token` → `labels, placement, leader` → `config` → `routes` → `proxy` →
-//! `node_labels` → `desired` → `plan`
+//! `ownership, observed, token` → `labels, placement, leader` → `config` → `routes` → `acme` →
+//! `proxy` → `node_labels` → `desired` → `plan`
 //!
 //! 1. [`ownership`], [`observed`], [`token`]: the ground, using no other module.
 //!    - [`ownership`]: what marks an object as interlock's (every `com.docker.interlock.*`
@@ -30,16 +30,20 @@
 //!    is the config's.
 //! 4. [`routes`]: per service cluster, the hosts it serves and the task addresses behind them,
 //!    from the parsed labels, networks and running tasks; quarantined services with reasons.
-//! 5. [`proxy`]: what differs by proxy kind, one module per kind (nginx, HAProxy): the renderer,
+//! 5. [`acme`]: automatic HTTPS, decided: per host wanting an ACME certificate (its owner's
+//!    `ssl_acme`), `Order`, `Renew` or `Keep`; certificate objects to retire; the route tables
+//!    amended to serve current certificates; the HTTP-01 answers that may be rendered. The time
+//!    comes in as a value.
+//! 6. [`proxy`]: what differs by proxy kind, one module per kind (nginx, HAProxy): the renderer,
 //!    TLS secret layout, passthrough support, check command, and the whole layout of a hitless
 //!    proxy task ([`proxy::hitless_layout`]).
-//! 6. [`node_labels`]: `[NodeLabels]`: the labels declared per node (hostname, glob or ID), the
+//! 7. [`node_labels`]: `[NodeLabels]`: the labels declared per node (hostname, glob or ID), the
 //!    keys interlock records as its own on each node, and the one label update per node
 //!    ([`node_labels::NodeUpdate`]); drift of managed node labels.
-//! 7. [`desired`]: from the config and an observation, the objects that must exist per extension
+//! 8. [`desired`]: from the config and an observation, the objects that must exist per extension
 //!    (extension service, proxy service, proxy config, routes, proxy kind, hitless delivery);
 //!    spec hashes.
-//! 8. [`plan`]: the diff between desired and observed, the writes per cluster (node label updates
+//! 9. [`plan`]: the diff between desired and observed, the writes per cluster (node label updates
 //!    wrapped as actions), and its text; for hitless clusters, which changes reload running
 //!    proxies in place and which roll them; drift (hand edits of managed fields), reverted or
 //!    reported.
@@ -48,6 +52,7 @@
 //! feature only), the walk-through as plain data; `routes::test_tables`, route tables built by
 //! hand for the renderers' golden tests.
 
+pub mod acme;
 pub mod config;
 pub mod desired;
 #[cfg(any(test, feature = "fixtures"))]

@@ -49,6 +49,21 @@ pub const LABEL_MANAGED_NODE_LABELS: &str = "com.docker.interlock.managed-node-l
 /// On nodes: the hash of the labels interlock wrote, to tell a hand edit from a TOML edit.
 pub const LABEL_NODE_LABELS_HASH: &str = "com.docker.interlock.node-labels-hash";
 
+/// On interlock's ACME objects (secrets, and their sealed copies as configs): `account` or
+/// `certificate` (`docs/design/acme.md`).
+pub const LABEL_ACME: &str = "com.docker.interlock.acme";
+pub const ACME_ACCOUNT: &str = "account";
+pub const ACME_CERTIFICATE: &str = "certificate";
+/// On an ACME certificate's objects: the host it was ordered for.
+pub const LABEL_ACME_HOST: &str = "com.docker.interlock.acme.host";
+/// On an ACME certificate's objects: its `notAfter`, RFC 3339.
+pub const LABEL_ACME_NOT_AFTER: &str = "com.docker.interlock.acme.not-after";
+/// On ACME objects: sha256 (hex) of the directory URL they belong to: another CA is another
+/// account and other certificates.
+pub const LABEL_ACME_DIRECTORY: &str = "com.docker.interlock.acme.directory";
+/// What an ACME object's sealed copy (a config) is named: its secret's name and this.
+pub const ACME_SEALED_SUFFIX: &str = "-sealed";
+
 /// Swarm's limit on a config object's data (swarmkit's `MaxConfigSize`, 1000 KiB).
 pub const MAX_CONFIG_SIZE: usize = 1000 * 1024;
 

@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::acme::{ClusterAcme, Decision, Retire};
 use crate::config::{DriftPolicy, ProxyKind};
 use crate::desired::{ClusterState, Delivery, Desired, ServiceRole, managed_label_keys, with_spec_hash};
 use crate::labels;
@@ -125,6 +126,8 @@ pub struct ClusterPlan {
     pub backends: usize,
     /// The cluster's services whose managed fields were edited by hand (see [`Plan::drift`]).
     pub drift: Vec<String>,
+    /// ACME: per host wanting a certificate, order, renew or keep; warnings about `ssl_acme`.
+    pub acme: ClusterAcme,
 }
 
 /// How a change reaches a proxy's tasks.
@@ -164,6 +167,9 @@ pub struct Plan {
     /// Owned objects no extension wants any more (a removed extension).
     pub orphans: Vec<Action>,
     pub unserved: Vec<Quarantined>,
+    /// ACME certificate objects no cluster needs any more: shown here, removed by the shell's
+    /// ACME module once no proxy service names them (not writes of the pass).
+    pub acme_retire: Vec<Retire>,
 }
 
 impl Plan {
@@ -184,6 +190,19 @@ impl Plan {
             + self.clusters.values().map(|c| c.actions.len()).sum::<usize>()
     }
 
+    /// The hosts whose certificate the shell orders (`Order`) or renews (`Renew`), each once
+    /// (the first cluster's decision when several serve it), in host order.
+    pub fn acme_orders(&self) -> Vec<(&str, Decision)> {
+        let mut orders: BTreeMap<&str, Decision> = BTreeMap::new();
+        for host in self.clusters.values().flat_map(|c| &c.acme.hosts) {
+            if host.decision != Decision::Keep {
+                let entry = orders.entry(host.host.as_str()).or_insert(host.decision);
+                *entry = (*entry).min(host.decision);
+            }
+        }
+        orders.into_iter().collect()
+    }
+
     /// Every object whose managed fields were edited by hand since interlock wrote it, one line
     /// each (`service interlock-proxy-us-east: ports edited by hand`, `node lb-00: label region
     /// edited by hand`): nodes, then services by extension, then the statistics agent. Reverted
@@ -199,7 +218,12 @@ impl Plan {
 /// Compares the desired state with what was observed.
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let by_name: BTreeMap<&str, &ServiceFacts> = observed.services.iter().map(|s| (s.def.name.as_str(), s)).collect();
-    let mut plan = Plan { unserved: desired.unserved.clone(), drift_policy: desired.drift_policy, ..Plan::default() };
+    let mut plan = Plan {
+        unserved: desired.unserved.clone(),
+        drift_policy: desired.drift_policy,
+        acme_retire: desired.acme_retire.clone(),
+        ..Plan::default()
+    };
     let (updates, drift) = node_labels::decide_all(&observed.nodes, &desired.node_labels, desired.drift_policy);
     plan.nodes = updates.into_iter().map(Action::from).collect();
     plan.node_drift = drift;
@@ -218,6 +242,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             quarantined: cluster.routes.quarantined.clone(),
             routes: cluster.routes.hosts.len(),
             backends: cluster.routes.hosts.keys().map(|h| cluster.routes.targets(h).len()).sum(),
+            acme: cluster.acme.clone(),
             ..ClusterPlan::default()
         };
         if let Some(reason) = &cluster.config_error {
@@ -438,6 +463,13 @@ fn sticky_config(want: &ServiceDef, have: &ServiceFacts) -> Option<ServiceDef> {
         |def: &ServiceDef| def.env.iter().find(|e| e.starts_with(&format!("{}=", proxy::CONFIG_HASH_ENV))).cloned();
     let mut sticky = want.clone();
     sticky.configs.clone_from(&have.def.configs);
+    // So are the ACME certificates mounted beside it (what that config reads): a renewal is
+    // delivered, and a restarted task starts from the mounted pair.
+    let beside_config =
+        |m: &crate::observed::SecretMount| m.target.starts_with(&format!("{}/", proxy::HITLESS_CONFIG_DIR));
+    sticky.secrets.retain(|m| !beside_config(m));
+    sticky.secrets.extend(have.def.secrets.iter().filter(|m| beside_config(m)).cloned());
+    sticky.secrets.sort();
     if let (Some(want_env), Some(have_env)) = (mounted_hash(want), mounted_hash(&have.def)) {
         sticky.env.retain(|e| *e != want_env);
         sticky.env.push(have_env);
@@ -716,6 +748,16 @@ pub fn render(plan: &Plan) -> String {
         for note in &cluster.hand_set {
             let _ = writeln!(out, "  note: {note}");
         }
+        for host in cluster.acme.hosts.iter().filter(|h| h.decision != Decision::Keep) {
+            let _ = writeln!(
+                out,
+                "  acme: {} a certificate for {} (service {}): {}",
+                host.decision, host.host, host.service, host.reason
+            );
+        }
+        for warning in &cluster.acme.warnings {
+            let _ = writeln!(out, "  acme warning: service {}: {}", warning.service, warning.message);
+        }
         match &cluster.proxy_change {
             Some(ProxyChange::InPlace { from, to }) => {
                 let short = |h: &str| h.chars().take(12).collect::<String>();
@@ -751,6 +793,13 @@ pub fn render(plan: &Plan) -> String {
     }
     for q in &plan.unserved {
         let _ = writeln!(out, "not routed: service {}: {}", q.service, q.reason);
+    }
+    for retire in &plan.acme_retire {
+        let _ = writeln!(
+            out,
+            "acme: retire certificate {} ({}): {} (removed once no proxy names it)",
+            retire.name, retire.host, retire.reason
+        );
     }
     let _ = writeln!(
         out,

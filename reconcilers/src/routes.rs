@@ -10,6 +10,7 @@ use std::fmt;
 
 use crate::labels::{self, LABEL_BACKEND_MODE, LABEL_NETWORK, RouteOptions, TlsSecrets};
 use crate::observed::{NetworkFacts, ServiceFacts, TaskFacts};
+use crate::ownership::{LABEL_ACME, is_owned};
 
 /// Test-only route tables shared by the renderers' golden tests.
 #[cfg(test)]
@@ -140,8 +141,15 @@ impl RouteTable {
             }
             for other in self.hosts.get(host).into_iter().flatten() {
                 let same_route = other.path() == backend.path();
-                let agree = RouteOptions { redirects: vec![], default_backend: false, ..other.options.clone() }
-                    == RouteOptions { redirects: vec![], default_backend: false, ..backend.options.clone() };
+                // Host-level properties (redirects, ACME) are the owner's: not compared here.
+                let agree =
+                    RouteOptions { redirects: vec![], default_backend: false, acme: false, ..other.options.clone() }
+                        == RouteOptions {
+                            redirects: vec![],
+                            default_backend: false,
+                            acme: false,
+                            ..backend.options.clone()
+                        };
                 if same_route && !agree {
                     return Err(format!(
                         "host {host} path {} is already routed by {} with other options; the older service wins (ties: by name)",
@@ -265,11 +273,31 @@ pub fn route_tables(
 pub struct Timestamp(i64, u32);
 
 impl Timestamp {
+    /// 1970-01-01T00:00:00Z.
+    pub const UNIX_EPOCH: Timestamp = Timestamp(0, 0);
+
     pub fn parse(text: &str) -> Timestamp {
         Self::try_parse(text).unwrap_or(Timestamp(i64::MAX, 0))
     }
 
-    fn try_parse(text: &str) -> Option<Timestamp> {
+    /// The time `seconds` after the epoch (the shell's clock, passed in as a value).
+    pub fn from_unix(seconds: i64) -> Timestamp {
+        Timestamp(seconds, 0)
+    }
+
+    /// Whole seconds since the epoch.
+    pub fn unix(self) -> i64 {
+        self.0
+    }
+
+    /// This time plus `duration` (saturating).
+    pub fn plus(self, duration: std::time::Duration) -> Timestamp {
+        let seconds = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_add(seconds), self.1)
+    }
+
+    /// An RFC 3339 time, or `None` when it is not one.
+    pub fn try_parse(text: &str) -> Option<Timestamp> {
         let (date, rest) = text.split_once(['T', 't', ' '])?;
         let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
         let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
@@ -309,6 +337,13 @@ fn check_secrets(backend: &Backend, secrets: &Secrets<'_>, names: &BTreeSet<&str
     for name in [&tls.cert, &tls.key] {
         if !names.contains(name.as_str()) {
             return Err(format!("secret {name:?} does not exist (docker secret create {name} FILE)"));
+        }
+        // interlock's own ACME certificates go only to the hosts they were ordered for.
+        if secrets.labels.get(name).is_some_and(|labels| is_owned(labels) && labels.contains_key(LABEL_ACME)) {
+            return Err(format!(
+                "secret {name:?} is an ACME certificate of interlock's: use {} instead",
+                labels::LABEL_SSL_ACME
+            ));
         }
         let allowed = secrets
             .labels
@@ -720,6 +755,49 @@ mod tests {
         assert!(labelled.hosts.contains_key("shop.com"));
         assert!(!labelled.hosts.contains_key("thief.com"));
         assert!(reason(&labelled, "thief").contains("does not list this service"), "{labelled:#?}");
+    }
+
+    #[test]
+    fn interlocks_acme_certificates_cannot_be_named_by_labels() {
+        let networks = [network("n-east", "demo-east")];
+        let names = ["interlock-acme-shop.com-0123456789ab".to_owned()];
+        let owned: BTreeMap<String, String> = [
+            ("com.docker.interlock.managed-by", "interlock"),
+            ("com.docker.interlock.acme", "certificate"),
+            ("com.docker.interlock.acme.host", "shop.com"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let labels = BTreeMap::from([(names[0].clone(), owned)]);
+        let secrets = Secrets { names: &names, labels: &labels, labelled_only: false };
+        let thief = tenant(
+            "thief",
+            "evil.com",
+            "2026-01-01T00:00:00Z",
+            &[("com.docker.lb.ssl_cert", &names[0]), ("com.docker.lb.ssl_key", &names[0])],
+        );
+        let t = route_tables(&[thief], &[], &networks, &secrets, |_| false);
+        assert!(reason(&t["us-east"], "thief").contains("is an ACME certificate of interlock's"), "{t:?}");
+    }
+
+    #[test]
+    fn acme_is_the_owners_and_does_not_split_a_pool() {
+        let owner = tenant("owner", "shop.com", "2026-01-01T00:00:00Z", &[("com.docker.lb.ssl_acme", "true")]);
+        let canary = tenant("canary", "shop.com", "2026-01-02T00:00:00Z", &[]);
+        let t = tables(&[owner, canary], &[]);
+        let table = &t["us-east"];
+        assert!(table.quarantined.is_empty(), "{:?}", table.quarantined);
+        assert_eq!(table.hosts["shop.com"].len(), 2);
+    }
+
+    #[test]
+    fn timestamps_from_the_clock() {
+        let t = Timestamp::parse("2026-01-01T00:00:00Z");
+        assert_eq!(Timestamp::from_unix(t.unix()), t);
+        assert_eq!(t.plus(std::time::Duration::from_secs(86_400)), Timestamp::parse("2026-01-02T00:00:00Z"));
+        assert_eq!(Timestamp::try_parse("yesterday"), None);
+        assert!(Timestamp::UNIX_EPOCH < t);
     }
 
     #[test]

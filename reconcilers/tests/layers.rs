@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["labels", "placement", "leader"],
     &["config"],
     &["routes"],
+    &["acme"],
     &["proxy"],
     &["node_labels"],
     &["desired"],
@@ -236,9 +237,9 @@ mod tests {
     ];
     let problems = violations(&files);
     let expected = [
-        "src/node_labels.rs:4: node_labels (layer 6) uses plan (layer 8): a module may use only lower layers",
-        "src/node_labels.rs:12: node_labels (layer 6) uses desired (layer 7): a module may use only lower layers",
-        "src/config/model/mod.rs:1: config (layer 3) uses desired (layer 7): a module may use only lower layers",
+        "src/node_labels.rs:4: node_labels (layer 7) uses plan (layer 9): a module may use only lower layers",
+        "src/node_labels.rs:12: node_labels (layer 7) uses desired (layer 8): a module may use only lower layers",
+        "src/config/model/mod.rs:1: config (layer 3) uses desired (layer 8): a module may use only lower layers",
         "src/ownership.rs:1: ownership (layer 1) uses token (layer 1): a module may use only lower layers",
         "shiny.rs: module shiny is in no layer: add it to LAYERS",
     ];

@@ -146,7 +146,13 @@ async fn shared_hosts_in_several_chunks_pass_the_check() {
     let path = RouteOptions { context_root: Some("/api".into()), rewrite: true, ..Default::default() };
     table.hosts.insert("h3.example.com".into(), vec![backend(7, path)]);
     let config = NginxConfig::default();
-    let site = NginxSite { config: &config, http_port: 80, https_port: 443, server_info: "interlock/test" };
+    let site = NginxSite {
+        config: &config,
+        http_port: 80,
+        https_port: 443,
+        server_info: "interlock/test",
+        acme: &reconcilers::acme::NO_ACME,
+    };
     let text = render(&site, &table);
     assert!(text.matches("    map $host $interlock_up_").count() >= 2, "several chunks");
     let verdict = checker.check(ProxyKind::Nginx, "chunks", &text).await;

@@ -44,8 +44,8 @@ use reconcilers::config::{Config, ProxyKind};
 use reconcilers::desired::{Environment, desired_state};
 use reconcilers::labels::{
     LABEL_BACKEND_MODE, LABEL_CONTEXT_ROOT, LABEL_CONTEXT_ROOT_REWRITE, LABEL_DEFAULT_BACKEND, LABEL_HOSTS,
-    LABEL_IP_HASH, LABEL_NETWORK, LABEL_PORT, LABEL_REDIRECTS, LABEL_SERVICE_CLUSTER, LABEL_SSL_CERT, LABEL_SSL_KEY,
-    LABEL_SSL_PASSTHROUGH, LABEL_STICKY_SESSION_COOKIE, LABEL_WEBSOCKET_ENDPOINTS,
+    LABEL_IP_HASH, LABEL_NETWORK, LABEL_PORT, LABEL_REDIRECTS, LABEL_SERVICE_CLUSTER, LABEL_SSL_ACME, LABEL_SSL_CERT,
+    LABEL_SSL_KEY, LABEL_SSL_PASSTHROUGH, LABEL_STICKY_SESSION_COOKIE, LABEL_WEBSOCKET_ENDPOINTS,
 };
 use reconcilers::observed::{NetworkFacts, Observed, ServiceDef, ServiceFacts, TaskFacts};
 use reconcilers::ownership::sha256_hex;
@@ -599,11 +599,12 @@ fn app() -> BoxedStrategy<App> {
         maybe(0.12, backend_mode()),
         facts(),
         maybe(0.04, ("com\\.docker\\.lb\\.[a-z_]{1,12}", junk())),
+        maybe(0.15, boolean()),
     );
     (first, second)
         .prop_map(|(first, second)| {
             let (own, hosts, port, network, cluster, (context_root, rewrite), websocket, sticky, ip_hash) = first;
-            let (redirects, default_backend, tls, passthrough, backend_mode, facts, unknown) = second;
+            let (redirects, default_backend, tls, passthrough, backend_mode, facts, unknown, acme) = second;
             let (created, nets, tasks, has_vip, secrets_exist) = facts;
             let (cert, key) = tls.unwrap_or_default();
             let hosts = match hosts {
@@ -628,6 +629,7 @@ fn app() -> BoxedStrategy<App> {
                 (LABEL_SSL_KEY, key),
                 (LABEL_SSL_PASSTHROUGH, passthrough),
                 (LABEL_BACKEND_MODE, backend_mode),
+                (LABEL_SSL_ACME, acme),
             ]
             .into_iter()
             .filter_map(|(k, v)| Some((k.to_owned(), v?)))

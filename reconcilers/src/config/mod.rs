@@ -21,6 +21,7 @@ mod validate;
 use std::time::Duration;
 
 pub use diagnostic::{Diagnostic, Severity};
+pub use model::acme::{AcmeConfig, Challenge, DEFAULT_RENEW_BEFORE};
 pub use model::extensions::{DECLARABLE_KEYS, Extension};
 pub use model::node_labels::NodeLabelRule;
 pub use model::plugins::{CarbonConfig, DEFAULT_CARBON_INTERVAL, DEFAULT_CARBON_PREFIX, Plugins};

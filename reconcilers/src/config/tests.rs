@@ -665,6 +665,10 @@ mod hostile {
             Just("DockerURL = \"ftp://x\"".to_owned()),
             Just("[Extensions.x.Config]".to_owned()),
             Just("ProxyKind = \"caddy\"".to_owned()),
+            Just("[ACME]".to_owned()),
+            Just("DirectoryURL = \"gopher://x\"".to_owned()),
+            Just("Challenge = \"tls-alpn-01\"".to_owned()),
+            Just("RenewBefore = \"-1h\"".to_owned()),
             "\\PC{0,40}",
         ];
         proptest::collection::vec(fragment, 0..40).prop_map(|lines| lines.join("\n"))
@@ -929,4 +933,78 @@ fn the_walk_through_node_label_steps_become_config() {
     assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
     let east = crate::node_labels::declared_for(&loaded.config.node_labels, "lb-00").unwrap();
     assert_eq!(east, [("nodetype".into(), "loadbalancer".into()), ("region".into(), "us-east".into())].into());
+}
+
+// `[ACME]`: automatic HTTPS.
+
+/// A minimal valid config with an `[ACME]` table after the extension (which is 4 lines: the
+/// table header is line 5, its first key line 6).
+fn with_acme(keys: &str) -> String {
+    format!("{}[ACME]\n{keys}\n", ext(""))
+}
+
+#[test]
+fn no_acme_table_means_no_acme() {
+    assert_eq!(parse_ok(&ext("")).config.acme, None);
+}
+
+#[test]
+fn acme_defaults_and_every_key() {
+    let c = parse_ok(&with_acme("DirectoryURL = \"https://acme.example/dir\"")).config;
+    assert_eq!(
+        c.acme,
+        Some(AcmeConfig {
+            directory_url: "https://acme.example/dir".into(),
+            email: None,
+            ca_certificate: None,
+            renew_before: DEFAULT_RENEW_BEFORE,
+            challenge: Challenge::Http01,
+        })
+    );
+    assert_eq!(DEFAULT_RENEW_BEFORE, Duration::from_secs(30 * 24 * 3600));
+    let c = parse_ok(&with_acme(
+        "directoryurl = \"http://pebble:14000/dir\"\nEmail = \"ops@example.com\"\nCACertificate = \"pebble-ca\"\n\
+         RenewBefore = \"48h\"\nchallenge = \"HTTP-01\"",
+    ))
+    .config;
+    let acme = c.acme.unwrap();
+    assert_eq!(acme.directory_url, "http://pebble:14000/dir");
+    assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+    assert_eq!(acme.ca_certificate.as_deref(), Some("/run/secrets/pebble-ca"), "a secret name");
+    assert_eq!(acme.renew_before, Duration::from_secs(48 * 3600));
+    let c = parse_ok(&with_acme("DirectoryURL = \"https://a.b/d\"\nCACertificate = \"/etc/interlock/ca.pem\"")).config;
+    assert_eq!(c.acme.unwrap().ca_certificate.as_deref(), Some("/etc/interlock/ca.pem"), "an absolute path");
+}
+
+#[test]
+fn acme_values_are_checked_where_they_are_written() {
+    let acme = |key: &str| with_acme(&format!("DirectoryURL = \"https://acme.example/dir\"\n{key}"));
+    assert_one_error(&with_acme("Email = \"a@b.c\""), 5, "ACME.DirectoryURL", "DirectoryURL is required");
+    assert_one_error(&with_acme("DirectoryURL = \"ftp://x/dir\""), 6, "ACME.DirectoryURL", "not an http(s) URL");
+    assert_one_error(&with_acme("DirectoryURL = \"https://\""), 6, "ACME.DirectoryURL", "not an http(s) URL");
+    assert_one_error(&with_acme("DirectoryURL = \"https://a b/\""), 6, "ACME.DirectoryURL", "not an http(s) URL");
+    assert_one_error(&with_acme("DirectoryURL = 1"), 6, "ACME.DirectoryURL", "expected a string");
+    assert_one_error(&acme("Email = \"ops\""), 7, "ACME.Email", "not an email address");
+    assert_one_error(&acme("Email = \"a@b@c.d\""), 7, "ACME.Email", "not an email address");
+    assert_one_error(&acme("CACertificate = \"../ca.pem\""), 7, "ACME.CACertificate", "neither an absolute path");
+    assert_one_error(&acme("CACertificate = \"/etc/../x\""), 7, "ACME.CACertificate", "not a file's absolute path");
+    assert_one_error(&acme("RenewBefore = \"30d\""), 7, "ACME.RenewBefore", "");
+    assert_one_error(&acme("RenewBefore = \"0s\""), 7, "ACME.RenewBefore", "longer than zero");
+    assert_one_error(&acme("RenewBefore = 720"), 7, "ACME.RenewBefore", "expected a string");
+    assert_one_error(&acme("Challenge = \"tls-alpn-01\""), 7, "ACME.Challenge", "only \"http-01\" is built");
+    assert_one_error(&acme("Challenge = \"dns-01\""), 7, "ACME.Challenge", "only \"http-01\" is built");
+    assert_one_error(&format!("ACME = 1\n{}", ext("")), 1, "ACME", "expected a table");
+}
+
+#[test]
+fn unknown_acme_keys_warn_with_a_suggestion() {
+    let loaded = parse_ok(&with_acme("DirectoryURL = \"https://a.b/d\"\nRenewBefor = \"1h\""));
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "test.toml:7:1: warning: ACME.RenewBefor: unknown key \"RenewBefor\" is ignored; did you mean \"RenewBefore\"?"
+        ]
+    );
+    assert_eq!(loaded.config.acme.unwrap().renew_before, DEFAULT_RENEW_BEFORE);
 }

@@ -21,6 +21,9 @@ fn env() -> Environment {
         core_image: None,
         core_service: None,
         endpoint_known: false,
+        now: crate::routes::Timestamp::UNIX_EPOCH,
+        acme_answers: BTreeMap::new(),
+        acme_certificates: BTreeMap::new(),
     }
 }
 
@@ -1167,4 +1170,177 @@ fn an_extension_from_before_the_hardening_is_updated_once() {
     assert_eq!(def.constraints, ["node.role==manager"], "set by hand, kept");
     assert!(p.drift().is_empty(), "a new desired spec, not a hand edit: {:?}", p.drift());
     assert_eq!(converge(&config, &mut observed), 1);
+}
+
+// ACME: certificates served from interlock's objects, challenges answered, the plan's text.
+
+mod acme {
+    use super::*;
+    use crate::acme::Decision;
+    use crate::config::{AcmeConfig, Challenge, DEFAULT_RENEW_BEFORE};
+    use crate::ownership::{
+        LABEL_ACME, LABEL_ACME_DIRECTORY, LABEL_ACME_HOST, LABEL_ACME_NOT_AFTER, LABEL_MANAGED_BY, MANAGED_BY,
+    };
+    use crate::plan::ProxyChange;
+    use crate::routes::Timestamp;
+
+    const DIRECTORY: &str = "https://acme.example/dir";
+    const THUMB: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456";
+
+    fn with_acme(mut config: Config) -> Config {
+        config.acme = Some(AcmeConfig {
+            directory_url: DIRECTORY.into(),
+            email: None,
+            ca_certificate: None,
+            renew_before: DEFAULT_RENEW_BEFORE,
+            challenge: Challenge::Http01,
+        });
+        config
+    }
+
+    /// The seed swarm with demo-east asking for a certificate.
+    fn swarm() -> Observed {
+        let mut observed = seed_swarm();
+        let east = observed.services.iter_mut().find(|s| s.def.name == "demo-east").unwrap();
+        east.def.labels.insert("com.docker.lb.ssl_acme".into(), "true".into());
+        observed
+    }
+
+    /// An interlock-owned certificate secret for demo-east.local, good until `not_after`.
+    fn hold(observed: &mut Observed, name: &str, not_after: &str) {
+        let labels: BTreeMap<String, String> = [
+            (LABEL_MANAGED_BY, MANAGED_BY),
+            (LABEL_ACME, "certificate"),
+            (LABEL_ACME_HOST, "demo-east.local"),
+            (LABEL_ACME_NOT_AFTER, not_after),
+            (LABEL_ACME_DIRECTORY, &crate::acme::directory_id(DIRECTORY)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        observed.secrets.push(name.into());
+        observed.secret_labels.insert(name.into(), labels);
+    }
+
+    fn at(now: &str, certificates: &[(&str, &str)]) -> Environment {
+        let answers = BTreeMap::from([
+            ("tok".to_owned(), format!("tok.{THUMB}")),
+            ("evil\"tok".to_owned(), format!("evil\"tok.{THUMB}")),
+        ]);
+        let contents = certificates.iter().map(|(n, pem)| (n.to_string(), pem.as_bytes().to_vec())).collect();
+        env().with_acme(Timestamp::parse(now), answers, contents)
+    }
+
+    fn converge_with(config: &Config, observed: &mut Observed, env: &Environment) {
+        for _ in 0..5 {
+            let p = plan(&desired_state(config, observed, env), observed);
+            if p.is_empty() {
+                return;
+            }
+            apply(observed, &all_actions(&p));
+        }
+        panic!("no convergence");
+    }
+
+    #[test]
+    fn a_rolling_cluster_orders_then_mounts_the_certificate_and_answers_challenges() {
+        let config = with_acme(seed());
+        let mut observed = swarm();
+        let env = at("2026-06-01T00:00:00Z", &[]);
+        let d = desired_state(&config, &observed, &env);
+        let east = &d.clusters["us-east"];
+        assert_eq!(east.acme.hosts[0].decision, Decision::Order);
+        assert!(d.clusters["us-west"].acme.hosts.is_empty());
+        let text = String::from_utf8_lossy(&east.proxy_config.data).into_owned();
+        assert!(text.contains(&format!("/.well-known/acme-challenge/tok tok.{THUMB};")), "{text}");
+        assert!(!text.contains("evil"), "an invalid token is dropped");
+        assert!(!text.contains("ssl_certificate"), "plain HTTP while the order runs");
+        let west = String::from_utf8_lossy(&d.clusters["us-west"].proxy_config.data).into_owned();
+        assert!(!west.contains("acme-challenge"), "a cluster with no ACME host answers nothing");
+        let p = plan(&d, &observed);
+        assert_eq!(p.acme_orders(), [("demo-east.local", Decision::Order)]);
+        let text = crate::plan::render(&p);
+        assert!(
+            text.contains("  acme: order a certificate for demo-east.local (service demo-east): no certificate yet"),
+            "{text}"
+        );
+        // The certificate is stored (by the shell): mounted, served by SNI, no order.
+        let name = "interlock-acme-demo-east.local-0123456789ab";
+        hold(&mut observed, name, "2026-09-01T00:00:00Z");
+        let d = desired_state(&config, &observed, &env);
+        let east = &d.clusters["us-east"];
+        assert_eq!(east.acme.hosts[0].decision, Decision::Keep);
+        assert!(east.proxy_service.secrets.iter().any(|m| m.secret_name == name && m.target == name));
+        let text = String::from_utf8_lossy(&east.proxy_config.data).into_owned();
+        assert!(text.contains(&format!("/run/secrets/{name}")), "{text}");
+        let p = plan(&d, &observed);
+        assert!(p.acme_orders().is_empty());
+        assert!(!crate::plan::render(&p).contains("acme:"), "nothing to say about a kept certificate");
+        // Close to expiry: renewed, served meanwhile.
+        let later = at("2026-08-15T00:00:00Z", &[]);
+        let p = plan(&desired_state(&config, &observed, &later), &observed);
+        assert_eq!(p.acme_orders(), [("demo-east.local", Decision::Renew)]);
+        assert!(crate::plan::render(&p).contains("acme: renew a certificate for demo-east.local"));
+    }
+
+    #[test]
+    fn the_label_without_the_table_is_a_warning_in_the_plan() {
+        let p = plan(&desired_state(&seed(), &swarm(), &env()), &swarm());
+        let text = crate::plan::render(&p);
+        assert!(
+            text.contains(
+                "  acme warning: service demo-east: com.docker.lb.ssl_acme is ignored: the config has no [ACME] table"
+            ),
+            "{text}"
+        );
+        assert!(p.acme_orders().is_empty());
+    }
+
+    #[test]
+    fn a_hitless_cluster_delivers_the_certificate_and_renews_in_place() {
+        let config = with_acme(hitless());
+        let mut observed = swarm();
+        let old = "interlock-acme-demo-east.local-000000000001";
+        hold(&mut observed, old, "2026-07-01T00:00:00Z");
+        // Content unknown (sealed copy unreadable): not served, ordered.
+        let blind = at("2026-06-01T00:00:00Z", &[]);
+        let d = desired_state(&config, &observed, &blind);
+        assert_eq!(d.clusters["us-east"].acme.hosts[0].decision, Decision::Order);
+        assert!(!String::from_utf8_lossy(&d.clusters["us-east"].proxy_config.data).contains(old));
+        // Known: delivered as a file of the parts directory, mounted beside the mounted config.
+        let env = at("2026-06-01T00:00:00Z", &[(old, "OLD PEM")]);
+        converge_with(&config, &mut observed, &env);
+        let d = desired_state(&config, &observed, &env);
+        let east = &d.clusters["us-east"];
+        let path = format!("/etc/nginx/interlock.d/acme/{old}.pem");
+        assert!(String::from_utf8_lossy(&east.proxy_config.data).contains(&path));
+        let delivery = east.delivery.clone().unwrap();
+        let file = delivery.files.iter().find(|f| f.path == path).expect("the certificate is delivered");
+        assert_eq!(file.content, "OLD PEM");
+        assert_eq!(delivery.clear_dirs, ["/etc/nginx/interlock.d"], "a retired certificate leaves with the directory");
+        let mounted = &proxy(&observed, "interlock-proxy-us-east").def.secrets;
+        assert!(
+            mounted
+                .iter()
+                .any(|m| m.secret_name == old && m.target == format!("/interlock/config/interlock.d/acme/{old}.pem"))
+        );
+        assert!(!east.proxy_config.data.windows(7).any(|w| w == b"OLD PEM"), "no key in a config object");
+        // Renewed: the new certificate is one more delivery, no roll; the old one is retired
+        // (removed by the shell once no proxy names it: the mounted spec still does).
+        let new = "interlock-acme-demo-east.local-000000000002";
+        hold(&mut observed, new, "2026-09-01T00:00:00Z");
+        let env = at("2026-06-02T00:00:00Z", &[(old, "OLD PEM"), (new, "NEW PEM")]);
+        let d = desired_state(&config, &observed, &env);
+        assert_eq!(d.acme_retire.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), [old]);
+        let p = plan(&d, &observed);
+        let east = &p.clusters["us-east"];
+        assert!(matches!(east.proxy_change, Some(ProxyChange::InPlace { .. })), "{:#?}", east.proxy_change);
+        let delivery = east.delivery.clone().unwrap();
+        assert!(delivery.files.iter().any(|f| f.content == "NEW PEM"));
+        assert!(!delivery.files.iter().any(|f| f.content == "OLD PEM"));
+        assert!(
+            crate::plan::render(&p)
+                .contains(&format!("acme: retire certificate {old} (demo-east.local): a newer certificate is in use"))
+        );
+    }
 }

@@ -19,6 +19,7 @@ pub mod nginx;
 
 use std::collections::BTreeSet;
 
+use crate::acme::ProxyAcme;
 use crate::config::{ProxyConfig, ProxyKind};
 use crate::labels::LABEL_SSL_PASSTHROUGH;
 use crate::observed::SecretMount;
@@ -36,6 +37,9 @@ pub struct Site<'a> {
     pub https_port: u16,
     /// `x-server-info` header value (nginx).
     pub server_info: &'a str,
+    /// ACME: the HTTP-01 answers to serve on the HTTP port, and the certificates a hitless
+    /// delivery writes as files ([`crate::acme::NO_ACME`]: none).
+    pub acme: &'a ProxyAcme,
 }
 
 /// The proxy config file for one service cluster, by the renderer of the config's kind.
@@ -47,11 +51,12 @@ pub fn render(config: &ProxyConfig, site: &Site<'_>, routes: &RouteTable) -> Str
                 http_port: site.http_port,
                 https_port: site.https_port,
                 server_info: site.server_info,
+                acme: site.acme,
             },
             routes,
         ),
         ProxyConfig::Haproxy(config) => haproxy::render(
-            &haproxy::HaproxySite { config, http_port: site.http_port, https_port: site.https_port },
+            &haproxy::HaproxySite { config, http_port: site.http_port, https_port: site.https_port, acme: site.acme },
             routes,
         ),
     }

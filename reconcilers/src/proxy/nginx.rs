@@ -39,6 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::{CommandLine, SECRETS_DIR, line};
+use crate::acme::{CHALLENGE_PREFIX, ProxyAcme, valid_answer};
 use crate::config::NginxConfig;
 use crate::labels::{RouteOptions, TlsSecrets};
 use crate::observed::SecretMount;
@@ -103,6 +104,8 @@ pub struct NginxSite<'a> {
     pub https_port: u16,
     /// Shown in the `x-server-info` header.
     pub server_info: &'a str,
+    /// ACME: the HTTP-01 answers to serve, and the certificates delivered as files.
+    pub acme: &'a ProxyAcme,
 }
 
 /// What spans hosts, worked out once per render so that writing a host looks at nothing but
@@ -130,6 +133,8 @@ struct Plan<'a> {
     terminates_tls: bool,
     /// The size of the one zone every upstream shares ([`zone_kb`]).
     zone_kb: usize,
+    /// The HTTP-01 answers served (valid ones only), by token: every HTTP server answers them.
+    answers: Vec<(&'a str, &'a str)>,
 }
 
 /// The shared-memory zone every upstream shares: their run-time state (round-robin position,
@@ -239,7 +244,8 @@ impl<'a> Plan<'a> {
         let tls_chunks =
             chunks(hosts.iter().enumerate().filter(|(_, h)| h.shared && h.tls.is_some() && tls_port), |h| {
                 let tls = h.tls.expect("filtered");
-                map_value(h).len().max(certificate_path(&tls.cert).len()).max(certificate_path(&tls.key).len())
+                let path = |name: &str| certificate_path(site.acme, name).len();
+                map_value(h).len().max(path(&tls.cert)).max(path(&tls.key))
             });
         let terminates_tls =
             tls_port && hosts.iter().any(|h| h.tls.is_some() && !h.passthrough && !redirects.contains_key(h.name));
@@ -255,20 +261,28 @@ impl<'a> Plan<'a> {
             tls_chunks,
             terminates_tls,
             zone_kb: zone_kb(site.config, routes),
+            answers: site
+                .acme
+                .answers
+                .iter()
+                .filter(|(token, key)| valid_answer(token, key))
+                .map(|(token, key)| (token.as_str(), key.as_str()))
+                .collect(),
         }
     }
 
     /// The variables the shared maps declare.
     fn map_variables(&self) -> usize {
-        self.http_chunks.len() + 3 * self.tls_chunks.len()
+        self.http_chunks.len() + 3 * self.tls_chunks.len() + usize::from(!self.answers.is_empty())
     }
 
     /// `(entries of the largest shared map, longest key)`, for the `map_hash_*` sizes.
     fn map_sizes(&self) -> (usize, usize) {
         let chunks = self.http_chunks.iter().chain(&self.tls_chunks);
-        let count = chunks.clone().map(Vec::len).max().unwrap_or(0);
+        let count = chunks.clone().map(Vec::len).max().unwrap_or(0).max(self.answers.len());
         let longest = chunks.flatten().map(|&i| self.hosts[i].name.len()).max().unwrap_or(0);
-        (count, longest)
+        let longest_answer = self.answers.iter().map(|(token, _)| CHALLENGE_PREFIX.len() + token.len()).max();
+        (count, longest.max(longest_answer.unwrap_or(0)))
     }
 
     /// The variable a sticky upstream hashes on.
@@ -326,9 +340,47 @@ fn shared_targets(backends: &[Backend]) -> Vec<Target> {
     targets.into_iter().cloned().collect()
 }
 
-/// A TLS secret where the proxy mounts it, as a word.
-fn certificate_path(secret: &str) -> String {
-    word(&format!("{SECRETS_DIR}/{secret}")).into_owned()
+/// A TLS secret where the proxy reads it, as a word: where the delivery wrote it (an ACME
+/// certificate of a hitless proxy), else where Swarm mounts it.
+fn certificate_path(acme: &ProxyAcme, secret: &str) -> String {
+    match acme.files.get(secret) {
+        Some(path) => word(path).into_owned(),
+        None => word(&format!("{SECRETS_DIR}/{secret}")).into_owned(),
+    }
+}
+
+/// The variable holding a request's HTTP-01 answer ("" for none).
+const ACME_VARIABLE: &str = "$interlock_acme_answer";
+
+/// The HTTP-01 answers by path (`map $uri`): the key authorization, or "" (token and key
+/// authorization are of `[A-Za-z0-9_.-]`: bare words).
+fn challenge_map(w: &mut String, p: &Plan<'_>) {
+    if p.answers.is_empty() {
+        return;
+    }
+    comment(w, 1, "ACME HTTP-01 challenges: token -> key authorization, answered on the HTTP port for any host.");
+    ln!(w, 1, "map $uri {ACME_VARIABLE} {{");
+    line(w, 2, "default \"\";");
+    for (token, key) in &p.answers {
+        ln!(w, 2, "{}{token} {key};", CHALLENGE_PREFIX);
+    }
+    line(w, 1, "}");
+}
+
+/// In each server on the HTTP port, before its routes and redirects: the challenge answers as
+/// `text/plain`, 404 for an unknown token (`^~`: no regex location is tried, and no route can
+/// claim a longer prefix: `labels` reserves it).
+fn challenge_location(w: &mut String, p: &Plan<'_>) {
+    if p.answers.is_empty() {
+        return;
+    }
+    ln!(w, 2, "location ^~ {CHALLENGE_PREFIX} {{");
+    line(w, 3, "default_type text/plain;");
+    ln!(w, 3, "if ({ACME_VARIABLE} = \"\") {{");
+    line(w, 4, "return 404;");
+    line(w, 3, "}");
+    ln!(w, 3, "return 200 {ACME_VARIABLE};");
+    line(w, 2, "}");
 }
 
 /// The whole nginx.conf.
@@ -731,6 +783,7 @@ fn http_settings(w: &mut String, p: &Plan<'_>) {
     line(w, 2, "default upgrade;");
     line(w, 2, "'' close;");
     line(w, 1, "}");
+    challenge_map(w, p);
 }
 
 /// `server_names_hash_max_size` for the data, and the variables hash when the file declares
@@ -788,6 +841,7 @@ fn default_server(w: &mut String, p: &Plan<'_>) {
     line(w, 1, "server {");
     ln!(w, 2, "listen {} default_server;", p.site.http_port);
     line(w, 2, "server_name _;");
+    challenge_location(w, p);
     match &p.routes.default_backend {
         Some(backend) if !backend.targets.is_empty() => proxy_location(w, "/", DEFAULT_UPSTREAM, &backend.options),
         Some(_) => {
@@ -894,6 +948,7 @@ fn redirect_server(w: &mut String, p: &Plan<'_>, host: &str, target: &str) {
     line(w, 1, "server {");
     ln!(w, 2, "listen {};", p.site.http_port);
     ln!(w, 2, "server_name {};", word(host));
+    challenge_location(w, p);
     line(w, 2, "location / {");
     match redirect_pieces(target).as_slice() {
         [whole] => line(w, 3, &format!("return 302 {};", word(&format!("{whole}$request_uri")))),
@@ -958,18 +1013,18 @@ fn host_blocks(w: &mut String, p: &Plan<'_>, h: &Host<'_>) {
         upstream(w, p, &name, &targets, options);
         locations.push((*path, name, options, !targets.is_empty()));
     }
-    server(w, &format!("listen {};", site.http_port), host, &locations, &[]);
+    server(w, p, &format!("listen {};", site.http_port), host, &locations, &[]);
     if let Some(tls) = h.tls.filter(|_| site.https_port != 0) {
         let certificate = [
-            format!("ssl_certificate {};", certificate_path(&tls.cert)),
-            format!("ssl_certificate_key {};", certificate_path(&tls.key)),
+            format!("ssl_certificate {};", certificate_path(site.acme, &tls.cert)),
+            format!("ssl_certificate_key {};", certificate_path(site.acme, &tls.key)),
         ];
         let listen = if p.stream {
             format!("listen 127.0.0.1:{INTERNAL_TLS_PORT} ssl;")
         } else {
             format!("listen {} ssl;", site.https_port)
         };
-        server(w, &listen, host, &locations, &certificate);
+        server(w, p, &listen, host, &locations, &certificate);
     }
 }
 
@@ -1035,14 +1090,14 @@ fn shared_servers(w: &mut String, p: &Plan<'_>) {
             w,
             "$ssl_server_name",
             &format!("$interlock_cert_{n}"),
-            hosts().map(|h| (h.name, certificate_path(&tls(h).cert))),
+            hosts().map(|h| (h.name, certificate_path(site.acme, &tls(h).cert))),
             false,
         );
         shared_map(
             w,
             "$ssl_server_name",
             &format!("$interlock_key_{n}"),
-            hosts().map(|h| (h.name, certificate_path(&tls(h).key))),
+            hosts().map(|h| (h.name, certificate_path(site.acme, &tls(h).key))),
             false,
         );
         shared_map(w, "$host", &variable, hosts().map(|h| (h.name, map_value(h).to_owned())), true);
@@ -1099,6 +1154,10 @@ fn shared_server(
     for text in extra {
         line(w, 2, text);
     }
+    if marker.is_none() {
+        // On the HTTP port.
+        challenge_location(w, p);
+    }
     line(w, 2, "location / {");
     for status in ["404", "503"] {
         ln!(w, 3, "if ({variable} = {status}) {{");
@@ -1113,12 +1172,16 @@ fn shared_server(
 /// `(path, upstream, options, has running targets)` per location of a host.
 type Location<'a> = (&'a str, String, &'a RouteOptions, bool);
 
-fn server(w: &mut String, listen: &str, host: &str, locations: &[Location<'_>], extra: &[String]) {
+/// One host's own server; the one without `extra` lines (no certificate) is on the HTTP port.
+fn server(w: &mut String, p: &Plan<'_>, listen: &str, host: &str, locations: &[Location<'_>], extra: &[String]) {
     line(w, 1, "server {");
     line(w, 2, listen);
     ln!(w, 2, "server_name {};", word(host));
     for text in extra {
         line(w, 2, text);
+    }
+    if extra.is_empty() {
+        challenge_location(w, p);
     }
     let mut written: BTreeSet<&str> = BTreeSet::new();
     for (path, name, options, has_targets) in locations {
@@ -1172,7 +1235,7 @@ mod tests {
     }
 
     fn site(config: &NginxConfig) -> NginxSite<'_> {
-        NginxSite { config, http_port: 80, https_port: 443, server_info: "interlock/test" }
+        NginxSite { config, http_port: 80, https_port: 443, server_info: "interlock/test", acme: &crate::acme::NO_ACME }
     }
 
     #[test]
@@ -1216,6 +1279,26 @@ mod tests {
             ..NginxConfig::default()
         };
         insta::assert_snapshot!("nginx_passthrough", render(&site(&config), &table));
+    }
+
+    /// ACME: challenge answers in every HTTP server (before routes and redirects), a delivered
+    /// certificate's file beside mounted secrets.
+    #[test]
+    fn acme_challenges_and_delivered_certificates() {
+        let config = NginxConfig::default();
+        let (table, acme) = crate::routes::test_tables::acme_table(Some("/etc/nginx/interlock.d/acme"));
+        let text = render(&NginxSite { acme: &acme, ..site(&config) }, &table);
+        insta::assert_snapshot!("nginx_acme", text);
+        assert!(!text.contains("bad;token"), "an invalid token is not rendered");
+        // Every server on the HTTP port answers, none on the TLS port.
+        let http_servers = text.matches("        listen 80").count();
+        assert_eq!(text.matches("location ^~ /.well-known/acme-challenge/ {").count(), http_servers);
+        assert!(text.contains("/etc/nginx/interlock.d/acme/interlock-acme-secure.local-0123456789ab.pem;"));
+        assert!(text.contains("/run/secrets/other.crt;"));
+        // Without answers and files, nothing of ACME: the same text as before.
+        let (table, _) = crate::routes::test_tables::acme_table(None);
+        let plain = render(&site(&config), &table);
+        assert!(!plain.contains("acme-challenge") && plain.contains("/run/secrets/interlock-acme-secure"));
     }
 
     #[test]

@@ -65,3 +65,33 @@ pub(crate) fn feature_table() -> RouteTable {
         Some(backend("catch-all", &["10.0.5.2"], RouteOptions { default_backend: true, ..Default::default() }));
     table
 }
+
+/// A thumbprint of the right length and characters, for challenge answers in tests.
+pub(crate) const THUMBPRINT: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456";
+
+/// The feature table with `secure.local` served from an ACME certificate instead of its secret
+/// (delivered as a file under `dir` when `delivered`), and two pending HTTP-01 answers plus one
+/// that must not be rendered.
+pub(crate) fn acme_table(delivered: Option<&str>) -> (RouteTable, crate::acme::ProxyAcme) {
+    let mut table = feature_table();
+    let name = "interlock-acme-secure.local-0123456789ab";
+    for b in table.hosts.get_mut("secure.local").into_iter().flatten() {
+        b.options.tls = Some(TlsSecrets { cert: name.into(), key: name.into() });
+        b.options.acme = true;
+    }
+    // A second TLS host from a secret: both kinds side by side.
+    let tls = TlsSecrets { cert: "other.crt".into(), key: "other.key".into() };
+    table.hosts.insert(
+        "other.local".into(),
+        vec![backend("other", &["10.0.7.2"], RouteOptions { tls: Some(tls), ..Default::default() })],
+    );
+    let mut acme = crate::acme::ProxyAcme::default();
+    for token in ["tok-1_A", "tok2"] {
+        acme.answers.insert(token.into(), format!("{token}.{THUMBPRINT}"));
+    }
+    acme.answers.insert("bad;token".into(), format!("bad;token.{THUMBPRINT}"));
+    if let Some(dir) = delivered {
+        acme.files.insert(name.into(), format!("{dir}/{name}.pem"));
+    }
+    (table, acme)
+}

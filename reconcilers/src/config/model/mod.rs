@@ -1,10 +1,11 @@
 //! The typed config model, one module per TOML table: this one holds [`Config`] and the
 //! top-level keys (`ListenAddr`, `DockerURL` and its TLS files, `PollInterval`,
 //! `EndpointOverride`, `SecretPolicy`, `DriftPolicy`, `OperatorNetworkEncrypted`), and reads the
-//! whole file; [`extensions`] reads `[Extensions.NAME]`, [`node_labels`] `[NodeLabels]` and
-//! [`plugins`] `[Plugins]`. An extension's proxy `Config` table (and `ProxyKind`) is read in
-//! `config/proxy.rs`.
+//! whole file; [`extensions`] reads `[Extensions.NAME]`, [`node_labels`] `[NodeLabels]`,
+//! [`plugins`] `[Plugins]` and [`acme`] `[ACME]`. An extension's proxy `Config` table (and
+//! `ProxyKind`) is read in `config/proxy.rs`.
 
+pub(super) mod acme;
 pub(super) mod extensions;
 pub(super) mod node_labels;
 pub(super) mod plugins;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use toml::de::DeTable;
 
 use super::reader::TableReader;
+use acme::{AcmeConfig, read_acme};
 use extensions::{Extension, read_extension};
 use node_labels::{NodeLabelRule, read_node_labels};
 use plugins::{Plugins, read_plugins};
@@ -46,6 +48,9 @@ pub struct Config {
     /// `OperatorNetworkEncrypted` (default true): the operator network, when interlock creates
     /// it, is an encrypted overlay (IPsec between nodes; `--opt encrypted`).
     pub operator_network_encrypted: bool,
+    /// `[ACME]`: automatic HTTPS for services with `com.docker.lb.ssl_acme=true` (none when the
+    /// table is absent).
+    pub acme: Option<AcmeConfig>,
 }
 
 /// What a pass does when a field interlock manages was edited by hand since interlock wrote it.
@@ -240,6 +245,11 @@ pub(super) fn read_config(root: &TableReader<'_, '_, '_>, raw: &DeTable<'_>) -> 
         }
         None => Plugins::default(),
     };
+    let acme = root.table("ACME").and_then(|(table, span)| {
+        let acme = read_acme(&table, span);
+        table.finish();
+        acme
+    });
     // Read from the raw table: its keys are hostnames and label keys, not Interlock's keys.
     root.ignore("NodeLabels");
     let node_labels = read_node_labels(root.diagnostics(), raw);
@@ -271,6 +281,7 @@ pub(super) fn read_config(root: &TableReader<'_, '_, '_>, raw: &DeTable<'_>) -> 
         node_labels,
         drift_policy,
         operator_network_encrypted,
+        acme,
     })
 }
 
