@@ -48,6 +48,9 @@ struct Pebble {
     /// The CA of pebble's listener (what `CACertificate` would hold).
     listener_ca_pem: Vec<u8>,
     management: SocketAddr,
+    /// pebble's ACME port, and challtestsrv's DNS port.
+    listen: u16,
+    dns: u16,
 }
 
 impl Pebble {
@@ -116,12 +119,25 @@ impl Pebble {
             directory_url: String::new(),
             listener_ca_pem: Vec::new(),
             management: ([127, 0, 0, 1], management).into(),
+            listen,
+            dns,
         };
         pebble.wait_for_port(dns_management).await;
+        pebble.start_ca().await;
+        pebble.directory_url = format!("https://127.0.0.1:{listen}/dir");
+        pebble.listener_ca_pem = ca.pem().into_bytes();
+        pebble
+    }
+
+    /// Starts `pebble` itself (the second child), with a fresh state.
+    async fn start_ca(&mut self) {
+        let log = |name: &str| {
+            Stdio::from(std::fs::File::options().create(true).append(true).open(self.dir.join(name)).unwrap())
+        };
         let server = Command::new(PEBBLE)
             .arg("-config")
-            .arg(pebble.dir.join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .arg(self.dir.join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
             // No artificial sleeps in validation; no nonces refused on purpose (the client retries
             // them, but a rare third refusal in a row would make the test flaky); a new
             // authorization for every order (so that each one has a challenge to answer).
@@ -132,12 +148,18 @@ impl Pebble {
             .stderr(log("pebble.err"))
             .spawn()
             .unwrap();
-        pebble.children.push(server);
-        pebble.wait_for_port(listen).await;
-        pebble.wait_for_port(management).await;
-        pebble.directory_url = format!("https://127.0.0.1:{listen}/dir");
-        pebble.listener_ca_pem = ca.pem().into_bytes();
-        pebble
+        self.children.truncate(1);
+        self.children.push(server);
+        self.wait_for_port(self.listen).await;
+        self.wait_for_port(self.management.port()).await;
+    }
+
+    /// Restarts `pebble`: it forgets every account and order (it keeps no state).
+    async fn restart_ca(&mut self) {
+        let mut old = self.children.pop().unwrap();
+        old.kill().unwrap();
+        old.wait().unwrap();
+        self.start_ca().await;
     }
 
     async fn wait_for_port(&mut self, port: u16) {
@@ -356,4 +378,23 @@ async fn an_answer_not_served_fails_the_order_and_issues_nothing() {
 
     // A wildcard is never ordered over HTTP-01.
     assert!(matches!(client.order("*.example.test").await, Err(AcmeError::Host(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_the_ca_forgot_is_told_apart() {
+    let answers = Answers::default();
+    let mut pebble = Pebble::start(answers.serve().await).await;
+    let ca_pem = pebble.listener_ca_pem.clone();
+    let ca = Some(ca_pem.as_slice());
+    let (_, credentials) = AcmeClient::new(&pebble.directory_url, ca, None, None).await.unwrap();
+    pebble.restart_ca().await;
+
+    let (client, created) = AcmeClient::new(&pebble.directory_url, ca, None, credentials).await.unwrap();
+    assert!(created.is_none());
+    let error = client.order(HOST).await.expect_err("the CA no longer knows the account");
+    assert!(error.account_unknown(), "{error:?}");
+    // What the orderer then does: a new account, and the order goes through.
+    let (client, created) = AcmeClient::new(&pebble.directory_url, ca, None, None).await.unwrap();
+    assert!(created.is_some());
+    order(&client, &answers, HOST).await.unwrap();
 }

@@ -54,6 +54,8 @@ pub const AFTER_FAILED_ORDER: Backoff = Backoff::new(Duration::from_secs(60), Du
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 /// RFC 8555's problem type of a rate limit.
 const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
+/// RFC 8555's problem type of an account the CA does not know.
+const ACCOUNT_DOES_NOT_EXIST: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
 
 /// Why an account, an order or an issuance failed. Each is local to its host: the orderer
 /// retries it after [`AcmeError::next_try`].
@@ -112,6 +114,12 @@ impl AcmeError {
             Some(at) => at.duration_since(now).unwrap_or_default().min(MAX_RETRY_AFTER),
             None => AFTER_FAILED_ORDER.delay(failures),
         }
+    }
+
+    /// The CA does not know the stored account (it was deactivated, or the CA lost its state, as a
+    /// restarted pebble does): the orderer makes a new account and stores it.
+    pub fn account_unknown(&self) -> bool {
+        matches!(self, Self::Refused { kind: Some(kind), .. } if kind == ACCOUNT_DOES_NOT_EXIST)
     }
 
     fn from_acme(error: instant_acme::Error, retry_after: Option<SystemTime>) -> Self {
@@ -646,6 +654,11 @@ mod tests {
             serde_json::from_str(r#"{"type": "urn:ietf:params:acme:error:malformed", "detail": "no"}"#).unwrap();
         let error = AcmeError::from_problem(&problem, None);
         assert!(matches!(&error, AcmeError::Refused { kind: Some(k), .. } if k.ends_with("malformed")));
+        assert!(!error.account_unknown());
+        let problem: Problem =
+            serde_json::from_str(r#"{"type": "urn:ietf:params:acme:error:accountDoesNotExist", "detail": "gone"}"#)
+                .unwrap();
+        assert!(AcmeError::from_problem(&problem, None).account_unknown());
         assert_eq!(
             (1..=8).map(|n| error.next_try(n, now).as_secs()).collect::<Vec<_>>(),
             [60, 120, 240, 480, 960, 1_920, 3_600, 3_600]

@@ -21,8 +21,8 @@ pub const VERSION: u8 = 1;
 const NONCE_LEN: usize = aead::NONCE_LEN;
 const TAG_LEN: usize = 16;
 
-/// Why sealed bytes could not be opened. None says more than that: an attacker learns nothing
-/// from which check failed beyond what the length already tells.
+/// Why sealed bytes could not be opened: too short, of another format version, or not sealed by
+/// this key (or altered since, which the tag cannot tell apart).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
     #[error("sealed data is too short ({0} bytes)")]
