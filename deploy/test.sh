@@ -6,8 +6,8 @@
 # cannot be started: lab tests never pass without a real engine.
 #
 # The tests that need more than a fresh checkout are behind Cargo features (tests/README.md):
-# `lab` (tests/lab/ and tests/ha/) and `proxy-binaries` (tests/proxy/). A plain `cargo test`
-# runs only the others; this script turns every feature on.
+# `lab` (tests/lab/ and tests/ha/), `proxy-binaries` (tests/proxy/) and `acme-server`
+# (tests/acme/). A plain `cargo test` runs only the others; this script turns every feature on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,16 +28,18 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 # Two test runs, side by side (below): the HA lab's tests in one, everything else in the other.
 # Both use one feature set, so they share one build (and one target/debug/interlock, which the
 # lab tests run): it is built here, before any lab test starts.
-features=lab,proxy-binaries
+features=lab,proxy-binaries,acme-server
 ha_tests=(--test ha_failover --test ha_faults)
 
 step "build the interlock binary (it goes into the lab's local/interlock:lab image) and every test"
 cargo build --workspace --all-targets --features "$features"
 
-step "real proxy binaries for config checks (nginx with the stream module, HAProxy), openssl, curl"
+step "real proxy binaries for config checks (nginx with the stream module, HAProxy), pebble, openssl, curl"
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light libnginx-mod-stream)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# Let's Encrypt's test CA and its DNS (`pebble`, `pebble-challtestsrv`) for tests/acme/.
+[ -x /usr/bin/pebble ] && [ -x /usr/bin/pebble-challtestsrv ] || need+=(pebble)
 # The lab tests make certificates with openssl and send requests (TLS with SNI too) with curl.
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)

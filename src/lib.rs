@@ -27,7 +27,7 @@
 //! 4. The three programs and the Docker adapter, none of which uses another:
 //!    - [`core`]: the core's program (`interlock run`, `plan`, `apply`; `start`'s plug-ins),
 //!      over `swarm`. Its own modules are layers too: `pass_report`, `proxycheck`, `delivery`,
-//!      `status`, `plugins` → `metrics` → `server` → `context` → `reconcile` (pass, culprit,
+//!      `status`, `plugins`, `acme` → `metrics` → `server` → `context` → `reconcile` (pass, culprit,
 //!      write, role, agent_service) → `controller`.
 //!    - [`extension`]: `interlock extension`, the node-local side: writes served configs into the
 //!      proxy tasks on its node, checks them with the task's binary, reloads them (`extension/`:

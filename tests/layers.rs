@@ -44,8 +44,8 @@ const LAYERS: &[&[&str]] = &[
 /// The core's own modules (`src/core/`), bottom first, as [`LAYERS`] is.
 const CORE_LAYERS: &[&[&str]] = &[
     // Leaves: a pass's report, the proxy binaries' check, the configs served to the extensions,
-    // the loop's status, the plug-ins and their host.
-    &["pass_report", "proxycheck", "delivery", "status", "plugins"],
+    // the loop's status, the plug-ins and their host, the ACME client and sealing.
+    &["pass_report", "proxycheck", "delivery", "status", "plugins", "acme"],
     // The Prometheus metrics (of pass reports and deliveries).
     &["metrics"],
     // The listener: status, deliveries, metrics.

@@ -15,6 +15,8 @@
 //!    - [`plugins`]: plug-ins fed with Docker's and interlock's events (Interlock 0.3's
 //!      `example`, `carbon`), each on its own task behind a bounded queue
 //!      ([`plugins::Dispatcher`]); also hosted by `interlock start`.
+//!    - [`acme`]: automatic HTTPS, the shell's side: the ACME client (the only module that knows
+//!      the ACME crate), sealing ACME material, its objects' names and labels.
 //! 2. [`metrics`]: the Prometheus metrics, updated by the loop and served as `/metrics`.
 //! 3. [`server`]: the HTTP server on `ListenAddr`: `/health`, `/ready`, `/status`, `/metrics`
 //!    and the extensions' API.
@@ -23,6 +25,7 @@
 //! 5. [`reconcile`]: the passes (observe, plan, check, write), by job.
 //! 6. [`controller`]: the loop behind `interlock run` (triggers, reloads, shutdown).
 
+pub mod acme;
 pub mod context;
 pub mod controller;
 pub mod delivery;
