@@ -22,8 +22,8 @@ use crate::config::AcmeConfig;
 use crate::labels::{self, TlsSecrets};
 use crate::observed::Observed;
 use crate::ownership::{
-    ACME_CERTIFICATE, ACME_SEALED_SUFFIX, LABEL_ACME, LABEL_ACME_DIRECTORY, LABEL_ACME_HOST, LABEL_ACME_NOT_AFTER,
-    is_owned, sha256_hex,
+    ACME_ACCOUNT, ACME_CERTIFICATE, ACME_SEALED_SUFFIX, LABEL_ACME, LABEL_ACME_DIRECTORY, LABEL_ACME_HOST,
+    LABEL_ACME_NOT_AFTER, LABEL_MANAGED_BY, MANAGED_BY, is_owned, sha256_hex,
 };
 use crate::routes::{RouteTable, Timestamp};
 
@@ -49,6 +49,67 @@ pub fn certificate_name(host: &str, pem: &[u8]) -> String {
     let room = 64 - "interlock-acme-".len() - 1 - 12 - ACME_SEALED_SUFFIX.len();
     let host: String = host.replace('*', "_").chars().take(room).collect();
     format!("interlock-acme-{}-{hash}", host.trim_end_matches(['.', '-']))
+}
+
+/// The secret of the account whose stored credentials are `credentials`:
+/// `interlock-acme-account-<sha12>`.
+pub fn account_name(credentials: &[u8]) -> String {
+    format!("interlock-acme-account-{}", &sha256_hex(credentials)[..12])
+}
+
+/// The sealed copy's name (a config) of the secret `name`.
+pub fn sealed_name(name: &str) -> String {
+    format!("{name}{ACME_SEALED_SUFFIX}")
+}
+
+/// The labels of an account's objects (its secret and its sealed config), ownership included.
+pub fn account_labels(directory_url: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        (LABEL_ACME.to_owned(), ACME_ACCOUNT.to_owned()),
+        (LABEL_ACME_DIRECTORY.to_owned(), directory_id(directory_url)),
+    ])
+}
+
+/// The labels of a certificate's objects, ownership included: what [`certificates`] reads back.
+pub fn certificate_labels(directory_url: &str, host: &str, not_after: std::time::SystemTime) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        (LABEL_ACME.to_owned(), ACME_CERTIFICATE.to_owned()),
+        (LABEL_ACME_DIRECTORY.to_owned(), directory_id(directory_url)),
+        (LABEL_ACME_HOST.to_owned(), host.to_owned()),
+        (LABEL_ACME_NOT_AFTER.to_owned(), rfc3339(not_after)),
+    ])
+}
+
+/// The account objects' sealed config of the directory `directory_url` among the observed ones,
+/// if interlock holds one (the newest by name when several: any works).
+pub fn account_config<'a>(observed: &'a Observed, directory_url: &str) -> Option<&'a crate::observed::ConfigFacts> {
+    let directory = directory_id(directory_url);
+    observed
+        .configs
+        .iter()
+        .filter(|c| is_owned(&c.labels) && c.labels.get(LABEL_ACME).is_some_and(|v| v == ACME_ACCOUNT))
+        .filter(|c| c.labels.get(LABEL_ACME_DIRECTORY) == Some(&directory))
+        .max_by(|a, b| a.name.cmp(&b.name))
+}
+
+/// RFC 3339 in UTC, to the second (`2026-03-01T12:00:00Z`); a time before 1970 is 1970.
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    let unix_seconds = time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = (unix_seconds / 86_400) as i64;
+    let secs = unix_seconds % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3_600, secs % 3_600 / 60, secs % 60)
 }
 
 /// One ACME certificate interlock holds: an owned secret labelled

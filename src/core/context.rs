@@ -12,6 +12,7 @@ use std::sync::Arc;
 use reconcilers::config::Config;
 use reconcilers::desired::Environment;
 
+use crate::core::acme::AcmeState;
 use crate::core::delivery::Deliveries;
 use crate::core::metrics::Metrics;
 use crate::core::plugins::Dispatcher;
@@ -40,6 +41,9 @@ pub struct Context<S> {
     /// Who this process is among the cores that may run (`reconcilers::leader`): a replica of
     /// the core service (its task), a core run by hand, or a lone core (the unit tests).
     pub identity: Replica,
+    /// ACME: the answers being published, the certificates read back, each host's order
+    /// (`crate::core::acme::state`).
+    pub acme: Arc<AcmeState>,
 }
 
 /// Who this process is, as far as the shell could tell when it started.
@@ -66,6 +70,7 @@ impl<S: Swarm> Context<S> {
             core_image: None,
             core_service: None,
             identity: Replica::Lone,
+            acme: Arc::default(),
         }
     }
 

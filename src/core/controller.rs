@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::allocator;
+use crate::core::acme::{self, Orderer};
 use crate::core::context::{Context, Replica};
 use crate::core::delivery::Serving;
 use crate::core::metrics::{Metrics, PendingEvent};
@@ -131,6 +132,8 @@ pub async fn run<S: Swarm>(
     ctx.plugins.dispatch(PluginEvent::start());
     // Several replicas may run; exactly one writes (`reconcilers::leader`).
     let mut reconciler = Reconciler::new(ctx.clone(), config).as_replica(ctx.identity.clone());
+    // ACME orders, beside the passes, while this replica writes.
+    let mut orderer = Orderer::new(&ctx, Arc::new(acme::Client));
     let (tx, mut rx) = mpsc::channel::<Trigger>(256);
     let watcher = tokio::spawn(watch_events(ctx.swarm.clone(), tx, ctx.plugins.clone(), ctx.metrics.clone()));
     let mut file = FileState::read(&path);
@@ -148,7 +151,7 @@ pub async fn run<S: Swarm>(
                 reload(&path, &mut reconciler);
             }
             last_pass = Instant::now();
-            let outcome = pass(&mut reconciler, &ctx, &mut pending, &mut settling).await;
+            let outcome = pass(&mut reconciler, &mut orderer, &ctx, &mut pending, &mut settling).await;
             // What the pass freed would otherwise stay resident (`crate::allocator`).
             allocator::release_freed();
             failures = if outcome == PassOutcome::Failed { failures.saturating_add(1) } else { 0 };
@@ -190,6 +193,11 @@ pub async fn run<S: Swarm>(
                 debug!(?trigger, triggers = burst, "woken");
                 next_poll = Instant::now();
             }
+            () = ctx.acme.woken() => {
+                // An ACME order published or withdrew an answer, or stored a certificate.
+                debug!("woken by an ACME order");
+                next_poll = Instant::now();
+            }
             () = ctx.deliveries.behind() => {
                 // A proxy task runs a config as new as the served one: render a later one soon,
                 // but at most one such pass a second, whatever extensions send.
@@ -220,6 +228,7 @@ pub async fn run<S: Swarm>(
 /// metrics, and stops the label-to-config clock when it changed a proxy config.
 async fn pass<S: Swarm>(
     reconciler: &mut Reconciler<S>,
+    orderer: &mut Orderer<S>,
     ctx: &Context<S>,
     pending: &mut PendingEvent,
     settling: &mut Windows,
@@ -249,6 +258,10 @@ async fn pass<S: Swarm>(
             }
             status::record(&ctx.status, &report.plan, &report.failures, report.writes);
             status::record_role(&ctx.status, report.standby.as_deref(), ctx.identity != Replica::Lone);
+            orderer.after_pass(report.standby.is_none(), reconciler.config(), &report.plan);
+            let hosts = ctx.acme.hosts();
+            ctx.metrics.record_acme_expiry(&hosts.iter().filter_map(|(h, s)| Some((h.clone(), s.not_after?))).collect());
+            status::record_acme(&ctx.status, hosts);
             ctx.metrics.record_pass(&report, took, status::unix_now());
             if let Some(latency) = pending.pass_done(&report, Instant::now()) {
                 debug!(?latency, "event to proxy config");

@@ -23,7 +23,7 @@
 //! The two approximations are documented where they are made: [`done_writes`] (writes by kind)
 //! and [`PendingEvent`] (label-to-config latency).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -132,6 +132,16 @@ pub struct ExtensionLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, EncodeLabelSet)]
+pub struct HostLabels {
+    pub host: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct TaskLabels {
     pub extension: String,
     pub task: String,
@@ -153,6 +163,10 @@ pub struct Metrics {
     pub last_success: Family<ExtensionLabels, Gauge>,
     pub label_to_config: Histogram,
     pub config_age: Family<TaskLabels, Gauge>,
+    pub acme_expiry: Family<HostLabels, Gauge>,
+    pub acme_orders: Family<ResultLabels, Counter>,
+    /// Hosts with an ACME expiry series, so that a host no longer wanted loses it.
+    acme_hosts: Mutex<BTreeSet<String>>,
     /// Extensions with per-extension series, so that a removed extension's series go.
     extensions: Mutex<BTreeSet<String>>,
     /// Task series set at the last scrape, so that a gone task's series go.
@@ -241,8 +255,24 @@ impl Metrics {
             Unit::Seconds,
             config_age.clone(),
         );
+        let acme_expiry = Family::<HostLabels, Gauge>::default();
+        registry.register_with_unit(
+            "acme_certificate_expiry_timestamp",
+            "ACME: the notAfter (Unix time) of the certificate each host is served with",
+            Unit::Seconds,
+            acme_expiry.clone(),
+        );
+        let acme_orders = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "acme_orders",
+            "ACME orders finished by this replica, by result (issued, failed)",
+            acme_orders.clone(),
+        );
         Self {
             registry,
+            acme_expiry,
+            acme_orders,
+            acme_hosts: Mutex::default(),
             passes,
             pass_duration,
             writes,
@@ -257,6 +287,23 @@ impl Metrics {
             extensions: Mutex::default(),
             tasks: Mutex::default(),
         }
+    }
+
+    /// One ACME order finished with `result` (`issued`, `failed`).
+    pub fn record_acme_order(&self, result: &str) {
+        self.acme_orders.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
+    }
+
+    /// The expiry of each host's certificate (Unix seconds); hosts not listed lose their series.
+    pub fn record_acme_expiry(&self, expiry: &BTreeMap<String, u64>) {
+        let mut hosts = self.acme_hosts.lock().expect("acme hosts lock");
+        for gone in hosts.iter().filter(|h| !expiry.contains_key(*h)) {
+            self.acme_expiry.remove(&HostLabels { host: gone.clone() });
+        }
+        for (host, not_after) in expiry {
+            self.acme_expiry.get_or_create(&HostLabels { host: host.clone() }).set(*not_after as i64);
+        }
+        *hosts = expiry.keys().cloned().collect();
     }
 
     /// The metrics in the Prometheus text format (0.0.4).

@@ -43,6 +43,10 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
     pub extensions: BTreeMap<String, ExtensionStatus>,
+    /// ACME, by host: the certificate served (not-after, days left), the order's state, its last
+    /// error and next try. Absent without ACME hosts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub acme: BTreeMap<String, crate::core::acme::HostStatus>,
     /// When the loop last finished a pass (or started, before the first): `/health` fails once
     /// that is longer ago than `liveness_bound`.
     #[serde(skip)]
@@ -75,6 +79,12 @@ pub fn liveness(status: &Status, now: std::time::Instant) -> Result<(), String> 
 /// config check, so a long culprit search over a large config is not taken for a stuck loop.
 pub fn beat(status: &SharedStatus) {
     status.lock().expect("status lock").heartbeat = Some(std::time::Instant::now());
+}
+
+/// Records each ACME host's state (what the writer's orderer knows; a standby shows what its
+/// passes saw of the certificates).
+pub fn record_acme(status: &SharedStatus, hosts: BTreeMap<String, crate::core::acme::HostStatus>) {
+    status.lock().expect("status lock").acme = hosts;
 }
 
 /// Records that the loop is alive now, with its bound.
@@ -311,6 +321,26 @@ pub fn table(status: &Status, now_unix: u64) -> String {
                 age(now_unix.saturating_sub(task.applied_at)),
                 format!("{} ms", task.took_ms),
                 rejected,
+            ]);
+        }
+        out.push_str(&columns(&rows).lines().map(|l| format!("  {l}\n")).collect::<String>());
+    }
+    if !status.acme.is_empty() {
+        out.push_str("\nACME certificates\n");
+        let mut rows = vec![["HOST", "DAYS LEFT", "NOT AFTER", "ORDER", "NEXT TRY", "LAST ERROR"].map(str::to_owned).to_vec()];
+        for (host, acme) in &status.acme {
+            let days = acme.not_after.map(|t| (t as i64 - now_unix as i64).div_euclid(86_400));
+            rows.push(vec![
+                host.clone(),
+                days.map_or("-".to_owned(), |d| d.to_string()),
+                acme.not_after.map_or("-".to_owned(), |t| {
+                    reconcilers::acme::rfc3339(UNIX_EPOCH + Duration::from_secs(t))
+                }),
+                format!("{} ({})", serde_json::to_value(acme.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), acme.decision),
+                acme.next_try.map_or("-".to_owned(), |t| {
+                    if t > now_unix { format!("in {}", age(t - now_unix)) } else { "now".to_owned() }
+                }),
+                acme.last_error.clone().unwrap_or_else(|| "-".to_owned()),
             ]);
         }
         out.push_str(&columns(&rows).lines().map(|l| format!("  {l}\n")).collect::<String>());

@@ -362,3 +362,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn shell_names_and_labels() {
+    use std::time::{Duration as D, UNIX_EPOCH};
+    let a = certificate_name("a.example.test", b"chain and key");
+    assert_eq!(a, format!("interlock-acme-a.example.test-{}", &sha256_hex(b"chain and key")[..12]));
+    assert_eq!(sealed_name(&a), format!("{a}-sealed"));
+    assert_eq!(account_name(b"{}"), format!("interlock-acme-account-{}", &sha256_hex(b"{}")[..12]));
+    let long = format!("{}.example.test", "a".repeat(80));
+    assert_eq!(sealed_name(&certificate_name(&long, b"x")).len(), 64);
+    let dotted = format!("{}.b.example.test", "a".repeat(28));
+    assert!(!certificate_name(&dotted, b"x").contains(".-"));
+    let not_after = UNIX_EPOCH + D::from_secs(1_772_366_400);
+    let labels = certificate_labels("https://acme.test/dir", "a.example.test", not_after);
+    assert_eq!(labels[LABEL_ACME_NOT_AFTER], "2026-03-01T12:00:00Z");
+    assert!(is_owned(&labels));
+    assert_eq!(account_labels("https://acme.test/dir")[LABEL_ACME], "account");
+    assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(UNIX_EPOCH + D::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+    assert_eq!(rfc3339(UNIX_EPOCH + D::from_secs(4_102_444_799)), "2099-12-31T23:59:59Z");
+}

@@ -384,7 +384,7 @@ impl PendingOrder {
             .ok_or_else(|| AcmeError::Certificate("the chain holds no certificate".to_owned()))?
             .map_err(|e| AcmeError::Certificate(format!("the chain's PEM: {e}")))?;
         let not_after = der::not_after(&leaf).map_err(AcmeError::Certificate)?;
-        tracing::info!(host = %self.host, not_after = %super::names::rfc3339(not_after), "ACME certificate issued");
+        tracing::info!(host = %self.host, not_after = %reconcilers::acme::rfc3339(not_after), "ACME certificate issued");
         Ok(Issued { host: self.host, chain_pem, key_pem: key.serialize_pem(), not_after })
     }
 
@@ -473,7 +473,7 @@ impl fmt::Debug for Issued {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Issued")
             .field("host", &self.host)
-            .field("not_after", &super::names::rfc3339(self.not_after))
+            .field("not_after", &reconcilers::acme::rfc3339(self.not_after))
             .field("chain_pem", &format_args!("{} bytes", self.chain_pem.len()))
             .field("key_pem", &format_args!("[redacted]"))
             .finish()

@@ -15,7 +15,7 @@
 //! is logged at warn once per occurrence, reverted or only reported as `DriftPolicy` says.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reconcilers::config::{Config, DriftPolicy};
 use reconcilers::desired::Environment;
@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use super::culprit::{Culprits, Judge};
 use super::role::{self, standing};
 use super::write::{Writers, execute, write_node};
+use crate::core::acme;
 use crate::core::context::{Context, Replica};
 use crate::core::delivery::Serving;
 use crate::core::pass_report::PassReport;
@@ -126,25 +127,36 @@ impl<S: Swarm> Reconciler<S> {
     /// it rejected are quarantined, and a rejection no service explains holds the cluster (see
     /// `culprit`).
     pub async fn plan(&self) -> Result<(Observed, Plan), ReconcileError> {
+        self.plan_with_answers().await.map(|(observed, plan, _)| (observed, plan))
+    }
+
+    /// [`plan`](Self::plan), and the ACME answers the plan rendered.
+    async fn plan_with_answers(&self) -> Result<(Observed, Plan, BTreeSet<String>), ReconcileError> {
         let mut observed = self.ctx.swarm.observe().await.map_err(ReconcileError::Observe)?;
         // The generations served and run: a new config's generation continues from them.
         observed.delivered = self.ctx.deliveries.known();
         observed.node_names.clone_from(&self.node_names);
+        // ACME: the pass's time, the answers being published, the certificates read back.
+        let answers = self.ctx.acme.answers();
+        let tokens: BTreeSet<String> = answers.keys().cloned().collect();
+        let certificates = self.ctx.acme.certificates(&observed, &self.ctx.deliveries.key());
+        let now = reconcilers::routes::Timestamp::from_unix(crate::core::acme::state::unix(SystemTime::now()) as i64);
+        let env = self.env.clone().with_acme(now, answers, certificates);
         let judge = Judge {
             config: &self.config,
-            env: &self.env,
+            env: &env,
             checker: &self.ctx.checker,
             deliveries: &self.ctx.deliveries,
             status: &self.ctx.status,
             culprits: &self.culprits,
         };
         let plan = judge.checked_plan(&observed).await;
-        Ok((observed, plan))
+        Ok((observed, plan, tokens))
     }
 
     /// One pass: observe, plan, write.
     pub async fn pass(&mut self) -> Result<PassReport, ReconcileError> {
-        let (observed, plan) = self.plan().await?;
+        let (observed, plan, tokens) = self.plan_with_answers().await?;
         self.node_names = node_labels::remember_names(&observed.node_names, &self.config.node_labels, &observed.nodes);
         let mut report = PassReport {
             apps_settling: plan::apps_settling(&observed),
@@ -210,6 +222,10 @@ impl<S: Swarm> Reconciler<S> {
             self.writers.start(self.ctx.swarm.clone(), name, cluster.actions.clone());
         }
         self.writers.collect(&mut report, PASS_WAIT).await;
+        // ACME: which clusters serve the answers rendered; retired certificates nobody names.
+        let converged = self.acme_converged(&observed, &plan, &report);
+        self.ctx.acme.after_plan(&observed, &plan, &tokens, &converged, SystemTime::now());
+        report.writes += acme::retire::retire_unused(&self.ctx.swarm, &observed, &plan.acme_retire).await;
         // The statistics agent serves plug-ins, not routes: its failure is reported, retried on
         // the next pass, and holds up nothing.
         for action in &plan.agent {
@@ -312,6 +328,30 @@ impl<S: Swarm> Reconciler<S> {
                 self.ctx.deliveries.publish(delivery);
             }
         }
+    }
+
+    /// The clusters wanting ACME certificates whose proxies run the config this pass planned
+    /// (so they serve the answers it rendered): nothing left to write, and a hitless cluster's
+    /// running tasks all reported its delivery; a rolling one's service settled.
+    fn acme_converged(&self, observed: &Observed, plan: &Plan, report: &PassReport) -> BTreeSet<String> {
+        plan.clusters
+            .iter()
+            .filter(|(_, cluster)| cluster.acme.wanted() && cluster.actions.is_empty())
+            .filter(|(name, cluster)| {
+                let Some(ext) = self.config.extensions.get(*name) else { return false };
+                if ext.hitless_service_update {
+                    let tasks: BTreeSet<String> = proxy_tasks(observed, &ext.proxy_service_name).into_keys().collect();
+                    cluster.delivery.as_ref().is_some_and(|d| {
+                        !tasks.is_empty() && self.ctx.deliveries.pending(name, &d.hash, &tasks).is_empty()
+                    })
+                } else {
+                    let prefix = format!("{}:", ext.proxy_service_name);
+                    observed.services.iter().any(|s| s.def.name == ext.proxy_service_name)
+                        && !report.unsettled.iter().any(|u| u.starts_with(&prefix))
+                }
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// When the earliest backing-off cluster may retry.
