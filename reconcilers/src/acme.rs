@@ -72,7 +72,11 @@ pub fn account_labels(directory_url: &str) -> BTreeMap<String, String> {
 }
 
 /// The labels of a certificate's objects, ownership included: what [`certificates`] reads back.
-pub fn certificate_labels(directory_url: &str, host: &str, not_after: std::time::SystemTime) -> BTreeMap<String, String> {
+pub fn certificate_labels(
+    directory_url: &str,
+    host: &str,
+    not_after: std::time::SystemTime,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
         (LABEL_ACME.to_owned(), ACME_CERTIFICATE.to_owned()),

@@ -260,7 +260,8 @@ async fn pass<S: Swarm>(
             status::record_role(&ctx.status, report.standby.as_deref(), ctx.identity != Replica::Lone);
             orderer.after_pass(report.standby.is_none(), reconciler.config(), &report.plan);
             let hosts = ctx.acme.hosts();
-            ctx.metrics.record_acme_expiry(&hosts.iter().filter_map(|(h, s)| Some((h.clone(), s.not_after?))).collect());
+            ctx.metrics
+                .record_acme_expiry(&hosts.iter().filter_map(|(h, s)| Some((h.clone(), s.not_after?))).collect());
             status::record_acme(&ctx.status, hosts);
             ctx.metrics.record_pass(&report, took, status::unix_now());
             if let Some(latency) = pending.pass_done(&report, Instant::now()) {

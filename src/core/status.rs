@@ -327,16 +327,23 @@ pub fn table(status: &Status, now_unix: u64) -> String {
     }
     if !status.acme.is_empty() {
         out.push_str("\nACME certificates\n");
-        let mut rows = vec![["HOST", "DAYS LEFT", "NOT AFTER", "ORDER", "NEXT TRY", "LAST ERROR"].map(str::to_owned).to_vec()];
+        let mut rows =
+            vec![["HOST", "DAYS LEFT", "NOT AFTER", "ORDER", "NEXT TRY", "LAST ERROR"].map(str::to_owned).to_vec()];
         for (host, acme) in &status.acme {
             let days = acme.not_after.map(|t| (t as i64 - now_unix as i64).div_euclid(86_400));
             rows.push(vec![
                 host.clone(),
                 days.map_or("-".to_owned(), |d| d.to_string()),
-                acme.not_after.map_or("-".to_owned(), |t| {
-                    reconcilers::acme::rfc3339(UNIX_EPOCH + Duration::from_secs(t))
-                }),
-                format!("{} ({})", serde_json::to_value(acme.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), acme.decision),
+                acme.not_after
+                    .map_or("-".to_owned(), |t| reconcilers::acme::rfc3339(UNIX_EPOCH + Duration::from_secs(t))),
+                format!(
+                    "{} ({})",
+                    serde_json::to_value(acme.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    acme.decision
+                ),
                 acme.next_try.map_or("-".to_owned(), |t| {
                     if t > now_unix { format!("in {}", age(t - now_unix)) } else { "now".to_owned() }
                 }),

@@ -25,7 +25,9 @@ use reconcilers::plan::Plan;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::client::{AFTER_FAILED_ORDER, AccountCredentials, AcmeClient, AcmeError, Http01Answer, Issued, PendingOrder};
+use super::client::{
+    AFTER_FAILED_ORDER, AccountCredentials, AcmeClient, AcmeError, Http01Answer, Issued, PendingOrder,
+};
 use super::seal::{seal, unseal};
 use super::state::{AcmeState, OrderState, unix};
 use crate::core::context::Context;
@@ -44,6 +46,9 @@ const SERVED_POLL: Duration = Duration::from_millis(250);
 /// A future the seam returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// An account, and its credentials to store when it was just made.
+pub type AccountAnswer = (Arc<dyn CaAccount>, Option<AccountCredentials>);
+
 /// An ACME server: the account to order with.
 pub trait Ca: Send + Sync + 'static {
     /// The account on `acme.directory_url`: the stored one, or (`stored` `None`) a new one
@@ -52,7 +57,7 @@ pub trait Ca: Send + Sync + 'static {
         &'a self,
         acme: &'a AcmeConfig,
         stored: Option<AccountCredentials>,
-    ) -> BoxFuture<'a, Result<(Arc<dyn CaAccount>, Option<AccountCredentials>), AcmeError>>;
+    ) -> BoxFuture<'a, Result<AccountAnswer, AcmeError>>;
 }
 
 /// An account, ready to order.
@@ -78,7 +83,7 @@ impl Ca for Client {
         &'a self,
         acme: &'a AcmeConfig,
         stored: Option<AccountCredentials>,
-    ) -> BoxFuture<'a, Result<(Arc<dyn CaAccount>, Option<AccountCredentials>), AcmeError>> {
+    ) -> BoxFuture<'a, Result<AccountAnswer, AcmeError>> {
         Box::pin(async move {
             let ca_pem = trusted_roots(acme)?;
             let (client, created) =
@@ -278,7 +283,10 @@ impl<S: Swarm> Shared<S> {
             let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
             while !self.state.serves(&answer.token, host) {
                 if tokio::time::Instant::now() >= deadline {
-                    warn!(host, "the proxies were not all seen serving the ACME answer within {ANSWER_WAIT:?}: asking the CA anyway");
+                    warn!(
+                        host,
+                        "the proxies were not all seen serving the ACME answer within {ANSWER_WAIT:?}: asking the CA anyway"
+                    );
                     break;
                 }
                 tokio::time::sleep(SERVED_POLL).await;
@@ -291,8 +299,14 @@ impl<S: Swarm> Shared<S> {
         let name = acme::certificate_name(host, &pem);
         let labels = acme::certificate_labels(&acme.directory_url, host, issued.not_after);
         let sealed = seal(&key, &pem);
-        ignore_conflict(self.swarm.create_secret(&SecretDef { name: name.clone(), labels: labels.clone(), data: pem.clone() }).await)?;
-        ignore_conflict(self.swarm.create_config(&ConfigDef { name: acme::sealed_name(&name), labels, data: sealed }).await)?;
+        ignore_conflict(
+            self.swarm
+                .create_secret(&SecretDef { name: name.clone(), labels: labels.clone(), data: pem.clone() })
+                .await,
+        )?;
+        ignore_conflict(
+            self.swarm.create_config(&ConfigDef { name: acme::sealed_name(&name), labels, data: sealed }).await,
+        )?;
         self.state.remember_certificate(&name, pem);
         info!(host, certificate = %name, not_after = %acme::rfc3339(issued.not_after), "stored the ACME certificate");
         Ok(name)

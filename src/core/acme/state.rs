@@ -117,7 +117,8 @@ impl AcmeState {
     /// Withdraws every answer published for `host`.
     pub fn withdraw(&self, host: &str) {
         let mut inner = self.lock();
-        let tokens: Vec<String> = inner.answers.iter().filter(|(_, p)| p.host == host).map(|(t, _)| t.clone()).collect();
+        let tokens: Vec<String> =
+            inner.answers.iter().filter(|(_, p)| p.host == host).map(|(t, _)| t.clone()).collect();
         for token in tokens {
             inner.answers.remove(&token);
             inner.served.remove(&token);
