@@ -133,7 +133,7 @@ pub async fn run<S: Swarm>(
     // Several replicas may run; exactly one writes (`reconcilers::leader`).
     let mut reconciler = Reconciler::new(ctx.clone(), config).as_replica(ctx.identity.clone());
     // ACME orders, beside the passes, while this replica writes.
-    let mut orderer = Orderer::new(&ctx, Arc::new(acme::Client));
+    let mut orderer = Orderer::new(ctx.swarm.clone(), Arc::new(acme::Client), ctx.acme.clone());
     let (tx, mut rx) = mpsc::channel::<Trigger>(256);
     let watcher = tokio::spawn(watch_events(ctx.swarm.clone(), tx, ctx.plugins.clone(), ctx.metrics.clone()));
     let mut file = FileState::read(&path);
@@ -258,7 +258,8 @@ async fn pass<S: Swarm>(
             }
             status::record(&ctx.status, &report.plan, &report.failures, report.writes);
             status::record_role(&ctx.status, report.standby.as_deref(), ctx.identity != Replica::Lone);
-            orderer.after_pass(report.standby.is_none(), reconciler.config(), &report.plan);
+            orderer.after_pass(report.standby.is_none(), reconciler.config(), &report.plan, &ctx.deliveries.key());
+            ctx.metrics.record_acme_orders(&ctx.acme.orders());
             let hosts = ctx.acme.hosts();
             ctx.metrics
                 .record_acme_expiry(&hosts.iter().filter_map(|(h, s)| Some((h.clone(), s.not_after?))).collect());

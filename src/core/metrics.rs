@@ -289,9 +289,12 @@ impl Metrics {
         }
     }
 
-    /// One ACME order finished with `result` (`issued`, `failed`).
-    pub fn record_acme_order(&self, result: &str) {
-        self.acme_orders.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
+    /// The ACME orders finished so far, by result (`issued`, `failed`): the counters catch up.
+    pub fn record_acme_orders(&self, totals: &BTreeMap<String, u64>) {
+        for (result, total) in totals {
+            let counter = self.acme_orders.get_or_create(&ResultLabels { result: result.clone() });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// The expiry of each host's certificate (Unix seconds); hosts not listed lose their series.

@@ -30,8 +30,6 @@ use super::client::{
 };
 use super::seal::{seal, unseal};
 use super::state::{AcmeState, OrderState, unix};
-use crate::core::context::Context;
-use crate::core::metrics::Metrics;
 use crate::swarm::{Swarm, SwarmError};
 
 /// Hosts ordered at once, at most.
@@ -148,8 +146,6 @@ struct Shared<S> {
     swarm: S,
     ca: Arc<dyn Ca>,
     state: Arc<AcmeState>,
-    metrics: Arc<Metrics>,
-    deliveries: Arc<crate::core::delivery::Deliveries>,
     account: CachedAccount,
 }
 
@@ -161,23 +157,15 @@ pub struct Orderer<S: Swarm> {
 }
 
 impl<S: Swarm> Orderer<S> {
-    pub fn new(ctx: &Context<S>, ca: Arc<dyn Ca>) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                swarm: ctx.swarm.clone(),
-                ca,
-                state: ctx.acme.clone(),
-                metrics: ctx.metrics.clone(),
-                deliveries: ctx.deliveries.clone(),
-                account: Arc::default(),
-            }),
-            orders: BTreeMap::new(),
-        }
+    /// Orders through `ca`, stores in `swarm`, shares `state` (the `Context`'s).
+    pub fn new(swarm: S, ca: Arc<dyn Ca>, state: Arc<AcmeState>) -> Self {
+        Self { shared: Arc::new(Shared { swarm, ca, state, account: Arc::default() }), orders: BTreeMap::new() }
     }
 
-    /// After a pass that read the swarm: `writer` says whether this replica writes. A standby,
-    /// or a config without `[ACME]`, orders nothing (and drops the orders it had).
-    pub fn after_pass(&mut self, writer: bool, config: &Config, plan: &Plan) {
+    /// After a pass that read the swarm: `writer` says whether this replica writes; `key` is the
+    /// manager-only key the extension tokens derive from, which seals what is stored. A
+    /// standby, or a config without `[ACME]`, orders nothing (and drops the orders it had).
+    pub fn after_pass(&mut self, writer: bool, config: &Config, plan: &Plan, key: &str) {
         self.orders.retain(|_, order| !order.is_finished());
         let Some(acme) = config.acme.clone().filter(|_| writer) else {
             self.stop();
@@ -209,8 +197,9 @@ impl<S: Swarm> Orderer<S> {
             let shared = self.shared.clone();
             let host_owned = host.clone();
             let acme = acme.clone();
+            let key = key.to_owned();
             self.shared.state.update(host, |s| s.state = OrderState::Ordering);
-            self.orders.insert(host.clone(), tokio::spawn(async move { shared.order(acme, host_owned).await }));
+            self.orders.insert(host.clone(), tokio::spawn(async move { shared.order(acme, host_owned, key).await }));
         }
     }
 
@@ -238,13 +227,13 @@ impl<S: Swarm> Drop for Orderer<S> {
 
 impl<S: Swarm> Shared<S> {
     /// One order for `host`, its outcome recorded in the state and the metrics.
-    async fn order(self: Arc<Self>, acme: AcmeConfig, host: String) {
-        let result = self.try_order(&acme, &host).await;
+    async fn order(self: Arc<Self>, acme: AcmeConfig, host: String, key: String) {
+        let result = self.try_order(&acme, &host, &key).await;
         self.state.withdraw(&host);
         let now = SystemTime::now();
         match result {
             Ok(name) => {
-                self.metrics.record_acme_order("issued");
+                self.state.count_order("issued");
                 self.state.update(&host, |s| {
                     s.state = OrderState::Issued;
                     s.failures = 0;
@@ -254,7 +243,7 @@ impl<S: Swarm> Shared<S> {
                 });
             }
             Err(e) => {
-                self.metrics.record_acme_order("failed");
+                self.state.count_order("failed");
                 let failures = self.state.host(&host).failures.saturating_add(1);
                 let wait = e.next_try(failures, now);
                 warn!(host = %host, failures, retry_in_s = wait.as_secs(), "ACME order failed: {e}");
@@ -269,12 +258,11 @@ impl<S: Swarm> Shared<S> {
         self.state.wake_pass();
     }
 
-    async fn try_order(&self, acme: &AcmeConfig, host: &str) -> Result<String, OrderError> {
-        let key = self.deliveries.key();
+    async fn try_order(&self, acme: &AcmeConfig, host: &str, key: &str) -> Result<String, OrderError> {
         if key.is_empty() {
             return Err(OrderError::NoKey);
         }
-        let account = self.account(acme, &key).await?;
+        let account = self.account(acme, key).await?;
         let mut order = account.order(host).await?;
         if let Some(answer) = order.answer() {
             self.state.update(host, |s| s.state = OrderState::Answering);
@@ -298,7 +286,7 @@ impl<S: Swarm> Shared<S> {
         let pem = issued.secret_pem();
         let name = acme::certificate_name(host, &pem);
         let labels = acme::certificate_labels(&acme.directory_url, host, issued.not_after);
-        let sealed = seal(&key, &pem);
+        let sealed = seal(key, &pem);
         ignore_conflict(
             self.swarm
                 .create_secret(&SecretDef { name: name.clone(), labels: labels.clone(), data: pem.clone() })

@@ -85,6 +85,8 @@ struct Inner {
     /// Host → the clusters serving it that want a certificate for it (the last writer's pass).
     clusters: BTreeMap<String, BTreeSet<String>>,
     hosts: BTreeMap<String, HostStatus>,
+    /// Orders finished, by result (`issued`, `failed`).
+    orders: BTreeMap<String, u64>,
 }
 
 /// Shared by the orderer, the reconciler, the status and the metrics. See the module.
@@ -228,6 +230,16 @@ impl AcmeState {
     /// same, dropped by the next pass).
     pub fn update(&self, host: &str, change: impl FnOnce(&mut HostStatus)) {
         change(self.lock().hosts.entry(host.to_owned()).or_default());
+    }
+
+    /// Counts an order finished with `result`.
+    pub fn count_order(&self, result: &str) {
+        *self.lock().orders.entry(result.to_owned()).or_default() += 1;
+    }
+
+    /// Orders finished so far, by result.
+    pub fn orders(&self) -> BTreeMap<String, u64> {
+        self.lock().orders.clone()
     }
 
     /// This replica stopped ordering (a standby, or no `[ACME]`): no answer is published, no

@@ -191,7 +191,7 @@ async fn drive(
         let report = r.pass().await.expect("pass");
         r.settle().await;
         run_proxy_tasks(swarm);
-        orderer.after_pass(writer, r.config(), &report.plan);
+        orderer.after_pass(writer, r.config(), &report.plan, KEY);
         if done() {
             return true;
         }
@@ -214,7 +214,7 @@ async fn one_order_end_to_end() {
     let ctx = context(&swarm);
     let ca = FakeCa::new(&swarm);
     let mut r = Reconciler::new(ctx.clone(), acme_config());
-    let mut orderer = Orderer::new(&ctx, Arc::new(ca.clone()));
+    let mut orderer = Orderer::new(swarm.clone(), Arc::new(ca.clone()), ctx.acme.clone());
     let done = || has_certificate(&swarm, EAST) && has_certificate(&swarm, WEST);
     let started = tokio::time::Instant::now();
     assert!(drive(&mut r, &mut orderer, &swarm, true, done).await, "{:#?}", ctx.acme.hosts());
@@ -240,7 +240,7 @@ async fn one_order_end_to_end() {
 
     // The next passes serve the certificates and order nothing; the answers are withdrawn.
     let report = r.pass().await.unwrap();
-    orderer.after_pass(true, r.config(), &report.plan);
+    orderer.after_pass(true, r.config(), &report.plan, KEY);
     assert!(report.plan.acme_orders().is_empty(), "{:?}", report.plan.acme_orders());
     let east_cluster = &report.plan.clusters["us-east"].acme.hosts[0];
     assert_eq!((east_cluster.decision, east_cluster.serving.as_deref()), (Decision::Keep, Some(east.name.as_str())));
@@ -249,11 +249,12 @@ async fn one_order_end_to_end() {
     let status = ctx.acme.host(EAST);
     assert_eq!(status.state, OrderState::Issued);
     assert!((89..=90).contains(&status.days_left.unwrap()), "{status:?}");
-    assert!(
-        ctx.metrics.encode().contains("interlock_acme_orders_total{result=\"issued\"} 2"),
-        "{}",
-        ctx.metrics.encode()
-    );
+    assert_eq!(ctx.acme.orders()["issued"], 2);
+    ctx.metrics.record_acme_orders(&ctx.acme.orders());
+    ctx.metrics.record_acme_expiry(&BTreeMap::from([(EAST.to_owned(), status.not_after.unwrap())]));
+    let text = ctx.metrics.encode();
+    assert!(text.contains("interlock_acme_orders_total{result=\"issued\"} 2"), "{text}");
+    assert!(text.contains("interlock_acme_certificate_expiry_timestamp_seconds{host=\"demo-east.local\"}"), "{text}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -263,12 +264,12 @@ async fn a_failing_host_is_retried_with_backoff_while_another_is_served() {
     let ca = FakeCa::new(&swarm);
     ca.record().failing.insert(EAST.to_owned());
     let mut r = Reconciler::new(ctx.clone(), acme_config());
-    let mut orderer = Orderer::new(&ctx, Arc::new(ca.clone()));
+    let mut orderer = Orderer::new(swarm.clone(), Arc::new(ca.clone()), ctx.acme.clone());
     assert!(drive(&mut r, &mut orderer, &swarm, true, || has_certificate(&swarm, WEST)).await);
     // Many passes later (paused time: the wall clock has not moved), one order only for east.
     for _ in 0..10 {
         let report = r.pass().await.unwrap();
-        orderer.after_pass(true, r.config(), &report.plan);
+        orderer.after_pass(true, r.config(), &report.plan, KEY);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(ca.record().orders[EAST], 1, "backing off");
@@ -283,7 +284,7 @@ async fn a_failing_host_is_retried_with_backoff_while_another_is_served() {
     // again, it waits twice as long.
     ctx.acme.update(EAST, |s| s.next_try = Some(0));
     let report = r.pass().await.unwrap();
-    orderer.after_pass(true, r.config(), &report.plan);
+    orderer.after_pass(true, r.config(), &report.plan, KEY);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ca.record().orders[EAST], 2);
     let status = ctx.acme.host(EAST);
@@ -296,7 +297,7 @@ async fn a_failing_host_is_retried_with_backoff_while_another_is_served() {
     ctx.acme.update(EAST, |s| s.next_try = Some(0));
     assert!(drive(&mut r, &mut orderer, &swarm, true, || has_certificate(&swarm, EAST)).await);
     assert_eq!(ca.record().orders[WEST], 1, "west was not ordered again");
-    assert!(ctx.metrics.encode().contains("interlock_acme_orders_total{result=\"failed\"} 2"));
+    assert_eq!(ctx.acme.orders()["failed"], 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -305,7 +306,7 @@ async fn a_standby_orders_nothing_and_a_writer_turned_standby_drops_its_orders()
     let ctx = context(&swarm);
     let ca = FakeCa::new(&swarm);
     let mut r = Reconciler::new(ctx.clone(), acme_config());
-    let mut orderer = Orderer::new(&ctx, Arc::new(ca.clone()));
+    let mut orderer = Orderer::new(swarm.clone(), Arc::new(ca.clone()), ctx.acme.clone());
     assert!(!drive(&mut r, &mut orderer, &swarm, false, || false).await);
     assert_eq!(ca.record().stored.len(), 0, "no account asked for");
     assert!(ca.record().orders.is_empty());
@@ -313,12 +314,12 @@ async fn a_standby_orders_nothing_and_a_writer_turned_standby_drops_its_orders()
 
     // A writer whose answers are published but not yet served (no proxy task runs) ...
     let report = r.pass().await.unwrap();
-    orderer.after_pass(true, r.config(), &report.plan);
+    orderer.after_pass(true, r.config(), &report.plan, KEY);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(ctx.acme.answers().len(), 2, "{:#?}", ctx.acme.hosts());
     assert_eq!(orderer.ordering().len(), 2);
     // ... stops writing: its orders and answers go.
-    orderer.after_pass(false, r.config(), &report.plan);
+    orderer.after_pass(false, r.config(), &report.plan, KEY);
     assert!(ctx.acme.answers().is_empty());
     tokio::time::sleep(Duration::from_secs(300)).await;
     assert!(orderer.ordering().is_empty());
@@ -332,7 +333,7 @@ async fn a_restarted_core_continues_the_account() {
     {
         let ctx = context(&swarm);
         let mut r = Reconciler::new(ctx.clone(), acme_config());
-        let mut orderer = Orderer::new(&ctx, Arc::new(ca.clone()));
+        let mut orderer = Orderer::new(swarm.clone(), Arc::new(ca.clone()), ctx.acme.clone());
         assert!(drive(&mut r, &mut orderer, &swarm, true, || has_certificate(&swarm, WEST)).await);
     }
     // A new host, and a new core (nothing in memory) on the same swarm.
@@ -342,7 +343,7 @@ async fn a_restarted_core_continues_the_account() {
     });
     let ctx = context(&swarm);
     let mut r = Reconciler::new(ctx.clone(), acme_config());
-    let mut orderer = Orderer::new(&ctx, Arc::new(ca.clone()));
+    let mut orderer = Orderer::new(swarm.clone(), Arc::new(ca.clone()), ctx.acme.clone());
     assert!(drive(&mut r, &mut orderer, &swarm, true, || has_certificate(&swarm, "new.example.test")).await);
     let record = ca.record();
     assert_eq!(record.created, 1, "the stored account was used: {:?}", record.stored);
