@@ -17,6 +17,7 @@
 # registry is reachable, so the images are built here and loaded on every node:
 #   local/interlock-proxy:lab  Debian bookworm minbase + nginx-light, stream module, haproxy
 #   local/interlock-app:lab    busybox-static httpd serving /www ("interlock-app"), stops by SIGKILL
+#   local/pebble:lab           Debian minbase + pebble and pebble-challtestsrv (the ACME test's CA)
 #   local/interlock:lab        the proxy image + target/release/interlock as ENTRYPOINT
 #   local/docker-demo:lab      the proxy image + the docker-demo binary beside the interlock one
 #                              (src/bin/docker-demo.rs), standing in for ehazlett/docker-demo
@@ -64,6 +65,9 @@ IMG_APP=local/interlock-app:lab
 IMG_OPERATOR=local/interlock:lab
 IMG_DEMO=local/docker-demo:lab
 IMG_CARBON=local/carbon:lab
+# Let's Encrypt's test CA and its DNS, Debian's pebble (tests/lab/acme.rs).
+IMG_PEBBLE=local/pebble:lab
+PEBBLE_INCLUDE=pebble,ca-certificates
 HASH_LABEL=com.docker.interlock.lab.hash
 BINARY_LABEL=com.docker.interlock.binary.sha256
 
@@ -430,6 +434,10 @@ retentions = 1s:2h
 SCHEMAS
 }
 
+# pebble_rootfs_tar: prints the path of the cached pebble rootfs tarball (pebble and
+# pebble-challtestsrv, dynamically linked: a Debian base).
+pebble_rootfs_tar() { minbase_rootfs_tar pebble "$PEBBLE_INCLUDE" slim_debian_rootfs; }
+
 # app_rootfs_tar: prints the path of the cached busybox app tarball (deterministic).
 app_rootfs_tar() {
   local bb ver key tar dir a
@@ -628,7 +636,7 @@ ensure_binary_image() {
 }
 
 ensure_images() {
-  local proxy_tar app_tar carbon_tar changed demo_binary
+  local proxy_tar app_tar carbon_tar pebble_tar changed demo_binary
   mkdir -p "$LAB_CACHE_DIR" "$LAB_LOG_DIR"
   clean_build_dirs
 
@@ -649,6 +657,10 @@ ensure_images() {
   changed=$(ensure_image "$IMG_CARBON" "$(created_of "$carbon_tar")" \
     '"Cmd":["carbon-cache","--config=/etc/carbon/carbon.conf","--debug","start"]' '' "$carbon_tar")
   if grep -qx manager <<<"$changed"; then verify_carbon_image; fi
+
+  # pebble for the ACME test: the test gives each service its command (pebble or challtestsrv).
+  pebble_tar=$(pebble_rootfs_tar)
+  ensure_image "$IMG_PEBBLE" "$(created_of "$pebble_tar")" '"Cmd":["/usr/bin/pebble","-version"]' '' "$pebble_tar" >/dev/null
 
   if [[ -f $INTERLOCK_BINARY ]]; then
     ensure_binary_image "$IMG_OPERATOR" interlock "$INTERLOCK_BINARY" \
@@ -696,6 +708,7 @@ write_env() {
     echo "LAB_IMAGE_OPERATOR=$IMG_OPERATOR"
     echo "LAB_IMAGE_DEMO=$IMG_DEMO"
     echo "LAB_IMAGE_CARBON=$IMG_CARBON"
+    echo "LAB_IMAGE_PEBBLE=$IMG_PEBBLE"
   } >"$f.tmp"
   mv "$f.tmp" "$f"
   log "wrote $f"

@@ -1,0 +1,409 @@
+//! Automatic HTTPS on the project's lab, against a real ACME server: Debian's `pebble` and
+//! `pebble-challtestsrv` as Swarm services on the manager (`local/pebble:lab`, built by
+//! `deploy/lab/swarm-lab.sh`; dnsrr, as the lab has no IPVS), challtestsrv answering every name
+//! with lb-00's address, pebble validating HTTP-01 on the hitless proxy's published port there.
+//!
+//! The core runs as a service with `[ACME]` (`CACertificate`: the listener CA this test makes,
+//! as a secret). Two services ask for certificates (`com.docker.lb.ssl_acme=true`): the chains
+//! served over SNI verify against pebble's root (`/roots/0` on its management port). A tenant's
+//! newer service asking for a certificate for a host it does not own (its owner asks for none)
+//! gets nothing ordered. `RenewBefore` is longer than pebble's certificates live, so every
+//! certificate is due at once: renewals follow one another, and TLS load on one host across at
+//! least one renewal sees no failed request (the renewal is a hitless delivery, no roll).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use support::{docker, docker_quiet, eventually, lab, node_addr, service};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+const CORE: &str = "interlock-acme";
+const PEBBLE: &str = "acme-pebble";
+const DNS: &str = "acme-challtestsrv";
+const CA_NET: &str = "acme-ca";
+const APP_NET: &str = "acme-apps";
+const HTTP_PORT: u16 = 8099;
+const TLS_PORT: u16 = 8459;
+const HOST_A: &str = "a.acme.test";
+const HOST_B: &str = "b.acme.test";
+const HOST_C: &str = "c.acme.test";
+const APPS: [&str; 4] = ["acme-a", "acme-b", "acme-c", "acme-tenant"];
+const CA_SECRET: &str = "interlock-acme-test-ca";
+const PEBBLE_CERT: &str = "interlock-acme-test-pebble-cert";
+const PEBBLE_KEY: &str = "interlock-acme-test-pebble-key";
+
+fn config_toml() -> String {
+    format!(
+        r#"ListenAddr = ":8080"
+DockerURL = "unix:///var/run/docker.sock"
+PollInterval = "3s"
+EndpointOverride = "{CORE}:8080"
+
+[Extensions]
+  [Extensions.acme]
+    Image = "local/interlock:lab"
+    Args = ["-D", "extension"]
+    ServiceName = "interlock-ext-acme"
+    ProxyImage = "local/interlock-proxy:lab"
+    ProxyArgs = []
+    ProxyServiceName = "interlock-proxy-acme"
+    ProxyConfigPath = "/etc/nginx/nginx.conf"
+    ServiceCluster = "acme"
+    HitlessServiceUpdate = true
+    ProxyConstraints = ["node.hostname==lb-00"]
+    PublishMode = "host"
+    PublishedPort = {HTTP_PORT}
+    TargetPort = 80
+    PublishedSSLPort = {TLS_PORT}
+    TargetSSLPort = 443
+    [Extensions.acme.Config]
+      User = "nginx"
+      PidPath = "/var/run/proxy.pid"
+      WorkerProcesses = 1
+      RlimitNoFile = 65535
+      MaxConnections = 2048
+
+[ACME]
+  DirectoryURL = "https://{PEBBLE}:14000/dir"
+  Email = "ops@acme.test"
+  CACertificate = "{CA_SECRET}"
+  RenewBefore = "438000h"
+"#
+    )
+}
+
+/// Removes what this test makes and everything interlock owns. Never panics.
+fn teardown() {
+    docker_quiet(&["service", "rm", CORE]);
+    std::thread::sleep(Duration::from_secs(3));
+    for name in APPS.iter().chain(&[PEBBLE, DNS, "interlock-proxy-acme", "interlock-ext-acme"]) {
+        docker_quiet(&["service", "rm", name]);
+    }
+    let owned = format!("label={}={}", reconcilers::ownership::LABEL_MANAGED_BY, reconcilers::ownership::MANAGED_BY);
+    let ls = |kind: &str| {
+        std::process::Command::new("docker")
+            .args([kind, "ls", "-q", "--filter", &owned])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    std::thread::sleep(Duration::from_secs(5));
+    for id in ls("config") {
+        docker_quiet(&["config", "rm", &id]);
+    }
+    for id in ls("secret") {
+        docker_quiet(&["secret", "rm", &id]);
+    }
+    for name in [CA_SECRET, PEBBLE_CERT, PEBBLE_KEY] {
+        docker_quiet(&["secret", "rm", name]);
+    }
+    docker_quiet(&["config", "rm", "interlock-acme-test-config", "interlock-acme-test-pebble"]);
+    for net in [CA_NET, APP_NET] {
+        docker_quiet(&["network", "rm", net]);
+    }
+}
+
+struct Deployment;
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        teardown();
+    }
+}
+
+fn create_file(kind: &str, name: &str, data: &[u8]) {
+    let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::write(&path, data).unwrap();
+    docker_quiet(&[kind, "rm", name]);
+    docker(&[kind, "create", name, path.to_str().unwrap()]);
+    std::fs::remove_file(path).ok();
+}
+
+/// pebble's listener: a CA (what `CACertificate` trusts) and a certificate for the service's name.
+fn listener_certificates() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "interlock lab test: pebble's listener CA");
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec![PEBBLE.to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &*ca)
+        .unwrap();
+    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+fn app(name: &str, host: &str, acme: bool) {
+    let mut create = service::Create::new()
+        .quiet()
+        .detach()
+        .name(name)
+        .network(APP_NET)
+        .constraint("node.hostname==app-00")
+        .label("com.docker.lb.hosts", host)
+        .label("com.docker.lb.port", "80")
+        .label("com.docker.lb.network", APP_NET)
+        .label("com.docker.lb.service_cluster", "acme");
+    if acme {
+        create = create.label("com.docker.lb.ssl_acme", "true");
+    }
+    create.image("local/interlock-app:lab").run_with(docker);
+}
+
+async fn deploy() -> Deployment {
+    let api = lab().await;
+    support::stop_demo_operator(&api).await;
+    teardown();
+    let deployment = Deployment;
+    let lb = node_addr("lb-00");
+    docker_quiet(&["network", "create", "-d", "overlay", "interlock"]);
+    docker(&["network", "create", "-d", "overlay", "--attachable", CA_NET]);
+    docker(&["network", "create", "-d", "overlay", APP_NET]);
+
+    let (ca, cert, key) = listener_certificates();
+    create_file("secret", CA_SECRET, ca.as_bytes());
+    create_file("secret", PEBBLE_CERT, cert.as_bytes());
+    create_file("secret", PEBBLE_KEY, key.as_bytes());
+    let pebble_json = serde_json::json!({
+        "pebble": {
+            "listenAddress": "0.0.0.0:14000",
+            "managementListenAddress": "0.0.0.0:15000",
+            "certificate": format!("/run/secrets/{PEBBLE_CERT}"),
+            "privateKey": format!("/run/secrets/{PEBBLE_KEY}"),
+            "httpPort": HTTP_PORT,
+            "tlsPort": TLS_PORT,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }
+    });
+    create_file("config", "interlock-acme-test-pebble", pebble_json.to_string().as_bytes());
+
+    service::Create::new()
+        .quiet()
+        .detach()
+        .name(DNS)
+        .network(CA_NET)
+        .endpoint_mode("dnsrr")
+        .constraint("node.role==manager")
+        .image("local/pebble:lab")
+        .command(&[
+            "/usr/bin/pebble-challtestsrv",
+            "-defaultIPv4",
+            &lb,
+            "-defaultIPv6",
+            "",
+            "-dns01",
+            ":8053",
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+        ])
+        .run_with(docker);
+    let start = format!(
+        "exec /usr/bin/pebble -config /pebble.json -dnsserver \"$(getent hosts tasks.{DNS} | cut -d' ' -f1 | head -n1):8053\""
+    );
+    service::Create::new()
+        .quiet()
+        .detach()
+        .name(PEBBLE)
+        .network(CA_NET)
+        .network("interlock")
+        .endpoint_mode("dnsrr")
+        .constraint("node.role==manager")
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .secret(PEBBLE_CERT)
+        .secret(PEBBLE_KEY)
+        .config("src=interlock-acme-test-pebble,target=/pebble.json")
+        .restart_delay("2s")
+        .image("local/pebble:lab")
+        .command(&["/bin/sh", "-c", &start])
+        .run_with(docker);
+
+    create_file("config", "interlock-acme-test-config", config_toml().as_bytes());
+    service::Create::new()
+        .detach()
+        .quiet()
+        .name(CORE)
+        .mount("type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock")
+        .network("interlock")
+        .constraint("node.role==manager")
+        .config("src=interlock-acme-test-config,target=/config.toml")
+        .secret(CA_SECRET)
+        .image("local/interlock:lab")
+        .command(&["-D", "run", "-c", "/config.toml"])
+        .run_with(docker);
+    deployment
+}
+
+/// The PID of the running container of `service` on the manager.
+fn container_pid(service: &str) -> Option<String> {
+    let filter = format!("label=com.docker.swarm.service.name={service}");
+    let id = docker(&["ps", "-q", "--filter", &filter]);
+    let id = id.lines().next()?.trim().to_owned();
+    Some(docker(&["inspect", "--format", "{{.State.Pid}}", &id]).trim().to_owned())
+}
+
+/// `curl` inside `service`'s network namespace.
+fn curl_in(service: &str, args: &[&str]) -> Option<String> {
+    let pid = container_pid(service)?;
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-n", "curl", "-s", "-m", "5"])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// pebble's root (the issuer of the issuing intermediate), from its management port.
+fn pebble_root() -> Option<String> {
+    curl_in(PEBBLE, &["-k", "https://127.0.0.1:15000/roots/0"]).filter(|pem| pem.contains("BEGIN CERTIFICATE"))
+}
+
+fn tls_connector(root_pem: &str) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// One HTTPS request to `host` through lb-00, the chain verified against `connector`'s root:
+/// the leaf's bytes, and the answer's status line.
+async fn https_get(connector: &TlsConnector, host: &str) -> Result<(Vec<u8>, String), String> {
+    let addr = format!("{}:{TLS_PORT}", node_addr("lb-00"));
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr))
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = ServerName::try_from(host.to_owned()).unwrap();
+    let mut tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+        .await
+        .map_err(|_| "handshake timed out".to_owned())?
+        .map_err(|e| format!("handshake: {e}"))?;
+    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
+        .await
+        .map_err(|_| "read timed out".to_owned())?
+        .map_err(|e| format!("read: {e}"))?;
+    let status = String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned();
+    if !status.contains(" 200 ") {
+        return Err(format!("answer: {status}"));
+    }
+    Ok((leaf, status))
+}
+
+/// The core's `/status`, from inside its network namespace.
+fn core_status() -> String {
+    curl_in(CORE, &["http://127.0.0.1:8080/status"]).unwrap_or_default()
+}
+
+fn acme_secrets(host: &str) -> Vec<String> {
+    let filter = format!("label=com.docker.interlock.acme.host={host}");
+    docker(&["secret", "ls", "--format", "{{.Name}}", "--filter", &filter]).lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "written beside the orderer, not yet run on the lab (it was busy): run with --ignored on a free lab"]
+async fn certificates_are_ordered_served_and_renewed_without_a_failed_request() {
+    let deployment = deploy().await;
+    let started = Instant::now();
+    app("acme-a", HOST_A, true);
+    app("acme-b", HOST_B, true);
+    app("acme-c", HOST_C, false);
+    // The tenant comes later: c.acme.test belongs to acme-c, which asks for no certificate.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    app("acme-tenant", HOST_C, true);
+
+    let root = eventually("pebble's root", Duration::from_secs(60), || async { pebble_root() }).await;
+    let connector = tls_connector(&root);
+    let mut first = std::collections::BTreeMap::new();
+    for host in [HOST_A, HOST_B] {
+        let (leaf, _) =
+            eventually(&format!("{host} served with a chain pebble issued"), Duration::from_secs(240), || {
+                let connector = connector.clone();
+                async move { https_get(&connector, host).await.ok() }
+            })
+            .await;
+        println!("{host}: served with pebble's chain after {:.1} s", started.elapsed().as_secs_f64());
+        first.insert(host, leaf);
+    }
+    // The tenant's ssl_acme on a host it does not own ordered nothing.
+    assert!(
+        acme_secrets(HOST_C).is_empty(),
+        "a certificate for {HOST_C}: {:?}\n{}",
+        acme_secrets(HOST_C),
+        core_status()
+    );
+    assert!(https_get(&connector, HOST_C).await.is_err(), "{HOST_C} has no certificate pebble issued");
+    let status = core_status();
+    assert!(status.contains(HOST_A) && status.contains("days_left"), "/status per host: {status}");
+
+    // Renewals under load: TLS requests to a.acme.test until at least two new leaves were served.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let leaves = Arc::new(std::sync::Mutex::new(BTreeSet::from([first[HOST_A].clone()])));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, leaves, failures, connector) =
+            (stop.clone(), ok.clone(), failed.clone(), leaves.clone(), failures.clone(), connector.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match https_get(&connector, HOST_A).await {
+                    Ok((leaf, _)) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        leaves.lock().unwrap().insert(leaf);
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        failures.lock().unwrap().push(e);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    let load_started = Instant::now();
+    let renewed = tokio::time::timeout(Duration::from_secs(300), async {
+        while leaves.lock().unwrap().len() < 3 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .is_ok();
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!(
+        "renewal under load: {} leaves served for {HOST_A} in {:.1} s, {ok} requests ok, {failed} failed",
+        leaves.lock().unwrap().len(),
+        load_started.elapsed().as_secs_f64()
+    );
+    assert!(renewed, "no two renewals within 300 s\n{}", core_status());
+    assert_eq!(failed, 0, "failed requests during renewals: {:?}", failures.lock().unwrap());
+    drop(deployment);
+}
