@@ -38,6 +38,9 @@ pub const MAX_ORDERS_AT_ONCE: usize = 4;
 pub const ANSWER_WAIT: Duration = Duration::from_secs(120);
 /// How long the CA may take to validate and issue.
 pub const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
+/// A host whose certificate was stored this long ago is not ordered again: the plan that says so
+/// may have been read before the certificate existed.
+pub const JUST_ISSUED: Duration = Duration::from_secs(30);
 /// How often an order looks whether the proxies serve its answer.
 const SERVED_POLL: Duration = Duration::from_millis(250);
 
@@ -190,6 +193,10 @@ impl<S: Swarm> Orderer<S> {
             if status.next_try.is_some_and(|t| t > unix(now)) {
                 continue;
             }
+            // A plan read before the certificate just stored was there still says to order.
+            if status.issued_at.is_some_and(|t| t + JUST_ISSUED.as_secs() > unix(now)) {
+                continue;
+            }
             if self.orders.len() >= MAX_ORDERS_AT_ONCE {
                 self.shared.state.update(host, |s| s.state = OrderState::Waiting);
                 continue;
@@ -239,6 +246,7 @@ impl<S: Swarm> Shared<S> {
                     s.failures = 0;
                     s.last_error = None;
                     s.next_try = None;
+                    s.issued_at = Some(unix(now));
                     s.certificate = Some(name);
                 });
             }

@@ -62,6 +62,9 @@ pub struct HostStatus {
     pub next_try: Option<u64>,
     /// Failed orders in a row (the backoff's count).
     pub failures: u32,
+    /// When this replica last stored a certificate for the host, Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<u64>,
 }
 
 /// An answer being published, and the host it proves.
