@@ -462,6 +462,33 @@ us-east: proxy tasks
         assert_eq!(again, status);
     }
 
+    #[test]
+    fn the_status_table_shows_days_left_per_acme_host() {
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "passes": 1,
+            "last_success": 0,
+            "acme": {
+                "a.example.com": {"not_after": 86_400 * 40, "decision": "keep", "state": "issued"},
+                "b.example.com": {
+                    "decision": "order", "state": "failed", "failures": 2,
+                    "last_error": "validating b.example.com failed: connection refused", "next_try": 120
+                }
+            }
+        }))
+        .unwrap();
+        let text = table(&status, 0);
+        let acme = &text[text.find("ACME certificates").expect(&text)..];
+        assert_eq!(
+            acme,
+            "\
+ACME certificates
+  HOST           DAYS LEFT  NOT AFTER             ORDER           NEXT TRY  LAST ERROR
+  a.example.com  40         1970-02-10T00:00:00Z  issued (keep)   -         -
+  b.example.com  -          -                     failed (order)  in 2m00s  validating b.example.com failed: connection refused
+"
+        );
+    }
+
     #[tokio::test]
     async fn fetch_takes_http_urls_only() {
         for bad in ["https://core:8080", "core", "http://:8080", "http://core:port"] {
