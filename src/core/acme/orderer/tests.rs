@@ -351,3 +351,79 @@ async fn a_restarted_core_continues_the_account() {
     // The first core's certificate was read back from its sealed copy by the second.
     assert!(ctx.acme.certificates(&swarm.observed(), KEY).keys().any(|n| n.contains(WEST)));
 }
+
+/// [`acme_config`] with us-east's proxies updated in place (`HitlessServiceUpdate`).
+fn hitless_acme_config() -> Config {
+    let mut text = String::new();
+    for line in SEED.lines() {
+        text.push_str(line);
+        text.push('\n');
+        if line.trim() == "ServiceCluster = \"us-east\"" {
+            text.push_str("    HitlessServiceUpdate = true\n");
+        }
+    }
+    text.push_str("\n[ACME]\n  DirectoryURL = \"https://ca.test/directory\"\n");
+    config::parse("acme.toml", &text).expect("parses").config
+}
+
+/// What us-east's extension does: every running proxy task reports the served config.
+fn extension_applies(ctx: &Context<MemorySwarm>, swarm: &MemorySwarm) {
+    let Some(delivery) = ctx.deliveries.current("us-east") else { return };
+    let observed = swarm.observed();
+    let Some(proxy) = observed.services.iter().find(|s| s.def.name == "interlock-proxy-us-east") else { return };
+    for task in observed.tasks.iter().filter(|t| t.service_id == proxy.id && t.running) {
+        let report = crate::extension_api::TaskReport {
+            task: task.id.clone(),
+            node: task.node_id.clone(),
+            container: format!("c-{}", task.id),
+            hash: delivery.hash.clone(),
+            generation: delivery.generation,
+            rejected: None,
+            error: None,
+            applied_at: 0,
+            took_ms: 1,
+        };
+        let _ = ctx.deliveries.accept_report("us-east", report);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hitless_cluster_is_validated_once_every_task_reported_the_answer() {
+    let swarm = swarm();
+    let ctx = context(&swarm);
+    let ca = FakeCa::new(&swarm);
+    let mut r = Reconciler::new(ctx.clone(), hitless_acme_config());
+    let mut orderer = Orderer::new(swarm.clone(), Arc::new(ca.clone()), ctx.acme.clone());
+    // No task has applied the delivery carrying the answer: the order waits for it.
+    assert!(!drive(&mut r, &mut orderer, &swarm, true, || has_certificate(&swarm, EAST)).await);
+    assert_eq!(ctx.acme.host(EAST).state, OrderState::Answering, "{:?}", ctx.acme.host(EAST));
+    assert!(has_certificate(&swarm, WEST), "the rolling cluster's host was served meanwhile");
+    let served = ctx.deliveries.current("us-east").expect("a delivery");
+    assert!(
+        served.files.iter().any(|f| f.content.contains(&ctx.acme.answers().into_values().next().unwrap())),
+        "the delivery carries the answer"
+    );
+
+    // The extension applies it on every task: validated, issued, delivered as a file.
+    let done = || has_certificate(&swarm, EAST);
+    let mut issued = false;
+    for _ in 0..40 {
+        let report = r.pass().await.unwrap();
+        r.settle().await;
+        run_proxy_tasks(&swarm);
+        extension_applies(&ctx, &swarm);
+        orderer.after_pass(true, r.config(), &report.plan, KEY);
+        if done() {
+            issued = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(issued, "{:?}", ctx.acme.host(EAST));
+    assert_eq!(ca.record().unserved, 0);
+    let name = certificates(&swarm).into_iter().find(|c| c.host == EAST).unwrap().name;
+    r.pass().await.unwrap();
+    let delivery = ctx.deliveries.current("us-east").unwrap();
+    let file = delivery.files.iter().find(|f| f.path.ends_with(&format!("/acme/{name}.pem"))).expect("delivered");
+    assert!(file.content.contains("BEGIN PRIVATE KEY"), "chain then key");
+}
