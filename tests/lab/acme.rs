@@ -225,6 +225,9 @@ async fn deploy() -> Deployment {
         .endpoint_mode("dnsrr")
         .constraint("node.role==manager")
         .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        // Every renewal answers a challenge again: the whole path each time.
+        .env("PEBBLE_AUTHZREUSE", "0")
         .secret(PEBBLE_CERT)
         .secret(PEBBLE_KEY)
         .config("src=interlock-acme-test-pebble,target=/pebble.json")
