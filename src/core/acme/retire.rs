@@ -35,3 +35,48 @@ pub async fn retire_unused<S: Swarm>(swarm: &S, observed: &Observed, retire: &[R
     }
     writes
 }
+
+#[cfg(test)]
+mod tests {
+    use reconcilers::fixtures::seed_swarm;
+    use reconcilers::observed::{ConfigFacts, SecretMount};
+
+    use super::*;
+    use crate::swarm::memory::MemorySwarm;
+
+    #[tokio::test]
+    async fn a_retired_certificate_goes_once_no_service_mounts_it() {
+        let mut observed = seed_swarm();
+        for name in ["interlock-acme-a.test-old", "interlock-acme-a.test-mounted"] {
+            observed.secrets.push(name.to_owned());
+            observed.configs.push(ConfigFacts {
+                id: format!("id-{name}"),
+                name: format!("{name}-sealed"),
+                labels: Default::default(),
+                version: 1,
+                data: Vec::new(),
+            });
+        }
+        observed.services[0]
+            .def
+            .secrets
+            .push(SecretMount { secret_name: "interlock-acme-a.test-mounted".into(), target: "x".into() });
+        let swarm = MemorySwarm::new(observed);
+        let retire: Vec<Retire> = ["old", "mounted"]
+            .iter()
+            .map(|n| Retire {
+                name: format!("interlock-acme-a.test-{n}"),
+                sealed: Some(format!("interlock-acme-a.test-{n}-sealed")),
+                host: "a.test".into(),
+                reason: "a newer certificate is in use".into(),
+            })
+            .collect();
+        assert_eq!(retire_unused(&swarm, &swarm.observed(), &retire).await, 2);
+        let after = swarm.observed();
+        assert_eq!(after.secrets, ["interlock-acme-a.test-mounted"]);
+        assert_eq!(
+            after.configs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["interlock-acme-a.test-mounted-sealed"]
+        );
+    }
+}
