@@ -153,7 +153,6 @@ fn app(name: &str, host: &str, acme: bool) {
         .constraint("node.hostname==app-00")
         .label("com.docker.lb.hosts", host)
         .label("com.docker.lb.port", "80")
-        .label("com.docker.lb.network", APP_NET)
         .label("com.docker.lb.service_cluster", "acme");
     if acme {
         create = create.label("com.docker.lb.ssl_acme", "true");
