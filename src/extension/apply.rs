@@ -417,14 +417,51 @@ impl<E: NodeEngine> Applier<E> {
         self.builds.get(container) == Some(&delivery.checked_with)
     }
 
+    /// Writes the delivery's files, then removes the files of its cleared directories it does
+    /// not have. In that order, a file the running config reads while it serves (nginx's shared
+    /// TLS servers load their certificate at each handshake, by SNI) is never missing while the
+    /// new one is written. Where the directories cannot be listed, they are emptied first, as
+    /// before.
     async fn write(&self, container: &str, delivery: &Vetted) -> Result<(), String> {
-        if !delivery.clear_dirs.is_empty() {
+        if delivery.clear_dirs.is_empty() {
+            return self.docker.write_files(container, &delivery.files).await.map_err(|e| e.to_string());
+        }
+        let mut find = vec!["find".to_owned()];
+        find.extend(delivery.clear_dirs.iter().cloned());
+        find.extend(["-type", "f"].map(str::to_owned));
+        let listed = match self.docker.exec(container, &find).await {
+            Ok(out) if out.exit_code == 0 && out.output.len() < 60_000 => Some(out.output),
+            _ => None,
+        };
+        let Some(listed) = listed else {
             let mut rm = vec!["rm".to_owned(), "-rf".to_owned(), "--".to_owned()];
             rm.extend(delivery.clear_dirs.iter().cloned());
             self.docker.exec(container, &rm).await.map_err(|e| e.to_string())?;
+            return self.docker.write_files(container, &delivery.files).await.map_err(|e| e.to_string());
+        };
+        self.docker.write_files(container, &delivery.files).await.map_err(|e| e.to_string())?;
+        let stale = stale_files(&listed, &delivery.clear_dirs, &delivery.files);
+        if !stale.is_empty() {
+            let mut rm = vec!["rm".to_owned(), "-f".to_owned(), "--".to_owned()];
+            rm.extend(stale);
+            self.docker.exec(container, &rm).await.map_err(|e| e.to_string())?;
         }
-        self.docker.write_files(container, &delivery.files).await.map_err(|e| e.to_string())
+        Ok(())
     }
+}
+
+/// The files `find` listed (one a line) under the cleared `dirs` that `files` does not write:
+/// only plain paths strictly inside one of `dirs` (no `..`), whatever else the listing says.
+fn stale_files(listed: &str, dirs: &[String], files: &[(String, Vec<u8>)]) -> Vec<String> {
+    listed
+        .lines()
+        .filter(|path| {
+            dirs.iter().any(|d| path.strip_prefix(d.trim_end_matches('/')).is_some_and(|rest| rest.starts_with('/')))
+                && !path.split('/').any(|part| part == "..")
+                && !files.iter().any(|(written, _)| written == path)
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A container's report: it runs `running`; `rejected` with `error` when it did not take one.
@@ -451,6 +488,14 @@ fn task_report(
 mod tests {
     use super::*;
     use crate::extension::fixtures::{delivery, target};
+
+    #[test]
+    fn only_stale_files_inside_the_cleared_dirs_are_removed() {
+        let dirs = ["/etc/nginx/interlock.d".to_owned()];
+        let files = [("/etc/nginx/interlock.d/acme/new.pem".to_owned(), Vec::new())];
+        let listed = "/etc/nginx/interlock.d/acme/new.pem\n/etc/nginx/interlock.d/acme/old.pem\n/etc/nginx/interlock.d/../nginx.conf\n/etc/nginx/interlock.dx/a\n/etc/passwd\n";
+        assert_eq!(stale_files(listed, &dirs, &files), ["/etc/nginx/interlock.d/acme/old.pem"]);
+    }
 
     /// A proxy container's engine: one container; `nginx -V` answers `build`; every exec is
     /// recorded.

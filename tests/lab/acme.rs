@@ -213,7 +213,8 @@ async fn deploy() -> Deployment {
         ])
         .run_with(docker);
     let start = format!(
-        "exec /usr/bin/pebble -config /pebble.json -dnsserver \"$(getent hosts tasks.{DNS} | cut -d' ' -f1 | head -n1):8053\""
+        "until dns=$(getent hosts tasks.{DNS} | cut -d' ' -f1 | head -n1) && [ -n \"$dns\" ]; do sleep 1; done; \
+         exec /usr/bin/pebble -config /pebble.json -dnsserver \"$dns:8053\""
     );
     service::Create::new()
         .quiet()
@@ -235,6 +236,8 @@ async fn deploy() -> Deployment {
         .command(&["/bin/sh", "-c", &start])
         .run_with(docker);
 
+    // The CA up before the core: an order the CA cannot answer backs off for a minute or more.
+    eventually("pebble's root", Duration::from_secs(90), || async { pebble_root() }).await;
     create_file("config", "interlock-acme-test-config", config_toml().as_bytes());
     service::Create::new()
         .detach()
@@ -327,7 +330,7 @@ fn acme_secrets(host: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "written beside the orderer, not yet run on the lab (it was busy): run with --ignored on a free lab"]
+#[ignore = "renewal under load fails 2 of ~4,140 TLS handshakes (nginx InternalError: the old certificate file is removed before the reload); run with --ignored"]
 async fn certificates_are_ordered_served_and_renewed_without_a_failed_request() {
     let deployment = deploy().await;
     let started = Instant::now();
