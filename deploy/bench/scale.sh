@@ -43,7 +43,8 @@
 #   execs in the container, `nginx -t` and `haproxy -c`, count: they are the proxy's memory too);
 # - the core: pass time (its `pass requests ... took_ms= check_ms=` debug lines) without the time
 #   its proxy checks took (`nginx -t`/`haproxy -c` on the whole config: the proxy binary's cost,
-#   printed apart), median / max over the idle window and over the changes, and its VmRSS
+#   printed apart), median / max over the idle window and over the changes; the read of the
+#   swarm (read_ms: Docker's answers and their parsing) and the rest, the core's own work; its VmRSS
 #   (steady median, max);
 # - failed requests on stable.sc: 4 curl workers, a new connection per request
 #   (`Connection: close`, 20 requests/s each), during all the changes above (5 x REPS: label
@@ -485,14 +486,24 @@ step() {
   passes "$il" "$cl" | while read -r v; do record pass_idle "$v"; done
   passes "$cl" "$ce_l" | while read -r v; do record pass_changes "$v"; done
   checks "$cl" "$ce_l" | while read -r v; do record check_changes "$v"; done
+  reads "$cl" "$ce_l" | while read -r v; do record read_changes "$v"; done
+  own "$il" "$cl" | while read -r v; do record own_idle "$v"; done
+  own "$cl" "$ce_l" | while read -r v; do record own_changes "$v"; done
   record step_seconds "$(since "$t_start")"
   report_step
 }
 # passes FROM TO: each pass's own time, without the proxy binary's checks it ran (check_ms);
 # checks FROM TO: the checks' time of the passes that ran any.
-pass_lines() { sed -n "$(($1 + 1)),$2p" "$STEP/core.log" | sed -nE 's/.*pass requests.*took_ms=([0-9]+)( check_ms=([0-9]+))?.*/\1 \3/p'; }
+# reads FROM TO: how long each pass's read of the swarm took (Docker's answers and their parsing);
+# own FROM TO: each pass without its checks and its read: the core's own work.
+pass_lines() {
+  sed -n "$(($1 + 1)),$2p" "$STEP/core.log" |
+    sed -nE 's/.*pass requests.*took_ms=([0-9]+)( check_ms=([0-9]+))?( read_ms=([0-9]+))?.*/\1 \3 \5/p'
+}
 passes() { pass_lines "$@" | awk '{ print $1 - ($2 == "" ? 0 : $2) }'; }
 checks() { pass_lines "$@" | awk '$2 != "" && $2 > 0 { print $2 }'; }
+reads() { pass_lines "$@" | awk '$3 != "" { print $3 }'; }
+own() { pass_lines "$@" | awk '$3 != "" { print $1 - $2 - $3 }'; }
 median() { sort -n | awk '$1 != "NA" { a[++n] = $1 } END { if (n) print a[int((n + 1) / 2)]; else print "NA" }'; }
 max() { sort -n | awk '$1 != "NA" { m = $1; n++ } END { if (n) print m; else print "NA" }'; }
 # vals KEY [KIND SHAPE N]: the recorded values of KEY for the step.
@@ -509,6 +520,7 @@ report_step() {
   echo "existing app's label change: median $(fmt "$(vals label_change | median)"), max $(fmt "$(vals label_change | max)") (never served: $(nas label_change))"
   echo "proxy memory (MB): Pss steady $(fmt "$(vals pss_steady)"), max during the changes $(fmt "$(vals pss_reload)"); RSS sum steady $(fmt "$(vals rss_steady)"), max $(fmt "$(vals rss_reload)") ($(vals mem_samples) samples)"
   echo "the core's proxy checks during the changes (ms, per pass that ran one): median $(vals check_changes | median), max $(vals check_changes | max)"
+  echo "the core's read of the swarm during the changes (ms): median $(vals read_changes | median), max $(vals read_changes | max); its own work (pass without checks and read): idle median $(vals own_idle | median), during the changes median $(vals own_changes | median), max $(vals own_changes | max)"
   echo "core pass without its proxy checks (ms): idle median $(vals pass_idle | median), max $(vals pass_idle | max) ($(vals pass_idle | wc -l) passes); during the changes median $(vals pass_changes | median), max $(vals pass_changes | max) ($(vals pass_changes | wc -l) passes)"
   echo "core RSS (MB): steady $(fmt "$(vals core_rss)"), max $(fmt "$(vals core_rss_max)")"
   echo "stable.sc under load during $(vals changes) changes: $(vals requests) requests, $(vals failed) failed ($(vals conn_errors) connection errors)"
