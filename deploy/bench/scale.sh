@@ -58,6 +58,7 @@
 # run, which reuses them). It refuses to run while another interlock core runs in the lab.
 #
 # Usage: deploy/bench/scale.sh [--up]   (root)
+#        deploy/bench/scale.sh --table WORK_DIR   (the table again, from a run's results.txt)
 #   SIZES="100 1000 10000" KINDS="nginx haproxy" SHAPES="A B" REPS=5 B_MAX_CREATE=1200
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -78,25 +79,36 @@ NET=sc-net
 PORT=8130
 IMG=local/interlock-app:lab
 OWNED=label=com.docker.interlock.managed-by=interlock
-WORK=$(mktemp -d /tmp/interlock-scale.XXXXXX)
+if [ "${1:-}" = "--table" ]; then
+  # Only the table, from an earlier run's results (SIZES, KINDS and SHAPES as that run's).
+  WORK=${2:?usage: scale.sh --table WORK_DIR}
+else
+  WORK=$(mktemp -d /tmp/interlock-scale.XXXXXX)
+fi
 RESULTS=$WORK/results.txt
 
-[ "$(id -u)" = 0 ] || { echo "scale: run as root (the lab's sockets and /proc of its nodes)" >&2; exit 1; }
-if [ "${1:-}" = "--up" ]; then
+if [ "${1:-}" = "--table" ]; then
+  :
+elif [ "$(id -u)" != 0 ]; then
+  echo "scale: run as root (the lab's sockets and /proc of its nodes)" >&2
+  exit 1
+elif [ "${1:-}" = "--up" ]; then
   cargo build --release --quiet --bin interlock
   deploy/lab/swarm-lab.sh up --interlock-binary "$BIN" >/dev/null
 fi
-if ! status=$(deploy/lab/swarm-lab.sh status 2>&1) || ! grep -q 'swarm: healthy' <<<"$status"; then
+if [ "${1:-}" = "--table" ]; then
+  :
+elif ! status=$(deploy/lab/swarm-lab.sh status 2>&1) || ! grep -q 'swarm: healthy' <<<"$status"; then
   printf '%s\n' "$status" >&2
   echo "scale: the Swarm lab is not healthy; start it with deploy/lab/swarm-lab.sh up (root), or pass --up" >&2
   exit 1
 fi
 # shellcheck disable=SC1091
-source /run/interlock-lab/env
+[ "${1:-}" = "--table" ] || source /run/interlock-lab/env
 # shellcheck disable=SC2154 # from /run/interlock-lab/env
-LB=$LAB_ADDR_lb_00:$PORT
+LB=${LAB_ADDR_lb_00:-}:$PORT
 # shellcheck disable=SC2154
-APP_ADDR=$LAB_ADDR_app_00
+APP_ADDR=${LAB_ADDR_app_00:-}
 
 log() { echo "scale: $*" >&2; }
 now() { date +%s.%N; }
@@ -174,6 +186,7 @@ cleanup() {
   docker secret ls --format '{{.Name}}' | grep "^$EXT-token-" | xargs -r docker secret rm >/dev/null 2>&1
   log "left in the lab: $(docker service ls -q | wc -l) services"
 }
+if [ "${1:-}" != "--table" ]; then
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -346,6 +359,7 @@ export RUNNING NET IMG
 # shellcheck disable=SC2046 # routed is a list of words
 app sc-stable 1 $(routed stable.sc)
 for ((r = 1; r <= REPS; r++)); do app "sc-new-$r" 1; done
+fi
 b_rate=
 
 # grow_b N: creates the sc-b-I missing below N; fails when the projected time is over the limit.
@@ -528,6 +542,7 @@ report_step() {
 }
 
 # ---------------------------------------------------------------------------------------------
+if [ "${1:-}" != "--table" ]; then
 : >"$RESULTS"
 : >"$WORK/notes.txt"
 log "work dir: $WORK (SIZES=\"$SIZES\" KINDS=\"$KINDS\" SHAPES=\"$SHAPES\" REPS=$REPS)"
@@ -544,6 +559,7 @@ for SHAPE in $SHAPES; do
   done
 done
 remove_core
+fi
 
 # ---------------------------------------------------------------------------------------------
 # The table: each figure with its ratio to the same kind and shape's first size.
@@ -558,7 +574,7 @@ cell() { # cell KEY AGG KIND SHAPE N: the figure (AGG: median, max or one), and 
     if (!same && b != "NA" && b > 0) printf " (%.1f×)", v / b }'
 }
 echo
-echo "== scale on the lab: $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'); total $(fmt "$(since "$t_all")") s"
+echo "== scale on the lab: $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'); total $(fmt "$(since "${t_all:-$(now)}")") s"
 [ ! -s "$WORK/notes.txt" ] || sed 's/^/note: /' "$WORK/notes.txt"
 echo "figures: median / max of $REPS; (×r) = against the same kind and shape at $first hosts"
 echo
