@@ -988,13 +988,7 @@ fn shared_servers(w: &mut String, p: &Plan<'_>) {
                 p.http_chunks.len()
             ),
         );
-        shared_map(
-            w,
-            "$host",
-            &variable,
-            chunk.iter().map(|&i| (p.hosts[i].name, p.hosts[i].value.clone())),
-            true,
-        );
+        shared_map(w, "$host", &variable, chunk.iter().map(|&i| (p.hosts[i].name, p.hosts[i].value.clone())), true);
         let listen = format!("listen {};", site.http_port);
         shared_server(w, p, &listen, None, chunk, &variable, &[]);
     }
