@@ -43,7 +43,8 @@
 #   execs in the container, `nginx -t` and `haproxy -c`, count: they are the proxy's memory too);
 # - the core: pass time (its `pass requests ... took_ms= check_ms=` debug lines) without the time
 #   its proxy checks took (`nginx -t`/`haproxy -c` on the whole config: the proxy binary's cost,
-#   printed apart), median / max over the idle window and over the changes, and its VmRSS
+#   printed apart), median / max over the idle window and over the changes; the read of the
+#   swarm (read_ms: Docker's answers and their parsing) and the rest, the core's own work; its VmRSS
 #   (steady median, max);
 # - failed requests on stable.sc: 4 curl workers, a new connection per request
 #   (`Connection: close`, 20 requests/s each), during all the changes above (5 x REPS: label
@@ -57,6 +58,7 @@
 # run, which reuses them). It refuses to run while another interlock core runs in the lab.
 #
 # Usage: deploy/bench/scale.sh [--up]   (root)
+#        deploy/bench/scale.sh --table WORK_DIR   (the table again, from a run's results.txt)
 #   SIZES="100 1000 10000" KINDS="nginx haproxy" SHAPES="A B" REPS=5 B_MAX_CREATE=1200
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -77,25 +79,36 @@ NET=sc-net
 PORT=8130
 IMG=local/interlock-app:lab
 OWNED=label=com.docker.interlock.managed-by=interlock
-WORK=$(mktemp -d /tmp/interlock-scale.XXXXXX)
+if [ "${1:-}" = "--table" ]; then
+  # Only the table, from an earlier run's results (SIZES, KINDS and SHAPES as that run's).
+  WORK=${2:?usage: scale.sh --table WORK_DIR}
+else
+  WORK=$(mktemp -d /tmp/interlock-scale.XXXXXX)
+fi
 RESULTS=$WORK/results.txt
 
-[ "$(id -u)" = 0 ] || { echo "scale: run as root (the lab's sockets and /proc of its nodes)" >&2; exit 1; }
-if [ "${1:-}" = "--up" ]; then
+if [ "${1:-}" = "--table" ]; then
+  :
+elif [ "$(id -u)" != 0 ]; then
+  echo "scale: run as root (the lab's sockets and /proc of its nodes)" >&2
+  exit 1
+elif [ "${1:-}" = "--up" ]; then
   cargo build --release --quiet --bin interlock
   deploy/lab/swarm-lab.sh up --interlock-binary "$BIN" >/dev/null
 fi
-if ! status=$(deploy/lab/swarm-lab.sh status 2>&1) || ! grep -q 'swarm: healthy' <<<"$status"; then
+if [ "${1:-}" = "--table" ]; then
+  :
+elif ! status=$(deploy/lab/swarm-lab.sh status 2>&1) || ! grep -q 'swarm: healthy' <<<"$status"; then
   printf '%s\n' "$status" >&2
   echo "scale: the Swarm lab is not healthy; start it with deploy/lab/swarm-lab.sh up (root), or pass --up" >&2
   exit 1
 fi
 # shellcheck disable=SC1091
-source /run/interlock-lab/env
+[ "${1:-}" = "--table" ] || source /run/interlock-lab/env
 # shellcheck disable=SC2154 # from /run/interlock-lab/env
-LB=$LAB_ADDR_lb_00:$PORT
+LB=${LAB_ADDR_lb_00:-}:$PORT
 # shellcheck disable=SC2154
-APP_ADDR=$LAB_ADDR_app_00
+APP_ADDR=${LAB_ADDR_app_00:-}
 
 log() { echo "scale: $*" >&2; }
 now() { date +%s.%N; }
@@ -173,6 +186,7 @@ cleanup() {
   docker secret ls --format '{{.Name}}' | grep "^$EXT-token-" | xargs -r docker secret rm >/dev/null 2>&1
   log "left in the lab: $(docker service ls -q | wc -l) services"
 }
+if [ "${1:-}" != "--table" ]; then
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -345,6 +359,7 @@ export RUNNING NET IMG
 # shellcheck disable=SC2046 # routed is a list of words
 app sc-stable 1 $(routed stable.sc)
 for ((r = 1; r <= REPS; r++)); do app "sc-new-$r" 1; done
+fi
 b_rate=
 
 # grow_b N: creates the sc-b-I missing below N; fails when the projected time is over the limit.
@@ -485,14 +500,24 @@ step() {
   passes "$il" "$cl" | while read -r v; do record pass_idle "$v"; done
   passes "$cl" "$ce_l" | while read -r v; do record pass_changes "$v"; done
   checks "$cl" "$ce_l" | while read -r v; do record check_changes "$v"; done
+  reads "$cl" "$ce_l" | while read -r v; do record read_changes "$v"; done
+  own "$il" "$cl" | while read -r v; do record own_idle "$v"; done
+  own "$cl" "$ce_l" | while read -r v; do record own_changes "$v"; done
   record step_seconds "$(since "$t_start")"
   report_step
 }
 # passes FROM TO: each pass's own time, without the proxy binary's checks it ran (check_ms);
 # checks FROM TO: the checks' time of the passes that ran any.
-pass_lines() { sed -n "$(($1 + 1)),$2p" "$STEP/core.log" | sed -nE 's/.*pass requests.*took_ms=([0-9]+)( check_ms=([0-9]+))?.*/\1 \3/p'; }
+# reads FROM TO: how long each pass's read of the swarm took (Docker's answers and their parsing);
+# own FROM TO: each pass without its checks and its read: the core's own work.
+pass_lines() {
+  sed -n "$(($1 + 1)),$2p" "$STEP/core.log" |
+    sed -nE 's/.*pass requests.*took_ms=([0-9]+)( check_ms=([0-9]+))?( read_ms=([0-9]+))?.*/\1 \3 \5/p'
+}
 passes() { pass_lines "$@" | awk '{ print $1 - ($2 == "" ? 0 : $2) }'; }
 checks() { pass_lines "$@" | awk '$2 != "" && $2 > 0 { print $2 }'; }
+reads() { pass_lines "$@" | awk '$3 != "" { print $3 }'; }
+own() { pass_lines "$@" | awk '$3 != "" { print $1 - $2 - $3 }'; }
 median() { sort -n | awk '$1 != "NA" { a[++n] = $1 } END { if (n) print a[int((n + 1) / 2)]; else print "NA" }'; }
 max() { sort -n | awk '$1 != "NA" { m = $1; n++ } END { if (n) print m; else print "NA" }'; }
 # vals KEY [KIND SHAPE N]: the recorded values of KEY for the step.
@@ -509,6 +534,7 @@ report_step() {
   echo "existing app's label change: median $(fmt "$(vals label_change | median)"), max $(fmt "$(vals label_change | max)") (never served: $(nas label_change))"
   echo "proxy memory (MB): Pss steady $(fmt "$(vals pss_steady)"), max during the changes $(fmt "$(vals pss_reload)"); RSS sum steady $(fmt "$(vals rss_steady)"), max $(fmt "$(vals rss_reload)") ($(vals mem_samples) samples)"
   echo "the core's proxy checks during the changes (ms, per pass that ran one): median $(vals check_changes | median), max $(vals check_changes | max)"
+  echo "the core's read of the swarm during the changes (ms): median $(vals read_changes | median), max $(vals read_changes | max); its own work (pass without checks and read): idle median $(vals own_idle | median), during the changes median $(vals own_changes | median), max $(vals own_changes | max)"
   echo "core pass without its proxy checks (ms): idle median $(vals pass_idle | median), max $(vals pass_idle | max) ($(vals pass_idle | wc -l) passes); during the changes median $(vals pass_changes | median), max $(vals pass_changes | max) ($(vals pass_changes | wc -l) passes)"
   echo "core RSS (MB): steady $(fmt "$(vals core_rss)"), max $(fmt "$(vals core_rss_max)")"
   echo "stable.sc under load during $(vals changes) changes: $(vals requests) requests, $(vals failed) failed ($(vals conn_errors) connection errors)"
@@ -516,6 +542,7 @@ report_step() {
 }
 
 # ---------------------------------------------------------------------------------------------
+if [ "${1:-}" != "--table" ]; then
 : >"$RESULTS"
 : >"$WORK/notes.txt"
 log "work dir: $WORK (SIZES=\"$SIZES\" KINDS=\"$KINDS\" SHAPES=\"$SHAPES\" REPS=$REPS)"
@@ -532,6 +559,7 @@ for SHAPE in $SHAPES; do
   done
 done
 remove_core
+fi
 
 # ---------------------------------------------------------------------------------------------
 # The table: each figure with its ratio to the same kind and shape's first size.
@@ -546,7 +574,7 @@ cell() { # cell KEY AGG KIND SHAPE N: the figure (AGG: median, max or one), and 
     if (!same && b != "NA" && b > 0) printf " (%.1f×)", v / b }'
 }
 echo
-echo "== scale on the lab: $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'); total $(fmt "$(since "$t_all")") s"
+echo "== scale on the lab: $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'); total $(fmt "$(since "${t_all:-$(now)}")") s"
 [ ! -s "$WORK/notes.txt" ] || sed 's/^/note: /' "$WORK/notes.txt"
 echo "figures: median / max of $REPS; (×r) = against the same kind and shape at $first hosts"
 echo

@@ -246,6 +246,7 @@ async fn pass<S: Swarm>(
         writes = writes - writes_before,
         took_ms = took.as_millis() as u64,
         check_ms = checking.as_millis() as u64,
+        read_ms = reconciler.last_read().as_millis() as u64,
         "pass requests"
     );
     match result {

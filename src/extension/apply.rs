@@ -343,7 +343,11 @@ impl<E: NodeEngine> Applier<E> {
             self.checked_environment.insert(container.to_owned(), environment);
             CheckedBy::Task
         };
-        self.reload(container).await?;
+        if let Err(error) = self.reload(container).await {
+            // The next attempt runs the task's own check: its words, not a timeout's.
+            self.checked_environment.remove(container);
+            return Err(error);
+        }
         let marker = vec![(
             HITLESS_APPLIED_FILE.to_owned(),
             RunningConfig::marker(&delivery.hash, delivery.generation).into_bytes(),

@@ -170,7 +170,8 @@ struct Host<'a> {
     /// server block of its own: every backend serves `/`, with no websocket endpoint, and the
     /// host is neither redirected nor passed through.
     shared: bool,
-    /// A shared host's map value ([`Plan::new`]): `503` when no task runs; the task's address
+    /// A shared host's map value ([`Plan::new`]; an upstream name starts with `up`, an address
+    /// holds a `:`: neither reads as a status): `503` when no task runs; the task's address
     /// when one task serves it (no upstream block: nginx finds a variable `proxy_pass`'s
     /// upstream by a linear scan of every upstream's name, per request); else the upstream of
     /// its pool, written once for all the hosts whose tasks and pinning agree.
@@ -186,7 +187,7 @@ const MAX_MAP_TEXT: usize = 256 * 1024;
 impl<'a> Plan<'a> {
     fn new(site: &'a NginxSite<'a>, routes: &'a RouteTable) -> Self {
         let redirects = routes.redirects();
-        let hosts: Vec<Host<'a>> = routes
+        let mut hosts: Vec<Host<'a>> = routes
             .hosts
             .iter()
             .map(|(name, backends)| {
@@ -205,7 +206,6 @@ impl<'a> Plan<'a> {
                 }
             })
             .collect();
-        let mut hosts = hosts;
         // Shared hosts' map values: one upstream per distinct pool (tasks and pinning), none for
         // one task.
         let mut pools: BTreeMap<(Vec<Target>, bool, Option<&str>), String> = BTreeMap::new();
@@ -240,12 +240,12 @@ impl<'a> Plan<'a> {
         let tls_port = site.https_port != 0;
         // The longest of a host's map lines: its upstream (or `503`), and for TLS its
         // certificate and key.
-        let http_chunks = chunks(hosts.iter().enumerate().filter(|(_, h)| h.shared), |h| map_value(h).len());
+        let http_chunks = chunks(hosts.iter().enumerate().filter(|(_, h)| h.shared), |h| h.value.len());
         let tls_chunks =
             chunks(hosts.iter().enumerate().filter(|(_, h)| h.shared && h.tls.is_some() && tls_port), |h| {
                 let tls = h.tls.expect("filtered");
                 let path = |name: &str| certificate_path(site.acme, name).len();
-                map_value(h).len().max(path(&tls.cert)).max(path(&tls.key))
+                h.value.len().max(path(&tls.cert)).max(path(&tls.key))
             });
         let terminates_tls =
             tls_port && hosts.iter().any(|h| h.tls.is_some() && !h.passthrough && !redirects.contains_key(h.name));
@@ -326,12 +326,6 @@ fn chunks<'a, 'h: 'a>(
         }
     }
     chunks
-}
-
-/// What a shared host's map entry says: its upstream, its one task's address, or `503` when no
-/// task runs (an upstream name starts with `up`, an address holds a `:`: neither is a number).
-fn map_value<'h>(host: &'h Host<'_>) -> &'h str {
-    &host.value
 }
 
 /// The tasks of a shared host's backends, pooled: each once, in order.
@@ -1049,13 +1043,7 @@ fn shared_servers(w: &mut String, p: &Plan<'_>) {
                 p.http_chunks.len()
             ),
         );
-        shared_map(
-            w,
-            "$host",
-            &variable,
-            chunk.iter().map(|&i| (p.hosts[i].name, map_value(&p.hosts[i]).to_owned())),
-            true,
-        );
+        shared_map(w, "$host", &variable, chunk.iter().map(|&i| (p.hosts[i].name, p.hosts[i].value.clone())), true);
         let listen = format!("listen {};", site.http_port);
         shared_server(w, p, &listen, None, chunk, &variable, &[]);
     }
@@ -1100,7 +1088,7 @@ fn shared_servers(w: &mut String, p: &Plan<'_>) {
             hosts().map(|h| (h.name, certificate_path(site.acme, &tls(h).key))),
             false,
         );
-        shared_map(w, "$host", &variable, hosts().map(|h| (h.name, map_value(h).to_owned())), true);
+        shared_map(w, "$host", &variable, hosts().map(|h| (h.name, h.value.clone())), true);
         let certificate =
             [format!("ssl_certificate $interlock_cert_{n};"), format!("ssl_certificate_key $interlock_key_{n};")];
         shared_server(w, p, &format!("{listen};"), Some(&format!("_tls_{n}")), chunk, &variable, &certificate);

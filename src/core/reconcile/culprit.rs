@@ -6,8 +6,9 @@
 //! on its own (a small config), then, when none is rejected alone, bisects over the cluster's
 //! routed services, oldest first (see [`Judge::find_culprits`]); culprits are remembered until
 //! their labels change ([`Culprits`]). The search only decides who is quarantined: the config
-//! rolled out is always the whole one, checked whole. A rejection no service explains (the operator's own TOML), or a config that
-//! could not be checked at all, holds the cluster: its proxy keeps its last good config.
+//! rolled out is always the whole one, checked whole. A rejection no service explains (the
+//! operator's own TOML), or a config that could not be checked at all, holds the cluster: its
+//! proxy keeps its last good config.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;

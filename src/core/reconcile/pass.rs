@@ -76,6 +76,9 @@ pub struct Reconciler<S: Swarm> {
     stranded: BTreeMap<String, Instant>,
     /// When each was last rescheduled.
     rescheduled: BTreeMap<String, Instant>,
+    /// How long the last read of the swarm took, in microseconds (the engine's answers, and
+    /// parsing them): a pass's own time is told apart from Docker's.
+    read_us: std::sync::atomic::AtomicU64,
 }
 
 /// A task waiting this long for a host port no task of its service holds is rescheduled...
@@ -99,6 +102,7 @@ impl<S: Swarm> Reconciler<S> {
             role: None,
             stranded: BTreeMap::new(),
             rescheduled: BTreeMap::new(),
+            read_us: Default::default(),
         }
     }
 
@@ -132,7 +136,11 @@ impl<S: Swarm> Reconciler<S> {
 
     /// [`plan`](Self::plan), and the ACME answers the plan rendered.
     async fn plan_with_answers(&self) -> Result<(Observed, Plan, BTreeSet<String>), ReconcileError> {
-        let mut observed = self.ctx.swarm.observe().await.map_err(ReconcileError::Observe)?;
+        let reading = Instant::now();
+        let observed = self.ctx.swarm.observe().await;
+        let read = u64::try_from(reading.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.read_us.store(read, std::sync::atomic::Ordering::Relaxed);
+        let mut observed = observed.map_err(ReconcileError::Observe)?;
         // The generations served and run: a new config's generation continues from them.
         observed.delivered = self.ctx.deliveries.known();
         observed.node_names.clone_from(&self.node_names);
@@ -152,6 +160,11 @@ impl<S: Swarm> Reconciler<S> {
         };
         let plan = judge.checked_plan(&observed).await;
         Ok((observed, plan, tokens))
+    }
+
+    /// How long the last read of the swarm took.
+    pub fn last_read(&self) -> Duration {
+        Duration::from_micros(self.read_us.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// One pass: observe, plan, write.
