@@ -30,6 +30,9 @@ const MASTER_CHILDREN: &str = "/proc/1/task/1/children";
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Without a children list, how long to leave a reload before the files may change again.
 const RELOAD_SETTLE: Duration = Duration::from_secs(2);
+/// How long the old files of a directory read while serving stay after the reload: the old
+/// workers may still be in the handshakes of connections they accepted before it.
+const SERVED_FILES_GRACE: Duration = Duration::from_secs(1);
 
 /// What a proxy container runs, as its applied file records it (`HASH` or `HASH GENERATION`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -317,7 +320,7 @@ impl<E: NodeEngine> Applier<E> {
         delivery: &Vetted,
         running: &str,
     ) -> Result<CheckedBy, String> {
-        self.write(container, delivery).await?;
+        let served_stale = self.write(container, delivery).await?;
         let environment = check_reuse::environment_fingerprint(
             self.own.kind,
             delivery
@@ -353,7 +356,20 @@ impl<E: NodeEngine> Applier<E> {
             RunningConfig::marker(&delivery.hash, delivery.generation).into_bytes(),
         )];
         self.docker.write_files(container, &marker).await.map_err(|e| e.to_string())?;
+        if !served_stale.is_empty() {
+            tokio::time::sleep(SERVED_FILES_GRACE).await;
+            if let Err(e) = self.remove(container, served_stale).await {
+                warn!(container = %short(container), "cannot remove the previous certificates: {e}");
+            }
+        }
         Ok(checked)
+    }
+
+    /// Removes `paths` (plain files) in the container.
+    async fn remove(&self, container: &str, paths: Vec<String>) -> Result<(), String> {
+        let mut rm = vec!["rm".to_owned(), "-f".to_owned(), "--".to_owned()];
+        rm.extend(paths);
+        self.docker.exec(container, &rm).await.map(drop).map_err(|e| e.to_string())
     }
 
     /// Signals the proxy's master to reload, and waits until it has: a new child process (nginx's
@@ -422,13 +438,15 @@ impl<E: NodeEngine> Applier<E> {
     }
 
     /// Writes the delivery's files, then removes the files of its cleared directories it does
-    /// not have. In that order, a file the running config reads while it serves (nginx's shared
-    /// TLS servers load their certificate at each handshake, by SNI) is never missing while the
-    /// new one is written. Where the directories cannot be listed, they are emptied first, as
-    /// before.
-    async fn write(&self, container: &str, delivery: &Vetted) -> Result<(), String> {
+    /// not have, but those in a directory the running proxy reads while it serves
+    /// ([`ProxyTarget::served_dirs`]): returned, to go once the reload is done. In that order,
+    /// a file the running config reads (nginx's shared TLS servers load their certificate at
+    /// each handshake, by SNI) is never missing while the new one is written and loaded. Where
+    /// the directories cannot be listed, they are emptied first, as before.
+    async fn write(&self, container: &str, delivery: &Vetted) -> Result<Vec<String>, String> {
+        let write = || async { self.docker.write_files(container, &delivery.files).await.map_err(|e| e.to_string()) };
         if delivery.clear_dirs.is_empty() {
-            return self.docker.write_files(container, &delivery.files).await.map_err(|e| e.to_string());
+            return write().await.map(|()| vec![]);
         }
         let mut find = vec!["find".to_owned()];
         find.extend(delivery.clear_dirs.iter().cloned());
@@ -441,17 +459,22 @@ impl<E: NodeEngine> Applier<E> {
             let mut rm = vec!["rm".to_owned(), "-rf".to_owned(), "--".to_owned()];
             rm.extend(delivery.clear_dirs.iter().cloned());
             self.docker.exec(container, &rm).await.map_err(|e| e.to_string())?;
-            return self.docker.write_files(container, &delivery.files).await.map_err(|e| e.to_string());
+            return write().await.map(|()| vec![]);
         };
-        self.docker.write_files(container, &delivery.files).await.map_err(|e| e.to_string())?;
-        let stale = stale_files(&listed, &delivery.clear_dirs, &delivery.files);
-        if !stale.is_empty() {
-            let mut rm = vec!["rm".to_owned(), "-f".to_owned(), "--".to_owned()];
-            rm.extend(stale);
-            self.docker.exec(container, &rm).await.map_err(|e| e.to_string())?;
+        write().await?;
+        let (later, now): (Vec<String>, Vec<String>) = stale_files(&listed, &delivery.clear_dirs, &delivery.files)
+            .into_iter()
+            .partition(|path| inside_any(path, &self.own.served_dirs()));
+        if !now.is_empty() {
+            self.remove(container, now).await?;
         }
-        Ok(())
+        Ok(later)
     }
+}
+
+/// Whether `path` is strictly inside one of `dirs`.
+fn inside_any(path: &str, dirs: &[String]) -> bool {
+    dirs.iter().any(|d| path.strip_prefix(d.trim_end_matches('/')).is_some_and(|rest| rest.starts_with('/')))
 }
 
 /// The files `find` listed (one a line) under the cleared `dirs` that `files` does not write:
@@ -460,7 +483,7 @@ fn stale_files(listed: &str, dirs: &[String], files: &[(String, Vec<u8>)]) -> Ve
     listed
         .lines()
         .filter(|path| {
-            dirs.iter().any(|d| path.strip_prefix(d.trim_end_matches('/')).is_some_and(|rest| rest.starts_with('/')))
+            inside_any(path, dirs)
                 && !path.split('/').any(|part| part == "..")
                 && !files.iter().any(|(written, _)| written == path)
         })
@@ -513,6 +536,8 @@ mod tests {
         refuses: bool,
         /// Every file written, by path.
         written: Arc<std::sync::Mutex<Vec<String>>>,
+        /// What `find` lists in the container.
+        listing: String,
     }
 
     impl ProxyEngine {
@@ -547,6 +572,7 @@ mod tests {
                 Some(MASTER_CHILDREN) => (0, format!("{} ", 100 + if self.refuses { 0 } else { signals })),
                 // No applied file yet: the task runs its start config.
                 Some(HITLESS_APPLIED_FILE) => (1, String::new()),
+                _ if argv[0] == "find" => (0, self.listing.clone()),
                 _ => (0, String::new()),
             };
             Ok(crate::engine::ExecOutput { exit_code, output })
@@ -555,7 +581,8 @@ mod tests {
             self.written.lock().unwrap().extend(files.iter().map(|(path, _)| path.clone()));
             Ok(())
         }
-        async fn signal(&self, _container: &str, _signal: &str) -> Result<(), EngineError> {
+        async fn signal(&self, _container: &str, signal: &str) -> Result<(), EngineError> {
+            self.execs.lock().unwrap().push(vec![format!("signal {signal}")]);
             self.signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(())
         }
@@ -634,6 +661,38 @@ mod tests {
         assert!(error.contains("did not reload within 60 s"), "{error}");
         assert!(started.elapsed() >= RELOAD_TIMEOUT);
         assert_eq!(*engine.written.lock().unwrap(), ["/etc/nginx/nginx.conf"], "no applied file");
+    }
+
+    /// A renewal under nginx: the old certificate's file stays until the reload is done (old
+    /// workers read it at each handshake until then); a stale part goes before the reload (the
+    /// master would include it).
+    #[tokio::test(start_paused = true)]
+    async fn a_renewed_certificates_old_file_goes_only_after_the_reload() {
+        let engine = ProxyEngine {
+            listing: "/etc/nginx/interlock.d/acme/old.pem\n/etc/nginx/interlock.d/acme/kept.pem\n/etc/nginx/interlock.d/old.conf\n".into(),
+            ..ProxyEngine::default()
+        };
+        let settings = crate::extension::fixtures::settings("127.0.0.1:1");
+        let core = Arc::new(CoreClient::new(&settings).unwrap());
+        let mut applier = Applier::new(engine.clone(), core, "us-east".into(), settings.proxy.clone().unwrap());
+        let mut renewal = delivery(&format!("{:064x}", 1), 1);
+        renewal.clear_dirs = vec!["/etc/nginx/interlock.d".into()];
+        for path in ["/etc/nginx/interlock.d/acme/new.pem", "/etc/nginx/interlock.d/acme/kept.pem"] {
+            renewal.files.push(reconcilers::desired::DeliveredFile { path: path.into(), content: "PEM".into() });
+        }
+        applier.apply_all(&Arc::new(renewal), false).await;
+
+        let execs = engine.execs.lock().unwrap().clone();
+        let at = |wanted: &dyn Fn(&Vec<String>) -> bool| {
+            execs.iter().position(wanted).unwrap_or_else(|| panic!("{execs:?}"))
+        };
+        let signal = at(&|a| a[0].starts_with("signal"));
+        let removed = |path: &str| at(&|a: &Vec<String>| a[0] == "rm" && a.contains(&path.to_owned()));
+        assert!(removed("/etc/nginx/interlock.d/old.conf") < signal, "a stale part goes first: {execs:?}");
+        assert!(removed("/etc/nginx/interlock.d/acme/old.pem") > signal, "the old certificate after: {execs:?}");
+        assert!(!execs.iter().any(|a| a.contains(&"/etc/nginx/interlock.d/acme/kept.pem".to_owned())), "{execs:?}");
+        let written = engine.written.lock().unwrap().clone();
+        assert_eq!(written.last().map(String::as_str), Some(HITLESS_APPLIED_FILE), "recorded before it goes");
     }
 
     #[tokio::test]

@@ -120,6 +120,11 @@ impl ProxyTarget {
         self.layout().parts_dirs
     }
 
+    /// The directories whose stale files go only after the reload ([`HitlessLayout::served_dirs`]).
+    pub(super) fn served_dirs(&self) -> Vec<String> {
+        self.layout().served_dirs
+    }
+
     /// Whether a delivered file may be written at `path`: a clean absolute path below the
     /// config's directory.
     pub(super) fn may_write(&self, path: &str) -> bool {

@@ -330,7 +330,6 @@ fn acme_secrets(host: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "renewal under load fails 2 of ~4,140 TLS handshakes (nginx InternalError: the old certificate file is removed before the reload); run with --ignored"]
 async fn certificates_are_ordered_served_and_renewed_without_a_failed_request() {
     let deployment = deploy().await;
     let started = Instant::now();

@@ -135,6 +135,12 @@ pub struct HitlessLayout {
     /// directory, `interlock.d` beside the config: nginx's included parts, HAProxy's parts and
     /// map files), so parts of a longer earlier config are not read.
     pub parts_dirs: Vec<String>,
+    /// Directories inside the parts directories whose files the running proxy reads while it
+    /// serves, not only at a reload: nginx reads a shared TLS server's certificate at each
+    /// handshake (`ssl_certificate $variable`), so a renewed certificate's old file must stay
+    /// until the reload is done. None for HAProxy: it reads its certificates directory whole at
+    /// the reload, and an old file left there would be loaded beside the new one.
+    pub served_dirs: Vec<String>,
 }
 
 impl HitlessLayout {
@@ -161,6 +167,10 @@ pub fn hitless_layout(kind: ProxyKind, config_path: &str) -> HitlessLayout {
         reload_signal: kind.reload_signal(),
         applied_file: HITLESS_APPLIED_FILE,
         parts_dirs: kind.parts_dirs(config_path),
+        served_dirs: match kind {
+            ProxyKind::Nginx => kind.parts_dirs(config_path).iter().map(|d| crate::acme::certificates_dir(d)).collect(),
+            ProxyKind::Haproxy => vec![],
+        },
     }
 }
 
@@ -386,6 +396,7 @@ mod tests {
         assert_eq!(nginx.check, ["nginx", "-t", "-q", "-c", "/etc/nginx/nginx.conf"]);
         assert_eq!((nginx.reload_signal, nginx.applied_file), ("SIGHUP", "/interlock/applied"));
         assert_eq!(nginx.parts_dirs, ["/etc/nginx/interlock.d"]);
+        assert_eq!(nginx.served_dirs, ["/etc/nginx/interlock.d/acme"], "certificates read at each handshake");
         assert_eq!(nginx.mount_target("/etc/nginx/nginx.conf"), "/interlock/config/nginx.conf");
         assert_eq!(
             nginx.mount_target("/etc/nginx/interlock.d/part-001.conf"),
@@ -398,6 +409,7 @@ mod tests {
         assert_eq!(haproxy.check, ["haproxy", "-c", "-f", "/cfg/haproxy.cfg", "-f", "/cfg/interlock.d"]);
         assert_eq!(haproxy.reload_signal, "SIGUSR2");
         assert_eq!(haproxy.parts_dirs, ["/cfg/interlock.d"]);
+        assert!(haproxy.served_dirs.is_empty(), "its certificates are read at the reload, the directory whole");
         assert!(
             haproxy.command[2].starts_with("set -e; mkdir -p '/cfg' '/cfg/interlock.d'; "),
             "{}",
