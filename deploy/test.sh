@@ -29,7 +29,7 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 # Both use one feature set, so they share one build (and one target/debug/interlock, which the
 # lab tests run): it is built here, before any lab test starts.
 features=lab,proxy-binaries,acme-server
-ha_tests=(--test ha_failover --test ha_faults)
+ha_tests=(--test ha_failover --test ha_faults --test ha_acme)
 
 step "build the interlock binary (it goes into the lab's local/interlock:lab image) and every test"
 cargo build --workspace --all-targets --features "$features"

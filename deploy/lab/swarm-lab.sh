@@ -771,7 +771,7 @@ ha_start_daemon() {
 
 # ha_images: the main lab's proxy, app and operator images on every HA node that lacks them.
 ha_images() {
-  local refs=("$IMG_PROXY" "$IMG_APP" "$IMG_OPERATOR") ref n want need=() tar pids=() rc=0
+  local refs=("$IMG_PROXY" "$IMG_APP" "$IMG_OPERATOR" "$IMG_PEBBLE") ref n want need=() tar pids=() rc=0
   for ref in "${refs[@]}"; do
     dm image inspect "$ref" >/dev/null 2>&1 || die "$ref is not on the host's engine: run \`$0 up\` first"
   done

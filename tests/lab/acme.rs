@@ -19,12 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use support::acme::{listener_certificates, tls_connector};
 use support::{docker, docker_quiet, eventually, lab, node_addr, service};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 const CORE: &str = "interlock-acme";
 const PEBBLE: &str = "acme-pebble";
@@ -128,22 +125,6 @@ fn create_file(kind: &str, name: &str, data: &[u8]) {
     std::fs::remove_file(path).ok();
 }
 
-/// pebble's listener: a CA (what `CACertificate` trusts) and a certificate for the service's name.
-fn listener_certificates() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "interlock lab test: pebble's listener CA");
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec![PEBBLE.to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &*ca)
-        .unwrap();
-    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
-}
-
 fn app(name: &str, host: &str, acme: bool) {
     let mut create = service::Create::new()
         .quiet()
@@ -170,7 +151,7 @@ async fn deploy() -> Deployment {
     docker(&["network", "create", "-d", "overlay", "--attachable", CA_NET]);
     docker(&["network", "create", "-d", "overlay", APP_NET]);
 
-    let (ca, cert, key) = listener_certificates();
+    let (ca, cert, key) = listener_certificates(PEBBLE);
     create_file("secret", CA_SECRET, ca.as_bytes());
     create_file("secret", PEBBLE_CERT, cert.as_bytes());
     create_file("secret", PEBBLE_KEY, key.as_bytes());
@@ -278,45 +259,9 @@ fn pebble_root() -> Option<String> {
     curl_in(PEBBLE, &["-k", "https://127.0.0.1:15000/roots/0"]).filter(|pem| pem.contains("BEGIN CERTIFICATE"))
 }
 
-fn tls_connector(root_pem: &str) -> TlsConnector {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = ClientConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
-}
-
-/// One HTTPS request to `host` through lb-00, the chain verified against `connector`'s root:
-/// the leaf's bytes, and the answer's status line.
+/// One HTTPS request to `host` through lb-00 ([`support::acme::https_get`]).
 async fn https_get(connector: &TlsConnector, host: &str) -> Result<(Vec<u8>, String), String> {
-    let addr = format!("{}:{TLS_PORT}", node_addr("lb-00"));
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr))
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| format!("connect: {e}"))?;
-    let name = ServerName::try_from(host.to_owned()).unwrap();
-    let mut tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
-        .await
-        .map_err(|_| "handshake timed out".to_owned())?
-        .map_err(|e| format!("handshake: {e}"))?;
-    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
-    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    tls.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
-        .await
-        .map_err(|_| "read timed out".to_owned())?
-        .map_err(|e| format!("read: {e}"))?;
-    let status = String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned();
-    if !status.contains(" 200 ") {
-        return Err(format!("answer: {status}"));
-    }
-    Ok((leaf, status))
+    support::acme::https_get(connector, &format!("{}:{TLS_PORT}", node_addr("lb-00")), host).await
 }
 
 /// The core's `/status`, from inside its network namespace.

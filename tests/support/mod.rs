@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+pub mod acme;
 pub mod ha;
 pub mod load;
 pub mod metrics;
