@@ -315,9 +315,11 @@ fn passive_health(max_fails: Option<&str>, fail_timeout: Option<&str>) -> Result
     }
     let max_fails = match max_fails {
         None => DEFAULT_MAX_FAILS,
-        Some(text) => text.parse::<u32>().ok().filter(|n| (1..=MAX_MAX_FAILS).contains(n)).ok_or_else(|| {
-            format!("{LABEL_MAX_FAILS}={text:?} is not a number of failures (1-{MAX_MAX_FAILS})")
-        })?,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_MAX_FAILS).contains(n))
+            .ok_or_else(|| format!("{LABEL_MAX_FAILS}={text:?} is not a number of failures (1-{MAX_MAX_FAILS})"))?,
     };
     let fail_timeout_secs = match fail_timeout {
         None => DEFAULT_FAIL_TIMEOUT_SECS,
@@ -366,7 +368,8 @@ fn hsts(value: &str) -> Result<Hsts, String> {
     let first = parts.next().unwrap_or_default();
     let number = first.strip_prefix("max-age=").unwrap_or(first);
     let valid_number = !number.is_empty() && number.len() <= 10 && number.bytes().all(|b| b.is_ascii_digit());
-    let max_age_secs = number.parse::<u32>().ok().filter(|n| valid_number && *n <= MAX_HSTS_SECS).ok_or_else(invalid)?;
+    let max_age_secs =
+        number.parse::<u32>().ok().filter(|n| valid_number && *n <= MAX_HSTS_SECS).ok_or_else(invalid)?;
     let include_subdomains = match (parts.next(), parts.next()) {
         (None, _) => false,
         (Some(word), None) if word.eq_ignore_ascii_case("includeSubDomains") => true,
@@ -378,11 +381,7 @@ fn hsts(value: &str) -> Result<Hsts, String> {
 /// `ssl_backend`, `ssl_backend_tls_verify` and `ssl_backend_ca`. A CA means verification
 /// (`required`, the default with one); `required` needs a CA; verifying with none, or a CA with
 /// `none`, is refused rather than guessed.
-fn backend_tls(
-    enabled: Option<&str>,
-    verify: Option<&str>,
-    ca: Option<&str>,
-) -> Result<Option<BackendTls>, String> {
+fn backend_tls(enabled: Option<&str>, verify: Option<&str>, ca: Option<&str>) -> Result<Option<BackendTls>, String> {
     let enabled = enabled.map(|v| boolean(LABEL_SSL_BACKEND, v)).transpose()?.unwrap_or(false);
     let verify = match verify.map(str::to_ascii_lowercase).as_deref() {
         None => None,
@@ -399,7 +398,9 @@ fn backend_tls(
     if !enabled {
         return match (verify, &ca) {
             (None, None) => Ok(None),
-            _ => Err(format!("{LABEL_SSL_BACKEND_TLS_VERIFY} and {LABEL_SSL_BACKEND_CA} need {LABEL_SSL_BACKEND}=true")),
+            _ => {
+                Err(format!("{LABEL_SSL_BACKEND_TLS_VERIFY} and {LABEL_SSL_BACKEND_CA} need {LABEL_SSL_BACKEND}=true"))
+            }
         };
     }
     match (verify, ca) {
@@ -587,7 +588,9 @@ mod tests {
         assert_eq!(health(&[]).unwrap(), None);
         assert_eq!(health(&[(LABEL_MAX_FAILS, "3")]).unwrap(), ph(3, 10), "nginx's default fail_timeout");
         assert_eq!(health(&[(LABEL_FAIL_TIMEOUT, "30s")]).unwrap(), ph(1, 30), "nginx's default max_fails");
-        for (text, secs) in [("10s", 10), ("1m30s", 90), ("1m", 60), ("90", 90), ("1h", 3600), (" 2m ", 120), ("0m5s", 5)] {
+        for (text, secs) in
+            [("10s", 10), ("1m30s", 90), ("1m", 60), ("90", 90), ("1h", 3600), (" 2m ", 120), ("0m5s", 5)]
+        {
             assert_eq!(health(&[(LABEL_MAX_FAILS, "2"), (LABEL_FAIL_TIMEOUT, text)]).unwrap(), ph(2, secs), "{text}");
         }
         for (pairs, needle) in [
@@ -620,7 +623,8 @@ mod tests {
         let verified = Some(BackendTls { verify_with_ca: Some("ca.pem".into()) });
         assert_eq!(tls(&[(LABEL_SSL_BACKEND, "true")]).unwrap(), Some(BackendTls { verify_with_ca: None }));
         assert_eq!(tls(&[(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_CA, "ca.pem")]).unwrap(), verified);
-        let required = [(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_TLS_VERIFY, "required"), (LABEL_SSL_BACKEND_CA, "ca.pem")];
+        let required =
+            [(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_TLS_VERIFY, "required"), (LABEL_SSL_BACKEND_CA, "ca.pem")];
         assert_eq!(tls(&required).unwrap(), verified);
         assert_eq!(tls(&[(LABEL_SSL_BACKEND, "false")]).unwrap(), None);
         for (pairs, needle) in [
@@ -633,7 +637,10 @@ mod tests {
             (vec![(LABEL_SSL_BACKEND, "tls")], "is not true or false"),
             (vec![(LABEL_SSL_BACKEND_TLS_VERIFY, "none")], "need com.docker.lb.ssl_backend=true"),
             (vec![(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_TLS_VERIFY, "optional")], "is not none or required"),
-            (vec![(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_TLS_VERIFY, "required")], "needs com.docker.lb.ssl_backend_ca"),
+            (
+                vec![(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_TLS_VERIFY, "required")],
+                "needs com.docker.lb.ssl_backend_ca",
+            ),
             (
                 vec![(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_TLS_VERIFY, "none"), (LABEL_SSL_BACKEND_CA, "ca")],
                 "verifies nothing",

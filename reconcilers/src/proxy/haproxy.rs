@@ -996,6 +996,47 @@ mod tests {
         assert!(text.contains("use_backend be_0 if host_0"), "the wildcard's acl names the same backend: {text}");
     }
 
+    /// Issue 23: passive health checks, HTTPS-only hosts, HSTS and TLS to the tasks, behind a
+    /// published TLS port other than 443.
+    #[test]
+    fn parity_labels() {
+        let config = HaproxyConfig::default();
+        let (table, acme) = crate::routes::test_tables::parity_table();
+        let text = render(&HaproxySite { acme: &acme, published_https_port: 8443, ..site(&config) }, &table);
+        insta::assert_snapshot!("haproxy_parity", text);
+        let health =
+            " check inter 2000 fastinter 30s downinter 30s rise 1 observe layer7 error-limit 3 on-error mark-down";
+        assert!(text.contains(&format!("    server s0 10.0.8.2:8080{health}\n")));
+        // The two hosts of one service and parameters share a backend; without them, another.
+        let backend_of = |host: &str| {
+            let line = text.lines().find(|l| l.starts_with(&format!("#| {host} "))).unwrap();
+            line.rsplit(' ').next().unwrap().to_owned()
+        };
+        assert_eq!(backend_of("health-a.local"), backend_of("health-b.local"));
+        assert_ne!(backend_of("health-a.local"), backend_of("plain-pool.local"));
+        assert!(text.contains(
+            "    http-request redirect location 'https://%[req.hdr(host),field(1,:),lower]:8443%[capture.req.uri]' code 301 if !{ ssl_fc } METH_GET { req.hdr(host) -m sub : }\n"
+        ));
+        assert!(text.contains(
+            "    http-request redirect location 'https://%[req.hdr(host),field(1,:),lower]%[capture.req.uri]' code 308 if !{ ssl_fc }\n"
+        ));
+        // shop.local and its wildcard (one backend: they read the same), api.local and auto.local
+        // (ACME) redirect; nocert.local, without a certificate, does not.
+        assert_eq!(text.matches("code 308 if !{ ssl_fc }\n").count(), 3, "shop and *.shop, api, auto");
+        assert_eq!(
+            text.matches(
+                "http-response set-header Strict-Transport-Security 'max-age=31536000; includeSubDomains' if { ssl_fc }"
+            )
+            .count(),
+            1
+        );
+        assert!(text.contains(" ssl sni req.hdr(host),field(1,:),lower verify required ca-file '/run/secrets/.interlock-backend-ca/internal-ca.pem'\n"));
+        assert!(text.contains(&format!("{health} ssl sni req.hdr(host),field(1,:),lower verify none\n")));
+        // The challenge is answered in the frontend, before any backend's redirect.
+        let frontend = text.split("frontend http-default").nth(1).unwrap().split("\nbackend ").next().unwrap();
+        assert!(frontend.contains("http-request return status 200"));
+    }
+
     fn at(root: &str) -> RouteOptions {
         RouteOptions { context_root: Some(root.into()), ..Default::default() }
     }

@@ -992,13 +992,9 @@ fn upstream(w: &mut String, p: &Plan<'_>, name: &str, targets: &[Target], option
     for target in targets {
         match options.passive_health {
             // With one server nginx ignores both: it is never taken out.
-            Some(health) => ln!(
-                w,
-                2,
-                "server {target} max_fails={} fail_timeout={}s;",
-                health.max_fails,
-                health.fail_timeout_secs
-            ),
+            Some(health) => {
+                ln!(w, 2, "server {target} max_fails={} fail_timeout={}s;", health.max_fails, health.fail_timeout_secs)
+            }
             None => ln!(w, 2, "server {target};"),
         }
     }
@@ -1399,7 +1395,9 @@ mod tests {
             http_port: 80,
             https_port: 443,
             published_https_port: 443,
-            server_info: "interlock/test", acme: &crate::acme::NO_ACME }
+            server_info: "interlock/test",
+            acme: &crate::acme::NO_ACME,
+        }
     }
 
     #[test]
@@ -1463,6 +1461,46 @@ mod tests {
         let (table, _) = crate::routes::test_tables::acme_table(None);
         let plain = render(&site(&config), &table);
         assert!(!plain.contains("acme-challenge") && plain.contains("/run/secrets/interlock-acme-secure"));
+    }
+
+    /// Issue 23: passive health checks, HTTPS-only hosts, HSTS and TLS to the tasks, behind a
+    /// published TLS port other than 443.
+    #[test]
+    fn parity_labels() {
+        let config = NginxConfig::default();
+        let (table, acme) = crate::routes::test_tables::parity_table();
+        let site = NginxSite { acme: &acme, published_https_port: 8443, ..site(&config) };
+        let text = render(&site, &table);
+        insta::assert_snapshot!("nginx_parity", text);
+        // One upstream for the two hosts whose tasks and parameters agree; another without them;
+        // one for a single task with parameters.
+        assert_eq!(text.matches(" 10.0.8.2:8080 max_fails=3 fail_timeout=30s;").count(), 1);
+        assert!(text.contains("        health-b.local up-health-a.local;\n"));
+        assert!(text.contains("        plain-pool.local up-plain-pool.local;\n"));
+        assert!(text.contains("        server 10.0.8.4:8080 max_fails=3 fail_timeout=30s;\n"));
+        // HTTPS only: shop.local by its map value; api.local by its own server, after the challenges;
+        // nocert.local has no certificate, so no redirect and no HSTS.
+        assert!(text.contains("        shop.local $interlock_https_status;\n"));
+        assert!(text.contains("        auto.local $interlock_https_status;\n"));
+        assert!(text.contains("        nocert.local 10.0.9.6:8080;\n"));
+        assert!(!text.contains("nocert.local \"max-age"));
+        assert!(text.contains("        www.shop.local \"\";\n"), "listed without HSTS under the wildcard's");
+        assert!(text.contains("return 301 https://$host$interlock_https_port$request_uri;"));
+        let api = text.split("        server_name api.local;\n").nth(1).unwrap();
+        let challenge = api.find("location ^~ /.well-known/acme-challenge/").unwrap();
+        assert!(challenge < api.find("return 308 https://").unwrap(), "challenges before the redirect");
+        // TLS to the tasks: own servers with https upstreams.
+        assert!(text.contains("proxy_pass https://up-verified.local;"));
+        assert!(text.contains("proxy_ssl_trusted_certificate /run/secrets/.interlock-backend-ca/internal-ca.pem;"));
+        assert_eq!(
+            text.matches("proxy_pass https://up-unverified.local;").count(),
+            2,
+            "/ and /ws, on HTTP only (no certificate)"
+        );
+        assert!(
+            !text.contains("proxy_pass https://;")
+                && !text.contains("proxy_pass http://$interlock_up_0;\n            proxy_ssl")
+        );
     }
 
     #[test]
