@@ -735,6 +735,44 @@ mod tests {
         table.quarantined.iter().find(|q| q.service == service).map(|q| q.reason.clone()).unwrap_or_default()
     }
 
+    /// Issue 23: `ssl_only` and `ssl_hsts` are the host owner's (a newer service may not set them
+    /// on its host, and inherits them); passive health checks and TLS to the tasks are route
+    /// options, on which services pooled on one path must agree.
+    #[test]
+    fn https_only_is_the_owners_and_pools_agree_on_health_and_backend_tls() {
+        let tls = [("com.docker.lb.ssl_cert", "site.crt"), ("com.docker.lb.ssl_key", "site.key")];
+        let only = [tls[0], tls[1], ("com.docker.lb.ssl_only", "true"), ("com.docker.lb.ssl_hsts", "600")];
+        let owner = tenant("owner", "shop.com", "2026-01-01T00:00:00Z", &only);
+        let api = tenant("api", "shop.com", "2026-01-02T00:00:00Z", &[("com.docker.lb.context_root", "/api")]);
+        let hsts = tenant(
+            "hsts",
+            "plain.com,shop.com",
+            "2026-01-03T00:00:00Z",
+            &[("com.docker.lb.ssl_hsts", "60"), ("com.docker.lb.context_root", "/h")],
+        );
+        let health = [("com.docker.lb.max_fails", "2"), ("com.docker.lb.fail_timeout", "1m")];
+        let first = tenant("first", "pool.com", "2026-01-04T00:00:00Z", &health);
+        let other = tenant("other", "pool.com", "2026-01-05T00:00:00Z", &[("com.docker.lb.max_fails", "3")]);
+        let tls_backend =
+            tenant("tls-backend", "pool.com", "2026-01-06T00:00:00Z", &[("com.docker.lb.ssl_backend", "true")]);
+        let same = tenant("same", "pool.com", "2026-01-07T00:00:00Z", &health);
+        let services = [owner, api, hsts, first, other, tls_backend, same];
+        let tasks: Vec<TaskFacts> =
+            services.iter().map(|s| task(&s.id, "n-east", &format!("10.0.0.{}", s.id.len()))).collect();
+        let table = tables(&services, &tasks).remove("us-east").unwrap();
+        assert!(table.ssl_only("shop.com"), "the owner's, with its certificate");
+        assert_eq!(table.hsts("shop.com").map(|h| h.max_age_secs), Some(600));
+        assert_eq!(table.hosts["shop.com"].len(), 2, "the api joins and inherits HTTPS only");
+        assert!(
+            reason(&table, "hsts").contains("its Strict-Transport-Security (ssl_hsts) is the owner's"),
+            "{table:#?}"
+        );
+        let pooled: Vec<&str> = table.hosts["pool.com"].iter().map(|b| b.service.as_str()).collect();
+        assert_eq!(pooled, ["first", "same"]);
+        assert!(reason(&table, "other").contains("with other options"));
+        assert!(reason(&table, "tls-backend").contains("with other options"));
+    }
+
     #[test]
     fn host_level_properties_belong_to_the_oldest_service_on_the_host() {
         let tls = [("com.docker.lb.ssl_cert", "site.crt"), ("com.docker.lb.ssl_key", "site.key")];
