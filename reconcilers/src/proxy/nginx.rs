@@ -209,6 +209,10 @@ impl Host<'_> {
     }
 }
 
+/// What shared hosts pooled on one upstream agree on: tasks, pinning (`ip_hash`, sticky
+/// cookie) and the servers' parameters (passive health checks).
+type Pool<'a> = (Vec<Target>, bool, Option<&'a str>, Option<PassiveHealth>);
+
 /// Longest text of one shared map (a chunk's), so that a map and its server stay well under one
 /// config object's size when a large config is split (`split` keeps each block whole).
 const MAX_MAP_TEXT: usize = 256 * 1024;
@@ -244,7 +248,7 @@ impl<'a> Plan<'a> {
             .collect();
         // Shared hosts' map values: one upstream per distinct pool (tasks, pinning and server
         // parameters), none for one task without server parameters.
-        let mut pools: BTreeMap<(Vec<Target>, bool, Option<&str>, Option<PassiveHealth>), String> = BTreeMap::new();
+        let mut pools: BTreeMap<Pool<'_>, String> = BTreeMap::new();
         for host in hosts.iter_mut().filter(|h| h.shared) {
             let targets = shared_targets(host.backends);
             let options = &host.backends[0].options;
