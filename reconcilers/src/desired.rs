@@ -363,6 +363,8 @@ pub fn desired_state_excluding(
         let usable = |name: &str| !hitless || env.acme_certificates.contains_key(name);
         let decisions = acme::decide(config.acme.as_ref(), &routes, &certificates, env.now, &usable);
         acme::amend(&mut routes, &decisions);
+        // Only now does the table know which hosts have a certificate (ACME's included).
+        routes.warn_https_without_certificate(ext.target_ssl_port != 0);
         // Run from elsewhere than the core's own task (a person's `plan`/`apply`), the shell does
         // not know what the core is called: keep what the extension was told, rather than undo
         // the running core's choice.
@@ -519,6 +521,7 @@ fn cluster_state(
     let site = proxy::Site {
         http_port: ext.target_port,
         https_port: ext.target_ssl_port,
+        published_https_port: ext.published_ssl_port,
         server_info: &env.server_info,
         acme: &acme_files,
     };

@@ -1,7 +1,8 @@
 //! Every `com.docker.lb.*` label of an app service (`docs/labels-and-tenants.md`), parsed
 //! and validated: which service cluster it joins, its hosts, port and network, and the per-route
 //! options (context root, rewrite, websocket endpoints, sticky cookie, ip_hash, redirects, default
-//! backend, backend mode, TLS secrets, passthrough, ACME certificates). Every value that can reach a generated file
+//! backend, backend mode, TLS secrets, passthrough, ACME certificates, passive health checks,
+//! HTTPS-only hosts and HSTS, TLS to the tasks). Every value that can reach a generated file
 //! is checked here against a strict character set, so no label can inject configuration; a bad
 //! value is an error that quarantines its service alone. What the labels route to (networks,
 //! tasks, VIPs) is `routes`' business: this module reads labels only.
@@ -27,6 +28,30 @@ pub const LABEL_SSL_KEY: &str = "com.docker.lb.ssl_key";
 pub const LABEL_SSL_PASSTHROUGH: &str = "com.docker.lb.ssl_passthrough";
 /// Ask for certificates for the service's hosts from the `[ACME]` server (automatic HTTPS).
 pub const LABEL_SSL_ACME: &str = "com.docker.lb.ssl_acme";
+/// Passive health checks: failed requests before a task is taken out of rotation...
+pub const LABEL_MAX_FAILS: &str = "com.docker.lb.max_fails";
+/// ...and for how long (the window the failures are counted in, and the time out).
+pub const LABEL_FAIL_TIMEOUT: &str = "com.docker.lb.fail_timeout";
+/// HTTP requests for the service's hosts are redirected to HTTPS (when the host has a certificate).
+pub const LABEL_SSL_ONLY: &str = "com.docker.lb.ssl_only";
+/// `Strict-Transport-Security` on the HTTPS responses of the service's hosts.
+pub const LABEL_SSL_HSTS: &str = "com.docker.lb.ssl_hsts";
+/// The proxy speaks TLS to the service's tasks.
+pub const LABEL_SSL_BACKEND: &str = "com.docker.lb.ssl_backend";
+/// `none` or `required`: whether the tasks' certificates are verified.
+pub const LABEL_SSL_BACKEND_TLS_VERIFY: &str = "com.docker.lb.ssl_backend_tls_verify";
+/// The Docker secret holding the CA certificate(s) the tasks' certificates are verified against.
+pub const LABEL_SSL_BACKEND_CA: &str = "com.docker.lb.ssl_backend_ca";
+
+/// The most `max_fails` a service may ask for.
+pub const MAX_MAX_FAILS: u32 = 100;
+/// The longest `fail_timeout`, in seconds (one hour).
+pub const MAX_FAIL_TIMEOUT_SECS: u32 = 3600;
+/// nginx's defaults, used for the one of `max_fails` and `fail_timeout` a service leaves out.
+pub const DEFAULT_MAX_FAILS: u32 = 1;
+pub const DEFAULT_FAIL_TIMEOUT_SECS: u32 = 10;
+/// The longest HSTS `max-age`: two years, what browsers' preload lists ask for at most.
+pub const MAX_HSTS_SECS: u32 = 63_072_000;
 
 /// The path prefix ACME HTTP-01 challenges are answered under, by the proxies themselves: no
 /// route may claim it (a tenant serving it could answer another's challenge for a host it
@@ -127,6 +152,38 @@ pub struct TlsSecrets {
     pub key: String,
 }
 
+/// Passive health checks (`max_fails`, `fail_timeout`): a task that fails `max_fails` requests
+/// within `fail_timeout_secs` is out of rotation for `fail_timeout_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PassiveHealth {
+    pub max_fails: u32,
+    pub fail_timeout_secs: u32,
+}
+
+/// `Strict-Transport-Security` as a service asks for it (`ssl_hsts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hsts {
+    pub max_age_secs: u32,
+    pub include_subdomains: bool,
+}
+
+impl Hsts {
+    /// The header's value, in one canonical form (`max-age=N` and `; includeSubDomains`).
+    pub fn header_value(&self) -> String {
+        let subdomains = if self.include_subdomains { "; includeSubDomains" } else { "" };
+        format!("max-age={}{subdomains}", self.max_age_secs)
+    }
+}
+
+/// TLS from the proxy to the tasks (`ssl_backend`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendTls {
+    /// `ssl_backend_ca`: the secret whose CA certificates the tasks' certificates are verified
+    /// against (and their name against the request's host). `None`: not verified
+    /// (`ssl_backend_tls_verify=none`).
+    pub verify_with_ca: Option<String>,
+}
+
 /// How one service's routes behave. Services pooled on one host and path must agree on these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteOptions {
@@ -153,6 +210,15 @@ pub struct RouteOptions {
     /// `ssl_acme`: certificates for the service's hosts from the `[ACME]` server. A host-level
     /// property: only the host's owner's counts (`acme`).
     pub acme: bool,
+    /// `max_fails`/`fail_timeout`: a failing task is taken out of rotation for a while.
+    pub passive_health: Option<PassiveHealth>,
+    /// `ssl_only`: plain HTTP requests get a redirect to HTTPS (301 for GET and HEAD, 308 for
+    /// the rest). A host-level property, the owner's.
+    pub ssl_only: bool,
+    /// `ssl_hsts`: the header on HTTPS responses. A host-level property, the owner's.
+    pub hsts: Option<Hsts>,
+    /// `ssl_backend`: TLS to the tasks.
+    pub backend_tls: Option<BackendTls>,
 }
 
 /// Reads the options from a service's labels, or says which value is wrong.
@@ -201,7 +267,17 @@ pub fn route_options(labels: &BTreeMap<String, String>) -> Result<RouteOptions, 
             .transpose()?
             .unwrap_or(false),
         acme: get(LABEL_SSL_ACME).map(|v| boolean(LABEL_SSL_ACME, v)).transpose()?.unwrap_or(false),
+        passive_health: passive_health(get(LABEL_MAX_FAILS), get(LABEL_FAIL_TIMEOUT))?,
+        ssl_only: get(LABEL_SSL_ONLY).map(|v| boolean(LABEL_SSL_ONLY, v)).transpose()?.unwrap_or(false),
+        hsts: get(LABEL_SSL_HSTS).map(hsts).transpose()?,
+        backend_tls: backend_tls(get(LABEL_SSL_BACKEND), get(LABEL_SSL_BACKEND_TLS_VERIFY), get(LABEL_SSL_BACKEND_CA))?,
     };
+    if options.passthrough && (options.ssl_only || options.hsts.is_some() || options.backend_tls.is_some()) {
+        // The proxy never sees inside a passed-through connection, nor answers HTTP for it.
+        return Err(format!(
+            "{LABEL_SSL_PASSTHROUGH} cannot be combined with {LABEL_SSL_ONLY}, {LABEL_SSL_HSTS} or {LABEL_SSL_BACKEND}"
+        ));
+    }
     if options.passthrough && options.acme {
         return Err(format!("{LABEL_SSL_PASSTHROUGH} cannot be combined with {LABEL_SSL_ACME}"));
     }
@@ -230,6 +306,113 @@ pub fn route_options(labels: &BTreeMap<String, String>) -> Result<RouteOptions, 
         ));
     }
     Ok(options)
+}
+
+/// `max_fails` and `fail_timeout`: either alone takes nginx's default for the other.
+fn passive_health(max_fails: Option<&str>, fail_timeout: Option<&str>) -> Result<Option<PassiveHealth>, String> {
+    if max_fails.is_none() && fail_timeout.is_none() {
+        return Ok(None);
+    }
+    let max_fails = match max_fails {
+        None => DEFAULT_MAX_FAILS,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_MAX_FAILS).contains(n))
+            .ok_or_else(|| format!("{LABEL_MAX_FAILS}={text:?} is not a number of failures (1-{MAX_MAX_FAILS})"))?,
+    };
+    let fail_timeout_secs = match fail_timeout {
+        None => DEFAULT_FAIL_TIMEOUT_SECS,
+        Some(text) => seconds(text).filter(|s| (1..=MAX_FAIL_TIMEOUT_SECS).contains(s)).ok_or_else(|| {
+            format!(
+                "{LABEL_FAIL_TIMEOUT}={text:?} is not a duration of whole seconds from 1s to 1h (like 10s, 1m30s, 90)"
+            )
+        })?,
+    };
+    Ok(Some(PassiveHealth { max_fails, fail_timeout_secs }))
+}
+
+/// A duration in whole seconds, as Go (`1h2m3s`, units in that order, each once) or nginx
+/// (`90`: seconds) writes one; `None` for anything else (fractions, `ms`, other units, signs).
+fn seconds(text: &str) -> Option<u32> {
+    if !text.is_empty() && text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok();
+    }
+    let mut total: u64 = 0;
+    let mut rest = text;
+    let mut units = ["h", "m", "s"].iter().zip([3600u64, 60, 1]);
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 6 {
+            return None;
+        }
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let (unit, tail) = tail.split_at(unit_len);
+        // Units in order, each at most once: `1m1h` and `1s1s` are not durations.
+        let (_, scale) = units.by_ref().find(|(u, _)| **u == unit)?;
+        total += number.parse::<u64>().ok()? * scale;
+        rest = tail;
+    }
+    u32::try_from(total).ok().filter(|_| !text.is_empty())
+}
+
+/// `ssl_hsts`: seconds (`31536000`), or `max-age=N`, optionally followed by `; includeSubDomains`.
+fn hsts(value: &str) -> Result<Hsts, String> {
+    let invalid = || {
+        format!(
+            "{LABEL_SSL_HSTS}={value:?} is not an HSTS policy (seconds, or max-age=SECONDS, optionally then ; includeSubDomains; at most {MAX_HSTS_SECS})"
+        )
+    };
+    let mut parts = value.split(';').map(str::trim);
+    let first = parts.next().unwrap_or_default();
+    let number = first.strip_prefix("max-age=").unwrap_or(first);
+    let valid_number = !number.is_empty() && number.len() <= 10 && number.bytes().all(|b| b.is_ascii_digit());
+    let max_age_secs =
+        number.parse::<u32>().ok().filter(|n| valid_number && *n <= MAX_HSTS_SECS).ok_or_else(invalid)?;
+    let include_subdomains = match (parts.next(), parts.next()) {
+        (None, _) => false,
+        (Some(word), None) if word.eq_ignore_ascii_case("includeSubDomains") => true,
+        _ => return Err(invalid()),
+    };
+    Ok(Hsts { max_age_secs, include_subdomains })
+}
+
+/// `ssl_backend`, `ssl_backend_tls_verify` and `ssl_backend_ca`. A CA means verification
+/// (`required`, the default with one); `required` needs a CA; verifying with none, or a CA with
+/// `none`, is refused rather than guessed.
+fn backend_tls(enabled: Option<&str>, verify: Option<&str>, ca: Option<&str>) -> Result<Option<BackendTls>, String> {
+    let enabled = enabled.map(|v| boolean(LABEL_SSL_BACKEND, v)).transpose()?.unwrap_or(false);
+    let verify = match verify.map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("none") => Some(false),
+        Some("required") => Some(true),
+        Some(_) => {
+            return Err(format!(
+                "{LABEL_SSL_BACKEND_TLS_VERIFY}={:?} is not none or required",
+                verify.unwrap_or_default()
+            ));
+        }
+    };
+    let ca = ca.map(|v| secret_name(LABEL_SSL_BACKEND_CA, v)).transpose()?;
+    if !enabled {
+        return match (verify, &ca) {
+            (None, None) => Ok(None),
+            _ => {
+                Err(format!("{LABEL_SSL_BACKEND_TLS_VERIFY} and {LABEL_SSL_BACKEND_CA} need {LABEL_SSL_BACKEND}=true"))
+            }
+        };
+    }
+    match (verify, ca) {
+        (Some(true) | None, Some(ca)) => Ok(Some(BackendTls { verify_with_ca: Some(ca) })),
+        (Some(false) | None, None) => Ok(Some(BackendTls { verify_with_ca: None })),
+        (Some(true), None) => Err(format!(
+            "{LABEL_SSL_BACKEND_TLS_VERIFY}=required needs {LABEL_SSL_BACKEND_CA} (the secret with the CA certificate to verify the tasks against)"
+        )),
+        (Some(false), Some(_)) => Err(format!(
+            "{LABEL_SSL_BACKEND_CA} with {LABEL_SSL_BACKEND_TLS_VERIFY}=none verifies nothing: drop one of them"
+        )),
+    }
 }
 
 fn boolean(key: &str, value: &str) -> Result<bool, String> {
@@ -392,6 +575,79 @@ mod tests {
             (vec![(LABEL_CONTEXT_ROOT, "/.well-known/acme-challenge")], "the proxies' own"),
             (vec![(LABEL_CONTEXT_ROOT, "/.well-known/acme-challenge/x")], "the proxies' own"),
             (vec![(LABEL_WEBSOCKET_ENDPOINTS, "/ws,/.well-known/acme-challenge/")], "the proxies' own"),
+        ] {
+            let err = opts(&pairs).expect_err(needle);
+            assert!(err.contains(needle), "{err} !~ {needle}");
+        }
+    }
+
+    #[test]
+    fn passive_health_checks() {
+        let health = |pairs: &[(&str, &str)]| opts(pairs).map(|o| o.passive_health);
+        let ph = |max_fails, fail_timeout_secs| Some(PassiveHealth { max_fails, fail_timeout_secs });
+        assert_eq!(health(&[]).unwrap(), None);
+        assert_eq!(health(&[(LABEL_MAX_FAILS, "3")]).unwrap(), ph(3, 10), "nginx's default fail_timeout");
+        assert_eq!(health(&[(LABEL_FAIL_TIMEOUT, "30s")]).unwrap(), ph(1, 30), "nginx's default max_fails");
+        for (text, secs) in
+            [("10s", 10), ("1m30s", 90), ("1m", 60), ("90", 90), ("1h", 3600), (" 2m ", 120), ("0m5s", 5)]
+        {
+            assert_eq!(health(&[(LABEL_MAX_FAILS, "2"), (LABEL_FAIL_TIMEOUT, text)]).unwrap(), ph(2, secs), "{text}");
+        }
+        for (pairs, needle) in [
+            (vec![(LABEL_MAX_FAILS, "0")], "is not a number of failures (1-100)"),
+            (vec![(LABEL_MAX_FAILS, "101")], "is not a number of failures"),
+            (vec![(LABEL_MAX_FAILS, "-1")], "is not a number of failures"),
+            (vec![(LABEL_MAX_FAILS, "3;")], "is not a number of failures"),
+            (vec![(LABEL_FAIL_TIMEOUT, "0s")], "is not a duration of whole seconds"),
+            (vec![(LABEL_FAIL_TIMEOUT, "1h1s")], "is not a duration"),
+            (vec![(LABEL_FAIL_TIMEOUT, "500ms")], "is not a duration"),
+            (vec![(LABEL_FAIL_TIMEOUT, "1.5s")], "is not a duration"),
+            (vec![(LABEL_FAIL_TIMEOUT, "1s1m")], "is not a duration"),
+            (vec![(LABEL_FAIL_TIMEOUT, "1s1s")], "is not a duration"),
+            (vec![(LABEL_FAIL_TIMEOUT, "10s max_fails=0")], "is not a duration"),
+            (vec![(LABEL_FAIL_TIMEOUT, "s")], "is not a duration"),
+            (vec![(LABEL_FAIL_TIMEOUT, "99999999999999s")], "is not a duration"),
+        ] {
+            let err = opts(&pairs).expect_err(needle);
+            assert!(err.contains(needle), "{err} !~ {needle}");
+        }
+    }
+
+    #[test]
+    fn https_only_hsts_and_tls_to_the_tasks() {
+        let o = opts(&[(LABEL_SSL_ONLY, "true"), (LABEL_SSL_HSTS, "max-age=31536000; includeSubDomains")]).unwrap();
+        assert!(o.ssl_only);
+        assert_eq!(o.hsts.unwrap().header_value(), "max-age=31536000; includeSubDomains");
+        assert_eq!(opts(&[(LABEL_SSL_HSTS, "600")]).unwrap().hsts.unwrap().header_value(), "max-age=600");
+        let tls = |pairs: &[(&str, &str)]| opts(pairs).map(|o| o.backend_tls);
+        let verified = Some(BackendTls { verify_with_ca: Some("ca.pem".into()) });
+        assert_eq!(tls(&[(LABEL_SSL_BACKEND, "true")]).unwrap(), Some(BackendTls { verify_with_ca: None }));
+        assert_eq!(tls(&[(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_CA, "ca.pem")]).unwrap(), verified);
+        let required =
+            [(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_TLS_VERIFY, "required"), (LABEL_SSL_BACKEND_CA, "ca.pem")];
+        assert_eq!(tls(&required).unwrap(), verified);
+        assert_eq!(tls(&[(LABEL_SSL_BACKEND, "false")]).unwrap(), None);
+        for (pairs, needle) in [
+            (vec![(LABEL_SSL_ONLY, "always")], "is not true or false"),
+            (vec![(LABEL_SSL_HSTS, "max-age=1; preload")], "is not an HSTS policy"),
+            (vec![(LABEL_SSL_HSTS, "max-age=-1")], "is not an HSTS policy"),
+            (vec![(LABEL_SSL_HSTS, "max-age=99999999999")], "is not an HSTS policy"),
+            (vec![(LABEL_SSL_HSTS, "1\"; add_header X y")], "is not an HSTS policy"),
+            (vec![(LABEL_SSL_HSTS, "")], "is not an HSTS policy"),
+            (vec![(LABEL_SSL_BACKEND, "tls")], "is not true or false"),
+            (vec![(LABEL_SSL_BACKEND_TLS_VERIFY, "none")], "need com.docker.lb.ssl_backend=true"),
+            (vec![(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_TLS_VERIFY, "optional")], "is not none or required"),
+            (
+                vec![(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_TLS_VERIFY, "required")],
+                "needs com.docker.lb.ssl_backend_ca",
+            ),
+            (
+                vec![(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_TLS_VERIFY, "none"), (LABEL_SSL_BACKEND_CA, "ca")],
+                "verifies nothing",
+            ),
+            (vec![(LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_CA, "../ca")], "is not a secret name"),
+            (vec![(LABEL_SSL_PASSTHROUGH, "true"), (LABEL_SSL_ONLY, "true")], "cannot be combined"),
+            (vec![(LABEL_SSL_PASSTHROUGH, "true"), (LABEL_SSL_BACKEND, "true")], "cannot be combined"),
         ] {
             let err = opts(&pairs).expect_err(needle);
             assert!(err.contains(needle), "{err} !~ {needle}");

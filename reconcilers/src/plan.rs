@@ -112,6 +112,9 @@ pub struct ClusterPlan {
     /// binary must accept before any of them is written.
     pub new_config: Option<ConfigDef>,
     pub quarantined: Vec<Quarantined>,
+    /// Services routed without something their labels ask for, and why (`ssl_only` on a host
+    /// without a certificate: [`crate::routes::RouteTable::warnings`]).
+    pub route_warnings: Vec<Quarantined>,
     /// Things the plan will not do, and why (a name taken by a service the operator does not own).
     pub conflicts: Vec<String>,
     /// Fields of the cluster's services set by hand that the TOML could declare (not writes).
@@ -240,6 +243,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         let mut cp = ClusterPlan {
             proxy_kind: cluster.proxy_kind,
             quarantined: cluster.routes.quarantined.clone(),
+            route_warnings: cluster.routes.warnings.clone(),
             routes: cluster.routes.hosts.len(),
             backends: cluster.routes.hosts.keys().map(|h| cluster.routes.targets(h).len()).sum(),
             acme: cluster.acme.clone(),
@@ -738,6 +742,9 @@ pub fn render(plan: &Plan) -> String {
         }
         for q in &cluster.quarantined {
             let _ = writeln!(out, "  quarantined service {}: {}", q.service, q.reason);
+        }
+        for warning in &cluster.route_warnings {
+            let _ = writeln!(out, "  warning: service {}: {}", warning.service, warning.reason);
         }
         for conflict in &cluster.conflicts {
             let _ = writeln!(out, "  conflict: {conflict}");

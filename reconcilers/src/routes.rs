@@ -48,6 +48,11 @@ impl Backend {
     pub fn path(&self) -> &str {
         self.options.context_root.as_deref().unwrap_or("/")
     }
+
+    /// The secret with the CA its tasks' certificates are verified against (`ssl_backend_ca`).
+    pub fn backend_ca(&self) -> Option<&str> {
+        self.options.backend_tls.as_ref()?.verify_with_ca.as_deref()
+    }
 }
 
 /// Everything one service cluster routes, by host name. Several services on one host pool
@@ -59,6 +64,9 @@ pub struct RouteTable {
     pub default_backend: Option<Backend>,
     /// Services left out, with why.
     pub quarantined: Vec<Quarantined>,
+    /// What a service asked for that is not done, and why (`ssl_only` on a host without a
+    /// certificate): the service is routed, the label is shown in `plan`.
+    pub warnings: Vec<Quarantined>,
 }
 
 impl RouteTable {
@@ -73,14 +81,62 @@ impl RouteTable {
         set.into_iter().cloned().collect()
     }
 
-    /// Every secret the cluster's TLS routes name, sorted: the proxy mounts them all.
+    /// Every secret the cluster's TLS routes name (certificates, keys, the CAs tasks are
+    /// verified against), sorted: the proxy mounts them all.
     pub fn secret_names(&self) -> BTreeSet<String> {
-        self.hosts
-            .values()
-            .flatten()
-            .filter_map(|b| b.options.tls.as_ref())
-            .flat_map(|t| [t.cert.clone(), t.key.clone()])
-            .collect()
+        let backends = || self.hosts.values().flatten().chain(&self.default_backend);
+        let tls = backends().filter_map(|b| b.options.tls.as_ref()).flat_map(|t| [t.cert.clone(), t.key.clone()]);
+        tls.chain(backends().filter_map(|b| b.backend_ca().map(str::to_owned))).collect()
+    }
+
+    /// Every CA secret the cluster's tasks are verified against (`ssl_backend_ca`), sorted.
+    pub fn backend_cas(&self) -> BTreeSet<&str> {
+        self.hosts.values().flatten().chain(&self.default_backend).filter_map(Backend::backend_ca).collect()
+    }
+
+    /// Whether plain HTTP requests for a host are redirected to HTTPS: its owner asks
+    /// (`ssl_only`) and it has a certificate (`tls`, its owner's `ssl_cert` or an ACME one).
+    /// Without a certificate the label is a warning ([`RouteTable::warn_https_without_certificate`]).
+    pub fn ssl_only(&self, host: &str) -> bool {
+        self.hosts.get(host).and_then(|b| b.first()).is_some_and(|owner| owner.options.ssl_only)
+            && self.tls(host).is_some()
+    }
+
+    /// A host's `Strict-Transport-Security` (its owner's `ssl_hsts`), when it has a certificate.
+    pub fn hsts(&self, host: &str) -> Option<labels::Hsts> {
+        self.tls(host)?;
+        self.hosts.get(host)?.first()?.options.hsts
+    }
+
+    /// Adds a warning for each host whose owner asks for `ssl_only` or `ssl_hsts` but which has
+    /// no certificate on this proxy (`tls_port`: whether it has a TLS port at all): served
+    /// over plain HTTP, not redirected. Called once the table holds its ACME certificates.
+    pub fn warn_https_without_certificate(&mut self, tls_port: bool) {
+        let mut warnings: Vec<Quarantined> = Vec::new();
+        for (host, backends) in &self.hosts {
+            let Some(owner) = backends.first() else { continue };
+            if !owner.options.ssl_only && owner.options.hsts.is_none() {
+                continue;
+            }
+            let why = if !tls_port {
+                "the proxy has no TLS port (PublishedSSLPort = 0)"
+            } else if self.tls(host).is_none() {
+                "it has no certificate (ssl_cert/ssl_key, or ssl_acme once one is issued)"
+            } else {
+                continue;
+            };
+            warnings.push(Quarantined {
+                service: owner.service.clone(),
+                reason: format!(
+                    "{} / {}: host {host} is served over plain HTTP without a redirect: {why}",
+                    labels::LABEL_SSL_ONLY,
+                    labels::LABEL_SSL_HSTS
+                ),
+            });
+        }
+        self.warnings.extend(warnings);
+        self.warnings.sort();
+        self.warnings.dedup();
     }
 
     /// The TLS secrets of a host (its backends agree on them), if it terminates TLS.
@@ -141,15 +197,17 @@ impl RouteTable {
             }
             for other in self.hosts.get(host).into_iter().flatten() {
                 let same_route = other.path() == backend.path();
-                // Host-level properties (redirects, ACME) are the owner's: not compared here.
-                let agree =
-                    RouteOptions { redirects: vec![], default_backend: false, acme: false, ..other.options.clone() }
-                        == RouteOptions {
-                            redirects: vec![],
-                            default_backend: false,
-                            acme: false,
-                            ..backend.options.clone()
-                        };
+                // Host-level properties (redirects, ACME, HTTPS only, HSTS) are the owner's: not
+                // compared here.
+                let route_level = |options: &RouteOptions| RouteOptions {
+                    redirects: vec![],
+                    default_backend: false,
+                    acme: false,
+                    ssl_only: false,
+                    hsts: None,
+                    ..options.clone()
+                };
+                let agree = route_level(&other.options) == route_level(&backend.options);
                 if same_route && !agree {
                     return Err(format!(
                         "host {host} path {} is already routed by {} with other options; the older service wins (ties: by name)",
@@ -195,6 +253,12 @@ fn owner_allows(host: &str, owner: &Backend, newcomer: &Backend) -> Result<(), S
     let redirect = |b: &Backend| b.options.redirects.iter().find(|(source, _)| source == host).cloned();
     if redirect(newcomer).is_some() && redirect(newcomer) != redirect(owner) {
         return clash("a redirect from it");
+    }
+    if newcomer.options.ssl_only && !owner.options.ssl_only {
+        return clash("HTTPS only (ssl_only)");
+    }
+    if newcomer.options.hsts.is_some() && newcomer.options.hsts != owner.options.hsts {
+        return clash("its Strict-Transport-Security (ssl_hsts)");
     }
     Ok(())
 }
@@ -333,8 +397,9 @@ impl Timestamp {
 /// A TLS route's secrets must exist, or the proxy could not start with them mounted; under the
 /// labelled policy each must also list the service as one allowed to use it.
 fn check_secrets(backend: &Backend, secrets: &Secrets<'_>, names: &BTreeSet<&str>) -> Result<(), String> {
-    let Some(tls) = &backend.options.tls else { return Ok(()) };
-    for name in [&tls.cert, &tls.key] {
+    let tls = backend.options.tls.iter().flat_map(|tls| [&tls.cert, &tls.key]);
+    let ca = backend.options.backend_tls.iter().filter_map(|b| b.verify_with_ca.as_ref());
+    for name in tls.chain(ca) {
         if !names.contains(name.as_str()) {
             return Err(format!("secret {name:?} does not exist (docker secret create {name} FILE)"));
         }
@@ -668,6 +733,44 @@ mod tests {
 
     fn reason(table: &RouteTable, service: &str) -> String {
         table.quarantined.iter().find(|q| q.service == service).map(|q| q.reason.clone()).unwrap_or_default()
+    }
+
+    /// Issue 23: `ssl_only` and `ssl_hsts` are the host owner's (a newer service may not set them
+    /// on its host, and inherits them); passive health checks and TLS to the tasks are route
+    /// options, on which services pooled on one path must agree.
+    #[test]
+    fn https_only_is_the_owners_and_pools_agree_on_health_and_backend_tls() {
+        let tls = [("com.docker.lb.ssl_cert", "site.crt"), ("com.docker.lb.ssl_key", "site.key")];
+        let only = [tls[0], tls[1], ("com.docker.lb.ssl_only", "true"), ("com.docker.lb.ssl_hsts", "600")];
+        let owner = tenant("owner", "shop.com", "2026-01-01T00:00:00Z", &only);
+        let api = tenant("api", "shop.com", "2026-01-02T00:00:00Z", &[("com.docker.lb.context_root", "/api")]);
+        let hsts = tenant(
+            "hsts",
+            "plain.com,shop.com",
+            "2026-01-03T00:00:00Z",
+            &[("com.docker.lb.ssl_hsts", "60"), ("com.docker.lb.context_root", "/h")],
+        );
+        let health = [("com.docker.lb.max_fails", "2"), ("com.docker.lb.fail_timeout", "1m")];
+        let first = tenant("first", "pool.com", "2026-01-04T00:00:00Z", &health);
+        let other = tenant("other", "pool.com", "2026-01-05T00:00:00Z", &[("com.docker.lb.max_fails", "3")]);
+        let tls_backend =
+            tenant("tls-backend", "pool.com", "2026-01-06T00:00:00Z", &[("com.docker.lb.ssl_backend", "true")]);
+        let same = tenant("same", "pool.com", "2026-01-07T00:00:00Z", &health);
+        let services = [owner, api, hsts, first, other, tls_backend, same];
+        let tasks: Vec<TaskFacts> =
+            services.iter().map(|s| task(&s.id, "n-east", &format!("10.0.0.{}", s.id.len()))).collect();
+        let table = tables(&services, &tasks).remove("us-east").unwrap();
+        assert!(table.ssl_only("shop.com"), "the owner's, with its certificate");
+        assert_eq!(table.hsts("shop.com").map(|h| h.max_age_secs), Some(600));
+        assert_eq!(table.hosts["shop.com"].len(), 2, "the api joins and inherits HTTPS only");
+        assert!(
+            reason(&table, "hsts").contains("its Strict-Transport-Security (ssl_hsts) is the owner's"),
+            "{table:#?}"
+        );
+        let pooled: Vec<&str> = table.hosts["pool.com"].iter().map(|b| b.service.as_str()).collect();
+        assert_eq!(pooled, ["first", "same"]);
+        assert!(reason(&table, "other").contains("with other options"));
+        assert!(reason(&table, "tls-backend").contains("with other options"));
     }
 
     #[test]

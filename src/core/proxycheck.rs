@@ -307,7 +307,8 @@ oPju0l6VCy2NwTxVnGJMoK5ukzuTnaejN2EaYAOYw1jkKh3NELpMtPPf
 
 /// The text as the check runs it, line for line (a rejection's line number is the config's):
 /// nginx's `ssl_certificate`/`ssl_certificate_key` lines and HAProxy's `crt` arguments point at
-/// the check's own pair (HAProxy finds `check.pem.key` beside `check.pem` by itself); and what
+/// the check's own pair, and the CAs tasks are verified against (nginx's
+/// `proxy_ssl_trusted_certificate`, HAProxy's `ca-file`) at its certificate (HAProxy finds `check.pem.key` beside `check.pem` by itself); and what
 /// nginx opens for writing at start lands in the check's directory: the pid file, every log
 /// file (`syslog:`, `stderr` and `off` stay), the cache directories and the temporary ones
 /// (`temp_paths`, added on the `http {` line when the config does not set them).
@@ -337,10 +338,25 @@ fn for_check(kind: ProxyKind, text: &str, dir: &Path, temp_paths: &[&str]) -> St
                 // One directory each: nginx refuses one path with two different levels.
                 directories += 1;
                 with_first_argument(indent, trimmed, directive, &dir.join(format!("{directive}-{directories}")))
+            } else if trimmed.starts_with("proxy_ssl_trusted_certificate ") {
+                // The CA tasks are verified against (`ssl_backend_ca`): any certificate reads as one.
+                format!("{indent}proxy_ssl_trusted_certificate {};", cert.display())
             } else if trimmed.starts_with("ssl_certificate_key ") {
                 format!("{indent}ssl_certificate_key {};", key.display())
             } else if trimmed.starts_with("ssl_certificate ") {
                 format!("{indent}ssl_certificate {};", cert.display())
+            } else if !nginx && trimmed.starts_with("server ") && trimmed.contains(" ca-file ") {
+                // The CA tasks are verified against (`ssl_backend_ca`): any certificate reads as
+                // one. The path is one quoted word without spaces (`haproxy::word`).
+                let mut words = trimmed.split(' ');
+                let mut out = Vec::new();
+                while let Some(word) = words.next() {
+                    out.push(word.to_owned());
+                    if word == "ca-file" && words.next().is_some() {
+                        out.push(cert.display().to_string());
+                    }
+                }
+                format!("{indent}{}", out.join(" "))
             } else if trimmed.starts_with("bind ") && trimmed.contains(" crt ") {
                 let mut words = trimmed.split(' ').peekable();
                 let mut out = Vec::new();

@@ -150,6 +150,7 @@ async fn shared_hosts_in_several_chunks_pass_the_check() {
         config: &config,
         http_port: 80,
         https_port: 443,
+        published_https_port: 443,
         server_info: "interlock/test",
         acme: &reconcilers::acme::NO_ACME,
     };

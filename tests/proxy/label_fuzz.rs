@@ -4,7 +4,8 @@
 //! Random, hostile label sets over every `com.docker.lb.*` label (keywords of the proxies' own
 //! syntax as hosts, hosts of 1 to 253 characters, wildcards, paths that differ only in `/`, `_`,
 //! `~`, cookie names with `-`, 30 to 60 TLS certificates in one cluster, passthrough, redirects to
-//! other services' hosts, several services per host, printable junk) for 1 to 6 services per
+//! other services' hosts, several services per host, passive health checks, HTTPS-only hosts,
+//! HSTS, TLS to the tasks with and without a CA, printable junk) for 1 to 6 services per
 //! cluster are rendered by `reconcilers::desired::desired_state` with the walk-through's config
 //! (`deploy/examples/service-clusters.toml`, us-east nginx, us-west made HAProxy), and every
 //! distinct rendered config is checked by the real binary through `ProxyChecker`, the operator's
@@ -43,9 +44,11 @@ use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestR
 use reconcilers::config::{Config, ProxyKind};
 use reconcilers::desired::{Environment, desired_state};
 use reconcilers::labels::{
-    LABEL_BACKEND_MODE, LABEL_CONTEXT_ROOT, LABEL_CONTEXT_ROOT_REWRITE, LABEL_DEFAULT_BACKEND, LABEL_HOSTS,
-    LABEL_IP_HASH, LABEL_NETWORK, LABEL_PORT, LABEL_REDIRECTS, LABEL_SERVICE_CLUSTER, LABEL_SSL_ACME, LABEL_SSL_CERT,
-    LABEL_SSL_KEY, LABEL_SSL_PASSTHROUGH, LABEL_STICKY_SESSION_COOKIE, LABEL_WEBSOCKET_ENDPOINTS,
+    LABEL_BACKEND_MODE, LABEL_CONTEXT_ROOT, LABEL_CONTEXT_ROOT_REWRITE, LABEL_DEFAULT_BACKEND, LABEL_FAIL_TIMEOUT,
+    LABEL_HOSTS, LABEL_IP_HASH, LABEL_MAX_FAILS, LABEL_NETWORK, LABEL_PORT, LABEL_REDIRECTS, LABEL_SERVICE_CLUSTER,
+    LABEL_SSL_ACME, LABEL_SSL_BACKEND, LABEL_SSL_BACKEND_CA, LABEL_SSL_BACKEND_TLS_VERIFY, LABEL_SSL_CERT,
+    LABEL_SSL_HSTS, LABEL_SSL_KEY, LABEL_SSL_ONLY, LABEL_SSL_PASSTHROUGH, LABEL_STICKY_SESSION_COOKIE,
+    LABEL_WEBSOCKET_ENDPOINTS,
 };
 use reconcilers::observed::{NetworkFacts, Observed, ServiceDef, ServiceFacts, TaskFacts};
 use reconcilers::ownership::sha256_hex;
@@ -158,7 +161,7 @@ fn observed(case: &Case) -> Observed {
                 })
                 .collect();
             if app.secrets_exist {
-                for key in [LABEL_SSL_CERT, LABEL_SSL_KEY] {
+                for key in [LABEL_SSL_CERT, LABEL_SSL_KEY, LABEL_SSL_BACKEND_CA] {
                     secrets.extend(labels.get(key).map(|v| v.trim().to_owned()));
                 }
             }
@@ -564,6 +567,50 @@ fn backend_mode() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// `max_fails`: mostly a valid count, sometimes one out of range or not a number.
+fn max_fails() -> BoxedStrategy<String> {
+    prop_oneof![
+        8 => (1u32..=100).prop_map(|n| n.to_string()),
+        1 => select(&["0", "101", "-1", "1e2", " 3 ", "3;", "3 fail_timeout=1", "99999999999"][..]).prop_map(str::to_owned),
+        1 => junk(),
+    ]
+    .boxed()
+}
+
+/// `fail_timeout`: Go and nginx durations, valid and not.
+fn fail_timeout() -> BoxedStrategy<String> {
+    prop_oneof![
+        6 => select(&["10s", "1m30s", "1m", "90", "1h", "0m5s", "3600s", "2m"][..]).prop_map(str::to_owned),
+        3 => (0u32..=4000, prop_oneof![Just(""), Just("s"), Just("m"), Just("h"), Just("ms")])
+            .prop_map(|(n, unit)| format!("{n}{unit}")),
+        1 => select(&["0s", "1.5s", "1s1m", "1h1s", "s", "10s;", "10s max_fails=0", "1d"][..]).prop_map(str::to_owned),
+        1 => junk(),
+    ]
+    .boxed()
+}
+
+/// `ssl_hsts`: seconds or `max-age=…`, sometimes with `includeSubDomains`, and hostile text.
+fn hsts() -> BoxedStrategy<String> {
+    prop_oneof![
+        6 => (0u32..=70_000_000, prop::bool::ANY, prop::bool::ANY).prop_map(|(n, named, sub)| {
+            let value = if named { format!("max-age={n}") } else { n.to_string() };
+            if sub { format!("{value}; includeSubDomains") } else { value }
+        }),
+        1 => select(&["max-age=1; preload", "max-age=1\"; add_header X y", "$host", ""][..]).prop_map(str::to_owned),
+        1 => junk(),
+    ]
+    .boxed()
+}
+
+/// `ssl_backend_tls_verify`.
+fn tls_verify() -> BoxedStrategy<String> {
+    prop_oneof![
+        8 => select(&["none", "required", "Required", " none "][..]).prop_map(str::to_owned),
+        1 => select(&["optional", "", "on"][..]).prop_map(str::to_owned),
+    ]
+    .boxed()
+}
+
 /// `(created, nets, tasks, has_vip, secrets_exist)` of an [`App`].
 type Facts = (usize, Nets, Vec<(u8, bool)>, bool, bool);
 
@@ -601,10 +648,21 @@ fn app() -> BoxedStrategy<App> {
         maybe(0.04, ("com\\.docker\\.lb\\.[a-z_]{1,12}", junk())),
         maybe(0.15, boolean()),
     );
-    (first, second)
-        .prop_map(|(first, second)| {
+    // Issue 23's labels.
+    let third = (
+        maybe(0.12, max_fails()),
+        maybe(0.12, fail_timeout()),
+        maybe(0.15, boolean()),
+        maybe(0.1, hsts()),
+        maybe(0.12, boolean()),
+        maybe(0.08, tls_verify()),
+        maybe(0.08, secret_name()),
+    );
+    (first, second, third)
+        .prop_map(|(first, second, third)| {
             let (own, hosts, port, network, cluster, (context_root, rewrite), websocket, sticky, ip_hash) = first;
             let (redirects, default_backend, tls, passthrough, backend_mode, facts, unknown, acme) = second;
+            let (max_fails, fail_timeout, ssl_only, ssl_hsts, ssl_backend, tls_verify, backend_ca) = third;
             let (created, nets, tasks, has_vip, secrets_exist) = facts;
             let (cert, key) = tls.unwrap_or_default();
             let hosts = match hosts {
@@ -630,6 +688,13 @@ fn app() -> BoxedStrategy<App> {
                 (LABEL_SSL_PASSTHROUGH, passthrough),
                 (LABEL_BACKEND_MODE, backend_mode),
                 (LABEL_SSL_ACME, acme),
+                (LABEL_MAX_FAILS, max_fails),
+                (LABEL_FAIL_TIMEOUT, fail_timeout),
+                (LABEL_SSL_ONLY, ssl_only),
+                (LABEL_SSL_HSTS, ssl_hsts),
+                (LABEL_SSL_BACKEND, ssl_backend),
+                (LABEL_SSL_BACKEND_TLS_VERIFY, tls_verify),
+                (LABEL_SSL_BACKEND_CA, backend_ca),
             ]
             .into_iter()
             .filter_map(|(k, v)| Some((k.to_owned(), v?)))
@@ -1000,6 +1065,11 @@ impl Coverage {
         self.bump(kind, "ip_hash", count(&|b| b.options.ip_hash));
         self.bump(kind, "vip backends", count(&|b| b.options.vip));
         self.bump(kind, "backends without tasks", count(&|b| b.targets.is_empty()));
+        self.bump(kind, "passive health checks", count(&|b| b.options.passive_health.is_some()));
+        self.bump(kind, "tls to the tasks", count(&|b| b.options.backend_tls.is_some()));
+        self.bump(kind, "tls to the tasks, verified", count(&|b| b.backend_ca().is_some()));
+        self.bump(kind, "https-only hosts", routes.hosts.keys().filter(|h| routes.ssl_only(h)).count());
+        self.bump(kind, "hsts hosts", routes.hosts.keys().filter(|h| routes.hsts(h).is_some()).count());
         self.bump(
             kind,
             "ipv6 targets",
@@ -1401,6 +1471,11 @@ async fn every_accepted_label_set_renders_a_config_the_real_proxy_accepts() {
                 "ip_hash",
                 "vip backends",
                 "backends without tasks",
+                "passive health checks",
+                "tls to the tasks",
+                "tls to the tasks, verified",
+                "https-only hosts",
+                "hsts hosts",
             ]
             .into_iter()
             .filter(|what| {

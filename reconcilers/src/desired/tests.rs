@@ -1344,3 +1344,39 @@ mod acme {
         );
     }
 }
+
+/// Issue 23: `ssl_only` on a host without a certificate is a warning in the plan, not a
+/// redirect; a CA secret (`ssl_backend_ca`) is mounted where the config reads it, outside the
+/// folder HAProxy loads certificates from.
+#[test]
+fn https_only_without_a_certificate_warns_and_a_backend_ca_is_mounted() {
+    use crate::labels::{LABEL_SSL_BACKEND, LABEL_SSL_BACKEND_CA, LABEL_SSL_ONLY};
+    let mut observed = seed_swarm();
+    let east = observed.services.iter_mut().find(|s| s.def.name == "demo-east").unwrap();
+    east.def.labels.insert(LABEL_SSL_ONLY.into(), "true".into());
+    east.def.labels.insert(LABEL_SSL_BACKEND.into(), "true".into());
+    east.def.labels.insert(LABEL_SSL_BACKEND_CA.into(), "internal-ca".into());
+    observed.secrets.push("internal-ca".into());
+    let d = desired_state(&seed(), &observed, &env());
+    let cluster = &d.clusters["us-east"];
+    assert!(cluster.routes.quarantined.is_empty(), "{:?}", cluster.routes.quarantined);
+    assert_eq!(cluster.routes.warnings.len(), 1);
+    assert!(cluster.routes.warnings[0].reason.contains("host demo-east.local is served over plain HTTP"));
+    let text = String::from_utf8(cluster.proxy_config.data.clone()).unwrap();
+    assert!(!text.contains("interlock_https_status"), "no redirect without a certificate");
+    assert!(text.contains("proxy_ssl_trusted_certificate /run/secrets/.interlock-backend-ca/internal-ca;"));
+    let mount = cluster.proxy_service.secrets.iter().find(|m| m.secret_name == "internal-ca").unwrap();
+    assert_eq!(mount.target, "/run/secrets/.interlock-backend-ca/internal-ca");
+    let printed = plan::render(&plan(&d, &observed));
+    assert!(
+        printed.contains(
+            "  warning: service demo-east: com.docker.lb.ssl_only / com.docker.lb.ssl_hsts: host demo-east.local"
+        ),
+        "{printed}"
+    );
+    // A CA secret that does not exist quarantines the service.
+    observed.secrets.retain(|s| s != "internal-ca");
+    let d = desired_state(&seed(), &observed, &env());
+    let q = &d.clusters["us-east"].routes.quarantined;
+    assert!(q.len() == 1 && q[0].reason.contains("secret \"internal-ca\" does not exist"), "{q:?}");
+}

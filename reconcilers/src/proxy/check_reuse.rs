@@ -196,7 +196,13 @@ mod tests {
         let table = feature_table();
         let mut more = feature_table();
         more.hosts.insert("new.example.org".into(), vec![backend("new-app", &["10.9.9.9"], RouteOptions::default())]);
-        let site = |http_port| Site { http_port, https_port: 443, server_info: "", acme: &crate::acme::NO_ACME };
+        let site = |http_port| Site {
+            http_port,
+            https_port: 443,
+            published_https_port: 443,
+            server_info: "",
+            acme: &crate::acme::NO_ACME,
+        };
         for (kind, config, path) in [
             (ProxyKind::Nginx, ProxyConfig::Nginx(NginxConfig::default()), "/etc/nginx/nginx.conf"),
             (ProxyKind::Haproxy, ProxyConfig::Haproxy(HaproxyConfig::default()), "/usr/local/etc/haproxy/haproxy.cfg"),

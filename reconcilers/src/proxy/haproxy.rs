@@ -10,6 +10,14 @@
 //! comments, and [`split`] writes them beside the config, with the backends that do not fit one
 //! config object in `interlock.d/part-NNN.cfg` (read with `-f DIR`).
 //!
+//! Per service, on each `server` line: TLS to the tasks (`ssl_backend`: `ssl`, `verify`,
+//! `ca-file`, `sni`) and passive health checks (`max_fails`/`fail_timeout`: `observe layer7
+//! error-limit N on-error mark-down`, back after a successful check `fail_timeout` later,
+//! `docs/labels-and-tenants.md` gives the mapping). Per host, in its backends (so backends that
+//! read the same still pool): the redirect of plain HTTP to HTTPS (`ssl_only`, 301 for GET and
+//! HEAD, 308 for the rest; the frontends answer ACME challenges before any backend) and HSTS
+//! (`ssl_hsts`), both on the TLS connection's absence or presence (`ssl_fc`).
+//!
 //! Every value reaching the file was validated before (`labels`), but labels are untrusted
 //! input, so the file does not rely on it: names are generated, never derived from labels, and
 //! each label-derived value is quoted for where it lands (see [`render`]).
@@ -21,10 +29,10 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use super::{CommandLine, SECRETS_DIR, line};
+use super::{CommandLine, SECRETS_DIR, backend_ca_path, line};
 use crate::acme::{CHALLENGE_PREFIX, ProxyAcme, valid_answer};
 use crate::config::HaproxyConfig;
-use crate::labels::{RouteOptions, TlsSecrets};
+use crate::labels::{Hsts, RouteOptions, TlsSecrets};
 use crate::observed::SecretMount;
 use crate::routes::{Backend, RouteTable, Target};
 
@@ -175,6 +183,8 @@ pub struct HaproxySite<'a> {
     pub http_port: u16,
     /// Port the TLS frontend binds (`TargetSSLPort`); 0: none.
     pub https_port: u16,
+    /// The TLS port clients reach (`PublishedSSLPort`), for redirects to HTTPS.
+    pub published_https_port: u16,
     /// ACME: the HTTP-01 answers to serve, and the certificates delivered as files.
     pub acme: &'a ProxyAcme,
 }
@@ -198,9 +208,32 @@ enum Block<'a> {
     /// `be_<n>`: a 302 for `host`.
     Redirect { host: &'a str, target: &'a str },
     /// `be_<n>`: one path of `host`, served by the services pooled on it.
-    Route { host: &'a str, path: &'a str, pooled: Vec<&'a Backend> },
+    Route { host: &'a str, path: &'a str, pooled: Vec<&'a Backend>, https: HostHttps },
     /// [`DEFAULT_BACKEND`].
     Default(&'a Backend),
+}
+
+/// What a host's backends do about HTTPS, from the host's owner's labels, when the host has a
+/// certificate and the proxy a TLS frontend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HostHttps {
+    /// `ssl_only`: plain HTTP requests are redirected to HTTPS.
+    redirect: bool,
+    /// The published TLS port a redirect names when the request named a port (not 443).
+    port: Option<u16>,
+    /// `ssl_hsts`: the header on TLS responses.
+    hsts: Option<Hsts>,
+}
+
+impl HostHttps {
+    fn of(site: &HaproxySite<'_>, routes: &RouteTable, host: &str) -> HostHttps {
+        if site.https_port == 0 {
+            return HostHttps::default();
+        }
+        let redirect = routes.ssl_only(host);
+        let port = Some(site.published_https_port).filter(|p| redirect && *p != 443 && *p != 0);
+        HostHttps { redirect, port, hsts: routes.hsts(host) }
+    }
 }
 
 /// Host claims in the order HAProxy must try them, so the first match is the one nginx would
@@ -229,7 +262,7 @@ const MAP_BUDGET: usize = crate::ownership::MAX_CONFIG_SIZE - crate::ownership::
 /// [`render`], with map files of at most `map_budget` bytes.
 fn render_with(site: &HaproxySite<'_>, routes: &RouteTable, map_budget: usize) -> String {
     let c = site.config;
-    let routing = routing(routes, map_budget);
+    let routing = routing(site, routes, map_budget);
     let answers: Vec<(&str, &str)> = site
         .acme
         .answers
@@ -465,7 +498,7 @@ fn map_path_ok(path: &str) -> bool {
 /// can be map keys go into [`HOSTS_MAP`] and [`PATHS_MAP`], looked up first (exact hosts come
 /// before wildcards); every other claim (wildcards, longest suffix first, and values a map
 /// cannot hold) gets `acl`s and `use_backend`s as before, then `default_backend`.
-fn routing(routes: &RouteTable, map_budget: usize) -> Routing<'_> {
+fn routing<'a>(site: &HaproxySite<'_>, routes: &'a RouteTable, map_budget: usize) -> Routing<'a> {
     let fallback = if routes.default_backend.is_some() { DEFAULT_BACKEND } else { NO_ROUTE_BACKEND };
     // Both sorted by host: merged in one pass, a redirect winning over routes on its host.
     let redirects = routes.redirects();
@@ -502,6 +535,7 @@ fn routing(routes: &RouteTable, map_budget: usize) -> Routing<'_> {
                 by_path
             }
         };
+        let https = HostHttps::of(site, routes, host);
         let key = map_host_key(host)
             .filter(|k| !mapped.contains(k))
             .filter(|_| by_path.iter().all(|b| b.path() == "/" || map_path_ok(b.path())));
@@ -517,7 +551,7 @@ fn routing(routes: &RouteTable, map_budget: usize) -> Routing<'_> {
                         let path = pooled[0].path();
                         let entry = if path == "/" { key.clone() } else { format!("{key}{path}") };
                         let map = if path == "/" { &mut hosts_map } else { &mut paths_map };
-                        let n = route_block(&mut blocks, &mut bodies, host, path, pooled);
+                        let n = route_block(&mut blocks, &mut bodies, host, path, pooled, https);
                         map.push((entry, backend_name(n)));
                     }
                     if by_path.last().is_some_and(|b| b.path() != "/") {
@@ -543,7 +577,7 @@ fn routing(routes: &RouteTable, map_budget: usize) -> Routing<'_> {
             Claim::Routes(_) => {
                 for pooled in by_path.chunk_by(|a, b| a.path() == b.path()) {
                     let path = pooled[0].path();
-                    let n = route_block(&mut blocks, &mut bodies, host, path, pooled);
+                    let n = route_block(&mut blocks, &mut bodies, host, path, pooled, https);
                     use_backend(&mut r, n, i, path);
                 }
                 if by_path.last().is_some_and(|b| b.path() != "/") {
@@ -617,35 +651,37 @@ fn shard(entries: Vec<(String, String)>, name: &str, budget: usize) -> Vec<(Stri
 }
 
 /// The backend of `host`'s `path`, served by `pooled`: a new block, or the block of an earlier
-/// route whose backend would read the same (its tasks, balancing and rewrite), so 10,000 hosts
-/// of one service are one backend with one set of servers and health checks, not 10,000.
+/// route whose backend would read the same (its tasks, balancing, rewrite, server parameters,
+/// redirect to HTTPS and HSTS: all of it is in the text compared), so 10,000 hosts of one service
+/// are one backend with one set of servers and health checks, not 10,000.
 fn route_block<'a>(
     blocks: &mut Vec<Block<'a>>,
     bodies: &mut std::collections::HashMap<String, usize>,
     host: &'a str,
     path: &'a str,
     pooled: &[&'a Backend],
+    https: HostHttps,
 ) -> usize {
     let mut body = String::new();
-    route_body(&mut body, pooled);
+    route_body(&mut body, pooled, https);
     *bodies.entry(body).or_insert_with(|| {
-        blocks.push(Block::Route { host, path, pooled: pooled.to_vec() });
+        blocks.push(Block::Route { host, path, pooled: pooled.to_vec(), https });
         blocks.len() - 1
     })
 }
 
 /// A route backend's lines after `backend NAME`.
-fn route_body(w: &mut String, pooled: &[&Backend]) {
+fn route_body(w: &mut String, pooled: &[&Backend], https: HostHttps) {
     // Pooled backends agree on their options (routes::RouteTable::add).
     let options = &pooled[0].options;
     if let [only] = pooled
         && only.targets.is_sorted_by(|a, b| a < b)
     {
-        route_backend(w, &only.targets, options);
+        route_backend(w, &only.targets, options, https);
     } else {
         let targets: BTreeSet<&Target> = pooled.iter().flat_map(|b| &b.targets).collect();
         let targets: Vec<Target> = targets.into_iter().cloned().collect();
-        route_backend(w, &targets, options);
+        route_backend(w, &targets, options, https);
     }
 }
 
@@ -687,7 +723,7 @@ fn write_backend(w: &mut String, n: usize, block: &Block<'_>) {
             w.push_str(" redirects to ");
             push_comment(w, target);
         }
-        Block::Route { host, path, pooled } => {
+        Block::Route { host, path, pooled, .. } => {
             push_comment(w, host);
             w.push(' ');
             push_comment(w, path);
@@ -715,13 +751,14 @@ fn write_backend(w: &mut String, n: usize, block: &Block<'_>) {
             push_word(w, &(log_format_literal(target) + "%[capture.req.uri]"));
             w.push_str(" code 302\n");
         }
-        Block::Route { pooled, .. } => route_body(w, pooled),
-        Block::Default(backend) => route_backend(w, &backend.targets, &backend.options),
+        Block::Route { pooled, https, .. } => route_body(w, pooled, *https),
+        Block::Default(backend) => route_backend(w, &backend.targets, &backend.options, HostHttps::default()),
     }
 }
 
-/// A route's backend: balancing, the context-root rewrite, its servers.
-fn route_backend(w: &mut String, targets: &[Target], options: &RouteOptions) {
+/// A route's backend: balancing, the redirect to HTTPS and HSTS, the context-root rewrite, its
+/// servers.
+fn route_backend(w: &mut String, targets: &[Target], options: &RouteOptions, https: HostHttps) {
     if options.ip_hash {
         w.push_str("    balance source\n");
     } else if let Some(cookie) = &options.sticky_cookie {
@@ -732,6 +769,14 @@ fn route_backend(w: &mut String, targets: &[Target], options: &RouteOptions) {
         w.push_str("    balance roundrobin\n");
     }
     w.push_str("    http-request set-header X-Forwarded-Port %[dst_port]\n");
+    if https.redirect {
+        https_redirects(w, https.port);
+    }
+    if let Some(hsts) = https.hsts {
+        w.push_str("    http-response set-header Strict-Transport-Security ");
+        push_word(w, &hsts.header_value());
+        w.push_str(" if { ssl_fc }\n");
+    }
     if let (Some(root), true) = (&options.context_root, options.rewrite) {
         // As nginx: `/app` → 301 to `/app/`; `/app/rest` → `/rest`; `/apple` untouched.
         w.push_str("    http-request redirect location ");
@@ -762,7 +807,64 @@ fn route_backend(w: &mut String, targets: &[Target], options: &RouteOptions) {
         }
         w.push(':');
         push_number(w, usize::from(target.port));
-        w.push_str(" check inter 2000\n");
+        w.push_str(" check inter 2000");
+        server_options(w, options);
+        w.push('\n');
+    }
+}
+
+/// A plain HTTP request's redirect to HTTPS: 301 for GET and HEAD (`METH_GET` matches both),
+/// 308 for any other method (repeated as it was, body included). The location is the request's
+/// host (port dropped) and URI; with `port` (the published TLS port, not 443), a request that
+/// named a port of its own is sent to that one.
+fn https_redirects(w: &mut String, port: Option<u16>) {
+    for (status, method) in [("301", " METH_GET"), ("308", "")] {
+        let mut forms = vec![(String::new(), "")];
+        if let Some(port) = port {
+            forms.insert(0, (format!(":{port}"), " { req.hdr(host) -m sub : }"));
+        }
+        for (suffix, named_port) in forms {
+            w.push_str("    http-request redirect location ");
+            push_word(w, &format!("https://%[req.hdr(host),field(1,:),lower]{suffix}%[capture.req.uri]"));
+            w.push_str(" code ");
+            w.push_str(status);
+            w.push_str(" if !{ ssl_fc }");
+            w.push_str(method);
+            w.push_str(named_port);
+            w.push('\n');
+        }
+    }
+}
+
+/// A `server` line's options from the service's labels, after `check inter 2000`.
+///
+/// Passive health checks (`max_fails=N`, `fail_timeout=T`): `observe layer7` counts the
+/// server's failed responses (5xx but 501 and 505, and connection errors), `error-limit N`
+/// failures in a row run `on-error mark-down` (out of rotation at once), and the server's next
+/// check comes `fastinter T` later, then every `downinter T`; one passing check (`rise 1`)
+/// brings it back. So a server out after N failures is back about T later, as with nginx.
+///
+/// TLS to the tasks (`ssl_backend`): `ssl`, with SNI the request's host, and `verify required`
+/// against the CA secret (`ca-file`; with SNI HAProxy checks the certificate's name against it),
+/// or `verify none`. The health checks then speak TLS too.
+fn server_options(w: &mut String, options: &RouteOptions) {
+    if let Some(health) = options.passive_health {
+        let _ = write!(
+            w,
+            " fastinter {t}s downinter {t}s rise 1 observe layer7 error-limit {n} on-error mark-down",
+            t = health.fail_timeout_secs,
+            n = health.max_fails
+        );
+    }
+    if let Some(tls) = &options.backend_tls {
+        w.push_str(" ssl sni req.hdr(host),field(1,:),lower");
+        match &tls.verify_with_ca {
+            Some(ca) => {
+                w.push_str(" verify required ca-file ");
+                push_word(w, &backend_ca_path(ca));
+            }
+            None => w.push_str(" verify none"),
+        }
     }
 }
 
@@ -857,7 +959,7 @@ mod tests {
     use crate::routes::test_tables::{backend, feature_table};
 
     fn site(config: &HaproxyConfig) -> HaproxySite<'_> {
-        HaproxySite { config, http_port: 80, https_port: 443, acme: &crate::acme::NO_ACME }
+        HaproxySite { config, http_port: 80, https_port: 443, published_https_port: 443, acme: &crate::acme::NO_ACME }
     }
 
     fn rendered(routes: &RouteTable) -> String {
@@ -892,6 +994,47 @@ mod tests {
         assert_eq!(text.matches("server s0 10.0.0.2:8080").count(), 2);
         assert!(text.contains("\n#| h99.local be_0\n") && text.contains("\n#| h0.local be_0\n"), "{text}");
         assert!(text.contains("use_backend be_0 if host_0"), "the wildcard's acl names the same backend: {text}");
+    }
+
+    /// Issue 23: passive health checks, HTTPS-only hosts, HSTS and TLS to the tasks, behind a
+    /// published TLS port other than 443.
+    #[test]
+    fn parity_labels() {
+        let config = HaproxyConfig::default();
+        let (table, acme) = crate::routes::test_tables::parity_table();
+        let text = render(&HaproxySite { acme: &acme, published_https_port: 8443, ..site(&config) }, &table);
+        insta::assert_snapshot!("haproxy_parity", text);
+        let health =
+            " check inter 2000 fastinter 30s downinter 30s rise 1 observe layer7 error-limit 3 on-error mark-down";
+        assert!(text.contains(&format!("    server s0 10.0.8.2:8080{health}\n")));
+        // The two hosts of one service and parameters share a backend; without them, another.
+        let backend_of = |host: &str| {
+            let line = text.lines().find(|l| l.starts_with(&format!("#| {host} "))).unwrap();
+            line.rsplit(' ').next().unwrap().to_owned()
+        };
+        assert_eq!(backend_of("health-a.local"), backend_of("health-b.local"));
+        assert_ne!(backend_of("health-a.local"), backend_of("plain-pool.local"));
+        assert!(text.contains(
+            "    http-request redirect location 'https://%[req.hdr(host),field(1,:),lower]:8443%[capture.req.uri]' code 301 if !{ ssl_fc } METH_GET { req.hdr(host) -m sub : }\n"
+        ));
+        assert!(text.contains(
+            "    http-request redirect location 'https://%[req.hdr(host),field(1,:),lower]%[capture.req.uri]' code 308 if !{ ssl_fc }\n"
+        ));
+        // shop.local and its wildcard (one backend: they read the same), api.local and auto.local
+        // (ACME) redirect; nocert.local, without a certificate, does not.
+        assert_eq!(text.matches("code 308 if !{ ssl_fc }\n").count(), 3, "shop and *.shop, api, auto");
+        assert_eq!(
+            text.matches(
+                "http-response set-header Strict-Transport-Security 'max-age=31536000; includeSubDomains' if { ssl_fc }"
+            )
+            .count(),
+            1
+        );
+        assert!(text.contains(" ssl sni req.hdr(host),field(1,:),lower verify required ca-file '/run/secrets/.interlock-backend-ca/internal-ca.pem'\n"));
+        assert!(text.contains(&format!("{health} ssl sni req.hdr(host),field(1,:),lower verify none\n")));
+        // The challenge is answered in the frontend, before any backend's redirect.
+        let frontend = text.split("frontend http-default").nth(1).unwrap().split("\nbackend ").next().unwrap();
+        assert!(frontend.contains("http-request return status 200"));
     }
 
     fn at(root: &str) -> RouteOptions {

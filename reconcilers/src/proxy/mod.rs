@@ -28,6 +28,17 @@ use crate::routes::{Quarantined, RouteTable};
 /// Where Swarm mounts a service's secrets; a [`SecretMount`]'s target is a file name in it.
 pub const SECRETS_DIR: &str = "/run/secrets";
 
+/// The folder of [`SECRETS_DIR`] the CAs the tasks' certificates are verified against
+/// (`ssl_backend_ca`) are mounted in: not [`SECRETS_DIR`] itself, whose every file HAProxy loads
+/// as a certificate of its own (`crt /run/secrets/`; it skips folders and names starting with
+/// `.`), and a name no secret's file can take (a secret's name never starts with `.`).
+pub const BACKEND_CA_DIR: &str = ".interlock-backend-ca";
+
+/// Where the proxy reads the CA secret `secret` (`ssl_backend_ca`).
+pub fn backend_ca_path(secret: &str) -> String {
+    format!("{SECRETS_DIR}/{BACKEND_CA_DIR}/{secret}")
+}
+
 /// What every renderer needs besides its `Config` table and the routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Site<'a> {
@@ -35,6 +46,9 @@ pub struct Site<'a> {
     pub http_port: u16,
     /// Port it serves TLS on inside its task (`TargetSSLPort`); 0: none.
     pub https_port: u16,
+    /// The TLS port clients reach (`PublishedSSLPort`): a redirect to HTTPS (`ssl_only`) names
+    /// it when the request named a port of its own and it is not 443.
+    pub published_https_port: u16,
     /// `x-server-info` header value (nginx).
     pub server_info: &'a str,
     /// ACME: the HTTP-01 answers to serve on the HTTP port, and the certificates a hitless
@@ -50,13 +64,20 @@ pub fn render(config: &ProxyConfig, site: &Site<'_>, routes: &RouteTable) -> Str
                 config,
                 http_port: site.http_port,
                 https_port: site.https_port,
+                published_https_port: site.published_https_port,
                 server_info: site.server_info,
                 acme: site.acme,
             },
             routes,
         ),
         ProxyConfig::Haproxy(config) => haproxy::render(
-            &haproxy::HaproxySite { config, http_port: site.http_port, https_port: site.https_port, acme: site.acme },
+            &haproxy::HaproxySite {
+                config,
+                http_port: site.http_port,
+                https_port: site.https_port,
+                published_https_port: site.published_https_port,
+                acme: site.acme,
+            },
             routes,
         ),
     }
@@ -214,14 +235,20 @@ impl ProxyKind {
         }
     }
 
-    /// The TLS secrets the proxy mounts, sorted, at the file names its rendered config reads.
+    /// The TLS secrets the proxy mounts, sorted, at the file names its rendered config reads:
+    /// certificates and keys, and the CAs the tasks are verified against ([`backend_ca_path`]).
     pub fn secret_mounts(self, routes: &RouteTable) -> Vec<SecretMount> {
         let tls_mounts = match self {
             ProxyKind::Nginx => nginx::tls_mounts,
             ProxyKind::Haproxy => haproxy::tls_mounts,
         };
-        let mounts: BTreeSet<SecretMount> =
+        let mut mounts: BTreeSet<SecretMount> =
             routes.hosts.keys().filter_map(|h| routes.tls(h)).flat_map(tls_mounts).collect();
+        mounts.extend(routes.backend_cas().into_iter().map(|ca| SecretMount {
+            secret_name: ca.to_owned(),
+            // Absolute, as the hitless layout's delivered certificates are mounted.
+            target: backend_ca_path(ca),
+        }));
         mounts.into_iter().collect()
     }
 

@@ -12,6 +12,14 @@
 //!
 //! A route whose every task is down answers 503. Upstreams share one zone (`UPSTREAM_ZONE`).
 //!
+//! Per service: passive health checks (`max_fails`/`fail_timeout`) are parameters of the
+//! upstream's `server` lines, so such a host always gets an upstream (one task too) and pools
+//! only with hosts whose parameters agree; TLS to the tasks (`ssl_backend`) needs `proxy_ssl_*`
+//! lines of its own, so such a host gets a server block of its own. Per host: an HTTPS-only host
+//! (`ssl_only`, with a certificate) answers plain HTTP with 301 (GET, HEAD) or 308 to
+//! `https://$host...` after the ACME challenges are answered; HSTS (`ssl_hsts`) is one
+//! http-level `add_header` whose value a map gives per host, over TLS only.
+//!
 //! Labels are untrusted (any tenant who can create a service sets them), so every label set that
 //! `labels` accepts must give a file `nginx -t` accepts, whatever the values and however many:
 //! - generated names are injective by construction ([`upstream_name`]: `[a-z0-9.-]` kept, every
@@ -38,10 +46,10 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::{CommandLine, SECRETS_DIR, line};
+use super::{CommandLine, SECRETS_DIR, backend_ca_path, line};
 use crate::acme::{CHALLENGE_PREFIX, ProxyAcme, valid_answer};
 use crate::config::NginxConfig;
-use crate::labels::{RouteOptions, TlsSecrets};
+use crate::labels::{PassiveHealth, RouteOptions, TlsSecrets};
 use crate::observed::SecretMount;
 use crate::routes::{Backend, RouteTable, Target};
 
@@ -102,6 +110,8 @@ pub struct NginxSite<'a> {
     pub http_port: u16,
     /// Port TLS servers listen on inside the proxy (`TargetSSLPort`); 0: none.
     pub https_port: u16,
+    /// The TLS port clients reach (`PublishedSSLPort`), for redirects to HTTPS.
+    pub published_https_port: u16,
     /// Shown in the `x-server-info` header.
     pub server_info: &'a str,
     /// ACME: the HTTP-01 answers to serve, and the certificates delivered as files.
@@ -135,6 +145,14 @@ struct Plan<'a> {
     zone_kb: usize,
     /// The HTTP-01 answers served (valid ones only), by token: every HTTP server answers them.
     answers: Vec<(&'a str, &'a str)>,
+    /// Some host redirects plain HTTP to HTTPS (`ssl_only`): `$interlock_https_status` is
+    /// declared (301 or 308 by method), and `$interlock_https_port` when [`Plan::https_port`].
+    redirects_to_https: bool,
+    /// The published TLS port a redirect to HTTPS names when the request named a port (it is
+    /// not 443).
+    https_port: Option<u16>,
+    /// Some host has HSTS: the http-level maps and `add_header` are written.
+    hsts: bool,
 }
 
 /// The shared-memory zone every upstream shares: their run-time state (round-robin position,
@@ -178,7 +196,22 @@ struct Host<'a> {
     value: String,
     /// The shared host whose block writes the upstream `value` names (the first host of its pool).
     writes_upstream: bool,
+    /// Plain HTTP requests get a redirect to HTTPS: its owner asks (`ssl_only`), it has a
+    /// certificate and the proxy a TLS port, and no `redirects` label sends it elsewhere.
+    redirect_to_https: bool,
 }
+
+impl Host<'_> {
+    /// The host's value in the HTTP port's map: a redirect to HTTPS ([`HTTPS_STATUS_VARIABLE`]:
+    /// 301 or 308), else its [`Host::value`].
+    fn http_value(&self) -> &str {
+        if self.redirect_to_https { HTTPS_STATUS_VARIABLE } else { &self.value }
+    }
+}
+
+/// What shared hosts pooled on one upstream agree on: tasks, pinning (`ip_hash`, sticky
+/// cookie) and the servers' parameters (passive health checks).
+type Pool<'a> = (Vec<Target>, bool, Option<&'a str>, Option<PassiveHealth>);
 
 /// Longest text of one shared map (a chunk's), so that a map and its server stay well under one
 /// config object's size when a large config is split (`split` keeps each block whole).
@@ -192,9 +225,12 @@ impl<'a> Plan<'a> {
             .iter()
             .map(|(name, backends)| {
                 let passthrough = routes.passthrough(name);
+                // TLS to the tasks needs `proxy_ssl_*` lines the shared servers cannot vary by host.
                 let shared = !passthrough
                     && !redirects.contains_key(name.as_str())
-                    && backends.iter().all(|b| b.path() == "/" && b.options.websocket_endpoints.is_empty());
+                    && backends.iter().all(|b| {
+                        b.path() == "/" && b.options.websocket_endpoints.is_empty() && b.options.backend_tls.is_none()
+                    });
                 Host {
                     name,
                     backends,
@@ -203,21 +239,25 @@ impl<'a> Plan<'a> {
                     shared,
                     value: String::new(),
                     writes_upstream: false,
+                    redirect_to_https: site.https_port != 0
+                        && !passthrough
+                        && !redirects.contains_key(name.as_str())
+                        && routes.ssl_only(name),
                 }
             })
             .collect();
-        // Shared hosts' map values: one upstream per distinct pool (tasks and pinning), none for
-        // one task.
-        let mut pools: BTreeMap<(Vec<Target>, bool, Option<&str>), String> = BTreeMap::new();
+        // Shared hosts' map values: one upstream per distinct pool (tasks, pinning and server
+        // parameters), none for one task without server parameters.
+        let mut pools: BTreeMap<Pool<'_>, String> = BTreeMap::new();
         for host in hosts.iter_mut().filter(|h| h.shared) {
             let targets = shared_targets(host.backends);
+            let options = &host.backends[0].options;
             host.value = match targets.as_slice() {
                 [] => "503".to_owned(),
-                [one] => one.to_string(),
+                [one] if options.passive_health.is_none() => one.to_string(),
                 _ => {
-                    let options = &host.backends[0].options;
                     let pinning = (options.ip_hash, options.sticky_cookie.as_deref());
-                    match pools.entry((targets, pinning.0, pinning.1)) {
+                    match pools.entry((targets, pinning.0, pinning.1, options.passive_health)) {
                         std::collections::btree_map::Entry::Occupied(pool) => pool.get().clone(),
                         std::collections::btree_map::Entry::Vacant(pool) => {
                             host.writes_upstream = true;
@@ -240,7 +280,7 @@ impl<'a> Plan<'a> {
         let tls_port = site.https_port != 0;
         // The longest of a host's map lines: its upstream (or `503`), and for TLS its
         // certificate and key.
-        let http_chunks = chunks(hosts.iter().enumerate().filter(|(_, h)| h.shared), |h| h.value.len());
+        let http_chunks = chunks(hosts.iter().enumerate().filter(|(_, h)| h.shared), |h| h.http_value().len());
         let tls_chunks =
             chunks(hosts.iter().enumerate().filter(|(_, h)| h.shared && h.tls.is_some() && tls_port), |h| {
                 let tls = h.tls.expect("filtered");
@@ -249,6 +289,8 @@ impl<'a> Plan<'a> {
             });
         let terminates_tls =
             tls_port && hosts.iter().any(|h| h.tls.is_some() && !h.passthrough && !redirects.contains_key(h.name));
+        let redirects_to_https = hosts.iter().any(|h| h.redirect_to_https);
+        let hsts = tls_port && hosts.iter().any(|h| !h.passthrough && routes.hsts(h.name).is_some());
         Plan {
             site,
             routes,
@@ -268,19 +310,35 @@ impl<'a> Plan<'a> {
                 .filter(|(token, key)| valid_answer(token, key))
                 .map(|(token, key)| (token.as_str(), key.as_str()))
                 .collect(),
+            redirects_to_https,
+            https_port: Some(site.published_https_port).filter(|port| redirects_to_https && *port != 443 && *port != 0),
+            hsts,
         }
     }
 
     /// The variables the shared maps declare.
     fn map_variables(&self) -> usize {
-        self.http_chunks.len() + 3 * self.tls_chunks.len() + usize::from(!self.answers.is_empty())
+        self.http_chunks.len()
+            + 3 * self.tls_chunks.len()
+            + usize::from(!self.answers.is_empty())
+            + usize::from(self.redirects_to_https)
+            + usize::from(self.https_port.is_some())
+            + 2 * usize::from(self.hsts)
+    }
+
+    /// The hosts the HSTS map lists: every host a TLS server serves (one without HSTS with an
+    /// empty value, so a wildcard's HSTS never reaches a name its owner did not ask for).
+    fn hsts_hosts(&self) -> impl Iterator<Item = &Host<'a>> + '_ {
+        self.hosts.iter().filter(|h| self.hsts && !h.passthrough && h.tls.is_some())
     }
 
     /// `(entries of the largest shared map, longest key)`, for the `map_hash_*` sizes.
     fn map_sizes(&self) -> (usize, usize) {
         let chunks = self.http_chunks.iter().chain(&self.tls_chunks);
         let count = chunks.clone().map(Vec::len).max().unwrap_or(0).max(self.answers.len());
+        let count = count.max(self.hsts_hosts().count());
         let longest = chunks.flatten().map(|&i| self.hosts[i].name.len()).max().unwrap_or(0);
+        let longest = longest.max(self.hsts_hosts().map(|h| h.name.len()).max().unwrap_or(0));
         let longest_answer = self.answers.iter().map(|(token, _)| CHALLENGE_PREFIX.len() + token.len()).max();
         (count, longest.max(longest_answer.unwrap_or(0)))
     }
@@ -341,6 +399,68 @@ fn certificate_path(acme: &ProxyAcme, secret: &str) -> String {
         Some(path) => word(path).into_owned(),
         None => word(&format!("{SECRETS_DIR}/{secret}")).into_owned(),
     }
+}
+
+/// The status of a redirect to HTTPS (`ssl_only`): 301 for GET and HEAD, 308 for any other
+/// method (which the client must repeat as it was, body included).
+const HTTPS_STATUS_VARIABLE: &str = "$interlock_https_status";
+/// `:PORT` when the request named a port of its own (and the published TLS port is not 443),
+/// else "".
+const HTTPS_PORT_VARIABLE: &str = "$interlock_https_port";
+/// The `Strict-Transport-Security` value of a TLS request's host ("" for none: no header).
+const HSTS_VARIABLE: &str = "$interlock_hsts";
+
+/// The http-level maps of redirects to HTTPS and of HSTS, when some host has them.
+fn https_maps(w: &mut String, p: &Plan<'_>) {
+    if p.redirects_to_https {
+        comment(w, 1, "Redirects to HTTPS (ssl_only): 301 for GET and HEAD, 308 (method and body kept) for the rest.");
+        ln!(w, 1, "map $request_method {HTTPS_STATUS_VARIABLE} {{");
+        line(w, 2, "GET 301;");
+        line(w, 2, "HEAD 301;");
+        line(w, 2, "default 308;");
+        line(w, 1, "}");
+    }
+    if let Some(port) = p.https_port {
+        comment(w, 1, "A request that named a port is redirected to the published TLS port.");
+        ln!(w, 1, "map $http_host {HTTPS_PORT_VARIABLE} {{");
+        ln!(w, 2, "\"~:[0-9]+$\" :{port};");
+        line(w, 2, "default \"\";");
+        line(w, 1, "}");
+    }
+    if p.hsts {
+        comment(w, 1, "Strict-Transport-Security (ssl_hsts): by host, on TLS only; an empty value adds no header.");
+        line(w, 1, "map $host $interlock_hsts_host {");
+        line(w, 2, "hostnames;");
+        for host in p.hsts_hosts() {
+            let value = p.routes.hsts(host.name).map(|h| h.header_value()).unwrap_or_default();
+            ln!(w, 2, "{} {};", map_key(host.name), word(&value));
+        }
+        line(w, 2, "default \"\";");
+        line(w, 1, "}");
+        ln!(w, 1, "map $https {HSTS_VARIABLE} {{");
+        line(w, 2, "on $interlock_hsts_host;");
+        line(w, 2, "default \"\";");
+        line(w, 1, "}");
+        ln!(w, 1, "add_header Strict-Transport-Security {HSTS_VARIABLE} always;");
+    }
+}
+
+/// `return STATUS https://...;`: the request's host and URI, and the published TLS port when
+/// the request named a port.
+fn https_return(w: &mut String, p: &Plan<'_>, indent: usize, status: &str) {
+    let port = if p.https_port.is_some() { HTTPS_PORT_VARIABLE } else { "" };
+    ln!(w, indent, "return {status} https://$host{port}$request_uri;");
+}
+
+/// An HTTPS-only host's one location on the HTTP port (after the ACME challenges'): every
+/// path is redirected.
+fn https_redirect_location(w: &mut String, p: &Plan<'_>) {
+    line(w, 2, "location / {");
+    ln!(w, 3, "if ({HTTPS_STATUS_VARIABLE} = 301) {{");
+    https_return(w, p, 4, "301");
+    line(w, 3, "}");
+    https_return(w, p, 3, "308");
+    line(w, 2, "}");
 }
 
 /// The variable holding a request's HTTP-01 answer ("" for none).
@@ -778,6 +898,7 @@ fn http_settings(w: &mut String, p: &Plan<'_>) {
     line(w, 2, "'' close;");
     line(w, 1, "}");
     challenge_map(w, p);
+    https_maps(w, p);
 }
 
 /// `server_names_hash_max_size` for the data, and the variables hash when the file declares
@@ -873,7 +994,13 @@ fn upstream(w: &mut String, p: &Plan<'_>, name: &str, targets: &[Target], option
     }
     ln!(w, 2, "zone {UPSTREAM_ZONE} {}k;", p.zone_kb);
     for target in targets {
-        ln!(w, 2, "server {target};");
+        match options.passive_health {
+            // With one server nginx ignores both: it is never taken out.
+            Some(health) => {
+                ln!(w, 2, "server {target} max_fails={} fail_timeout={}s;", health.max_fails, health.fail_timeout_secs)
+            }
+            None => ln!(w, 2, "server {target};"),
+        }
     }
     line(w, 1, "}");
 }
@@ -889,17 +1016,38 @@ fn proxy_location(w: &mut String, path: &str, upstream: &str, options: &RouteOpt
     if options.websocket_endpoints.iter().any(|ws| ws == path) {
         upgrade_headers(w);
     }
-    ln!(w, 3, "proxy_pass http://{upstream};");
+    proxy_pass(w, upstream, options);
     line(w, 2, "}");
 }
 
 /// A location that passes websocket upgrades. `proxy_set_header` at this level replaces the
 /// http-level ones, so they are all repeated.
-fn websocket_location(w: &mut String, path: &str, upstream: &str) {
+fn websocket_location(w: &mut String, path: &str, upstream: &str, options: &RouteOptions) {
     ln!(w, 2, "location {} {{", word(path));
     upgrade_headers(w);
-    ln!(w, 3, "proxy_pass http://{upstream};");
+    proxy_pass(w, upstream, options);
     line(w, 2, "}");
+}
+
+/// `proxy_pass` to an upstream: plain HTTP, or TLS (`ssl_backend`) with SNI and the name
+/// verified as the request's host against the CA secret when one is named.
+fn proxy_pass(w: &mut String, upstream: &str, options: &RouteOptions) {
+    let Some(tls) = &options.backend_tls else {
+        ln!(w, 3, "proxy_pass http://{upstream};");
+        return;
+    };
+    ln!(w, 3, "proxy_pass https://{upstream};");
+    line(w, 3, "proxy_ssl_server_name on;");
+    line(w, 3, "proxy_ssl_name $host;");
+    match &tls.verify_with_ca {
+        Some(ca) => {
+            line(w, 3, "proxy_ssl_verify on;");
+            ln!(w, 3, "proxy_ssl_trusted_certificate {};", word(&backend_ca_path(ca)));
+            // A root, an intermediate and the task's own certificate.
+            line(w, 3, "proxy_ssl_verify_depth 3;");
+        }
+        None => line(w, 3, "proxy_ssl_verify off;"),
+    }
 }
 
 fn upgrade_headers(w: &mut String) {
@@ -1007,7 +1155,7 @@ fn host_blocks(w: &mut String, p: &Plan<'_>, h: &Host<'_>) {
         upstream(w, p, &name, &targets, options);
         locations.push((*path, name, options, !targets.is_empty()));
     }
-    server(w, p, &format!("listen {};", site.http_port), host, &locations, &[]);
+    server(w, p, &format!("listen {};", site.http_port), host, &locations, &[], h.redirect_to_https);
     if let Some(tls) = h.tls.filter(|_| site.https_port != 0) {
         let certificate = [
             format!("ssl_certificate {};", certificate_path(site.acme, &tls.cert)),
@@ -1018,7 +1166,7 @@ fn host_blocks(w: &mut String, p: &Plan<'_>, h: &Host<'_>) {
         } else {
             format!("listen {} ssl;", site.https_port)
         };
-        server(w, p, &listen, host, &locations, &certificate);
+        server(w, p, &listen, host, &locations, &certificate, false);
     }
 }
 
@@ -1043,7 +1191,8 @@ fn shared_servers(w: &mut String, p: &Plan<'_>) {
                 p.http_chunks.len()
             ),
         );
-        shared_map(w, "$host", &variable, chunk.iter().map(|&i| (p.hosts[i].name, p.hosts[i].value.clone())), true);
+        let values = chunk.iter().map(|&i| (p.hosts[i].name, p.hosts[i].http_value().to_owned()));
+        shared_map(w, "$host", &variable, values, true);
         let listen = format!("listen {};", site.http_port);
         shared_server(w, p, &listen, None, chunk, &variable, &[]);
     }
@@ -1152,6 +1301,14 @@ fn shared_server(
         ln!(w, 4, "return {status};");
         line(w, 3, "}");
     }
+    if marker.is_none() && chunk.iter().any(|&i| p.hosts[i].redirect_to_https) {
+        // HTTPS-only hosts' map value is the redirect's status.
+        for status in ["301", "308"] {
+            ln!(w, 3, "if ({variable} = {status}) {{");
+            https_return(w, p, 4, status);
+            line(w, 3, "}");
+        }
+    }
     ln!(w, 3, "proxy_pass http://{variable};");
     line(w, 2, "}");
     line(w, 1, "}");
@@ -1160,8 +1317,17 @@ fn shared_server(
 /// `(path, upstream, options, has running targets)` per location of a host.
 type Location<'a> = (&'a str, String, &'a RouteOptions, bool);
 
-/// One host's own server; the one without `extra` lines (no certificate) is on the HTTP port.
-fn server(w: &mut String, p: &Plan<'_>, listen: &str, host: &str, locations: &[Location<'_>], extra: &[String]) {
+/// One host's own server; the one without `extra` lines (no certificate) is on the HTTP port,
+/// where an HTTPS-only host (`redirect_to_https`) redirects every path.
+fn server(
+    w: &mut String,
+    p: &Plan<'_>,
+    listen: &str,
+    host: &str,
+    locations: &[Location<'_>],
+    extra: &[String],
+    redirect_to_https: bool,
+) {
     line(w, 1, "server {");
     line(w, 2, listen);
     ln!(w, 2, "server_name {};", word(host));
@@ -1170,6 +1336,11 @@ fn server(w: &mut String, p: &Plan<'_>, listen: &str, host: &str, locations: &[L
     }
     if extra.is_empty() {
         challenge_location(w, p);
+        if redirect_to_https {
+            https_redirect_location(w, p);
+            line(w, 1, "}");
+            return;
+        }
     }
     let mut written: BTreeSet<&str> = BTreeSet::new();
     for (path, name, options, has_targets) in locations {
@@ -1186,7 +1357,7 @@ fn server(w: &mut String, p: &Plan<'_>, listen: &str, host: &str, locations: &[L
     for (_, name, options, has_targets) in locations {
         for ws in &options.websocket_endpoints {
             if *has_targets && written.insert(ws.as_str()) {
-                websocket_location(w, ws, name);
+                websocket_location(w, ws, name, options);
             }
         }
     }
@@ -1223,7 +1394,14 @@ mod tests {
     }
 
     fn site(config: &NginxConfig) -> NginxSite<'_> {
-        NginxSite { config, http_port: 80, https_port: 443, server_info: "interlock/test", acme: &crate::acme::NO_ACME }
+        NginxSite {
+            config,
+            http_port: 80,
+            https_port: 443,
+            published_https_port: 443,
+            server_info: "interlock/test",
+            acme: &crate::acme::NO_ACME,
+        }
     }
 
     #[test]
@@ -1287,6 +1465,46 @@ mod tests {
         let (table, _) = crate::routes::test_tables::acme_table(None);
         let plain = render(&site(&config), &table);
         assert!(!plain.contains("acme-challenge") && plain.contains("/run/secrets/interlock-acme-secure"));
+    }
+
+    /// Issue 23: passive health checks, HTTPS-only hosts, HSTS and TLS to the tasks, behind a
+    /// published TLS port other than 443.
+    #[test]
+    fn parity_labels() {
+        let config = NginxConfig::default();
+        let (table, acme) = crate::routes::test_tables::parity_table();
+        let site = NginxSite { acme: &acme, published_https_port: 8443, ..site(&config) };
+        let text = render(&site, &table);
+        insta::assert_snapshot!("nginx_parity", text);
+        // One upstream for the two hosts whose tasks and parameters agree; another without them;
+        // one for a single task with parameters.
+        assert_eq!(text.matches(" 10.0.8.2:8080 max_fails=3 fail_timeout=30s;").count(), 1);
+        assert!(text.contains("        health-b.local up-health-a.local;\n"));
+        assert!(text.contains("        plain-pool.local up-plain-pool.local;\n"));
+        assert!(text.contains("        server 10.0.8.4:8080 max_fails=3 fail_timeout=30s;\n"));
+        // HTTPS only: shop.local by its map value; api.local by its own server, after the challenges;
+        // nocert.local has no certificate, so no redirect and no HSTS.
+        assert!(text.contains("        shop.local $interlock_https_status;\n"));
+        assert!(text.contains("        auto.local $interlock_https_status;\n"));
+        assert!(text.contains("        nocert.local 10.0.9.6:8080;\n"));
+        assert!(!text.contains("nocert.local \"max-age"));
+        assert!(text.contains("        www.shop.local \"\";\n"), "listed without HSTS under the wildcard's");
+        assert!(text.contains("return 301 https://$host$interlock_https_port$request_uri;"));
+        let api = text.split("        server_name api.local;\n").nth(1).unwrap();
+        let challenge = api.find("location ^~ /.well-known/acme-challenge/").unwrap();
+        assert!(challenge < api.find("return 308 https://").unwrap(), "challenges before the redirect");
+        // TLS to the tasks: own servers with https upstreams.
+        assert!(text.contains("proxy_pass https://up-verified.local;"));
+        assert!(text.contains("proxy_ssl_trusted_certificate /run/secrets/.interlock-backend-ca/internal-ca.pem;"));
+        assert_eq!(
+            text.matches("proxy_pass https://up-unverified.local;").count(),
+            2,
+            "/ and /ws, on HTTP only (no certificate)"
+        );
+        assert!(
+            !text.contains("proxy_pass https://;")
+                && !text.contains("proxy_pass http://$interlock_up_0;\n            proxy_ssl")
+        );
     }
 
     #[test]

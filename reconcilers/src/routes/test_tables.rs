@@ -95,3 +95,62 @@ pub(crate) fn acme_table(delivered: Option<&str>) -> (RouteTable, crate::acme::P
     }
     (table, acme)
 }
+
+/// Issue 23's labels: passive health checks (pooled only with equal parameters, one task too),
+/// HTTPS-only hosts with and without a certificate (an own-server one, a wildcard, one from
+/// ACME), HSTS, TLS to the tasks verified and not; with one pending HTTP-01 answer, which every
+/// HTTPS-only host must still answer over plain HTTP.
+pub(crate) fn parity_table() -> (RouteTable, crate::acme::ProxyAcme) {
+    use crate::labels::{BackendTls, Hsts, PassiveHealth};
+    let health = Some(PassiveHealth { max_fails: 3, fail_timeout_secs: 30 });
+    let tls = |name: &str| Some(TlsSecrets { cert: format!("{name}.crt"), key: format!("{name}.key") });
+    let hsts = Some(Hsts { max_age_secs: 31_536_000, include_subdomains: true });
+    let mut table = RouteTable::default();
+    let mut add = |host: &str, service: &str, ips: &[&str], options: RouteOptions| {
+        table.hosts.entry(host.into()).or_default().push(backend(service, ips, options));
+    };
+    let two = ["10.0.8.2", "10.0.8.3"];
+    add("health-a.local", "health", &two, RouteOptions { passive_health: health, ..Default::default() });
+    add("health-b.local", "health", &two, RouteOptions { passive_health: health, ..Default::default() });
+    add("plain-pool.local", "plain", &two, RouteOptions::default());
+    add("health-one.local", "one", &["10.0.8.4"], RouteOptions { passive_health: health, ..Default::default() });
+    let secure = RouteOptions { tls: tls("shop"), ssl_only: true, hsts, ..Default::default() };
+    add("shop.local", "shop", &["10.0.9.2", "10.0.9.3"], secure.clone());
+    add("*.shop.local", "shop", &["10.0.9.2", "10.0.9.3"], secure);
+    add("www.shop.local", "www", &["10.0.9.4"], RouteOptions { tls: tls("www"), ..Default::default() });
+    let api = RouteOptions {
+        tls: tls("api"),
+        ssl_only: true,
+        context_root: Some("/api".into()),
+        rewrite: true,
+        ..Default::default()
+    };
+    add("api.local", "api", &["10.0.9.5"], api);
+    add("nocert.local", "nocert", &["10.0.9.6"], RouteOptions { ssl_only: true, hsts, ..Default::default() });
+    let verified = Some(BackendTls { verify_with_ca: Some("internal-ca.pem".into()) });
+    add(
+        "verified.local",
+        "verified",
+        &["10.0.10.2", "10.0.10.3"],
+        RouteOptions { backend_tls: verified, ..Default::default() },
+    );
+    let unverified = RouteOptions {
+        backend_tls: Some(BackendTls { verify_with_ca: None }),
+        websocket_endpoints: vec!["/ws".into()],
+        passive_health: health,
+        ..Default::default()
+    };
+    add("unverified.local", "unverified", &["10.0.10.4"], unverified);
+    // An ACME certificate (as `acme::amend` leaves the table) on an HTTPS-only host.
+    let name = "interlock-acme-auto.local-0123456789ab";
+    let acme_tls = Some(TlsSecrets { cert: name.into(), key: name.into() });
+    add(
+        "auto.local",
+        "auto",
+        &["10.0.11.2"],
+        RouteOptions { tls: acme_tls, acme: true, ssl_only: true, ..Default::default() },
+    );
+    let mut acme = crate::acme::ProxyAcme::default();
+    acme.answers.insert("tok3".into(), format!("tok3.{THUMBPRINT}"));
+    (table, acme)
+}
