@@ -840,9 +840,12 @@ fn https_redirects(w: &mut String, port: Option<u16>) {
 ///
 /// Passive health checks (`max_fails=N`, `fail_timeout=T`): `observe layer7` counts the
 /// server's failed responses (5xx but 501 and 505, and connection errors), `error-limit N`
-/// failures in a row run `on-error mark-down` (out of rotation at once), and the server's next
-/// check comes `fastinter T` later, then every `downinter T`; one passing check (`rise 1`)
-/// brings it back. So a server out after N failures is back about T later, as with nginx.
+/// failures in a row run `on-error mark-down` (out of rotation at once). A down server comes
+/// back only through passing checks: `on-error mark-down` brings its next check forward to
+/// `fastinter 1s`, checks then come every `downinter 1s`, and `rise T` needs T passes in a row,
+/// so the server is out for T seconds (less at most one), as with nginx's `fail_timeout`. With
+/// `rise 1` and `fastinter T` (measured on the lab) the check already due within `inter 2000`
+/// passed and brought the server back in about a second: HAProxy only moves a check earlier.
 ///
 /// TLS to the tasks (`ssl_backend`): `ssl`, with SNI the request's host, and `verify required`
 /// against the CA secret (`ca-file`; with SNI HAProxy checks the certificate's name against it),
@@ -851,7 +854,7 @@ fn server_options(w: &mut String, options: &RouteOptions) {
     if let Some(health) = options.passive_health {
         let _ = write!(
             w,
-            " fastinter {t}s downinter {t}s rise 1 observe layer7 error-limit {n} on-error mark-down",
+            " fastinter 1s downinter 1s rise {t} observe layer7 error-limit {n} on-error mark-down",
             t = health.fail_timeout_secs,
             n = health.max_fails
         );
@@ -1005,7 +1008,7 @@ mod tests {
         let text = render(&HaproxySite { acme: &acme, published_https_port: 8443, ..site(&config) }, &table);
         insta::assert_snapshot!("haproxy_parity", text);
         let health =
-            " check inter 2000 fastinter 30s downinter 30s rise 1 observe layer7 error-limit 3 on-error mark-down";
+            " check inter 2000 fastinter 1s downinter 1s rise 30 observe layer7 error-limit 3 on-error mark-down";
         assert!(text.contains(&format!("    server s0 10.0.8.2:8080{health}\n")));
         // The two hosts of one service and parameters share a backend; without them, another.
         let backend_of = |host: &str| {
