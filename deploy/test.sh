@@ -71,7 +71,7 @@ rc=0
 cargo test --workspace --features "$features" || rc=$?
 ha_rc=0
 wait "$ha_pid" || ha_rc=$?
-step "tests/ha/failover.rs and tests/ha/faults.rs (run beside the others): exit $ha_rc"
+step "tests/ha/ (failover, faults, acme; run beside the others): exit $ha_rc"
 cat "$ha_log"
 [[ $rc -eq 0 && $ha_rc -eq 0 ]] || { echo "test.sh: failed (cargo test: exit $rc; HA lab tests: exit $ha_rc)" >&2; exit 1; }
 
