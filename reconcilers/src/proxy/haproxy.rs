@@ -211,6 +211,9 @@ enum Block<'a> {
     Route { host: &'a str, path: &'a str, pooled: Vec<&'a Backend>, https: HostHttps },
     /// [`DEFAULT_BACKEND`].
     Default(&'a Backend),
+    /// Plain HTTP requests for the paths no route claims on `ssl_only` hosts: redirected to
+    /// HTTPS like their routes' (TLS requests for those paths go where unknown hosts go).
+    HttpsOnly { port: Option<u16> },
 }
 
 /// What a host's backends do about HTTPS, from the host's owner's labels, when the host has a
@@ -524,6 +527,16 @@ fn routing<'a>(site: &HaproxySite<'_>, routes: &'a RouteTable, map_budget: usize
     // Route backends by their text: routes whose backends would read the same share one.
     let mut bodies: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut acls = 0;
+    // The one backend redirecting HTTPS-only hosts' unrouted paths (the port is the site's).
+    let mut https_only: Option<usize> = None;
+    let mut other_paths = |blocks: &mut Vec<Block<'_>>, https: HostHttps| -> Option<usize> {
+        https.redirect.then(|| {
+            *https_only.get_or_insert_with(|| {
+                blocks.push(Block::HttpsOnly { port: https.port });
+                blocks.len() - 1
+            })
+        })
+    };
     for (host, claim) in claims {
         // Longest path first, so /api/v2 wins over /api and both over /; services on one path
         // pool, in the table's order.
@@ -555,8 +568,10 @@ fn routing<'a>(site: &HaproxySite<'_>, routes: &'a RouteTable, map_budget: usize
                         map.push((entry, backend_name(n)));
                     }
                     if by_path.last().is_some_and(|b| b.path() != "/") {
-                        // The host's other paths: what unknown hosts get, never a wildcard's routes.
-                        hosts_map.push((key, fallback.to_owned()));
+                        // The host's other paths: what unknown hosts get, never a wildcard's
+                        // routes (HTTPS-only: plain HTTP redirected, the lookups below).
+                        let other = other_paths(&mut blocks, https).map_or(fallback.to_owned(), backend_name);
+                        hosts_map.push((key, other));
                     }
                 }
             }
@@ -581,7 +596,15 @@ fn routing<'a>(site: &HaproxySite<'_>, routes: &'a RouteTable, map_budget: usize
                     use_backend(&mut r, n, i, path);
                 }
                 if by_path.last().is_some_and(|b| b.path() != "/") {
-                    // The host's other paths: what unknown hosts get, never a wildcard's routes.
+                    // The host's other paths: what unknown hosts get, never a wildcard's routes;
+                    // plain HTTP to an HTTPS-only host's redirected first.
+                    if let Some(n) = other_paths(&mut blocks, https) {
+                        r.push_str("    use_backend be_");
+                        push_number(&mut r, n);
+                        r.push_str(" if host_");
+                        push_number(&mut r, i);
+                        r.push_str(" !{ ssl_fc }\n");
+                    }
                     r.push_str("    use_backend ");
                     r.push_str(fallback);
                     r.push_str(" if host_");
@@ -621,6 +644,17 @@ fn routing<'a>(site: &HaproxySite<'_>, routes: &'a RouteTable, map_budget: usize
                     &format!("http-request set-var(txn.backend) var({var}),{converter}({PARTS_DIR}/{name}){unless}"),
                 );
             }
+        }
+        if let Some(n) = https_only {
+            // Over TLS, an HTTPS-only host's unrouted paths go where unknown hosts go.
+            let name = backend_name(n);
+            line(
+                l,
+                1,
+                &format!(
+                    "http-request set-var(txn.backend) str({fallback}) if {{ ssl_fc }} {{ var(txn.backend) -m str {name} }}"
+                ),
+            );
         }
         line(l, 1, "use_backend %[var(txn.backend)] if { var(txn.backend) -m found }");
     }
@@ -741,6 +775,7 @@ fn write_backend(w: &mut String, n: usize, block: &Block<'_>) {
             push_comment(w, &backend.service);
             w.push(')');
         }
+        Block::HttpsOnly { .. } => w.push_str("plain HTTP to the paths no route claims on HTTPS-only hosts"),
     }
     w.push_str("\nbackend ");
     w.extend_from_within(name);
@@ -753,6 +788,11 @@ fn write_backend(w: &mut String, n: usize, block: &Block<'_>) {
         }
         Block::Route { pooled, https, .. } => route_body(w, pooled, *https),
         Block::Default(backend) => route_backend(w, &backend.targets, &backend.options, HostHttps::default()),
+        Block::HttpsOnly { port } => {
+            https_redirects(w, *port);
+            // Only plain HTTP is sent here (the frontends' rules).
+            w.push_str("    http-request return status 404 content-type text/plain string \"no route\"\n");
+        }
     }
 }
 
@@ -1024,8 +1064,19 @@ mod tests {
             "    http-request redirect location 'https://%[req.hdr(host),field(1,:),lower]%[capture.req.uri]' code 308 if !{ ssl_fc }\n"
         ));
         // shop.local and its wildcard (one backend: they read the same), api.local and auto.local
-        // (ACME) redirect; nocert.local, without a certificate, does not.
-        assert_eq!(text.matches("code 308 if !{ ssl_fc }\n").count(), 3, "shop and *.shop, api, auto");
+        // (ACME) redirect, and so does the one backend of HTTPS-only hosts' unrouted paths;
+        // nocert.local, without a certificate, does not.
+        assert_eq!(text.matches("code 308 if !{ ssl_fc }\n").count(), 4, "shop and *.shop, api, auto, other paths");
+        // api.local has only context roots: its other paths redirect plain HTTP too, and over TLS
+        // go where unknown hosts go.
+        let api_other =
+            text.lines().find(|l| l.starts_with("#| api.local ")).map(|l| l.rsplit(' ').next().unwrap().to_owned());
+        let other = text.split("# ").find(|b| b.contains("plain HTTP to the paths no route claims")).unwrap();
+        let other_name = other.split(':').next().unwrap();
+        assert_eq!(api_other.as_deref(), Some(other_name), "{text}");
+        assert!(text.contains(&format!(
+            "http-request set-var(txn.backend) str(be_no_route) if {{ ssl_fc }} {{ var(txn.backend) -m str {other_name} }}"
+        )));
         assert_eq!(
             text.matches(
                 "http-response set-header Strict-Transport-Security 'max-age=31536000; includeSubDomains' if { ssl_fc }"
