@@ -445,7 +445,7 @@ fn an_haproxy_extension_gets_an_haproxy_config() {
 }
 
 #[test]
-fn haproxy_quarantines_passthrough_instead_of_serving_it_as_http() {
+fn haproxy_passes_tls_through_by_sni_never_as_http() {
     let text =
         SEED.replace("ServiceCluster = \"us-west\"", "ServiceCluster = \"us-west\"\n    ProxyKind = \"haproxy\"");
     let config = config::parse("seed", &text).unwrap().config;
@@ -453,8 +453,14 @@ fn haproxy_quarantines_passthrough_instead_of_serving_it_as_http() {
     let west = observed.services.iter_mut().find(|s| s.def.name == "demo-west").unwrap();
     west.def.labels.insert("com.docker.lb.ssl_passthrough".into(), "true".into());
     let d = desired_state(&config, &observed, &env());
-    assert!(d.clusters["us-west"].routes.hosts.is_empty());
-    assert!(d.clusters["us-west"].routes.quarantined[0].reason.contains("not supported by HAProxy"));
+    let west = &d.clusters["us-west"];
+    assert!(west.routes.quarantined.is_empty(), "{:?}", west.routes.quarantined);
+    let host = west.routes.hosts.keys().next().expect("the passed-through host is routed").clone();
+    assert!(west.routes.passthrough(&host));
+    let text = String::from_utf8_lossy(&west.proxy_config.data).into_owned();
+    assert!(text.contains("frontend https-default from tcp-passthrough\n"), "{text}");
+    assert!(text.contains(&format!("#| {host} be_passthrough_0\n")), "{text}");
+    assert!(!text.contains("/hosts.map: "), "not served as HTTP: {text}");
 }
 
 #[test]
