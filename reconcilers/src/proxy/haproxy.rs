@@ -391,8 +391,8 @@ fn render_with(site: &HaproxySite<'_>, routes: &RouteTable, map_budget: usize) -
     if let Some(switch) = &switch {
         line(w, 0, "");
         line(w, 0, &format!("frontend https-default from {TCP_DEFAULTS}"));
-        line(w, 1, "# TLS passthrough: routed by the server name of the ClientHello (SNI), unread; names not");
-        line(w, 1, &format!("# passed through go to {fallback}."));
+        line(w, 1, "# TLS passthrough: routed by the ClientHello's server name (SNI), never decrypted here;");
+        line(w, 1, &format!("# names not passed through go to {fallback}."));
         line(w, 1, &format!("bind *:{}", site.https_port));
         line(w, 1, &format!("tcp-request inspect-delay {SNI_INSPECT_DELAY}"));
         line(w, 1, "tcp-request content accept if { req_ssl_hello_type 1 }");
@@ -474,8 +474,8 @@ fn render_with(site: &HaproxySite<'_>, routes: &RouteTable, map_budget: usize) -
     out
 }
 
-/// Whether `name` is one the renderer gives a map file: `hosts.map`, `paths.map`, or a further
-/// file of either (`hosts-2.map`, ...).
+/// Whether `name` is one the renderer gives a map file: `acme.map`, `hosts.map`, `paths.map`,
+/// `sni.map`, or a further file of one of the last three (`hosts-2.map`, ...).
 fn is_map_name(name: &str) -> bool {
     name == ACME_MAP
         || [HOSTS_MAP, PATHS_MAP, SNI_MAP].iter().any(|base| {
