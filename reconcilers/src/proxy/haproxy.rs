@@ -1620,6 +1620,27 @@ mod tests {
         assert!(!text.contains("tcp") && !text.contains("sni"), "{text}");
     }
 
+    /// 10,000 passed-through hosts beside 10,000 TLS hosts under a passed-through wildcard: one
+    /// map line each, one backend per distinct set of tasks, rendered in O(n log n).
+    #[test]
+    fn ten_thousand_passed_through_hosts_render_quickly() {
+        let mut routes = RouteTable::default();
+        for n in 0..10_000 {
+            let ip = format!("10.{}.{}.2", n / 250, n % 250);
+            routes.hosts.insert(format!("p{n}.example.com"), vec![backend("pt", &[ip.as_str()], passthrough())]);
+            routes.hosts.insert(format!("t{n}.w.example.com"), vec![backend("t", &["10.0.0.9"], tls("c.pem"))]);
+        }
+        routes.hosts.insert("*.w.example.com".into(), vec![backend("wild", &["10.0.0.8"], passthrough())]);
+        let start = std::time::Instant::now();
+        let text = rendered(&routes);
+        let took = start.elapsed();
+        let sni: usize = map_files(&text).iter().filter(|(n, _)| n.contains("sni")).map(|(_, l)| l.len()).sum();
+        assert_eq!(sni, 20_000, "every exact name: the passed-through ones and the terminated under the wildcard");
+        assert_eq!(text.matches("\nbackend be_passthrough_").count(), 10_001);
+        let limit = if cfg!(debug_assertions) { 3_000 } else { 500 };
+        assert!(took.as_millis() < limit, "rendering took {took:?}");
+    }
+
     /// A hostile passed-through name never reaches the SNI map (its `acl` is quoted), and an SNI
     /// map over one config object is several files, each looked up.
     #[test]
