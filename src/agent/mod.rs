@@ -100,8 +100,20 @@ pub async fn run<E: NodeEngine>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     settings.carbon.validate()?;
-    let filter = settings.carbon.image_filter()?;
     let sink = CarbonSink::spawn(&settings.carbon.address)?;
+    run_sending_to(settings, docker, sink, shutdown).await
+}
+
+/// [`run`], sending over `sink`, a connection to Carbon already open and shared (`interlock
+/// start` reads the engine it is connected to with this loop and sends over its plug-in's
+/// connection).
+pub async fn run_sending_to<E: NodeEngine>(
+    settings: AgentSettings,
+    docker: E,
+    sink: CarbonSink,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let filter = settings.carbon.image_filter()?;
     tokio::pin!(shutdown);
     let interval = settings.carbon.interval;
     // The node's name, from its engine: wait for the engine as long as it takes, backing off.

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use futures_util::FutureExt as _;
 use interlock::agent::AgentSettings;
-use interlock::carbon::CarbonSettings;
+use interlock::carbon::{CarbonSettings, CarbonSink};
 use interlock::core::context::Context;
 use interlock::core::plugins::{self, Dispatcher, PluginSettings};
 use interlock::core::proxycheck::ProxyChecker;
@@ -56,7 +56,7 @@ pub fn run(legacy: &Legacy) -> anyhow::Result<ExitCode> {
     // the agent's (`INTERLOCK_STATS_PROXIES`) for the statistics read from this engine.
     let wants_carbon = legacy.plugins.iter().any(|n| plugins::canonical_name(n) == Some(plugins::carbon::NAME));
     let agent = if wants_carbon { Some(AgentSettings::from_env()?) } else { None };
-    let settings = PluginSettings { carbon: agent.as_ref().map(|a| a.carbon.clone()) };
+    let settings = PluginSettings { carbon: agent.as_ref().map(|a| a.carbon.clone()), carbon_sink: None };
     tracing::info!(
         "interlock running version={} ({})",
         env!("CARGO_PKG_VERSION"),
@@ -89,7 +89,12 @@ async fn host<D: Swarm + NodeEngine>(
 ) -> anyhow::Result<ExitCode> {
     let engine = docker.engine().await?;
     tracing::debug!(endpoint = %docker.endpoint(), engine = %engine.version, "connected");
-    let built = plugins::build(names, settings)?;
+    // One connection to Carbon for the plug-in and this engine's statistics (settings that do
+    // not validate are the plug-in's to refuse, below).
+    let valid = agent.as_ref().filter(|a| a.carbon.validate().is_ok());
+    let sink = valid.map(|a| CarbonSink::spawn(&a.carbon.address)).transpose()?;
+    let settings = PluginSettings { carbon_sink: sink.clone(), ..settings.clone() };
+    let built = plugins::build(names, &settings)?;
     for plugin in &built {
         tracing::info!("loading plugin name={} version={}", plugin.name(), plugin.version());
     }
@@ -102,11 +107,11 @@ async fn host<D: Swarm + NodeEngine>(
     // One signal ends both.
     let shutdown = shutdown.shared();
     let events = plugins::host(&dispatcher, || docker.all_events(), shutdown.clone());
-    let stats = match this_engine {
+    let stats = match this_engine.zip(sink) {
         None => events.await,
-        Some(agent) => {
-            let (stats, collected) =
-                tokio::join!(events, interlock::agent::run(agent, docker.clone(), shutdown.clone()));
+        Some((agent, sink)) => {
+            let collect = interlock::agent::run_sending_to(agent, docker.clone(), sink, shutdown.clone());
+            let (stats, collected) = tokio::join!(events, collect);
             if let Err(e) = collected {
                 tracing::warn!("no statistics from this engine: {e}");
             }
@@ -134,13 +139,17 @@ async fn host<D: Swarm + NodeEngine>(
 /// why (and, on a manager, how the other nodes' statistics are had).
 async fn ensure_stats_agent<D: Swarm + NodeEngine>(docker: &D, carbon: &CarbonSettings, engine: &EngineFacts) -> bool {
     let this_engine = |why: &str| tracing::warn!("statistics from this engine ({}) only: {why}", engine.name);
+    // A Swarm task's hostname is its container's ID; a plain process may have none.
     let hostname = std::env::var("HOSTNAME").unwrap_or_default();
-    let core_image = match docker.container_image(&hostname).await {
-        Ok(image) => image,
-        Err(e) => {
-            this_engine(&e.to_string());
-            return false;
-        }
+    let core_image = match hostname.trim() {
+        "" => None,
+        hostname => match docker.container_image(hostname).await {
+            Ok(image) => image,
+            Err(e) => {
+                this_engine(&e.to_string());
+                return false;
+            }
+        },
     };
     let Some(core_image) = core_image else {
         match other_nodes_hint(engine, carbon) {

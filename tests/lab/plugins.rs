@@ -242,14 +242,15 @@ async fn the_stats_plugin_as_a_plain_process_sends_its_engines_container_series(
             ("STATS_INTERVAL", "1"),
         ],
     );
-    // Lines until the app task's CPU series (its container `NAME.1.TASK` is `NAME_1_TASK`).
+    // Lines until the app task's whole reading (its container `NAME.1.TASK` is `NAME_1_TASK`).
     let task_series = format!("{prefix}.containers.nodes.{node}.{name}_1_");
     let lines = tokio::time::timeout(Duration::from_secs(60), async {
         let (stream, _) = carbon.accept().await.unwrap();
         let mut reader = tokio::io::BufReader::new(stream).lines();
         let mut seen = Vec::new();
         while let Some(line) = reader.next_line().await.unwrap() {
-            let done = line.starts_with(&task_series) && line.contains(".cpu.totalUsage ");
+            // The last of a reading's 16 lines.
+            let done = line.starts_with(&task_series) && line.contains(".network.txDropped ");
             seen.push(line);
             if done {
                 break;
@@ -261,10 +262,10 @@ async fn the_stats_plugin_as_a_plain_process_sends_its_engines_container_series(
     let (code, log) = started.terminate();
     docker_quiet(&["service", "rm", &name]);
     let log = log.join("\n");
-    let lines = lines.unwrap_or_else(|_| panic!("no CPU series of {task_series}* in 60 s; the log:\n{log}"));
+    let lines = lines.unwrap_or_else(|_| panic!("no whole reading of {task_series}* in 60 s; the log:\n{log}"));
     assert_eq!(code, Some(0), "{log}");
     assert!(lines.iter().any(|l| l.starts_with(&format!("{prefix}.cluster.events 1 "))), "{lines:?}");
-    for key in ["memory.usage", "memory.limit", "network.rxBytes"] {
+    for key in ["cpu.totalUsage", "memory.usage", "memory.limit", "network.rxBytes"] {
         assert!(
             lines.iter().any(|l| l.starts_with(&task_series) && l.contains(&format!(".{key} "))),
             "{key}: {lines:?}"
