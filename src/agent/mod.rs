@@ -100,8 +100,20 @@ pub async fn run<E: NodeEngine>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     settings.carbon.validate()?;
-    let filter = settings.carbon.image_filter()?;
     let sink = CarbonSink::spawn(&settings.carbon.address)?;
+    run_sending_to(settings, docker, sink, shutdown).await
+}
+
+/// [`run`], sending over `sink`, a connection to Carbon already open and shared (`interlock
+/// start` reads the engine it is connected to with this loop and sends over its plug-in's
+/// connection).
+pub async fn run_sending_to<E: NodeEngine>(
+    settings: AgentSettings,
+    docker: E,
+    sink: CarbonSink,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let filter = settings.carbon.image_filter()?;
     tokio::pin!(shutdown);
     let interval = settings.carbon.interval;
     // The node's name, from its engine: wait for the engine as long as it takes, backing off.
@@ -246,12 +258,13 @@ mod tests {
     use crate::engine::{ExecOutput, LocalContainer};
 
     /// An engine that counts its calls: `name` / `list` fail when set; each container's
-    /// reading and exec always fail.
+    /// reading is `stats` (none: it fails); exec always fails.
     #[derive(Default)]
     struct FakeEngine {
         name_fails: bool,
         list_fails: bool,
         containers: Vec<RunningContainer>,
+        stats: Option<ContainerStats>,
         calls: std::sync::Arc<Calls>,
     }
 
@@ -290,7 +303,7 @@ mod tests {
 
         async fn container_stats(&self, _id: &str) -> Result<Option<ContainerStats>, EngineError> {
             self.calls.stats.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Err(refused("stats"))
+            self.stats.clone().map(Some).ok_or_else(|| refused("stats"))
         }
 
         async fn exec(&self, _container: &str, _argv: &[String]) -> Result<ExecOutput, EngineError> {
@@ -374,15 +387,56 @@ mod tests {
         assert!((6..=7).contains(&list), "{list} lists in 60 s at one per 10 s");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn failing_readings_are_tried_once_per_container_per_interval() {
-        let container = |id: &str, service: Option<&str>| RunningContainer {
+    fn container(id: &str, service: Option<&str>) -> RunningContainer {
+        RunningContainer {
             id: id.into(),
             name: format!("{id}.1.x"),
             image: "app:1".into(),
             service: service.map(str::to_owned),
             labels: Default::default(),
+        }
+    }
+
+    /// What `interlock -p stats start` runs against the engine it is connected to when no agent
+    /// service covers it (a plain process): this loop, whose lines are 0.3's series of that
+    /// engine's containers under its name, matching the image filter.
+    #[tokio::test]
+    async fn the_engines_matching_containers_become_0_3s_series_at_carbon() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut other = container("db", None);
+        other.image = "postgres:16".into();
+        let engine = FakeEngine {
+            containers: vec![container("web", None), other],
+            stats: Some(ContainerStats { cpu_total: 42, memory_usage: 5, memory_limit: 10, ..Default::default() }),
+            ..FakeEngine::default()
         };
+        let calls = engine.calls.clone();
+        let carbon = CarbonSettings {
+            address: listener.local_addr().unwrap().to_string(),
+            prefix: "p".into(),
+            image_name_filter: Some("^app:".into()),
+            interval: Duration::from_secs(60),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let agent = run(AgentSettings { carbon, proxies: vec![] }, engine, async {
+            stopped.await.ok();
+        });
+        let carbon = async {
+            let (lines, _conn) = crate::carbon::tests::accept_lines(&listener, 16).await;
+            stop.send(()).unwrap();
+            lines
+        };
+        let (ran, lines) = tokio::join!(agent, carbon);
+        ran.unwrap();
+        let keys: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+        assert!(lines[0].starts_with("p.containers.nodes.node-1.web_1_x.cpu.totalUsage 42 "), "{lines:?}");
+        assert!(lines.iter().any(|l| l.starts_with("p.containers.nodes.node-1.web_1_x.memory.percent 50.0000 ")));
+        assert!(keys.iter().all(|k| k.starts_with("p.containers.nodes.node-1.web_1_x.")), "the filter: {keys:?}");
+        assert_eq!(calls.counts().2, 1, "one reading: only the matching container");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_readings_are_tried_once_per_container_per_interval() {
         let engine = FakeEngine {
             containers: vec![container("web", None), container("proxy", Some("proxy"))],
             ..FakeEngine::default()

@@ -4,6 +4,7 @@
 
 use base64::Engine as _;
 use reconcilers::config::ProxyKind;
+use reconcilers::proxy::haproxy::TLS_TERMINATION_FRONTEND;
 
 use super::ProxyTarget;
 use crate::engine::NodeEngine;
@@ -111,12 +112,14 @@ pub fn parse_stub_status(text: &str) -> Option<ProxyReading> {
 }
 
 /// HAProxy's stats CSV (`# pxname,svname,...` then a row per proxy and server; headers before
-/// it are skipped): requests and current sessions summed over the frontends.
+/// it are skipped): requests and current sessions summed over the frontends. Behind a TLS
+/// passthrough switch, the terminating frontend's sessions are the switch's too: its requests
+/// count, its sessions not again.
 pub fn parse_haproxy_csv(text: &str) -> Option<ProxyReading> {
     let mut lines = text.lines().skip_while(|l| !l.starts_with("# pxname,"));
     let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
     let column = |name: &str| header.iter().position(|h| *h == name);
-    let (svname, scur, req_tot) = (column("svname")?, column("scur")?, column("req_tot")?);
+    let (pxname, svname, scur, req_tot) = (column("pxname")?, column("svname")?, column("scur")?, column("req_tot")?);
     let (mut requests, mut active, mut frontends) = (0u64, 0u64, 0);
     for row in lines.filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = row.split(',').collect();
@@ -126,7 +129,9 @@ pub fn parse_haproxy_csv(text: &str) -> Option<ProxyReading> {
         frontends += 1;
         let number = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         requests += number(req_tot);
-        active += number(scur);
+        if fields.get(pxname) != Some(&TLS_TERMINATION_FRONTEND) {
+            active += number(scur);
+        }
     }
     (frontends > 0).then_some(ProxyReading { requests, active, extra: vec![] })
 }
@@ -167,6 +172,12 @@ https-default,FRONTEND,,,1,2,2048,10,20,OPEN\n\
 be_0,host_0_0,0,0,2,3,,50,,UP\n\
 be_0,BACKEND,0,0,2,3,205,50,,UP\n";
         assert_eq!(parse_haproxy_csv(csv), Some(ProxyReading { requests: 270, active: 4, extra: vec![] }));
+        // Behind the SNI switch (https-default, mode tcp: no requests of its own).
+        let switched = csv.replace(
+            "https-default,FRONTEND,,,1,2,2048,10,20,OPEN\n",
+            "https-default,FRONTEND,,,3,4,2048,30,,OPEN\nhttps-termination,FRONTEND,,,2,2,2048,20,20,OPEN\n",
+        );
+        assert_eq!(parse_haproxy_csv(&switched), Some(ProxyReading { requests: 270, active: 6, extra: vec![] }));
         assert_eq!(parse_haproxy_csv("401 Unauthorized"), None);
     }
 

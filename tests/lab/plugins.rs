@@ -1,7 +1,9 @@
 //! Interlock 0.3's command line against the lab: the seed's `interlock --plugin example start`,
 //! run as the built binary against the lab's manager, its output checked line by line against
 //! the seed's form; and the same with `--swarm-url` and no `DOCKER_HOST`. Carina's sign-in flags,
-//! which need no lab: `tests/plugins.rs`.
+//! which need no lab: `tests/plugins.rs`. And `interlock -p stats start` as a plain process (as
+//! 0.3 ran): 0.3's container series of the engine it is connected to reach a Carbon receiver (a
+//! listener in the test), and it says how the other nodes' are had.
 //!
 //! The seed (0.3.2 on Carina) printed:
 //!
@@ -50,8 +52,13 @@ struct Started {
 
 impl Started {
     fn spawn(args: &[&str], docker_host: Option<&str>) -> Self {
+        Self::spawn_with_env(args, docker_host, &[])
+    }
+
+    fn spawn_with_env(args: &[&str], docker_host: Option<&str>, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_interlock"));
         command.args(args).env_remove("RUST_LOG").stdout(Stdio::null()).stderr(Stdio::piped());
+        command.envs(env.iter().copied());
         match docker_host {
             Some(host) => command.env("DOCKER_HOST", host),
             None => command.env_remove("DOCKER_HOST"),
@@ -198,4 +205,76 @@ async fn swarm_url_connects_without_docker_host() {
     assert_eq!(code, Some(0), "{}", lines.join("\n"));
     let last = lines.iter().filter_map(|l| example_event(l)).next_back().map(|(n, _)| n);
     assert_eq!(last.as_deref(), Some("interlock-stop"), "{}", lines.join("\n"));
+}
+
+/// Issue 23: `interlock -p stats start` as a plain process sends 0.3's container series of the
+/// engine it is connected to (the lab's manager: an app task placed there), under the engine's
+/// name, besides `cluster.events`; and, on a manager outside a container, says how the other
+/// nodes' series are had (the agent as a global service on the other nodes).
+#[tokio::test]
+async fn the_stats_plugin_as_a_plain_process_sends_its_engines_container_series() {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let api = lab().await;
+    let engine = api.engine().await.expect("the lab manager's engine");
+    let node = interlock::carbon::sanitize(&engine.name);
+    let name = format!("stats-plain-{}", std::process::id());
+    docker_quiet(&["service", "rm", &name]);
+    service::Create::new()
+        .detach()
+        .quiet()
+        .name(&name)
+        .label(TEST_LABEL, &name)
+        .constraint(&format!("node.hostname=={}", engine.name))
+        .image(APP_IMAGE)
+        .run_with(docker);
+
+    let carbon = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = carbon.local_addr().unwrap().to_string();
+    let prefix = format!("statsplain{}", std::process::id());
+    let started = Started::spawn_with_env(
+        &["-p", "stats", "start"],
+        Some(&lab_host()),
+        &[
+            ("STATS_CARBON_ADDRESS", &address),
+            ("STATS_PREFIX", &prefix),
+            ("STATS_IMAGE_NAME_FILTER", "interlock-app"),
+            ("STATS_INTERVAL", "1"),
+        ],
+    );
+    // Lines until the app task's whole reading (its container `NAME.1.TASK` is `NAME_1_TASK`).
+    let task_series = format!("{prefix}.containers.nodes.{node}.{name}_1_");
+    let lines = tokio::time::timeout(Duration::from_secs(60), async {
+        let (stream, _) = carbon.accept().await.unwrap();
+        let mut reader = tokio::io::BufReader::new(stream).lines();
+        let mut seen = Vec::new();
+        while let Some(line) = reader.next_line().await.unwrap() {
+            // The last of a reading's 16 lines.
+            let done = line.starts_with(&task_series) && line.contains(".network.txDropped ");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    })
+    .await;
+    let (code, log) = started.terminate();
+    docker_quiet(&["service", "rm", &name]);
+    let log = log.join("\n");
+    let lines = lines.unwrap_or_else(|_| panic!("no whole reading of {task_series}* in 60 s; the log:\n{log}"));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(lines.iter().any(|l| l.starts_with(&format!("{prefix}.cluster.events 1 "))), "{lines:?}");
+    for key in ["cpu.totalUsage", "memory.usage", "memory.limit", "network.rxBytes"] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&task_series) && l.contains(&format!(".{key} "))),
+            "{key}: {lines:?}"
+        );
+    }
+    assert!(
+        lines.iter().filter(|l| l.contains(".containers.")).all(|l| l.contains(&format!(".nodes.{node}."))),
+        "only the connected engine's containers: {lines:?}"
+    );
+    assert!(log.contains(&format!("statistics from this engine ({}) only", engine.name)), "{log}");
+    assert!(log.contains("--mode global --constraint node.id!="), "how to run the agent on the other nodes: {log}");
 }

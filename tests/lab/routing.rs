@@ -7,7 +7,8 @@
 //! one host), VIP mode (by the rendered config: the lab has no IPVS), websocket `Upgrade` headers
 //! reaching the app, nginx's status page closed to the world, **TLS** terminated with a
 //! certificate from Docker secrets chosen by SNI (nginx on lb-00, HAProxy on lb-01; `curl
-//! --cacert`), and **TLS passthrough** to an app terminating TLS itself.
+//! --cacert`), and **TLS passthrough** to an app terminating TLS itself (nginx's `stream {}` on
+//! lb-00; HAProxy's SNI switch on lb-01, beside its terminated host on the same port).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -35,6 +36,7 @@ const APPS: &[&str] = &[
     "vipapp",
     "hap-secure",
     "pt-app",
+    "hap-pt-app",
     "canary-v1",
     "canary-v2",
 ];
@@ -236,6 +238,23 @@ async fn routing_features_through_a_real_proxy() {
         .config("source=feat-pt-nginx,target=/etc/nginx/nginx.conf")
         .image("local/interlock-proxy:lab")
         .run_with(docker);
+    // The same on the HAProxy cluster, whose TLS port then routes by SNI: pt.local passed through,
+    // secure.local still terminated (by the check above, on lb-01).
+    service::Create::new()
+        .quiet()
+        .detach()
+        .name("hap-pt-app")
+        .network("edge-apps")
+        .constraint("node.hostname==app-00")
+        .label("com.docker.lb.hosts", "pt.local")
+        .label("com.docker.lb.port", "443")
+        .label("com.docker.lb.ssl_passthrough", "true")
+        .label("com.docker.lb.service_cluster", "hap")
+        .secret("feat-secure.crt")
+        .secret("feat-secure.key")
+        .config("source=feat-pt-nginx,target=/etc/nginx/nginx.conf")
+        .image("local/interlock-proxy:lab")
+        .run_with(docker);
     // The canary pattern: two services on one host pool into one upstream.
     for version in ["v1", "v2"] {
         let body = format!("feat-canary-{version}-body");
@@ -363,16 +382,20 @@ async fn routing_features_through_a_real_proxy() {
     }
     std::fs::remove_dir_all(&tls_dir).ok();
 
-    // TLS passthrough: the app's own TLS server answers through lb-00's TLS port.
-    let resolve = format!("pt.local:8453:{}", node_addr("lb-00"));
-    eventually("https://pt.local passes through", Duration::from_secs(30), || async {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-k", "-m", "3", "--resolve", &resolve, "https://pt.local:8453/"])
-            .output()
-            .ok()?;
-        (String::from_utf8_lossy(&out.stdout) == "passthrough\n").then_some(())
-    })
-    .await;
+    // TLS passthrough: the app's own TLS server answers through lb-00's TLS port (nginx) and
+    // lb-01's (HAProxy, whose terminated secure.local answered above through the same port).
+    for (node, port) in [("lb-00", 8453), ("lb-01", 8454)] {
+        let resolve = format!("pt.local:{port}:{}", node_addr(node));
+        let url = format!("https://pt.local:{port}/");
+        eventually(&format!("{url} via {node} passes through"), Duration::from_secs(30), || async {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-k", "-m", "3", "--resolve", &resolve, &url])
+                .output()
+                .ok()?;
+            (String::from_utf8_lossy(&out.stdout) == "passthrough\n").then_some(())
+        })
+        .await;
+    }
 
     // The HAProxy cluster beside it: its own hosts, with a rewritten context root; nothing else.
     let hap_addr = node_addr("lb-01");

@@ -160,35 +160,47 @@ async fn shared_hosts_in_several_chunks_pass_the_check() {
     assert_eq!(verdict, Verdict::Accepted);
 }
 
+/// A split HAProxy config (backends moved into parts read with `-f DIR`, maps beside it) is
+/// accepted by the real haproxy; with passthrough too, whose `mode tcp` backends in the parts
+/// name the main file's `defaults tcp-passthrough`.
 #[test]
 fn a_split_haproxy_config_is_accepted_by_haproxy_reading_the_parts_directory() {
     let haproxy = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy", "/usr/bin/haproxy"]
         .into_iter()
         .find(|p| std::path::Path::new(p).is_file())
         .expect("haproxy is not installed: run deploy/test.sh, which installs it");
-    let golden = std::fs::read_to_string(
-        "reconcilers/src/proxy/snapshots/reconcilers__proxy__haproxy__tests__haproxy_hostile.snap",
-    )
-    .unwrap();
-    // Without its TLS frontend: the check has no certificates (`ProxyChecker` brings its own).
-    let body = snapshot_body(&golden);
-    let tls = body.find("\nfrontend https-default\n").expect("a TLS frontend");
-    let end = tls + 1 + body[tls + 1..].find("\n\n").unwrap();
-    let text = format!("{}{}", &body[..tls], &body[end..]);
-    let dir = std::env::temp_dir().join(format!("interlock-split-haproxy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let main = dir.join("haproxy.cfg");
-    let files = reconcilers::proxy::haproxy::split(&text, main.to_str().unwrap(), 2400).unwrap();
-    let parts = files.iter().filter(|(p, _)| p.ends_with(".cfg")).count() - 1;
-    let maps = files.iter().filter(|(p, _)| p.ends_with(".map")).count();
-    assert!(parts >= 2 && maps == 2, "split into {parts} part(s) and {maps} map(s)");
-    for (path, text) in &files {
-        assert!(text.len() < 2400, "{path}: {} bytes", text.len());
-        std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
+    for (golden, terminating, limit) in
+        [("haproxy_hostile", "https-default", 2400), ("haproxy_passthrough", "https-termination", 3600)]
+    {
+        let golden = std::fs::read_to_string(format!(
+            "reconcilers/src/proxy/snapshots/reconcilers__proxy__haproxy__tests__{golden}.snap"
+        ))
+        .unwrap();
+        // Without its TLS-terminating frontend: the check has no certificates (`ProxyChecker`
+        // brings its own).
+        let body = snapshot_body(&golden);
+        let tls = body.find(&format!("\nfrontend {terminating}\n")).expect("a TLS frontend");
+        let end = tls + 1 + body[tls + 1..].find("\n\n").unwrap();
+        let text = format!("{}{}", &body[..tls], &body[end..]);
+        let dir = std::env::temp_dir().join(format!("interlock-split-haproxy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let main = dir.join("haproxy.cfg");
+        let files = reconcilers::proxy::haproxy::split(&text, main.to_str().unwrap(), limit).unwrap();
+        let parts = files.iter().filter(|(p, _)| p.ends_with(".cfg")).count() - 1;
+        let maps = files.iter().filter(|(p, _)| p.ends_with(".map")).count();
+        assert!(parts >= 1 && maps == 2, "{golden}: split into {parts} part(s) and {maps} map(s)");
+        if golden == "haproxy_passthrough" {
+            let moved = files.iter().skip(1).any(|(_, t)| t.contains(" from tcp-passthrough\n"));
+            assert!(moved, "{golden}: a mode tcp backend in a part");
+        }
+        for (path, text) in &files {
+            assert!(text.len() < limit, "{path}: {} bytes", text.len());
+            std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let check = reconcilers::proxy::haproxy::check_command(main.to_str().unwrap());
+        let out = std::process::Command::new(haproxy).args(&check.args).output().unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(out.status.success(), "{golden}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let check = reconcilers::proxy::haproxy::check_command(main.to_str().unwrap());
-    let out = std::process::Command::new(haproxy).args(&check.args).output().unwrap();
-    std::fs::remove_dir_all(&dir).ok();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

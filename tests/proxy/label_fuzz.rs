@@ -875,6 +875,31 @@ fn routed_key(routes: &RouteTable, key: &str) -> bool {
     })
 }
 
+/// The SNI map's lines (`NAME BACKEND`) of a rendered HAProxy config.
+fn sni_lines(text: &str) -> Vec<(String, String)> {
+    map_files(text)
+        .iter()
+        .filter(|(target, _)| target.contains("/sni"))
+        .flat_map(|(_, data)| {
+            data.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once(' '))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// An SNI map line sends a name where its host's owner said: to a passed-through backend only
+/// when the host is passed through (`routes` decided that from the host's oldest service).
+fn sni_line_is_owners(routes: &RouteTable, key: &str, backend: &str) -> bool {
+    routes
+        .hosts
+        .keys()
+        .find(|host| host.to_ascii_lowercase() == key)
+        .is_some_and(|host| routes.passthrough(host) == backend.starts_with("be_passthrough_"))
+}
+
 /// Each map line is `KEY BACKEND`: two words, a key of the map's character set, a generated
 /// backend name. (HAProxy has no escape in map files: this is what keeps a line one line.)
 fn map_lines_are_well_formed(text: &str) -> Result<(), String> {
@@ -886,8 +911,15 @@ fn map_lines_are_well_formed(text: &str) -> Result<(), String> {
             let key_ok = !host.is_empty()
                 && host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
                 && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-~/%".contains(&b));
-            let backend_ok = ["be_no_route", "be_default_backend"].contains(backend)
-                || backend.strip_prefix("be_").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let numbered = |prefix: &str| {
+                backend.strip_prefix(prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            };
+            let backend_ok = if target.contains("/sni") {
+                // The SNI switch's: a passed-through backend or the TLS termination.
+                *backend == "be_tls_termination" || numbered("be_passthrough_")
+            } else {
+                ["be_no_route", "be_default_backend"].contains(backend) || numbered("be_")
+            };
             if !key_ok || !backend_ok {
                 return Err(format!("{target}: {line:?}"));
             }
@@ -946,6 +978,14 @@ impl Ctx {
                     ProxyKind::Haproxy => {
                         let keys = map_keys(&text);
                         coverage.bump(ProxyKind::Haproxy, "map lines", keys.len());
+                        let sni = sni_lines(&text);
+                        coverage.bump(ProxyKind::Haproxy, "SNI map lines", sni.len());
+                        if let Some(wrong) =
+                            sni.iter().find(|(key, backend)| !sni_line_is_owners(&cluster.routes, key, backend))
+                        {
+                            // A name passed through that its owner terminates, or the reverse.
+                            return Err(format!("an SNI map line against its host's owner: {wrong:?}"));
+                        }
                         if let Some(stray) = keys.iter().find(|k| !routed_key(&cluster.routes, k)) {
                             // Not a panic, but as grave: a map line no route asked for.
                             return Err(format!("a map key no routed host and path gives: {stray:?}"));
@@ -1484,6 +1524,8 @@ async fn every_accepted_label_set_renders_a_config_the_real_proxy_accepts() {
             .chain(
                 [
                     "nginx passthrough hosts",
+                    "haproxy passthrough hosts",
+                    "haproxy SNI map lines",
                     "nginx shared map keys",
                     "nginx keyword map keys",
                     "nginx wildcard map keys",

@@ -445,7 +445,7 @@ fn an_haproxy_extension_gets_an_haproxy_config() {
 }
 
 #[test]
-fn haproxy_quarantines_passthrough_instead_of_serving_it_as_http() {
+fn haproxy_passes_tls_through_by_sni_never_as_http() {
     let text =
         SEED.replace("ServiceCluster = \"us-west\"", "ServiceCluster = \"us-west\"\n    ProxyKind = \"haproxy\"");
     let config = config::parse("seed", &text).unwrap().config;
@@ -453,8 +453,51 @@ fn haproxy_quarantines_passthrough_instead_of_serving_it_as_http() {
     let west = observed.services.iter_mut().find(|s| s.def.name == "demo-west").unwrap();
     west.def.labels.insert("com.docker.lb.ssl_passthrough".into(), "true".into());
     let d = desired_state(&config, &observed, &env());
-    assert!(d.clusters["us-west"].routes.hosts.is_empty());
-    assert!(d.clusters["us-west"].routes.quarantined[0].reason.contains("not supported by HAProxy"));
+    let west = &d.clusters["us-west"];
+    assert!(west.routes.quarantined.is_empty(), "{:?}", west.routes.quarantined);
+    let host = west.routes.hosts.keys().next().expect("the passed-through host is routed").clone();
+    assert!(west.routes.passthrough(&host));
+    let text = String::from_utf8_lossy(&west.proxy_config.data).into_owned();
+    assert!(text.contains("frontend https-default from tcp-passthrough\n"), "{text}");
+    assert!(text.contains(&format!("#| {host} be_passthrough_0\n")), "{text}");
+    assert!(!text.contains("/hosts.map: "), "not served as HTTP: {text}");
+}
+
+/// The host's oldest service decides passthrough on HAProxy as on nginx: a newer tenant cannot
+/// take an older one's host through (nor terminate a passed-through one); each is quarantined
+/// naming the owner, and the owner's route stays as it was.
+#[test]
+fn on_haproxy_a_hosts_oldest_service_owns_its_passthrough() {
+    let text =
+        SEED.replace("ServiceCluster = \"us-west\"", "ServiceCluster = \"us-west\"\n    ProxyKind = \"haproxy\"");
+    let config = config::parse("seed", &text).unwrap().config;
+    let mut observed = seed_swarm();
+    let mut thief = app("s-thief", "thief", "us-west", "n-west");
+    thief.created_at = "2026-02-01T00:00:00Z".into();
+    thief.def.labels.insert(LABEL_HOSTS.into(), "demo-west.local".into());
+    thief.def.labels.insert("com.docker.lb.ssl_passthrough".into(), "true".into());
+    let mut owner = app("s-pt", "pt", "us-west", "n-west");
+    owner.def.labels.insert("com.docker.lb.ssl_passthrough".into(), "true".into());
+    let mut squatter = app("s-squat", "squat", "us-west", "n-west");
+    squatter.created_at = "2026-02-01T00:00:00Z".into();
+    squatter.def.labels.insert(LABEL_HOSTS.into(), "pt.local".into());
+    observed.services.extend([thief, owner, squatter]);
+    observed.tasks.extend([
+        task("t3", "s-thief", "n-west", "10.0.2.6"),
+        task("t4", "s-pt", "n-west", "10.0.2.7"),
+        task("t5", "s-squat", "n-west", "10.0.2.8"),
+    ]);
+    let d = desired_state(&config, &observed, &env());
+    let west = &d.clusters["us-west"];
+    let reason = |service: &str| {
+        west.routes.quarantined.iter().find(|q| q.service == service).map(|q| q.reason.clone()).unwrap_or_default()
+    };
+    assert!(reason("thief").contains("belongs to service demo-west"), "{:?}", west.routes.quarantined);
+    assert!(reason("squat").contains("belongs to service pt"), "{:?}", west.routes.quarantined);
+    assert!(!west.routes.passthrough("demo-west.local") && west.routes.passthrough("pt.local"));
+    let text = String::from_utf8_lossy(&west.proxy_config.data).into_owned();
+    assert!(text.contains("#| demo-west.local be_0\n") && text.contains("#| pt.local be_passthrough_0\n"), "{text}");
+    assert!(!text.contains("10.0.2.6") && !text.contains("10.0.2.8"), "no quarantined task is served: {text}");
 }
 
 #[test]

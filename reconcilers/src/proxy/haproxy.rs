@@ -12,11 +12,20 @@
 //!
 //! Per service, on each `server` line: TLS to the tasks (`ssl_backend`: `ssl`, `verify`,
 //! `ca-file`, `sni`) and passive health checks (`max_fails`/`fail_timeout`: `observe layer7
-//! error-limit N on-error mark-down`, back after a successful check `fail_timeout` later,
+//! error-limit N on-error mark-down`, back after `fail_timeout` of passing checks,
 //! `docs/labels-and-tenants.md` gives the mapping). Per host, in its backends (so backends that
 //! read the same still pool): the redirect of plain HTTP to HTTPS (`ssl_only`, 301 for GET and
 //! HEAD, 308 for the rest; the frontends answer ACME challenges before any backend) and HSTS
 //! (`ssl_hsts`), both on the TLS connection's absence or presence (`ssl_fc`).
+//!
+//! TLS passthrough (`com.docker.lb.ssl_passthrough`), as nginx's `stream {}` SNI switch: when a
+//! host is passed through, the TLS port is a `mode tcp` frontend that waits for the ClientHello
+//! and routes by its server name (exact names from `interlock.d/sni.map`, then wildcards, longest
+//! suffix first) to `mode tcp` backends of the host's tasks; every other name goes to the
+//! TLS-terminating frontend, which then listens on an abstract socket inside the task with the
+//! PROXY protocol, so the routes still see the client's address ([`sni_switch`]). The `mode tcp`
+//! sections take a named `defaults` section of their own, so the HTTP options of the other one
+//! never reach them. Without a passed-through host the file is as before.
 //!
 //! Every value reaching the file was validated before (`labels`), but labels are untrusted
 //! input, so the file does not rely on it: names are generated, never derived from labels, and
@@ -40,8 +49,8 @@ use crate::routes::{Backend, RouteTable, Target};
 pub const TITLE: &str = "HAProxy";
 /// The binary, found on `PATH`.
 pub const BINARY: &str = "haproxy";
-/// No TCP passthrough yet: both frontends are `mode http`, so such services are quarantined.
-pub const SSL_PASSTHROUGH: bool = false;
+/// Passed-through hosts are served by a `mode tcp` SNI switch on the TLS port ([`sni_switch`]).
+pub const SSL_PASSTHROUGH: bool = true;
 
 /// A TLS route's secrets as the TLS frontend reads them: it loads every certificate in
 /// [`SECRETS_DIR`] (`crt /run/secrets/`, one word however many there are), and each key is
@@ -194,6 +203,25 @@ pub struct HaproxySite<'a> {
 pub const NO_ROUTE_BACKEND: &str = "be_no_route";
 /// The backend of the default-backend service (`com.docker.lb.default_backend`).
 pub const DEFAULT_BACKEND: &str = "be_default_backend";
+/// The SNI switch's backend for names it does not pass through: the TLS-terminating frontend.
+pub const TLS_TERMINATION_BACKEND: &str = "be_tls_termination";
+/// The SNI switch's backend for names it does not pass through when no host terminates TLS:
+/// the connection is closed.
+pub const TLS_REFUSED_BACKEND: &str = "be_tls_refused";
+/// The TLS-terminating frontend's name when the TLS port is the SNI switch (it is
+/// `https-default`, on the TLS port, otherwise). The statistics agent leaves its sessions out
+/// of the proxy's count: each is a session of the switch too.
+pub const TLS_TERMINATION_FRONTEND: &str = "https-termination";
+/// Where the TLS-terminating frontend listens when the TLS port is the SNI switch: an abstract
+/// Unix socket, which belongs to the task's network namespace (nothing outside the task reaches
+/// it), takes no port a route could need, and which a reloading HAProxy hands from the old
+/// worker to the new one.
+pub const TLS_TERMINATION_ADDRESS: &str = "abns@interlock-tls-termination";
+/// The `defaults` section the SNI switch and its backends name with `from`: `mode tcp` with
+/// Interlock's timeouts, without the HTTP options of the unnamed one.
+pub const TCP_DEFAULTS: &str = "tcp-passthrough";
+/// How long the SNI switch waits for a ClientHello before handing the connection on.
+const SNI_INSPECT_DELAY: &str = "5s";
 
 /// What one host (or wildcard) in the Host header leads to.
 enum Claim<'a> {
@@ -266,6 +294,21 @@ const MAP_BUDGET: usize = crate::ownership::MAX_CONFIG_SIZE - crate::ownership::
 fn render_with(site: &HaproxySite<'_>, routes: &RouteTable, map_budget: usize) -> String {
     let c = site.config;
     let routing = routing(site, routes, map_budget);
+    // Certificates: every one in the secrets folder, and ACME certificates a hitless delivery
+    // writes (chain and key in one file) from their directory, emptied and rewritten by every
+    // delivery.
+    let certs: BTreeSet<&str> =
+        routes.hosts.values().flatten().filter_map(|b| b.options.tls.as_ref()).map(|t| t.cert.as_str()).collect();
+    let mut crt_dirs: BTreeSet<String> = BTreeSet::new();
+    for cert in &certs {
+        match site.acme.files.get(*cert).and_then(|path| path.rsplit_once('/')) {
+            Some((dir, _)) => crt_dirs.insert(format!("{dir}/")),
+            None => crt_dirs.insert(format!("{SECRETS_DIR}/")),
+        };
+    }
+    let terminates = site.https_port != 0 && !crt_dirs.is_empty();
+    let fallback = if terminates { TLS_TERMINATION_BACKEND } else { TLS_REFUSED_BACKEND };
+    let switch = if site.https_port != 0 { sni_switch(routes, fallback, map_budget) } else { None };
     let answers: Vec<(&str, &str)> = site
         .acme
         .answers
@@ -281,7 +324,8 @@ fn render_with(site: &HaproxySite<'_>, routes: &RouteTable, map_budget: usize) -
         &format!("# Generated by interlock for {} host(s). Do not edit: changes are overwritten.", routes.hosts.len()),
     );
     line(w, 0, "global");
-    if !routing.hosts_maps.is_empty() || !routing.paths_maps.is_empty() || !answers.is_empty() {
+    let sni_maps = switch.as_ref().map_or(&[][..], |s| s.maps.as_slice());
+    if !routing.hosts_maps.is_empty() || !routing.paths_maps.is_empty() || !answers.is_empty() || !sni_maps.is_empty() {
         // The map files' paths are relative to this file's directory.
         line(w, 1, "default-path config");
     }
@@ -296,6 +340,23 @@ fn render_with(site: &HaproxySite<'_>, routes: &RouteTable, map_budget: usize) -
     }
     for option in &c.global_options {
         line(w, 1, option);
+    }
+    if switch.is_some() {
+        line(w, 0, "");
+        line(w, 0, "# TLS passthrough: the SNI switch on the TLS port and its backends are `mode tcp` and name");
+        line(w, 0, &format!("# this section (`from {TCP_DEFAULTS}`); every other section takes the next one."));
+        line(w, 0, &format!("defaults {TCP_DEFAULTS}"));
+        for text in [
+            "mode tcp".to_owned(),
+            "retries 3".to_owned(),
+            "option redispatch".to_owned(),
+            "option dontlognull".to_owned(),
+            format!("timeout connect {}ms", c.connect_timeout),
+            format!("timeout client {}ms", c.client_timeout),
+            format!("timeout server {}ms", c.server_timeout),
+        ] {
+            line(w, 1, &text);
+        }
     }
     line(w, 0, "");
     line(w, 0, "defaults");
@@ -363,26 +424,31 @@ fn render_with(site: &HaproxySite<'_>, routes: &RouteTable, map_budget: usize) -
     let rules_start = w.len();
     w.push_str(&routing.rules);
     let rules = rules_start..w.len();
+    if let Some(switch) = &switch {
+        line(w, 0, "");
+        line(w, 0, &format!("frontend https-default from {TCP_DEFAULTS}"));
+        line(w, 1, "# TLS passthrough: routed by the ClientHello's server name (SNI), never decrypted here;");
+        line(w, 1, &format!("# names not passed through go to {fallback}."));
+        line(w, 1, &format!("bind *:{}", site.https_port));
+        line(w, 1, &format!("tcp-request inspect-delay {SNI_INSPECT_DELAY}"));
+        line(w, 1, "tcp-request content accept if { req_ssl_hello_type 1 }");
+        w.push_str(&switch.rules);
+    }
     // TLS: every certificate in the secrets folder, chosen by SNI among the names each holds.
     // Each certificate's key is mounted beside it as `<cert>.key` ([`tls_mounts`]), which HAProxy
     // loads with it and skips as a certificate: one word however many certificates there are.
-    // ACME certificates a hitless delivery writes (chain and key in one file) are loaded from
-    // their directory, emptied and rewritten by every delivery.
-    let certs: BTreeSet<&str> =
-        routes.hosts.values().flatten().filter_map(|b| b.options.tls.as_ref()).map(|t| t.cert.as_str()).collect();
-    let mut crt_dirs: BTreeSet<String> = BTreeSet::new();
-    for cert in &certs {
-        match site.acme.files.get(*cert).and_then(|path| path.rsplit_once('/')) {
-            Some((dir, _)) => crt_dirs.insert(format!("{dir}/")),
-            None => crt_dirs.insert(format!("{SECRETS_DIR}/")),
-        };
-    }
-    if site.https_port != 0 && !crt_dirs.is_empty() {
+    if terminates {
         line(w, 0, "");
-        line(w, 0, "frontend https-default");
         let options = if c.ssl_opts.is_empty() { String::new() } else { format!(" {}", c.ssl_opts) };
         let crt: String = crt_dirs.iter().map(|dir| format!(" crt {dir}")).collect();
-        line(w, 1, &format!("bind *:{} ssl{crt}{options}", site.https_port));
+        if switch.is_some() {
+            // Behind the SNI switch, which sends the client's address first (PROXY protocol v2).
+            line(w, 0, &format!("frontend {TLS_TERMINATION_FRONTEND}"));
+            line(w, 1, &format!("bind {TLS_TERMINATION_ADDRESS} accept-proxy ssl{crt}{options}"));
+        } else {
+            line(w, 0, "frontend https-default");
+            line(w, 1, &format!("bind *:{} ssl{crt}{options}", site.https_port));
+        }
         line(w, 1, "http-request set-header X-Forwarded-Proto https");
         w.extend_from_within(rules);
     }
@@ -395,9 +461,14 @@ fn render_with(site: &HaproxySite<'_>, routes: &RouteTable, map_budget: usize) -
     for (n, block) in routing.blocks.iter().enumerate() {
         write_backend(w, n, block);
     }
+    if let Some(switch) = &switch {
+        write_switch_backends(w, fallback, &switch.blocks);
+    }
     let about = |n: &str| {
         if n.starts_with("paths") {
             "exact host and context root -> backend (map_beg)"
+        } else if n.starts_with("sni") {
+            "exact TLS server name -> passed-through backend or the TLS termination (map_str)"
         } else {
             "exact host -> backend (map_str)"
         }
@@ -418,7 +489,7 @@ fn render_with(site: &HaproxySite<'_>, routes: &RouteTable, map_budget: usize) -
             w.push('\n');
         }
     }
-    for (name, entries) in routing.paths_maps.iter().chain(&routing.hosts_maps) {
+    for (name, entries) in routing.paths_maps.iter().chain(&routing.hosts_maps).chain(sni_maps) {
         let about = about(name);
         w.push('\n');
         w.push_str(MAP_HEADER);
@@ -439,11 +510,11 @@ fn render_with(site: &HaproxySite<'_>, routes: &RouteTable, map_budget: usize) -
     out
 }
 
-/// Whether `name` is one the renderer gives a map file: `hosts.map`, `paths.map`, or a further
-/// file of either (`hosts-2.map`, ...).
+/// Whether `name` is one the renderer gives a map file: `acme.map`, `hosts.map`, `paths.map`,
+/// `sni.map`, or a further file of one of the last three (`hosts-2.map`, ...).
 fn is_map_name(name: &str) -> bool {
     name == ACME_MAP
-        || [HOSTS_MAP, PATHS_MAP].iter().any(|base| {
+        || [HOSTS_MAP, PATHS_MAP, SNI_MAP].iter().any(|base| {
             let stem = base.trim_end_matches(".map");
             name == *base
                 || name
@@ -464,6 +535,8 @@ pub const HOSTS_MAP: &str = "hosts.map";
 pub const PATHS_MAP: &str = "paths.map";
 /// ACME HTTP-01 challenge path → key authorization: `map_str`.
 pub const ACME_MAP: &str = "acme.map";
+/// Exact TLS server name (lowercased) → the SNI switch's backend for it: `map_str`.
+pub const SNI_MAP: &str = "sni.map";
 /// The comment line that starts a map file's listing at the end of the rendered text; its lines
 /// follow, each after [`MAP_LINE`]. [`split`] writes them out as the file.
 const MAP_HEADER: &str = "# ---- file ";
@@ -503,11 +576,15 @@ fn map_path_ok(path: &str) -> bool {
 /// cannot hold) gets `acl`s and `use_backend`s as before, then `default_backend`.
 fn routing<'a>(site: &HaproxySite<'_>, routes: &'a RouteTable, map_budget: usize) -> Routing<'a> {
     let fallback = if routes.default_backend.is_some() { DEFAULT_BACKEND } else { NO_ROUTE_BACKEND };
+    // Passed-through hosts are served by the SNI switch only (as nginx's `stream {}`), not as
+    // HTTP, with their redirects.
+    let passed: BTreeSet<&str> = routes.hosts.keys().filter(|h| routes.passthrough(h)).map(String::as_str).collect();
     // Both sorted by host: merged in one pass, a redirect winning over routes on its host.
-    let redirects = routes.redirects();
+    let mut redirects = routes.redirects();
+    redirects.retain(|host, _| !passed.contains(host));
     let mut pending = redirects.iter().peekable();
     let mut claims: Vec<(&str, Claim<'_>)> = Vec::with_capacity(routes.hosts.len() + redirects.len());
-    for (host, backends) in &routes.hosts {
+    for (host, backends) in routes.hosts.iter().filter(|(h, _)| !passed.contains(h.as_str())) {
         while let Some((source, target)) = pending.next_if(|(source, _)| **source <= host.as_str()) {
             claims.push((source, Claim::Redirect(target)));
         }
@@ -661,6 +738,171 @@ fn routing<'a>(site: &HaproxySite<'_>, routes: &'a RouteTable, map_budget: usize
     lookups.push_str(&r);
     Routing { rules: lookups, blocks, hosts_maps, paths_maps }
 }
+
+/// The SNI switch on the TLS port, when some host is passed through.
+struct SniSwitch<'a> {
+    /// Its rules after `tcp-request content accept`: map lookups, `acl`s and `use_backend`s,
+    /// then `default_backend`.
+    rules: String,
+    /// The passed-through backends, `be_passthrough_<n>` being the n-th.
+    blocks: Vec<PassBlock<'a>>,
+    /// [`SNI_MAP`]'s lines, `NAME BACKEND`, sorted by name, as files ([`shard`]).
+    maps: Vec<(String, Vec<(String, String)>)>,
+}
+
+/// One passed-through backend: the tasks of the hosts that share it.
+struct PassBlock<'a> {
+    /// The first host passed to it, and its services, for the comment.
+    host: &'a str,
+    services: Vec<&'a str>,
+    targets: Vec<Target>,
+}
+
+/// The SNI switch, or `None` when no host is passed through: the names it routes are nginx's
+/// (`stream {}`): every passed-through host to a backend of its tasks, and each TLS-terminated
+/// host a passed-through wildcard would otherwise take (`*.a.com` passed through, `b.a.com` or
+/// `*.b.a.com` terminated) to `fallback`, where every other name goes too. Precedence is the
+/// HTTP routes': exact names (the map, then `acl`s for names a map line could misread), then
+/// wildcards, longest suffix first. Which service owns a host, and so whether it is passed
+/// through, is decided before (`routes`: the host's oldest service).
+fn sni_switch<'a>(routes: &'a RouteTable, fallback: &str, map_budget: usize) -> Option<SniSwitch<'a>> {
+    let passed: Vec<&str> = routes.hosts.keys().filter(|h| routes.passthrough(h)).map(String::as_str).collect();
+    if passed.is_empty() {
+        return None;
+    }
+    let wildcards: BTreeSet<&str> = passed.iter().filter_map(|h| h.strip_prefix("*.")).collect();
+    let captured = |host: &str| {
+        let (base, wild) = host.strip_prefix("*.").map_or((host, false), |b| (b, true));
+        (wild && wildcards.contains(base)) || base.match_indices('.').any(|(i, _)| wildcards.contains(&base[i + 1..]))
+    };
+    // `(name, passed through)`.
+    let mut names: Vec<(&str, bool)> = routes
+        .hosts
+        .keys()
+        .map(|h| (h.as_str(), routes.passthrough(h)))
+        .filter(|(h, passed)| *passed || (routes.tls(h).is_some() && captured(h)))
+        .collect();
+    // Stable: exact names stay in name order.
+    names.sort_by(|(a, _), (b, _)| precedence(a).cmp(&precedence(b)));
+
+    let mut blocks: Vec<PassBlock<'a>> = Vec::new();
+    // Hosts whose tasks are the same share one backend (one set of servers and health checks).
+    let mut by_targets: std::collections::HashMap<Vec<Target>, usize> = std::collections::HashMap::new();
+    let mut map: Vec<(String, String)> = Vec::new();
+    let mut mapped: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut r = String::new();
+    let mut acls = 0;
+    for (host, passed) in names {
+        let backend = if passed {
+            let targets = routes.targets(host);
+            let n = *by_targets.entry(targets.clone()).or_insert_with(|| {
+                let services = routes.hosts[host].iter().map(|b| b.service.as_str()).collect();
+                blocks.push(PassBlock { host, services, targets });
+                blocks.len() - 1
+            });
+            format!("{PASSTHROUGH_BACKEND_PREFIX}{n}")
+        } else {
+            fallback.to_owned()
+        };
+        if let Some(key) = map_host_key(host).filter(|k| !mapped.contains(k)) {
+            mapped.insert(key.clone());
+            map.push((key, backend));
+            continue;
+        }
+        r.push_str("    acl sni_");
+        push_number(&mut r, acls);
+        match host.strip_prefix('*') {
+            Some(suffix) => {
+                r.push_str(" req_ssl_sni -m end -i -- ");
+                push_word(&mut r, suffix);
+            }
+            None => {
+                r.push_str(" req_ssl_sni -m str -i -- ");
+                push_word(&mut r, host);
+            }
+        }
+        r.push_str("\n    use_backend ");
+        r.push_str(&backend);
+        r.push_str(" if sni_");
+        push_number(&mut r, acls);
+        r.push('\n');
+        acls += 1;
+    }
+    line(&mut r, 1, &format!("default_backend {fallback}"));
+    map.sort();
+    let maps = shard(map, SNI_MAP, map_budget);
+    let mut lookups = String::new();
+    if !maps.is_empty() {
+        let l = &mut lookups;
+        line(l, 1, &format!("# Exact names: {PARTS_DIR}/{SNI_MAP}, listed at the end of this file."));
+        for (name, _) in &maps {
+            let lookup = format!("req_ssl_sni,lower,map_str({PARTS_DIR}/{name})");
+            line(l, 1, &format!("use_backend %[{lookup}] if {{ {lookup} -m found }}"));
+        }
+    }
+    lookups.push_str(&r);
+    Some(SniSwitch { rules: lookups, blocks, maps })
+}
+
+/// The passed-through backends' names: `be_passthrough_<n>`, which no other backend's can be.
+pub const PASSTHROUGH_BACKEND_PREFIX: &str = "be_passthrough_";
+
+/// The SNI switch's backends: `fallback` ([`TLS_TERMINATION_BACKEND`] or
+/// [`TLS_REFUSED_BACKEND`]), then the passed-through ones, all `mode tcp` ([`TCP_DEFAULTS`]).
+fn write_switch_backends(w: &mut String, fallback: &str, blocks: &[PassBlock<'_>]) {
+    line(w, 0, "");
+    if fallback == TLS_TERMINATION_BACKEND {
+        line(
+            w,
+            0,
+            &format!("# {fallback}: names not passed through, to {TLS_TERMINATION_FRONTEND} (client address first)"),
+        );
+        line(w, 0, &format!("backend {fallback} from {TCP_DEFAULTS}"));
+        line(w, 1, &format!("server termination {TLS_TERMINATION_ADDRESS} send-proxy-v2"));
+    } else {
+        line(w, 0, &format!("# {fallback}: TLS names not passed through, where no host terminates TLS"));
+        line(w, 0, &format!("backend {fallback} from {TCP_DEFAULTS}"));
+        line(w, 1, "tcp-request content reject");
+    }
+    for (n, block) in blocks.iter().enumerate() {
+        w.push_str("\n# ");
+        w.push_str(PASSTHROUGH_BACKEND_PREFIX);
+        push_number(w, n);
+        w.push_str(": ");
+        push_comment(w, block.host);
+        w.push_str(" passed through (");
+        for (k, service) in block.services.iter().take(MAX_COMMENT_SERVICES).enumerate() {
+            if k > 0 {
+                w.push_str(", ");
+            }
+            push_comment(w, service);
+        }
+        if block.services.len() > MAX_COMMENT_SERVICES {
+            w.push_str(", ...");
+        }
+        w.push_str(")\nbackend ");
+        w.push_str(PASSTHROUGH_BACKEND_PREFIX);
+        push_number(w, n);
+        w.push_str(" from ");
+        w.push_str(TCP_DEFAULTS);
+        w.push_str("\n    balance roundrobin\n");
+        if block.targets.is_empty() {
+            // No running task: closed, never handed to another name's tasks.
+            w.push_str("    tcp-request content reject\n");
+        }
+        for (k, target) in block.targets.iter().enumerate() {
+            // Addresses and ports come from Swarm, not from labels; a connect check only.
+            w.push_str("    server s");
+            push_number(w, k);
+            w.push(' ');
+            w.push_str(&target.to_string());
+            w.push_str(" check inter 2000\n");
+        }
+    }
+}
+
+/// Longest list of services in a passed-through backend's comment.
+const MAX_COMMENT_SERVICES: usize = 8;
 
 /// A map's lines (sorted by key) as files of at most `budget` bytes each: `NAME.map`, then
 /// `NAME-2.map`, `NAME-3.map`, ...; a host's lines stay in one file (its context roots must be
@@ -1109,12 +1351,14 @@ mod tests {
 
     /// Every backend is defined once and every name a rule uses is defined.
     fn assert_names_consistent(text: &str) {
-        let defined: Vec<&str> = lines_starting(text, "backend ").iter().map(|l| &l["backend ".len()..]).collect();
+        let defined: Vec<&str> =
+            lines_starting(text, "backend ").iter().map(|l| l["backend ".len()..].split(' ').next().unwrap()).collect();
         let unique: BTreeSet<&str> = defined.iter().copied().collect();
         assert_eq!(unique.len(), defined.len(), "a backend is defined twice: {defined:?}");
         for rule in lines_starting(text, "use_backend ").into_iter().chain(lines_starting(text, "default_backend ")) {
             let name = rule.split(' ').nth(1).unwrap();
-            if name == "%[var(txn.backend)]" {
+            if name.starts_with("%[") {
+                // A map's value: the map lines are checked below.
                 continue;
             }
             assert!(unique.contains(name), "{rule}: {name} is not defined");
@@ -1456,6 +1700,163 @@ mod tests {
         ] {
             assert!(text.contains(&format!("-m str -i -- {acl}\n")), "{acl} in\n{text}");
         }
+    }
+
+    fn passthrough() -> RouteOptions {
+        RouteOptions { passthrough: true, ..Default::default() }
+    }
+
+    /// The rules of the SNI switch (the TLS port's `mode tcp` frontend), after its `bind`.
+    fn switch_rules(text: &str) -> Vec<&str> {
+        let start = text.find("frontend https-default from tcp-passthrough").expect("the SNI switch");
+        let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
+        text[start..end].lines().map(str::trim_start).filter(|l| !l.starts_with('#')).skip(4).collect()
+    }
+
+    /// Passthrough beside termination, as nginx's `stream {}`: the TLS port routes by SNI, exact
+    /// names from a map before wildcards; a TLS host under a passed-through wildcard is listed
+    /// for the termination; the terminating frontend moves behind the switch and keeps the
+    /// client's address; passed-through hosts are not HTTP routes. The golden is checked by the
+    /// real haproxy in `tests/proxy/golden_configs.rs`.
+    #[test]
+    fn tls_passthrough_beside_termination() {
+        let mut routes = table(&[
+            ("secure.local", "secure", tls("secure.crt")),
+            ("app.local", "web", RouteOptions::default()),
+            ("*.wild.local", "wild", passthrough()),
+            ("b.wild.local", "bee", tls("bee.crt")),
+            ("*.deep.wild.local", "deep", tls("deep.crt")),
+            ("it's pt.local", "odd", passthrough()),
+        ]);
+        let pooled = vec![
+            backend("pt", &["10.0.7.2", "10.0.7.3"], passthrough()),
+            backend("pt-canary", &["10.0.7.4"], passthrough()),
+        ];
+        routes.hosts.insert("pt.local".into(), pooled);
+        routes
+            .hosts
+            .insert("pt2.local".into(), vec![backend("pt2", &["10.0.7.2", "10.0.7.3", "10.0.7.4"], passthrough())]);
+        routes.hosts.insert("down.local".into(), vec![backend("down", &[], passthrough())]);
+        let text = rendered(&routes);
+        assert_names_consistent(&text);
+        insta::assert_snapshot!("haproxy_passthrough", text);
+        assert_eq!(
+            switch_rules(&text),
+            [
+                "use_backend %[req_ssl_sni,lower,map_str(interlock.d/sni.map)] if { req_ssl_sni,lower,map_str(interlock.d/sni.map) -m found }",
+                "acl sni_0 req_ssl_sni -m str -i -- 'it'\\''s pt.local'",
+                "use_backend be_passthrough_1 if sni_0",
+                "acl sni_1 req_ssl_sni -m end -i -- '.deep.wild.local'",
+                "use_backend be_tls_termination if sni_1",
+                "acl sni_2 req_ssl_sni -m end -i -- '.wild.local'",
+                "use_backend be_passthrough_3 if sni_2",
+                "default_backend be_tls_termination",
+            ]
+        );
+        let maps = map_files(&text);
+        let sni = maps.iter().find(|(name, _)| name == "interlock.d/sni.map").expect("the SNI map");
+        assert_eq!(
+            sni.1,
+            [
+                "b.wild.local be_tls_termination",
+                "down.local be_passthrough_0",
+                "pt.local be_passthrough_2",
+                "pt2.local be_passthrough_2",
+            ],
+            "the same tasks share a backend; secure.local is nobody's wildcard's: the default"
+        );
+        assert!(text.contains(
+            "\nbackend be_passthrough_0 from tcp-passthrough\n    balance roundrobin\n    tcp-request content reject\n"
+        ));
+        assert!(text.contains(
+            "frontend https-termination\n    bind abns@interlock-tls-termination accept-proxy ssl crt /run/secrets/\n"
+        ));
+        assert!(text.contains("    server termination abns@interlock-tls-termination send-proxy-v2\n"));
+        assert_eq!(
+            lines_starting(&text, "bind "),
+            [
+                "bind 127.0.0.1:8404",
+                "bind *:80",
+                "bind *:443",
+                "bind abns@interlock-tls-termination accept-proxy ssl crt /run/secrets/"
+            ]
+        );
+        // Not HTTP routes: no hosts.map entry, no acl of their own.
+        let hosts = maps.iter().find(|(name, _)| name == "interlock.d/hosts.map").unwrap();
+        assert!(hosts.1.iter().all(|l| !l.starts_with("pt") && !l.starts_with("down")), "{:?}", hosts.1);
+        assert!(!http_rules(&text).iter().any(|l| l.contains("wild.local'") && !l.contains("deep")), "{text}");
+        // The split writes the SNI map beside the others.
+        let files = split(&text, "/cfg/haproxy.cfg", usize::MAX).unwrap();
+        assert!(
+            files
+                .iter()
+                .any(|(t, d)| t == "/cfg/interlock.d/sni.map" && d.starts_with("b.wild.local be_tls_termination\n"))
+        );
+    }
+
+    /// Only passed-through hosts: no terminating frontend, other names are refused; no TLS port:
+    /// no switch, and the passed-through hosts are served nowhere (as nginx).
+    #[test]
+    fn passthrough_without_termination_refuses_other_names() {
+        let routes = table(&[("pt.local", "pt", passthrough()), ("app.local", "web", RouteOptions::default())]);
+        let text = rendered(&routes);
+        assert_names_consistent(&text);
+        assert!(!text.contains("https-termination") && !text.contains(" ssl "), "{text}");
+        assert_eq!(switch_rules(&text).last(), Some(&"default_backend be_tls_refused"));
+        assert!(
+            text.contains("\nbackend be_tls_refused from tcp-passthrough\n    tcp-request content reject\n"),
+            "{text}"
+        );
+        let config = HaproxyConfig::default();
+        let text = render(&HaproxySite { https_port: 0, ..site(&config) }, &routes);
+        assert!(!text.contains("tcp-passthrough") && !text.contains("pt.local"), "{text}");
+        // Without a passed-through host, the TLS frontend is the terminating one on the TLS port,
+        // as before.
+        let text = rendered(&table(&[("secure.local", "secure", tls("s.crt"))]));
+        assert!(text.contains("frontend https-default\n    bind *:443 ssl crt /run/secrets/\n"), "{text}");
+        assert!(!text.contains("tcp") && !text.contains("sni"), "{text}");
+    }
+
+    /// 10,000 passed-through hosts beside 10,000 TLS hosts under a passed-through wildcard: one
+    /// map line each, one backend per distinct set of tasks, rendered in O(n log n).
+    #[test]
+    fn ten_thousand_passed_through_hosts_render_quickly() {
+        let mut routes = RouteTable::default();
+        for n in 0..10_000 {
+            let ip = format!("10.{}.{}.2", n / 250, n % 250);
+            routes.hosts.insert(format!("p{n}.example.com"), vec![backend("pt", &[ip.as_str()], passthrough())]);
+            routes.hosts.insert(format!("t{n}.w.example.com"), vec![backend("t", &["10.0.0.9"], tls("c.pem"))]);
+        }
+        routes.hosts.insert("*.w.example.com".into(), vec![backend("wild", &["10.0.0.8"], passthrough())]);
+        let start = std::time::Instant::now();
+        let text = rendered(&routes);
+        let took = start.elapsed();
+        let sni: usize = map_files(&text).iter().filter(|(n, _)| n.contains("sni")).map(|(_, l)| l.len()).sum();
+        assert_eq!(sni, 20_000, "every exact name: the passed-through ones and the terminated under the wildcard");
+        assert_eq!(text.matches("\nbackend be_passthrough_").count(), 10_001);
+        let limit = if cfg!(debug_assertions) { 3_000 } else { 500 };
+        assert!(took.as_millis() < limit, "rendering took {took:?}");
+    }
+
+    /// A hostile passed-through name never reaches the SNI map (its `acl` is quoted), and an SNI
+    /// map over one config object is several files, each looked up.
+    #[test]
+    fn sni_map_keys_are_hosts_and_shard() {
+        let hosts: Vec<String> = (0..200).map(|n| format!("p{n}.local")).collect();
+        let mut entries: Vec<(&str, &str, RouteOptions)> =
+            hosts.iter().map(|h| (h.as_str(), "pt", passthrough())).collect();
+        entries.push(("evil.local\nx.local be_0", "evil", passthrough()));
+        let routes = table(&entries);
+        let text = render_with(&site(&HaproxyConfig::default()), &routes, 2_000);
+        assert_names_consistent(&text);
+        let maps = map_files(&text);
+        let sni: Vec<&(String, Vec<&str>)> = maps.iter().filter(|(n, _)| n.contains("sni")).collect();
+        assert!(sni.len() > 2, "{:?}", sni.iter().map(|(n, _)| n).collect::<Vec<_>>());
+        let keys: usize = sni.iter().map(|(_, l)| l.len()).sum();
+        assert_eq!(keys, 200);
+        assert!(sni.iter().flat_map(|(_, l)| l).all(|l| l.split(' ').count() == 2 && !l.contains("evil")));
+        assert_eq!(switch_rules(&text).iter().filter(|l| l.contains("map_str(interlock.d/sni")).count(), sni.len());
+        assert!(text.contains("-m str -i -- 'evil.local'\\x0a'x.local be_0'\n"), "{text}");
     }
 
     /// Values no label accepts today (`labels` validates every one), rendered anyway: the file

@@ -383,20 +383,13 @@ mod tests {
     }
 
     #[test]
-    fn passthrough_is_quarantined_only_where_unsupported() {
-        let mut nginx = tls_table();
-        ProxyKind::Nginx.quarantine_unsupported(&mut nginx);
-        assert_eq!(nginx, tls_table());
-        let mut haproxy = tls_table();
-        ProxyKind::Haproxy.quarantine_unsupported(&mut haproxy);
-        assert_eq!(haproxy.hosts.keys().collect::<Vec<_>>(), ["a.local", "b.local"]);
-        assert_eq!(
-            haproxy.quarantined,
-            [Quarantined {
-                service: "pt".into(),
-                reason: "com.docker.lb.ssl_passthrough is not supported by HAProxy extensions yet".into()
-            }]
-        );
+    fn every_kind_passes_tls_through_so_nothing_is_quarantined_for_it() {
+        for kind in ProxyKind::ALL {
+            assert!(kind.supports_passthrough(), "{kind}");
+            let mut table = tls_table();
+            kind.quarantine_unsupported(&mut table);
+            assert_eq!(table, tls_table(), "{kind}");
+        }
     }
 
     #[test]

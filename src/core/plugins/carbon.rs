@@ -7,7 +7,8 @@
 //! `PREFIX.interlock.clusters.<extension>.{routes,backends,quarantined,pass_ms}` (the
 //! extension's name through [`sanitize`]). Container statistics are not the core's job: a
 //! manager's engine only knows its own containers, so `interlock agent` runs on every node and
-//! sends them through its own sink.
+//! sends them through its own sink. (`interlock start` as a plain process reads the engine it is
+//! connected to with the agent's loop, over this plug-in's connection: [`Carbon::with_sink`].)
 
 use super::{Handling, Plugin, PluginError, PluginEvent};
 use crate::carbon::{CarbonSettings, CarbonSink, line, sanitize};
@@ -31,6 +32,13 @@ impl Carbon {
         settings.validate().map_err(|e| PluginError::NotConfigured { plugin: NAME, reason: e.to_string() })?;
         let sink = CarbonSink::spawn(&settings.address)
             .map_err(|e| PluginError::Failed { plugin: NAME, reason: e.to_string() })?;
+        Ok(Carbon { settings, sink })
+    }
+
+    /// Validates `settings` and sends over `sink`, a connection to their address already open
+    /// and shared (`interlock start` sends its engine's container statistics over it too).
+    pub fn with_sink(settings: CarbonSettings, sink: CarbonSink) -> Result<Carbon, PluginError> {
+        settings.validate().map_err(|e| PluginError::NotConfigured { plugin: NAME, reason: e.to_string() })?;
         Ok(Carbon { settings, sink })
     }
 

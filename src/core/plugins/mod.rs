@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::carbon::CarbonSettings;
+use crate::carbon::{CarbonSettings, CarbonSink};
 use crate::retry::{Backoff, RESUBSCRIBE};
 use crate::swarm::EngineEvent;
 
@@ -213,6 +213,9 @@ pub fn canonical_name(name: &str) -> Option<&'static str> {
 pub struct PluginSettings {
     /// `carbon`: where and what to send. `None`: not configured (carbon cannot run).
     pub carbon: Option<CarbonSettings>,
+    /// `carbon`: a connection to Carbon already open, to share (`interlock start` sends its
+    /// engine's container statistics over it too); `None`: the plug-in opens its own.
+    pub carbon_sink: Option<CarbonSink>,
 }
 
 impl PluginSettings {
@@ -224,7 +227,7 @@ impl PluginSettings {
             image_name_filter: c.image_name_filter.clone(),
             interval: c.interval,
         });
-        Self { carbon }
+        Self { carbon, carbon_sink: None }
     }
 }
 
@@ -233,6 +236,7 @@ pub fn by_name(name: &str, settings: &PluginSettings) -> Result<Box<dyn Plugin>,
     match canonical_name(name) {
         Some(example::NAME) => Ok(Box::new(example::Example)),
         Some(carbon::NAME) => {
+            let shared_sink = settings.carbon_sink.clone();
             let Some(settings) = &settings.carbon else {
                 return Err(PluginError::NotConfigured {
                     plugin: carbon::NAME,
@@ -240,7 +244,10 @@ pub fn by_name(name: &str, settings: &PluginSettings) -> Result<Box<dyn Plugin>,
                         .to_owned(),
                 });
             };
-            Ok(Box::new(carbon::Carbon::new(settings.clone())?))
+            match shared_sink {
+                Some(sink) => Ok(Box::new(carbon::Carbon::with_sink(settings.clone(), sink)?)),
+                None => Ok(Box::new(carbon::Carbon::new(settings.clone())?)),
+            }
         }
         _ => Err(PluginError::Unknown { name: name.to_owned(), known: known_names() }),
     }
