@@ -164,14 +164,12 @@ pub struct PassiveHealth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Hsts {
     pub max_age_secs: u32,
-    pub include_subdomains: bool,
 }
 
 impl Hsts {
-    /// The header's value, in one canonical form (`max-age=N` and `; includeSubDomains`).
+    /// The header's value, in one canonical form (`max-age=N`).
     pub fn header_value(&self) -> String {
-        let subdomains = if self.include_subdomains { "; includeSubDomains" } else { "" };
-        format!("max-age={}{subdomains}", self.max_age_secs)
+        format!("max-age={}", self.max_age_secs)
     }
 }
 
@@ -281,6 +279,19 @@ pub fn route_options(labels: &BTreeMap<String, String>) -> Result<RouteOptions, 
     if options.passthrough && options.acme {
         return Err(format!("{LABEL_SSL_PASSTHROUGH} cannot be combined with {LABEL_SSL_ACME}"));
     }
+    if options.passthrough && options.passive_health.is_some() {
+        // Passed-through connections are never seen failing: the labels would do nothing.
+        return Err(format!(
+            "{LABEL_SSL_PASSTHROUGH} cannot be combined with {LABEL_MAX_FAILS} or {LABEL_FAIL_TIMEOUT}"
+        ));
+    }
+    if options.default_backend && options.backend_tls.as_ref().is_some_and(|t| t.verify_with_ca.is_some()) {
+        // The task's certificate is verified against the request's host, which for the
+        // catch-all is any name at all: every request would fail.
+        return Err(format!(
+            "{LABEL_DEFAULT_BACKEND} cannot be combined with a verified {LABEL_SSL_BACKEND} ({LABEL_SSL_BACKEND_CA})"
+        ));
+    }
     if options.passthrough && (options.tls.is_some() || options.context_root.is_some()) {
         // The proxy never sees inside a passed-through connection.
         return Err(format!("{LABEL_SSL_PASSTHROUGH} cannot be combined with ssl_cert or context_root"));
@@ -357,11 +368,13 @@ fn seconds(text: &str) -> Option<u32> {
     u32::try_from(total).ok().filter(|_| !text.is_empty())
 }
 
-/// `ssl_hsts`: seconds (`31536000`), or `max-age=N`, optionally followed by `; includeSubDomains`.
+/// `ssl_hsts`: seconds (`31536000`), or `max-age=N`. `; includeSubDomains` is refused: a host's
+/// owner would force HTTPS on subdomains other services (other tenants) own, for as long as
+/// browsers remember it.
 fn hsts(value: &str) -> Result<Hsts, String> {
     let invalid = || {
         format!(
-            "{LABEL_SSL_HSTS}={value:?} is not an HSTS policy (seconds, or max-age=SECONDS, optionally then ; includeSubDomains; at most {MAX_HSTS_SECS})"
+            "{LABEL_SSL_HSTS}={value:?} is not an HSTS policy (seconds, or max-age=SECONDS; at most {MAX_HSTS_SECS})"
         )
     };
     let mut parts = value.split(';').map(str::trim);
@@ -370,12 +383,13 @@ fn hsts(value: &str) -> Result<Hsts, String> {
     let valid_number = !number.is_empty() && number.len() <= 10 && number.bytes().all(|b| b.is_ascii_digit());
     let max_age_secs =
         number.parse::<u32>().ok().filter(|n| valid_number && *n <= MAX_HSTS_SECS).ok_or_else(invalid)?;
-    let include_subdomains = match (parts.next(), parts.next()) {
-        (None, _) => false,
-        (Some(word), None) if word.eq_ignore_ascii_case("includeSubDomains") => true,
-        _ => return Err(invalid()),
-    };
-    Ok(Hsts { max_age_secs, include_subdomains })
+    match (parts.next(), parts.next()) {
+        (None, _) => Ok(Hsts { max_age_secs }),
+        (Some(word), None) if word.eq_ignore_ascii_case("includeSubDomains") => Err(format!(
+            "{LABEL_SSL_HSTS}={value:?}: includeSubDomains is refused (it would force HTTPS on subdomains other services own)"
+        )),
+        _ => Err(invalid()),
+    }
 }
 
 /// `ssl_backend`, `ssl_backend_tls_verify` and `ssl_backend_ca`. A CA means verification
@@ -615,9 +629,17 @@ mod tests {
 
     #[test]
     fn https_only_hsts_and_tls_to_the_tasks() {
-        let o = opts(&[(LABEL_SSL_ONLY, "true"), (LABEL_SSL_HSTS, "max-age=31536000; includeSubDomains")]).unwrap();
+        let o = opts(&[(LABEL_SSL_ONLY, "true"), (LABEL_SSL_HSTS, "max-age=31536000")]).unwrap();
         assert!(o.ssl_only);
-        assert_eq!(o.hsts.unwrap().header_value(), "max-age=31536000; includeSubDomains");
+        assert_eq!(o.hsts.unwrap().header_value(), "max-age=31536000");
+        let subdomains = opts(&[(LABEL_SSL_HSTS, "max-age=31536000; includeSubDomains")]).unwrap_err();
+        assert!(subdomains.contains("other services own"), "{subdomains}");
+        let passthrough = opts(&[(LABEL_SSL_PASSTHROUGH, "true"), (LABEL_MAX_FAILS, "3")]).unwrap_err();
+        assert!(passthrough.contains(LABEL_MAX_FAILS), "{passthrough}");
+        let catch_all =
+            opts(&[(LABEL_DEFAULT_BACKEND, "true"), (LABEL_SSL_BACKEND, "true"), (LABEL_SSL_BACKEND_CA, "ca.pem")]);
+        assert!(catch_all.unwrap_err().contains(LABEL_DEFAULT_BACKEND));
+        assert!(opts(&[(LABEL_DEFAULT_BACKEND, "true"), (LABEL_SSL_BACKEND, "true")]).is_ok(), "unverified: any name");
         assert_eq!(opts(&[(LABEL_SSL_HSTS, "600")]).unwrap().hsts.unwrap().header_value(), "max-age=600");
         let tls = |pairs: &[(&str, &str)]| opts(pairs).map(|o| o.backend_tls);
         let verified = Some(BackendTls { verify_with_ca: Some("ca.pem".into()) });

@@ -735,7 +735,7 @@ mod tests {
         table.quarantined.iter().find(|q| q.service == service).map(|q| q.reason.clone()).unwrap_or_default()
     }
 
-    /// Issue 23: `ssl_only` and `ssl_hsts` are the host owner's (a newer service may not set them
+    /// `ssl_only` and `ssl_hsts` are the host owner's (a newer service may not set them
     /// on its host, and inherits them); passive health checks and TLS to the tasks are route
     /// options, on which services pooled on one path must agree.
     #[test]

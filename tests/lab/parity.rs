@@ -1,4 +1,4 @@
-//! Issue 23's labels on the project's lab, with real requests through nginx (lb-00, the default
+//! The parity labels on the project's lab, with real requests through nginx (lb-00, the default
 //! cluster of `deploy/examples/features.lab.toml`) and HAProxy (lb-01, cluster `hap`):
 //! - **passive health checks**: two services pooled on one host (the canary pattern), one
 //!   answering 502; after `max_fails` failures only the healthy one is used until

@@ -207,7 +207,7 @@ async fn swarm_url_connects_without_docker_host() {
     assert_eq!(last.as_deref(), Some("interlock-stop"), "{}", lines.join("\n"));
 }
 
-/// Issue 23: `interlock -p stats start` as a plain process sends 0.3's container series of the
+/// `interlock -p stats start` as a plain process sends 0.3's container series of the
 /// engine it is connected to (the lab's manager: an app task placed there), under the engine's
 /// name, besides `cluster.events`; and, on a manager outside a container, says how the other
 /// nodes' series are had (the agent as a global service on the other nodes).

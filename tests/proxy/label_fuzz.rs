@@ -589,7 +589,8 @@ fn fail_timeout() -> BoxedStrategy<String> {
     .boxed()
 }
 
-/// `ssl_hsts`: seconds or `max-age=…`, sometimes with `includeSubDomains`, and hostile text.
+/// `ssl_hsts`: seconds or `max-age=…`, sometimes with `includeSubDomains` (refused: quarantined),
+/// and hostile text.
 fn hsts() -> BoxedStrategy<String> {
     prop_oneof![
         6 => (0u32..=70_000_000, prop::bool::ANY, prop::bool::ANY).prop_map(|(n, named, sub)| {
@@ -648,7 +649,7 @@ fn app() -> BoxedStrategy<App> {
         maybe(0.04, ("com\\.docker\\.lb\\.[a-z_]{1,12}", junk())),
         maybe(0.15, boolean()),
     );
-    // Issue 23's labels.
+    // The parity labels.
     let third = (
         maybe(0.12, max_fails()),
         maybe(0.12, fail_timeout()),

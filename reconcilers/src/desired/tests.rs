@@ -1388,7 +1388,7 @@ mod acme {
     }
 }
 
-/// Issue 23: `ssl_only` on a host without a certificate is a warning in the plan, not a
+/// `ssl_only` on a host without a certificate is a warning in the plan, not a
 /// redirect; a CA secret (`ssl_backend_ca`) is mounted where the config reads it, outside the
 /// folder HAProxy loads certificates from.
 #[test]

@@ -1075,23 +1075,39 @@ fn route_backend(w: &mut String, targets: &[Target], options: &RouteOptions, htt
         // Every task is down: answer like an unknown host, not with a connection error.
         w.push_str("    http-request return status 503 content-type text/plain string \"no running task\"\n");
     }
-    for (n, target) in targets.iter().enumerate() {
-        // Addresses and ports come from Swarm, not from labels.
-        w.push_str("    server s");
-        push_number(w, n);
-        w.push(' ');
-        if target.ip.contains(':') {
-            w.push('[');
-            w.push_str(&target.ip);
-            w.push(']');
-        } else {
-            w.push_str(&target.ip);
+    // Passive health checks: the same tasks again as backups, without them. When every task was
+    // marked down (clients can make an app answer 500s), the backups serve instead of a 503 for
+    // `fail_timeout`, as nginx tries every server again once all have failed.
+    let backups = options.passive_health.is_some() && !targets.is_empty();
+    if backups {
+        w.push_str("    option allbackups\n");
+    }
+    for (prefix, passive) in [("s", true), ("b", false)] {
+        if !passive && !backups {
+            break;
         }
-        w.push(':');
-        push_number(w, usize::from(target.port));
-        w.push_str(" check inter 2000");
-        server_options(w, options);
-        w.push('\n');
+        for (n, target) in targets.iter().enumerate() {
+            // Addresses and ports come from Swarm, not from labels.
+            w.push_str("    server ");
+            w.push_str(prefix);
+            push_number(w, n);
+            w.push(' ');
+            if target.ip.contains(':') {
+                w.push('[');
+                w.push_str(&target.ip);
+                w.push(']');
+            } else {
+                w.push_str(&target.ip);
+            }
+            w.push(':');
+            push_number(w, usize::from(target.port));
+            if !passive {
+                w.push_str(" backup");
+            }
+            w.push_str(" check inter 2000");
+            server_options(w, options, passive);
+            w.push('\n');
+        }
     }
 }
 
@@ -1132,8 +1148,9 @@ fn https_redirects(w: &mut String, port: Option<u16>) {
 /// TLS to the tasks (`ssl_backend`): `ssl`, with SNI the request's host, and `verify required`
 /// against the CA secret (`ca-file`; with SNI HAProxy checks the certificate's name against it),
 /// or `verify none`. The health checks then speak TLS too.
-fn server_options(w: &mut String, options: &RouteOptions) {
-    if let Some(health) = options.passive_health {
+/// `passive`: with the passive health checks (the backups have none).
+fn server_options(w: &mut String, options: &RouteOptions, passive: bool) {
+    if let Some(health) = options.passive_health.filter(|_| passive) {
         let _ = write!(
             w,
             " fastinter 1s downinter 1s rise {t} observe layer7 error-limit {n} on-error mark-down",
@@ -1281,7 +1298,7 @@ mod tests {
         assert!(text.contains("use_backend be_0 if host_0"), "the wildcard's acl names the same backend: {text}");
     }
 
-    /// Issue 23: passive health checks, HTTPS-only hosts, HSTS and TLS to the tasks, behind a
+    /// Passive health checks, HTTPS-only hosts, HSTS and TLS to the tasks, behind a
     /// published TLS port other than 443.
     #[test]
     fn parity_labels() {
@@ -1320,10 +1337,7 @@ mod tests {
             "http-request set-var(txn.backend) str(be_no_route) if {{ ssl_fc }} {{ var(txn.backend) -m str {other_name} }}"
         )));
         assert_eq!(
-            text.matches(
-                "http-response set-header Strict-Transport-Security 'max-age=31536000; includeSubDomains' if { ssl_fc }"
-            )
-            .count(),
+            text.matches("http-response set-header Strict-Transport-Security 'max-age=31536000' if { ssl_fc }").count(),
             1
         );
         assert!(text.contains(" ssl sni req.hdr(host),field(1,:),lower verify required ca-file '/run/secrets/.interlock-backend-ca/internal-ca.pem'\n"));

@@ -326,10 +326,12 @@ impl<'a> Plan<'a> {
             + 2 * usize::from(self.hsts)
     }
 
-    /// The hosts the HSTS map lists: every host a TLS server serves (one without HSTS with an
-    /// empty value, so a wildcard's HSTS never reaches a name its owner did not ask for).
+    /// The hosts the HSTS map lists: every host the proxy answers HTTP for, one without HSTS with
+    /// an empty value, so a wildcard's HSTS never reaches a name its owner did not ask for (a
+    /// host of another tenant without a certificate is answered over TLS by the wildcard's
+    /// server, and must not get the wildcard's policy).
     fn hsts_hosts(&self) -> impl Iterator<Item = &Host<'a>> + '_ {
-        self.hosts.iter().filter(|h| self.hsts && !h.passthrough && h.tls.is_some())
+        self.hosts.iter().filter(|h| self.hsts && !h.passthrough)
     }
 
     /// `(entries of the largest shared map, longest key)`, for the `map_hash_*` sizes.
@@ -1467,7 +1469,7 @@ mod tests {
         assert!(!plain.contains("acme-challenge") && plain.contains("/run/secrets/interlock-acme-secure"));
     }
 
-    /// Issue 23: passive health checks, HTTPS-only hosts, HSTS and TLS to the tasks, behind a
+    /// Passive health checks, HTTPS-only hosts, HSTS and TLS to the tasks, behind a
     /// published TLS port other than 443.
     #[test]
     fn parity_labels() {

@@ -96,7 +96,7 @@ pub(crate) fn acme_table(delivered: Option<&str>) -> (RouteTable, crate::acme::P
     (table, acme)
 }
 
-/// Issue 23's labels: passive health checks (pooled only with equal parameters, one task too),
+/// The parity labels: passive health checks (pooled only with equal parameters, one task too),
 /// HTTPS-only hosts with and without a certificate (an own-server one, a wildcard, one from
 /// ACME), HSTS, TLS to the tasks verified and not; with one pending HTTP-01 answer, which every
 /// HTTPS-only host must still answer over plain HTTP.
@@ -104,7 +104,7 @@ pub(crate) fn parity_table() -> (RouteTable, crate::acme::ProxyAcme) {
     use crate::labels::{BackendTls, Hsts, PassiveHealth};
     let health = Some(PassiveHealth { max_fails: 3, fail_timeout_secs: 30 });
     let tls = |name: &str| Some(TlsSecrets { cert: format!("{name}.crt"), key: format!("{name}.key") });
-    let hsts = Some(Hsts { max_age_secs: 31_536_000, include_subdomains: true });
+    let hsts = Some(Hsts { max_age_secs: 31_536_000 });
     let mut table = RouteTable::default();
     let mut add = |host: &str, service: &str, ips: &[&str], options: RouteOptions| {
         table.hosts.entry(host.into()).or_default().push(backend(service, ips, options));
