@@ -81,7 +81,7 @@ fn observed_shape(clusters: usize, services: usize) -> Observed {
             service_id: format!("s{i}"),
             node_id: "node".into(),
             running: true,
-            waiting_for_port: false,
+            stuck_pending: false,
             created: String::new(),
             addresses: vec![(format!("n{c}"), format!("10.{}.{}.{}", c, i / 250 % 250, i % 250 + 2))],
         });

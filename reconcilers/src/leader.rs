@@ -95,7 +95,7 @@ mod tests {
             node_id: node.into(),
             running: true,
             addresses: vec![],
-            waiting_for_port: false,
+            stuck_pending: false,
             created: created.into(),
         }
     }

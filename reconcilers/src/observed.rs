@@ -344,9 +344,11 @@ pub struct TaskFacts {
     pub running: bool,
     /// `(network ID, IP address without prefix length)` per attachment.
     pub addresses: Vec<(String, String)>,
-    /// Pending (`DesiredState == running`) because Swarm found a host-mode port in use: Swarm's
-    /// scheduler may not look at such a task again once the port is freed.
-    pub waiting_for_port: bool,
+    /// Pending (`DesiredState == running`) for a reason Swarm's scheduler may not look at again
+    /// by itself: a host-mode port it found in use (once the port is freed), or every node "not
+    /// available for new tasks" (a new Raft leader's scheduler, after an election during the
+    /// service's update; moby/moby#36699).
+    pub stuck_pending: bool,
     /// When Swarm created it: RFC 3339 in UTC with nine fraction digits, so that text order is
     /// time order (the adapter normalises it; "" when unknown).
     pub created: String,

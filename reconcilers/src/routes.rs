@@ -524,7 +524,7 @@ mod tests {
             service_id: service_id.into(),
             node_id: "n".into(),
             running: true,
-            waiting_for_port: false,
+            stuck_pending: false,
             created: String::new(),
             addresses: vec![(net.into(), ip.into())],
         }

@@ -162,9 +162,10 @@ pub(super) fn parse_tasks(body: &[u8]) -> Result<Vec<TaskFacts>, String> {
         .into_iter()
         .map(|t| TaskFacts {
             running: t.desired_state == "running" && t.status.state == "running",
-            waiting_for_port: t.desired_state == "running"
+            stuck_pending: t.desired_state == "running"
                 && t.status.state == "pending"
-                && t.status.err.contains("host-mode port already in use"),
+                && (t.status.err.contains("host-mode port already in use")
+                    || t.status.err.contains("not available for new tasks")),
             addresses: t
                 .networks_attachments
                 .into_iter()
@@ -209,13 +210,15 @@ mod tests {
          {"Network":{"ID":"net-1","Spec":{"Name":"demo-east"}},"Addresses":["10.0.2.3/24"]}]},
       {"ID":"t2","ServiceID":"s1","NodeID":"n2","Status":{"State":"shutdown"},"DesiredState":"shutdown"},
       {"ID":"t3","ServiceID":"s1","NodeID":"n2","Status":{"State":"preparing"},"DesiredState":"running"},
-      {"ID":"t4","ServiceID":"s1","Status":{"State":"pending","Err":"no suitable node (scheduling constraints not satisfied on 3 nodes; host-mode port already in use on 1 node)"},"DesiredState":"running"}
+      {"ID":"t4","ServiceID":"s1","Status":{"State":"pending","Err":"no suitable node (scheduling constraints not satisfied on 3 nodes; host-mode port already in use on 1 node)"},"DesiredState":"running"},
+      {"ID":"t5","ServiceID":"s2","Status":{"State":"pending","Err":"no suitable node (4 nodes not available for new tasks)"},"DesiredState":"running"},
+      {"ID":"t6","ServiceID":"s3","Status":{"State":"pending","Err":"no suitable node (scheduling constraints not satisfied on 4 nodes)"},"DesiredState":"running"}
     ]"#;
 
     #[test]
     fn parses_task_addresses_without_prefix_length() {
         let tasks = parse_tasks(TASKS_JSON.as_bytes()).unwrap();
-        assert_eq!(tasks.len(), 4);
+        assert_eq!(tasks.len(), 6);
         assert!(tasks[0].running);
         assert_eq!(
             tasks[0].addresses,
@@ -223,7 +226,11 @@ mod tests {
         );
         assert!(!tasks[1].running && tasks[1].addresses.is_empty());
         assert!(!tasks[2].running, "a task still preparing does not serve");
-        assert!(tasks[3].waiting_for_port && !tasks[0].waiting_for_port);
+        assert!(tasks[3].stuck_pending && !tasks[0].stuck_pending);
+        // Seen after an election during a proxy's update: the new leader's scheduler never came back
+        // to it although a node fits.
+        assert!(tasks[4].stuck_pending, "every node unavailable to a new leader's scheduler");
+        assert!(!tasks[5].stuck_pending, "no node fits: a placement the user must change");
     }
 
     #[test]

@@ -350,8 +350,8 @@ impl Swarm for MemorySwarm {
                 return Err(SwarmError::NotFound { operation: format!("reschedule service {id}") });
             };
             service.version += 1;
-            for task in state.observed.tasks.iter_mut().filter(|t| t.service_id == id && t.waiting_for_port) {
-                task.waiting_for_port = false;
+            for task in state.observed.tasks.iter_mut().filter(|t| t.service_id == id && t.stuck_pending) {
+                task.stuck_pending = false;
                 task.running = true;
             }
             Ok(())

@@ -287,8 +287,8 @@ async fn an_order_survives_the_loss_of_the_core_that_started_it() {
 
     // A first app without ACME: the proxy joins the apps' network (a new task, stop-first on the
     // one node it may run on) before any order. A manager killed during that roll can leave the
-    // new task pending for good (Swarm's scheduler after an election, moby/moby#36699): not what
-    // this test is about.
+    // new task pending (Swarm's scheduler after an election, moby/moby#36699; the core then
+    // reschedules it, docs/high-availability.md): not what this test is about.
     create_app(&leader, PLAIN.0, PLAIN.1, &worker, false);
     time_to_served(&addr_of(&worker), PORT, PLAIN.1, "interlock-app", Duration::from_secs(120))
         .await

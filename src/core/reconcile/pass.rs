@@ -289,7 +289,9 @@ impl<S: Swarm> Reconciler<S> {
 
     /// Swarm's scheduler can leave a task pending on a host-mode port it believes in use and not
     /// look at it again once the port is freed (seen on the lab when two proxies swap nodes, or
-    /// a proxy replaces a removed one on the same port): the proxy then never runs. An owned
+    /// a proxy replaces a removed one on the same port), or, after a Raft election during the
+    /// service's update, with every node "not available for new tasks" to the new leader's
+    /// scheduler although one fits (moby/moby#36699): the proxy then never runs. An owned
     /// service with no running task whose task has waited so for [`STRANDED_AFTER`] is
     /// rescheduled (`docker service update --force`: no task of it serves, so nothing is
     /// interrupted), at most every [`RESCHEDULE_EVERY`], and never while its cluster writes.
@@ -300,7 +302,7 @@ impl<S: Swarm> Reconciler<S> {
             .iter()
             .filter(|s| reconcilers::ownership::is_owned(&s.def.labels))
             .filter(|s| !observed.tasks.iter().any(|t| t.service_id == s.id && t.running))
-            .filter(|s| observed.tasks.iter().any(|t| t.service_id == s.id && t.waiting_for_port))
+            .filter(|s| observed.tasks.iter().any(|t| t.service_id == s.id && t.stuck_pending))
             .collect();
         self.stranded.retain(|id, _| stranded.iter().any(|s| s.id == *id));
         for service in stranded {
@@ -317,7 +319,7 @@ impl<S: Swarm> Reconciler<S> {
             }
             warn!(
                 service = %service.def.name,
-                "Swarm left its task pending on a host port it reports in use, and no task of it runs: rescheduling it"
+                "Swarm left its task pending where its scheduler does not look again (a host port it reports in use, or no node available after an election), and no task of it runs: rescheduling it"
             );
             self.rescheduled.insert(service.id.clone(), now);
             match self.ctx.swarm.reschedule(&service.id).await {

@@ -783,7 +783,7 @@ async fn a_proxy_task_swarm_left_waiting_for_a_freed_port_is_rescheduled_once_du
             node_id: "lb-00".into(),
             running,
             addresses: vec![],
-            waiting_for_port: !running,
+            stuck_pending: !running,
             created: String::new(),
         };
         o.tasks.push(waiting("p-east", &east.id, false));
@@ -796,6 +796,6 @@ async fn a_proxy_task_swarm_left_waiting_for_a_freed_port_is_rescheduled_once_du
     let report = r.pass().await.unwrap();
     assert_eq!(report.writes, 1, "{report:#?}");
     assert!(swarm.tasks().iter().any(|t| t.id == "p-east" && t.running), "rescheduled and running");
-    assert!(swarm.tasks().iter().any(|t| t.id == "p-west" && t.waiting_for_port), "a running service is not touched");
+    assert!(swarm.tasks().iter().any(|t| t.id == "p-west" && t.stuck_pending), "a running service is not touched");
     assert_eq!(r.pass().await.unwrap().writes, 0, "once");
 }
