@@ -462,9 +462,10 @@ impl<E: NodeEngine> Applier<E> {
             return write().await.map(|()| vec![]);
         };
         write().await?;
+        let served = self.own.served_dirs();
         let (later, now): (Vec<String>, Vec<String>) = stale_files(&listed, &delivery.clear_dirs, &delivery.files)
             .into_iter()
-            .partition(|path| inside_any(path, &self.own.served_dirs()));
+            .partition(|path| inside_any(path, &served));
         if !now.is_empty() {
             self.remove(container, now).await?;
         }

@@ -27,7 +27,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reconcilers::ownership::{ACME_ACCOUNT, ACME_CERTIFICATE, LABEL_ACME, LABEL_ACME_HOST};
-use support::acme::{https_get, listener_certificates, tls_connector};
+use support::acme::{
+    challtestsrv_command, https_get, listener_certificates, pebble_config, pebble_start_script, tls_connector,
+};
 use support::ha::{self, addr_of, docker, host_of, lab_script, leader_seen_by, step, try_docker, wait_for};
 use support::load::time_to_served;
 
@@ -123,21 +125,9 @@ fn start_ca(leader: &str, worker: &str) {
     create_file(leader, "secret", CA_SECRET, ca.as_bytes());
     create_file(leader, "secret", PEBBLE_CERT, cert.as_bytes());
     create_file(leader, "secret", PEBBLE_KEY, key.as_bytes());
-    let pebble_json = serde_json::json!({
-        "pebble": {
-            "listenAddress": "0.0.0.0:14000",
-            "managementListenAddress": "0.0.0.0:15000",
-            "certificate": format!("/run/secrets/{PEBBLE_CERT}"),
-            "privateKey": format!("/run/secrets/{PEBBLE_KEY}"),
-            "httpPort": PORT,
-            "tlsPort": TLS_PORT,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-        }
-    });
-    create_file(leader, "config", PEBBLE_CONFIG, pebble_json.to_string().as_bytes());
+    let pebble = pebble_config(PEBBLE_CERT, PEBBLE_KEY, PORT, TLS_PORT);
+    create_file(leader, "config", PEBBLE_CONFIG, pebble.as_bytes());
     let on_worker = format!("node.hostname=={worker}");
-    let worker_addr = addr_of(worker);
     support::service::Create::new()
         .quiet()
         .detach()
@@ -147,26 +137,9 @@ fn start_ca(leader: &str, worker: &str) {
         .endpoint_mode("dnsrr")
         .constraint(&on_worker)
         .image("local/pebble:lab")
-        .command(&[
-            "/usr/bin/pebble-challtestsrv",
-            "-defaultIPv4",
-            &worker_addr,
-            "-defaultIPv6",
-            "",
-            "-dns01",
-            ":8053",
-            "-http01",
-            "",
-            "-https01",
-            "",
-            "-tlsalpn01",
-            "",
-        ])
+        .command(&challtestsrv_command(&addr_of(worker)).iter().map(String::as_str).collect::<Vec<_>>())
         .run_with(|args| docker(leader, args));
-    let start = format!(
-        "until dns=$(getent hosts tasks.{DNS} | cut -d' ' -f1 | head -n1) && [ -n \"$dns\" ]; do sleep 1; done; \
-         exec /usr/bin/pebble -config /pebble.json -dnsserver \"$dns:8053\""
-    );
+    let start = pebble_start_script(DNS);
     support::service::Create::new()
         .quiet()
         .detach()
@@ -367,16 +340,7 @@ async fn an_order_survives_the_loss_of_the_core_that_started_it() {
     step(started, &format!("{host}: certificate {certificates:?}, account {accounts:?}"));
 
     step(started, &format!("starting {leader}'s engine again"));
-    lab_script(&["ha-start", &leader]);
-    wait_for("three cores again, the returned one standing by", Duration::from_secs(120), || {
-        (role_of(&leader).as_deref() == Some("standby") && role_of(&new_leader).as_deref() == Some("active"))
-            .then_some(())
-    });
-    tokio::time::sleep(2 * POLL + Duration::from_secs(1)).await;
-    let writes = |node: &str| ha::core_status(node, CORE).and_then(|s| s["writes"].as_u64());
-    let before = writes(&new_leader).expect("status of the active core");
-    tokio::time::sleep(POLL + Duration::from_secs(1)).await;
-    assert_eq!(writes(&new_leader), Some(before), "a converged swarm gets no writes");
+    ha::return_and_converge(&leader, &new_leader, CORE, POLL).await;
     assert!(https_get(&connector, &addr, host).await.is_ok(), "{host} still served");
     step(started, "cleaning up");
     clean(&new_leader);

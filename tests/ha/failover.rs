@@ -134,10 +134,6 @@ fn role_of(node: &str) -> Option<String> {
     ha::role_of(node, CORE)
 }
 
-fn core_status(node: &str) -> Option<serde_json::Value> {
-    ha::core_status(node, CORE)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "on the HA lab, beside the main lab's tests: deploy/test.sh; alone: cargo test --features lab --test ha_failover -- --ignored --nocapture"]
 async fn a_standby_core_takes_over_when_the_leaders_manager_dies() {
@@ -248,18 +244,7 @@ async fn a_standby_core_takes_over_when_the_leaders_manager_dies() {
     assert_eq!(role_of(survivor).as_deref(), Some("standby"));
 
     step(started, &format!("starting {leader}'s engine again"));
-    lab_script(&["ha-start", &leader]);
-    wait_for("three cores again, the returned one standing by", Duration::from_secs(120), || {
-        (role_of(&leader).as_deref() == Some("standby") && role_of(&new_leader).as_deref() == Some("active"))
-            .then_some(())
-    });
-    // Two passes of the active core after the return: whatever the dead one might have left is
-    // collected, and then nothing is written.
-    tokio::time::sleep(2 * POLL + Duration::from_secs(1)).await;
-    let writes_before = core_status(&new_leader).and_then(|s| s["writes"].as_u64()).expect("status of the active core");
-    tokio::time::sleep(POLL + Duration::from_secs(1)).await;
-    let status = core_status(&new_leader).expect("status of the active core");
-    assert_eq!(status["writes"].as_u64(), Some(writes_before), "a converged swarm gets no writes: {status:#}");
+    ha::return_and_converge(&leader, &new_leader, CORE, POLL).await;
 
     let (services, configs, secrets) = owned(&new_leader);
     assert_eq!(services, [EXTENSION.to_owned(), PROXY.to_owned()], "one proxy and one extension service");

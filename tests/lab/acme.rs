@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::acme::{listener_certificates, tls_connector};
+use support::acme::{challtestsrv_command, listener_certificates, pebble_config, pebble_start_script, tls_connector};
 use support::{docker, docker_quiet, eventually, lab, node_addr, service};
 use tokio_rustls::TlsConnector;
 
@@ -155,19 +155,8 @@ async fn deploy() -> Deployment {
     create_file("secret", CA_SECRET, ca.as_bytes());
     create_file("secret", PEBBLE_CERT, cert.as_bytes());
     create_file("secret", PEBBLE_KEY, key.as_bytes());
-    let pebble_json = serde_json::json!({
-        "pebble": {
-            "listenAddress": "0.0.0.0:14000",
-            "managementListenAddress": "0.0.0.0:15000",
-            "certificate": format!("/run/secrets/{PEBBLE_CERT}"),
-            "privateKey": format!("/run/secrets/{PEBBLE_KEY}"),
-            "httpPort": HTTP_PORT,
-            "tlsPort": TLS_PORT,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-        }
-    });
-    create_file("config", "interlock-acme-test-pebble", pebble_json.to_string().as_bytes());
+    let pebble = pebble_config(PEBBLE_CERT, PEBBLE_KEY, HTTP_PORT, TLS_PORT);
+    create_file("config", "interlock-acme-test-pebble", pebble.as_bytes());
 
     service::Create::new()
         .quiet()
@@ -177,26 +166,9 @@ async fn deploy() -> Deployment {
         .endpoint_mode("dnsrr")
         .constraint("node.role==manager")
         .image("local/pebble:lab")
-        .command(&[
-            "/usr/bin/pebble-challtestsrv",
-            "-defaultIPv4",
-            &lb,
-            "-defaultIPv6",
-            "",
-            "-dns01",
-            ":8053",
-            "-http01",
-            "",
-            "-https01",
-            "",
-            "-tlsalpn01",
-            "",
-        ])
+        .command(&challtestsrv_command(&lb).iter().map(String::as_str).collect::<Vec<_>>())
         .run_with(docker);
-    let start = format!(
-        "until dns=$(getent hosts tasks.{DNS} | cut -d' ' -f1 | head -n1) && [ -n \"$dns\" ]; do sleep 1; done; \
-         exec /usr/bin/pebble -config /pebble.json -dnsserver \"$dns:8053\""
-    );
+    let start = pebble_start_script(DNS);
     service::Create::new()
         .quiet()
         .detach()

@@ -68,3 +68,36 @@ pub async fn https_get(connector: &TlsConnector, addr: &str, host: &str) -> Resu
     }
     Ok((leaf, status))
 }
+
+/// pebble's config file: its listener's certificate and key from the secrets `cert` and `key`,
+/// and the ports it validates HTTP-01 and TLS-ALPN-01 answers on.
+pub fn pebble_config(cert: &str, key: &str, http_port: u16, tls_port: u16) -> String {
+    serde_json::json!({
+        "pebble": {
+            "listenAddress": "0.0.0.0:14000",
+            "managementListenAddress": "0.0.0.0:15000",
+            "certificate": format!("/run/secrets/{cert}"),
+            "privateKey": format!("/run/secrets/{key}"),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }
+    })
+    .to_string()
+}
+
+/// `pebble-challtestsrv` as pebble's DNS only, answering every name with `address`.
+pub fn challtestsrv_command(address: &str) -> Vec<String> {
+    let args = ["-defaultIPv6", "", "-dns01", ":8053", "-http01", "", "-https01", "", "-tlsalpn01", ""];
+    ["/usr/bin/pebble-challtestsrv", "-defaultIPv4", address].into_iter().chain(args).map(str::to_owned).collect()
+}
+
+/// pebble's command (`/bin/sh -c` it), with its config at `/pebble.json`: it waits until the
+/// DNS service `dns` (dnsrr) has a task, and asks it.
+pub fn pebble_start_script(dns: &str) -> String {
+    format!(
+        "until dns=$(getent hosts tasks.{dns} | cut -d' ' -f1 | head -n1) && [ -n \"$dns\" ]; do sleep 1; done; \
+         exec /usr/bin/pebble -config /pebble.json -dnsserver \"$dns:8053\""
+    )
+}

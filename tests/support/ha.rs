@@ -229,3 +229,20 @@ PollInterval = "{poll}s"
         tls = port + 400
     )
 }
+
+/// Starts `returning`'s engine again (after `ha-stop`), waits until its replica of `core` stands
+/// by while `active`'s writes, lets two PollIntervals pass (whatever the dead writer left is
+/// collected), then checks a converged swarm: no write by the active core over a third.
+pub async fn return_and_converge(returning: &str, active: &str, core: &str, poll: Duration) {
+    lab_script(&["ha-start", returning]);
+    wait_for("three cores again, the returned one standing by", Duration::from_secs(120), || {
+        (role_of(returning, core).as_deref() == Some("standby") && role_of(active, core).as_deref() == Some("active"))
+            .then_some(())
+    });
+    tokio::time::sleep(2 * poll + Duration::from_secs(1)).await;
+    let writes_before =
+        core_status(active, core).and_then(|s| s["writes"].as_u64()).expect("status of the active core");
+    tokio::time::sleep(poll + Duration::from_secs(1)).await;
+    let status = core_status(active, core).expect("status of the active core");
+    assert_eq!(status["writes"].as_u64(), Some(writes_before), "a converged swarm gets no writes: {status:#}");
+}
