@@ -165,7 +165,9 @@ pub(super) fn parse_tasks(body: &[u8]) -> Result<Vec<TaskFacts>, String> {
             stuck_pending: t.desired_state == "running"
                 && t.status.state == "pending"
                 && (t.status.err.contains("host-mode port already in use")
-                    || t.status.err.contains("not available for new tasks")),
+                    // Every node unavailable and no other reason (a constraint, resources):
+                    // what a new leader's scheduler says of nodes it has not seen ready yet.
+                    || (t.status.err.contains("not available for new tasks") && !t.status.err.contains(';'))),
             addresses: t
                 .networks_attachments
                 .into_iter()
@@ -212,13 +214,14 @@ mod tests {
       {"ID":"t3","ServiceID":"s1","NodeID":"n2","Status":{"State":"preparing"},"DesiredState":"running"},
       {"ID":"t4","ServiceID":"s1","Status":{"State":"pending","Err":"no suitable node (scheduling constraints not satisfied on 3 nodes; host-mode port already in use on 1 node)"},"DesiredState":"running"},
       {"ID":"t5","ServiceID":"s2","Status":{"State":"pending","Err":"no suitable node (4 nodes not available for new tasks)"},"DesiredState":"running"},
-      {"ID":"t6","ServiceID":"s3","Status":{"State":"pending","Err":"no suitable node (scheduling constraints not satisfied on 4 nodes)"},"DesiredState":"running"}
+      {"ID":"t6","ServiceID":"s3","Status":{"State":"pending","Err":"no suitable node (scheduling constraints not satisfied on 4 nodes)"},"DesiredState":"running"},
+      {"ID":"t7","ServiceID":"s4","Status":{"State":"pending","Err":"no suitable node (scheduling constraints not satisfied on 3 nodes; 1 node not available for new tasks)"},"DesiredState":"running"}
     ]"#;
 
     #[test]
     fn parses_task_addresses_without_prefix_length() {
         let tasks = parse_tasks(TASKS_JSON.as_bytes()).unwrap();
-        assert_eq!(tasks.len(), 6);
+        assert_eq!(tasks.len(), 7);
         assert!(tasks[0].running);
         assert_eq!(
             tasks[0].addresses,
@@ -231,6 +234,7 @@ mod tests {
         // to it although a node fits.
         assert!(tasks[4].stuck_pending, "every node unavailable to a new leader's scheduler");
         assert!(!tasks[5].stuck_pending, "no node fits: a placement the user must change");
+        assert!(!tasks[6].stuck_pending, "the node that fits is drained: the user's to undo");
     }
 
     #[test]

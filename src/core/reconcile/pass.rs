@@ -21,8 +21,8 @@ use reconcilers::config::{Config, DriftPolicy};
 use reconcilers::desired::Environment;
 use reconcilers::leader;
 use reconcilers::node_labels;
-use reconcilers::observed::Observed;
 use reconcilers::observed::ServiceFacts;
+use reconcilers::observed::{NodeAvailability, Observed};
 use reconcilers::plan::{self, Action, Plan};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -297,6 +297,11 @@ impl<S: Swarm> Reconciler<S> {
     /// interrupted), at most every [`RESCHEDULE_EVERY`], and never while its cluster writes.
     async fn reschedule_stranded(&mut self, observed: &Observed, report: &mut PassReport) {
         let now = Instant::now();
+        // No node can take a task (all drained or down): nothing a reschedule could change.
+        if !observed.nodes.iter().any(|n| n.ready && n.availability == NodeAvailability::Active) {
+            self.stranded.clear();
+            return;
+        }
         let stranded: Vec<&ServiceFacts> = observed
             .services
             .iter()

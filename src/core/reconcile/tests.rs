@@ -786,12 +786,23 @@ async fn a_proxy_task_swarm_left_waiting_for_a_freed_port_is_rescheduled_once_du
             stuck_pending: !running,
             created: String::new(),
         };
+        // A load-balancer node, drained at first: nothing could take the task.
+        let lb = reconcilers::fixtures::manager("lb-00", false);
+        o.nodes.push(reconcilers::observed::NodeFacts {
+            role: reconcilers::observed::NodeRole::Worker,
+            availability: reconcilers::observed::NodeAvailability::Drain,
+            ..lb
+        });
         o.tasks.push(waiting("p-east", &east.id, false));
         // us-west also has one waiting, but another of its tasks runs: it is left alone.
         o.tasks.push(waiting("p-west", &west.id, false));
         o.tasks.push(waiting("p-west-2", &west.id, true));
     });
     assert_eq!(r.pass().await.unwrap().writes, 0, "not yet: Swarm may still place it");
+    tokio::time::advance(STRANDED_AFTER + Duration::from_secs(1)).await;
+    assert_eq!(r.pass().await.unwrap().writes, 0, "every node drained: a reschedule changes nothing");
+    swarm.edit(|o| o.nodes[0].availability = reconcilers::observed::NodeAvailability::Active);
+    assert_eq!(r.pass().await.unwrap().writes, 0, "stranded anew from the first pass a node could take it");
     tokio::time::advance(STRANDED_AFTER + Duration::from_secs(1)).await;
     let report = r.pass().await.unwrap();
     assert_eq!(report.writes, 1, "{report:#?}");
