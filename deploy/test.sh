@@ -19,6 +19,23 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# One build (clippy's and the tests') takes ~1.6 GB under target/ and the two labs ~6 GB under
+# /var/lib: a disk that fills half-way shows up as a linker or dockerd error far from its cause,
+# so check first and say it. What is already there (an earlier build, a lab) counts as room.
+# Incremental compilation only pays on the next build of the same checkout, and costs ~3 GB.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+disk_check() {
+  local need_mb=$(( (3 + 6) * 1024 )) have_mb avail_mb
+  mkdir -p target
+  have_mb=$(du -smcx target /var/lib/docker /var/cache/interlock-lab /var/lib/docker-{lb-00,lb-01,app-00,ha-00,ha-01,ha-02,ha-03} 2>/dev/null | tail -1 | cut -f1)
+  avail_mb=$(df -Pm target | awk 'NR == 2 { print $4 }')
+  if (( avail_mb + have_mb < need_mb )); then
+    echo "test.sh: the build and the labs need about $(( need_mb / 1024 )) GB; $(( avail_mb / 1024 )) GB are free on $(df -P target | awk 'NR == 2 { print $6 }') and $(( have_mb / 1024 )) GB already in use by them. Free some space first (old checkouts' target/ directories, \`docker system prune\`)." >&2
+    exit 1
+  fi
+}
+disk_check
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
