@@ -20,8 +20,9 @@ use crate::observed::{
 };
 use crate::ownership::{
     LABEL_CONFIG_GENERATION, LABEL_CONFIG_HASH, LABEL_CORE_SERVICE, LABEL_EXTENSION, LABEL_MANAGED_BY,
-    LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS, LABEL_PROXY_KIND, LABEL_ROLE, LABEL_SPEC_HASH, LABEL_TYPE, MANAGED_BY,
-    MAX_CONFIG_SIZE, OWN_LABEL_PREFIX, TYPE_EXTENSION, TYPE_PROXY, is_owned, sha256_hex,
+    LABEL_MANAGED_FIELDS, LABEL_MANAGED_LABELS, LABEL_PROXY_KIND, LABEL_ROLE, LABEL_SPEC_HASH, LABEL_TYPE,
+    LABEL_UNLOADABLE_SECRETS, MANAGED_BY, MAX_CONFIG_SIZE, OWN_LABEL_PREFIX, TYPE_EXTENSION, TYPE_PROXY, is_owned,
+    sha256_hex,
 };
 use crate::proxy;
 use crate::routes::{self, Quarantined, RouteTable, Timestamp};
@@ -81,6 +82,10 @@ pub struct Environment {
     /// (their sealed copies), by object name: what a hitless delivery writes into the tasks. A
     /// hitless cluster serves only certificates whose content is here.
     pub acme_certificates: BTreeMap<String, Vec<u8>>,
+    /// By extension, the secrets (by name) its proxy tasks were found this pass unable to load
+    /// (the shell reads a task's rejection or a rolled-back update's output:
+    /// `proxy::secret_blame`). Recorded on the proxy service with those recorded before.
+    pub unloadable_secrets: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Environment {
@@ -99,6 +104,7 @@ impl Environment {
             now: Timestamp::UNIX_EPOCH,
             acme_answers: BTreeMap::new(),
             acme_certificates: BTreeMap::new(),
+            unloadable_secrets: BTreeMap::new(),
         }
     }
 
@@ -326,6 +332,50 @@ pub fn desired_state_excluding(
     env: &Environment,
     excluded: &BTreeMap<String, String>,
 ) -> Desired {
+    // The secrets each cluster's proxy cannot load (recorded, and found this pass): every app
+    // service of the cluster naming one is left out, like a culprit.
+    let unloadable: BTreeMap<&str, BTreeMap<String, String>> = config
+        .extensions
+        .values()
+        .map(|ext| {
+            let recorded = observed
+                .services
+                .iter()
+                .find(|s| s.def.name == ext.proxy_service_name && is_owned(&s.def.labels))
+                .and_then(|s| s.def.labels.get(LABEL_UNLOADABLE_SECRETS));
+            let found = env.unloadable_secrets.get(&ext.name);
+            let secrets =
+                proxy::secret_blame::unloadable_secrets(recorded.map(String::as_str), found, &observed.secret_ids);
+            (ext.name.as_str(), secrets)
+        })
+        .collect();
+    let naming_unloadable: BTreeMap<String, String> = config
+        .extensions
+        .values()
+        .filter(|ext| !unloadable[ext.name.as_str()].is_empty())
+        .flat_map(|ext| {
+            let secrets = &unloadable[ext.name.as_str()];
+            observed
+                .services
+                .iter()
+                .filter(|s| !is_owned(&s.def.labels))
+                .filter(|s| crate::labels::service_cluster(&s.def.labels) == ext.service_cluster)
+                .filter_map(move |s| {
+                    let (label, secret) = proxy::secret_blame::names_unloadable(&s.def.labels, secrets)?;
+                    Some((s.def.name.clone(), proxy::secret_blame::quarantine_reason(ext.proxy_kind, label, &secret)))
+                })
+        })
+        .collect();
+    let with_unloadable: BTreeMap<String, String>;
+    let excluded = if naming_unloadable.is_empty() {
+        excluded
+    } else {
+        let mut all = naming_unloadable;
+        // A culprit's own reason first.
+        all.extend(excluded.iter().map(|(k, v)| (k.clone(), v.clone())));
+        with_unloadable = all;
+        &with_unloadable
+    };
     let included: Vec<ServiceFacts>;
     let services = if excluded.is_empty() {
         &observed.services
@@ -396,7 +446,9 @@ pub fn desired_state_excluding(
             Some((generation, p.def.labels.get(LABEL_CONFIG_HASH)?.as_str()))
         });
         let known = Known { recorded, delivered: observed.delivered.get(&ext.name).map(|(g, h)| (*g, h.as_str())) };
-        let cluster = cluster_state(ext, routes, decisions, operator_network.map(|n| n.id.as_str()), env, known);
+        let unloadable = &unloadable[ext.name.as_str()];
+        let cluster =
+            cluster_state(ext, routes, decisions, operator_network.map(|n| n.id.as_str()), env, known, unloadable);
         clusters.insert(ext.name.clone(), cluster);
     }
     let acme_retire = acme::retire(&certificates, clusters.values().map(|c| &c.acme), env.now);
@@ -515,6 +567,7 @@ fn cluster_state(
     operator_network: Option<&str>,
     env: &Environment,
     known: Known<'_>,
+    unloadable: &BTreeMap<String, String>,
 ) -> ClusterState {
     ext.proxy_kind.quarantine_unsupported(&mut routes);
     let acme_files = proxy_acme(ext, &decisions, env);
@@ -558,6 +611,9 @@ fn cluster_state(
     let mut proxy_labels = declared_labels(&ext.proxy_labels);
     proxy_labels.extend(owned_labels(Some(&ext.name), "proxy"));
     proxy_labels.insert(LABEL_TYPE.to_owned(), TYPE_PROXY.to_owned());
+    if let Some(record) = proxy::secret_blame::record(unloadable) {
+        proxy_labels.insert(LABEL_UNLOADABLE_SECRETS.to_owned(), record);
+    }
     let hitless = ext.hitless_service_update;
     let layout = hitless.then(|| proxy::hitless_layout(ext.proxy_kind, &ext.proxy_config_path));
     let generation = config_generation(known.recorded, known.delivered, &content_hash);

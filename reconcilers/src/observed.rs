@@ -440,6 +440,9 @@ pub struct Observed {
     pub secrets: Vec<String>,
     /// Labels of the secrets that have any, by name (for `SecretPolicy = "labelled"`).
     pub secret_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every secret's ID, by name: a secret re-created under its name is another secret (what
+    /// a proxy could not load is recorded by ID, `proxy::secret_blame`).
+    pub secret_ids: BTreeMap<String, String>,
     /// Not read from the swarm but from the hitless extensions (the shell fills it): by
     /// extension, the newest config generation known to be served or run, and its hash.
     pub delivered: BTreeMap<String, (u64, String)>,

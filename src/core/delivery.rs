@@ -393,6 +393,22 @@ impl Deliveries {
         ))
     }
 
+    /// The binary's words of every task whose latest report is a rejection it stands by
+    /// (reported [`REJECTIONS_TO_HOLD`] times), whatever config it rejected.
+    pub fn task_rejections(&self, extension: &str) -> Vec<String> {
+        let clusters = self.clusters.lock().expect("deliveries lock");
+        let Some(cluster) = clusters.get(extension) else { return vec![] };
+        cluster
+            .tasks
+            .iter()
+            .filter_map(|(task, report)| {
+                let hash = report.rejected.as_deref()?;
+                let counted = cluster.rejections.get(task)?.get(hash).is_some_and(|n| *n >= REJECTIONS_TO_HOLD);
+                counted.then(|| report.error.clone()).flatten()
+            })
+            .collect()
+    }
+
     /// `tasks` running proxy tasks that have not reported `hash` yet.
     pub fn pending(&self, extension: &str, hash: &str, tasks: &BTreeSet<String>) -> Vec<String> {
         let reports = self.tasks(extension);

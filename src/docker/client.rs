@@ -244,6 +244,35 @@ impl DockerClient {
         tasks::parse_tasks(&body).map_err(|reason| DockerError::Undecodable { operation: operation.to_owned(), reason })
     }
 
+    /// The last lines the newest failed tasks of the service `service_id` printed (stdout and
+    /// stderr; at most [`FAILED_TASKS_READ`] tasks, [`FAILED_TASK_LINES`] lines each): why Swarm
+    /// rolled an update of it back, in the program's own words. Read only for a rolled-back
+    /// proxy service, once per rollback.
+    pub async fn failed_task_logs(&self, service_id: &str) -> Result<String, DockerError> {
+        let operation = format!("read failed tasks of service {service_id}");
+        // `{"service":["ID"]}`; a service ID is alphanumeric.
+        let filter = format!("%7B%22service%22%3A%5B%22{service_id}%22%5D%7D");
+        self.counters.count(Kind::Read);
+        let body = tokio::time::timeout(CALL_TIMEOUT, self.raw.get(&format!("/tasks?filters={filter}")))
+            .await
+            .map_err(|_| timeout(&operation))?
+            .map_err(|e| DockerError::from_raw(&operation, &self.endpoint, e))?;
+        let failed = tasks::newest_failed(&body, FAILED_TASKS_READ)
+            .map_err(|reason| DockerError::Undecodable { operation: operation.clone(), reason })?;
+        let mut text = String::new();
+        for task in failed {
+            self.counters.count(Kind::Read);
+            let path = format!("/tasks/{task}/logs?stdout=1&stderr=1&tail={FAILED_TASK_LINES}");
+            let body = tokio::time::timeout(CALL_TIMEOUT, self.raw.get(&path))
+                .await
+                .map_err(|_| timeout(&operation))?
+                .map_err(|e| DockerError::from_raw(&operation, &self.endpoint, e))?;
+            text.push_str(&tasks::log_text(&body));
+            text.push('\n');
+        }
+        Ok(text)
+    }
+
     /// Every network, with the facts routing needs.
     pub async fn list_networks(&self) -> Result<Vec<NetworkFacts>, DockerError> {
         let networks = self.call_read("list networks", self.docker.list_networks(None::<ListNetworksOptions>)).await?;
@@ -256,9 +285,8 @@ impl DockerClient {
         Ok(self.call_write(&operation, self.docker.create_network(convert::network_request(def))).await?.id)
     }
 
-    /// Names of every secret (their content never leaves the engine).
-    /// Every secret's name and labels.
-    pub async fn list_secrets(&self) -> Result<Vec<(String, BTreeMap<String, String>)>, DockerError> {
+    /// Every secret's ID, name and labels (their content never leaves the engine).
+    pub async fn list_secrets(&self) -> Result<Vec<SecretInfo>, DockerError> {
         let secrets = self.call_read("list secrets", self.docker.list_secrets(None::<ListSecretsOptions>)).await?;
         Ok(secrets.into_iter().filter_map(convert::secret_facts).collect())
     }
@@ -297,8 +325,10 @@ impl DockerClient {
             self.list_configs(managed_label),
             self.list_secrets(),
         )?;
-        let secret_labels = secrets.iter().filter(|(_, l)| !l.is_empty()).cloned().collect();
-        let secrets = secrets.into_iter().map(|(name, _)| name).collect();
+        let secret_labels =
+            secrets.iter().filter(|s| !s.labels.is_empty()).map(|s| (s.name.clone(), s.labels.clone())).collect();
+        let secret_ids = secrets.iter().map(|s| (s.name.clone(), s.id.clone())).collect();
+        let secrets = secrets.into_iter().map(|s| s.name).collect();
         Ok(Observed {
             nodes,
             services,
@@ -307,6 +337,7 @@ impl DockerClient {
             configs,
             secrets,
             secret_labels,
+            secret_ids,
             delivered: Default::default(),
             node_names: Default::default(),
         })
@@ -536,6 +567,19 @@ impl DockerClient {
         })
     }
 }
+
+/// A secret as the list call gives it: never its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How many of a rolled-back service's failed tasks [`DockerClient::failed_task_logs`] reads...
+const FAILED_TASKS_READ: usize = 3;
+/// ...and how many of the last lines of each.
+const FAILED_TASK_LINES: usize = 40;
 
 /// `operation` got no answer within [`CALL_TIMEOUT`].
 fn timeout(operation: &str) -> DockerError {

@@ -26,6 +26,7 @@ use reconcilers::observed::{
     SwarmEvent, SwarmMembership, UpdatePolicy,
 };
 
+use super::client::SecretInfo;
 use super::node;
 use crate::engine::LocalContainer;
 
@@ -83,11 +84,14 @@ pub(super) fn network_request(def: &NetworkDef) -> NetworkCreateRequest {
     }
 }
 
-/// A secret's name (its content never leaves the engine).
-/// A secret's name and labels (never its data: the list call does not return it).
-pub(super) fn secret_facts(secret: Secret) -> Option<(String, BTreeMap<String, String>)> {
+/// A secret's ID, name and labels (never its data: the list call does not return it).
+pub(super) fn secret_facts(secret: Secret) -> Option<SecretInfo> {
     let spec = secret.spec?;
-    Some((spec.name?, spec.labels.unwrap_or_default().into_iter().collect()))
+    Some(SecretInfo {
+        id: secret.id.unwrap_or_default(),
+        name: spec.name?,
+        labels: spec.labels.unwrap_or_default().into_iter().collect(),
+    })
 }
 
 /// A config object, its content decoded.

@@ -52,6 +52,6 @@ mod swarm;
 mod tasks;
 mod timeouts;
 
-pub use client::{DockerClient, RequestCounters};
+pub use client::{DockerClient, RequestCounters, SecretInfo};
 pub use error::DockerError;
 pub use swarm::managed_label;

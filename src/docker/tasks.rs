@@ -186,6 +186,34 @@ pub(super) fn parse_tasks(body: &[u8]) -> Result<Vec<TaskFacts>, String> {
         .collect())
 }
 
+/// Of the tasks in the body of `GET /tasks`, the IDs of the `newest` most recently created
+/// that failed (`Status.State == failed`: the container exited non-zero or could not start).
+pub(super) fn newest_failed(body: &[u8], newest: usize) -> Result<Vec<String>, String> {
+    let raw: Vec<RawTask> = serde_json::from_slice(body).map_err(|e| format!("unexpected task JSON: {e}"))?;
+    let mut failed: Vec<(String, String)> =
+        raw.into_iter().filter(|t| t.status.state == "failed").map(|t| (sortable_time(&t.created_at), t.id)).collect();
+    failed.sort();
+    Ok(failed.into_iter().rev().take(newest).map(|(_, id)| id).collect())
+}
+
+/// The text of a `GET /tasks/ID/logs` body: without a TTY the Engine frames each chunk with an
+/// 8-byte header (stream, 3 zero bytes, big-endian length); anything not framed so is taken as
+/// it is (a TTY task's raw stream).
+pub(super) fn log_text(body: &[u8]) -> String {
+    let mut text = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while rest.len() >= 8 && matches!(rest[0], 0..=2) && rest[1..4] == [0, 0, 0] {
+        let len = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        let Some(chunk) = rest.get(8..8 + len) else { break };
+        text.extend_from_slice(chunk);
+        rest = &rest[8 + len..];
+    }
+    if text.is_empty() && !body.is_empty() {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
 /// Docker's RFC 3339 times in UTC (`2026-12-04T21:05:59.1234Z`) drop trailing fraction zeros,
 /// so their text does not sort by time; this pads the fraction to nine digits so it does.
 /// Anything else is kept as it is.
@@ -235,6 +263,28 @@ mod tests {
         assert!(tasks[4].stuck_pending, "every node unavailable to a new leader's scheduler");
         assert!(!tasks[5].stuck_pending, "no node fits: a placement the user must change");
         assert!(!tasks[6].stuck_pending, "the node that fits is drained: the user's to undo");
+    }
+
+    #[test]
+    fn the_newest_failed_tasks_are_picked() {
+        let body = br#"[
+            {"ID":"old","CreatedAt":"2026-12-05T09:00:00.5Z","Status":{"State":"failed"}},
+            {"ID":"run","CreatedAt":"2026-12-05T09:03:00Z","Status":{"State":"running"}},
+            {"ID":"new","CreatedAt":"2026-12-05T09:02:00.25Z","Status":{"State":"failed"}},
+            {"ID":"mid","CreatedAt":"2026-12-05T09:01:00Z","Status":{"State":"failed"}}
+        ]"#;
+        assert_eq!(newest_failed(body, 2).unwrap(), ["new", "mid"]);
+    }
+
+    #[test]
+    fn framed_and_raw_logs_read_as_text() {
+        let mut framed = vec![2, 0, 0, 0, 0, 0, 0, 6];
+        framed.extend_from_slice(b"nginx:");
+        framed.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 4]);
+        framed.extend_from_slice(b" ok\n");
+        assert_eq!(log_text(&framed), "nginx: ok\n");
+        assert_eq!(log_text(b"nginx: [emerg] raw\n"), "nginx: [emerg] raw\n");
+        assert_eq!(log_text(&[2, 0, 0, 0, 0, 0, 0, 99, b'x']), "\u{2}\0\0\0\0\0\0cx", "a cut frame: as it is");
     }
 
     #[test]

@@ -47,6 +47,8 @@ struct State {
     observe_failing: bool,
     /// Subscribing to events fails at once.
     events_failing: bool,
+    /// What [`Swarm::failed_task_logs`] answers, by service ID.
+    failed_task_logs: BTreeMap<String, String>,
 }
 
 /// A swarm in memory. Clones share it.
@@ -63,6 +65,11 @@ impl MemorySwarm {
         let (events, _) = broadcast::channel(1024);
         let state = State { observed, next_id: 1, ..State::default() };
         Self { state: Arc::new(Mutex::new(state)), reads: Arc::default(), writes: Arc::default(), events }
+    }
+
+    /// Sets what the failed tasks of service `service_id` printed ([`Swarm::failed_task_logs`]).
+    pub fn set_failed_task_logs(&self, service_id: &str, text: &str) {
+        self.lock().failed_task_logs.insert(service_id.to_owned(), text.to_owned());
     }
 
     /// A service's name (its ID when unknown) and extension label: what a write is recorded by.
@@ -135,9 +142,14 @@ impl MemorySwarm {
         set(&mut state.faults[index]);
     }
 
-    /// What the swarm holds now.
+    /// What the swarm holds now. A secret a test added by name only gets an ID from its name,
+    /// as the engine gives every secret one.
     pub fn observed(&self) -> Observed {
-        self.lock().observed.clone()
+        let mut observed = self.lock().observed.clone();
+        for name in &observed.secrets {
+            observed.secret_ids.entry(name.clone()).or_insert_with(|| format!("secret-id-{name}"));
+        }
+        observed
     }
 
     /// Changes what the swarm holds (an operator's hand, an app being deployed).
@@ -237,6 +249,11 @@ impl Swarm for MemorySwarm {
     async fn inspect_service(&self, id: &str) -> Result<Option<ServiceFacts>, SwarmError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.lock().observed.services.iter().find(|s| s.id == id || s.def.name == id).cloned())
+    }
+
+    async fn failed_task_logs(&self, service_id: &str) -> Result<String, SwarmError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self.lock().failed_task_logs.get(service_id).cloned().unwrap_or_default())
     }
 
     async fn create_network(&self, def: &NetworkDef) -> Result<(), SwarmError> {

@@ -179,10 +179,10 @@ async fn a_secret_is_created_listed_and_deleted() {
     docker.delete_secret(&id).await.expect("delete secret by ID");
     assert!(!id.is_empty());
     assert_eq!(docker.counters().writes(), writes + 3, "each create and delete is a write");
-    assert!(listed.contains(&(name.clone(), def.labels.clone())), "{listed:?}");
+    assert!(listed.iter().any(|s| s.name == name && s.labels == def.labels && s.id == id), "{listed:?}");
     assert!(matches!(again, Err(interlock::docker::DockerError::Conflict { .. })), "{again:?}");
     let after = docker.list_secrets().await.expect("list secrets");
-    assert!(after.iter().all(|(n, _)| *n != name));
+    assert!(after.iter().all(|s| s.name != name));
     let e = docker.delete_secret(&name).await.unwrap_err();
     assert!(matches!(e, interlock::docker::DockerError::NotFound { .. }), "{e:?}");
 }

@@ -24,6 +24,7 @@ fn env() -> Environment {
         now: crate::routes::Timestamp::UNIX_EPOCH,
         acme_answers: BTreeMap::new(),
         acme_certificates: BTreeMap::new(),
+        unloadable_secrets: BTreeMap::new(),
     }
 }
 
@@ -1422,4 +1423,61 @@ fn https_only_without_a_certificate_warns_and_a_backend_ca_is_mounted() {
     let d = desired_state(&seed(), &observed, &env());
     let q = &d.clusters["us-east"].routes.quarantined;
     assert!(q.len() == 1 && q[0].reason.contains("secret \"internal-ca\" does not exist"), "{q:?}");
+}
+
+/// A secret a cluster's proxy tasks could not load: found by the shell this pass (`env`), then
+/// recorded on that cluster's proxy service by ID. Every app of that cluster naming it is left
+/// out; the same secret named in another cluster is that cluster's business; a proxy service
+/// with nothing recorded carries no label, so its spec (and hash) is what it always was.
+#[test]
+fn a_secret_the_proxy_cannot_load_is_recorded_and_keeps_its_services_out_of_that_cluster_only() {
+    use crate::labels::{LABEL_SERVICE_CLUSTER, LABEL_SSL_CERT, LABEL_SSL_KEY};
+    use crate::ownership::LABEL_UNLOADABLE_SECRETS;
+    let mut observed = seed_swarm();
+    converge(&seed(), &mut observed);
+    let untouched = desired_state(&seed(), &observed, &env());
+    assert!(!untouched.clusters["us-east"].proxy_service.labels.contains_key(LABEL_UNLOADABLE_SECRETS));
+    for name in ["bad.crt", "bad.key"] {
+        observed.secrets.push(name.into());
+        observed.secret_ids.insert(name.into(), format!("id-{name}"));
+    }
+    for (service, cluster) in [("east-tls", "us-east"), ("west-tls", "us-west")] {
+        let source = if cluster == "us-east" { "demo-east" } else { "demo-west" };
+        let mut app = observed.services.iter().find(|s| s.def.name == source).unwrap().clone();
+        app.id = format!("s-{service}");
+        app.def.name = service.into();
+        app.def.labels.insert(LABEL_HOSTS.into(), format!("{service}.local"));
+        app.def.labels.insert(LABEL_SERVICE_CLUSTER.into(), cluster.into());
+        app.def.labels.insert(LABEL_SSL_CERT.into(), "bad.crt".into());
+        app.def.labels.insert(LABEL_SSL_KEY.into(), "bad.key".into());
+        observed.services.push(app);
+    }
+    let mut found = env();
+    found.unloadable_secrets.insert("us-east".into(), ["bad.key".to_owned()].into());
+    let d = desired_state(&seed(), &observed, &found);
+    let east = &d.clusters["us-east"];
+    assert_eq!(east.proxy_service.labels.get(LABEL_UNLOADABLE_SECRETS).map(String::as_str), Some("id-bad.key"));
+    let q = &east.routes.quarantined;
+    assert!(
+        q.len() == 1
+            && q[0].service == "east-tls"
+            && q[0].reason.contains("\"bad.key\" this service names in com.docker.lb.ssl_key"),
+        "{q:?}"
+    );
+    assert!(east.routes.hosts.keys().all(|h| h != "east-tls.local"));
+    assert!(d.clusters["us-west"].routes.hosts.contains_key("west-tls.local"), "another cluster's proxy never said");
+    assert!(!d.clusters["us-west"].proxy_service.labels.contains_key(LABEL_UNLOADABLE_SECRETS));
+    // Recorded: the next pass, without the finding, decides the same.
+    let actions = all_actions(&plan(&d, &observed));
+    apply(&mut observed, &actions);
+    converge(&seed(), &mut observed);
+    let again = desired_state(&seed(), &observed, &env());
+    assert_eq!(again.clusters["us-east"].proxy_service, d.clusters["us-east"].proxy_service);
+    assert_eq!(again.clusters["us-east"].routes, d.clusters["us-east"].routes);
+    // The secret removed (its service too): the record goes with it.
+    observed.services.retain(|s| s.def.name != "east-tls");
+    observed.secrets.retain(|s| s != "bad.key");
+    observed.secret_ids.remove("bad.key");
+    let gone = desired_state(&seed(), &observed, &env());
+    assert!(!gone.clusters["us-east"].proxy_service.labels.contains_key(LABEL_UNLOADABLE_SECRETS));
 }

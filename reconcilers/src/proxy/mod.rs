@@ -12,10 +12,14 @@
 //! Adding a kind: in `config/proxy.rs`, a variant of `ProxyKind` (its TOML spelling in
 //! `Display`, its default config path) and its `Config` table; here, a module and one arm per
 //! `match` in this file.
+//!
+//! [`secret_blame`] reads a proxy task's rejection back to the tenants whose TLS labels named
+//! a secret the binary could not load.
 
 pub mod check_reuse;
 pub mod haproxy;
 pub mod nginx;
+pub mod secret_blame;
 
 use std::collections::BTreeSet;
 

@@ -5,7 +5,9 @@
 //! The search checks first each service new or changed since the cluster's last accepted config
 //! on its own (a small config), then, when none is rejected alone, bisects over the cluster's
 //! routed services, oldest first (see [`Judge::find_culprits`]); culprits are remembered until
-//! their labels change ([`Culprits`]). The search only decides who is quarantined: the config
+//! their labels change ([`Culprits`]). A proxy task's own rejection (a hitless extension's
+//! report) that quotes a tenant's secret file quarantines the services naming that secret
+//! (`reconcilers::proxy::secret_blame`): only the task reads secrets' contents. The search only decides who is quarantined: the config
 //! rolled out is always the whole one, checked whole. A rejection no service explains (the
 //! operator's own TOML), or a config that could not be checked at all, holds the cluster: its
 //! proxy keeps its last good config.
@@ -18,6 +20,7 @@ use reconcilers::desired::{self, Environment};
 use reconcilers::observed::Observed;
 use reconcilers::observed::ServiceFacts;
 use reconcilers::plan::{self, Plan};
+use reconcilers::proxy::secret_blame;
 use reconcilers::routes::{RouteTable, Timestamp};
 use tracing::warn;
 
@@ -128,7 +131,7 @@ fn routed_services(routes: &RouteTable) -> BTreeSet<&str> {
 
 /// Why a new proxy config is not rolled out.
 enum Refusal {
-    /// A proxy binary rejected it.
+    /// A proxy binary rejected it (the operator's, or a proxy task's own).
     Rejected(String),
     /// It could not be checked (the check itself failed to run).
     NotChecked(String),
@@ -154,6 +157,8 @@ pub(super) struct Judge<'a> {
     pub deliveries: &'a Deliveries,
     pub status: &'a SharedStatus,
     pub culprits: &'a Culprits,
+    /// By extension, what the failed tasks of a proxy service Swarm rolled back printed.
+    pub rolled_back: &'a BTreeMap<String, String>,
 }
 
 impl Judge<'_> {
@@ -163,6 +168,16 @@ impl Judge<'_> {
     /// them. Only a rejection no service explains (the operator's own TOML) holds the cluster:
     /// its writes are dropped and its proxy keeps its last good config.
     pub(super) async fn checked_plan(&self, observed: &Observed) -> Plan {
+        let found = self.secrets_tasks_could_not_load(observed);
+        if found.is_empty() {
+            return self.checked_plan_with_env(observed).await;
+        }
+        let env = Environment { unloadable_secrets: found, ..self.env.clone() };
+        Judge { env: &env, ..*self }.checked_plan_with_env(observed).await
+    }
+
+    /// [`Judge::checked_plan`], once the secrets tasks could not load are in the environment.
+    async fn checked_plan_with_env(&self, observed: &Observed) -> Plan {
         let mut excluded = self.culprits.remembered(observed);
         for _round in 0..MAX_CULPRIT_ROUNDS {
             let desired = desired::desired_state_excluding(self.config, observed, self.env, &excluded);
@@ -226,6 +241,55 @@ impl Judge<'_> {
         }
         self.stamp_core_checks(&mut plan);
         plan
+    }
+
+    /// By extension, the secrets (by name) that a proxy task could not load, as its own
+    /// check's rejection (hitless) or the output of tasks that failed to start on a config (an
+    /// update Swarm rolled back) quotes their files (`reconcilers::proxy::secret_blame`): the
+    /// operator's check, with stand-ins for every secret, accepts such a config and finds no
+    /// culprit. Any rejection a task stands by counts, not only one of the config this pass
+    /// renders: a secret's content never changes, and a tenant's change arriving meanwhile (a
+    /// new config) must not let it back in for another round. The desired state records them on
+    /// the proxy service and leaves out every service naming one.
+    fn secrets_tasks_could_not_load(&self, observed: &Observed) -> BTreeMap<String, BTreeSet<String>> {
+        let words: BTreeMap<&String, Vec<String>> = self
+            .config
+            .extensions
+            .keys()
+            .map(|name| {
+                let mut words = self.deliveries.task_rejections(name);
+                words.extend(self.rolled_back.get(name).cloned());
+                (name, words)
+            })
+            .filter(|(_, words)| !words.is_empty())
+            .collect();
+        if words.is_empty() {
+            return BTreeMap::new();
+        }
+        // The routes the words are read against: which secret each quoted file is.
+        let desired =
+            desired::desired_state_excluding(self.config, observed, self.env, &self.culprits.remembered(observed));
+        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (extension, words) in words {
+            let (Some(ext), Some(state)) = (self.config.extensions.get(extension), desired.clusters.get(extension))
+            else {
+                continue;
+            };
+            for text in &words {
+                for blamed in secret_blame::blame_secrets(ext.proxy_kind, &state.routes, text) {
+                    warn!(
+                        extension = %extension,
+                        service = %blamed.service,
+                        secret = %blamed.secret,
+                        "the proxy's tasks cannot load a secret this service names in {}: {}",
+                        blamed.label,
+                        blamed.words
+                    );
+                    found.entry(extension.clone()).or_default().insert(blamed.secret);
+                }
+            }
+        }
+        found
     }
 
     /// The extension's TOML section, as text: what its accepted routes were checked under.

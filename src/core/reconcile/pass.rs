@@ -79,6 +79,9 @@ pub struct Reconciler<S: Swarm> {
     /// How long the last read of the swarm took, in microseconds (the engine's answers, and
     /// parsing them): a pass's own time is told apart from Docker's.
     read_us: std::sync::atomic::AtomicU64,
+    /// By proxy service ID, for the update Swarm last rolled back (named by the spec hash it
+    /// rolled back from): what its failed tasks printed. Read once per rollback.
+    rollback_logs: std::sync::Mutex<BTreeMap<String, (String, String)>>,
 }
 
 /// A task waiting this long for a host port no task of its service holds is rescheduled...
@@ -103,6 +106,7 @@ impl<S: Swarm> Reconciler<S> {
             stranded: BTreeMap::new(),
             rescheduled: BTreeMap::new(),
             read_us: Default::default(),
+            rollback_logs: Default::default(),
         }
     }
 
@@ -150,6 +154,7 @@ impl<S: Swarm> Reconciler<S> {
         let certificates = self.ctx.acme.certificates(&observed, &self.ctx.deliveries.key());
         let now = reconcilers::routes::Timestamp::from_unix(crate::core::acme::state::unix(SystemTime::now()) as i64);
         let env = self.env.clone().with_acme(now, answers, certificates);
+        let rolled_back = self.rolled_back_proxy_logs(&observed).await;
         let judge = Judge {
             config: &self.config,
             env: &env,
@@ -157,9 +162,50 @@ impl<S: Swarm> Reconciler<S> {
             deliveries: &self.ctx.deliveries,
             status: &self.ctx.status,
             culprits: &self.culprits,
+            rolled_back: &rolled_back,
         };
         let plan = judge.checked_plan(&observed).await;
         Ok((observed, plan, tokens))
+    }
+
+    /// By extension, what the failed tasks of its proxy service printed, for each proxy service
+    /// whose last update Swarm rolled back: a new config its tasks could not start on (a secret
+    /// a tenant named that holds no certificate) quarantines those tenants (`culprit`). Read
+    /// once per rollback; a read that fails is tried on the next pass.
+    async fn rolled_back_proxy_logs(&self, observed: &Observed) -> BTreeMap<String, String> {
+        let mut rolled_back = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for (extension, ext) in &self.config.extensions {
+            let Some(service) = observed.services.iter().find(|s| s.def.name == ext.proxy_service_name) else {
+                continue;
+            };
+            let Some(from) = service
+                .previous_spec_hash
+                .as_ref()
+                .filter(|_| service.update_state.as_deref().is_some_and(|u| u.starts_with("rollback")))
+            else {
+                continue;
+            };
+            seen.insert(service.id.clone());
+            let cached = self.rollback_logs.lock().expect("rollback logs lock").get(&service.id).cloned();
+            let text = match cached {
+                Some((hash, text)) if hash == *from => text,
+                _ => match self.ctx.swarm.failed_task_logs(&service.id).await {
+                    Ok(text) => {
+                        let entry = (from.clone(), text.clone());
+                        self.rollback_logs.lock().expect("rollback logs lock").insert(service.id.clone(), entry);
+                        text
+                    }
+                    Err(e) => {
+                        warn!(extension = %extension, "reading why Swarm rolled the proxy service back failed: {e}");
+                        continue;
+                    }
+                },
+            };
+            rolled_back.insert(extension.clone(), text);
+        }
+        self.rollback_logs.lock().expect("rollback logs lock").retain(|id, _| seen.contains(id));
+        rolled_back
     }
 
     /// How long the last read of the swarm took.

@@ -468,6 +468,136 @@ async fn a_rejection_reported_after_the_config_was_recorded_holds_the_cluster() 
     assert!(east.conflicts[0].contains("rejected it: [emerg] unknown directive"), "{east:#?}");
 }
 
+/// A tenant names, as the CA its tasks are verified against, a secret that holds no CA: the
+/// operator's check (stand-ins for every secret) accepts the config, the proxy task's own check
+/// rejects it quoting the file. That tenant is quarantined and the cluster goes on without it:
+/// another tenant's change is served, not held behind it.
+#[tokio::test(start_paused = true)]
+async fn a_secret_a_proxy_task_cannot_load_quarantines_the_tenants_naming_it_not_the_cluster() {
+    use reconcilers::labels::{LABEL_SSL_BACKEND, LABEL_SSL_BACKEND_CA};
+    use reconcilers::ownership::LABEL_UNLOADABLE_SECRETS;
+    let swarm = MemorySwarm::new(seed_swarm());
+    let mut r = reconciler(&swarm, hitless(&seed_config()));
+    converge(&mut r).await;
+    tenant(&swarm, "hostile", "hostile.local", "2026-01-05T00:00:00Z");
+    swarm.edit(|o| {
+        o.secrets.push("not-a-ca".into());
+        let hostile = o.services.iter_mut().find(|s| s.def.name == "hostile").unwrap();
+        hostile.def.labels.insert(LABEL_SSL_BACKEND.into(), "true".into());
+        hostile.def.labels.insert(LABEL_SSL_BACKEND_CA.into(), "not-a-ca".into());
+    });
+    converge(&mut r).await;
+    let rejected = r.ctx.deliveries.current("us-east").unwrap();
+    assert!(rejected.files.iter().any(|f| f.content.contains("hostile.local")), "the core's check let it through");
+    r.ctx.deliveries.set_tasks("us-east", [("t-proxy".to_owned(), "lb-00".to_owned())].into());
+    let rejecting = crate::extension_api::TaskReport {
+        task: "t-proxy".into(),
+        node: "lb-00".into(),
+        container: "c".into(),
+        hash: "the-previous-one".into(),
+        generation: rejected.generation - 1,
+        rejected: Some(rejected.hash.clone()),
+        error: Some(
+            "nginx -t -q -c /etc/nginx/nginx.conf rejects it: 2026/12/05 08:40:35 [emerg] 31#31: \
+             SSL_CTX_load_verify_locations(\"/run/secrets/.interlock-backend-ca/not-a-ca\") failed \
+             (SSL: error:05800088:x509 certificate routines::no certificate or crl found)"
+                .into(),
+        ),
+        applied_at: 1,
+        took_ms: 1,
+    };
+    r.ctx.deliveries.accept_report("us-east", rejecting.clone()).unwrap();
+    r.ctx.deliveries.accept_report("us-east", rejecting).unwrap();
+    // Another tenant's change arrives meanwhile.
+    tenant(&swarm, "neighbour", "neighbour.local", "2026-01-06T00:00:00Z");
+    let report = r.pass().await.unwrap();
+    r.settle().await;
+    let east = &report.plan.clusters["us-east"];
+    assert!(east.conflicts.is_empty(), "the cluster is not held: {east:#?}");
+    let why = reason(&report.plan, "us-east", "hostile").expect("the tenant naming the secret is quarantined");
+    assert!(
+        why.contains("cannot load the secret \"not-a-ca\" this service names in com.docker.lb.ssl_backend_ca"),
+        "{why}"
+    );
+    let served = r.ctx.deliveries.current("us-east").unwrap();
+    let text: String = served.files.iter().map(|f| f.content.as_str()).collect();
+    assert!(text.contains("neighbour.local") && !text.contains("hostile.local"), "{text}");
+    converge(&mut r).await;
+    assert!(r.pass().await.unwrap().plan.is_empty(), "and then nothing");
+    // Recorded on the proxy service by the secret's ID: another replica, or a restarted core,
+    // which never saw the report, keeps it out and plans nothing.
+    let proxy = swarm.service("interlock-proxy-us-east").unwrap();
+    assert_eq!(proxy.def.labels.get(LABEL_UNLOADABLE_SECRETS).map(String::as_str), Some("secret-id-not-a-ca"));
+    let fresh = reconciler(&swarm, hitless(&seed_config()));
+    let (_, plan) = fresh.plan().await.unwrap();
+    assert!(plan.is_empty(), "{plan:#?}");
+    assert!(reason(&plan, "us-east", "hostile").is_some_and(|why| why.contains("not-a-ca")), "{plan:#?}");
+    // The secret re-created (another ID, a real CA this time): judged afresh.
+    swarm.edit(|o| {
+        o.secret_ids.insert("not-a-ca".into(), "secret-id-re-created".into());
+    });
+    let (_, plan) = fresh.plan().await.unwrap();
+    assert!(reason(&plan, "us-east", "hostile").is_none(), "{plan:#?}");
+}
+
+/// The same secret on a cluster that rolls its proxy: the new tasks cannot start on the config
+/// (nginx prints why), Swarm rolls the update back, and the core reads the failed tasks' words:
+/// the tenant naming the secret is quarantined and the proxy rolls onto a config without it,
+/// instead of waiting, held, for the next change to fail the same way.
+#[tokio::test(start_paused = true)]
+async fn a_rolled_back_proxy_update_quarantines_the_tenant_whose_secret_its_tasks_could_not_load() {
+    use reconcilers::labels::{LABEL_SSL_BACKEND, LABEL_SSL_BACKEND_CA};
+    use reconcilers::ownership::{LABEL_SPEC_HASH, LABEL_UNLOADABLE_SECRETS};
+    let swarm = MemorySwarm::new(seed_swarm());
+    let mut r = reconciler(&swarm, seed_config());
+    converge(&mut r).await;
+    let before = swarm.service("interlock-proxy-us-east").unwrap();
+    tenant(&swarm, "hostile", "hostile.local", "2026-01-05T00:00:00Z");
+    swarm.edit(|o| {
+        o.secrets.push("not-a-ca".into());
+        let hostile = o.services.iter_mut().find(|s| s.def.name == "hostile").unwrap();
+        hostile.def.labels.insert(LABEL_SSL_BACKEND.into(), "true".into());
+        hostile.def.labels.insert(LABEL_SSL_BACKEND_CA.into(), "not-a-ca".into());
+    });
+    converge(&mut r).await;
+    // Swarm tried it, the tasks failed, it rolled back: Spec is the old one, PreviousSpec ours.
+    let failed = swarm.service("interlock-proxy-us-east").unwrap();
+    swarm.edit(|o| {
+        let east = o.services.iter_mut().find(|s| s.def.name == "interlock-proxy-us-east").unwrap();
+        east.def = before.def.clone();
+        east.update_state = Some("rollback_completed".into());
+        east.previous_spec_hash = failed.def.labels.get(LABEL_SPEC_HASH).cloned();
+    });
+    swarm.set_failed_task_logs(
+        &failed.id,
+        "2026/12/05 09:10:01 [emerg] 1#1: SSL_CTX_load_verify_locations(\"/run/secrets/.interlock-backend-ca/not-a-ca\") failed (SSL: error:05800088:x509 certificate routines::no certificate or crl found)\nnginx: configuration file /etc/nginx/nginx.conf test failed\n",
+    );
+    // Another tenant's change arrives meanwhile.
+    tenant(&swarm, "neighbour", "neighbour.local", "2026-01-06T00:00:00Z");
+    let report = r.pass().await.unwrap();
+    r.settle().await;
+    let east = &report.plan.clusters["us-east"];
+    assert!(east.conflicts.is_empty(), "not held until the next change: {east:#?}");
+    let why = reason(&report.plan, "us-east", "hostile").expect("the tenant naming the secret is quarantined");
+    assert!(why.contains("cannot load the secret \"not-a-ca\""), "{why}");
+    let proxy = swarm.service("interlock-proxy-us-east").unwrap();
+    assert_eq!(proxy.def.labels.get(LABEL_UNLOADABLE_SECRETS).map(String::as_str), Some("secret-id-not-a-ca"));
+    assert!(
+        east.actions.iter().any(|a| matches!(a, plan::Action::UpdateService { .. })),
+        "the proxy rolls onto a config with the neighbour and without it: {east:#?}"
+    );
+    // The logs are read once per rollback: two later passes read the same.
+    converge(&mut r).await;
+    let reads = |r0: u64| swarm.requests().0 - r0;
+    let r0 = swarm.requests().0;
+    r.pass().await.unwrap();
+    let first = reads(r0);
+    let r1 = swarm.requests().0;
+    r.pass().await.unwrap();
+    assert_eq!(reads(r1), first);
+    assert!(reason(&r.pass().await.unwrap().plan, "us-east", "hostile").is_some(), "still quarantined");
+}
+
 /// The walk-through's nodes, unlabelled: a manager and two load balancers.
 fn with_nodes(swarm: &MemorySwarm) {
     let node = |hostname: &str| reconcilers::observed::NodeFacts {

@@ -1,0 +1,268 @@
+//! Which tenants' secrets a proxy binary's rejection names: the bridge from a proxy task's own
+//! check (which reads the secrets' contents) to the services whose labels named them.
+//!
+//! The core checks every config with the real binary before it is rolled out, but with a
+//! throwaway certificate in place of each secret: Swarm never hands a secret's content to the
+//! API. So a secret that holds no certificate, a key that is not one, or a "CA" that is not a
+//! CA (`ssl_cert`, `ssl_key`, `ssl_backend_ca`, which any tenant may point at any secret under
+//! the default `SecretPolicy`) is first seen by the proxy task's own check, after the core
+//! accepted the config. Left at that, one tenant's label would hold the whole cluster on its
+//! last config. Both binaries name the file they could not load, quoted (nginx: `cannot load
+//! certificate "/run/secrets/a.crt"`, `SSL_CTX_load_verify_locations("…")`; HAProxy: `unable to
+//! load certificate from file '…'`, `Couldn't open the ca-file '…'`), and each secret is mounted
+//! at a file only its own name gives ([`super::ProxyKind::secret_mounts`]), so the secrets are
+//! read off the words ([`blame_secrets`]: the shell hands it a task's rejection, or what the
+//! tasks of an update Swarm rolled back printed).
+//!
+//! What is found is recorded by secret ID on the proxy service
+//! ([`crate::ownership::LABEL_UNLOADABLE_SECRETS`], [`record`]), so it outlives the report or
+//! the rollback it was read from: every service of the cluster naming such a secret is
+//! quarantined ([`names_unloadable`]), by any replica and after a restart, and `plan` says so. A
+//! secret's content never changes; one re-created under the same name has a new ID and is judged
+//! afresh, and a secret that is gone leaves the record.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{SECRETS_DIR, backend_ca_path};
+use crate::config::ProxyKind;
+use crate::labels::{LABEL_SSL_BACKEND_CA, LABEL_SSL_CERT, LABEL_SSL_KEY};
+use crate::observed::SecretMount;
+use crate::routes::{Backend, RouteTable};
+
+/// A service whose TLS label names a secret the proxy binary could not load.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BlamedSecret {
+    pub service: String,
+    /// The label that names it.
+    pub label: &'static str,
+    pub secret: String,
+    /// The binary's line naming the secret's file, without its time and process ID (stable
+    /// from one report to the next).
+    pub words: String,
+}
+
+/// The secrets a cluster's proxy cannot load, by name → ID: those `recorded` on its proxy
+/// service ([`crate::ownership::LABEL_UNLOADABLE_SECRETS`]) that still exist with that ID, and
+/// those `found` (by name) this pass.
+pub fn unloadable_secrets(
+    recorded: Option<&str>,
+    found: Option<&BTreeSet<String>>,
+    secret_ids: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let recorded: BTreeSet<&str> = recorded.unwrap_or_default().split(',').map(str::trim).collect();
+    secret_ids
+        .iter()
+        .filter(|(name, id)| recorded.contains(id.as_str()) || found.is_some_and(|f| f.contains(*name)))
+        .map(|(name, id)| (name.clone(), id.clone()))
+        .collect()
+}
+
+/// The value of [`crate::ownership::LABEL_UNLOADABLE_SECRETS`] for `unloadable`: its IDs,
+/// sorted; `None` when there are none (no label: a proxy service without any keeps its spec).
+pub fn record(unloadable: &BTreeMap<String, String>) -> Option<String> {
+    let ids: BTreeSet<&str> = unloadable.values().map(String::as_str).collect();
+    (!ids.is_empty()).then(|| ids.into_iter().collect::<Vec<_>>().join(","))
+}
+
+/// The first TLS label of a service (`labels`) naming a secret of `unloadable`, with that
+/// secret's name.
+pub fn names_unloadable(
+    labels: &BTreeMap<String, String>,
+    unloadable: &BTreeMap<String, String>,
+) -> Option<(&'static str, String)> {
+    [LABEL_SSL_CERT, LABEL_SSL_KEY, LABEL_SSL_BACKEND_CA].into_iter().find_map(|label| {
+        let name = labels.get(label)?.trim();
+        unloadable.contains_key(name).then(|| (label, name.to_owned()))
+    })
+}
+
+/// Why a service naming a secret the proxy cannot load is quarantined.
+pub fn quarantine_reason(kind: ProxyKind, label: &str, secret: &str) -> String {
+    format!(
+        "the proxy's {} cannot load the secret {secret:?} this service names in {label} (its tasks said so; \
+         name a secret holding what the label asks for, or re-create this one)",
+        kind.title()
+    )
+}
+
+/// The services of `routes` whose TLS labels name a secret whose file `output` (a `kind` proxy
+/// binary's rejection of the config rendered from `routes`) quotes, sorted. Empty when the
+/// rejection names none: it is then no secret's doing.
+pub fn blame_secrets(kind: ProxyKind, routes: &RouteTable, output: &str) -> Vec<BlamedSecret> {
+    let tls_mounts = match kind {
+        ProxyKind::Nginx => super::nginx::tls_mounts,
+        ProxyKind::Haproxy => super::haproxy::tls_mounts,
+    };
+    let backends = routes.hosts.values().flatten().chain(&routes.default_backend);
+    let mut blamed = BTreeSet::new();
+    for backend in backends {
+        for (label, mount) in named_secrets(backend, tls_mounts) {
+            let path = if mount.target.starts_with('/') {
+                mount.target.clone()
+            } else {
+                format!("{SECRETS_DIR}/{}", mount.target)
+            };
+            if let Some(line) = output.lines().find(|line| quotes(line, &path)) {
+                blamed.insert(BlamedSecret {
+                    service: backend.service.clone(),
+                    label,
+                    secret: mount.secret_name,
+                    words: without_time_and_pid(line),
+                });
+            }
+        }
+    }
+    blamed.into_iter().collect()
+}
+
+/// The secrets a backend's labels name, each with its label and where the proxy reads it.
+fn named_secrets(
+    backend: &Backend,
+    tls_mounts: fn(&crate::labels::TlsSecrets) -> [SecretMount; 2],
+) -> Vec<(&'static str, SecretMount)> {
+    let mut named = Vec::new();
+    if let Some(tls) = &backend.options.tls {
+        let [cert, key] = tls_mounts(tls);
+        named.push((LABEL_SSL_CERT, cert));
+        named.push((LABEL_SSL_KEY, key));
+    }
+    if let Some(ca) = backend.backend_ca() {
+        named.push((LABEL_SSL_BACKEND_CA, SecretMount { secret_name: ca.to_owned(), target: backend_ca_path(ca) }));
+    }
+    named
+}
+
+/// Whether `line` quotes `path` whole (`"path"` or `'path'`): `/run/secrets/a` is not named by
+/// a line quoting `/run/secrets/a.key`.
+fn quotes(line: &str, path: &str) -> bool {
+    ['"', '\''].iter().any(|q| line.contains(&format!("{q}{path}{q}")))
+}
+
+/// A binary's line without what changes from run to run: nginx's `2026/12/05 08:40:35 [emerg]
+/// 18367#18367: ` and HAProxy's `[ALERT]    (18377) : ` become `[emerg] ` and `[ALERT] `.
+fn without_time_and_pid(line: &str) -> String {
+    let line = line.trim();
+    let Some(open) = line.find('[') else { return line.to_owned() };
+    let Some(close) = line[open..].find(']').map(|i| open + i) else { return line.to_owned() };
+    let level = &line[open..=close];
+    let mut rest = line[close + 1..].trim_start();
+    // nginx: `PID#TID: `.
+    if let Some((pids, after)) = rest.split_once(": ")
+        && !pids.is_empty()
+        && pids.chars().all(|c| c.is_ascii_digit() || c == '#')
+    {
+        rest = after;
+    }
+    // HAProxy: `(PID) : `.
+    if let Some(after) = rest.strip_prefix('(')
+        && let Some((pid, after)) = after.split_once(')')
+        && pid.chars().all(|c| c.is_ascii_digit())
+    {
+        rest = after.trim_start().trim_start_matches(':').trim_start();
+    }
+    format!("{level} {rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::{BackendTls, RouteOptions, TlsSecrets};
+
+    fn backend(service: &str, tls: Option<(&str, &str)>, ca: Option<&str>) -> Backend {
+        Backend {
+            service: service.into(),
+            network_id: "n".into(),
+            targets: vec![],
+            options: RouteOptions {
+                tls: tls.map(|(cert, key)| TlsSecrets { cert: cert.into(), key: key.into() }),
+                backend_tls: ca.map(|ca| BackendTls { verify_with_ca: Some(ca.into()) }),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn table() -> RouteTable {
+        let mut routes = RouteTable::default();
+        routes.hosts.insert("a.local".into(), vec![backend("a", Some(("a.crt", "a.key")), None)]);
+        routes.hosts.insert("b.local".into(), vec![backend("b", None, Some("b-ca"))]);
+        routes.hosts.insert("c.local".into(), vec![backend("c", Some(("a.crt.key", "c.key")), None)]);
+        routes
+    }
+
+    /// The binaries' own words, as Debian's nginx 1.22 and HAProxy 2.6 print them.
+    #[test]
+    fn the_service_naming_the_quoted_file_is_blamed() {
+        let nginx_ca = "2026/12/05 08:40:35 [emerg] 18367#18367: SSL_CTX_load_verify_locations(\"/run/secrets/.interlock-backend-ca/b-ca\") failed (SSL: error:05800088:x509 certificate routines::no certificate or crl found)\nnginx: configuration file /etc/nginx/nginx.conf test failed";
+        let blamed = blame_secrets(ProxyKind::Nginx, &table(), nginx_ca);
+        assert_eq!(blamed.len(), 1, "{blamed:?}");
+        assert_eq!(
+            (blamed[0].service.as_str(), blamed[0].label, blamed[0].secret.as_str()),
+            ("b", LABEL_SSL_BACKEND_CA, "b-ca")
+        );
+        assert_eq!(
+            blamed[0].words,
+            "[emerg] SSL_CTX_load_verify_locations(\"/run/secrets/.interlock-backend-ca/b-ca\") failed (SSL: error:05800088:x509 certificate routines::no certificate or crl found)"
+        );
+
+        let nginx_key = "2026/12/05 08:40:35 [emerg] 18372#18372: cannot load certificate key \"/run/secrets/a.key\": PEM_read_bio_PrivateKey() failed";
+        let blamed = blame_secrets(ProxyKind::Nginx, &table(), nginx_key);
+        assert_eq!(blamed.iter().map(|b| (b.service.as_str(), b.label)).collect::<Vec<_>>(), [("a", LABEL_SSL_KEY)]);
+
+        // HAProxy mounts a key beside its certificate as `<cert>.key`: a.crt's key is
+        // `/run/secrets/a.crt.key`, and c names a certificate of that very name (a tenant can).
+        let haproxy = "[ALERT]    (18377) : config : parsing [/etc/haproxy/haproxy.cfg:7] : 'bind *:443' in section 'frontend' : unable to load certificate from file '/run/secrets/a.crt'.\n[ALERT]    (18377) : config : Fatal errors found in configuration.";
+        let blamed = blame_secrets(ProxyKind::Haproxy, &table(), haproxy);
+        assert_eq!(blamed.iter().map(|b| (b.service.as_str(), b.label)).collect::<Vec<_>>(), [("a", LABEL_SSL_CERT)]);
+        assert!(blamed[0].words.starts_with("[ALERT] config : parsing"), "{}", blamed[0].words);
+        let haproxy_ca = "[ALERT]    (18382) : config : [h.cfg:9] : 'server b/s' : Couldn't open the ca-file '/run/secrets/.interlock-backend-ca/b-ca' (no certificate or crl found).";
+        assert_eq!(blame_secrets(ProxyKind::Haproxy, &table(), haproxy_ca)[0].service, "b");
+    }
+
+    #[test]
+    fn a_rejection_naming_no_secret_or_only_a_longer_name_blames_nobody() {
+        assert!(
+            blame_secrets(ProxyKind::Nginx, &table(), "[emerg] unknown directive \"x\" in /etc/nginx/nginx.conf:3")
+                .is_empty()
+        );
+        // `/run/secrets/a.crt` is a prefix of c's certificate's path, quoted: only c is named.
+        let blamed =
+            blame_secrets(ProxyKind::Nginx, &table(), "[emerg] cannot load certificate \"/run/secrets/a.crt.key\": x");
+        assert_eq!(blamed.iter().map(|b| b.service.as_str()).collect::<Vec<_>>(), ["c"]);
+        // Unquoted, a path says nothing (HAProxy's `unable to load PATH.` repeats a quoted one).
+        assert!(
+            blame_secrets(ProxyKind::Haproxy, &table(), "'ca-file' : unable to load /run/secrets/a.crt.").is_empty()
+        );
+    }
+
+    #[test]
+    fn the_record_keeps_what_still_exists_by_id_and_adds_what_was_found() {
+        let ids = BTreeMap::from([
+            ("a.crt".to_owned(), "id-a".to_owned()),
+            ("b-ca".to_owned(), "id-b2".to_owned()),
+            ("c.key".to_owned(), "id-c".to_owned()),
+        ]);
+        // id-b was b-ca before it was re-created (now id-b2): judged afresh. id-gone is gone.
+        let found = BTreeSet::from(["c.key".to_owned()]);
+        let unloadable = unloadable_secrets(Some("id-a,id-b,id-gone"), Some(&found), &ids);
+        assert_eq!(unloadable.keys().collect::<Vec<_>>(), ["a.crt", "c.key"]);
+        assert_eq!(record(&unloadable).as_deref(), Some("id-a,id-c"));
+        assert_eq!(record(&BTreeMap::new()), None);
+        assert!(unloadable_secrets(None, None, &ids).is_empty());
+        let labels = BTreeMap::from([(LABEL_SSL_KEY.to_owned(), " c.key ".to_owned())]);
+        assert_eq!(names_unloadable(&labels, &unloadable), Some((LABEL_SSL_KEY, "c.key".to_owned())));
+        let labels = BTreeMap::from([(LABEL_SSL_BACKEND_CA.to_owned(), "b-ca".to_owned())]);
+        assert_eq!(names_unloadable(&labels, &unloadable), None);
+    }
+
+    #[test]
+    fn every_service_naming_the_secret_is_blamed() {
+        let mut routes = table();
+        routes.default_backend = Some(backend("d", None, Some("b-ca")));
+        let blamed = blame_secrets(
+            ProxyKind::Nginx,
+            &routes,
+            "[emerg] SSL_CTX_load_verify_locations(\"/run/secrets/.interlock-backend-ca/b-ca\") failed",
+        );
+        assert_eq!(blamed.iter().map(|b| b.service.as_str()).collect::<Vec<_>>(), ["b", "d"]);
+    }
+}
