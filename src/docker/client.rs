@@ -245,9 +245,10 @@ impl DockerClient {
     }
 
     /// The last lines the newest failed tasks of the service `service_id` printed (stdout and
-    /// stderr; at most [`FAILED_TASKS_READ`] tasks, [`FAILED_TASK_LINES`] lines each): why Swarm
-    /// rolled an update of it back, in the program's own words. Read only for a rolled-back
-    /// proxy service, once per rollback.
+    /// stderr; at most [`FAILED_TASKS_READ`] tasks created in the last
+    /// [`FAILED_TASKS_WITHIN_SECS`], [`FAILED_TASK_LINES`] lines each): why its tasks do not
+    /// start, in the program's own words. Read only for a proxy service Swarm rolled back or
+    /// that runs no task.
     pub async fn failed_task_logs(&self, service_id: &str) -> Result<String, DockerError> {
         let operation = format!("read failed tasks of service {service_id}");
         // `{"service":["ID"]}`; a service ID is alphanumeric.
@@ -257,7 +258,9 @@ impl DockerClient {
             .await
             .map_err(|_| timeout(&operation))?
             .map_err(|e| DockerError::from_raw(&operation, &self.endpoint, e))?;
-        let failed = tasks::newest_failed(&body, FAILED_TASKS_READ)
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let not_before = reconcilers::routes::Timestamp::from_unix(now.saturating_sub(FAILED_TASKS_WITHIN_SECS) as i64);
+        let failed = tasks::newest_failed(&body, FAILED_TASKS_READ, not_before)
             .map_err(|reason| DockerError::Undecodable { operation: operation.clone(), reason })?;
         let mut text = String::new();
         for task in failed {
@@ -578,8 +581,10 @@ pub struct SecretInfo {
 
 /// How many of a rolled-back service's failed tasks [`DockerClient::failed_task_logs`] reads...
 const FAILED_TASKS_READ: usize = 3;
-/// ...and how many of the last lines of each.
+/// ...and how many of the last lines of each...
 const FAILED_TASK_LINES: usize = 40;
+/// ...of those created in the last this many seconds.
+const FAILED_TASKS_WITHIN_SECS: u64 = 600;
 
 /// `operation` got no answer within [`CALL_TIMEOUT`].
 fn timeout(operation: &str) -> DockerError {

@@ -12,6 +12,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use reconcilers::config::{DockerUrl, TlsFiles};
 use reconcilers::observed::TaskFacts;
+use reconcilers::routes::Timestamp;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::{self, pki_types::ServerName};
@@ -187,11 +188,15 @@ pub(super) fn parse_tasks(body: &[u8]) -> Result<Vec<TaskFacts>, String> {
 }
 
 /// Of the tasks in the body of `GET /tasks`, the IDs of the `newest` most recently created
-/// that failed (`Status.State == failed`: the container exited non-zero or could not start).
-pub(super) fn newest_failed(body: &[u8], newest: usize) -> Result<Vec<String>, String> {
+/// that failed (`Status.State == failed`: the container exited non-zero or could not start),
+/// created at `not_before` or later (an old failure says nothing of today's spec).
+pub(super) fn newest_failed(body: &[u8], newest: usize, not_before: Timestamp) -> Result<Vec<String>, String> {
     let raw: Vec<RawTask> = serde_json::from_slice(body).map_err(|e| format!("unexpected task JSON: {e}"))?;
-    let mut failed: Vec<(String, String)> =
-        raw.into_iter().filter(|t| t.status.state == "failed").map(|t| (sortable_time(&t.created_at), t.id)).collect();
+    let mut failed: Vec<(String, String)> = raw
+        .into_iter()
+        .filter(|t| t.status.state == "failed" && Timestamp::parse(&t.created_at) >= not_before)
+        .map(|t| (sortable_time(&t.created_at), t.id))
+        .collect();
     failed.sort();
     Ok(failed.into_iter().rev().take(newest).map(|(_, id)| id).collect())
 }
@@ -273,7 +278,9 @@ mod tests {
             {"ID":"new","CreatedAt":"2026-12-05T09:02:00.25Z","Status":{"State":"failed"}},
             {"ID":"mid","CreatedAt":"2026-12-05T09:01:00Z","Status":{"State":"failed"}}
         ]"#;
-        assert_eq!(newest_failed(body, 2).unwrap(), ["new", "mid"]);
+        assert_eq!(newest_failed(body, 2, Timestamp::UNIX_EPOCH).unwrap(), ["new", "mid"]);
+        let since = Timestamp::parse("2026-12-05T09:01:30Z");
+        assert_eq!(newest_failed(body, 3, since).unwrap(), ["new"], "older failures are left out");
     }
 
     #[test]

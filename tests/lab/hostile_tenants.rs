@@ -5,6 +5,12 @@
 //! the owner; label values that once broke a proxy's config (keywords, names that collide with
 //! generated ones, very long hosts) are served or quarantined without touching anyone else; and
 //! an innocent app deployed while all of them are present is served.
+//!
+//! Then tenants name secrets the proxies cannot load (no CA, no key in them), which the
+//! operator's own check cannot see (it never reads a secret): the proxies' new tasks fail to
+//! start on that config, and that quarantines those tenants alone, recorded on the proxy service
+//! (a `plan` in another process says so and plans nothing), while an innocent app deployed at
+//! the same moment is served.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -27,6 +33,11 @@ const APPS: &[&str] = &[
     "t-hap-noroute",
     "t-hap-evil-cert",
     "t-hap-late",
+    "t-bad-ca",
+    "t-hap-bad-ca",
+    "t-hap-bad-key",
+    "t-later",
+    "t-hap-later",
 ];
 const LONG_HOST: &str = "a-host-name-longer-than-nginx-hash-buckets-hold-by-default.with-several-long-labels-in-it.and-then-some-more.tenants.example.local";
 
@@ -47,6 +58,15 @@ fn app(name: &str, body: &str, labels: &[(&str, &str)]) {
         .config(&format!("source={config},target=/www/index.html,mode=0444"))
         .image("local/interlock-app:lab")
         .run_with(docker);
+}
+
+/// A secret holding `text` (re-created: a new secret, a new ID).
+fn text_secret(name: &str, text: &str) {
+    docker_quiet(&["secret", "rm", name]);
+    let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    docker(&["secret", "create", name, path.to_str().unwrap()]);
+    std::fs::remove_file(path).ok();
 }
 
 /// `GET /` on `node:port` with `Host: host`, once it answers `status`; the body.
@@ -167,7 +187,38 @@ async fn hostile_tenants_cannot_take_a_victims_routes() {
     assert_eq!(answer("lb-01", 8096, "late.local", 200).await, "hap-late\n");
     assert_eq!(answer("lb-00", 8095, "shop.local", 200).await, "shop\n");
 
+    // Secrets the proxies cannot load, named by tenants, and an innocent app at the same moment.
+    text_secret("tenant-not-a-ca", "not a certificate\n");
+    text_secret("tenant-not-a-key", "not a key\n");
+    support::tls_secrets(&dir, "tenant-bad", "bad-key.local");
+    let bad_ca = [("hosts", "bad-ca.local"), ("ssl_backend", "true"), ("ssl_backend_ca", "tenant-not-a-ca")];
+    app("t-bad-ca", "bad\n", &[&nginx[..], &bad_ca[..]].concat());
+    app("t-hap-bad-ca", "bad\n", &[&hap[..], &bad_ca[..]].concat());
+    let bad_key = [("hosts", "bad-key.local"), ("ssl_cert", "tenant-bad.crt"), ("ssl_key", "tenant-not-a-key")];
+    app("t-hap-bad-key", "bad\n", &[&hap[..], &bad_key[..]].concat());
+    app("t-later", "later\n", &[&nginx[..], &[("hosts", "later.local")]].concat());
+    app("t-hap-later", "hap-later\n", &[&hap[..], &[("hosts", "later.local")]].concat());
+    let plan = apply_and_plan();
+    assert!(plan.contains("nothing to do"), "recorded, so another process plans nothing:\n{plan}");
+    for (service, secret, label) in [
+        ("t-bad-ca", "tenant-not-a-ca", "ssl_backend_ca"),
+        ("t-hap-bad-ca", "tenant-not-a-ca", "ssl_backend_ca"),
+        ("t-hap-bad-key", "tenant-not-a-key", "ssl_key"),
+    ] {
+        let reason = quarantine_reason(&plan, service);
+        let says = format!("cannot load the secret \"{secret}\" this service names in com.docker.lb.{label}");
+        assert!(reason.contains(&says), "{service}: {reason}");
+    }
+    assert_eq!(answer("lb-00", 8095, "later.local", 200).await, "later\n");
+    assert_eq!(answer("lb-01", 8096, "later.local", 200).await, "hap-later\n");
+    assert_eq!(answer("lb-00", 8095, "shop.local", 200).await, "shop\n");
+    assert_eq!(answer("lb-01", 8096, "shop.local", 200).await, "hap-shop\n");
+    tls_answer("lb-01", 8456, "shop.local", &shop_cert, "hap-shop\n").await;
+
     support::remove_services(APPS);
     support::remove_owned_services(&api).await;
+    for secret in ["tenant-not-a-ca", "tenant-not-a-key"] {
+        docker_quiet(&["secret", "rm", secret]);
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

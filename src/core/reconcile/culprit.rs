@@ -157,8 +157,8 @@ pub(super) struct Judge<'a> {
     pub deliveries: &'a Deliveries,
     pub status: &'a SharedStatus,
     pub culprits: &'a Culprits,
-    /// By extension, what the failed tasks of a proxy service Swarm rolled back printed.
-    pub rolled_back: &'a BTreeMap<String, String>,
+    /// By extension, what the failed tasks of a proxy service that does not start printed.
+    pub failing: &'a BTreeMap<String, String>,
 }
 
 impl Judge<'_> {
@@ -245,7 +245,7 @@ impl Judge<'_> {
 
     /// By extension, the secrets (by name) that a proxy task could not load, as its own
     /// check's rejection (hitless) or the output of tasks that failed to start on a config (an
-    /// update Swarm rolled back) quotes their files (`reconcilers::proxy::secret_blame`): the
+    /// update Swarm rolled back, a proxy service running no task) quotes their files (`reconcilers::proxy::secret_blame`): the
     /// operator's check, with stand-ins for every secret, accepts such a config and finds no
     /// culprit. Any rejection a task stands by counts, not only one of the config this pass
     /// renders: a secret's content never changes, and a tenant's change arriving meanwhile (a
@@ -258,7 +258,7 @@ impl Judge<'_> {
             .keys()
             .map(|name| {
                 let mut words = self.deliveries.task_rejections(name);
-                words.extend(self.rolled_back.get(name).cloned());
+                words.extend(self.failing.get(name).cloned());
                 (name, words)
             })
             .filter(|(_, words)| !words.is_empty())

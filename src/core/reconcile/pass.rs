@@ -23,6 +23,7 @@ use reconcilers::leader;
 use reconcilers::node_labels;
 use reconcilers::observed::ServiceFacts;
 use reconcilers::observed::{NodeAvailability, Observed};
+use reconcilers::ownership::{LABEL_SPEC_HASH, is_owned};
 use reconcilers::plan::{self, Action, Plan};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -79,10 +80,23 @@ pub struct Reconciler<S: Swarm> {
     /// How long the last read of the swarm took, in microseconds (the engine's answers, and
     /// parsing them): a pass's own time is told apart from Docker's.
     read_us: std::sync::atomic::AtomicU64,
-    /// By proxy service ID, for the update Swarm last rolled back (named by the spec hash it
-    /// rolled back from): what its failed tasks printed. Read once per rollback.
-    rollback_logs: std::sync::Mutex<BTreeMap<String, (String, String)>>,
+    /// By proxy service ID, for one whose tasks do not start: what its failed tasks printed
+    /// ([`Reconciler::failed_proxy_logs`]).
+    failed_logs: std::sync::Mutex<BTreeMap<String, FailedLogs>>,
 }
+
+/// What a proxy service's failed tasks printed, read for one state of it (`key`: the spec it
+/// was rolled back from, or the spec it runs no task of).
+#[derive(Debug, Clone)]
+struct FailedLogs {
+    key: String,
+    text: String,
+    read_at: Instant,
+}
+
+/// A proxy service without a running task whose failed tasks said nothing yet is read again
+/// at most this often.
+const FAILED_LOGS_EVERY: Duration = Duration::from_secs(10);
 
 /// A task waiting this long for a host port no task of its service holds is rescheduled...
 pub(super) const STRANDED_AFTER: Duration = Duration::from_secs(10);
@@ -106,7 +120,7 @@ impl<S: Swarm> Reconciler<S> {
             stranded: BTreeMap::new(),
             rescheduled: BTreeMap::new(),
             read_us: Default::default(),
-            rollback_logs: Default::default(),
+            failed_logs: Default::default(),
         }
     }
 
@@ -154,7 +168,7 @@ impl<S: Swarm> Reconciler<S> {
         let certificates = self.ctx.acme.certificates(&observed, &self.ctx.deliveries.key());
         let now = reconcilers::routes::Timestamp::from_unix(crate::core::acme::state::unix(SystemTime::now()) as i64);
         let env = self.env.clone().with_acme(now, answers, certificates);
-        let rolled_back = self.rolled_back_proxy_logs(&observed).await;
+        let failing = self.failed_proxy_logs(&observed).await;
         let judge = Judge {
             config: &self.config,
             env: &env,
@@ -162,50 +176,61 @@ impl<S: Swarm> Reconciler<S> {
             deliveries: &self.ctx.deliveries,
             status: &self.ctx.status,
             culprits: &self.culprits,
-            rolled_back: &rolled_back,
+            failing: &failing,
         };
         let plan = judge.checked_plan(&observed).await;
         Ok((observed, plan, tokens))
     }
 
     /// By extension, what the failed tasks of its proxy service printed, for each proxy service
-    /// whose last update Swarm rolled back: a new config its tasks could not start on (a secret
-    /// a tenant named that holds no certificate) quarantines those tenants (`culprit`). Read
-    /// once per rollback; a read that fails is tried on the next pass.
-    async fn rolled_back_proxy_logs(&self, observed: &Observed) -> BTreeMap<String, String> {
-        let mut rolled_back = BTreeMap::new();
+    /// whose tasks do not start: its last update Swarm rolled back, or it runs no task (a new
+    /// proxy service, or one Swarm keeps restarting). A config its tasks cannot start on because
+    /// of a secret a tenant named (one holding no certificate) then quarantines those tenants
+    /// (`culprit`), instead of keeping the whole cluster down or held. Read once per rollback,
+    /// and for a service without a running task at most every [`FAILED_LOGS_EVERY`] until its
+    /// tasks said something; a read that fails is tried on the next pass.
+    async fn failed_proxy_logs(&self, observed: &Observed) -> BTreeMap<String, String> {
+        let mut failing = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for (extension, ext) in &self.config.extensions {
-            let Some(service) = observed.services.iter().find(|s| s.def.name == ext.proxy_service_name) else {
-                continue;
-            };
-            let Some(from) = service
-                .previous_spec_hash
-                .as_ref()
-                .filter(|_| service.update_state.as_deref().is_some_and(|u| u.starts_with("rollback")))
+            let Some(service) =
+                observed.services.iter().find(|s| s.def.name == ext.proxy_service_name && is_owned(&s.def.labels))
             else {
                 continue;
             };
+            let rolled_back = service.update_state.as_deref().is_some_and(|u| u.starts_with("rollback"));
+            let key = match (&service.previous_spec_hash, rolled_back) {
+                (Some(from), true) => format!("rolled back from {from}"),
+                _ if !observed.tasks.iter().any(|t| t.service_id == service.id && t.running) => {
+                    format!("not running {}", service.def.labels.get(LABEL_SPEC_HASH).map_or("", String::as_str))
+                }
+                _ => continue,
+            };
             seen.insert(service.id.clone());
-            let cached = self.rollback_logs.lock().expect("rollback logs lock").get(&service.id).cloned();
+            let cached = self.failed_logs.lock().expect("failed logs lock").get(&service.id).cloned();
+            let fresh = cached.as_ref().is_some_and(|c| {
+                c.key == key && (!c.text.trim().is_empty() || c.read_at.elapsed() < FAILED_LOGS_EVERY)
+            });
             let text = match cached {
-                Some((hash, text)) if hash == *from => text,
+                Some(c) if fresh => c.text,
                 _ => match self.ctx.swarm.failed_task_logs(&service.id).await {
                     Ok(text) => {
-                        let entry = (from.clone(), text.clone());
-                        self.rollback_logs.lock().expect("rollback logs lock").insert(service.id.clone(), entry);
+                        let entry = FailedLogs { key, text: text.clone(), read_at: Instant::now() };
+                        self.failed_logs.lock().expect("failed logs lock").insert(service.id.clone(), entry);
                         text
                     }
                     Err(e) => {
-                        warn!(extension = %extension, "reading why Swarm rolled the proxy service back failed: {e}");
+                        warn!(extension = %extension, "reading why the proxy's tasks do not start failed: {e}");
                         continue;
                     }
                 },
             };
-            rolled_back.insert(extension.clone(), text);
+            if !text.trim().is_empty() {
+                failing.insert(extension.clone(), text);
+            }
         }
-        self.rollback_logs.lock().expect("rollback logs lock").retain(|id, _| seen.contains(id));
-        rolled_back
+        self.failed_logs.lock().expect("failed logs lock").retain(|id, _| seen.contains(id));
+        failing
     }
 
     /// How long the last read of the swarm took.
