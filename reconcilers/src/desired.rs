@@ -85,7 +85,7 @@ pub struct Environment {
     /// By extension, the secrets (by name) its proxy tasks were found this pass unable to load
     /// (the shell reads a task's rejection or a rolled-back update's output:
     /// `proxy::secret_blame`). Recorded on the proxy service with those recorded before.
-    pub unloadable_secrets: BTreeMap<String, BTreeSet<String>>,
+    pub unloadable_secrets: BTreeMap<String, BTreeSet<proxy::secret_blame::SecretUse>>,
 }
 
 impl Environment {
@@ -334,7 +334,7 @@ pub fn desired_state_excluding(
 ) -> Desired {
     // The secrets each cluster's proxy cannot load (recorded, and found this pass): every app
     // service of the cluster naming one is left out, like a culprit.
-    let unloadable: BTreeMap<&str, BTreeMap<String, String>> = config
+    let unloadable: BTreeMap<&str, BTreeMap<proxy::secret_blame::SecretUse, String>> = config
         .extensions
         .values()
         .map(|ext| {
@@ -567,7 +567,7 @@ fn cluster_state(
     operator_network: Option<&str>,
     env: &Environment,
     known: Known<'_>,
-    unloadable: &BTreeMap<String, String>,
+    unloadable: &BTreeMap<proxy::secret_blame::SecretUse, String>,
 ) -> ClusterState {
     ext.proxy_kind.quarantine_unsupported(&mut routes);
     let acme_files = proxy_acme(ext, &decisions, env);

@@ -36,10 +36,11 @@ pub const LABEL_CONFIG_HASH: &str = "com.docker.interlock.config-hash";
 /// generation), recorded with [`LABEL_CONFIG_HASH`] so that a new active replica (or a
 /// restarted core) continues the count instead of starting again.
 pub const LABEL_CONFIG_GENERATION: &str = "com.docker.interlock.config-generation";
-/// On a proxy service: the IDs of the secrets its tasks could not load (a tenant's TLS label
-/// named a secret holding no certificate, key or CA: `proxy::secret_blame`), comma-separated.
-/// Every service naming one of them stays quarantined, whichever replica writes and after a
-/// restart; a secret re-created under the same name has another ID and is judged afresh.
+/// On a proxy service: the secrets its tasks could not load in the role a tenant's TLS label
+/// gave them (a secret holding no certificate, key or CA: `proxy::secret_blame`), as
+/// comma-separated `ROLE:ID` (`cert`, `key`, `ca`). Every service using one of them so stays
+/// quarantined, whichever replica writes and after a restart; a secret re-created under the
+/// same name has another ID and is judged afresh.
 pub const LABEL_UNLOADABLE_SECRETS: &str = "com.docker.interlock.unloadable-secrets";
 /// On an extension service written by a core running as a Swarm service: that service's name,
 /// so a core run by hand beside it knows a writer runs (`leader::Identity::ByHand`).

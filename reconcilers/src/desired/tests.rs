@@ -1453,10 +1453,10 @@ fn a_secret_the_proxy_cannot_load_is_recorded_and_keeps_its_services_out_of_that
         observed.services.push(app);
     }
     let mut found = env();
-    found.unloadable_secrets.insert("us-east".into(), ["bad.key".to_owned()].into());
+    found.unloadable_secrets.insert("us-east".into(), [(LABEL_SSL_KEY, "bad.key".to_owned())].into());
     let d = desired_state(&seed(), &observed, &found);
     let east = &d.clusters["us-east"];
-    assert_eq!(east.proxy_service.labels.get(LABEL_UNLOADABLE_SECRETS).map(String::as_str), Some("id-bad.key"));
+    assert_eq!(east.proxy_service.labels.get(LABEL_UNLOADABLE_SECRETS).map(String::as_str), Some("key:id-bad.key"));
     let q = &east.routes.quarantined;
     assert!(
         q.len() == 1
@@ -1480,4 +1480,55 @@ fn a_secret_the_proxy_cannot_load_is_recorded_and_keeps_its_services_out_of_that
     observed.secret_ids.remove("bad.key");
     let gone = desired_state(&seed(), &observed, &env());
     assert!(!gone.clusters["us-east"].proxy_service.labels.contains_key(LABEL_UNLOADABLE_SECRETS));
+}
+
+/// HAProxy mounts a key beside its certificate as `<cert>.key`, and Swarm refuses a service two
+/// of whose secrets share a file, so a tenant whose secrets would share one with another's
+/// would make every update of the cluster's proxy fail: such services are quarantined (one
+/// certificate with another key, a certificate named like a key file), and the proxy mounts no
+/// two secrets at one file. (So every file a proxy task's words quote is one secret's:
+/// `proxy::secret_blame` relies on it.)
+#[test]
+fn on_haproxy_no_two_secrets_are_mounted_at_one_file() {
+    use crate::labels::{LABEL_SSL_CERT, LABEL_SSL_KEY};
+    let text =
+        SEED.replace("ServiceCluster = \"us-west\"", "ServiceCluster = \"us-west\"\n    ProxyKind = \"haproxy\"");
+    let config = config::parse("seed", &text).unwrap().config;
+    let mut observed = seed_swarm();
+    let tls = |id: &str, name: &str, created: &str, cert: &str, key: &str| {
+        let mut s = app(id, name, "us-west", "n-west");
+        s.created_at = created.into();
+        s.def.labels.insert(LABEL_SSL_CERT.into(), cert.into());
+        s.def.labels.insert(LABEL_SSL_KEY.into(), key.into());
+        s
+    };
+    observed.services.extend([
+        tls("s-v", "victim", "2026-01-02T00:00:00Z", "v.crt", "v.key"),
+        // The same certificate with another key: `v.crt.key` would hold two secrets.
+        tls("s-h", "hostile", "2026-02-01T00:00:00Z", "v.crt", "h.key"),
+        // A certificate named like the victim's key file.
+        tls("s-n", "namer", "2026-02-02T00:00:00Z", "v.crt.key", "n.key"),
+        // The same pair as the victim: the same files, no clash.
+        tls("s-s", "sharer", "2026-02-03T00:00:00Z", "v.crt", "v.key"),
+    ]);
+    for (i, id) in ["s-v", "s-h", "s-n", "s-s"].iter().enumerate() {
+        observed.tasks.push(task(&format!("t{}", i + 10), id, "n-west", &format!("10.0.2.{}", i + 10)));
+    }
+    for secret in ["v.crt", "v.key", "h.key", "v.crt.key", "n.key"] {
+        observed.secrets.push(secret.into());
+    }
+    let d = desired_state(&config, &observed, &env());
+    let west = &d.clusters["us-west"];
+    let reason = |service: &str| {
+        west.routes.quarantined.iter().find(|q| q.service == service).map(|q| q.reason.clone()).unwrap_or_default()
+    };
+    // One certificate with two keys: refused by the route table already, for every kind.
+    assert!(reason("hostile").contains("already served with key v.key by service victim"), "{}", reason("hostile"));
+    // A certificate named like a key file: refused by the labels' own rules.
+    assert!(reason("namer").contains("may not end in .key"), "{}", reason("namer"));
+    assert!(reason("victim").is_empty() && reason("sharer").is_empty(), "{:?}", west.routes.quarantined);
+    let targets: Vec<&str> = west.proxy_service.secrets.iter().map(|m| m.target.as_str()).collect();
+    let unique: BTreeSet<&str> = targets.iter().copied().collect();
+    assert_eq!(targets.len(), unique.len(), "{:?}", west.proxy_service.secrets);
+    assert!(west.routes.hosts.contains_key("victim.local") && west.routes.hosts.contains_key("sharer.local"));
 }

@@ -41,38 +41,60 @@ pub struct BlamedSecret {
     pub words: String,
 }
 
-/// The secrets a cluster's proxy cannot load, by name → ID: those `recorded` on its proxy
-/// service ([`crate::ownership::LABEL_UNLOADABLE_SECRETS`]) that still exist with that ID, and
-/// those `found` (by name) this pass.
+/// A secret as one TLS label uses it: the label (`ssl_cert`, `ssl_key`, `ssl_backend_ca`) and
+/// the secret's name. What a proxy cannot load is a secret *in a role*: a key is no CA, and a
+/// tenant naming another's key as its CA must not take the key's owner down with it.
+pub type SecretUse = (&'static str, String);
+
+/// The TLS labels and their short names in [`record`].
+const ROLES: [(&str, &str); 3] = [(LABEL_SSL_CERT, "cert"), (LABEL_SSL_KEY, "key"), (LABEL_SSL_BACKEND_CA, "ca")];
+
+/// The uses of secrets a cluster's proxy cannot load, each with the secret's ID: those
+/// `recorded` on its proxy service ([`crate::ownership::LABEL_UNLOADABLE_SECRETS`], `ROLE:ID`)
+/// whose secret still exists with that ID, and those `found` this pass.
 pub fn unloadable_secrets(
     recorded: Option<&str>,
-    found: Option<&BTreeSet<String>>,
+    found: Option<&BTreeSet<SecretUse>>,
     secret_ids: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    let recorded: BTreeSet<&str> = recorded.unwrap_or_default().split(',').map(str::trim).collect();
-    secret_ids
+) -> BTreeMap<SecretUse, String> {
+    let recorded: BTreeSet<(&str, &str)> =
+        recorded.unwrap_or_default().split(',').filter_map(|entry| entry.trim().split_once(':')).collect();
+    let mut unloadable = BTreeMap::new();
+    for (name, id) in secret_ids.iter().filter(|(_, id)| !id.is_empty()) {
+        for (label, role) in ROLES {
+            let is_recorded = recorded.contains(&(role, id.as_str()));
+            let is_found = found.is_some_and(|f| f.contains(&(label, name.clone())));
+            if is_recorded || is_found {
+                unloadable.insert((label, name.clone()), id.clone());
+            }
+        }
+    }
+    unloadable
+}
+
+/// The value of [`crate::ownership::LABEL_UNLOADABLE_SECRETS`] for `unloadable`: `ROLE:ID`
+/// entries (`cert`, `key`, `ca`), sorted; `None` when there are none (no label: a proxy service
+/// without any keeps its spec).
+pub fn record(unloadable: &BTreeMap<SecretUse, String>) -> Option<String> {
+    let entries: BTreeSet<String> = unloadable
         .iter()
-        .filter(|(name, id)| recorded.contains(id.as_str()) || found.is_some_and(|f| f.contains(*name)))
-        .map(|(name, id)| (name.clone(), id.clone()))
-        .collect()
+        .filter_map(|((label, _), id)| {
+            let role = ROLES.iter().find(|(l, _)| l == label)?.1;
+            Some(format!("{role}:{id}"))
+        })
+        .collect();
+    (!entries.is_empty()).then(|| entries.into_iter().collect::<Vec<_>>().join(","))
 }
 
-/// The value of [`crate::ownership::LABEL_UNLOADABLE_SECRETS`] for `unloadable`: its IDs,
-/// sorted; `None` when there are none (no label: a proxy service without any keeps its spec).
-pub fn record(unloadable: &BTreeMap<String, String>) -> Option<String> {
-    let ids: BTreeSet<&str> = unloadable.values().map(String::as_str).collect();
-    (!ids.is_empty()).then(|| ids.into_iter().collect::<Vec<_>>().join(","))
-}
-
-/// The first TLS label of a service (`labels`) naming a secret of `unloadable`, with that
-/// secret's name.
+/// The first TLS label of a service (`labels`) that uses a secret as `unloadable` says the
+/// proxy cannot load it, with that secret's name.
 pub fn names_unloadable(
     labels: &BTreeMap<String, String>,
-    unloadable: &BTreeMap<String, String>,
-) -> Option<(&'static str, String)> {
-    [LABEL_SSL_CERT, LABEL_SSL_KEY, LABEL_SSL_BACKEND_CA].into_iter().find_map(|label| {
-        let name = labels.get(label)?.trim();
-        unloadable.contains_key(name).then(|| (label, name.to_owned()))
+    unloadable: &BTreeMap<SecretUse, String>,
+) -> Option<SecretUse> {
+    ROLES.iter().find_map(|(label, _)| {
+        let name = labels.get(*label)?.trim().to_owned();
+        unloadable.contains_key(&(*label, name.clone())).then_some((*label, name))
     })
 }
 
@@ -242,16 +264,26 @@ mod tests {
             ("c.key".to_owned(), "id-c".to_owned()),
         ]);
         // id-b was b-ca before it was re-created (now id-b2): judged afresh. id-gone is gone.
-        let found = BTreeSet::from(["c.key".to_owned()]);
-        let unloadable = unloadable_secrets(Some("id-a,id-b,id-gone"), Some(&found), &ids);
-        assert_eq!(unloadable.keys().collect::<Vec<_>>(), ["a.crt", "c.key"]);
-        assert_eq!(record(&unloadable).as_deref(), Some("id-a,id-c"));
+        let found = BTreeSet::from([(LABEL_SSL_KEY, "c.key".to_owned())]);
+        let unloadable = unloadable_secrets(Some("cert:id-a,ca:id-b,key:id-gone"), Some(&found), &ids);
+        assert_eq!(
+            unloadable.keys().cloned().collect::<Vec<_>>(),
+            [(LABEL_SSL_CERT, "a.crt".to_owned()), (LABEL_SSL_KEY, "c.key".to_owned())]
+        );
+        assert_eq!(record(&unloadable).as_deref(), Some("cert:id-a,key:id-c"));
         assert_eq!(record(&BTreeMap::new()), None);
         assert!(unloadable_secrets(None, None, &ids).is_empty());
+        assert!(unloadable_secrets(Some(",id-a,:,cert:"), None, &ids).is_empty(), "malformed entries name nothing");
         let labels = BTreeMap::from([(LABEL_SSL_KEY.to_owned(), " c.key ".to_owned())]);
         assert_eq!(names_unloadable(&labels, &unloadable), Some((LABEL_SSL_KEY, "c.key".to_owned())));
-        let labels = BTreeMap::from([(LABEL_SSL_BACKEND_CA.to_owned(), "b-ca".to_owned())]);
+        // The same secret in another role is another question: c.key may well be a key.
+        let labels = BTreeMap::from([(LABEL_SSL_BACKEND_CA.to_owned(), "c.key".to_owned())]);
         assert_eq!(names_unloadable(&labels, &unloadable), None);
+        let as_ca = BTreeSet::from([(LABEL_SSL_BACKEND_CA, "c.key".to_owned())]);
+        let unloadable = unloadable_secrets(None, Some(&as_ca), &ids);
+        let owner = BTreeMap::from([(LABEL_SSL_KEY.to_owned(), "c.key".to_owned())]);
+        assert_eq!(names_unloadable(&owner, &unloadable), None, "its owner's key stays served");
+        assert_eq!(record(&unloadable).as_deref(), Some("ca:id-c"));
     }
 
     #[test]

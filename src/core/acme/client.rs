@@ -56,6 +56,16 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
 /// RFC 8555's problem type of an account the CA does not know.
 const ACCOUNT_DOES_NOT_EXIST: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
+/// RFC 8555's problem types (§6.7) of a validation that failed: the answer was wrong or not
+/// served, or the host could not be reached.
+const VALIDATION_FAILED: [&str; 6] = [
+    "urn:ietf:params:acme:error:unauthorized",
+    "urn:ietf:params:acme:error:incorrectResponse",
+    "urn:ietf:params:acme:error:connection",
+    "urn:ietf:params:acme:error:dns",
+    "urn:ietf:params:acme:error:tls",
+    "urn:ietf:params:acme:error:caa",
+];
 
 /// Why an account, an order or an issuance failed. Each is local to its host: the orderer
 /// retries it after [`AcmeError::next_try`].
@@ -120,6 +130,19 @@ impl AcmeError {
     /// restarted pebble does): the orderer makes a new account and stores it.
     pub fn account_unknown(&self) -> bool {
         matches!(self, Self::Refused { kind: Some(kind), .. } if kind == ACCOUNT_DOES_NOT_EXIST)
+    }
+
+    /// A refusal of a challenge's "ready" that says the validation already failed, as the
+    /// challenge's failure: a CA may validate before it answers that POST (pebble without its
+    /// random delay did, in this project's CI), and then says so there rather than in the
+    /// order's state `finish` reads. Anything else as it is.
+    fn challenge_failed(self, host: &str) -> Self {
+        match self {
+            Self::Refused { kind: Some(kind), detail, .. } if VALIDATION_FAILED.contains(&kind.as_str()) => {
+                Self::ChallengeFailed { host: host.to_owned(), detail }
+            }
+            other => other,
+        }
     }
 
     fn from_acme(error: instant_acme::Error, retry_after: Option<SystemTime>) -> Self {
@@ -331,7 +354,7 @@ impl PendingOrder {
             }
             let mut challenge =
                 authorization.challenge(ChallengeType::Http01).ok_or_else(|| AcmeError::NoHttp01(self.host.clone()))?;
-            challenge.set_ready().await.map_err(|e| self.retry_after.error(e))?;
+            challenge.set_ready().await.map_err(|e| self.retry_after.error(e).challenge_failed(&self.host))?;
         }
         self.told = true;
         Ok(())
@@ -659,6 +682,21 @@ mod tests {
             serde_json::from_str(r#"{"type": "urn:ietf:params:acme:error:accountDoesNotExist", "detail": "gone"}"#)
                 .unwrap();
         assert!(AcmeError::from_problem(&problem, None).account_unknown());
+        // A challenge the CA validated before answering its "ready": the challenge's failure.
+        let problem: Problem = serde_json::from_str(
+            r#"{"type": "urn:ietf:params:acme:error:unauthorized", "detail": "http://a.test/.well-known/acme-challenge/x returned 404"}"#,
+        )
+        .unwrap();
+        let failed = AcmeError::from_problem(&problem, None).challenge_failed("a.test");
+        assert!(
+            matches!(&failed, AcmeError::ChallengeFailed { host, detail } if host == "a.test" && detail.contains("404")),
+            "{failed:?}"
+        );
+        let malformed = AcmeError::from_problem(
+            &serde_json::from_str(r#"{"type": "urn:ietf:params:acme:error:malformed"}"#).unwrap(),
+            None,
+        );
+        assert!(matches!(malformed.challenge_failed("a.test"), AcmeError::Refused { .. }), "malformed stays a refusal");
         assert_eq!(
             (1..=8).map(|n| error.next_try(n, now).as_secs()).collect::<Vec<_>>(),
             [60, 120, 240, 480, 960, 1_920, 3_600, 3_600]

@@ -251,7 +251,7 @@ impl Judge<'_> {
     /// renders: a secret's content never changes, and a tenant's change arriving meanwhile (a
     /// new config) must not let it back in for another round. The desired state records them on
     /// the proxy service and leaves out every service naming one.
-    fn secrets_tasks_could_not_load(&self, observed: &Observed) -> BTreeMap<String, BTreeSet<String>> {
+    fn secrets_tasks_could_not_load(&self, observed: &Observed) -> BTreeMap<String, BTreeSet<secret_blame::SecretUse>> {
         let words: BTreeMap<&String, Vec<String>> = self
             .config
             .extensions
@@ -269,7 +269,7 @@ impl Judge<'_> {
         // The routes the words are read against: which secret each quoted file is.
         let desired =
             desired::desired_state_excluding(self.config, observed, self.env, &self.culprits.remembered(observed));
-        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut found: BTreeMap<String, BTreeSet<secret_blame::SecretUse>> = BTreeMap::new();
         for (extension, words) in words {
             let (Some(ext), Some(state)) = (self.config.extensions.get(extension), desired.clusters.get(extension))
             else {
@@ -285,7 +285,7 @@ impl Judge<'_> {
                         blamed.label,
                         blamed.words
                     );
-                    found.entry(extension.clone()).or_default().insert(blamed.secret);
+                    found.entry(extension.clone()).or_default().insert((blamed.label, blamed.secret));
                 }
             }
         }

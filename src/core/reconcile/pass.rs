@@ -188,7 +188,7 @@ impl<S: Swarm> Reconciler<S> {
     /// of a secret a tenant named (one holding no certificate) then quarantines those tenants
     /// (`culprit`), instead of keeping the whole cluster down or held. Read once per rollback,
     /// and for a service without a running task at most every [`FAILED_LOGS_EVERY`] until its
-    /// tasks said something; a read that fails is tried on the next pass.
+    /// tasks said something (a read that fails likewise).
     async fn failed_proxy_logs(&self, observed: &Observed) -> BTreeMap<String, String> {
         let mut failing = BTreeMap::new();
         let mut seen = BTreeSet::new();
@@ -213,17 +213,17 @@ impl<S: Swarm> Reconciler<S> {
             });
             let text = match cached {
                 Some(c) if fresh => c.text,
-                _ => match self.ctx.swarm.failed_task_logs(&service.id).await {
-                    Ok(text) => {
-                        let entry = FailedLogs { key, text: text.clone(), read_at: Instant::now() };
-                        self.failed_logs.lock().expect("failed logs lock").insert(service.id.clone(), entry);
-                        text
-                    }
-                    Err(e) => {
+                _ => {
+                    // A read that fails (a log driver the API cannot read back) is tried again
+                    // like one that found nothing, not on every pass.
+                    let text = self.ctx.swarm.failed_task_logs(&service.id).await.unwrap_or_else(|e| {
                         warn!(extension = %extension, "reading why the proxy's tasks do not start failed: {e}");
-                        continue;
-                    }
-                },
+                        String::new()
+                    });
+                    let entry = FailedLogs { key, text: text.clone(), read_at: Instant::now() };
+                    self.failed_logs.lock().expect("failed logs lock").insert(service.id.clone(), entry);
+                    text
+                }
             };
             if !text.trim().is_empty() {
                 failing.insert(extension.clone(), text);

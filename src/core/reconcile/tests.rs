@@ -527,7 +527,7 @@ async fn a_secret_a_proxy_task_cannot_load_quarantines_the_tenants_naming_it_not
     // Recorded on the proxy service by the secret's ID: another replica, or a restarted core,
     // which never saw the report, keeps it out and plans nothing.
     let proxy = swarm.service("interlock-proxy-us-east").unwrap();
-    assert_eq!(proxy.def.labels.get(LABEL_UNLOADABLE_SECRETS).map(String::as_str), Some("secret-id-not-a-ca"));
+    assert_eq!(proxy.def.labels.get(LABEL_UNLOADABLE_SECRETS).map(String::as_str), Some("ca:secret-id-not-a-ca"));
     let fresh = reconciler(&swarm, hitless(&seed_config()));
     let (_, plan) = fresh.plan().await.unwrap();
     assert!(plan.is_empty(), "{plan:#?}");
@@ -581,7 +581,7 @@ async fn a_rolled_back_proxy_update_quarantines_the_tenant_whose_secret_its_task
     let why = reason(&report.plan, "us-east", "hostile").expect("the tenant naming the secret is quarantined");
     assert!(why.contains("cannot load the secret \"not-a-ca\""), "{why}");
     let proxy = swarm.service("interlock-proxy-us-east").unwrap();
-    assert_eq!(proxy.def.labels.get(LABEL_UNLOADABLE_SECRETS).map(String::as_str), Some("secret-id-not-a-ca"));
+    assert_eq!(proxy.def.labels.get(LABEL_UNLOADABLE_SECRETS).map(String::as_str), Some("ca:secret-id-not-a-ca"));
     assert!(
         east.actions.iter().any(|a| matches!(a, plan::Action::UpdateService { .. })),
         "the proxy rolls onto a config with the neighbour and without it: {east:#?}"
