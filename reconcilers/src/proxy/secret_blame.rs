@@ -12,14 +12,17 @@
 //! load certificate from file '…'`, `Couldn't open the ca-file '…'`), and each secret is mounted
 //! at a file only its own name gives ([`super::ProxyKind::secret_mounts`]), so the secrets are
 //! read off the words ([`blame_secrets`]: the shell hands it a task's rejection, or what the
-//! tasks of an update Swarm rolled back printed).
+//! tasks of a proxy service that do not start printed). No two secrets share a file: on
+//! HAProxy, whose key files are `<cert>.key`, the route table refuses a certificate with two
+//! keys and a certificate named like a key file.
 //!
-//! What is found is recorded by secret ID on the proxy service
-//! ([`crate::ownership::LABEL_UNLOADABLE_SECRETS`], [`record`]), so it outlives the report or
-//! the rollback it was read from: every service of the cluster naming such a secret is
-//! quarantined ([`names_unloadable`]), by any replica and after a restart, and `plan` says so. A
-//! secret's content never changes; one re-created under the same name has a new ID and is judged
-//! afresh, and a secret that is gone leaves the record.
+//! What is found is recorded on the proxy service by the secret's role (the label that named
+//! it) and ID ([`crate::ownership::LABEL_UNLOADABLE_SECRETS`], [`record`]), so it outlives the
+//! report or the failed start it was read from: every service of the cluster using such a secret
+//! in that role is quarantined ([`names_unloadable`]), by any replica and after a restart, and
+//! `plan` says so. The role matters: a key is no CA, and a tenant naming another's key as its CA
+//! must not take the key's owner down. A secret's content never changes; one re-created under
+//! the same name has a new ID and is judged afresh, and a secret that is gone leaves the record.
 
 use std::collections::{BTreeMap, BTreeSet};
 
