@@ -98,6 +98,22 @@ async fn tls_answer(node: &str, port: u16, host: &str, cacert: &Path, want: &str
     .await;
 }
 
+/// Waits until every app of [`APPS`] that exists runs its task: `apply` routes the tasks that
+/// run when it passes and then exits (no core runs here to route a task that starts later), so
+/// an app whose task were still starting would never be routed.
+async fn apps_running(api: &interlock::docker::DockerClient) {
+    eventually("every app's task running", Duration::from_secs(90), || async {
+        let services = api.list_services("").await.ok()?;
+        let tasks = api.list_tasks().await.ok()?;
+        services
+            .iter()
+            .filter(|s| APPS.contains(&s.def.name.as_str()))
+            .all(|s| tasks.iter().any(|t| t.service_id == s.id && t.running))
+            .then_some(())
+    })
+    .await;
+}
+
 /// Passes until the proxies run what interlock planned; returns `plan`'s text afterwards.
 fn apply_and_plan() -> String {
     let (code, out) = interlock(&["apply", "-c", CONFIG, "--timeout", "90"]);
@@ -156,6 +172,7 @@ async fn hostile_tenants_cannot_take_a_victims_routes() {
         "evil\n",
         &[&hap[..], &[("hosts", "shop.local"), ("context_root", "/x")], &evil_tls[..]].concat(),
     );
+    apps_running(&api).await;
     let plan = apply_and_plan();
 
     // The victim keeps its routes and its own certificate, on both proxies.
@@ -182,6 +199,7 @@ async fn hostile_tenants_cannot_take_a_victims_routes() {
     // An innocent app deployed while the hostile ones are present is served.
     app("t-late", "late\n", &[&nginx[..], &[("hosts", "late.local")]].concat());
     app("t-hap-late", "hap-late\n", &[&hap[..], &[("hosts", "late.local")]].concat());
+    apps_running(&api).await;
     apply_and_plan();
     assert_eq!(answer("lb-00", 8095, "late.local", 200).await, "late\n");
     assert_eq!(answer("lb-01", 8096, "late.local", 200).await, "hap-late\n");
@@ -198,6 +216,7 @@ async fn hostile_tenants_cannot_take_a_victims_routes() {
     app("t-hap-bad-key", "bad\n", &[&hap[..], &bad_key[..]].concat());
     app("t-later", "later\n", &[&nginx[..], &[("hosts", "later.local")]].concat());
     app("t-hap-later", "hap-later\n", &[&hap[..], &[("hosts", "later.local")]].concat());
+    apps_running(&api).await;
     let plan = apply_and_plan();
     assert!(plan.contains("nothing to do"), "recorded, so another process plans nothing:\n{plan}");
     for (service, secret, label) in [
