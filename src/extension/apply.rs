@@ -4,7 +4,7 @@
 //! tried once more at a rescan ([`may_try`]). Each container's outcome is reported to the core,
 //! once per change ([`said`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -87,6 +87,10 @@ struct Rejection {
     attempts: u32,
 }
 
+/// Reports kept per container while the core does not take them (a rejection's two attempts and
+/// what came before, with room to spare).
+const MAX_UNSENT: usize = 4;
+
 /// Whether to try a config on a container whose binary rejected it `before` times: once more,
 /// at a rescan (a few seconds on; the core acts on a second rejection only), then never.
 fn may_try(before: u32, rescan: bool) -> bool {
@@ -112,6 +116,10 @@ pub(super) struct Applier<E> {
     older: BTreeMap<String, String>,
     /// Container → what was last reported to the core for it ([`said`]).
     reported: BTreeMap<String, String>,
+    /// Container → reports the core has not taken yet, oldest first: sent again at each look
+    /// until it does. Right after a roll the core refuses a task its last pass did not list yet
+    /// (422), and a rejection it never hears of twice would leave the cluster waiting on it.
+    unsent: BTreeMap<String, VecDeque<TaskReport>>,
     /// Container → its proxy binary's build ([`check_reuse::binary_identity`]), read once.
     builds: BTreeMap<String, String>,
     /// Container → the environment fingerprint of the last config its own check accepted
@@ -160,6 +168,7 @@ impl<E: NodeEngine> Applier<E> {
             rejected: BTreeMap::new(),
             older: BTreeMap::new(),
             reported: BTreeMap::new(),
+            unsent: BTreeMap::new(),
             builds: BTreeMap::new(),
             checked_environment: BTreeMap::new(),
             kept: None,
@@ -194,6 +203,7 @@ impl<E: NodeEngine> Applier<E> {
         self.rejected.retain(|id, _| here.contains(id.as_str()));
         self.older.retain(|id, _| here.contains(id.as_str()));
         self.reported.retain(|id, _| here.contains(id.as_str()));
+        self.unsent.retain(|id, _| here.contains(id.as_str()));
         self.builds.retain(|id, _| here.contains(id.as_str()));
         self.checked_environment.retain(|id, _| here.contains(id.as_str()));
         let mut any_applied = false;
@@ -202,21 +212,42 @@ impl<E: NodeEngine> Applier<E> {
                 Ok(vetted) => self.apply(container, vetted, rescan).await,
                 Err(refusal) => self.refuse(container, &delivery.hash, refusal).await,
             };
-            let Some((report, attempt)) = outcome else { continue };
-            if let Ok(vetted) = &verdict {
-                any_applied |= report.hash == vetted.hash && report.error.is_none();
-            }
-            if self.reported.get(&container.id) != Some(&said(&report, attempt)) {
-                match self.core.report(&report).await {
-                    Ok(()) => {
-                        self.reported.insert(container.id.clone(), said(&report, attempt));
+            if let Some((report, attempt)) = outcome {
+                if let Ok(vetted) = &verdict {
+                    any_applied |= report.hash == vetted.hash && report.error.is_none();
+                }
+                if self.reported.get(&container.id) != Some(&said(&report, attempt)) {
+                    self.reported.insert(container.id.clone(), said(&report, attempt));
+                    let queue = self.unsent.entry(container.id.clone()).or_default();
+                    queue.push_back(report);
+                    if queue.len() > MAX_UNSENT {
+                        queue.pop_front();
                     }
-                    Err(e) => warn!("cannot report to the core: {e}"),
                 }
             }
+            self.send_unsent(&container.id).await;
         }
         if any_applied && let Ok(vetted) = verdict {
             self.kept = Some(vetted);
+        }
+    }
+
+    /// Sends the container's reports the core has not taken yet, oldest first, until one fails.
+    async fn send_unsent(&mut self, container: &str) {
+        let Some(queue) = self.unsent.get_mut(container) else { return };
+        while let Some(report) = queue.front() {
+            match self.core.report(report).await {
+                Ok(()) => {
+                    queue.pop_front();
+                }
+                Err(e) => {
+                    warn!("cannot report to the core (sent again at the next look): {e}");
+                    break;
+                }
+            }
+        }
+        if queue.is_empty() {
+            self.unsent.remove(container);
         }
     }
 

@@ -37,6 +37,8 @@ const APP_IMAGE: &str = "local/docker-demo:lab";
 /// Every object this test names starts with this (services, the app network, the TOML's config).
 const PREFIX: &str = "hl-";
 const APP_NET: &str = "hl-net";
+/// A secret holding no CA (`a_secret_the_proxy_cannot_load_holds_back_only_its_tenant`).
+const NOT_A_CA: &str = "hl-not-a-ca";
 const CONFIG_PREFIX: &str = "hl-config-";
 /// A change not served within this is a failure: a liveness bound, not a speed claim.
 const LIVENESS: Duration = Duration::from_secs(30);
@@ -146,6 +148,7 @@ fn teardown() {
     if !wait_sync(Duration::from_secs(60), || ours().is_empty()) {
         eprintln!("hitless: services left after 60 s: {:?}", ours());
     }
+    docker_quiet(&["secret", "rm", NOT_A_CA]);
     let configs = || {
         let mut names: Vec<String> = lines(docker_sync(&["config", "ls", "--format", "{{.Name}}"]))
             .into_iter()
@@ -234,6 +237,11 @@ async fn create_app(cluster: &Cluster, name: &str, host: &str, replicas: u32) {
 }
 
 fn create_args(cluster: &Cluster, name: &str, host: &str, replicas: u32) -> Vec<String> {
+    app_service(cluster, name, host, replicas).args()
+}
+
+/// The demo app `name` as [`create_app`] creates it, for more options.
+fn app_service(cluster: &Cluster, name: &str, host: &str, replicas: u32) -> service::Create {
     service::Create::new()
         .detach()
         .quiet()
@@ -246,7 +254,6 @@ fn create_args(cluster: &Cluster, name: &str, host: &str, replicas: u32) -> Vec<
         .label("com.docker.lb.port", "8080")
         .label("com.docker.lb.service_cluster", cluster.name)
         .image(APP_IMAGE)
-        .args()
 }
 
 /// Waits (at most 60 s, without failing) until no rollout of `service` is running.
@@ -686,6 +693,7 @@ async fn route_changes_are_served_without_failing_other_requests() {
         HITLESS.stable_host()
     );
     new_apps_one_after_another(&HITLESS, 10).await;
+    a_secret_the_proxy_cannot_load_holds_back_only_its_tenant().await;
     serving_does_not_depend_on_the_core().await;
     drop(deployment);
 }
@@ -763,6 +771,44 @@ async fn new_apps_one_after_another(cluster: &Cluster, count: usize) {
     );
     assert!(generations.windows(2).all(|w| w[0] < w[1]), "generations only go forward: {generations:?}");
     assert_eq!(report.failed_total(), 0, "requests to {stable} failed while apps were created\n{report:?}");
+}
+
+/// A secret holding no CA, named by a tenant as the CA its tasks are verified against: the
+/// core's check cannot see it (it never reads a secret), the proxy task's own check rejects the
+/// delivery. The tenant is quarantined, the secret recorded on the proxy service, and an app
+/// created at the same moment is served: the cluster is not held behind the tenant.
+async fn a_secret_the_proxy_cannot_load_holds_back_only_its_tenant() {
+    docker_quiet(&["secret", "rm", NOT_A_CA]);
+    let path = std::env::temp_dir().join(format!("{NOT_A_CA}-{}", std::process::id()));
+    std::fs::write(&path, "not a certificate\n").unwrap();
+    docker(&["secret", "create", NOT_A_CA, path.to_str().unwrap()]).await;
+    std::fs::remove_file(path).ok();
+    let (bad, next) = (HITLESS.app("bad-ca"), HITLESS.app("next"));
+    let bad_args = app_service(&HITLESS, &bad, &format!("{bad}.local"), 1)
+        .label("com.docker.lb.ssl_backend", "true")
+        .label("com.docker.lb.ssl_backend_ca", NOT_A_CA)
+        .args();
+    let started = Instant::now();
+    docker(&bad_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    create_app(&HITLESS, &next, &format!("{next}.local"), 1).await;
+    let addr = node_addr(HITLESS.node);
+    let served = load::time_to_served(&addr, HITLESS.port, &format!("{next}.local"), &next, LIVENESS).await;
+    assert!(served.is_some(), "{next}.local not served within {LIVENESS:?} beside {bad}\n{}", diagnostics().await);
+    let recorded = support::eventually("the secret recorded on the proxy service", LIVENESS, || async {
+        let format = "{{index .Spec.Labels \"com.docker.interlock.unloadable-secrets\"}}";
+        let label = docker(&["service", "inspect", "--format", format, HITLESS.proxy]).await;
+        label.trim().starts_with("ca:").then(|| label.trim().to_owned())
+    })
+    .await;
+    println!(
+        "a tenant naming a secret that holds no CA: {next}.local served after {:.2} s, {} recorded on {}",
+        started.elapsed().as_secs_f64(),
+        recorded,
+        HITLESS.proxy
+    );
+    for app in [&bad, &next] {
+        docker(&["service", "rm", app]).await;
+    }
 }
 
 /// The proxy task's container on its node, through that node's engine.
