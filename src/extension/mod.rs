@@ -19,7 +19,9 @@
 //! A config the task's binary rejects is not applied: the files it had are written back, the
 //! task keeps running its config, and the rejection is reported. It is tried once more on that
 //! container at the next rescan and reported again (the core holds a cluster only on a task
-//! rejecting the same config twice, so one failed exec does not), then not again. Serving never
+//! rejecting the same config twice, so one failed exec does not), then not again. A report the
+//! core does not take (right after a roll it refuses a task its last pass has not listed yet)
+//! is sent again at each look until it does, oldest first, so both rejections reach it. Serving never
 //! depends on this process: if it or the core is down, the proxies keep their last config.
 //!
 //! **It executes nothing it is sent.** It has the node's Docker socket (root on the node), so
