@@ -2,7 +2,7 @@
 //! from its applied file), whether the config is newer ([`decide`]), then write the files, check
 //! them with the task's own binary, reload, and record it; a rejected config is written back and
 //! tried once more at a rescan ([`may_try`]). Each container's outcome is reported to the core,
-//! once per change ([`said`]).
+//! once per change ([`said`]), and again at each look until the core takes it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
