@@ -348,25 +348,9 @@ fn for_check(kind: ProxyKind, text: &str, dir: &Path, temp_paths: &[&str]) -> St
             } else if !nginx && trimmed.starts_with("server ") && trimmed.contains(" ca-file ") {
                 // The CA tasks are verified against (`ssl_backend_ca`): any certificate reads as
                 // one. The path is one quoted word without spaces (`haproxy::word`).
-                let mut words = trimmed.split(' ');
-                let mut out = Vec::new();
-                while let Some(word) = words.next() {
-                    out.push(word.to_owned());
-                    if word == "ca-file" && words.next().is_some() {
-                        out.push(cert.display().to_string());
-                    }
-                }
-                format!("{indent}{}", out.join(" "))
+                format!("{indent}{}", with_word_after(trimmed, "ca-file", &cert.display().to_string()))
             } else if trimmed.starts_with("bind ") && trimmed.contains(" crt ") {
-                let mut words = trimmed.split(' ').peekable();
-                let mut out = Vec::new();
-                while let Some(word) = words.next() {
-                    out.push(word.to_owned());
-                    if word == "crt" && words.next().is_some() {
-                        out.push(pem.display().to_string());
-                    }
-                }
-                format!("{indent}{}", out.join(" "))
+                format!("{indent}{}", with_word_after(trimmed, "crt", &pem.display().to_string()))
             } else {
                 line.to_owned()
             }
@@ -619,6 +603,20 @@ fn private_dir() -> std::io::Result<PathBuf> {
     let dir = std::env::temp_dir().join(name);
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
+}
+
+/// `line` (words split by single spaces) with the word after each `keyword` replaced by
+/// `replacement`.
+fn with_word_after(line: &str, keyword: &str, replacement: &str) -> String {
+    let mut words = line.split(' ');
+    let mut out = Vec::new();
+    while let Some(word) = words.next() {
+        out.push(word.to_owned());
+        if word == keyword && words.next().is_some() {
+            out.push(replacement.to_owned());
+        }
+    }
+    out.join(" ")
 }
 
 /// The binary's line without what changes from run to run: the check directory, HAProxy's

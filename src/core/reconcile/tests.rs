@@ -368,6 +368,22 @@ async fn a_delivery_names_the_build_that_accepted_it() {
     assert_eq!(plan.clusters["us-east"].delivery.as_ref().unwrap().checked_with, "");
 }
 
+/// The report of the proxy task `t-proxy` on lb-00 that runs `running` (hash, generation) and
+/// whose binary rejected the config `rejected` with `error`.
+fn proxy_task_rejects(running: (&str, u64), rejected: &str, error: &str) -> crate::extension_api::TaskReport {
+    crate::extension_api::TaskReport {
+        task: "t-proxy".into(),
+        node: "lb-00".into(),
+        container: "c".into(),
+        hash: running.0.to_owned(),
+        generation: running.1,
+        rejected: Some(rejected.to_owned()),
+        error: Some(error.to_owned()),
+        applied_at: 1,
+        took_ms: 1,
+    }
+}
+
 fn hitless(config: &Config) -> Config {
     let mut config = config.clone();
     for ext in config.extensions.values_mut() {
@@ -404,17 +420,7 @@ async fn a_config_a_proxy_task_rejects_is_not_served_and_holds_its_cluster() {
     // What the next config will be, and a task whose own binary rejects it.
     let (_, plan) = r.plan().await.unwrap();
     let next = plan.clusters["us-east"].delivery.clone().unwrap().hash;
-    let rejecting = crate::extension_api::TaskReport {
-        task: "t-proxy".into(),
-        node: "lb-00".into(),
-        container: "c".into(),
-        hash: served.hash.clone(),
-        generation: served.generation,
-        rejected: Some(next),
-        error: Some("[emerg] unknown directive".into()),
-        applied_at: 1,
-        took_ms: 1,
-    };
+    let rejecting = proxy_task_rejects((&served.hash, served.generation), &next, "[emerg] unknown directive");
     // The extension retries once before reporting again: two reports hold the cluster.
     r.ctx.deliveries.set_tasks("us-east", [("t-proxy".to_owned(), "lb-00".to_owned())].into());
     r.ctx.deliveries.accept_report("us-east", rejecting.clone()).unwrap();
@@ -448,17 +454,8 @@ async fn a_rejection_reported_after_the_config_was_recorded_holds_the_cluster() 
         })
     });
     assert!(r.pass().await.unwrap().plan.is_empty(), "served and recorded: converged");
-    let rejecting = crate::extension_api::TaskReport {
-        task: "t-proxy".into(),
-        node: "lb-00".into(),
-        container: "c".into(),
-        hash: "the-previous-one".into(),
-        generation: served.generation - 1,
-        rejected: Some(served.hash.clone()),
-        error: Some("[emerg] unknown directive".into()),
-        applied_at: 1,
-        took_ms: 1,
-    };
+    let running = ("the-previous-one", served.generation - 1);
+    let rejecting = proxy_task_rejects(running, &served.hash, "[emerg] unknown directive");
     r.ctx.deliveries.accept_report("us-east", rejecting.clone()).unwrap();
     assert!(r.pass().await.unwrap().plan.clusters["us-east"].conflicts.is_empty(), "one report holds nothing");
     r.ctx.deliveries.accept_report("us-east", rejecting).unwrap();
@@ -490,22 +487,13 @@ async fn a_secret_a_proxy_task_cannot_load_quarantines_the_tenants_naming_it_not
     let rejected = r.ctx.deliveries.current("us-east").unwrap();
     assert!(rejected.files.iter().any(|f| f.content.contains("hostile.local")), "the core's check let it through");
     r.ctx.deliveries.set_tasks("us-east", [("t-proxy".to_owned(), "lb-00".to_owned())].into());
-    let rejecting = crate::extension_api::TaskReport {
-        task: "t-proxy".into(),
-        node: "lb-00".into(),
-        container: "c".into(),
-        hash: "the-previous-one".into(),
-        generation: rejected.generation - 1,
-        rejected: Some(rejected.hash.clone()),
-        error: Some(
-            "nginx -t -q -c /etc/nginx/nginx.conf rejects it: 2026/12/05 08:40:35 [emerg] 31#31: \
-             SSL_CTX_load_verify_locations(\"/run/secrets/.interlock-backend-ca/not-a-ca\") failed \
-             (SSL: error:05800088:x509 certificate routines::no certificate or crl found)"
-                .into(),
-        ),
-        applied_at: 1,
-        took_ms: 1,
-    };
+    let rejecting = proxy_task_rejects(
+        ("the-previous-one", rejected.generation - 1),
+        &rejected.hash,
+        "nginx -t -q -c /etc/nginx/nginx.conf rejects it: 2026/12/05 08:40:35 [emerg] 31#31: \
+         SSL_CTX_load_verify_locations(\"/run/secrets/.interlock-backend-ca/not-a-ca\") failed \
+         (SSL: error:05800088:x509 certificate routines::no certificate or crl found)",
+    );
     r.ctx.deliveries.accept_report("us-east", rejecting.clone()).unwrap();
     r.ctx.deliveries.accept_report("us-east", rejecting).unwrap();
     // Another tenant's change arrives meanwhile.
