@@ -11,6 +11,11 @@
 //! Needs `pebble` (`apt-get install pebble`; `deploy/test.sh` installs it): run with
 //! `cargo test --features acme-server --test acme_pebble`. Without it the tests fail, saying so.
 
+// Only its listener certificates: the rest of `support` is the labs'.
+#[allow(dead_code)]
+#[path = "../support/acme.rs"]
+mod acme_support;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -73,19 +78,9 @@ impl Pebble {
         std::fs::create_dir_all(&dir).unwrap();
 
         // pebble's listener: a CA and a certificate for 127.0.0.1 and localhost.
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "interlock test: pebble's listener CA");
-        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &*ca)
-            .unwrap();
-        std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+        let (ca_pem, cert_pem, key_pem) = acme_support::listener_certificates("127.0.0.1");
+        std::fs::write(dir.join("cert.pem"), cert_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), key_pem).unwrap();
 
         let (listen, management, tls, dns, dns_management) =
             (free_port(), free_port(), free_port(), free_port(), free_port());
@@ -125,7 +120,7 @@ impl Pebble {
         pebble.wait_for_port(dns_management).await;
         pebble.start_ca().await;
         pebble.directory_url = format!("https://127.0.0.1:{listen}/dir");
-        pebble.listener_ca_pem = ca.pem().into_bytes();
+        pebble.listener_ca_pem = ca_pem.into_bytes();
         pebble
     }
 
