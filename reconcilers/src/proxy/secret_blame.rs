@@ -11,8 +11,9 @@
 //! certificate "/run/secrets/a.crt"`, `SSL_CTX_load_verify_locations("…")`; HAProxy: `unable to
 //! load certificate from file '…'`, `Couldn't open the ca-file '…'`), and each secret is mounted
 //! at a file only its own name gives ([`super::ProxyKind::secret_mounts`]), so the secrets are
-//! read off the words ([`blame_secrets`]: the shell hands it a task's rejection, or what the
-//! tasks of a proxy service that do not start printed). No two secrets share a file: on
+//! read off the words ([`blame_secrets`]: the shell hands it a task's rejection, or the
+//! binary's own fatal lines of what the tasks of a proxy service that do not start printed,
+//! [`binary_lines`]: never the access log any client writes into). No two secrets share a file: on
 //! HAProxy, whose key files are `<cert>.key`, the route table refuses a certificate with two
 //! keys and a certificate named like a key file.
 //!
@@ -110,14 +111,43 @@ pub fn quarantine_reason(kind: ProxyKind, label: &str, secret: &str) -> String {
     )
 }
 
-/// The services of `routes` whose TLS labels name a secret whose file `output` (a `kind` proxy
-/// binary's rejection of the config rendered from `routes`) quotes, sorted. Empty when the
-/// rejection names none: it is then no secret's doing.
+/// What each binary says when it cannot load a secret's file, up to the quote that opens the
+/// path, and the label naming a file loaded so. Only these: a key that does not match its
+/// certificate (`SSL_CTX_use_PrivateKey(…) failed (… key values mismatch)`, HAProxy's
+/// "inconsistencies between private key and certificate") is the pair's fault, and a tenant
+/// pairing its certificate with another's key must not get that key blamed. The role comes from
+/// the words, not from the path: nginx mounts a certificate and a key at `/run/secrets/NAME`
+/// alike, and a tenant naming another's key as its certificate must not get that key's owner
+/// blamed.
+const LOAD_FAILURES: [(ProxyKind, &str, &str); 6] = [
+    (ProxyKind::Nginx, "cannot load certificate \"", LABEL_SSL_CERT),
+    (ProxyKind::Nginx, "cannot load certificate key \"", LABEL_SSL_KEY),
+    (ProxyKind::Nginx, "SSL_CTX_load_verify_locations(\"", LABEL_SSL_BACKEND_CA),
+    (ProxyKind::Haproxy, "unable to load certificate from file '", LABEL_SSL_CERT),
+    (ProxyKind::Haproxy, "unable to load private key from file '", LABEL_SSL_KEY),
+    (ProxyKind::Haproxy, "Couldn't open the ca-file '", LABEL_SSL_BACKEND_CA),
+];
+
+/// The services of `routes` whose TLS labels name a secret that `output` (a `kind` proxy
+/// binary's rejection of the config rendered from `routes`, or its fatal lines) says it cannot
+/// load, in the role it says ([`LOAD_FAILURES`]), sorted. Empty when it says no such thing: the
+/// failure is then no secret's doing.
 pub fn blame_secrets(kind: ProxyKind, routes: &RouteTable, output: &str) -> Vec<BlamedSecret> {
     let tls_mounts = match kind {
         ProxyKind::Nginx => super::nginx::tls_mounts,
         ProxyKind::Haproxy => super::haproxy::tls_mounts,
     };
+    // (label, path) → the line saying it.
+    let mut unloaded: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for line in output.lines() {
+        for (_, phrase, label) in LOAD_FAILURES.iter().filter(|(k, _, _)| *k == kind) {
+            let Some((_, after)) = line.split_once(phrase) else { continue };
+            let quote = phrase.chars().last().expect("a phrase ends with its quote");
+            if let Some((path, _)) = after.split_once(quote) {
+                unloaded.entry((label, path)).or_insert(line);
+            }
+        }
+    }
     let backends = routes.hosts.values().flatten().chain(&routes.default_backend);
     let mut blamed = BTreeSet::new();
     for backend in backends {
@@ -127,7 +157,7 @@ pub fn blame_secrets(kind: ProxyKind, routes: &RouteTable, output: &str) -> Vec<
             } else {
                 format!("{SECRETS_DIR}/{}", mount.target)
             };
-            if let Some(line) = output.lines().find(|line| quotes(line, &path)) {
+            if let Some(line) = unloaded.get(&(label, path.as_str())) {
                 blamed.insert(BlamedSecret {
                     service: backend.service.clone(),
                     label,
@@ -138,6 +168,33 @@ pub fn blame_secrets(kind: ProxyKind, routes: &RouteTable, output: &str) -> Vec<
         }
     }
     blamed.into_iter().collect()
+}
+
+/// Of what a proxy task printed (its container's log), only the binary's own fatal lines:
+/// nginx's `YYYY/MM/DD HH:MM:SS [emerg] ` (or `nginx: [emerg] `), HAProxy's `[ALERT]`. The rest of a
+/// proxy's log is its access log, which any client writes into (a request line, a user agent):
+/// a client quoting a tenant's secret file there must not get that tenant blamed. A line starts
+/// with those words only when the binary wrote it (both escape what a client sends).
+pub fn binary_lines(kind: ProxyKind, log: &str) -> String {
+    let own = |line: &str| match kind {
+        ProxyKind::Nginx => {
+            line.starts_with("nginx: [emerg] ")
+                || line.get(19..).is_some_and(|rest| rest.starts_with(" [emerg] ") && nginx_time(&line[..19]))
+        }
+        ProxyKind::Haproxy => line.starts_with("[ALERT]"),
+    };
+    log.lines().filter(|line| own(line)).map(|line| format!("{line}\n")).collect()
+}
+
+/// Whether `text` is nginx's log time, `YYYY/MM/DD HH:MM:SS`.
+fn nginx_time(text: &str) -> bool {
+    text.len() == 19
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'/',
+            10 => b == b' ',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        })
 }
 
 /// The secrets a backend's labels name, each with its label and where the proxy reads it.
@@ -155,12 +212,6 @@ fn named_secrets(
         named.push((LABEL_SSL_BACKEND_CA, SecretMount { secret_name: ca.to_owned(), target: backend_ca_path(ca) }));
     }
     named
-}
-
-/// Whether `line` quotes `path` whole (`"path"` or `'path'`): `/run/secrets/a` is not named by
-/// a line quoting `/run/secrets/a.key`.
-fn quotes(line: &str, path: &str) -> bool {
-    ['"', '\''].iter().any(|q| line.contains(&format!("{q}{path}{q}")))
 }
 
 /// A binary's line without what changes from run to run: nginx's `2026/12/05 08:40:35 [emerg]
@@ -210,7 +261,9 @@ mod tests {
         let mut routes = RouteTable::default();
         routes.hosts.insert("a.local".into(), vec![backend("a", Some(("a.crt", "a.key")), None)]);
         routes.hosts.insert("b.local".into(), vec![backend("b", None, Some("b-ca"))]);
-        routes.hosts.insert("c.local".into(), vec![backend("c", Some(("a.crt.key", "c.key")), None)]);
+        // c names a's key as its certificate: on nginx both are mounted at /run/secrets/a.key.
+        routes.hosts.insert("c.local".into(), vec![backend("c", Some(("a.key", "c.key")), None)]);
+        routes.hosts.insert("d.local".into(), vec![backend("d", Some(("a.crt.pem", "d.key")), None)]);
         routes
     }
 
@@ -233,12 +286,17 @@ mod tests {
         let blamed = blame_secrets(ProxyKind::Nginx, &table(), nginx_key);
         assert_eq!(blamed.iter().map(|b| (b.service.as_str(), b.label)).collect::<Vec<_>>(), [("a", LABEL_SSL_KEY)]);
 
-        // HAProxy mounts a key beside its certificate as `<cert>.key`: a.crt's key is
-        // `/run/secrets/a.crt.key`, and c names a certificate of that very name (a tenant can).
+        // HAProxy mounts a key beside its certificate as `<cert>.key`.
         let haproxy = "[ALERT]    (18377) : config : parsing [/etc/haproxy/haproxy.cfg:7] : 'bind *:443' in section 'frontend' : unable to load certificate from file '/run/secrets/a.crt'.\n[ALERT]    (18377) : config : Fatal errors found in configuration.";
         let blamed = blame_secrets(ProxyKind::Haproxy, &table(), haproxy);
         assert_eq!(blamed.iter().map(|b| (b.service.as_str(), b.label)).collect::<Vec<_>>(), [("a", LABEL_SSL_CERT)]);
         assert!(blamed[0].words.starts_with("[ALERT] config : parsing"), "{}", blamed[0].words);
+        let haproxy_key = "[ALERT]    (1) : config : parsing [h.cfg:7] : 'bind *:443' in section 'frontend' : unable to load private key from file '/run/secrets/a.crt.key'.";
+        let blamed = blame_secrets(ProxyKind::Haproxy, &table(), haproxy_key);
+        assert_eq!(
+            blamed.iter().map(|b| (b.service.as_str(), b.label, b.secret.as_str())).collect::<Vec<_>>(),
+            [("a", LABEL_SSL_KEY, "a.key")]
+        );
         let haproxy_ca = "[ALERT]    (18382) : config : [h.cfg:9] : 'server b/s' : Couldn't open the ca-file '/run/secrets/.interlock-backend-ca/b-ca' (no certificate or crl found).";
         assert_eq!(blame_secrets(ProxyKind::Haproxy, &table(), haproxy_ca)[0].service, "b");
     }
@@ -249,14 +307,38 @@ mod tests {
             blame_secrets(ProxyKind::Nginx, &table(), "[emerg] unknown directive \"x\" in /etc/nginx/nginx.conf:3")
                 .is_empty()
         );
-        // `/run/secrets/a.crt` is a prefix of c's certificate's path, quoted: only c is named.
+        // `/run/secrets/a.crt` is a prefix of d's certificate's path: only d is named.
         let blamed =
-            blame_secrets(ProxyKind::Nginx, &table(), "[emerg] cannot load certificate \"/run/secrets/a.crt.key\": x");
-        assert_eq!(blamed.iter().map(|b| b.service.as_str()).collect::<Vec<_>>(), ["c"]);
+            blame_secrets(ProxyKind::Nginx, &table(), "[emerg] cannot load certificate \"/run/secrets/a.crt.pem\": x");
+        assert_eq!(blamed.iter().map(|b| b.service.as_str()).collect::<Vec<_>>(), ["d"]);
         // Unquoted, a path says nothing (HAProxy's `unable to load PATH.` repeats a quoted one).
         assert!(
             blame_secrets(ProxyKind::Haproxy, &table(), "'ca-file' : unable to load /run/secrets/a.crt.").is_empty()
         );
+        // A path quoted in other words (a request line, another message) says nothing either.
+        assert!(blame_secrets(ProxyKind::Nginx, &table(), "[emerg] open() \"/run/secrets/a.key\" failed").is_empty());
+    }
+
+    /// c names a's key as its certificate: nginx cannot load it as one, and the words say which
+    /// role failed. c is blamed; a, whose key it is and loads as one, is not.
+    #[test]
+    fn the_role_comes_from_the_words_not_from_the_path() {
+        let words = "2026/12/05 09:00:00 [emerg] 1#1: cannot load certificate \"/run/secrets/a.key\": PEM_read_bio_X509_AUX() failed";
+        let blamed = blame_secrets(ProxyKind::Nginx, &table(), words);
+        assert_eq!(
+            blamed.iter().map(|b| (b.service.as_str(), b.label, b.secret.as_str())).collect::<Vec<_>>(),
+            [("c", LABEL_SSL_CERT, "a.key")]
+        );
+    }
+
+    /// A certificate and a key that load but do not belong together: the pair's fault, no
+    /// secret's. A tenant pairing its certificate with another's key blames nobody's secret.
+    #[test]
+    fn a_key_that_does_not_match_its_certificate_blames_no_secret() {
+        let nginx = "2026/12/05 09:00:00 [emerg] 1#1: SSL_CTX_use_PrivateKey(\"/run/secrets/a.key\") failed (SSL: error:05800074:x509 certificate routines::key values mismatch)";
+        assert!(blame_secrets(ProxyKind::Nginx, &table(), nginx).is_empty());
+        let haproxy = "[ALERT]    (1) : config : parsing [h.cfg:7] : 'bind *:443' : inconsistencies between private key and certificate loaded from PEM file '/run/secrets/a.crt'.";
+        assert!(blame_secrets(ProxyKind::Haproxy, &table(), haproxy).is_empty());
     }
 
     #[test]
@@ -287,6 +369,36 @@ mod tests {
         let owner = BTreeMap::from([(LABEL_SSL_KEY.to_owned(), "c.key".to_owned())]);
         assert_eq!(names_unloadable(&owner, &unloadable), None, "its owner's key stays served");
         assert_eq!(record(&unloadable).as_deref(), Some("ca:id-c"));
+    }
+
+    /// A client can write anything into a proxy's access log (the task's stdout): only the
+    /// binary's own fatal lines are read off a failed task's log.
+    #[test]
+    fn only_the_binarys_own_fatal_lines_are_read_off_a_log() {
+        let nginx_log = "10.0.0.9 - - [05/Dec/2026:09:00:00 +0000] \"GET /'/run/secrets/a.key' HTTP/1.1\" 404 \"'/run/secrets/.interlock-backend-ca/b-ca'\"\n\
+            2026/12/05 09:00:01 [error] 29#29: *1 open() failed, request: \"GET /'/run/secrets/a.key' HTTP/1.1\"\n\
+            2026/12/05 09:00:02 [emerg] 1#1: cannot load certificate \"/run/secrets/a.crt\": PEM_read_bio_X509_AUX() failed\n\
+            nginx: [emerg] cannot load certificate key \"/run/secrets/a.key\": x\n";
+        let own = binary_lines(ProxyKind::Nginx, nginx_log);
+        assert_eq!(own.lines().count(), 2, "{own}");
+        let blamed = blame_secrets(ProxyKind::Nginx, &table(), &own);
+        assert_eq!(
+            blamed.iter().map(|b| (b.service.as_str(), b.label)).collect::<Vec<_>>(),
+            [("a", LABEL_SSL_CERT), ("a", LABEL_SSL_KEY)]
+        );
+        assert!(
+            blame_secrets(
+                ProxyKind::Nginx,
+                &table(),
+                &binary_lines(ProxyKind::Nginx, nginx_log.lines().next().unwrap())
+            )
+            .is_empty(),
+            "an access log line names nobody"
+        );
+        let haproxy_log = "10.0.0.9:5555 [05/Dec/2026:09:00:00.000] fe be/s0 0/0/0/1/1 404 '/run/secrets/a.crt'\n\
+            [ALERT]    (1) : config : [h.cfg:9] : 'server b/s' : Couldn't open the ca-file '/run/secrets/.interlock-backend-ca/b-ca' (x).\n";
+        let blamed = blame_secrets(ProxyKind::Haproxy, &table(), &binary_lines(ProxyKind::Haproxy, haproxy_log));
+        assert_eq!(blamed.iter().map(|b| b.service.as_str()).collect::<Vec<_>>(), ["b"]);
     }
 
     #[test]
