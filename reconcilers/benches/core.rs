@@ -82,6 +82,7 @@ fn observed_shape(clusters: usize, services: usize) -> Observed {
             node_id: "node".into(),
             running: true,
             stuck_pending: false,
+            failed: false,
             created: String::new(),
             addresses: vec![(format!("n{c}"), format!("10.{}.{}.{}", c, i / 250 % 250, i % 250 + 2))],
         });

@@ -63,6 +63,7 @@ pub fn task(id: &str, service_id: &str, net: &str, ip: &str) -> TaskFacts {
         service_id: service_id.into(),
         node_id: "node".into(),
         running: true,
+        failed: false,
         stuck_pending: false,
         created: String::new(),
         addresses: vec![(net.into(), ip.into())],

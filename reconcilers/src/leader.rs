@@ -96,6 +96,7 @@ mod tests {
             running: true,
             addresses: vec![],
             stuck_pending: false,
+            failed: false,
             created: created.into(),
         }
     }

@@ -334,6 +334,16 @@ pub struct ServiceFacts {
     pub previous_spec_hash: Option<String>,
 }
 
+impl ServiceFacts {
+    /// The spec-hash label of the spec Swarm rolled this service back from, when its last update
+    /// was rolled back.
+    pub fn rolled_back_from(&self) -> Option<&str> {
+        self.previous_spec_hash
+            .as_deref()
+            .filter(|_| self.update_state.as_deref().is_some_and(|u| u.starts_with("rollback")))
+    }
+}
+
 /// A task of a service, with its addresses on overlay networks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFacts {
@@ -349,6 +359,9 @@ pub struct TaskFacts {
     /// available for new tasks" (a new Raft leader's scheduler, after an election during the
     /// service's update; moby/moby#36699).
     pub stuck_pending: bool,
+    /// `Status.State == failed`: its container exited non-zero or could not start (read for
+    /// why, when its proxy service does not start: `proxy::secret_blame`).
+    pub failed: bool,
     /// When Swarm created it: RFC 3339 in UTC with nine fraction digits, so that text order is
     /// time order (the adapter normalises it; "" when unknown).
     pub created: String,

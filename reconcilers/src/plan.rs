@@ -573,9 +573,8 @@ fn service_action(want: &ServiceDef, have: Option<&ServiceFacts>, conflicts: &mu
         ));
         return None;
     }
-    let rolled_back = have.update_state.as_deref().is_some_and(|u| u.starts_with("rollback"))
-        && have.previous_spec_hash.is_some()
-        && have.previous_spec_hash.as_ref() == want.labels.get(LABEL_SPEC_HASH);
+    let rolled_back =
+        have.rolled_back_from().is_some_and(|from| want.labels.get(LABEL_SPEC_HASH).map(String::as_str) == Some(from));
     if rolled_back {
         // Reissuing it would fail the same way, and with stop-first host-mode ports each try is
         // an outage: wait until the desired spec changes.

@@ -525,6 +525,7 @@ mod tests {
             node_id: "n".into(),
             running: true,
             stuck_pending: false,
+            failed: false,
             created: String::new(),
             addresses: vec![(net.into(), ip.into())],
         }

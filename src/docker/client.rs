@@ -244,36 +244,18 @@ impl DockerClient {
         tasks::parse_tasks(&body).map_err(|reason| DockerError::Undecodable { operation: operation.to_owned(), reason })
     }
 
-    /// The last lines the newest failed tasks of the service `service_id` printed (stdout and
-    /// stderr; at most [`FAILED_TASKS_READ`] tasks created in the last
-    /// [`FAILED_TASKS_WITHIN_SECS`], [`FAILED_TASK_LINES`] lines each): why its tasks do not
-    /// start, in the program's own words. Read only for a proxy service Swarm rolled back or
-    /// that runs no task.
-    pub async fn failed_task_logs(&self, service_id: &str) -> Result<String, DockerError> {
-        let operation = format!("read failed tasks of service {service_id}");
-        // `{"service":["ID"]}`; a service ID is alphanumeric.
-        let filter = format!("%7B%22service%22%3A%5B%22{service_id}%22%5D%7D");
+    /// The last [`TASK_LOG_LINES`] lines a task printed (stdout and stderr): why a proxy task
+    /// did not start, in its binary's words. Read once per failed task of a proxy service that
+    /// does not start.
+    pub async fn task_logs(&self, task_id: &str) -> Result<String, DockerError> {
+        let operation = format!("read the logs of task {task_id}");
         self.counters.count(Kind::Read);
-        let body = tokio::time::timeout(CALL_TIMEOUT, self.raw.get(&format!("/tasks?filters={filter}")))
+        let path = format!("/tasks/{task_id}/logs?stdout=1&stderr=1&tail={TASK_LOG_LINES}");
+        let body = tokio::time::timeout(CALL_TIMEOUT, self.raw.get(&path))
             .await
             .map_err(|_| timeout(&operation))?
             .map_err(|e| DockerError::from_raw(&operation, &self.endpoint, e))?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-        let not_before = reconcilers::routes::Timestamp::from_unix(now.saturating_sub(FAILED_TASKS_WITHIN_SECS) as i64);
-        let failed = tasks::newest_failed(&body, FAILED_TASKS_READ, not_before)
-            .map_err(|reason| DockerError::Undecodable { operation: operation.clone(), reason })?;
-        let mut text = String::new();
-        for task in failed {
-            self.counters.count(Kind::Read);
-            let path = format!("/tasks/{task}/logs?stdout=1&stderr=1&tail={FAILED_TASK_LINES}");
-            let body = tokio::time::timeout(CALL_TIMEOUT, self.raw.get(&path))
-                .await
-                .map_err(|_| timeout(&operation))?
-                .map_err(|e| DockerError::from_raw(&operation, &self.endpoint, e))?;
-            text.push_str(&tasks::log_text(&body));
-            text.push('\n');
-        }
-        Ok(text)
+        Ok(tasks::log_text(&body))
     }
 
     /// Every network, with the facts routing needs.
@@ -579,12 +561,8 @@ pub struct SecretInfo {
     pub labels: BTreeMap<String, String>,
 }
 
-/// How many of a rolled-back service's failed tasks [`DockerClient::failed_task_logs`] reads...
-const FAILED_TASKS_READ: usize = 3;
-/// ...and how many of the last lines of each...
-const FAILED_TASK_LINES: usize = 40;
-/// ...of those created in the last this many seconds.
-const FAILED_TASKS_WITHIN_SECS: u64 = 600;
+/// How many of a task's last lines [`DockerClient::task_logs`] reads.
+const TASK_LOG_LINES: usize = 40;
 
 /// `operation` got no answer within [`CALL_TIMEOUT`].
 fn timeout(operation: &str) -> DockerError {

@@ -27,8 +27,8 @@ impl Swarm for DockerClient {
         DockerClient::inspect_service(self, id).await.map_err(SwarmError::from)
     }
 
-    async fn failed_task_logs(&self, service_id: &str) -> Result<String, SwarmError> {
-        DockerClient::failed_task_logs(self, service_id).await.map_err(SwarmError::from)
+    async fn task_logs(&self, task_id: &str) -> Result<String, SwarmError> {
+        DockerClient::task_logs(self, task_id).await.map_err(SwarmError::from)
     }
 
     async fn create_network(&self, def: &NetworkDef) -> Result<(), SwarmError> {

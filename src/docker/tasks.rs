@@ -12,7 +12,6 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use reconcilers::config::{DockerUrl, TlsFiles};
 use reconcilers::observed::TaskFacts;
-use reconcilers::routes::Timestamp;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::{self, pki_types::ServerName};
@@ -163,6 +162,7 @@ pub(super) fn parse_tasks(body: &[u8]) -> Result<Vec<TaskFacts>, String> {
         .into_iter()
         .map(|t| TaskFacts {
             running: t.desired_state == "running" && t.status.state == "running",
+            failed: t.status.state == "failed",
             stuck_pending: t.desired_state == "running"
                 && t.status.state == "pending"
                 && (t.status.err.contains("host-mode port already in use")
@@ -185,20 +185,6 @@ pub(super) fn parse_tasks(body: &[u8]) -> Result<Vec<TaskFacts>, String> {
             node_id: t.node_id,
         })
         .collect())
-}
-
-/// Of the tasks in the body of `GET /tasks`, the IDs of the `newest` most recently created
-/// that failed (`Status.State == failed`: the container exited non-zero or could not start),
-/// created at `not_before` or later (an old failure says nothing of today's spec).
-pub(super) fn newest_failed(body: &[u8], newest: usize, not_before: Timestamp) -> Result<Vec<String>, String> {
-    let raw: Vec<RawTask> = serde_json::from_slice(body).map_err(|e| format!("unexpected task JSON: {e}"))?;
-    let mut failed: Vec<(String, String)> = raw
-        .into_iter()
-        .filter(|t| t.status.state == "failed" && Timestamp::parse(&t.created_at) >= not_before)
-        .map(|t| (sortable_time(&t.created_at), t.id))
-        .collect();
-    failed.sort();
-    Ok(failed.into_iter().rev().take(newest).map(|(_, id)| id).collect())
 }
 
 /// The text of a `GET /tasks/ID/logs` body: without a TTY the Engine frames each chunk with an
@@ -268,19 +254,6 @@ mod tests {
         assert!(tasks[4].stuck_pending, "every node unavailable to a new leader's scheduler");
         assert!(!tasks[5].stuck_pending, "no node fits: a placement the user must change");
         assert!(!tasks[6].stuck_pending, "the node that fits is drained: the user's to undo");
-    }
-
-    #[test]
-    fn the_newest_failed_tasks_are_picked() {
-        let body = br#"[
-            {"ID":"old","CreatedAt":"2026-12-05T09:00:00.5Z","Status":{"State":"failed"}},
-            {"ID":"run","CreatedAt":"2026-12-05T09:03:00Z","Status":{"State":"running"}},
-            {"ID":"new","CreatedAt":"2026-12-05T09:02:00.25Z","Status":{"State":"failed"}},
-            {"ID":"mid","CreatedAt":"2026-12-05T09:01:00Z","Status":{"State":"failed"}}
-        ]"#;
-        assert_eq!(newest_failed(body, 2, Timestamp::UNIX_EPOCH).unwrap(), ["new", "mid"]);
-        let since = Timestamp::parse("2026-12-05T09:01:30Z");
-        assert_eq!(newest_failed(body, 3, since).unwrap(), ["new"], "older failures are left out");
     }
 
     #[test]

@@ -47,8 +47,10 @@ struct State {
     observe_failing: bool,
     /// Subscribing to events fails at once.
     events_failing: bool,
-    /// What [`Swarm::failed_task_logs`] answers, by service ID.
-    failed_task_logs: BTreeMap<String, String>,
+    /// What [`Swarm::task_logs`] answers, by task ID.
+    task_logs: BTreeMap<String, String>,
+    /// How many times [`Swarm::task_logs`] was called.
+    task_log_reads: u64,
 }
 
 /// A swarm in memory. Clones share it.
@@ -67,9 +69,14 @@ impl MemorySwarm {
         Self { state: Arc::new(Mutex::new(state)), reads: Arc::default(), writes: Arc::default(), events }
     }
 
-    /// Sets what the failed tasks of service `service_id` printed ([`Swarm::failed_task_logs`]).
-    pub fn set_failed_task_logs(&self, service_id: &str, text: &str) {
-        self.lock().failed_task_logs.insert(service_id.to_owned(), text.to_owned());
+    /// Sets what the task `task_id` printed ([`Swarm::task_logs`]).
+    pub fn set_task_logs(&self, task_id: &str, text: &str) {
+        self.lock().task_logs.insert(task_id.to_owned(), text.to_owned());
+    }
+
+    /// How many times [`Swarm::task_logs`] was called.
+    pub fn task_log_reads(&self) -> u64 {
+        self.lock().task_log_reads
     }
 
     /// A service's name (its ID when unknown) and extension label: what a write is recorded by.
@@ -251,9 +258,11 @@ impl Swarm for MemorySwarm {
         Ok(self.lock().observed.services.iter().find(|s| s.id == id || s.def.name == id).cloned())
     }
 
-    async fn failed_task_logs(&self, service_id: &str) -> Result<String, SwarmError> {
+    async fn task_logs(&self, task_id: &str) -> Result<String, SwarmError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(self.lock().failed_task_logs.get(service_id).cloned().unwrap_or_default())
+        let mut state = self.lock();
+        state.task_log_reads += 1;
+        Ok(state.task_logs.get(task_id).cloned().unwrap_or_default())
     }
 
     async fn create_network(&self, def: &NetworkDef) -> Result<(), SwarmError> {

@@ -84,9 +84,9 @@ pub trait Swarm: Clone + Send + Sync + 'static {
         def: &ServiceDef,
     ) -> impl Future<Output = Result<(), SwarmError>> + Send;
     fn delete_service(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
-    /// What the newest failed tasks of a service printed last (a few tasks, a few lines each):
-    /// read when Swarm rolled back an update of a proxy service, for the proxy's own words.
-    fn failed_task_logs(&self, service_id: &str) -> impl Future<Output = Result<String, SwarmError>> + Send;
+    /// What a task printed last (a few lines): read for a failed task of a proxy service that
+    /// does not start, for the proxy binary's own words.
+    fn task_logs(&self, task_id: &str) -> impl Future<Output = Result<String, SwarmError>> + Send;
     /// Schedules a service's tasks anew, its spec unchanged (`docker service update --force`).
     fn reschedule(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
     fn delete_config(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;

@@ -192,6 +192,7 @@ fn observed(case: &Case) -> Observed {
                     service_id: id.clone(),
                     node_id: "node".into(),
                     running: true,
+                    failed: false,
                     stuck_pending: false,
                     created: String::new(),
                     addresses: network_ids.iter().enumerate().map(|(n, net)| (net.clone(), address(n))).collect(),

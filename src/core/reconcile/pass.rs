@@ -21,10 +21,12 @@ use reconcilers::config::{Config, DriftPolicy};
 use reconcilers::desired::Environment;
 use reconcilers::leader;
 use reconcilers::node_labels;
-use reconcilers::observed::ServiceFacts;
 use reconcilers::observed::{NodeAvailability, Observed};
-use reconcilers::ownership::{LABEL_SPEC_HASH, is_owned};
+use reconcilers::observed::{ServiceFacts, TaskFacts};
+use reconcilers::ownership::is_owned;
 use reconcilers::plan::{self, Action, Plan};
+use reconcilers::proxy::secret_blame;
+use reconcilers::routes::Timestamp;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -85,17 +87,19 @@ pub struct Reconciler<S: Swarm> {
     failed_logs: std::sync::Mutex<BTreeMap<String, FailedLogs>>,
 }
 
-/// What a proxy service's failed tasks printed, read for one state of it (`key`: the spec it
-/// was rolled back from, or the spec it runs no task of).
-#[derive(Debug, Clone)]
+/// The binary's fatal lines each failed task of a proxy service printed, by task ID
+/// ([`Reconciler::failed_proxy_logs`]): each task's log is read once.
+#[derive(Debug, Clone, Default)]
 struct FailedLogs {
-    key: String,
-    text: String,
-    read_at: Instant,
+    lines: BTreeMap<String, String>,
+    read_at: Option<Instant>,
 }
 
-/// A proxy service without a running task whose failed tasks said nothing yet is read again
-/// at most this often.
+/// Of a proxy service that does not start, the newest failed tasks read...
+const FAILED_TASKS_READ: usize = 3;
+/// ...of those created this recently (an older failure says nothing of today's spec)...
+const FAILED_TASKS_WITHIN: Duration = Duration::from_secs(600);
+/// ...and new ones read at most this often (a proxy restarting in a loop fails every few s).
 const FAILED_LOGS_EVERY: Duration = Duration::from_secs(10);
 
 /// A task waiting this long for a host port no task of its service holds is rescheduled...
@@ -166,7 +170,7 @@ impl<S: Swarm> Reconciler<S> {
         let answers = self.ctx.acme.answers();
         let tokens: BTreeSet<String> = answers.keys().cloned().collect();
         let certificates = self.ctx.acme.certificates(&observed, &self.ctx.deliveries.key());
-        let now = reconcilers::routes::Timestamp::from_unix(crate::core::acme::state::unix(SystemTime::now()) as i64);
+        let now = Timestamp::from_unix(crate::core::acme::state::unix(SystemTime::now()) as i64);
         let env = self.env.clone().with_acme(now, answers, certificates);
         let failing = self.failed_proxy_logs(&observed).await;
         let judge = Judge {
@@ -182,14 +186,18 @@ impl<S: Swarm> Reconciler<S> {
         Ok((observed, plan, tokens))
     }
 
-    /// By extension, what the failed tasks of its proxy service printed, for each proxy service
-    /// whose tasks do not start: its last update Swarm rolled back, or it runs no task (a new
-    /// proxy service, or one Swarm keeps restarting). A config its tasks cannot start on because
-    /// of a secret a tenant named (one holding no certificate) then quarantines those tenants
-    /// (`culprit`), instead of keeping the whole cluster down or held. Read once per rollback,
-    /// and for a service without a running task at most every [`FAILED_LOGS_EVERY`] until its
-    /// tasks said something (a read that fails likewise).
+    /// By extension, the binary's fatal lines its proxy's newest failed tasks printed, for each
+    /// proxy service whose tasks do not start: its last update Swarm rolled back, or it runs no
+    /// task (a new proxy service, or one Swarm keeps restarting). A config its tasks cannot start
+    /// on because of a secret a tenant named (one holding no certificate) then quarantines those
+    /// tenants (`culprit`), instead of keeping the cluster down. Only failed tasks the pass read
+    /// (none: no read), on nodes not known to be down, each task's log read once, new ones at
+    /// most every [`FAILED_LOGS_EVERY`]; only the binary's own lines are kept
+    /// (`secret_blame::binary_lines`: the rest is the access log, which clients write).
     async fn failed_proxy_logs(&self, observed: &Observed) -> BTreeMap<String, String> {
+        let now = crate::core::acme::state::unix(SystemTime::now()) as i64;
+        let not_before = Timestamp::from_unix(now - FAILED_TASKS_WITHIN.as_secs() as i64);
+        let node_down = |id: &str| observed.nodes.iter().any(|n| n.id == id && !n.ready);
         let mut failing = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for (extension, ext) in &self.config.extensions {
@@ -198,36 +206,42 @@ impl<S: Swarm> Reconciler<S> {
             else {
                 continue;
             };
-            let rolled_back = service.update_state.as_deref().is_some_and(|u| u.starts_with("rollback"));
-            let key = match (&service.previous_spec_hash, rolled_back) {
-                (Some(from), true) => format!("rolled back from {from}"),
-                _ if !observed.tasks.iter().any(|t| t.service_id == service.id && t.running) => {
-                    format!("not running {}", service.def.labels.get(LABEL_SPEC_HASH).map_or("", String::as_str))
-                }
-                _ => continue,
-            };
+            if service.rolled_back_from().is_none() && !proxy_tasks(observed, &ext.proxy_service_name).is_empty() {
+                continue;
+            }
+            let mut failed: Vec<&TaskFacts> = observed
+                .tasks
+                .iter()
+                .filter(|t| t.service_id == service.id && t.failed && !node_down(&t.node_id))
+                .filter(|t| Timestamp::parse(&t.created) >= not_before)
+                .collect();
+            failed.sort_by(|a, b| b.created.cmp(&a.created));
+            failed.truncate(FAILED_TASKS_READ);
+            if failed.is_empty() {
+                continue;
+            }
             seen.insert(service.id.clone());
-            let cached = self.failed_logs.lock().expect("failed logs lock").get(&service.id).cloned();
-            let fresh = cached.as_ref().is_some_and(|c| {
-                c.key == key && (!c.text.trim().is_empty() || c.read_at.elapsed() < FAILED_LOGS_EVERY)
-            });
-            let text = match cached {
-                Some(c) if fresh => c.text,
-                _ => {
-                    // A read that fails (a log driver the API cannot read back) is tried again
-                    // like one that found nothing, not on every pass.
-                    let text = self.ctx.swarm.failed_task_logs(&service.id).await.unwrap_or_else(|e| {
-                        warn!(extension = %extension, "reading why the proxy's tasks do not start failed: {e}");
+            let mut logs = self.failed_logs.lock().expect("failed logs lock").remove(&service.id).unwrap_or_default();
+            logs.lines.retain(|id, _| failed.iter().any(|t| t.id == *id));
+            let unread: Vec<&str> =
+                failed.iter().map(|t| t.id.as_str()).filter(|id| !logs.lines.contains_key(*id)).collect();
+            if !unread.is_empty() && logs.read_at.is_none_or(|at| at.elapsed() >= FAILED_LOGS_EVERY) {
+                logs.read_at = Some(Instant::now());
+                for id in unread {
+                    // A log that cannot be read (a driver the API cannot read back) is not read
+                    // again: its task stays silent.
+                    let text = self.ctx.swarm.task_logs(id).await.unwrap_or_else(|e| {
+                        warn!(extension = %extension, task = %id, "reading why a proxy task did not start failed: {e}");
                         String::new()
                     });
-                    let entry = FailedLogs { key, text: text.clone(), read_at: Instant::now() };
-                    self.failed_logs.lock().expect("failed logs lock").insert(service.id.clone(), entry);
-                    text
+                    logs.lines.insert(id.to_owned(), secret_blame::binary_lines(ext.proxy_kind, &text));
                 }
-            };
+            }
+            let text: String = failed.iter().filter_map(|t| logs.lines.get(&t.id)).map(String::as_str).collect();
             if !text.trim().is_empty() {
                 failing.insert(extension.clone(), text);
             }
+            self.failed_logs.lock().expect("failed logs lock").insert(service.id.clone(), logs);
         }
         self.failed_logs.lock().expect("failed logs lock").retain(|id, _| seen.contains(id));
         failing
