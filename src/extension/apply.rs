@@ -13,11 +13,12 @@ use reconcilers::proxy::{HITLESS_APPLIED_FILE, check_reuse};
 use tracing::{debug, info, warn};
 
 use super::ProxyTarget;
-use super::client::CoreClient;
+use super::client::{CoreClient, CoreError};
 use super::short;
 use super::vet::{Refusal, Verdict, Vetted, vet};
 use crate::engine::{EngineError, LocalContainer, NodeEngine};
 use crate::extension_api::TaskReport;
+use hyper::StatusCode;
 
 /// How many times a config the task's binary rejects is tried on a container: the core holds
 /// the cluster only when a task reports the same rejection twice.
@@ -91,6 +92,10 @@ struct Rejection {
 /// what came before, with room to spare).
 const MAX_UNSENT: usize = 4;
 
+/// Looks (every few seconds) a report is sent again before it is dropped: long enough for the
+/// core's next passes to list a new task, or for a new writer to be elected.
+const MAX_REPORT_TRIES: u32 = 24;
+
 /// Whether to try a config on a container whose binary rejected it `before` times: once more,
 /// at a rescan (a few seconds on; the core acts on a second rejection only), then never.
 fn may_try(before: u32, rescan: bool) -> bool {
@@ -119,7 +124,7 @@ pub(super) struct Applier<E> {
     /// Container → reports the core has not taken yet, oldest first: sent again at each look
     /// until it does. Right after a roll the core refuses a task its last pass did not list yet
     /// (422), and a rejection it never hears of twice would leave the cluster waiting on it.
-    unsent: BTreeMap<String, VecDeque<TaskReport>>,
+    unsent: BTreeMap<String, VecDeque<(TaskReport, u32)>>,
     /// Container → its proxy binary's build ([`check_reuse::binary_identity`]), read once.
     builds: BTreeMap<String, String>,
     /// Container → the environment fingerprint of the last config its own check accepted
@@ -219,7 +224,7 @@ impl<E: NodeEngine> Applier<E> {
                 if self.reported.get(&container.id) != Some(&said(&report, attempt)) {
                     self.reported.insert(container.id.clone(), said(&report, attempt));
                     let queue = self.unsent.entry(container.id.clone()).or_default();
-                    queue.push_back(report);
+                    queue.push_back((report, 0));
                     if queue.len() > MAX_UNSENT {
                         queue.pop_front();
                     }
@@ -233,14 +238,27 @@ impl<E: NodeEngine> Applier<E> {
     }
 
     /// Sends the container's reports the core has not taken yet, oldest first, until one fails.
+    /// A report the core refuses as malformed or too large (a 4xx other than 422, "not a task
+    /// it knows yet"), or that it has not taken after [`MAX_REPORT_TRIES`] looks, is dropped:
+    /// it will not be taken, and must not hold back the reports after it.
     async fn send_unsent(&mut self, container: &str) {
         let Some(queue) = self.unsent.get_mut(container) else { return };
-        while let Some(report) = queue.front() {
+        while let Some((report, tries)) = queue.front_mut() {
             match self.core.report(report).await {
                 Ok(()) => {
                     queue.pop_front();
                 }
                 Err(e) => {
+                    *tries += 1;
+                    let never = matches!(&e, CoreError::Status { status, .. }
+                        if status.is_client_error() && *status != StatusCode::UNPROCESSABLE_ENTITY);
+                    if never || *tries >= MAX_REPORT_TRIES {
+                        warn!("cannot report to the core, dropped after {tries} tries: {e}");
+                        queue.pop_front();
+                        // What the container runs is reported afresh at its next outcome.
+                        self.reported.remove(container);
+                        continue;
+                    }
                     warn!("cannot report to the core (sent again at the next look): {e}");
                     break;
                 }

@@ -809,6 +809,9 @@ async fn a_secret_the_proxy_cannot_load_holds_back_only_its_tenant() {
     for app in [&bad, &next] {
         docker(&["service", "rm", app]).await;
     }
+    // The update that recorded the secret also took its mount away (a roll): the next step
+    // kills the proxy's task, which must be the new one.
+    settle(HITLESS.proxy).await;
 }
 
 /// The proxy task's container on its node, through that node's engine.

@@ -236,7 +236,7 @@ async fn hostile_tenants_cannot_take_a_victims_routes() {
 
     support::remove_services(APPS);
     support::remove_owned_services(&api).await;
-    for secret in ["tenant-not-a-ca", "tenant-not-a-key"] {
+    for secret in ["tenant-not-a-ca", "tenant-not-a-key", "tenant-bad.crt", "tenant-bad.key"] {
         docker_quiet(&["secret", "rm", secret]);
     }
     std::fs::remove_dir_all(&dir).ok();
