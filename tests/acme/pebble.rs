@@ -270,7 +270,13 @@ impl Answers {
 /// Orders a certificate for `host` on `client`, serving its answer from `answers` meanwhile.
 async fn order(client: &AcmeClient, answers: &Answers, host: &str) -> Result<Issued, AcmeError> {
     let mut order = client.order(host).await?;
-    let answer = order.answer().expect("PEBBLE_AUTHZREUSE=0: every order has a challenge").clone();
+    // Pebble 2.4 reuses a valid authorization of the account now and then even with
+    // `PEBBLE_AUTHZREUSE=0` (its test is `rand.Intn(100) > percent`: 1 in 100): such an order
+    // has nothing to answer, as with a real CA, and goes straight to issuance.
+    let Some(answer) = order.answer().cloned() else {
+        order.ready().await?;
+        return order.finish(FINISH).await;
+    };
     assert!(!answer.token.is_empty() && answer.key_authorization.starts_with(&format!("{}.", answer.token)));
     answers.answers.lock().unwrap().insert(answer.token.clone(), answer.key_authorization.clone());
     order.ready().await?;
