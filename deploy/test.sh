@@ -24,20 +24,22 @@ fi
 # so check first and say it. What is already there (an earlier build, a lab) counts as room.
 # Incremental compilation only pays on the next build of the same checkout, and costs ~3 GB.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Where Cargo builds (a caller's CARGO_TARGET_DIR is honoured: the lab takes the binary from it).
+target_dir="${CARGO_TARGET_DIR:-target}"
 disk_check() {
   local need_mb=$(( (3 + 6) * 1024 )) have_mb avail_mb dir dirs=()
-  mkdir -p target
+  mkdir -p "$target_dir"
   # Only what exists (`swarm-lab.sh down` removes the nodes' directories): du fails on the rest.
-  for dir in target /var/lib/docker /var/cache/interlock-lab /var/lib/docker-{lb-00,lb-01,app-00,ha-00,ha-01,ha-02,ha-03}; do
+  for dir in "$target_dir" /var/lib/docker /var/cache/interlock-lab /var/lib/docker-{lb-00,lb-01,app-00,ha-00,ha-01,ha-02,ha-03}; do
     [ -e "$dir" ] && dirs+=("$dir")
   done
   have_mb=$(du -smcx "${dirs[@]}" 2>/dev/null | tail -1 | cut -f1) || true
-  avail_mb=$(df -Pm target | awk 'NR == 2 { print $4 }') || true
+  avail_mb=$(df -Pm "$target_dir" | awk 'NR == 2 { print $4 }') || true
   # A check that cannot measure says so rather than stop the tests.
   [[ $have_mb =~ ^[0-9]+$ && $avail_mb =~ ^[0-9]+$ ]] ||
     { echo "test.sh: could not measure the free disk; going on without the check" >&2; return 0; }
   if (( avail_mb + have_mb < need_mb )); then
-    echo "test.sh: the build and the labs need about $(( need_mb / 1024 )) GB; $(( avail_mb / 1024 )) GB are free on $(df -P target | awk 'NR == 2 { print $6 }') and $(( have_mb / 1024 )) GB already in use by them. Free some space first (old checkouts' target/ directories, \`docker system prune\`)." >&2
+    echo "test.sh: the build and the labs need about $(( need_mb / 1024 )) GB; $(( avail_mb / 1024 )) GB are free on $(df -P "$target_dir" | awk 'NR == 2 { print $6 }') and $(( have_mb / 1024 )) GB already in use by them. Free some space first (old checkouts' target/ directories, \`docker system prune\`)." >&2
     exit 1
   fi
 }
@@ -79,7 +81,7 @@ getent passwd nginx >/dev/null ||
   useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nginx
 
 step "swarm lab up (manager + lb-00, lb-01, app-00)"
-deploy/lab/swarm-lab.sh up --interlock-binary target/debug/interlock
+deploy/lab/swarm-lab.sh up --interlock-binary "$target_dir/debug/interlock"
 
 step "high-availability lab up (a separate swarm of three managers and a worker, for the failover and fault tests)"
 deploy/lab/swarm-lab.sh ha-up
@@ -88,7 +90,7 @@ deploy/lab/swarm-lab.sh ha-up
 # other) beside the rest, which share the main lab, their output kept apart and printed after
 # theirs. They are #[ignore]d, so the main run leaves them out.
 step "cargo test (unit, property, offline, proxy binaries, lab integration); tests/ha/ beside it on the HA lab"
-ha_log=target/ha-tests.log
+ha_log="$target_dir/ha-tests.log"
 cargo test --features "$features" "${ha_tests[@]}" -- --ignored --nocapture >"$ha_log" 2>&1 &
 ha_pid=$!
 rc=0
