@@ -176,12 +176,18 @@ pub fn blame_secrets(kind: ProxyKind, routes: &RouteTable, output: &str) -> Vec<
 /// a client quoting a tenant's secret file there must not get that tenant blamed. A line starts
 /// with those words only when the binary wrote it (both escape what a client sends).
 pub fn binary_lines(kind: ProxyKind, log: &str) -> String {
-    let own = |line: &str| match kind {
+    // HAProxy continues an alert on lines indented under it (`  unable to load private key from
+    // file '…'.`); an access log line never starts with a space.
+    let mut in_alert = false;
+    let mut own = |line: &str| match kind {
         ProxyKind::Nginx => {
             line.starts_with("nginx: [emerg] ")
                 || line.get(19..).is_some_and(|rest| rest.starts_with(" [emerg] ") && nginx_time(&line[..19]))
         }
-        ProxyKind::Haproxy => line.starts_with("[ALERT]"),
+        ProxyKind::Haproxy => {
+            in_alert = line.starts_with("[ALERT]") || (in_alert && line.starts_with(' '));
+            in_alert
+        }
     };
     log.lines().filter(|line| own(line)).map(|line| format!("{line}\n")).collect()
 }
@@ -399,6 +405,12 @@ mod tests {
             [ALERT]    (1) : config : [h.cfg:9] : 'server b/s' : Couldn't open the ca-file '/run/secrets/.interlock-backend-ca/b-ca' (x).\n";
         let blamed = blame_secrets(ProxyKind::Haproxy, &table(), &binary_lines(ProxyKind::Haproxy, haproxy_log));
         assert_eq!(blamed.iter().map(|b| b.service.as_str()).collect::<Vec<_>>(), ["b"]);
+        // As HAProxy 2.6 printed it on the lab: the file on an indented line under the alert.
+        let continued = "[ALERT]    (1) : config : parsing [h.cfg:7] : 'bind *:443' in section 'frontend' : \n  unable to load private key from file '/run/secrets/a.crt.key'.\n   '/run/secrets/a.crt.key' is present but cannot be read or parsed'.\n10.0.0.9:5555 [05/Dec/2026:09:00:00.000] fe be/s0 0/0/0/1/1 404\n";
+        let own = binary_lines(ProxyKind::Haproxy, continued);
+        assert_eq!(own.lines().count(), 3, "{own}");
+        let blamed = blame_secrets(ProxyKind::Haproxy, &table(), &own);
+        assert_eq!(blamed.iter().map(|b| (b.service.as_str(), b.label)).collect::<Vec<_>>(), [("a", LABEL_SSL_KEY)]);
     }
 
     #[test]
